@@ -1,0 +1,36 @@
+# One entry point per job. Every target works on a fresh machine with Python >= 3.11.
+#   make demo   set up and run an example graph
+#   make test   set up everything (venv, npm test peers, Docker engine) and run the tests
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: setup js demo test lint bench
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Outside references used by the tests (fbp parser, fbp-protocol, fbp-spec), pinned by the lock file.
+js: tests/js/node_modules/.installed
+
+tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.json
+	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup
+	$(BIN)/reflowpy run examples/hello.json --input numbers=1 --input numbers=2 --input numbers=3
+
+test: setup js
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check reflowpy tests benchmarks
+	$(BIN)/mypy --strict reflowpy
+
+bench: setup
+	$(BIN)/python -m benchmarks kernel

@@ -1,0 +1,84 @@
+"""reflowpy: an actor-model dataflow runtime for Python.
+
+A program is a :class:`Graph` of nodes (actors with named in- and out-ports) joined
+by connections that carry immutable messages with backpressure. A :class:`Network`
+runs a graph under a trio nursery. This module is the public API; everything else is
+an implementation detail unless re-exported here.
+"""
+
+from reflowpy.errors import (
+    ActivationTimeout,
+    ActorError,
+    CodecError,
+    ComponentError,
+    ComponentNotFound,
+    ConfigError,
+    DuplicateGroup,
+    DuplicateNode,
+    DuplicatePort,
+    EdgeNotFound,
+    GraphError,
+    GraphFormatError,
+    GraphValidationError,
+    GroupNotFound,
+    IIPNotFound,
+    MessageError,
+    NetworkError,
+    NetworkStopped,
+    NodeNotFound,
+    PortNotFound,
+    ReflowError,
+)
+from reflowpy.network.actor import Actor, ActorContext, Port, actor
+from reflowpy.network.graph import IIP, Edge, Endpoint, ExportedPort, Graph, GraphEvent, Group, Node
+from reflowpy.network.message import FrozenDict, FrozenList, freeze, from_reflow, thaw, to_reflow
+from reflowpy.network.registry import ComponentInfo, Registry
+from reflowpy.network.supervision import DeadLetter, Policy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IIP",
+    "ActivationTimeout",
+    "Actor",
+    "ActorContext",
+    "ActorError",
+    "CodecError",
+    "ComponentError",
+    "ComponentInfo",
+    "ComponentNotFound",
+    "ConfigError",
+    "DeadLetter",
+    "DuplicateGroup",
+    "DuplicateNode",
+    "DuplicatePort",
+    "Edge",
+    "EdgeNotFound",
+    "Endpoint",
+    "ExportedPort",
+    "FrozenDict",
+    "FrozenList",
+    "Graph",
+    "GraphError",
+    "GraphEvent",
+    "GraphFormatError",
+    "GraphValidationError",
+    "Group",
+    "GroupNotFound",
+    "IIPNotFound",
+    "MessageError",
+    "NetworkError",
+    "NetworkStopped",
+    "Node",
+    "NodeNotFound",
+    "Policy",
+    "Port",
+    "PortNotFound",
+    "ReflowError",
+    "Registry",
+    "actor",
+    "freeze",
+    "from_reflow",
+    "thaw",
+    "to_reflow",
+]

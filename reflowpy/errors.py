@@ -1,0 +1,178 @@
+"""The exception hierarchy of reflowpy, in one place.
+
+Every error a user can meet is a subclass of :class:`ReflowError`, so ``except
+rf.ReflowError`` catches everything the library raises on purpose. Messages name
+what was wrong and where (graph, node, port, field) and, when it helps, what to do.
+
+::
+
+    ReflowError
+     +-- GraphError                  a graph operation or file is invalid
+     |    +-- NodeNotFound
+     |    +-- DuplicateNode
+     |    +-- EdgeNotFound
+     |    +-- PortNotFound           unknown port on a node or exported port name
+     |    +-- DuplicatePort
+     |    +-- GroupNotFound
+     |    +-- DuplicateGroup
+     |    +-- IIPNotFound
+     |    +-- GraphFormatError       a file is not a graph in the format tried
+     |    +-- GraphValidationError   a graph failed validation (carries the report)
+     +-- ComponentError              registry lookups and component definitions
+     |    +-- ComponentNotFound
+     |    +-- ConfigError            bad node config (metadata / env_vars)
+     +-- MessageError                a value cannot be a message (not freezable/serializable)
+     +-- NetworkError                lifecycle misuse of a Network
+     |    +-- NetworkStopped
+     +-- ActorError                  user code failed (wraps the original exception)
+     |    +-- ActivationTimeout
+     +-- CodecError                  a frame could not be encoded or decoded
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ActivationTimeout",
+    "ActorError",
+    "CodecError",
+    "ComponentError",
+    "ComponentNotFound",
+    "ConfigError",
+    "DuplicateGroup",
+    "DuplicateNode",
+    "DuplicatePort",
+    "EdgeNotFound",
+    "GraphError",
+    "GraphFormatError",
+    "GraphValidationError",
+    "GroupNotFound",
+    "IIPNotFound",
+    "MessageError",
+    "NetworkError",
+    "NetworkStopped",
+    "NodeNotFound",
+    "PortNotFound",
+    "ReflowError",
+]
+
+
+class ReflowError(Exception):
+    """Base class of every error reflowpy raises on purpose."""
+
+
+class GraphError(ReflowError):
+    """A graph operation was refused or a graph is malformed; nothing was changed."""
+
+
+class NodeNotFound(GraphError, KeyError):
+    """A node id does not exist in the graph."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateNode(GraphError):
+    """A node id is already taken in the graph."""
+
+
+class EdgeNotFound(GraphError, KeyError):
+    """No connection matches the given endpoints."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class PortNotFound(GraphError, KeyError):
+    """A port does not exist on a node/component, or an exported port name is unknown."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicatePort(GraphError):
+    """An exported port name is already taken."""
+
+
+class GroupNotFound(GraphError, KeyError):
+    """A group name does not exist in the graph."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class DuplicateGroup(GraphError):
+    """A group name is already taken."""
+
+
+class IIPNotFound(GraphError, KeyError):
+    """No initial information packet matches the given target."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class GraphFormatError(GraphError):
+    """A text or file is not a graph in the format that was tried.
+
+    ``format`` names the format, ``where`` the line/column or field path, and the
+    message says what was expected.
+    """
+
+    def __init__(self, message: str, *, format: str = "", where: str = "") -> None:
+        self.format = format
+        self.where = where
+        prefix = f"{format} graph" if format else "graph"
+        location = f" at {where}" if where else ""
+        super().__init__(f"not a valid {prefix}{location}: {message}")
+
+
+class GraphValidationError(GraphError):
+    """A graph failed validation; ``report`` holds every problem found."""
+
+    def __init__(self, message: str, report: object = None) -> None:
+        self.report = report
+        super().__init__(message)
+
+
+class ComponentError(ReflowError):
+    """A component is missing or badly defined."""
+
+
+class ComponentNotFound(ComponentError, KeyError):
+    """No component with that name is registered."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
+class ConfigError(ComponentError):
+    """A node's configuration (metadata or env_vars) is invalid; names node and key."""
+
+
+class MessageError(ReflowError, TypeError):
+    """A value cannot travel as a message: it is not freezable or not serializable."""
+
+
+class NetworkError(ReflowError):
+    """A Network was used in a way its lifecycle does not allow."""
+
+
+class NetworkStopped(NetworkError):
+    """The network has stopped (or is stopping) and takes no more input."""
+
+
+class ActorError(ReflowError):
+    """User code in a node failed. ``node``, ``port`` and ``__cause__`` say where and why."""
+
+    def __init__(self, message: str, *, node: str = "", port: str | None = None) -> None:
+        self.node = node
+        self.port = port
+        super().__init__(message)
+
+
+class ActivationTimeout(ActorError):
+    """One activation of a node ran past its policy's timeout."""
+
+
+class CodecError(ReflowError, ValueError):
+    """A frame could not be encoded or decoded (malformed, too large, wrong version)."""

@@ -1,0 +1,193 @@
+"""The component registry: names -> actor classes (or subgraphs), with discovery.
+
+A registry maps a component name such as ``core/Repeat`` to what a node of that
+component is made of: an :class:`~reflowpy.Actor` subclass (one instance per node) or
+a :class:`~reflowpy.Graph` used as a subgraph component. ``describe()`` returns the
+ports, types and description that editors and the FBP protocol's ``component:list``
+show.
+
+Third-party packages add components through the ``reflowpy.components`` entry-point
+group: each entry point names either an ``Actor`` subclass (registered under the
+entry point's name) or a callable ``register(registry)``.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import msgspec
+
+from reflowpy.errors import ComponentError, ComponentNotFound
+from reflowpy.network.actor import Actor, Port
+from reflowpy.network.graph import Graph
+
+__all__ = ["ENTRY_POINT_GROUP", "ComponentInfo", "Registry"]
+
+ENTRY_POINT_GROUP = "reflowpy.components"
+
+Component = type[Actor] | Graph
+
+
+class ComponentInfo(msgspec.Struct, frozen=True):
+    """What a component looks like from outside: name, ports, description."""
+
+    name: str
+    description: str = ""
+    icon: str = ""
+    inports: tuple[Port, ...] = ()
+    outports: tuple[Port, ...] = ()
+    subgraph: bool = False
+    await_all_inports: bool = False
+
+
+class Registry:
+    """Component name -> actor class or subgraph.
+
+    >>> reg = Registry()
+    >>> reg.register("demo/Double", SomeActor)   # doctest: +SKIP
+    """
+
+    def __init__(self) -> None:
+        self._components: dict[str, Component] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, name: str, component: Component, *, replace: bool = False) -> None:
+        """Register ``component`` under ``name``.
+
+        Raises :class:`ComponentError` if the name is taken (pass ``replace=True`` to
+        overwrite, as live editors do) or the value is not an actor class or graph.
+        """
+        if not name:
+            raise ComponentError("a component name must be a non-empty string")
+        is_actor = isinstance(component, type) and issubclass(component, Actor)
+        if not (is_actor or isinstance(component, Graph)):
+            raise ComponentError(
+                f"component {name!r}: expected an Actor subclass (or @rf.actor function) or a"
+                f" Graph, got {type(component).__name__}"
+            )
+        if not replace and (name in self._components or name in self._aliases):
+            raise ComponentError(
+                f"component {name!r} is already registered; pass replace=True to overwrite"
+            )
+        self._aliases.pop(name, None)
+        self._components[name] = component
+
+    def alias(self, alias: str, name: str) -> None:
+        """Make ``alias`` resolve to the registered component ``name`` (e.g. Reflow's
+        ``tpl_passthrough``)."""
+        if name not in self._components:
+            raise ComponentNotFound(f"cannot alias {alias!r}: no component {name!r}")
+        self._aliases[alias] = name
+
+    def unregister(self, name: str) -> None:
+        """Remove a component or alias; raises :class:`ComponentNotFound`."""
+        if name in self._aliases:
+            del self._aliases[name]
+        elif name in self._components:
+            del self._components[name]
+        else:
+            raise ComponentNotFound(f"no component {name!r} to unregister")
+
+    def resolve(self, name: str) -> str:
+        """The canonical name ``name`` refers to (itself, or what an alias points to)."""
+        return self._aliases.get(name, name)
+
+    def get(self, name: str) -> Component:
+        """The actor class or subgraph registered as ``name``."""
+        try:
+            return self._components[self.resolve(name)]
+        except KeyError:
+            known = ", ".join(sorted(self._components)[:8])
+            more = "..." if len(self._components) > 8 else ""
+            raise ComponentNotFound(
+                f"no component {name!r} in the registry (known: {known}{more})"
+            ) from None
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.resolve(name) in self._components
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._components))
+
+    def __len__(self) -> int:
+        return len(self._components)
+
+    def names(self, *, aliases: bool = False) -> list[str]:
+        """Registered component names, sorted; with ``aliases=True`` aliases too."""
+        names = set(self._components)
+        if aliases:
+            names |= set(self._aliases)
+        return sorted(names)
+
+    def describe(self, name: str) -> ComponentInfo:
+        """Ports, types and description of a component, for listings and editors."""
+        component = self.get(name)
+        if isinstance(component, Graph):
+            graph = component
+            return ComponentInfo(
+                name=name,
+                description=str(graph.properties.get("description", "")),
+                icon=str(graph.properties.get("icon", "")),
+                inports=tuple(_exported_port(graph, public, True) for public in graph.inports),
+                outports=tuple(
+                    _exported_port(graph, public, False) for public in graph.outports
+                ),
+                subgraph=True,
+            )
+        return ComponentInfo(
+            name=name,
+            description=(component.description or component.__doc__ or "").strip(),
+            icon=component.icon,
+            inports=component.inport_specs(),
+            outports=component.outport_specs(),
+            await_all_inports=component.await_all_inports,
+        )
+
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
+        """Register every component published under the entry-point ``group``.
+
+        Returns the names registered. A broken entry point raises
+        :class:`ComponentError` naming the distribution and entry point.
+        """
+        added: list[str] = []
+        for ep in importlib.metadata.entry_points(group=group):
+            try:
+                obj: Any = ep.load()
+            except Exception as exc:
+                raise ComponentError(
+                    f"entry point {ep.name!r} ({ep.value}) in group {group!r} failed to load:"
+                    f" {exc}"
+                ) from exc
+            if (isinstance(obj, type) and issubclass(obj, Actor)) or isinstance(obj, Graph):
+                self.register(ep.name, obj, replace=True)
+                added.append(ep.name)
+            elif callable(obj):
+                before = set(self._components)
+                register: Callable[[Registry], object] = obj
+                register(self)
+                added.extend(sorted(set(self._components) - before))
+            else:
+                raise ComponentError(
+                    f"entry point {ep.name!r} ({ep.value}) is neither an Actor subclass, a"
+                    " Graph, nor a register(registry) function"
+                )
+        return added
+
+    def copy(self) -> Registry:
+        """An independent registry with the same components and aliases."""
+        other = Registry()
+        other._components = dict(self._components)
+        other._aliases = dict(self._aliases)
+        return other
+
+
+def _exported_port(graph: Graph, public: str, inport: bool) -> Port:
+    exported = (graph.inports if inport else graph.outports)[public]
+    meta = exported.metadata
+    return Port(
+        public,
+        type=str(meta.get("type", "any")),
+        description=str(meta.get("description", "")),
+    )

@@ -1,0 +1,1 @@
+"""Shared test configuration. pytest-trio runs every async test (trio_mode = true)."""
