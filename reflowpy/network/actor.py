@@ -72,7 +72,11 @@ class ActorContext(Protocol):
     inputs: Mapping[str, Any]
     state: dict[str, Any]
     config: Mapping[str, Any]
-    log: logging.LoggerAdapter[logging.Logger]
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry the node id."""
+        ...
 
     async def send(self, port: str, value: Any) -> None:
         """Send ``value`` out of ``port``; suspends while a receiver's queue is full."""
@@ -81,13 +85,18 @@ class ActorContext(Protocol):
     async def receive(self, port: str | None = None) -> tuple[str, Any]:
         """For ``run()`` actors: the next ``(port, value)``, from ``port`` or from any in-port.
 
-        Raises :class:`~reflowpy.NetworkStopped` once the network is stopping and the
-        in-ports are drained.
+        Raises :class:`~reflowpy.NetworkStopped` when the network drains for a stop and
+        nothing is left to receive: flush what you hold, then return.
         """
         ...
 
     def connected(self, port: str) -> bool:
         """Whether an out-port has at least one receiver (connection or exported port)."""
+        ...
+
+    def dead_letter(self, port: str, value: Any, error: BaseException) -> None:
+        """For ``run()`` actors: put a message that cannot be processed in the dead-letter
+        store (with the error), instead of dropping it."""
         ...
 
 

@@ -137,6 +137,8 @@ class Network:
         self._dead = DeadLetterStore(dead_letter_limit)
         self._state = "new"
         self._accepting = False
+        #: True while a drain-stop lets ``run()`` actors flush (receive raises NetworkStopped).
+        self.draining = False
         self._error: ActorError | None = None
         self._errors: list[ActorError] = []
         self._idle_event = trio.Event()
@@ -384,6 +386,13 @@ class Network:
                     if runner.owns_loop and runner.scope is not None and not runner.inports:
                         runner.scope.cancel()
                 with trio.move_on_after(math.inf if drain_timeout is None else drain_timeout):
+                    await self.idle()
+                    # Let loop owners waiting for input flush what they hold: their
+                    # receive() now raises NetworkStopped; then drain what they sent.
+                    self.draining = True
+                    for runner in list(self._runners.values()):
+                        if runner.owns_loop and runner.waiter is not None:
+                            runner.wake_parked()
                     await self.idle()
                 forced = self.active > 0
             if self._runner_nursery is not None:

@@ -43,6 +43,7 @@ _Abort = trio.lowlevel.Abort
 
 
 _NO_WAITERS: Any = ()
+_NO_QUEUE: Any = ()
 
 
 async def _wait_in(waiters: deque[trio.lowlevel.Task]) -> None:
@@ -94,7 +95,8 @@ class InPort:
         self.node = node
         self.name = name
         self.capacity = capacity
-        self.queue: deque[Any] = deque()
+        # An empty deque costs 760 bytes; a port gets one with its first value.
+        self.queue: deque[Any] = _NO_QUEUE
         # Most ports never see a blocked sender: share one empty tuple until one does.
         self.putters: deque[trio.lowlevel.Task] = _NO_WAITERS
         self.total = 0
@@ -105,7 +107,10 @@ class InPort:
         queue = self.queue
         if len(queue) >= self.capacity:
             return False
-        queue.append(value)
+        try:
+            queue.append(value)
+        except AttributeError:  # first value ever: allocate the queue (no cost per put)
+            self.queue = deque((value,))
         self.total += 1
         runner = self.runner
         if runner is not None:
@@ -136,7 +141,10 @@ class InPort:
 
     def put_batch(self, values: list[Any]) -> None:
         """Append values the caller reserved room for, waking the receiver once."""
-        self.queue.extend(values)
+        try:
+            self.queue.extend(values)
+        except AttributeError:
+            self.queue = deque(values)
         self.total += len(values)
         runner = self.runner
         if runner is not None:
@@ -149,7 +157,10 @@ class InPort:
 
     def force_put(self, value: Any) -> None:
         """Append even past capacity (only for a value already promised room)."""
-        self.queue.append(value)
+        try:
+            self.queue.append(value)
+        except AttributeError:
+            self.queue = deque((value,))
         self.total += 1
         runner = self.runner
         if runner is not None:
@@ -185,6 +196,7 @@ class OutputSink(InPort):
 
     def __init__(self, node: str, name: str, capacity: int) -> None:
         super().__init__(None, node, name, capacity)
+        self.queue = deque()
         self.readers: deque[trio.lowlevel.Task] = deque()
         self.closed = False
 

@@ -59,6 +59,7 @@ _BUDGET = 512
 _MAX_INLINE = 32
 
 _log = logging.getLogger("reflowpy.node")
+_EMPTY_CONFIG: Mapping[str, Any] = types.MappingProxyType({})
 
 
 def resolve_config(node_id: str, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -68,6 +69,8 @@ def resolve_config(node_id: str, metadata: Mapping[str, Any]) -> Mapping[str, An
     ``"optional:DEFAULT"``; resolved values land in ``config["env"]``. A missing
     required variable is a :class:`~reflowpy.ConfigError` naming node and variable.
     """
+    if not metadata:
+        return _EMPTY_CONFIG
     config = dict(metadata)
     rules = config.get("env_vars")
     if rules:
@@ -101,7 +104,7 @@ def resolve_config(node_id: str, metadata: Mapping[str, Any]) -> Mapping[str, An
 class _Context:
     """The :class:`~reflowpy.ActorContext` of one node (reused across firings)."""
 
-    __slots__ = ("_runner", "config", "inputs", "log", "node_id", "state")
+    __slots__ = ("_log", "_runner", "config", "inputs", "node_id", "state")
 
     def __init__(self, runner: NodeRunner, config: Mapping[str, Any]) -> None:
         self._runner = runner
@@ -109,7 +112,14 @@ class _Context:
         self.inputs: Mapping[str, Any] = {}
         self.state: dict[str, Any] = {}
         self.config = config
-        self.log = logging.LoggerAdapter(_log, {"node": runner.node_id})
+        self._log: logging.LoggerAdapter[logging.Logger] | None = None
+
+    @property
+    def log(self) -> logging.LoggerAdapter[logging.Logger]:
+        """A logger whose records carry the node id (created on first use)."""
+        if self._log is None:
+            self._log = logging.LoggerAdapter(_log, {"node": self.node_id})
+        return self._log
 
     async def send(self, port: str, value: Any, *, index: int | None = None) -> None:
         """Send ``value`` out of ``port`` (to connections with ``index`` only, if given)."""
@@ -155,12 +165,18 @@ class _Context:
                 if inport.queue:
                     order.remove(inport)  # type: ignore[union-attr]
                     return inport.name, runner.take(inport)
+            if runner.net.draining:
+                raise NetworkStopped(f"node {self.node_id!r}: the network is stopping")
             await runner.park()
 
     def connected(self, port: str) -> bool:
         """Whether ``port`` has at least one receiver."""
         out = self._runner.outports.get(port) or self._runner.outport(port)
         return bool(out.targets)
+
+    def dead_letter(self, port: str, value: Any, error: BaseException) -> None:
+        """Store a message this node cannot process (see ActorContext.dead_letter)."""
+        self._runner.net.dead_letter(self.node_id, port, value, error, 1)
 
     def __repr__(self) -> str:
         return f"<ActorContext node={self.node_id!r}>"
@@ -331,6 +347,14 @@ class NodeRunner:
             _reschedule(waiter)
         elif not self.running:
             self.spawn()
+
+    def wake_parked(self) -> None:
+        """Resume the parked task so it re-checks its state (used when draining)."""
+        waiter = self.waiter
+        if waiter is not None:
+            self.waiter = None
+            self.net.active += 1
+            _reschedule(waiter)
 
     def _room(self) -> bool:
         for out in self.outports.values():

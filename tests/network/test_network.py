@@ -774,3 +774,33 @@ def test_registry_errors() -> None:
     assert reg.get("tpl_passthrough") is passthrough
     with pytest.raises(rf.ComponentNotFound, match="nope"):
         reg.get("nope")
+
+
+async def test_drain_lets_loop_owners_flush_and_dead_letter() -> None:
+    class Batcher(rf.Actor):
+        inports = ["in"]
+        outports = ["out"]
+
+        async def run(self, ctx: Any) -> None:
+            held: list[Any] = []
+            while True:
+                try:
+                    _, value = await ctx.receive()
+                except rf.NetworkStopped:
+                    await ctx.send("out", held)
+                    return
+                if value == "bad":
+                    ctx.dead_letter("in", value, ValueError("bad value"))
+                else:
+                    held.append(value)
+
+    reg = registry()
+    reg.register("batcher", Batcher)
+    net = rf.Network(chain("batcher", "pass"), reg)
+    async with net:
+        for value in (1, "bad", 2):
+            await net.send("input", value)
+        await net.idle()
+        assert net.outputs("result").drain() == []
+    assert net.outputs("result").drain() == [[1, 2]]
+    assert [(d.value, d.error) for d in net.dead_letters()] == [("bad", "bad value")]
