@@ -34,6 +34,7 @@ from reflowpy.errors import (
     ScriptMemoryExceeded,
     ScriptProtocolError,
     ScriptRaised,
+    ScriptLimitExceeded,
     ScriptTimeout,
     SandboxUnavailable,
 )
@@ -452,6 +453,16 @@ class WorkerHost(ScriptHost):
                                 node=self.node,
                                 sandbox=self.sandbox,
                             )
+                        if message.kind == "processes":
+                            exc = ScriptLimitExceeded(
+                                f"node {self.node!r}: the script left processes running"
+                                f" ({message.exc_type}: {message.message}); sandbox killed"
+                                f" (limits.pids={self.limits.pids})",
+                                node=self.node,
+                                sandbox=self.sandbox,
+                            )
+                            exc.limit = "pids"
+                            raise exc
                         if message.kind not in ("user", "encode"):
                             raise self._protocol(f"error of unexpected kind {message.kind!r}")
                         clean = True

@@ -144,6 +144,10 @@ class DecodeError(ValueError):
     pass
 
 
+class ChildrenLeft(RuntimeError):
+    pass
+
+
 def _unpack(buf, i):
     b = buf[i]
     i += 1
@@ -372,6 +376,9 @@ class Worker:
             self.state_bytes = packb(state)
         args = (inputs, self.config, self.state)[: self.arity]
         outputs = self.fn(*args)
+        _after_call()
+        if _live_children():
+            raise ChildrenLeft("the script left processes running after it returned")
         if outputs is not None and not isinstance(outputs, dict):
             raise TypeError(
                 "the script returned %s; return a dict {port: value} or None"
@@ -427,6 +434,40 @@ def _error(channel, mid, kind, exc, tb=True):
         fatal("cannot report error: %s" % e)
 
 
+_MAIN_PID = os.getpid()
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+def _become_subreaper():
+    """Orphans of the script's children reparent to us, so we can see leftovers."""
+    if os.getpid() == 1:
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+    except Exception:
+        pass
+
+
+def _live_children():
+    """Reap finished children; the number still running (0 when none)."""
+    alive = 0
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return alive
+        if pid == 0:
+            alive = 1
+            return alive
+
+
+def _after_call():
+    if os.getpid() != _MAIN_PID:
+        os._exit(0)  # a child the script forked must never speak the protocol
+
+
 def main(argv):
     max_frame = int(argv[1]) if len(argv) > 1 else _MAX_FRAME
     # Private protocol descriptors; 0 -> /dev/null, 1 and 2 -> stderr (the log).
@@ -444,6 +485,7 @@ def main(argv):
             stream.reconfigure(line_buffering=True)
         except (AttributeError, ValueError):
             pass
+    _become_subreaper()
     channel = Channel(rfd, wfd, max_frame)
     worker = Worker(channel)
     initialized = False
@@ -463,12 +505,20 @@ def main(argv):
             try:
                 worker.process(frame)
             except MemoryError as exc:
-                worker.state = {}
+                _after_call()
                 _error(channel, mid, "memory", exc, tb=False)
                 os._exit(4)
+            except ChildrenLeft as exc:
+                _error(channel, mid, "processes", exc, tb=False)
+                os._exit(6)
             except EncodeError as exc:
+                _after_call()
                 _error(channel, mid, "encode", exc)
             except BaseException as exc:  # SystemExit too: the worker survives sys.exit()
+                _after_call()
+                if _live_children():
+                    _error(channel, mid, "processes", exc)
+                    os._exit(6)
                 _error(channel, mid, "user", exc)
         elif kind == "ping" and len(frame) == 2:
             try:
