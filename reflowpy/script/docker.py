@@ -24,6 +24,7 @@ pid is gone) are removed the first time this process starts one, or explicitly w
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import struct
@@ -236,24 +237,18 @@ class DockerHost(WorkerHost):
         container, self._container = self._container, None
         response, self._response = self._response, None
         if response is not None:
-            try:
+            with contextlib.suppress(Exception):
                 response.close()
-            except Exception:
-                pass
         if container is not None:
-            try:
+            with contextlib.suppress(Exception):
                 container.remove(force=True)
-            except Exception:
-                pass
 
     def _inspect_blocking(self) -> tuple[bool, int | None]:
         container = self._container
         if container is None:
             return False, None
-        try:
+        with contextlib.suppress(Exception):
             container.wait(timeout=5)
-        except Exception:
-            pass
         try:
             state = self._client.api.inspect_container(container.id)["State"]
         except Exception:
@@ -270,10 +265,9 @@ class DockerHost(WorkerHost):
     async def _send_all(self, data: bytes) -> None:
         stream = self._stream
         assert stream is not None
-        try:
+        # A gone container is reported by the next read, with its exit state.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the container is gone; the next read reports why
 
     async def _receive_some(self) -> bytes:
         # Docker multiplexes stdout (1) and stderr (2) into 8-byte-header frames.

@@ -29,14 +29,14 @@ import trio
 from reflowpy.errors import (
     ConfigError,
     MessageError,
+    SandboxUnavailable,
     ScriptCrashed,
     ScriptError,
+    ScriptLimitExceeded,
     ScriptMemoryExceeded,
     ScriptProtocolError,
     ScriptRaised,
-    ScriptLimitExceeded,
     ScriptTimeout,
-    SandboxUnavailable,
 )
 from reflowpy.script import protocol as P
 
@@ -454,22 +454,23 @@ class WorkerHost(ScriptHost):
                                 sandbox=self.sandbox,
                             )
                         if message.kind == "processes":
-                            exc = ScriptLimitExceeded(
+                            leak = ScriptLimitExceeded(
                                 f"node {self.node!r}: the script left processes running"
                                 f" ({message.exc_type}: {message.message}); sandbox killed"
                                 f" (limits.pids={self.limits.pids})",
                                 node=self.node,
                                 sandbox=self.sandbox,
                             )
-                            exc.limit = "pids"
-                            raise exc
+                            leak.limit = "pids"
+                            raise leak
                         if message.kind not in ("user", "encode"):
                             raise self._protocol(f"error of unexpected kind {message.kind!r}")
                         clean = True
                         if state_arg is not None:
                             self._worker_state = state
                         raise ScriptRaised(
-                            f"node {self.node!r}: script raised {message.exc_type}: {message.message}",
+                            f"node {self.node!r}: script raised {message.exc_type}:"
+                            f" {message.message}",
                             node=self.node,
                             sandbox=self.sandbox,
                             remote_type=message.exc_type,

@@ -24,6 +24,7 @@ worker's process group. Use ``sandbox: docker`` for code you do not trust at all
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -152,17 +153,16 @@ class ProcessHost(WorkerHost):
                 data = await stream.receive_some(65536)
                 if not data:
                     return
-                self._on_stderr(data)
+                self._on_stderr(bytes(data))
         except (trio.ClosedResourceError, trio.BrokenResourceError, OSError):
             return
 
     async def _send_all(self, data: bytes) -> None:
         proc = self._proc
         assert proc is not None and proc.stdin is not None
-        try:
+        # A gone worker is reported by the next read, with its exit status.
+        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
             await proc.stdin.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass  # the worker is gone; the next read reports why
 
     async def _receive_some(self) -> bytes:
         proc = self._proc
@@ -249,10 +249,8 @@ def _python_for(user: int | None) -> str:
 
 
 def _killpg(pid: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _safe(name: str) -> str:

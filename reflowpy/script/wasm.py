@@ -82,6 +82,7 @@ def _get_engine() -> wasmtime.Engine:
             config = wasmtime.Config()
             config.consume_fuel = True
             config.epoch_interruption = True
+            config.memory_may_move = False  # keeps the cached memory base valid
             engine = wasmtime.Engine(config)
 
             def tick() -> None:
@@ -125,9 +126,10 @@ class _FastCall:
     so a call is one C call on preallocated buffers (~2 us).
     """
 
-    __slots__ = ("_args", "_context", "_func", "_nargs", "_store", "_trap", "_trap_ref")
+    __slots__ = ("_args", "_context", "_fuel", "_func", "_nargs", "_store", "_ticks", "_trap",
+                 "_trap_ref")
 
-    def __init__(self, store: wasmtime.Store, func: wasmtime.Func) -> None:
+    def __init__(self, store: wasmtime.Store, func: wasmtime.Func, fuel: int, ticks: int) -> None:
         ty = func.type(store)
         i32, i64 = wasmtime.ValType.i32(), wasmtime.ValType.i64()
         if list(ty.params) != [i32, i32] or list(ty.results) != [i64]:
@@ -139,8 +141,16 @@ class _FastCall:
         self._nargs = 2
         self._trap = ctypes.POINTER(_wffi.wasm_trap_t)()
         self._trap_ref = ctypes.byref(self._trap)
+        self._fuel = fuel
+        self._ticks = ticks
 
     def __call__(self, ptr: int, length: int) -> int:
+        context = self._context
+        # Fresh fuel and a wall-time deadline relative to the current epoch, per call.
+        error = _wffi.wasmtime_context_set_fuel(context, self._fuel)
+        if error:
+            raise wasmtime.WasmtimeError._from_ptr(error)
+        _wffi.wasmtime_context_set_epoch_deadline(context, self._ticks)
         args = self._args
         args[0].i32 = ptr
         args[1].i32 = length
@@ -196,6 +206,7 @@ class WasmHost(ScriptHost):
         self._buf_cap = 0
         self._call: _FastCall | None = None
         self._base = 0
+        self._size = 0
         self._outputs: list[tuple[str, Any]] = []
         self._state: dict[str, Any] = {}
         self._state_changed = False
@@ -273,8 +284,10 @@ class WasmHost(ScriptHost):
         assert isinstance(memory, wasmtime.Memory)
         assert isinstance(process, wasmtime.Func) and isinstance(alloc, wasmtime.Func)
         self._memory, self._process, self._alloc = memory, process, alloc
+        self._base = 0
+        self._size = 0
         try:
-            self._call = _FastCall(store, process)
+            self._call = _FastCall(store, process, self.limits.fuel, self._ticks)
         except TypeError as exc:
             raise ConfigError(f"node {self.node!r}: the WASM export {exc}") from None
         self._buf_ptr = self._buf_cap = 0
@@ -312,16 +325,23 @@ class WasmHost(ScriptHost):
         return self._buf_ptr
 
     def _bounds(self, ptr: int, length: int) -> int:
-        assert self._memory is not None and self._store is not None
-        size = self._memory.data_len(self._store)
-        if ptr < 0 or length < 0 or ptr + length > size:
-            raise WasmTrap(
-                f"node {self.node!r}: the module passed a buffer [{ptr}, {ptr + length}) outside"
-                f" its memory of {size} bytes",
-                node=self.node, sandbox=self.sandbox,
-            )
-        base = ctypes.cast(self._memory.data_ptr(self._store), ctypes.c_void_p).value
-        assert base is not None
+        """Host address of ``[ptr, ptr+length)`` in linear memory, bounds-checked."""
+        if ptr < 0 or length < 0 or ptr + length > self._size:
+            # Memory only grows, and only inside calls: re-read the size on a miss.
+            assert self._memory is not None and self._store is not None
+            self._size = self._memory.data_len(self._store)
+            if ptr < 0 or length < 0 or ptr + length > self._size:
+                raise WasmTrap(
+                    f"node {self.node!r}: the module passed a buffer [{ptr}, {ptr + length})"
+                    f" outside its memory of {self._size} bytes",
+                    node=self.node, sandbox=self.sandbox,
+                )
+        base = self._base
+        if not base:
+            # With memory_may_move off, the base is fixed for the instance's life.
+            assert self._memory is not None and self._store is not None
+            base = ctypes.cast(self._memory.data_ptr(self._store), ctypes.c_void_p).value or 0
+            self._base = base
         return base + ptr
 
     def _write(self, ptr: int, data: bytes) -> None:
@@ -402,17 +422,20 @@ class WasmHost(ScriptHost):
             payload = self.codec.encode(inputs)
         except (TypeError, msgspec.EncodeError) as exc:
             stats.failures += 1
-            raise MessageError(f"node {self.node!r}: the message cannot be encoded: {exc}") from None
+            raise MessageError(
+                f"node {self.node!r}: the message cannot be encoded: {exc}"
+            ) from None
         self._state = state
         self._state_changed = False
-        self._outputs = outputs = []
+        outputs: list[tuple[str, Any]] = []
+        self._outputs = outputs
         self._error = None
         try:
             ptr = self._input_buffer(len(payload))
             self._write(ptr, payload)
-            store.set_fuel(self.limits.fuel)
-            store.set_epoch_deadline(self._ticks)
-            packed = self._call(ptr, len(payload))
+            call = self._call
+            assert call is not None
+            packed = call(ptr, len(payload))
             returned: dict[str, Any] = {}
             if packed:
                 out_ptr, out_len = (packed >> 32) & 0xFFFFFFFF, packed & 0xFFFFFFFF
@@ -451,7 +474,7 @@ class WasmHost(ScriptHost):
 
     def _classify(self, trap: wasmtime.Trap) -> ScriptError:
         code = trap.trap_code
-        message = str(trap.message).splitlines()[0] if trap.message else "trap"
+        message = code.name.lower() if code is not None else "trap"
         node, sandbox = self.node, self.sandbox
         if code == wasmtime.TrapCode.OUT_OF_FUEL:
             return ScriptCPUExceeded(
@@ -461,13 +484,16 @@ class WasmHost(ScriptHost):
             return ScriptTimeout(
                 f"node {node!r}: the WASM call ran longer than limits.wall_time="
                 f"{self.limits.wall_time} s; instance reset", node=node, sandbox=sandbox)
+        # wasmtime does not say whether a memory.grow was refused; a trap with linear
+        # memory in the top quarter of the limit is reported as the memory limit.
         limit = self.limits.memory_mb * 1024 * 1024
         if self._memory is not None and self._store is not None:
-            if self._memory.data_len(self._store) + 65536 > limit:
+            size = self._memory.data_len(self._store)
+            if size + max(65536, limit // 4) > limit:
                 return ScriptMemoryExceeded(
                     f"node {node!r}: the WASM module trapped ({message}) with its memory at"
-                    f" limits.memory_mb={self.limits.memory_mb}; instance reset",
-                    node=node, sandbox=sandbox)
+                    f" {size} bytes of limits.memory_mb={self.limits.memory_mb}; instance"
+                    " reset", node=node, sandbox=sandbox)
         return WasmTrap(f"node {node!r}: the WASM module trapped: {message}; instance reset",
                         node=node, sandbox=sandbox)
 

@@ -1,4 +1,5 @@
 # mypy: ignore-errors
+# ruff: noqa: UP031, E501, SIM105, SIM115
 """The in-sandbox worker of reflowpy's script actors (standard library only, one file).
 
 This file is *injected* into the sandbox: the host runs ``python3 -I -c <this source>

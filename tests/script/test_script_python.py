@@ -189,6 +189,7 @@ HOSTILE: dict[str, tuple[str, tuple[type[Exception], ...] | type[Exception], str
             except OSError:
                 time.sleep(0.05)
     """, (ScriptTimeout, ScriptLimitExceeded), "killed"),
+    "fork_bomb_raw": ("while True: os.fork()", (ScriptTimeout, ScriptLimitExceeded), "killed"),
     "read_shadow": ("return {'out': open('/etc/shadow').read()}", ScriptRaised,
                     "PermissionError"),
     "write_outside_tmp": ("open('/usr/reflowpy-pwned', 'w').write('x')", ScriptRaised,
