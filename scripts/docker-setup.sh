@@ -2,6 +2,7 @@
 # Make a Docker engine and the local Python image the script sandbox tests need.
 #
 # Idempotent and unattended (CI runs it through `make docker`):
+#   0. installs clang + lld (C -> wasm32 for the WASM plugin tests) if missing;
 #   1. installs the Debian package docker.io if `dockerd` is missing (needs root + apt);
 #   2. starts dockerd in the background unless an engine already answers, and waits
 #      for it (timeout $REFLOWPY_DOCKERD_TIMEOUT seconds, default 60);
@@ -10,7 +11,7 @@
 #      python3 (the files of its dpkg packages plus every shared library they load)
 #      and loaded with `docker import`. No pull, no Dockerfile, a few seconds.
 #
-# Environment: REFLOWPY_PYTHON_IMAGE, REFLOWPY_DOCKERD_TIMEOUT, REFLOWPY_DOCKERD_ARGS
+# Environment: REFLOWPY_SETUP_WASM_TOOLCHAIN=0 skips step 0, REFLOWPY_PYTHON_IMAGE, REFLOWPY_DOCKERD_TIMEOUT, REFLOWPY_DOCKERD_ARGS
 # (extra dockerd flags, e.g. "--storage-driver=vfs" where overlayfs is unavailable).
 set -eu
 
@@ -22,6 +23,13 @@ say() { echo "docker-setup: $*" >&2; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo -n "$@"; else "$@"; fi; }
 
 engine_up() { timeout 10 docker version --format '{{.Server.Version}}' >/dev/null 2>&1; }
+
+# 0. the WASM plugin toolchain the script tests compile C plugins with (clang + lld)
+if [ "${REFLOWPY_SETUP_WASM_TOOLCHAIN:-1}" = 1 ] && { ! command -v clang >/dev/null 2>&1 || ! command -v wasm-ld >/dev/null 2>&1; }; then
+    say "installing clang lld"
+    as_root env DEBIAN_FRONTEND=noninteractive timeout 300 apt-get update -q >/dev/null
+    as_root env DEBIAN_FRONTEND=noninteractive timeout 600 apt-get install -y -q clang lld >/dev/null
+fi
 
 # 1. the engine's packages
 if ! command -v docker >/dev/null 2>&1 || ! command -v dockerd >/dev/null 2>&1; then

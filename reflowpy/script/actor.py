@@ -12,6 +12,7 @@ dynamic: node metadata ``inports`` / ``outports`` (lists of names, default
     entry            function called per message (default "process")
     sandbox          "docker" (default) or "process"
     image            Docker image (default $REFLOWPY_PYTHON_IMAGE or python:3.11-slim)
+    transport        Docker only: "socket" (default, local engine) or "attach"
     network          true to grant network access (default false)
     limits           see reflowpy.script.host.Limits (wall_time, memory_mb, cpus, ...)
     config           passed to the function as ``config`` (default {})
@@ -166,7 +167,12 @@ class PythonScript(_ScriptActor):
             image = cfg.get("image")
             if image is not None and not isinstance(image, str):
                 raise ConfigError(f"node {node!r}: metadata key 'image' must be a string")
-            return DockerHost(image=image, **common)
+            transport = cfg.get("transport")
+            if transport not in (None, "socket", "attach"):
+                raise ConfigError(
+                    f"node {node!r}: metadata key 'transport' must be 'socket' or 'attach'"
+                )
+            return DockerHost(image=image, transport=transport, **common)
         if sandbox == "process":
             from reflowpy.script.process import ProcessHost
 

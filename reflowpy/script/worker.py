@@ -21,7 +21,8 @@ element names the frame type::
                      ["log", level, message]
                      ["heartbeat", id, pid, max_rss_kb]
 
-The original stdin/stdout become private protocol descriptors; fd 0 is /dev/null and
+The original stdin/stdout (or a Unix socket named by a second argument) become
+private protocol descriptors; fd 0 is /dev/null and
 fds 1 and 2 both go to stderr, so ``print`` (even from C code) can never corrupt the
 protocol: the host reads stderr as the node's log. A malformed frame from the host
 ends the worker with exit code 3 and a message on stderr. End of input ends it with 0.
@@ -472,14 +473,26 @@ def _after_call():
 def main(argv):
     max_frame = int(argv[1]) if len(argv) > 1 else _MAX_FRAME
     # Private protocol descriptors; 0 -> /dev/null, 1 and 2 -> stderr (the log).
-    rfd = os.dup(0)
-    wfd = os.dup(1)
+    if len(argv) > 2:
+        # A Unix socket the host listens on (Docker's fast transport): the protocol
+        # bypasses the engine's attach stream.
+        import socket
+
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.connect(argv[2])
+        rfd = os.dup(sock.fileno())
+        wfd = rfd
+        sock.close()
+    else:
+        rfd = os.dup(0)
+        wfd = os.dup(1)
     devnull = os.open(os.devnull, os.O_RDONLY)
     os.dup2(devnull, 0)
     os.close(devnull)
     os.dup2(2, 1)
     os.set_inheritable(rfd, False)
-    os.set_inheritable(wfd, False)
+    if wfd != rfd:
+        os.set_inheritable(wfd, False)
     sys.stdin = open(os.devnull)
     for stream in (sys.stdout, sys.stderr):
         try:

@@ -189,7 +189,10 @@ HOSTILE: dict[str, tuple[str, tuple[type[Exception], ...] | type[Exception], str
             except OSError:
                 time.sleep(0.05)
     """, (ScriptTimeout, ScriptLimitExceeded), "killed"),
-    "fork_bomb_raw": ("while True: os.fork()", (ScriptTimeout, ScriptLimitExceeded), "killed"),
+    # Every process dies when its fork fails, so this bomb may burn out by itself
+    # (the script then raised BlockingIOError) or be killed by a limit.
+    "fork_bomb_raw": ("while True: os.fork()",
+                      (ScriptTimeout, ScriptLimitExceeded, ScriptRaised), ""),
     "read_shadow": ("return {'out': open('/etc/shadow').read()}", ScriptRaised,
                     "PermissionError"),
     "write_outside_tmp": ("open('/usr/reflowpy-pwned', 'w').write('x')", ScriptRaised,
@@ -292,3 +295,37 @@ async def test_printing_100_mb_is_bounded(sandbox: dict[str, Any]) -> None:
         await net.send("hin", 21)
         assert await net.outputs("hout").receive() == 42
         assert net.dead_letters() == []
+
+
+async def test_docker_attach_transport_and_leftover_cleanup(docker_image: str) -> None:
+    import socket as _socket
+
+    import docker
+
+    from reflowpy.script.docker import LABEL, cleanup_containers
+
+    source = _src("""
+        def process(inputs, config, state):
+            state["n"] = state.get("n", 0) + 1
+            print("via attach")
+            return {"out": state["n"]}
+    """)
+    meta = {"sandbox": "docker", "image": docker_image, "transport": "attach", "source": source}
+    async with rf.Network(_graph(meta), _registry()) as net:
+        for _ in range(3):
+            await net.send("in", None)
+        out = net.outputs("out")
+        assert [await out.receive() for _ in range(3)] == [1, 2, 3]
+
+    # A container whose owning process died is removed; one of a live owner is kept.
+    client = docker.from_env(timeout=30)
+    try:
+        dead = client.containers.create(docker_image, command=["python3", "-c", "pass"], labels={
+            LABEL: "1", "reflowpy.owner": f"{_socket.gethostname()}:{2**22 + 12345}"})
+        alive = client.containers.create(docker_image, command=["python3", "-c", "pass"], labels={
+            LABEL: "1", "reflowpy.owner": f"{_socket.gethostname()}:{os.getpid()}"})
+        removed = await trio.to_thread.run_sync(cleanup_containers)
+        assert dead.id in removed and alive.id not in removed
+        alive.remove(force=True)
+    finally:
+        client.close()
