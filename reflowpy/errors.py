@@ -21,11 +21,21 @@ what was wrong and where (graph, node, port, field) and, when it helps, what to 
      +-- ComponentError              registry lookups and component definitions
      |    +-- ComponentNotFound
      |    +-- ConfigError            bad node config (metadata / env_vars)
+     |         +-- SandboxUnavailable  a script sandbox cannot run here (no Docker, no image)
      +-- MessageError                a value cannot be a message (not freezable/serializable)
      +-- NetworkError                lifecycle misuse of a Network
      |    +-- NetworkStopped
      +-- ActorError                  user code failed (wraps the original exception)
      |    +-- ActivationTimeout
+     |    +-- ScriptError            a sandboxed script (script/python, script/wasm) failed
+     |         +-- ScriptRaised      the user's code raised; remote type + traceback
+     |         +-- ScriptCrashed     the worker died (exit code, signal)
+     |         +-- ScriptProtocolError  the worker broke the frame protocol
+     |         +-- ScriptLimitExceeded  a sandbox limit hit; the worker was restarted
+     |         |    +-- ScriptTimeout        wall time per call (also an ActivationTimeout)
+     |         |    +-- ScriptMemoryExceeded memory limit (OOM, RLIMIT_AS, WASM memory)
+     |         |    +-- ScriptCPUExceeded    CPU seconds or WASM fuel
+     |         +-- WasmTrap          the WASM module trapped; its instance was reset
      +-- CodecError                  a frame could not be encoded or decoded
 """
 
@@ -53,6 +63,16 @@ __all__ = [
     "NodeNotFound",
     "PortNotFound",
     "ReflowError",
+    "SandboxUnavailable",
+    "ScriptCPUExceeded",
+    "ScriptCrashed",
+    "ScriptError",
+    "ScriptLimitExceeded",
+    "ScriptMemoryExceeded",
+    "ScriptProtocolError",
+    "ScriptRaised",
+    "ScriptTimeout",
+    "WasmTrap",
 ]
 
 
@@ -176,3 +196,78 @@ class ActivationTimeout(ActorError):
 
 class CodecError(ReflowError, ValueError):
     """A frame could not be encoded or decoded (malformed, too large, wrong version)."""
+
+
+class SandboxUnavailable(ConfigError):
+    """A script node's sandbox cannot run on this machine (no Docker engine, missing
+    image, no network namespace for the process sandbox); the message says what to do."""
+
+
+class ScriptError(ActorError):
+    """A sandboxed script failed. ``sandbox`` is ``docker``, ``process`` or ``wasm``.
+
+    Raised from the script node's ``process()``, so the message that caused it
+    follows the node's failure policy (retry, restart, dead letter).
+    """
+
+    def __init__(
+        self, message: str, *, node: str = "", port: str | None = None, sandbox: str = ""
+    ) -> None:
+        self.sandbox = sandbox
+        super().__init__(message, node=node, port=port)
+
+
+class ScriptRaised(ScriptError):
+    """The user's script raised. ``remote_type`` and ``remote_traceback`` describe it."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        node: str = "",
+        sandbox: str = "",
+        remote_type: str = "",
+        remote_traceback: str = "",
+    ) -> None:
+        self.remote_type = remote_type
+        self.remote_traceback = remote_traceback
+        super().__init__(message, node=node, sandbox=sandbox)
+
+
+class ScriptCrashed(ScriptError):
+    """The worker process or container died while handling a message."""
+
+
+class ScriptProtocolError(ScriptError):
+    """The worker wrote something that is not a valid frame (garbage, oversize, bad
+    type); the host ended it and will start a fresh one."""
+
+
+class ScriptLimitExceeded(ScriptError):
+    """A sandbox limit was hit; ``limit`` names it. The worker was killed and is
+    restarted for the next message."""
+
+    limit = "limit"
+
+
+class ScriptTimeout(ScriptLimitExceeded, ActivationTimeout):
+    """One call ran past the node's wall-time limit (``limits.wall_time``)."""
+
+    limit = "wall_time"
+
+
+class ScriptMemoryExceeded(ScriptLimitExceeded):
+    """The script exceeded its memory limit (container OOM, RLIMIT_AS, WASM memory)."""
+
+    limit = "memory"
+
+
+class ScriptCPUExceeded(ScriptLimitExceeded):
+    """The script used up its CPU budget (RLIMIT_CPU seconds or WASM fuel)."""
+
+    limit = "cpu"
+
+
+class WasmTrap(ScriptError):
+    """The WASM module trapped (unreachable, out-of-bounds, unknown import called...);
+    its instance was reset."""

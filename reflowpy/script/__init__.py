@@ -1,0 +1,9 @@
+"""Sandboxed script actors: user code behind one framed protocol.
+
+``script/python`` runs a Python function in a Docker container or a confined local
+subprocess (:mod:`~reflowpy.script.docker`, :mod:`~reflowpy.script.process`) via the
+stdlib-only :mod:`~reflowpy.script.worker`; ``script/wasm`` runs a WebAssembly module
+in wasmtime (:mod:`~reflowpy.script.wasm`). All of them implement
+:class:`~reflowpy.script.host.ScriptHost`; :mod:`~reflowpy.script.actor` turns a host
+into a graph node.
+"""
