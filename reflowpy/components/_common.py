@@ -18,11 +18,13 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import trio
+
 import reflowpy as rf
 
 __all__ = [
     "MISSING", "Config", "describe_value", "error_value", "get_path", "parse_pointer", "report",
-    "set_path",
+    "send_at_stop", "set_path",
 ]
 
 
@@ -239,6 +241,18 @@ async def report(
         await ctx.send(port, error_value(ctx, exc, value, **extra))
     else:
         raise exc
+
+
+async def send_at_stop(ctx: rf.ActorContext, port: str, value: Any) -> None:
+    """Send what a component still holds when the network stops (from ``teardown``).
+
+    The network is stopping, so a full receiver may never drain: wait at most a
+    second, then log what could not be delivered rather than hang the shutdown.
+    """
+    with trio.move_on_after(1.0):
+        await ctx.send(port, value)
+        return
+    ctx.log.warning("network stopped: could not deliver a held packet on %r", port)
 
 
 def describe_value(value: Any) -> str:

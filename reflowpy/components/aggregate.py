@@ -13,7 +13,14 @@ from typing import Any
 import trio
 
 import reflowpy as rf
-from reflowpy.components._common import MISSING, Config, get_path, parse_pointer, report
+from reflowpy.components._common import (
+    MISSING,
+    Config,
+    get_path,
+    parse_pointer,
+    report,
+    send_at_stop,
+)
 
 __all__ = ["Collect", "Count", "Distinct", "Join"]
 
@@ -49,25 +56,24 @@ class Collect(rf.Actor):
             await ctx.send("size", len(items))
 
     async def run(self, ctx: rf.ActorContext) -> None:
-        items: list[Any] = []
-        try:
-            while True:
-                port, value = await ctx.receive()
-                if port == "in":
-                    if len(items) >= self.max:
-                        await report(ctx, OverflowError(
-                            f"node {ctx.node_id!r}: already holding {self.max} packets"), value)
-                        continue
-                    items.append(value)
-                    if self.count is None or len(items) < self.count:
-                        continue
-                if items or port == "flush":
-                    out, items = items, []
-                    await self._emit(ctx, out)
-        except rf.NetworkStopped:
-            if items:
-                await self._emit(ctx, items)
-            raise
+        self.items: list[Any] = []
+        while True:
+            port, value = await ctx.receive()
+            if port == "in":
+                if len(self.items) >= self.max:
+                    await report(ctx, OverflowError(
+                        f"node {ctx.node_id!r}: already holding {self.max} packets"), value)
+                    continue
+                self.items.append(value)
+                if self.count is None or len(self.items) < self.count:
+                    continue
+            if self.items or port == "flush":
+                out, self.items = self.items, []
+                await self._emit(ctx, out)
+
+    async def teardown(self, ctx: rf.ActorContext) -> None:
+        if getattr(self, "items", None):
+            await send_at_stop(ctx, "out", self.items)
 
 
 class Count(rf.Actor):

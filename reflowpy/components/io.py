@@ -236,6 +236,8 @@ class _Writer(rf.Actor):
         if not parent.is_dir():
             raise cfg.error("path", f"names a file in a missing directory: {str(parent)!r}")
         self.file: IO[bytes] | None = None
+        self.buf = bytearray()
+        self.count = 0
 
     def configure(self, cfg: Config) -> None:
         """Read subclass-specific config."""
@@ -247,60 +249,57 @@ class _Writer(rf.Actor):
         """Bytes written before the first record (CSV header)."""
         return b""
 
-    async def _write(self, ctx: rf.ActorContext, buf: bytearray, count: int) -> None:
+    async def _write(self, ctx: rf.ActorContext, buf: bytearray, count: int,
+                     report_written: bool = True) -> None:
         if not buf:
             return
         data = bytes(buf)
         buf.clear()
-        opened = self.file
-        if opened is None:
+        if self.file is None:
             mode = "ab" if self.append else "wb"
-            opened = await trio.to_thread.run_sync(open, self.path, mode)
-            self.file = opened
+            self.file = await trio.to_thread.run_sync(open, self.path, mode)
+        opened = self.file
+        assert opened is not None
 
         def write() -> None:
             opened.write(data)
             opened.flush()
 
         await trio.to_thread.run_sync(write)
-        if ctx.connected("written"):
+        if report_written and ctx.connected("written"):
             await ctx.send("written", {"path": self.path, "bytes": len(data), "count": count})
 
     async def run(self, ctx: rf.ActorContext) -> None:
-        buf = bytearray()
-        count = 0
+        buf = self.buf = bytearray()
         first = True
         deadline = math.inf
-        try:
-            while True:
-                got = None
-                with trio.move_on_at(deadline):
-                    got = await ctx.receive()
-                if got is not None and got[0] == "in":
-                    value = got[1]
-                    try:
-                        data = self.encode(value)
-                        if first:
-                            data = self.header(value) + data
-                    except (TypeError, ValueError) as exc:
-                        await report(ctx, exc, value)
-                        continue
-                    first = False
-                    buf += data
-                    count += 1
-                    if len(buf) < self.buffer_size:
-                        if deadline == math.inf:
-                            deadline = trio.current_time() + self.flush_interval
-                        continue
-                await self._write(ctx, buf, count)
-                count = 0
-                deadline = math.inf
-        except rf.NetworkStopped:
-            with trio.CancelScope(shield=True):
-                await self._write(ctx, buf, count)
-            raise
+        while True:
+            got = None
+            with trio.move_on_at(deadline):
+                got = await ctx.receive()
+            if got is not None and got[0] == "in":
+                value = got[1]
+                try:
+                    data = self.encode(value)
+                    if first:
+                        data = self.header(value) + data
+                except (TypeError, ValueError) as exc:
+                    await report(ctx, exc, value)
+                    continue
+                first = False
+                buf += data
+                self.count += 1
+                if len(buf) < self.buffer_size:
+                    if deadline == math.inf:
+                        deadline = trio.current_time() + self.flush_interval
+                    continue
+            count, self.count = self.count, 0
+            await self._write(ctx, buf, count)
+            deadline = math.inf
 
     async def teardown(self, ctx: rf.ActorContext) -> None:
+        if self.buf:
+            await self._write(ctx, self.buf, self.count, report_written=False)
         if self.file is not None:
             file, self.file = self.file, None
             await trio.to_thread.run_sync(file.close)

@@ -21,7 +21,14 @@ from typing import Any
 import trio
 
 import reflowpy as rf
-from reflowpy.components._common import MISSING, Config, get_path, parse_pointer, report
+from reflowpy.components._common import (
+    MISSING,
+    Config,
+    get_path,
+    parse_pointer,
+    report,
+    send_at_stop,
+)
 from reflowpy.components.cron import Cron, CronError
 
 __all__ = ["Batch", "CronTrigger", "Debounce", "Delay", "Interval", "RateLimit", "Throttle",
@@ -77,27 +84,26 @@ class Batch(rf.Actor):
             raise cfg.error("size", "or 'interval' is required")
 
     async def run(self, ctx: rf.ActorContext) -> None:
-        batch: list[Any] = []
+        self.batch: list[Any] = []
         deadline = math.inf
-        try:
-            while True:
-                got = await _receive_until(ctx, deadline)
-                if got is not None:
-                    port, value = got
-                    if port == "in":
-                        batch.append(value)
-                        if len(batch) == 1 and self.interval is not None:
-                            deadline = trio.current_time() + self.interval
-                        if self.size is None or len(batch) < self.size:
-                            continue
-                if batch:
-                    out, batch = batch, []
-                    await ctx.send("out", out)
-                deadline = math.inf
-        except rf.NetworkStopped:
-            if batch:
-                await ctx.send("out", batch)
-            raise
+        while True:
+            got = await _receive_until(ctx, deadline)
+            if got is not None:
+                port, value = got
+                if port == "in":
+                    self.batch.append(value)
+                    if len(self.batch) == 1 and self.interval is not None:
+                        deadline = trio.current_time() + self.interval
+                    if self.size is None or len(self.batch) < self.size:
+                        continue
+            if self.batch:
+                out, self.batch = self.batch, []
+                await ctx.send("out", out)
+            deadline = math.inf
+
+    async def teardown(self, ctx: rf.ActorContext) -> None:
+        if getattr(self, "batch", None):
+            await send_at_stop(ctx, "out", self.batch)
 
 
 class Window(rf.Actor):
@@ -202,44 +208,45 @@ class Window(rf.Actor):
 
     async def run(self, ctx: rf.ActorContext) -> None:
         watermark = -math.inf
-        try:
-            while True:
-                got = await _receive_until(ctx, self._deadline())
-                if got is None:
-                    await self._close(ctx, trio.current_time())
+        while True:
+            got = await _receive_until(ctx, self._deadline())
+            if got is None:
+                await self._close(ctx, trio.current_time())
+                continue
+            port, value = got
+            if port == "flush":
+                await self._close(ctx, math.inf)
+                continue
+            if self.time_path is not None:
+                t = get_path(value, self.time_path, None)
+                if isinstance(t, bool) or not isinstance(t, (int, float)):
+                    await report(ctx, ValueError(
+                        f"node {ctx.node_id!r}: packet has no numeric time at"
+                        f" {'/'.join(self.time_path)!r}"), value)
                     continue
-                port, value = got
-                if port == "flush":
-                    await self._close(ctx, math.inf)
+                t = float(t)
+            else:
+                t = trio.current_time()
+                if self.origin is None:
+                    self.origin = t
+            key = get_path(value, self.key_path, None) if self.key_path else None
+            self._current = value
+            if self.time_path is not None:
+                if self._end_of(t) <= watermark - self.lateness:
+                    await report(ctx, ValueError(
+                        f"node {ctx.node_id!r}: packet at t={t} is later than the"
+                        f" allowed lateness ({self.lateness}s)"), value)
                     continue
-                if self.time_path is not None:
-                    t = get_path(value, self.time_path, None)
-                    if isinstance(t, bool) or not isinstance(t, (int, float)):
-                        await report(ctx, ValueError(
-                            f"node {ctx.node_id!r}: packet has no numeric time at"
-                            f" {'/'.join(self.time_path)!r}"), value)
-                        continue
-                    t = float(t)
-                else:
-                    t = trio.current_time()
-                    if self.origin is None:
-                        self.origin = t
-                key = get_path(value, self.key_path, None) if self.key_path else None
-                self._current = value
-                if self.time_path is not None:
-                    if self._end_of(t) <= watermark - self.lateness:
-                        await report(ctx, ValueError(
-                            f"node {ctx.node_id!r}: packet at t={t} is later than the"
-                            f" allowed lateness ({self.lateness}s)"), value)
-                        continue
-                    self._assign(key, t)
-                    watermark = max(watermark, t)
-                    await self._close(ctx, watermark - self.lateness)
-                else:
-                    self._assign(key, t)
-        except rf.NetworkStopped:
-            await self._close(ctx, math.inf)
-            raise
+                self._assign(key, t)
+                watermark = max(watermark, t)
+                await self._close(ctx, watermark - self.lateness)
+            else:
+                self._assign(key, t)
+
+    async def teardown(self, ctx: rf.ActorContext) -> None:
+        if self.open:
+            with trio.move_on_after(1.0):
+                await self._close(ctx, math.inf)
 
 
 class Debounce(rf.Actor):
@@ -260,25 +267,24 @@ class Debounce(rf.Actor):
         self.max_wait = _seconds(cfg, "max_wait", None)
 
     async def run(self, ctx: rf.ActorContext) -> None:
-        pending: Any = MISSING
+        self.pending: Any = MISSING
         deadline = hard = math.inf
-        try:
-            while True:
-                got = await _receive_until(ctx, min(deadline, hard))
-                if got is None:
-                    value, pending = pending, MISSING
-                    deadline = hard = math.inf
-                    await ctx.send("out", value)
-                    continue
-                now = trio.current_time()
-                if pending is MISSING and self.max_wait is not None:
-                    hard = now + self.max_wait
-                pending = got[1]
-                deadline = now + self.wait
-        except rf.NetworkStopped:
-            if pending is not MISSING:
-                await ctx.send("out", pending)
-            raise
+        while True:
+            got = await _receive_until(ctx, min(deadline, hard))
+            if got is None:
+                value, self.pending = self.pending, MISSING
+                deadline = hard = math.inf
+                await ctx.send("out", value)
+                continue
+            now = trio.current_time()
+            if self.pending is MISSING and self.max_wait is not None:
+                hard = now + self.max_wait
+            self.pending = got[1]
+            deadline = now + self.wait
+
+    async def teardown(self, ctx: rf.ActorContext) -> None:
+        if getattr(self, "pending", MISSING) is not MISSING:
+            await send_at_stop(ctx, "out", self.pending)
 
 
 class Throttle(rf.Actor):
