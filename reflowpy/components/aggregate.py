@@ -14,7 +14,6 @@ import trio
 
 import reflowpy as rf
 from reflowpy.components._common import (
-    MISSING,
     Config,
     get_path,
     parse_pointer,
@@ -23,6 +22,8 @@ from reflowpy.components._common import (
 )
 
 __all__ = ["Collect", "Count", "Distinct", "Join"]
+
+_ABSENT: Any = object()
 
 
 class Collect(rf.Actor):
@@ -243,8 +244,8 @@ class Join(rf.Actor):
                         await self._expire(ctx, s, entry[1], entry[2], "timed out")
                 continue
             side, value = got
-            key = get_path(value, self.paths[side], MISSING)
-            if key is MISSING:
+            key = get_path(value, self.paths[side], _ABSENT)
+            if key is _ABSENT:
                 await report(ctx, KeyError(f"node {ctx.node_id!r}: {side} packet has no key"
                                            f" {'/'.join(self.paths[side])!r}"), value)
                 continue

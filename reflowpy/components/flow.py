@@ -18,7 +18,6 @@ import trio
 
 import reflowpy as rf
 from reflowpy.components._common import (
-    MISSING,
     Config,
     get_path,
     parse_pointer,
@@ -381,8 +380,8 @@ class Router(rf.Actor):
 
     async def process(self, ctx: rf.ActorContext) -> None:
         value = ctx.inputs["in"]
-        key = get_path(value, self.path, MISSING)
-        if key is MISSING:
+        key = get_path(value, self.path, _ABSENT)
+        if key is _ABSENT:
             await report(ctx, KeyError(f"node {ctx.node_id!r}: packet has no routing key"
                                        f" {'/' + '/'.join(self.path)!r}"), value)
             return
