@@ -39,7 +39,7 @@ async def run_node(
     component: str,
     config: Mapping[str, Any] | None = None,
     inputs: Mapping[str, Sequence[Any]] | Sequence[tuple[str, Any]] = (),
-    outports: Iterable[str] = ("out",),
+    outports: Iterable[str] | None = None,
     inports: Iterable[str] | None = None,
 ) -> Result:
     """Send ``inputs`` (port -> values, or ordered (port, value) pairs), wait until the
@@ -48,6 +48,8 @@ async def run_node(
              else list(inputs))
     if inports is None:
         inports = list(dict.fromkeys(p for p, _ in pairs))
+    if outports is None:  # every declared out-port
+        outports = [p.name for p in REGISTRY.describe(component).outports]
     outports = list(outports)
     g = single(component, config, inports=inports, outports=outports)
     net = rf.Network(g, REGISTRY, output_capacity=1_000_000)
