@@ -102,7 +102,8 @@ async def test_make_function_errors_go_to_error_port() -> None:
 async def test_make_function_bad_config_and_dead_letter() -> None:
     with config_error("node 'n'.*'function'"):
         await run_node("core/MakeFunction", {"function": "import os"}, inputs={"in": [1]})
-    r = await run_node("core/MakeFunction", {"function": "len(x)"}, inputs={"in": [5, "ab"]})
+    r = await run_node("core/MakeFunction", {"function": "len(x)"}, inputs={"in": [5, "ab"]},
+                       outports=["out"])
     assert r["out"] == [2]
     assert [d.value for d in r.dead] == [5]
 
