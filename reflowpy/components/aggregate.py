@@ -193,12 +193,12 @@ class Join(rf.Actor):
     async def setup(self, ctx: rf.ActorContext) -> None:
         cfg = Config(ctx)
         both = cfg.get("key", "str", None)
+        if both is None and not (cfg.has("left_key") and cfg.has("right_key")):
+            raise cfg.error("key", "is required (or both 'left_key' and 'right_key')")
         self.paths = {
             "left": parse_pointer(cfg.get("left_key", "str", both)),
             "right": parse_pointer(cfg.get("right_key", "str", both)),
         }
-        if both is None and not (cfg.has("left_key") and cfg.has("right_key")):
-            raise cfg.error("key", "is required (or both 'left_key' and 'right_key')")
         self.max_pending = cfg.get("max_pending", "int", 10_000, minimum=1)
         self.timeout = cfg.get("timeout", "number", None, minimum=0)
 
