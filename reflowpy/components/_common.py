@@ -24,7 +24,7 @@ import reflowpy as rf
 
 __all__ = [
     "MISSING", "Config", "describe_value", "error_value", "get_path", "parse_pointer", "report",
-    "send_at_stop", "set_path",
+    "report_in_loop", "send_at_stop", "set_path",
 ]
 
 
@@ -241,6 +241,22 @@ async def report(
         await ctx.send(port, error_value(ctx, exc, value, **extra))
     else:
         raise exc
+
+
+async def report_in_loop(
+    ctx: rf.ActorContext, exc: BaseException, value: Any, port: str = "error", **extra: Any
+) -> None:
+    """:func:`report` for actors that own their loop (``run``).
+
+    Raising there would end the actor, not just this message, so when ``port`` is
+    not connected the error is logged at ERROR level with the node and the value
+    instead, and the loop goes on.
+    """
+    if ctx.connected(port):
+        await ctx.send(port, error_value(ctx, exc, value, **extra))
+    else:
+        ctx.log.error("node %r: %s: %s (value: %s)", ctx.node_id, type(exc).__name__, exc,
+                      describe_value(value))
 
 
 async def send_at_stop(ctx: rf.ActorContext, port: str, value: Any) -> None:

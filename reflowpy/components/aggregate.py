@@ -17,7 +17,7 @@ from reflowpy.components._common import (
     Config,
     get_path,
     parse_pointer,
-    report,
+    report_in_loop,
     send_at_stop,
 )
 
@@ -62,7 +62,7 @@ class Collect(rf.Actor):
             port, value = await ctx.receive()
             if port == "in":
                 if len(self.items) >= self.max:
-                    await report(ctx, OverflowError(
+                    await report_in_loop(ctx, OverflowError(
                         f"node {ctx.node_id!r}: already holding {self.max} packets"), value)
                     continue
                 self.items.append(value)
@@ -246,7 +246,7 @@ class Join(rf.Actor):
             side, value = got
             key = get_path(value, self.paths[side], _ABSENT)
             if key is _ABSENT:
-                await report(ctx, KeyError(f"node {ctx.node_id!r}: {side} packet has no key"
+                await report_in_loop(ctx, KeyError(f"node {ctx.node_id!r}: {side} packet has no key"
                                            f" {'/'.join(self.paths[side])!r}"), value)
                 continue
             try:

@@ -29,7 +29,7 @@ from typing import IO, Any
 import trio
 
 import reflowpy as rf
-from reflowpy.components._common import Config, report
+from reflowpy.components._common import Config, report, report_in_loop
 from reflowpy.components.expression import _to_str
 
 __all__ = [
@@ -73,7 +73,7 @@ class _Reader(rf.Actor):
 
     async def read(self, ctx: rf.ActorContext, path: Any) -> None:
         if not isinstance(path, str):
-            await report(ctx, TypeError(f"node {ctx.node_id!r}: a path must be a string,"
+            await report_in_loop(ctx, TypeError(f"node {ctx.node_id!r}: a path must be a string,"
                                         f" got {type(path).__name__}"), path)
             return
         try:
@@ -84,7 +84,7 @@ class _Reader(rf.Actor):
                     lambda: open(path, encoding=self.encoding, newline="")  # noqa: SIM115
                 )
         except OSError as exc:
-            await report(ctx, exc, path)
+            await report_in_loop(ctx, exc, path)
             return
         count = 0
         try:
@@ -95,7 +95,7 @@ class _Reader(rf.Actor):
                         lambda: list(islice(records, self.batch))
                     )
                 except (OSError, ValueError, csv.Error) as exc:
-                    await report(ctx, exc, path, record=count)
+                    await report_in_loop(ctx, exc, path, record=count)
                     break
                 if not chunk:
                     break
@@ -200,7 +200,7 @@ class JsonLinesRead(_Reader):
         try:
             value = json.loads(line)
         except ValueError as exc:
-            await report(ctx, ValueError(f"node {ctx.node_id!r}: line {index + 1} is not"
+            await report_in_loop(ctx, ValueError(f"node {ctx.node_id!r}: line {index + 1} is not"
                                          f" JSON: {exc}"), record, line=index + 1)
             return
         await ctx.send("out", value)
@@ -284,7 +284,7 @@ class _Writer(rf.Actor):
                     if first:
                         data = self.header(value) + data
                 except (TypeError, ValueError) as exc:
-                    await report(ctx, exc, value)
+                    await report_in_loop(ctx, exc, value)
                     continue
                 first = False
                 buf += data
@@ -416,7 +416,7 @@ class ReadDir(rf.Actor):
 
     async def list(self, ctx: rf.ActorContext, path: Any) -> None:
         if not isinstance(path, str) or not os.path.isdir(path):
-            await report(ctx, NotADirectoryError(f"node {ctx.node_id!r}: not a directory:"
+            await report_in_loop(ctx, NotADirectoryError(f"node {ctx.node_id!r}: not a directory:"
                                                  f" {path!r}"), path)
             return
         files = await trio.to_thread.run_sync(_list_dir, path, self.pattern, self.recursive)
@@ -456,11 +456,14 @@ class Watch(rf.Actor):
         self.interval = cfg.get("interval", "number", 1.0, minimum=0.001)
         self.existing = cfg.get("existing", "bool", False)
         self.max = cfg.get("max", "int", 0, minimum=0)
+        # the snapshot is taken at start, so files created after start always count as new
+        self.seen: set[str] = set()
+        if not self.existing:
+            self.seen.update(
+                await trio.to_thread.run_sync(_list_dir, self.path, self.pattern, False))
 
     async def run(self, ctx: rf.ActorContext) -> None:
-        seen: set[str] = set()
-        if not self.existing:
-            seen.update(await trio.to_thread.run_sync(_list_dir, self.path, self.pattern, False))
+        seen = self.seen
         sent = 0
         while True:
             for name in await trio.to_thread.run_sync(_list_dir, self.path, self.pattern, False):
@@ -506,7 +509,7 @@ class Stdin(rf.Actor):
                 try:
                     value = json.loads(line)
                 except ValueError as exc:
-                    await report(ctx, exc, line, line=count)
+                    await report_in_loop(ctx, exc, line, line=count)
                     continue
                 await ctx.send("out", value)
             else:
@@ -546,7 +549,6 @@ class _Sqlite(rf.Actor):
             )
         except sqlite3.Error as exc:
             raise cfg.error("database", f"cannot be opened: {exc}") from None
-        self.db.row_factory = sqlite3.Row
         self.lock = trio.Lock()
         self.configure(cfg)
 
@@ -609,15 +611,16 @@ class SqliteQuery(_Sqlite):
         params = _params(value)
         try:
             cursor = await self.call(lambda db: db.execute(self.query, params))
+            cols = [d[0] for d in cursor.description or ()]
             count = 0
             everything: list[dict[str, Any]] = []
-            while True:
+            while cols:
                 rows = await self.call(lambda db: cursor.fetchmany(self.batch))
                 if not rows:
                     break
                 count += len(rows)
                 for row in rows:
-                    obj = {k: row[k] for k in row}
+                    obj = dict(zip(cols, row, strict=True))
                     if self.all:
                         everything.append(obj)
                     else:

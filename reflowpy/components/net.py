@@ -21,7 +21,7 @@ import httpx
 import trio
 
 import reflowpy as rf
-from reflowpy.components._common import Config, report
+from reflowpy.components._common import Config, report, report_in_loop
 from reflowpy.components.expression import _to_str
 
 __all__ = ["HttpRequest", "HttpServer", "WebSocketSink", "WebSocketSource"]
@@ -222,7 +222,7 @@ class HttpServer(rf.Actor):
                     key = str(answer.get("id")) if isinstance(answer, Mapping) else None
                     slot = self.pending.get(key) if key is not None else None
                     if slot is None:
-                        await report(ctx, KeyError(
+                        await report_in_loop(ctx, KeyError(
                             f"node {ctx.node_id!r}: response for unknown or expired request"
                             f" id {key!r}"), answer)
                         continue
@@ -367,14 +367,14 @@ class WebSocketSource(rf.Actor):
                                 try:
                                     message = json.loads(message)
                                 except ValueError as exc:
-                                    await report(ctx, exc, message)
+                                    await report_in_loop(ctx, exc, message)
                                     continue
                             await ctx.send("out", message)
                 except (OSError, HandshakeError, ConnectionClosed) as exc:
                     failures += isinstance(exc, (OSError, HandshakeError))
                     if not self.reconnect or failures > self.max_retries:
                         nursery.cancel_scope.cancel()
-                        await report(ctx, ConnectionError(
+                        await report_in_loop(ctx, ConnectionError(
                             f"node {ctx.node_id!r}: websocket {self.url}: {exc}"), self.url)
                         return
                     await trio.sleep(self.backoff * 2 ** max(failures - 1, 0))

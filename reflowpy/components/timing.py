@@ -26,7 +26,7 @@ from reflowpy.components._common import (
     Config,
     get_path,
     parse_pointer,
-    report,
+    report_in_loop,
     send_at_stop,
 )
 from reflowpy.components.cron import Cron, CronError
@@ -220,7 +220,7 @@ class Window(rf.Actor):
             if self.time_path is not None:
                 t = get_path(value, self.time_path, None)
                 if isinstance(t, bool) or not isinstance(t, (int, float)):
-                    await report(ctx, ValueError(
+                    await report_in_loop(ctx, ValueError(
                         f"node {ctx.node_id!r}: packet has no numeric time at"
                         f" {'/'.join(self.time_path)!r}"), value)
                     continue
@@ -233,7 +233,7 @@ class Window(rf.Actor):
             self._current = value
             if self.time_path is not None:
                 if self._end_of(t) <= watermark - self.lateness:
-                    await report(ctx, ValueError(
+                    await report_in_loop(ctx, ValueError(
                         f"node {ctx.node_id!r}: packet at t={t} is later than the"
                         f" allowed lateness ({self.lateness}s)"), value)
                     continue
