@@ -179,7 +179,7 @@ class HttpServer(rf.Actor):
     """An HTTP server whose requests flow into the graph and whose answers flow back.
 
     Each request goes to ``request`` as ``{id, method, path, query, headers, body,
-    json}`` (``json`` when the body parses). The graph answers by sending
+    json}`` (``json`` is the parsed body, or ``null``). The graph answers by sending
     ``{id, status, headers, body}`` to ``response`` (``body`` may be text, bytes, or a
     value sent as JSON; ``status`` defaults to 200). Requests without an answer
     within ``timeout`` seconds (default 30) get 504.
@@ -244,8 +244,8 @@ class HttpServer(rf.Actor):
                 data = (data or b"") + (conn.send(h11.Data(data=body)) or b"")
                 data += conn.send(h11.EndOfMessage()) or b""
                 await stream.send_all(data)
-                if conn.our_state is h11.MUST_CLOSE:
-                    return
+                if conn.our_state is h11.MUST_CLOSE or conn.their_state is not h11.DONE:
+                    return  # e.g. a body we refused to read: close rather than resync
                 conn.start_next_cycle()
         except (h11.RemoteProtocolError, trio.BrokenResourceError, trio.ClosedResourceError):
             return
@@ -288,12 +288,13 @@ class HttpServer(rf.Actor):
     async def _answer(self, ctx: rf.ActorContext, request: dict[str, Any]
                       ) -> tuple[int, list[tuple[str, str]], bytes]:
         if request.get("too_large"):
-            return 413, [("content-type", "text/plain")], b"request body too large\n"
+            return 413, [("content-type", "text/plain"), ("connection", "close")], \
+                b"request body too large\n"
         self.next_id += 1
         rid = str(self.next_id)
         raw: bytes = request.pop("body")
         text = raw.decode("utf-8", errors="replace")
-        request.update(id=rid, body=text)
+        request.update(id=rid, body=text, json=None)
         if "json" in request["headers"].get("content-type", "") or text[:1] in ("{", "["):
             with contextlib.suppress(ValueError):
                 request["json"] = json.loads(text)
