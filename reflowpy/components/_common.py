@@ -265,10 +265,15 @@ async def send_at_stop(ctx: rf.ActorContext, port: str, value: Any) -> None:
     The network is stopping, so a full receiver may never drain: wait at most a
     second, then log what could not be delivered rather than hang the shutdown.
     """
-    with trio.move_on_after(1.0):
-        await ctx.send(port, value)
-        return
-    ctx.log.warning("network stopped: could not deliver a held packet on %r", port)
+    try:
+        with trio.move_on_after(1.0):
+            await ctx.send(port, value)
+            return
+        reason = "the receiver did not take it within 1 s"
+    except Exception as exc:  # the receiver may already be gone
+        reason = f"{type(exc).__name__}: {exc}"
+    ctx.log.error("node %r: network stopped; a held packet on %r was not delivered (%s): %s",
+                  ctx.node_id, port, reason, describe_value(value))
 
 
 def describe_value(value: Any) -> str:

@@ -244,9 +244,12 @@ class Window(rf.Actor):
                 self._assign(key, t)
 
     async def teardown(self, ctx: rf.ActorContext) -> None:
-        if self.open:
-            with trio.move_on_after(1.0):
-                await self._close(ctx, math.inf)
+        for key in sorted(self.open, key=lambda k: (k[1], str(k[0]))):
+            end, count, items = self.open.pop(key)
+            out: dict[str, Any] = {"start": key[1], "end": end, "count": count, "key": key[0]}
+            if self.keep_items:
+                out["items"] = items
+            await send_at_stop(ctx, "out", out)
 
 
 class Debounce(rf.Actor):
