@@ -23,6 +23,7 @@ what was wrong and where (graph, node, port, field) and, when it helps, what to 
      |    +-- ConfigError            bad node config (metadata / env_vars)
      |         +-- SandboxUnavailable  a script sandbox cannot run here (no Docker, no image)
      +-- MessageError                a value cannot be a message (not freezable/serializable)
+     +-- ExpressionError             a safe expression failed to parse or evaluate
      +-- NetworkError                lifecycle misuse of a Network
      |    +-- NetworkStopped
      +-- ActorError                  user code failed (wraps the original exception)
@@ -52,6 +53,7 @@ __all__ = [
     "DuplicateNode",
     "DuplicatePort",
     "EdgeNotFound",
+    "ExpressionError",
     "GraphError",
     "GraphFormatError",
     "GraphValidationError",
@@ -171,6 +173,21 @@ class ConfigError(ComponentError):
 
 class MessageError(ReflowError, TypeError):
     """A value cannot travel as a message: it is not freezable or not serializable."""
+
+
+class ExpressionError(ReflowError, ValueError):
+    """A safe expression (``reflowpy.components.expression``) failed to parse or evaluate.
+
+    ``expression`` is the source text and ``position`` the 0-based column of the
+    problem (``-1`` when it is not tied to one place).
+    """
+
+    def __init__(self, message: str, *, expression: str = "", position: int = -1) -> None:
+        self.expression = expression
+        self.position = position
+        where = f" at column {position + 1}" if position >= 0 else ""
+        shown = f" in {expression!r}" if expression else ""
+        super().__init__(f"{message}{where}{shown}")
 
 
 class NetworkError(ReflowError):

@@ -1,0 +1,282 @@
+"""Helpers every standard component shares: reading config, paths, error ports.
+
+Config comes from node metadata (``ctx.config``). :class:`Config` reads one key at a
+time with a type and a range, and raises :class:`~reflowpy.ConfigError` naming the
+node and the key, so a bad graph is refused when the network starts (components call
+it from ``setup``). Reflow templates nest their settings under ``propertyValues``;
+``Config(ctx, reflow=True)`` looks there first.
+
+:func:`report` is the one rule for bad input: if the node's ``error`` port is
+connected, an error object goes there; otherwise the exception is raised, which the
+kernel turns into an ``ActorFailed`` event and a dead letter. Either way the network
+keeps running and nothing is silently lost.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import trio
+
+import reflowpy as rf
+
+__all__ = [
+    "MISSING", "Config", "describe_value", "error_value", "get_path", "parse_pointer", "report",
+    "report_in_loop", "send_at_stop", "set_path",
+]
+
+
+class _Missing:
+    def __repr__(self) -> str:
+        return "MISSING"
+
+
+MISSING: Any = _Missing()
+
+_KIND_NAMES = {
+    "int": "an integer",
+    "number": "a number",
+    "str": "a string",
+    "bool": "a boolean",
+    "list": "a list",
+    "dict": "an object",
+    "any": "a value",
+}
+
+
+class Config:
+    """Typed access to a node's config with errors that name node and key.
+
+    >>> cfg = Config(ctx)                                     # doctest: +SKIP
+    >>> size = cfg.get("size", "int", 10, minimum=1)          # doctest: +SKIP
+    """
+
+    def __init__(self, ctx: rf.ActorContext, *, reflow: bool = False) -> None:
+        self.node = ctx.node_id
+        raw: Mapping[str, Any] = ctx.config or {}
+        data: dict[str, Any] = dict(raw)
+        if reflow:
+            nested = raw.get("propertyValues")
+            if isinstance(nested, Mapping):
+                data.update(nested)
+        self.data = data
+
+    def error(self, key: str, why: str) -> rf.ConfigError:
+        """A :class:`~reflowpy.ConfigError` for ``key`` of this node."""
+        return rf.ConfigError(f"node {self.node!r}: config key {key!r} {why}")
+
+    def has(self, key: str) -> bool:
+        """Whether ``key`` is set (and not ``None``)."""
+        return self.data.get(key) is not None
+
+    def get(
+        self,
+        key: str,
+        kind: str = "any",
+        default: Any = MISSING,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        choices: Sequence[Any] | None = None,
+        alt: Sequence[str] = (),
+    ) -> Any:
+        """The value of ``key`` (or the first of ``alt`` that is set), checked.
+
+        ``kind`` is one of ``int``, ``number``, ``str``, ``bool``, ``list``, ``dict``,
+        ``any``. With no ``default`` the key is required.
+        """
+        value: Any = None
+        for name in (key, *alt):
+            if self.data.get(name) is not None:
+                value, key = self.data[name], name
+                break
+        if value is None:
+            if default is MISSING:
+                raise self.error(key, f"is required ({_KIND_NAMES[kind]})")
+            return default
+        value = self._convert(key, kind, value)
+        if choices is not None and value not in choices:
+            options = ", ".join(repr(c) for c in choices)
+            raise self.error(key, f"must be one of {options}, got {value!r}")
+        if minimum is not None and value < minimum:
+            raise self.error(key, f"must be >= {minimum}, got {value!r}")
+        if maximum is not None and value > maximum:
+            raise self.error(key, f"must be <= {maximum}, got {value!r}")
+        return value
+
+    def _convert(self, key: str, kind: str, value: Any) -> Any:
+        bad = self.error(key, f"must be {_KIND_NAMES[kind]}, got {value!r:.60}")
+        if kind == "int":
+            if isinstance(value, bool):
+                raise bad
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            if isinstance(value, str):
+                try:
+                    return int(value)
+                except ValueError:
+                    raise bad from None
+            if not isinstance(value, int):
+                raise bad
+            return value
+        if kind == "number":
+            if isinstance(value, bool):
+                raise bad
+            if isinstance(value, str):
+                try:
+                    value = float(value)
+                except ValueError:
+                    raise bad from None
+            if not isinstance(value, (int, float)) or math.isnan(value):
+                raise bad
+            return value
+        if kind == "str":
+            if not isinstance(value, str):
+                raise bad
+            return value
+        if kind == "bool":
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                return value.lower() == "true"
+            if not isinstance(value, bool):
+                raise bad
+            return value
+        if kind == "list":
+            if not isinstance(value, (list, tuple)):
+                raise bad
+            return list(value)
+        if kind == "dict":
+            if not isinstance(value, Mapping):
+                raise bad
+            return dict(value)
+        return value
+
+
+# -- paths -------------------------------------------------------------------------------
+
+
+def parse_pointer(path: str) -> tuple[str, ...]:
+    """Split a path into keys: a JSON pointer (``/a/b/0``, RFC 6901 escapes ``~0``
+    ``~1``) or a dotted path (``a.b.0``). ``""`` and ``"/"``-less empty mean the
+    whole value."""
+    if path == "":
+        return ()
+    if path.startswith("/"):
+        return tuple(p.replace("~1", "/").replace("~0", "~") for p in path[1:].split("/"))
+    return tuple(path.split("."))
+
+
+def get_path(value: Any, keys: Sequence[str], default: Any = MISSING) -> Any:
+    """Follow ``keys`` into nested objects/arrays; ``default`` (or ``KeyError``) if absent."""
+    current = value
+    for key in keys:
+        if isinstance(current, Mapping):
+            if key in current:
+                current = current[key]
+                continue
+        elif isinstance(current, (list, tuple)) and _is_index(key):
+            idx = int(key)
+            if -len(current) <= idx < len(current):
+                current = current[idx]
+                continue
+        if default is MISSING:
+            raise KeyError("/" + "/".join(keys))
+        return default
+    return current
+
+
+def set_path(value: Any, keys: Sequence[str], new: Any) -> Any:
+    """A copy of ``value`` with ``new`` at ``keys`` (objects are created as needed;
+    ``-`` appends to an array, as in JSON Patch)."""
+    if not keys:
+        return new
+    head, rest = keys[0], keys[1:]
+    if isinstance(value, (list, tuple)):
+        items = rf.thaw(list(value))
+        if head == "-":
+            items.append(set_path(None, rest, new))
+        elif _is_index(head) and -len(items) <= int(head) < len(items):
+            items[int(head)] = set_path(items[int(head)], rest, new)
+        else:
+            raise KeyError(f"array index {head!r} out of range")
+        return items
+    obj = rf.thaw(dict(value)) if isinstance(value, Mapping) else {}
+    if value is not None and not isinstance(value, Mapping):
+        raise KeyError(f"cannot set key {head!r} inside a {type(value).__name__}")
+    obj[head] = set_path(obj.get(head), rest, new)
+    return obj
+
+
+def _is_index(key: str) -> bool:
+    return key.lstrip("-").isdigit()
+
+
+# -- errors ------------------------------------------------------------------------------
+
+
+def error_value(
+    ctx: rf.ActorContext, exc: BaseException, value: Any, **extra: Any
+) -> dict[str, Any]:
+    """The object sent on an ``error`` port: what failed, why, and the input."""
+    out = {
+        "error": str(exc) or type(exc).__name__,
+        "type": type(exc).__name__,
+        "node": ctx.node_id,
+        "value": value,
+    }
+    out.update(extra)
+    return out
+
+
+async def report(
+    ctx: rf.ActorContext, exc: BaseException, value: Any, port: str = "error", **extra: Any
+) -> None:
+    """Send an error object on ``port`` if it is connected, else raise ``exc``.
+
+    Raising hands the message to the node's failure policy (retry, then dead letter),
+    so bad input is never silently dropped.
+    """
+    if ctx.connected(port):
+        await ctx.send(port, error_value(ctx, exc, value, **extra))
+    else:
+        raise exc
+
+
+async def report_in_loop(
+    ctx: rf.ActorContext, exc: BaseException, value: Any, port: str = "error", **extra: Any
+) -> None:
+    """:func:`report` for actors that own their loop (``run``).
+
+    Raising there would end the actor, not just this message, so when ``port`` is
+    not connected the error is logged at ERROR level with the node and the value
+    instead, and the loop goes on.
+    """
+    if ctx.connected(port):
+        await ctx.send(port, error_value(ctx, exc, value, **extra))
+    else:
+        ctx.log.error("node %r: %s: %s (value: %s)", ctx.node_id, type(exc).__name__, exc,
+                      describe_value(value))
+
+
+async def send_at_stop(ctx: rf.ActorContext, port: str, value: Any) -> None:
+    """Send what a component still holds when the network stops (from ``teardown``).
+
+    The network is stopping, so a full receiver may never drain: wait at most a
+    second, then log what could not be delivered rather than hang the shutdown.
+    """
+    try:
+        with trio.move_on_after(1.0):
+            await ctx.send(port, value)
+            return
+        reason = "the receiver did not take it within 1 s"
+    except Exception as exc:  # the receiver may already be gone
+        reason = f"{type(exc).__name__}: {exc}"
+    ctx.log.error("node %r: network stopped; a held packet on %r was not delivered (%s): %s",
+                  ctx.node_id, port, reason, describe_value(value))
+
+
+def describe_value(value: Any) -> str:
+    """A short repr of a value for error messages."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
