@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup js demo test lint bench
+.PHONY: setup js docker demo test lint bench
 
 setup: $(VENV)/.installed
 
@@ -22,10 +22,15 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 	cd tests/js && npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
+# Docker engine + a local reflowpy/python:3.11-slim image built without a registry, and
+# clang/lld for the WASM test plugins. Needs root and the Debian mirrors.
+docker:
+	sh scripts/docker-setup.sh
+
 demo: setup
 	$(BIN)/reflowpy run examples/hello.json --input numbers=1 --input numbers=2 --input numbers=3
 
-test: setup js
+test: setup js docker
 	$(BIN)/python -m pytest
 
 lint: setup
@@ -34,3 +39,4 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m benchmarks kernel
+	$(BIN)/python -m benchmarks script

@@ -138,4 +138,7 @@ def register_all(registry: rf.Registry) -> rf.Registry:
         registry.register(name, component, replace=True)
     for alias, name in ALIASES.items():
         registry.alias(alias, name)
+    from reflowpy.script.actor import register as register_scripts
+
+    register_scripts(registry)
     return registry

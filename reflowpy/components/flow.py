@@ -548,6 +548,7 @@ class _InnerContext:
     """The context a wrapped component sees: sends are captured, not delivered."""
 
     def __init__(self, outer: rf.ActorContext, config: Mapping[str, Any]) -> None:
+        self._outer = outer
         self.node_id = f"{outer.node_id}/inner"
         self.config = config
         self.state: dict[str, Any] = {}
@@ -563,6 +564,9 @@ class _InnerContext:
 
     def connected(self, port: str) -> bool:
         return True
+
+    def dead_letter(self, port: str, value: Any, error: BaseException) -> None:
+        self._outer.dead_letter(port, value, error)
 
 
 def _registry() -> rf.Registry:

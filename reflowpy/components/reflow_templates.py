@@ -239,6 +239,9 @@ class _PortView:
     async def receive(self, port: str | None = None) -> tuple[str, Any]:
         return await self._ctx.receive(port)
 
+    def dead_letter(self, port: str, value: Any, error: BaseException) -> None:
+        self._ctx.dead_letter(self._ports.get(port, port), value, error)
+
 
 class Passthrough(rf.Actor):
     """Reflow ``tpl_passthrough``: ``input`` -> ``output`` unchanged."""

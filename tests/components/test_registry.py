@@ -32,7 +32,7 @@ def test_at_least_sixty_documented_components() -> None:
 def test_register_all_is_idempotent_and_aliases_resolve() -> None:
     reg = register_all(rf.Registry())
     register_all(reg)
-    assert len(reg) == len(COMPONENTS)
+    assert set(reg.names()) == set(COMPONENTS) | {"script/python", "script/wasm"}
     for alias, target in ALIASES.items():
         assert reg.resolve(alias) == target and alias in reg
     assert reg.get("tpl_if_branch") is COMPONENTS["reflow/IfBranch"]
@@ -75,9 +75,9 @@ def _cli(*args: str) -> str:
 def test_cli_components_listing_and_json() -> None:
     text = _cli()
     assert "core/Repeat" in text and "flow/If  (also: flow/ConditionalBranch)" in text
-    assert f"{len(COMPONENTS)} components" in text
+    assert f"{len(COMPONENTS) + 2} components" in text  # + script/python, script/wasm
     data = json.loads(_cli("--json"))
-    assert len(data) == len(COMPONENTS)
+    assert len(data) == len(COMPONENTS) + 2
     gate = next(c for c in data if c["name"] == "flow/Gate")
     assert [p["name"] for p in gate["inports"]] == ["in", "open", "close"]
     assert gate["inports"][1]["type"] == "bang"
