@@ -127,6 +127,10 @@ class Network:
         self.bus = ev.EventBus()
         #: Runners with work in hand (see runner.py); zero means idle.
         self.active = 0
+        #: Nesting of inline activations in the current call stack (see runner.py).
+        self.inline_depth = 0
+        #: Whether the current send may activate a parked plain-``def`` node inline.
+        self.inline_ok = True
         self._runners: dict[str, NodeRunner] = {}
         self._sinks: dict[str, OutputSink] = {}
         self._explicit_capacity: dict[int, int] = {}
@@ -194,6 +198,7 @@ class Network:
                 runner, node.id, spec.name, spec.capacity or self.capacity)
         for spec in outspecs:
             runner.outports[fold(spec.name)] = OutPort(node.id, spec.name)
+        runner.update_dispatch()
         return runner
 
     def _runner(self, node_id: str) -> NodeRunner:

@@ -42,6 +42,9 @@ _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _Abort = trio.lowlevel.Abort
 
 
+_NO_WAITERS: Any = ()
+
+
 async def _wait_in(waiters: deque[trio.lowlevel.Task]) -> None:
     """Park the current task in ``waiters`` until someone reschedules it (or cancel)."""
     task = _current_task()
@@ -70,8 +73,9 @@ class PortStatistics(msgspec.Struct, frozen=True):
 class InPort:
     """The bounded queue of one node's in-port.
 
-    ``put_nowait`` is the hot path: it appends, counts, and wakes the node if it was
-    parked. It never yields. ``put`` waits for room (backpressure).
+    ``put_nowait`` is the hot path: it appends, counts, notes the arrival order, and
+    wakes the node only if it was parked (or has no task yet). It never yields.
+    ``put`` waits for room (backpressure).
     """
 
     __slots__ = (
@@ -91,7 +95,8 @@ class InPort:
         self.name = name
         self.capacity = capacity
         self.queue: deque[Any] = deque()
-        self.putters: deque[trio.lowlevel.Task] = deque()
+        # Most ports never see a blocked sender: share one empty tuple until one does.
+        self.putters: deque[trio.lowlevel.Task] = _NO_WAITERS
         self.total = 0
         self.high_water = 0
 
@@ -104,12 +109,17 @@ class InPort:
         self.total += 1
         runner = self.runner
         if runner is not None:
-            runner.arrived(self)
+            if runner.order is not None:
+                runner.order.append(self)
+            if runner.waiter is not None or not runner.running:
+                runner.wake(self)
         return True
 
     async def put(self, value: Any) -> None:
         """Append ``value``, waiting while the queue is full (FIFO among waiting senders)."""
         while not self.put_nowait(value):
+            if self.putters is _NO_WAITERS:
+                self.putters = deque()
             await _wait_in(self.putters)
 
     def take(self) -> Any:
@@ -123,6 +133,30 @@ class InPort:
         """Let every waiting sender retry (after capacity grew or the port was removed)."""
         while self.putters:
             _reschedule(self.putters.popleft())
+
+    def put_batch(self, values: list[Any]) -> None:
+        """Append values the caller reserved room for, waking the receiver once."""
+        self.queue.extend(values)
+        self.total += len(values)
+        runner = self.runner
+        if runner is not None:
+            if runner.order is not None:
+                runner.order.extend([self] * len(values))
+            if runner.waiter is not None or not runner.running:
+                runner.wake(self)
+        elif isinstance(self, OutputSink):
+            self.wake_readers()
+
+    def force_put(self, value: Any) -> None:
+        """Append even past capacity (only for a value already promised room)."""
+        self.queue.append(value)
+        self.total += 1
+        runner = self.runner
+        if runner is not None:
+            if runner.order is not None:
+                runner.order.append(self)
+            if runner.waiter is not None or not runner.running:
+                runner.wake(self)
 
     def statistics(self) -> PortStatistics:
         """Queue length, capacity, total values received, senders waiting for room."""
@@ -163,6 +197,11 @@ class OutputSink(InPort):
         if self.readers:
             _reschedule(self.readers.popleft())
         return True
+
+    def wake_readers(self) -> None:
+        """Let every waiting reader look at the queue again."""
+        while self.readers:
+            _reschedule(self.readers.popleft())
 
     def close(self) -> None:
         """No more values will come: wake every reader so iteration can end."""

@@ -55,6 +55,8 @@ _Abort = trio.lowlevel.Abort
 
 #: Activations a runner performs before it yields to the scheduler even with work left.
 _BUDGET = 512
+#: How deep inline activations may nest (a chain of plain-``def`` nodes runs inline).
+_MAX_INLINE = 32
 
 _log = logging.getLogger("reflowpy.node")
 
@@ -117,7 +119,22 @@ class _Context:
             out = runner.outport(port)
         if type(value) not in _LEAVES:
             value = freeze(value, where=f"node {runner.node_id!r} port {port!r}")
-        await runner.emit(out, value, index)
+        targets = out.targets
+        if index is None and len(targets) == 1 and not runner.net.bus.active:
+            # Inline activation of the receiver only for the first send after this node
+            # waited (request/response: low latency); a node that sends back to back is
+            # under load, and queued batches move faster than inline calls.
+            net = runner.net
+            net.inline_ok = runner.fresh
+            runner.fresh = False
+            out.sent += 1
+            target = targets[0]
+            delivered = target.put_nowait(value)
+            net.inline_ok = True
+            if not delivered:
+                await target.put(value)
+        else:
+            await runner.emit(out, value, index)
         runner.budget -= 1
         if runner.budget <= 0:
             runner.budget = _BUDGET
@@ -126,6 +143,7 @@ class _Context:
     async def receive(self, port: str | None = None) -> tuple[str, Any]:
         """The next ``(port, value)`` for a ``run()`` actor; parks until one arrives."""
         runner = self._runner
+        runner.fresh = True  # a reply to what we receive may be activated inline
         order = runner.order
         while True:
             if port is None:
@@ -135,7 +153,7 @@ class _Context:
             else:
                 inport = runner.inport(port)
                 if inport.queue:
-                    order.remove(inport)
+                    order.remove(inport)  # type: ignore[union-attr]
                     return inport.name, runner.take(inport)
             await runner.park()
 
@@ -159,9 +177,12 @@ class NodeRunner:
         "cls",
         "component",
         "ctx",
+        "failed",
         "failures",
         "finished",
         "fn",
+        "fresh",
+        "inline",
         "inports",
         "net",
         "node_id",
@@ -176,6 +197,7 @@ class NodeRunner:
         "running",
         "scope",
         "simple",
+        "single",
         "waiter",
     )
 
@@ -196,14 +218,20 @@ class NodeRunner:
         self.policy = policy
         self.inports: dict[str, InPort] = dict(inports or {})
         self.outports: dict[str, OutPort] = {}
-        self.order: deque[InPort] = deque()
+        # Arrival order across in-ports; ``None`` while the node has one in-port and
+        # fires per message, where the port's own queue already is the order.
+        self.order: deque[InPort] | None = None
+        self.single: InPort | None = None
+        self.failed: deque[tuple[dict[str, Any], Exception]] | None = None
+        self.inline = False
+        self.fresh = True
         self.waiter: trio.lowlevel.Task | None = None
         self.running = False
         self.finished = False
         self.scope: trio.CancelScope | None = None
         self.activations = 0
         self.failures = 0
-        self.restarts: deque[float] = deque()
+        self.restarts: deque[float] | None = None
         self.budget = _BUDGET
         self.await_all = cls.await_all_inports
         self.owns_loop = cls.owns_loop()
@@ -217,13 +245,35 @@ class NodeRunner:
         self._bind_behaviour()
 
     def _bind_behaviour(self) -> None:
-        # @actor functions written as plain ``def`` are called directly: no coroutine.
+        # @actor functions are called directly: a plain ``def`` without any coroutine,
+        # an ``async def`` without the wrapper's extra coroutine frame.
         behaviour = getattr(self.cls, "behaviour", None)
-        if behaviour is not None and not getattr(self.cls, "behaviour_is_async", True):
-            self.fn = behaviour
+        is_async = getattr(self.cls, "behaviour_is_async", True)
+        self.fn = behaviour if behaviour is not None and not is_async else None
+        self.proc = behaviour if behaviour is not None and is_async else self.actor.process
+        self.update_dispatch()
+
+    def update_dispatch(self) -> None:
+        """Choose the queueing and dispatch strategy after ports or behaviour changed.
+
+        A node with one in-port that fires per message reads that port's queue
+        directly. A node whose behaviour is a plain ``def`` with no timeout may be
+        activated *inline*, in the sender's task, when it is parked with nothing queued:
+        it cannot be mid-activation then, and a ``def`` cannot suspend, so the actor
+        still runs one activation at a time, in arrival order.
+        """
+        fires = not self.owns_loop and not self.await_all
+        if fires and len(self.inports) == 1:
+            self.single = next(iter(self.inports.values()))
+            self.order = None
+        elif self.await_all:
+            self.single = None
+            self.order = None
         else:
-            self.fn = None
-        self.proc = self.actor.process
+            self.single = None
+            if self.order is None:
+                self.order = deque()
+        self.inline = fires and self.fn is not None and self.simple
 
     # -- ports ------------------------------------------------------------------------
 
@@ -257,17 +307,80 @@ class NodeRunner:
 
     # -- scheduling ---------------------------------------------------------------------
 
-    def arrived(self, port: InPort) -> None:
-        """Called by ``InPort.put_nowait``: note the arrival and make sure someone runs it."""
-        if not self.await_all:
-            self.order.append(port)
+    def wake(self, port: InPort) -> None:
+        """``port`` just received a value and this node is parked or has no task: run it.
+
+        Inline when allowed (see :meth:`update_dispatch`), else reschedule the parked
+        task or start one.
+        """
+        order = self.order
         waiter = self.waiter
-        if waiter is not None:
+        if (
+            self.inline
+            and len(port.queue) == 1
+            and (order is None or len(order) == 1)
+            and self.net.inline_ok
+            and self.net.inline_depth < _MAX_INLINE
+            and not self.net.bus.active
+            and self._room()
+        ):
+            self._activate_inline(port)
+        elif waiter is not None:
             self.waiter = None
             self.net.active += 1
             _reschedule(waiter)
         elif not self.running:
             self.spawn()
+
+    def _room(self) -> bool:
+        for out in self.outports.values():
+            for target in out.targets:
+                if len(target.queue) >= target.capacity:
+                    return False
+        return True
+
+    def _activate_inline(self, port: InPort) -> None:
+        # See update_dispatch(). Every target has room for the one value per out-port
+        # a returned mapping can hold, so nothing here can block.
+        value = port.queue.popleft()
+        if self.order is not None:
+            self.order.popleft()
+        net = self.net
+        net.inline_depth += 1
+        inputs = {port.name: value}
+        try:
+            ctx = self.ctx
+            ctx.inputs = inputs
+            self.activations += 1
+            result = self.fn(ctx)  # type: ignore[misc]
+            if result:
+                for name, out_value in result.items():
+                    out = self.outports.get(name)
+                    if out is None:
+                        out = self.outport(name)
+                    if type(out_value) not in _LEAVES:
+                        out_value = freeze(
+                            out_value, where=f"node {self.node_id!r} port {name!r}")
+                    out.sent += 1
+                    if not out.targets:
+                        out.unconnected += 1
+                    for target in out.targets:
+                        if not target.put_nowait(out_value):
+                            target.force_put(out_value)
+        except Exception as exc:
+            # Recovery may sleep (backoff) or restart the actor: the node's own task
+            # does it, before it takes the next message.
+            if self.failed is None:
+                self.failed = deque()
+            self.failed.append((inputs, exc))
+            if self.waiter is not None:
+                waiter, self.waiter = self.waiter, None
+                net.active += 1
+                _reschedule(waiter)
+            elif not self.running:
+                self.spawn()
+        finally:
+            net.inline_depth -= 1
 
     def spawn(self) -> None:
         """Start the runner's task (lazily, on first work)."""
@@ -281,14 +394,14 @@ class NodeRunner:
         net.active -= 1
         if net.active == 0:
             net.became_idle()
+        self.fresh = True
         self.waiter = _current_task()
+        await _wait_task_rescheduled(self._abort_park)
 
-        def abort(_: Callable[[], Any]) -> _Abort:
-            self.waiter = None
-            net.active += 1  # the finally in main() balances the books
-            return _Abort.SUCCEEDED
-
-        await _wait_task_rescheduled(abort)
+    def _abort_park(self, _: Callable[[], Any]) -> _Abort:
+        self.waiter = None
+        self.net.active += 1  # the finally in main() balances the books
+        return _Abort.SUCCEEDED
 
     def take(self, port: InPort) -> Any:
         """Take the oldest value of ``port``, publishing ``MessageReceived`` if observed."""
@@ -322,40 +435,64 @@ class NodeRunner:
                 net.became_idle()
 
     async def _fire_loop(self) -> None:
-        # The hot path. Keep it flat: every attribute lookup here is paid per message.
-        order = self.order
+        # The hot path: take the whole batch already queued, then park. Keep it flat:
+        # every attribute lookup inside the inner loop is paid per message.
         ctx = self.ctx
         bus = self.net.bus
         outports = self.outports
         emit = self.emit
         while True:
-            if not order:
+            if self.failed:
+                inputs, exc = self.failed.popleft()
+                await self._recover(inputs, exc)
+                continue
+            order = self.order
+            port = self.single
+            n = len(order) if order is not None else len(port.queue)  # type: ignore[union-attr]
+            if n == 0:
                 await self.park()
                 continue
-            port = order.popleft()
-            value = port.queue.popleft()
-            if port.putters:
-                _reschedule(port.putters.popleft())
-            if bus.active:
-                bus.publish(ev.MessageReceived(
-                    network=self.net.name, actor_id=self.node_id, port=port.name,
-                    message=value, queue_depth=len(port.queue)))
-            ctx.inputs = inputs = {port.name: value}
-            self.activations += 1
-            if self.simple:
+            if bus.active or not self.simple:
+                await self._fire_observed(n)
+                continue
+            self.activations += n
+            fn = self.fn
+            proc = self.proc
+            # Batch transfer: a plain-def node with one out-port feeding one queue that
+            # has room for the whole batch collects its outputs and hands them over in
+            # one extend. Nothing can yield in between, so the room stays reserved.
+            batch: list[Any] | None = None
+            primary = ""
+            target_q: InPort | None = None
+            if fn is not None and len(outports) == 1:
+                only = next(iter(outports.values()))
+                if len(only.targets) == 1:
+                    target_q = only.targets[0]
+                    if target_q.capacity - len(target_q.queue) >= n:
+                        batch = []
+                        primary = only.name
+            for _ in range(n):
+                if order is not None:
+                    port = order.popleft()
+                value = port.queue.popleft()  # type: ignore[union-attr]
+                if port.putters:  # type: ignore[union-attr]
+                    _reschedule(port.putters.popleft())  # type: ignore[union-attr]
+                ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
                 try:
-                    fn = self.fn
-                    result = fn(ctx) if fn is not None else await self.proc(ctx)
+                    result = fn(ctx) if fn is not None else await proc(ctx)
                     if result:
                         for name, out_value in result.items():
-                            out = outports.get(name)
-                            if out is None:
-                                out = self.outport(name)
                             if type(out_value) not in _LEAVES:
                                 out_value = freeze(
                                     out_value, where=f"node {self.node_id!r} port {name!r}")
+                            if batch is not None and name == primary:
+                                batch.append(out_value)
+                                continue
+                            out = outports.get(name)
+                            if out is None:
+                                out = self.outport(name)
                             targets = out.targets
-                            if len(targets) == 1 and not bus.active:
+                            if len(targets) == 1:
                                 out.sent += 1
                                 target = targets[0]
                                 if not target.put_nowait(out_value):
@@ -363,13 +500,34 @@ class NodeRunner:
                             else:
                                 await emit(out, out_value, None)
                 except Exception as exc:
+                    if batch:
+                        self._flush(target_q, primary, batch)
+                    batch = None
                     await self._recover(inputs, exc)
-            else:
-                await self._activate_guarded(inputs)
-            self.budget -= 1
+                    fn = self.fn  # a restart rebinds the behaviour
+                    proc = self.proc
+            if batch:
+                self._flush(target_q, primary, batch)
+            self.budget -= n
             if self.budget <= 0:
                 self.budget = _BUDGET
                 await trio.lowlevel.checkpoint()
+
+    def _flush(self, target: InPort | None, port: str, values: list[Any]) -> None:
+        assert target is not None
+        out = self.outports.get(port) or self.outport(port)
+        out.sent += len(values)
+        target.put_batch(values)
+
+    async def _fire_observed(self, n: int) -> None:
+        # The general path: events for every message, per-activation timeouts.
+        for _ in range(n):
+            order = self.order
+            port = order.popleft() if order is not None else self.single
+            assert port is not None
+            value = self.take(port)
+            self.activations += 1
+            await self._activate_guarded({port.name: value})
 
     async def _join_loop(self) -> None:
         self.refresh_join()
@@ -543,6 +701,8 @@ class NodeRunner:
     def _restart_allowed(self) -> bool:
         now = time.monotonic()
         window = self.policy.restart_window
+        if self.restarts is None:
+            self.restarts = deque()
         while self.restarts and now - self.restarts[0] > window:
             self.restarts.popleft()
         if len(self.restarts) >= self.policy.max_restarts:
@@ -571,7 +731,8 @@ class NodeRunner:
                 self.net.dead_letter(self.node_id, port.name, value,
                                      ActorError(f"node {self.node_id!r}: {reason}",
                                                 node=self.node_id, port=port.name), 0)
-        self.order.clear()
+        if self.order is not None:
+            self.order.clear()
 
     def statistics(self) -> dict[str, Any]:
         """Activations, failures, and per-port queue statistics of this node."""
