@@ -22,11 +22,14 @@ import msgspec
 import trio
 from starlette.responses import StreamingResponse
 
+from reflowpy.network import events as ev
 from reflowpy.server.executions import Execution
 
 __all__ = ["event_stream", "output_stream", "sse_response"]
 
 _ENCODE = msgspec.json.Encoder()
+#: Most events sent in one chunk.
+_BATCH = 512
 
 
 def _record(data: bytes, event: str | None = None, id: int | None = None) -> bytes:
@@ -63,25 +66,58 @@ async def event_stream(ex: Execution, buffer: int, heartbeat: float = 15.0
             continue
         reported = 0
         with net.events(buffer) as sub:
-            iterator = sub.__aiter__()
             while True:
-                event: Any = None
-                with trio.move_on_after(heartbeat):
-                    try:
-                        event = await iterator.__anext__()
-                    except StopAsyncIteration:
-                        break
+                event = await _next_event(sub, heartbeat)
+                if event is _END:
+                    break
                 if event is None:
                     yield b": keep-alive\n\n"
                     continue
-                if sub.dropped > reported:
-                    yield _record(_ENCODE.encode({"dropped": sub.dropped - reported}),
-                                  "dropped")
-                    reported = sub.dropped
-                seq += 1
-                yield _record(_ENCODE.encode(event), type(event).__name__, seq)
+                # Batch whatever is already buffered into one chunk: one ASGI send per
+                # batch instead of per event, never waiting to fill a batch.
+                chunk: list[bytes] = []
+                while True:
+                    if sub.dropped > reported:
+                        chunk.append(_record(_ENCODE.encode({"dropped": sub.dropped - reported}),
+                                             "dropped"))
+                        reported = sub.dropped
+                    seq += 1
+                    chunk.append(_record(_ENCODE.encode(event), type(event).__name__, seq))
+                    if len(chunk) >= _BATCH or isinstance(event, ev.NetworkShutdown):
+                        break
+                    try:
+                        event = sub.get_nowait()
+                    except trio.WouldBlock:
+                        break
+                yield b"".join(chunk)
+                if isinstance(event, ev.NetworkShutdown):
+                    sub.close()
+                    break
     yield _record(_ENCODE.encode({"id": ex.id, "status": ex.status, "error": ex.error}),
                   "end")
+
+
+_END = object()
+
+
+async def _next_event(sub: ev.EventSubscription, timeout: float) -> Any:
+    """The next event, ``None`` after ``timeout`` seconds without one, or ``_END`` once
+    the subscription is closed. Cancel-safe (unlike cancelling the subscription's async
+    iterator, which would finalize it)."""
+    try:
+        return sub.get_nowait()
+    except trio.WouldBlock:
+        pass
+    if sub.closed:
+        return _END
+    waiter = trio.Event()
+    sub._waiter = waiter
+    with trio.move_on_after(timeout):
+        await waiter.wait()
+    try:
+        return sub.get_nowait()
+    except trio.WouldBlock:
+        return _END if sub.closed else None
 
 
 async def _either(a: trio.Event, b: trio.Event) -> None:
