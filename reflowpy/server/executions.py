@@ -163,10 +163,11 @@ class Execution:
         if self.net is None:
             return {}
         stats = self.net.statistics()
-        return msgspec.to_builtins(
+        counters: dict[str, Any] = msgspec.to_builtins(
             {k: stats[k] for k in ("active", "nodes", "outputs", "events",
                                    "dead_letters_evicted")}, str_keys=True
         )
+        return counters
 
     def buffer(self, port: str) -> OutputBuffer:
         """The output buffer of exported out-port ``port`` (created on demand)."""
@@ -267,7 +268,6 @@ class ExecutionManager:
         self.storage.set_execution_status(ex.id, status, ex.error)
 
     async def _host(self, ex: Execution) -> None:
-        first = True
         delay = _RESTART_BACKOFF[0]
         while True:
             try:
@@ -284,7 +284,6 @@ class ExecutionManager:
                 ex.error = f"{type(exc).__name__}: {exc}" if not isinstance(
                     exc, ReflowError) else str(exc)
                 _log.warning("execution %s failed: %s", ex.id, ex.error, exc_info=exc)
-            first = False
             if (ex._stop_requested.is_set() or ex.status == "finished"
                     or ex.policy.restart != "always" or self.draining):
                 break

@@ -32,6 +32,7 @@ runtime wait; an oversized frame closes that connection (Hypercorn's frame limit
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import inspect
@@ -210,10 +211,8 @@ class FbpRuntime:
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass
         if client.overflowed:
-            try:
+            with contextlib.suppress(RuntimeError, OSError):
                 await websocket.close(code=1008)
-            except (RuntimeError, OSError):
-                pass
         scope.cancel()
 
     async def _reader(self, websocket: WebSocket, client: _Client) -> None:
@@ -448,8 +447,11 @@ class FbpRuntime:
         graph = Graph(str(payload.get("name") or graph_id), properties=props)
         entry = _GraphState(graph, bool(payload.get("main", False)))
         self.graphs[graph_id] = entry
-        entry.unsubscribe = graph.subscribe(
-            lambda event, gid=graph_id: self._on_graph_event(gid, event))
+
+        def on_event(event: GraphEvent) -> None:
+            self._on_graph_event(graph_id, event)
+
+        entry.unsubscribe = graph.subscribe(on_event)
         if entry.main:
             self.main_graph = graph_id
         out = {k: payload[k] for k in ("id", "name", "library", "main", "icon", "description")

@@ -22,6 +22,7 @@ the network really finished). Bad input gets ``{"type": "error", "error": ...}``
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import time
 from typing import Any
@@ -271,10 +272,8 @@ class _WsConnection:
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass
         if self.overflowed:
-            try:
+            with contextlib.suppress(RuntimeError, OSError):
                 await self.websocket.close(code=1008)
-            except (RuntimeError, OSError):
-                pass
         scope.cancel()
 
     async def _reader(self) -> None:

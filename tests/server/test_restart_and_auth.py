@@ -55,11 +55,11 @@ async def test_crashed_server_resumes_restart_always_executions(tmp_path: Path) 
         served.process.send_signal(signal.SIGKILL)
         await served.process.wait()
         served.killed = True
-    async with served_process("--data-dir", data) as served:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}") as c:
-            assert (await c.get(f"/executions/{ex}")).json()["status"] in ("running", "idle")
-            await c.post(f"/executions/{ex}/inputs/x", json={"value": 1})
-            assert await _wait_output(c, ex, 0) == [2]
+    async with (served_process("--data-dir", data) as served,
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{served.port}") as c):
+        assert (await c.get(f"/executions/{ex}")).json()["status"] in ("running", "idle")
+        await c.post(f"/executions/{ex}/inputs/x", json={"value": 1})
+        assert await _wait_output(c, ex, 0) == [2]
 
 
 async def test_token_protects_http_and_websockets(nursery: trio.Nursery,
