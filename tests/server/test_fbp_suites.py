@@ -15,7 +15,6 @@ import pytest
 import yaml
 
 import reflowpy as rf
-
 from tests.server._proc import node_package, run_node, served_process
 from tests.server.testkit import test_registry
 
