@@ -155,10 +155,6 @@ async def test_dead_letters_list_resend_delete(client: httpx.AsyncClient) -> Non
     assert (await client.delete(f"/executions/{ex}/dead-letters/{first}")).status_code == 404
 
 
-async def test_token_is_required_and_never_echoed(server: Served) -> None:
-    pass
-
-
 async def test_sse_events_stream(client: httpx.AsyncClient, server: Served) -> None:
     ex = (await client.post("/executions", json={"graph": GRAPH})).json()["id"]
     seen: list[str] = []
@@ -177,3 +173,67 @@ async def test_sse_events_stream(client: httpx.AsyncClient, server: Served) -> N
                     assert event["message"] == 10
                     break
     assert "MessageSent" in seen
+
+
+async def test_sse_output_stream_resumes_with_last_event_id(client: httpx.AsyncClient) -> None:
+    ex = (await client.post("/executions", json={"graph": GRAPH, "inputs": {"x": [1, 2, 3]}})
+          ).json()["id"]
+
+    async def read(headers: dict[str, str], count: int) -> list[tuple[int, object]]:
+        got: list[tuple[int, object]] = []
+        event_id = -1
+        async with client.stream("GET", f"/executions/{ex}/outputs/y",
+                                 params={"stream": "true"}, headers=headers) as resp:
+            assert resp.headers["content-type"].startswith("text/event-stream")
+            async for line in resp.aiter_lines():
+                if line.startswith("id: "):
+                    event_id = int(line[4:])
+                elif line.startswith("data: "):
+                    got.append((event_id, msgspec.json.decode(line[6:])))
+                    if len(got) == count:
+                        return got
+        return got
+
+    with trio.fail_after(10):
+        first = await read({}, 2)
+        assert first == [(0, 2), (1, 4)]
+        rest = await read({"last-event-id": "1"}, 1)
+    assert rest == [(2, 6)]
+
+
+async def test_flood_and_disconnects_leave_the_server_working(client: httpx.AsyncClient,
+                                                              server: Served) -> None:
+    ex = (await client.post("/executions", json={"graph": GRAPH})).json()["id"]
+    statuses: list[int] = []
+
+    async def hit(i: int) -> None:
+        if i % 3 == 0:
+            r = await client.post("/graphs", content=b"{broken" * (i + 1))
+        elif i % 3 == 1:
+            r = await client.post(f"/executions/{ex}/inputs/x", json={"value": i})
+        else:
+            r = await client.get("/health")
+        statuses.append(r.status_code)
+
+    async def vanish() -> None:
+        # open an SSE stream and drop it mid-stream
+        async with server.client() as c, c.stream("GET", f"/executions/{ex}/events") as resp:
+            async for _ in resp.aiter_bytes():
+                break
+
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            for i in range(300):
+                nursery.start_soon(hit, i)
+            for _ in range(10):
+                nursery.start_soon(vanish)
+    assert all(s < 500 for s in statuses) and statuses.count(202) == 100
+    r = await client.post("/graphs", content=b"x" * (17 * 1024 * 1024))
+    assert r.status_code == 413
+    assert (await client.get("/health")).json()["status"] == "ok"
+    values = (await client.get(f"/executions/{ex}/outputs/y",
+                               params={"wait": 5, "limit": 1000})).json()["values"]
+    while len(values) < 100:
+        values += (await client.get(f"/executions/{ex}/outputs/y", params={
+            "wait": 5, "after": len(values)})).json()["values"]
+    assert sorted(values) == sorted(2 * i for i in range(1, 300, 3))
