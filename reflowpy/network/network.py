@@ -258,16 +258,19 @@ class Network:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        if self._state in ("running", "stopping"):
+        if self._state in ("running", "stopping", "starting"):
             await self._shutdown(forced=exc is not None, drain_timeout=None)
-        suppress = False
-        if self._nursery_cm is not None:
-            cm, self._nursery_cm = self._nursery_cm, None
-            suppress = bool(await cm.__aexit__(exc_type, exc, tb))
-        if self._error is not None and (exc is None or isinstance(exc, trio.Cancelled)
-                                        or suppress):
+        await self._close_nursery()
+        if self._error is not None and (exc is None or isinstance(exc, trio.Cancelled)):
             raise self._error
-        return suppress
+        return False
+
+    async def _close_nursery(self) -> None:
+        # After _shutdown no task is left in the nursery, so leaving it only closes its
+        # cancel scope; an exception from the body propagates unwrapped (no group).
+        cm, self._nursery_cm = self._nursery_cm, None
+        if cm is not None:
+            await cm.__aexit__(None, None, None)
 
     async def start(self) -> None:
         """Set up every actor, start the loop owners, deliver IIPs.
@@ -302,12 +305,10 @@ class Network:
                 await self._deliver_iip(iip)
             if self.active == 0:
                 self.became_idle()
-        except BaseException as exc:
+        except BaseException:
             self._state = "stopping"
             await self._shutdown(forced=True, drain_timeout=None)
-            cm, self._nursery_cm = self._nursery_cm, None
-            if cm is not None and not await cm.__aexit__(type(exc), exc, exc.__traceback__):
-                raise
+            await self._close_nursery()
             raise
 
     async def _host(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -365,9 +366,7 @@ class Network:
             return
         if self._state in ("running", "starting"):
             await self._shutdown(forced=not drain, drain_timeout=timeout)
-        if self._nursery_cm is not None:
-            cm, self._nursery_cm = self._nursery_cm, None
-            await cm.__aexit__(None, None, None)
+        await self._close_nursery()
         if self._error is not None:
             raise self._error
 
