@@ -10,6 +10,8 @@ Sub-protocols, as defined by the JSON schemas of the npm package ``fbp-protocol`
   methods; the graph's own events are translated back into protocol messages and
   sent to **every** connected client, so several editors see each other's changes.
   A graph whose network runs follows the edits live (the kernel subscribes to it).
+  Graphs are the server's stored graphs: one uploaded over REST can be opened by id,
+  and every edit is saved to the SQLite store, so the graphs survive a restart.
 * ``component``: ``list`` (from the registry, with port types), ``getsource``
   (Python source of a component), ``source`` (define a Python component from source).
 * ``network``: ``start``/``stop``/``getstatus``/``edges``; ``data`` events carry
@@ -415,9 +417,51 @@ class FbpRuntime:
         if graph_id is None:
             raise FbpError("No graph specified")
         entry = self.graphs.get(graph_id) if isinstance(graph_id, str) else None
+        if entry is None and isinstance(graph_id, str):
+            entry = self._load_stored(graph_id)
         if entry is None:
             raise FbpError("Requested graph not found")
         return entry
+
+    def _track(self, graph_id: str, entry: _GraphState) -> None:
+        self.graphs[graph_id] = entry
+
+        def on_event(event: GraphEvent) -> None:
+            self._on_graph_event(graph_id, event)
+
+        entry.unsubscribe = entry.graph.subscribe(on_event)
+
+    def _load_stored(self, graph_id: str) -> _GraphState | None:
+        """A graph stored through REST (or by an earlier FBP session), opened for editing."""
+        from reflowpy.server.graphs import load_graph
+
+        record = self.state.storage.get_graph(graph_id)
+        if record is None:
+            return None
+        try:
+            graph = load_graph(record.body, "json")
+        except ReflowError as exc:
+            raise FbpError(f"stored graph {graph_id!r} cannot be loaded: {exc}") from None
+        entry = _GraphState(graph, main=False)
+        self._track(graph_id, entry)
+        return entry
+
+    def _save(self, graph_id: str) -> None:
+        from reflowpy.server.graphs import graph_text
+
+        entry = self.graphs.get(graph_id)
+        if entry is not None:
+            self.state.storage.put_graph(graph_id, entry.graph.name or graph_id,
+                                         graph_text(entry.graph))
+
+    def forget(self, graph_id: str) -> None:
+        """Drop the editing copy of a graph that REST replaced or deleted (a running
+        network keeps its graph until it stops)."""
+        entry = self.graphs.pop(graph_id, None)
+        if entry is not None and entry.unsubscribe is not None:
+            entry.unsubscribe()
+        if self.main_graph == graph_id:
+            self.main_graph = None
 
     def _edit(self, entry: _GraphState, fallback: dict[str, Any] | None,
               action: Callable[[], Any]) -> None:
@@ -446,12 +490,8 @@ class FbpRuntime:
                  if isinstance(payload.get(k), str)}
         graph = Graph(str(payload.get("name") or graph_id), properties=props)
         entry = _GraphState(graph, bool(payload.get("main", False)))
-        self.graphs[graph_id] = entry
-
-        def on_event(event: GraphEvent) -> None:
-            self._on_graph_event(graph_id, event)
-
-        entry.unsubscribe = graph.subscribe(on_event)
+        self._track(graph_id, entry)
+        self._save(graph_id)
         if entry.main:
             self.main_graph = graph_id
         out = {k: payload[k] for k in ("id", "name", "library", "main", "icon", "description")
@@ -459,6 +499,7 @@ class FbpRuntime:
         self.broadcast({"protocol": "graph", "command": "clear", "payload": out})
 
     def _on_graph_event(self, graph_id: str, event: GraphEvent) -> None:
+        self._save(graph_id)
         message = _graph_event_message(graph_id, event)
         if message is not None:
             self.broadcast(message)

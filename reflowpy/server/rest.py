@@ -254,12 +254,14 @@ def routes(state: ServerState) -> list[BaseRoute]:
         graph_id = request.path_params["id"]
         graph, _ = await parse_graph_upload(request, graph_id)
         record = state.storage.put_graph(graph_id, graph.name or graph_id, graph_text(graph))
+        state.fbp.forget(graph_id)
         return json_response(graph_out(record))
 
     @endpoint
     async def delete_graph(request: Request) -> Response:
         if not state.storage.delete_graph(request.path_params["id"]):
             raise HttpError(404, "not_found", f"no graph {request.path_params['id']!r}")
+        state.fbp.forget(request.path_params["id"])
         return Response(status_code=204)
 
     @endpoint

@@ -274,3 +274,25 @@ async def test_secret_is_required_per_message(nursery: trio.Nursery, tmp_path: P
         await header.send("runtime", "getruntime")
         assert "protocol:graph" in (await header.expect("runtime", "runtime"))["capabilities"]
     served.shutdown.set()
+
+
+async def test_rest_graphs_are_editable_over_fbp_and_edits_persist(
+        fbp: Fbp, client: Any) -> None:
+    from tests.server.test_rest import GRAPH
+
+    assert (await client.post("/graphs", json={"graph": GRAPH, "id": "shared"})
+            ).status_code == 201
+    await fbp.send("graph", "addnode", {"id": "extra", "component": "core/Repeat",
+                                        "graph": "shared"})
+    await fbp.expect("graph", "addnode")
+    await fbp.send("graph", "changenode", {"id": "d", "metadata": {"x": 5},
+                                           "graph": "shared"})
+    await fbp.expect("graph", "changenode")
+    stored = (await client.get("/graphs/shared")).json()["graph"]
+    assert stored["processes"]["extra"]["component"] == "core/Repeat"
+    assert stored["processes"]["d"]["metadata"] == {"x": 5}
+    await fbp.send("graph", "clear", {"id": "fresh"})
+    await fbp.expect("graph", "clear")
+    await fbp.send("graph", "addnode", {"id": "n", "component": "core/Drop", "graph": "fresh"})
+    await fbp.expect("graph", "addnode")
+    assert "n" in (await client.get("/graphs/fresh")).json()["graph"]["processes"]
