@@ -130,26 +130,35 @@ async def _load(url: str, n: int, workers: int, request: bytes) -> float:
     host, port = url.split("//")[1].rsplit(":", 1)
     counter = iter(range(n))
 
+    async def exchange(stream: trio.SocketStream, buf: bytes) -> bytes | None:
+        """Send one request, read its response; ``None`` if the server closed the
+        connection first (Hypercorn closes keep-alive connections after 1000 requests)."""
+        await stream.send_all(request)
+        while True:
+            head_end = buf.find(b"\r\n\r\n")
+            if head_end >= 0:
+                head = buf[:head_end].lower()
+                length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
+                if len(buf) >= head_end + 4 + length:
+                    status = int(head.split(b" ", 2)[1])
+                    assert status < 300, buf
+                    return buf[head_end + 4 + length:]
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return None
+            buf += chunk
+
     async def worker() -> None:
         stream = await trio.open_tcp_stream(host, int(port))
         buf = b""
-        async with stream:
-            for _ in counter:
-                await stream.send_all(request)
-                while True:
-                    head_end = buf.find(b"\r\n\r\n")
-                    if head_end >= 0:
-                        head = buf[:head_end].lower()
-                        length = int(head.split(b"content-length:")[1].split(b"\r\n")[0])
-                        if len(buf) >= head_end + 4 + length:
-                            status = int(head.split(b" ", 2)[1])
-                            assert status < 300, buf
-                            buf = buf[head_end + 4 + length:]
-                            break
-                    chunk = await stream.receive_some(65536)
-                    if not chunk:
-                        raise ConnectionError("server closed the connection")
-                    buf += chunk
+        for _ in counter:
+            rest = await exchange(stream, buf)
+            while rest is None:
+                await stream.aclose()
+                stream = await trio.open_tcp_stream(host, int(port))
+                rest = await exchange(stream, b"")
+            buf = rest
+        await stream.aclose()
 
     start = time.perf_counter()
     async with trio.open_nursery() as nursery:
