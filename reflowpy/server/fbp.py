@@ -1,0 +1,984 @@
+"""The FBP Network Protocol runtime: Flowhub/noflo-ui, fbp-protocol and fbp-spec drive
+reflowpy over a WebSocket (subprotocol ``noflo``) at ``/`` and ``/fbp``.
+
+Sub-protocols, as defined by the JSON schemas of the npm package ``fbp-protocol``:
+
+* ``runtime``: ``getruntime`` -> ``runtime`` (+ ``ports`` of the main graph);
+  ``packet`` into an exported in-port of a running graph -> ``packetsent``; values
+  leaving exported out-ports come back as ``runtime:packet``.
+* ``graph``: every editing command. Edits go through :class:`~reflowpy.Graph`
+  methods; the graph's own events are translated back into protocol messages and
+  sent to **every** connected client, so several editors see each other's changes.
+  A graph whose network runs follows the edits live (the kernel subscribes to it).
+  Graphs are the server's stored graphs: one uploaded over REST can be opened by id,
+  and every edit is saved to the SQLite store, so the graphs survive a restart.
+* ``component``: ``list`` (from the registry, with port types), ``getsource``
+  (Python source of a component), ``source`` (define a Python component from source).
+* ``network``: ``start``/``stop``/``getstatus``/``edges``; ``data`` events carry
+  NoFlo edge ids (``A() OUT -> IN B()``, ``DATA -> IN B()`` for IIPs);
+  ``processerror`` for failed activations; ``stopped`` when a network ends.
+* ``trace``: ``start``/``stop``/``clear``/``dump`` (Flowtrace JSON of the messages the
+  runtime sent for that graph while tracing).
+
+Security: with a server token, a connection whose handshake carried the bearer
+header is authorized; otherwise every message must carry it as the FBP ``secret``.
+An unauthorized ``getruntime`` gets a runtime description with no capabilities;
+anything else gets an ``error``. The secret is stripped from every payload and never
+sent back.
+
+Robustness: a malformed frame, an unknown command or a failing command gets a
+protocol ``error`` message and the connection stays open; each client has a bounded
+outgoing queue and a client that does not read is disconnected instead of making the
+runtime wait; an oversized frame closes that connection (Hypercorn's frame limit).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import datetime
+import inspect
+import logging
+import textwrap
+import types
+import uuid
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import trio
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from reflowpy.errors import ReflowError
+from reflowpy.network import events as ev
+from reflowpy.network.actor import Actor
+from reflowpy.network.graph import IIP, Edge, ExportedPort, Graph, GraphEvent, Group, Node
+from reflowpy.network.network import Network
+from reflowpy.server.auth import token_matches
+from reflowpy.server.executions import Execution
+from reflowpy.server.schemas import ExecutionPolicy
+
+if TYPE_CHECKING:
+    from reflowpy.server.app import ServerState
+
+__all__ = ["PROTOCOL_VERSION", "FbpRuntime", "edge_id"]
+
+PROTOCOL_VERSION = "0.7"
+_log = logging.getLogger("reflowpy.server.fbp")
+
+_ALL_CAPABILITIES = [
+    "protocol:runtime",
+    "protocol:graph",
+    "protocol:component",
+    "protocol:network",
+    "network:status",
+    "network:data",
+    "network:control",
+    "protocol:trace",
+    "component:getsource",
+    "component:setsource",
+]
+
+_JSON = msgspec.json.Encoder()
+_DECODE = msgspec.json.Decoder()
+
+
+class FbpError(Exception):
+    """A command failed; the message goes back to the client as a protocol error."""
+
+
+def edge_id(src: tuple[str, str] | None, tgt: tuple[str, str]) -> str:
+    """NoFlo's textual edge id: ``A() OUT -> IN B()`` or ``DATA -> IN B()`` for an IIP."""
+    head = "DATA" if src is None else f"{src[0]}() {src[1].upper()}"
+    return f"{head} -> {tgt[1].upper()} {tgt[0]}()"
+
+
+def _port(node: str, port: str, index: int | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"node": node, "port": port}
+    if index is not None:
+        out["index"] = index
+    return out
+
+
+def _now_iso() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat().replace("+00:00", "Z")
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        return msgspec.json.decode(_JSON.encode(value))
+    except (TypeError, msgspec.EncodeError):
+        return repr(value)
+
+
+class _Client:
+    """One connection: its outgoing queue and authorization."""
+
+    def __init__(self, authorized: bool, queue: int) -> None:
+        self.authorized = authorized
+        self.send_channel, self.receive_channel = trio.open_memory_channel[bytes](queue)
+        self.overflowed = False
+
+    def push(self, message: dict[str, Any]) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.send_channel.send_nowait(_JSON.encode(message))
+        except trio.WouldBlock:
+            # The client does not read: disconnect it rather than stall the runtime.
+            self.overflowed = True
+            self.send_channel.close()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+
+class _GraphState:
+    """A graph known to the runtime, its network and its trace buffer."""
+
+    def __init__(self, graph: Graph, main: bool) -> None:
+        self.graph = graph
+        self.main = main
+        self.execution: Execution | None = None
+        self.events: ev.EventSubscription | None = None
+        self.tracing = False
+        self.trace: list[dict[str, Any]] = []
+        self.unsubscribe: Callable[[], None] | None = None
+
+
+class FbpRuntime:
+    """The runtime behind every FBP connection of one server."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.id = str(uuid.uuid4())
+        self.graphs: dict[str, _GraphState] = {}
+        self.clients: set[_Client] = set()
+        self.main_graph: str | None = None
+        self._sources: dict[str, tuple[str, str]] = {}  # component -> (language, code)
+        self._handlers: dict[tuple[str, str], Callable[[_Client, dict[str, Any]], Any]] = {
+            ("runtime", "getruntime"): self._getruntime,
+            ("runtime", "packet"): self._packet,
+            ("component", "list"): self._component_list,
+            ("component", "getsource"): self._getsource,
+            ("component", "source"): self._setsource,
+            ("network", "start"): self._start,
+            ("network", "stop"): self._stop,
+            ("network", "getstatus"): self._getstatus,
+            ("network", "edges"): self._edges,
+            ("trace", "start"): self._trace_start,
+            ("trace", "stop"): self._trace_stop,
+            ("trace", "clear"): self._trace_clear,
+            ("trace", "dump"): self._trace_dump,
+        }
+        for command in ("clear", "addnode", "removenode", "renamenode", "changenode",
+                        "addedge", "removeedge", "changeedge", "addinitial", "removeinitial",
+                        "addinport", "removeinport", "renameinport", "addoutport",
+                        "removeoutport", "renameoutport", "addgroup", "removegroup",
+                        "renamegroup", "changegroup"):
+            self._handlers[("graph", command)] = getattr(self, f"_graph_{command}")
+
+    @property
+    def capabilities(self) -> list[str]:
+        """What this runtime can do (``component:setsource`` only when enabled)."""
+        caps = list(_ALL_CAPABILITIES)
+        if not self.state.allow_setsource:
+            caps.remove("component:setsource")
+        return caps
+
+    # -- connection ---------------------------------------------------------------
+
+    async def serve(self, websocket: WebSocket) -> None:
+        """Run one WebSocket connection until it closes."""
+        protocols = websocket.scope.get("subprotocols") or []
+        if len(self.clients) >= self.state.max_connections:
+            await websocket.close(code=1013)
+            return
+        await websocket.accept(subprotocol="noflo" if "noflo" in protocols else None)
+        authorized = bool(websocket.scope.get("state", {}).get("authorized", False))
+        client = _Client(authorized, self.state.client_queue)
+        self.clients.add(client)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer, websocket, client, nursery.cancel_scope)
+                await self._reader(websocket, client)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.clients.discard(client)
+
+    async def _writer(self, websocket: WebSocket, client: _Client,
+                      scope: trio.CancelScope) -> None:
+        try:
+            async for data in client.receive_channel:
+                await websocket.send_text(data.decode())
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            pass
+        if client.overflowed:
+            with contextlib.suppress(RuntimeError, OSError):
+                await websocket.close(code=1008)
+        scope.cancel()
+
+    async def _reader(self, websocket: WebSocket, client: _Client) -> None:
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                client.push(_error("runtime", "binary frames are not part of the FBP"
+                                              " protocol; send JSON text"))
+                continue
+            await self.handle_text(client, text)
+
+    async def handle_text(self, client: _Client, text: str) -> None:
+        """Decode, authorize and dispatch one message."""
+        try:
+            msg = _DECODE.decode(text)
+        except msgspec.DecodeError as exc:
+            client.push(_error("runtime", f"malformed JSON: {exc}"))
+            return
+        if not isinstance(msg, dict):
+            client.push(_error("runtime", "a message must be a JSON object with protocol,"
+                                          " command and payload"))
+            return
+        protocol, command = msg.get("protocol"), msg.get("command")
+        payload = msg.get("payload", {})
+        if not isinstance(protocol, str) or not isinstance(command, str):
+            client.push(_error("runtime", "a message needs string 'protocol' and 'command'"))
+            return
+        reply_protocol = protocol if protocol in ("runtime", "graph", "component", "network",
+                                                  "trace") else "runtime"
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            client.push(_error(reply_protocol, f"{protocol}:{command}: payload must be an"
+                                               " object"))
+            return
+        secret = msg.get("secret", payload.get("secret"))
+        payload = {k: v for k, v in payload.items() if k != "secret"}
+        authorized = client.authorized or token_matches(self.state.token, secret)
+        if not authorized and (protocol, command) != ("runtime", "getruntime"):
+            client.push(_error(reply_protocol, f"{protocol}:{command}: unauthorized; send the"
+                                               " runtime secret"))
+            return
+        handler = self._handlers.get((protocol, command))
+        if handler is None:
+            client.push(_error(reply_protocol, f"unknown command {protocol}:{command}"))
+            return
+        try:
+            if (protocol, command) == ("runtime", "getruntime"):
+                await self._getruntime(client, payload, authorized)
+            else:
+                result = handler(client, payload)
+                if inspect.isawaitable(result):
+                    await result
+        except FbpError as exc:
+            client.push(_error(reply_protocol, str(exc)))
+        except (ReflowError, KeyError, ValueError, TypeError) as exc:
+            client.push(_error(reply_protocol, f"{protocol}:{command}: {exc}"))
+
+    def broadcast(self, message: dict[str, Any], graph: str | None = None) -> None:
+        """Send to every client (and to the graph's trace buffer when tracing)."""
+        if graph is not None:
+            entry = self.graphs.get(graph)
+            if entry is not None and entry.tracing and message["protocol"] == "network":
+                entry.trace.append({"protocol": message["protocol"],
+                                    "command": message["command"],
+                                    "payload": message["payload"],
+                                    "time": _now_iso()})
+                del entry.trace[:-self.state.trace_limit]
+        for client in list(self.clients):
+            client.push(message)
+
+    # -- runtime ---------------------------------------------------------------------
+
+    async def _getruntime(self, client: _Client, payload: dict[str, Any],
+                          authorized: bool = True) -> None:
+        out: dict[str, Any] = {
+            "type": "reflowpy",
+            "version": PROTOCOL_VERSION,
+            "capabilities": self.capabilities if authorized else [],
+            "allCapabilities": self.capabilities,
+            "id": self.id,
+            "label": "reflowpy: actor-model dataflow runtime for Python",
+        }
+        if self.main_graph is not None:
+            out["graph"] = self.main_graph
+        client.push({"protocol": "runtime", "command": "runtime", "payload": out})
+        if authorized and self.main_graph is not None:
+            client.push(self._ports_message(self.main_graph))
+
+    def _ports_message(self, graph_id: str) -> dict[str, Any]:
+        graph = self.graphs[graph_id].graph
+
+        def ports(table: dict[str, ExportedPort], inport: bool) -> list[dict[str, Any]]:
+            out = []
+            for public, exp in table.items():
+                ptype = "any"
+                node = graph.nodes.get(exp.node)
+                if node is not None and node.component in self.state.registry:
+                    info = self.state.registry.describe(node.component)
+                    for spec in (info.inports if inport else info.outports):
+                        if spec.name == exp.port:
+                            ptype = spec.type
+                out.append({"id": public, "type": ptype, "required": False,
+                            "addressable": False})
+            return out
+
+        return {"protocol": "runtime", "command": "ports",
+                "payload": {"graph": graph_id, "inPorts": ports(graph.inports, True),
+                            "outPorts": ports(graph.outports, False)}}
+
+    async def _packet(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        port, event = payload.get("port"), payload.get("event")
+        if not isinstance(port, str) or event not in ("connect", "begingroup", "data",
+                                                      "endgroup", "disconnect"):
+            raise FbpError("runtime:packet needs a string port and an event")
+        if event == "data":
+            ex = entry.execution
+            if ex is None or not ex.running:
+                raise FbpError(f"graph {payload['graph']!r} is not running; start its"
+                               " network before sending packets")
+            if entry.graph.port_name(port) not in entry.graph.inports:
+                raise FbpError(f"graph {payload['graph']!r} has no exported in-port {port!r}")
+            await ex.send(port, payload.get("payload"))
+        ack = {k: payload[k] for k in ("port", "event", "type", "schema", "payload", "graph")
+               if k in payload}
+        client.push({"protocol": "runtime", "command": "packetsent", "payload": ack})
+
+    # -- component ---------------------------------------------------------------------
+
+    def _component_message(self, name: str) -> dict[str, Any]:
+        info = self.state.registry.describe(name)
+
+        def ports(specs: Any) -> list[dict[str, Any]]:
+            return [{"id": p.name, "type": p.type, "description": p.description,
+                     "required": p.required, "addressable": p.addressable} for p in specs]
+
+        return {"protocol": "component", "command": "component", "payload": {
+            "name": name, "description": info.description, "icon": info.icon,
+            "subgraph": info.subgraph, "inPorts": ports(info.inports),
+            "outPorts": ports(info.outports)}}
+
+    def _component_list(self, client: _Client, payload: dict[str, Any]) -> None:
+        names = self.state.registry.names(aliases=True)
+        for name in names:
+            client.push(self._component_message(name))
+        client.push({"protocol": "component", "command": "componentsready",
+                     "payload": len(names)})
+
+    def _getsource(self, client: _Client, payload: dict[str, Any]) -> None:
+        name = payload.get("name")
+        if not isinstance(name, str):
+            raise FbpError("component:getsource needs a component name")
+        library, _, short = name.rpartition("/")
+        if name in self._sources:
+            language, code = self._sources[name]
+        else:
+            try:
+                component = self.state.registry.get(name)
+            except ReflowError as exc:
+                raise FbpError(str(exc)) from None
+            if isinstance(component, Graph):
+                from reflowpy.server.graphs import graph_text
+
+                language, code = "json", graph_text(component)
+            else:
+                language = "python"
+                try:
+                    code = textwrap.dedent(inspect.getsource(component))
+                except (OSError, TypeError):
+                    raise FbpError(f"component {name!r}: its source is not available") from None
+        out: dict[str, Any] = {"name": short, "language": language, "code": code}
+        if library:
+            out["library"] = library
+        client.push({"protocol": "component", "command": "source", "payload": out})
+
+    def _setsource(self, client: _Client, payload: dict[str, Any]) -> None:
+        if not self.state.allow_setsource:
+            raise FbpError("component:source is disabled on this server")
+        name, language, code = payload.get("name"), payload.get("language"), payload.get("code")
+        if not (isinstance(name, str) and name and isinstance(code, str)):
+            raise FbpError("component:source needs name, language and code")
+        if language not in ("python", "py"):
+            raise FbpError(f"component:source: language {language!r} is not supported;"
+                           " send Python")
+        library = payload.get("library")
+        full = f"{library}/{name}" if isinstance(library, str) and library else name
+        component = _compile_component(full, code)
+        self.state.registry.register(full, component, replace=True)
+        self._sources[full] = ("python", code)
+        self.broadcast(self._component_message(full))
+
+    # -- graph -------------------------------------------------------------------------
+
+    def _entry(self, payload: dict[str, Any]) -> _GraphState:
+        graph_id = payload.get("graph")
+        if graph_id is None:
+            raise FbpError("No graph specified")
+        entry = self.graphs.get(graph_id) if isinstance(graph_id, str) else None
+        if entry is None and isinstance(graph_id, str):
+            entry = self._load_stored(graph_id)
+        if entry is None:
+            raise FbpError("Requested graph not found")
+        return entry
+
+    def _track(self, graph_id: str, entry: _GraphState) -> None:
+        self.graphs[graph_id] = entry
+
+        def on_event(event: GraphEvent) -> None:
+            self._on_graph_event(graph_id, event)
+
+        entry.unsubscribe = entry.graph.subscribe(on_event)
+
+    def _load_stored(self, graph_id: str) -> _GraphState | None:
+        """A graph stored through REST (or by an earlier FBP session), opened for editing."""
+        from reflowpy.server.graphs import load_graph
+
+        record = self.state.storage.get_graph(graph_id)
+        if record is None:
+            return None
+        try:
+            graph = load_graph(record.body, "json")
+        except ReflowError as exc:
+            raise FbpError(f"stored graph {graph_id!r} cannot be loaded: {exc}") from None
+        entry = _GraphState(graph, main=False)
+        self._track(graph_id, entry)
+        return entry
+
+    def _save(self, graph_id: str) -> None:
+        from reflowpy.server.graphs import graph_text
+
+        entry = self.graphs.get(graph_id)
+        if entry is not None:
+            self.state.storage.put_graph(graph_id, entry.graph.name or graph_id,
+                                         graph_text(entry.graph))
+
+    def forget(self, graph_id: str) -> None:
+        """Drop the editing copy of a graph that REST replaced or deleted (a running
+        network keeps its graph until it stops)."""
+        entry = self.graphs.pop(graph_id, None)
+        if entry is not None and entry.unsubscribe is not None:
+            entry.unsubscribe()
+        if self.main_graph == graph_id:
+            self.main_graph = None
+
+    def _edit(self, entry: _GraphState, fallback: dict[str, Any] | None,
+              action: Callable[[], Any]) -> None:
+        """Run a graph edit; the graph events it emits are broadcast by the graph
+        subscription. If it emitted nothing (e.g. a no-op), send ``fallback``."""
+        seen: list[GraphEvent] = []
+        unsubscribe = entry.graph.subscribe(seen.append)
+        try:
+            action()
+        finally:
+            unsubscribe()
+        if not seen and fallback is not None:
+            self.broadcast(fallback)
+
+    def _graph_clear(self, client: _Client, payload: dict[str, Any]) -> None:
+        graph_id = payload.get("id")
+        if not isinstance(graph_id, str) or not graph_id:
+            raise FbpError("graph:clear needs a graph id")
+        old = self.graphs.get(graph_id)
+        if old is not None:
+            if old.execution is not None and not old.execution.done.is_set():
+                old.execution.request_stop("force")
+            if old.unsubscribe is not None:
+                old.unsubscribe()
+        props = {k: payload[k] for k in ("library", "icon", "description")
+                 if isinstance(payload.get(k), str)}
+        graph = Graph(str(payload.get("name") or graph_id), properties=props)
+        entry = _GraphState(graph, bool(payload.get("main", False)))
+        self._track(graph_id, entry)
+        self._save(graph_id)
+        if entry.main:
+            self.main_graph = graph_id
+        out = {k: payload[k] for k in ("id", "name", "library", "main", "icon", "description")
+               if k in payload}
+        self.broadcast({"protocol": "graph", "command": "clear", "payload": out})
+
+    def _on_graph_event(self, graph_id: str, event: GraphEvent) -> None:
+        self._save(graph_id)
+        message = _graph_event_message(graph_id, event)
+        if message is not None:
+            self.broadcast(message)
+        if event.type.endswith(("Inport", "Outport")) and graph_id == self.main_graph:
+            self.broadcast(self._ports_message(graph_id))
+
+    def _graph_addnode(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        node_id, component = payload.get("id"), payload.get("component")
+        if not isinstance(node_id, str) or not isinstance(component, str):
+            raise FbpError("graph:addnode needs string id and component")
+        metadata = payload.get("metadata") or {}
+        self._edit(entry, None, lambda: entry.graph.add_node(node_id, component, metadata))
+
+    def _graph_removenode(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        self._edit(entry, None, lambda: entry.graph.remove_node(str(payload.get("id"))))
+
+    def _graph_renamenode(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        old, new = payload.get("from"), payload.get("to")
+        if not isinstance(old, str) or not isinstance(new, str) or not new:
+            raise FbpError("graph:renamenode needs string from and to")
+        self._edit(entry, None, lambda: _rename_node(entry.graph, old, new))
+
+    def _graph_changenode(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        node_id = str(payload.get("id"))
+        metadata = payload.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise FbpError("graph:changenode: metadata must be an object")
+        self._edit(entry, None, lambda: _change_node(entry.graph, node_id, metadata))
+
+    @staticmethod
+    def _endpoint(value: Any, what: str) -> tuple[str, str, int | None]:
+        if not isinstance(value, dict) or not isinstance(value.get("node"), str) \
+                or not isinstance(value.get("port"), str):
+            raise FbpError(f"{what} needs node and port")
+        index = value.get("index")
+        if isinstance(index, str) and index.isdigit():
+            index = int(index)
+        if index is not None and not isinstance(index, int):
+            raise FbpError(f"{what}: index must be a number")
+        return value["node"], value["port"], index
+
+    def _graph_addedge(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        s = self._endpoint(payload.get("src"), "src")
+        t = self._endpoint(payload.get("tgt"), "tgt")
+        metadata = payload.get("metadata") or {}
+        fallback = {"protocol": "graph", "command": "addedge", "payload": {
+            "src": _port(*s), "tgt": _port(*t), "metadata": metadata, "graph": payload["graph"]}}
+        self._edit(entry, fallback, lambda: entry.graph.add_edge(
+            s[0], s[1], t[0], t[1], src_index=s[2], tgt_index=t[2], metadata=metadata))
+
+    def _graph_removeedge(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        s = self._endpoint(payload.get("src"), "src")
+        t = self._endpoint(payload.get("tgt"), "tgt")
+        self._edit(entry, None, lambda: entry.graph.remove_edge(
+            s[0], s[1], t[0], t[1], src_index=s[2], tgt_index=t[2]))
+
+    def _graph_changeedge(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        s = self._endpoint(payload.get("src"), "src")
+        t = self._endpoint(payload.get("tgt"), "tgt")
+        metadata = payload.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise FbpError("graph:changeedge: metadata must be an object")
+        self._edit(entry, None, lambda: _change_edge(entry.graph, s, t, metadata))
+
+    def _graph_addinitial(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        src = payload.get("src")
+        if not isinstance(src, dict) or "data" not in src:
+            raise FbpError("graph:addinitial needs src.data")
+        t = self._endpoint(payload.get("tgt"), "tgt")
+        metadata = payload.get("metadata") or {}
+        self._edit(entry, None, lambda: entry.graph.add_iip(
+            src["data"], t[0], t[1], index=t[2], metadata=metadata))
+
+    def _graph_removeinitial(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        t = self._endpoint(payload.get("tgt"), "tgt")
+        self._edit(entry, None, lambda: entry.graph.remove_iip(t[0], t[1], index=t[2]))
+
+    def _exported(self, payload: dict[str, Any], command: str) -> tuple[str, str, str]:
+        public, node, port = payload.get("public"), payload.get("node"), payload.get("port")
+        if not all(isinstance(v, str) and v for v in (public, node, port)):
+            raise FbpError(f"graph:{command} needs public, node and port")
+        return str(public), str(node), str(port)
+
+    def _graph_addinport(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        public, node, port = self._exported(payload, "addinport")
+        meta = payload.get("metadata") or {}
+        self._edit(entry, None, lambda: entry.graph.add_inport(public, node, port, metadata=meta))
+
+    def _graph_addoutport(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        public, node, port = self._exported(payload, "addoutport")
+        meta = payload.get("metadata") or {}
+        self._edit(entry, None,
+                   lambda: entry.graph.add_outport(public, node, port, metadata=meta))
+
+    def _graph_removeinport(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        self._edit(entry, None, lambda: entry.graph.remove_inport(str(payload.get("public"))))
+
+    def _graph_removeoutport(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        self._edit(entry, None, lambda: entry.graph.remove_outport(str(payload.get("public"))))
+
+    def _rename_exported(self, payload: dict[str, Any], kind: str) -> None:
+        entry = self._entry(payload)
+        old, new = payload.get("from"), payload.get("to")
+        if not isinstance(old, str) or not isinstance(new, str) or not new:
+            raise FbpError(f"graph:rename{kind} needs string from and to")
+        self._edit(entry, None, lambda: _rename_exported(entry.graph, kind, old, new))
+
+    def _graph_renameinport(self, client: _Client, payload: dict[str, Any]) -> None:
+        self._rename_exported(payload, "inport")
+
+    def _graph_renameoutport(self, client: _Client, payload: dict[str, Any]) -> None:
+        self._rename_exported(payload, "outport")
+
+    def _graph_addgroup(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        name, nodes = payload.get("name"), payload.get("nodes")
+        if not isinstance(name, str) or not isinstance(nodes, list):
+            raise FbpError("graph:addgroup needs name and nodes")
+        meta = payload.get("metadata") or {}
+        self._edit(entry, None, lambda: _add_group(entry.graph, name, nodes, meta))
+
+    def _graph_removegroup(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        self._edit(entry, None, lambda: _remove_group(entry.graph, str(payload.get("name"))))
+
+    def _graph_renamegroup(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        old, new = payload.get("from"), payload.get("to")
+        if not isinstance(old, str) or not isinstance(new, str) or not new:
+            raise FbpError("graph:renamegroup needs string from and to")
+        self._edit(entry, None, lambda: _rename_group(entry.graph, old, new))
+
+    def _graph_changegroup(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        meta = payload.get("metadata") or {}
+        if not isinstance(meta, dict):
+            raise FbpError("graph:changegroup: metadata must be an object")
+        self._edit(entry, None, lambda: _change_group(entry.graph, str(payload.get("name")),
+                                                      meta))
+
+    # -- network -----------------------------------------------------------------------
+
+    def _status(self, graph_id: str) -> dict[str, Any]:
+        entry = self.graphs[graph_id]
+        ex = entry.execution
+        started = ex is not None and not ex.done.is_set()
+        running = started and ex is not None and ex.net is not None and not ex.net.is_idle()
+        return {"graph": graph_id, "running": running, "started": started}
+
+    async def _start(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        graph_id = payload["graph"]
+        if entry.execution is not None and not entry.execution.done.is_set():
+            out = self._status(graph_id)
+            out.update(time=_now_iso())
+            client.push({"protocol": "network", "command": "started", "payload": out})
+            return
+
+        def subscribe(net: Network) -> None:
+            entry.events = net.events(self.state.event_buffer)
+
+        try:
+            ex = await self.state.executions.start(
+                entry.graph, graph_id=graph_id, policy=ExecutionPolicy(),
+                execution_id=f"fbp-{graph_id}-{uuid.uuid4().hex[:8]}", persist=False,
+                on_network=subscribe)
+        except ReflowError as exc:
+            raise FbpError(f"graph {graph_id!r} could not start: {exc}") from None
+        entry.execution = ex
+        ex.on_output.append(lambda port, value: self.broadcast(
+            {"protocol": "runtime", "command": "packet", "payload": {
+                "port": port, "event": "data", "payload": _jsonable(value),
+                "graph": graph_id}}, graph_id))
+        ex.on_done.append(lambda done: self._network_ended(graph_id, done))
+        self.broadcast({"protocol": "network", "command": "started", "payload": {
+            "graph": graph_id, "time": _now_iso(), "started": True, "running": True}},
+            graph_id)
+        for iip in entry.graph.iips:
+            self.broadcast({"protocol": "network", "command": "data", "payload": {
+                "id": edge_id(None, (iip.tgt.node, iip.tgt.port)), "graph": graph_id,
+                "tgt": _port(iip.tgt.node, iip.tgt.port, iip.tgt.index),
+                "data": _jsonable(iip.data)}}, graph_id)
+        if entry.events is not None:
+            self.state.nursery.start_soon(self._forward_events, graph_id, entry, entry.events)
+
+    async def _forward_events(self, graph_id: str, entry: _GraphState,
+                              events: ev.EventSubscription) -> None:
+        async for event in events:
+            if isinstance(event, ev.MessageSent) and event.to_actor:
+                self.broadcast({"protocol": "network", "command": "data", "payload": {
+                    "id": edge_id((event.from_actor, event.from_port),
+                                  (event.to_actor, event.to_port)),
+                    "graph": graph_id,
+                    "src": _port(event.from_actor, event.from_port),
+                    "tgt": _port(event.to_actor, event.to_port),
+                    "data": _jsonable(event.message)}}, graph_id)
+            elif isinstance(event, ev.ActorFailed) and not event.will_retry:
+                self.broadcast({"protocol": "network", "command": "processerror", "payload": {
+                    "id": event.actor_id, "error": event.error or event.error_type,
+                    "graph": graph_id}}, graph_id)
+            elif isinstance(event, ev.NetworkShutdown) and event.error:
+                self.broadcast({"protocol": "network", "command": "error", "payload": {
+                    "message": event.error, "graph": graph_id}}, graph_id)
+
+    def _network_ended(self, graph_id: str, ex: Execution) -> None:
+        entry = self.graphs.get(graph_id)
+        if entry is not None and entry.execution is ex:
+            entry.events = None
+        self.broadcast({"protocol": "network", "command": "stopped", "payload": {
+            "graph": graph_id, "time": _now_iso(), "uptime": ex.uptime, "running": False,
+            "started": False}}, graph_id)
+
+    async def _stop(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        ex = entry.execution
+        if ex is None or ex.done.is_set():
+            client.push({"protocol": "network", "command": "stopped", "payload": {
+                "graph": payload["graph"], "time": _now_iso(), "running": False,
+                "started": False}})
+            return
+        await ex.stop("drain", timeout=self.state.stop_timeout)
+
+    def _getstatus(self, client: _Client, payload: dict[str, Any]) -> None:
+        self._entry(payload)
+        client.push({"protocol": "network", "command": "status",
+                     "payload": self._status(payload["graph"])})
+
+    def _edges(self, client: _Client, payload: dict[str, Any]) -> None:
+        self._entry(payload)
+        edges = payload.get("edges")
+        if not isinstance(edges, list):
+            raise FbpError("network:edges needs a list of edges")
+        client.push({"protocol": "network", "command": "edges",
+                     "payload": {"graph": payload["graph"], "edges": edges}})
+
+    # -- trace -------------------------------------------------------------------------
+
+    def _trace_start(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        entry.tracing = True
+        client.push({"protocol": "trace", "command": "start",
+                     "payload": {"graph": payload["graph"]}})
+
+    def _trace_stop(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        entry.tracing = False
+        client.push({"protocol": "trace", "command": "stop",
+                     "payload": {"graph": payload["graph"]}})
+
+    def _trace_clear(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        entry.trace.clear()
+        client.push({"protocol": "trace", "command": "clear",
+                     "payload": {"graph": payload["graph"]}})
+
+    def _trace_dump(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        from reflowpy.server.graphs import dump_graph
+
+        flowtrace = {
+            "header": {"runtime": {"id": self.id, "type": "reflowpy"},
+                       "graphs": {payload["graph"]: dump_graph(entry.graph)},
+                       "main": payload["graph"]},
+            "events": entry.trace,
+        }
+        client.push({"protocol": "trace", "command": "dump", "payload": {
+            "graph": payload["graph"], "type": "flowtrace.json",
+            "flowtrace": _JSON.encode(flowtrace).decode()}})
+
+
+def _error(protocol: str, message: str) -> dict[str, Any]:
+    return {"protocol": protocol, "command": "error", "payload": {"message": message}}
+
+
+def _graph_event_message(graph_id: str, event: GraphEvent) -> dict[str, Any] | None:
+    """The graph-protocol message that announces ``event``, if it has one."""
+    kind, before, after = event.type, event.before, event.after
+    payload: dict[str, Any]
+    if kind == "AddNode" and isinstance(after, Node):
+        payload = {"id": after.id, "component": after.component,
+                   "metadata": _jsonable(after.metadata)}
+    elif kind == "RemoveNode" and isinstance(before, Node):
+        payload = {"id": before.id}
+    elif kind == "RenameNode":
+        payload = {"from": str(before), "to": str(after)}
+    elif kind == "ChangeNode" and isinstance(after, Node):
+        payload = {"id": after.id, "metadata": _jsonable(after.metadata)}
+    elif kind in ("AddConnection", "ChangeConnection") and isinstance(after, Edge):
+        payload = {"src": _port(after.src.node, after.src.port, after.src.index),
+                   "tgt": _port(after.tgt.node, after.tgt.port, after.tgt.index),
+                   "metadata": _jsonable(after.metadata)}
+        kind = "addedge" if kind == "AddConnection" else "changeedge"
+    elif kind == "RemoveConnection" and isinstance(before, Edge):
+        payload = {"src": _port(before.src.node, before.src.port, before.src.index),
+                   "tgt": _port(before.tgt.node, before.tgt.port, before.tgt.index)}
+    elif kind == "AddInitial" and isinstance(after, IIP):
+        payload = {"src": {"data": _jsonable(after.data)},
+                   "tgt": _port(after.tgt.node, after.tgt.port, after.tgt.index),
+                   "metadata": _jsonable(after.metadata)}
+    elif kind == "RemoveInitial" and isinstance(before, IIP):
+        payload = {"src": {"data": _jsonable(before.data)},
+                   "tgt": _port(before.tgt.node, before.tgt.port, before.tgt.index)}
+    elif kind in ("AddInport", "AddOutport"):
+        public, exp = after
+        payload = {"public": public, "node": exp.node, "port": exp.port}
+        if exp.metadata:
+            payload["metadata"] = _jsonable(exp.metadata)
+    elif kind in ("RemoveInport", "RemoveOutport"):
+        payload = {"public": before[0]}
+    elif kind in ("RenameInport", "RenameOutport", "RenameGroup"):
+        payload = {"from": str(before if isinstance(before, str) else before[0]),
+                   "to": str(after if isinstance(after, str) else after[0])}
+    elif kind == "AddGroup" and isinstance(after, Group):
+        payload = {"name": after.name, "nodes": list(after.nodes),
+                   "metadata": _jsonable(after.metadata)}
+    elif kind == "RemoveGroup" and isinstance(before, Group):
+        payload = {"name": before.name}
+    elif kind == "ChangeGroup" and isinstance(after, Group):
+        payload = {"name": after.name, "metadata": _jsonable(after.metadata)}
+    else:
+        return None
+    payload["graph"] = graph_id
+    command = {"RemoveConnection": "removeedge", "AddInitial": "addinitial",
+               "RemoveInitial": "removeinitial"}.get(kind, kind.lower())
+    return {"protocol": "graph", "command": command, "payload": payload}
+
+
+# -- graph edits the core Graph API does not offer yet -----------------------------------
+# Each prefers the graph layer's own method when it exists, so undo/redo journals see
+# the change; otherwise it applies the change and emits the same GraphEvent.
+
+
+def _emit(graph: Graph, kind: str, before: Any, after: Any) -> None:
+    graph._emit(kind, before, after)
+
+
+def _rename_node(graph: Graph, old: str, new: str) -> None:
+    method = getattr(graph, "rename_node", None)
+    if method is not None:
+        method(old, new)
+        return
+    node = graph.node(old)
+    if new in graph.nodes:
+        raise FbpError(f"graph {graph.name!r}: node {new!r} already exists")
+    del graph.nodes[old]
+    node.id = new
+    graph.nodes[new] = node
+    for edge in graph.edges:
+        if edge.src.node == old:
+            edge.src = type(edge.src)(new, edge.src.port, edge.src.index)
+        if edge.tgt.node == old:
+            edge.tgt = type(edge.tgt)(new, edge.tgt.port, edge.tgt.index)
+    for iip in graph.iips:
+        if iip.tgt.node == old:
+            iip.tgt = type(iip.tgt)(new, iip.tgt.port, iip.tgt.index)
+    for table in (graph.inports, graph.outports):
+        for exp in table.values():
+            if exp.node == old:
+                exp.node = new
+    for group in graph.groups:
+        group.nodes = [new if n == old else n for n in group.nodes]
+    _emit(graph, "RenameNode", old, new)
+
+
+def _merge(metadata: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(metadata)
+    for key, value in changes.items():
+        if value is None:
+            merged.pop(key, None)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _change_node(graph: Graph, node_id: str, changes: dict[str, Any]) -> None:
+    method = getattr(graph, "set_node_metadata", None)
+    if method is not None:
+        method(node_id, changes)
+        return
+    node = graph.node(node_id)
+    before = copy.deepcopy(node)
+    node.metadata = _merge(node.metadata, changes)
+    _emit(graph, "ChangeNode", before, node)
+
+
+def _change_edge(graph: Graph, s: tuple[str, str, int | None], t: tuple[str, str, int | None],
+                 changes: dict[str, Any]) -> None:
+    edge = graph.find_edge(s[0], s[1], t[0], t[1], src_index=s[2], tgt_index=t[2])
+    before = copy.deepcopy(edge)
+    edge.metadata = _merge(edge.metadata, changes)
+    _emit(graph, "ChangeConnection", before, edge)
+
+
+def _rename_exported(graph: Graph, kind: str, old: str, new: str) -> None:
+    table = graph.inports if kind == "inport" else graph.outports
+    old_key, new_key = graph.port_name(old), graph.port_name(new)
+    if old_key not in table:
+        raise FbpError(f"graph {graph.name!r}: no {kind} {old!r}")
+    if new_key in table:
+        raise FbpError(f"graph {graph.name!r}: {kind} {new!r} already exists")
+    exp = table.pop(old_key)
+    table[new_key] = exp
+    _emit(graph, f"Rename{kind.capitalize()}", old_key, new_key)
+
+
+def _find_group(graph: Graph, name: str) -> Group:
+    for group in graph.groups:
+        if group.name == name:
+            return group
+    raise FbpError(f"graph {graph.name!r}: no group {name!r}")
+
+
+def _add_group(graph: Graph, name: str, nodes: list[Any], metadata: dict[str, Any]) -> None:
+    if any(g.name == name for g in graph.groups):
+        raise FbpError(f"graph {graph.name!r}: group {name!r} already exists")
+    group = Group(name, [str(n) for n in nodes], dict(metadata))
+    graph.groups.append(group)
+    _emit(graph, "AddGroup", None, group)
+
+
+def _remove_group(graph: Graph, name: str) -> None:
+    group = _find_group(graph, name)
+    graph.groups.remove(group)
+    _emit(graph, "RemoveGroup", group, None)
+
+
+def _rename_group(graph: Graph, old: str, new: str) -> None:
+    group = _find_group(graph, old)
+    group.name = new
+    _emit(graph, "RenameGroup", old, new)
+
+
+def _change_group(graph: Graph, name: str, changes: dict[str, Any]) -> None:
+    group = _find_group(graph, name)
+    before = copy.deepcopy(group)
+    group.metadata = _merge(group.metadata, changes)
+    _emit(graph, "ChangeGroup", before, group)
+
+
+def _compile_component(name: str, code: str) -> type[Actor]:
+    """An actor class from Python source: the module must define exactly one Actor
+    subclass (or ``@rf.actor`` function); with several, the one named like the
+    component wins.
+
+    The source runs in the server process (see the server docs): enable
+    ``component:setsource`` only for trusted clients.
+    """
+    module = types.ModuleType(f"reflowpy_fbp_source_{uuid.uuid4().hex}")
+    module.__dict__["__builtins__"] = __builtins__
+    try:
+        exec(compile(code, f"<component {name}>", "exec"), module.__dict__)
+    except Exception as exc:
+        raise FbpError(f"component {name!r}: the source failed to load:"
+                       f" {type(exc).__name__}: {exc}") from None
+    found = [v for v in module.__dict__.values()
+             if isinstance(v, type) and issubclass(v, Actor) and v is not Actor
+             and v.__module__ == module.__name__]
+    found = list(dict.fromkeys(found))
+    if not found:
+        raise FbpError(f"component {name!r}: the source defines no Actor subclass or"
+                       " @rf.actor function")
+    short = name.rpartition("/")[2]
+    for cls in found:
+        if cls.__name__ == short:
+            return cls
+    if len(found) > 1:
+        raise FbpError(f"component {name!r}: the source defines several actors"
+                       f" ({', '.join(c.__name__ for c in found)}); name one {short!r}")
+    return found[0]

@@ -1,0 +1,360 @@
+"""Reflow's server surface, so Reflow clients keep working against reflowpy.
+
+REST (Reflow's ``ApiResponse`` envelope: ``{"success", "data" | "error", "timestamp"}``):
+
+* ``POST /workflows`` with a ``WorkflowExecutionRequest`` (``graph_json`` in Reflow's
+  graph JSON, ``input``, ``metadata.execution_id`` / ``workflow_id``) starts the graph
+  as a batch execution: ``input`` keys that name exported in-ports are sent there,
+  and the execution completes when the network is idle;
+* ``GET /workflows/{id}``: Reflow's ``ExecutionState`` (``status`` ``Running``,
+  ``Completed``, ``Failed``, ``Cancelled``; ``result`` with the exported out-ports'
+  values once it is over);
+* ``POST /workflows/{id}/cancel``.
+
+WebSocket ``/ws`` (JSON text frames with a ``type``): ``start_workflow`` ->
+``workflow_started`` (the starting connection is subscribed at once, so it misses
+nothing); ``subscribe_workflow`` -> ``subscription_ack``; ``cancel_workflow`` ->
+``workflow_cancelled``. Subscribers receive ``network_event`` (the kernel's
+``NetworkEvent`` JSON, Reflow's shape) and ``workflow_event`` (Reflow's
+``EngineEvent``: ``Started``, then ``Completed``/``Failed``/``Cancelled`` only when
+the network really finished). Bad input gets ``{"type": "error", "error": ...}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import time
+from typing import Any
+
+import msgspec
+import trio
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from reflowpy.errors import GraphError, ReflowError
+from reflowpy.network.network import Network
+from reflowpy.server.app import ServerState
+from reflowpy.server.executions import Execution
+from reflowpy.server.graphs import graph_text, load_graph
+from reflowpy.server.rest import HttpError, read_body, validate_graph
+from reflowpy.server.schemas import ExecutionPolicy
+
+__all__ = ["ExecutionMetadata", "WorkflowExecutionRequest", "routes"]
+
+_ENCODE = msgspec.json.Encoder()
+
+
+class ExecutionMetadata(msgspec.Struct):
+    """Reflow's ``ExecutionMetadata``."""
+
+    execution_id: str = ""
+    workflow_id: str = ""
+    source: str = ""
+    webhook_url: str | None = None
+    webhook_headers: dict[str, str] | None = None
+    trace_webhook_url: str | None = None
+    enable_tracing: bool | None = None
+
+
+class WorkflowExecutionRequest(msgspec.Struct):
+    """Reflow's ``WorkflowExecutionRequest``."""
+
+    graph_json: dict[str, Any]
+    input: Any = None
+    metadata: ExecutionMetadata = msgspec.field(default_factory=ExecutionMetadata)
+
+
+def _ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _envelope(data: Any = None, error: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"success": error is None, "timestamp": _ms()}
+    if error is None:
+        out["data"] = data
+    else:
+        out["error"] = error
+    return out
+
+
+def _status(ex: Execution) -> str:
+    if not ex.done.is_set():
+        return "Running"
+    if ex.user_stopped:
+        return "Cancelled"
+    return "Failed" if ex.status == "failed" else "Completed"
+
+
+def _iso(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.datetime.fromtimestamp(ts, datetime.UTC).isoformat()
+
+
+def _results(ex: Execution) -> dict[str, Any]:
+    return {port: msgspec.to_builtins(buf.read(0, 1_000_000)[0])
+            for port, buf in ex.outputs.items()}
+
+
+def _state(ex: Execution, workflow_id: str) -> dict[str, Any]:
+    result = None
+    if ex.done.is_set():
+        result = {
+            "success": ex.status != "failed" and not ex.user_stopped,
+            "execution_id": ex.id,
+            "start_time": _iso(ex.created),
+            "end_time": _iso(ex.ended),
+            "results": _results(ex),
+            "errors": [ex.error] if ex.error else None,
+            "trace_session_id": None,
+        }
+    return {"id": ex.id, "workflow_id": workflow_id, "status": _status(ex), "result": result}
+
+
+def _engine_event(ex: Execution, workflow_id: str, event_type: Any, data: Any = None
+                  ) -> dict[str, Any]:
+    return {"type": "workflow_event", "execution_id": ex.id, "event": {
+        "workflow_id": workflow_id, "execution_id": ex.id, "event_type": event_type,
+        "timestamp": _ms(), "data": data if data is not None else {}}}
+
+
+def _final_event(ex: Execution, workflow_id: str) -> dict[str, Any]:
+    duration = int(((ex.ended or time.time()) - ex.created) * 1000)
+    if ex.status == "failed":
+        return _engine_event(ex, workflow_id, {"Failed": {
+            "error": ex.error, "duration_ms": duration}})
+    if ex.user_stopped:
+        return _engine_event(ex, workflow_id, "Cancelled")
+    nodes = 0
+    failed = 0
+    if ex.net is not None:
+        stats = ex.net.statistics().get("nodes", {})
+        nodes = len(stats)
+        failed = sum(1 for s in stats.values() if isinstance(s, dict) and s.get("failures"))
+    return _engine_event(ex, workflow_id, {"Completed": {
+        "duration_ms": duration, "nodes_executed": nodes, "nodes_failed": failed}},
+        {"results": _results(ex)})
+
+
+class _Workflows:
+    """Reflow-facing bookkeeping: workflow ids of executions started here."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
+        self.workflow_of: dict[str, str] = {}
+
+    async def start(self, request: WorkflowExecutionRequest,
+                    on_network: Any = None) -> Execution:
+        try:
+            graph = load_graph(request.graph_json, "json")
+        except GraphError as exc:
+            raise HttpError(422, "invalid_graph", str(exc)) from None
+        validate_graph(graph, self.state)
+        inputs: dict[str, list[Any]] = {}
+        if isinstance(request.input, dict):
+            for key, value in request.input.items():
+                if graph.port_name(key) in graph.inports:
+                    inputs[key] = [value]
+        ex_id = request.metadata.execution_id or None
+        if ex_id is not None and ex_id in self.state.executions.executions:
+            raise HttpError(409, "conflict", f"execution {ex_id!r} already exists")
+        try:
+            ex = await self.state.executions.start(
+                graph, graph_text=graph_text(graph), inputs=inputs,
+                policy=ExecutionPolicy(until="idle"), execution_id=ex_id,
+                on_network=on_network)
+        except (ReflowError, ValueError) as exc:
+            raise HttpError(422, "cannot_start", str(exc)) from None
+        self.workflow_of[ex.id] = request.metadata.workflow_id or ex.id
+        return ex
+
+
+def routes(state: ServerState) -> list[BaseRoute]:
+    """The ``/workflows`` and ``/ws`` routes."""
+    workflows = _Workflows(state)
+
+    def reply(data: Any = None, error: str | None = None, status: int = 200) -> Response:
+        return Response(_ENCODE.encode(_envelope(data, error)), status_code=status,
+                        media_type="application/json")
+
+    async def start_workflow(request: Request) -> Response:
+        try:
+            body = await read_body(request, state.max_body)
+            try:
+                req = msgspec.json.decode(body, type=WorkflowExecutionRequest)
+            except msgspec.ValidationError as exc:
+                raise HttpError(422, "invalid_request", f"Invalid request: {exc}") from None
+            except msgspec.DecodeError as exc:
+                raise HttpError(400, "malformed_json", f"Invalid JSON: {exc}") from None
+            ex = await workflows.start(req)
+        except HttpError as exc:
+            return reply(error=exc.body.detail or exc.body.error, status=exc.status)
+        return reply({"execution_id": ex.id, "status": "started",
+                      "message": "Workflow started in background"})
+
+    def lookup(request: Request) -> Execution | None:
+        ex_id = request.path_params["id"]
+        if ex_id not in workflows.workflow_of:
+            return None
+        return state.executions.executions.get(ex_id)
+
+    async def get_workflow(request: Request) -> Response:
+        ex = lookup(request)
+        if ex is None:
+            return reply(error=f"Execution not found: {request.path_params['id']}", status=404)
+        return reply(_state(ex, workflows.workflow_of[ex.id]))
+
+    async def cancel_workflow(request: Request) -> Response:
+        ex = lookup(request)
+        if ex is None:
+            return reply(error=f"Execution not found: {request.path_params['id']}", status=404)
+        ex.user_stopped = True
+        await ex.stop("force")
+        return reply({"execution_id": ex.id, "status": "cancelled"})
+
+    async def ws(websocket: WebSocket) -> None:
+        await _WsConnection(state, workflows, websocket).run()
+
+    return [
+        Route("/workflows", start_workflow, methods=["POST"]),
+        Route("/workflows/{id}", get_workflow, methods=["GET"]),
+        Route("/workflows/{id}/cancel", cancel_workflow, methods=["POST"]),
+        WebSocketRoute("/ws", ws),
+    ]
+
+
+class _WsConnection:
+    """One Reflow ``/ws`` client: its subscriptions and bounded outgoing queue."""
+
+    def __init__(self, state: ServerState, workflows: _Workflows, websocket: WebSocket) -> None:
+        self.state = state
+        self.workflows = workflows
+        self.websocket = websocket
+        self.send_channel, self.receive_channel = trio.open_memory_channel[bytes](
+            state.client_queue)
+        self.subscribed: set[str] = set()
+        self.overflowed = False
+        self.nursery: trio.Nursery | None = None
+
+    def push(self, message: dict[str, Any]) -> None:
+        if self.overflowed:
+            return
+        try:
+            self.send_channel.send_nowait(_ENCODE.encode(message))
+        except trio.WouldBlock:
+            self.overflowed = True
+            self.send_channel.close()
+        except (trio.ClosedResourceError, trio.BrokenResourceError):
+            pass
+
+    async def run(self) -> None:
+        if self.state.reflow_connections >= self.state.max_connections:
+            await self.websocket.close(code=1013)
+            return
+        await self.websocket.accept()
+        self.state.reflow_connections += 1
+        try:
+            async with trio.open_nursery() as nursery:
+                self.nursery = nursery
+                nursery.start_soon(self._writer, nursery.cancel_scope)
+                await self._reader()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.state.reflow_connections -= 1
+
+    async def _writer(self, scope: trio.CancelScope) -> None:
+        try:
+            async for data in self.receive_channel:
+                await self.websocket.send_text(data.decode())
+        except (WebSocketDisconnect, OSError, RuntimeError):
+            pass
+        if self.overflowed:
+            with contextlib.suppress(RuntimeError, OSError):
+                await self.websocket.close(code=1008)
+        scope.cancel()
+
+    async def _reader(self) -> None:
+        while True:
+            message = await self.websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                self.push({"type": "error", "error": "binary frames are not supported"})
+                continue
+            await self.handle(text)
+
+    async def handle(self, text: str) -> None:
+        try:
+            msg = msgspec.json.decode(text)
+        except msgspec.DecodeError as exc:
+            self.push({"type": "error", "error": f"Invalid JSON: {exc}"})
+            return
+        if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
+            self.push({"type": "error", "error": "Missing message type"})
+            return
+        kind = msg["type"]
+        if kind == "start_workflow":
+            await self._start(msg.get("data"))
+        elif kind in ("subscribe_workflow", "cancel_workflow"):
+            ex_id = msg.get("execution_id")
+            ex = self.state.executions.executions.get(ex_id) if isinstance(ex_id, str) else None
+            if ex is None or ex_id not in self.workflows.workflow_of:
+                self.push({"type": "error",
+                           "error": f"Execution {ex_id} not found or not ready"})
+                return
+            if kind == "subscribe_workflow":
+                self.push({"type": "subscription_ack", "success": True, "execution_id": ex.id})
+                self._subscribe(ex, None)
+            else:
+                ex.user_stopped = True
+                await ex.stop("force")
+                self.push({"type": "workflow_cancelled", "success": True,
+                           "execution_id": ex.id})
+        else:
+            self.push({"type": "error", "error": f"Unknown message type: {kind}"})
+
+    async def _start(self, data: Any) -> None:
+        try:
+            req = msgspec.convert(data, WorkflowExecutionRequest)
+        except msgspec.ValidationError as exc:
+            self.push({"type": "error", "error": f"Invalid request: {exc}"})
+            return
+        holder: dict[str, Any] = {}
+
+        def subscribe_early(net: Network) -> None:
+            holder["events"] = net.events(self.state.event_buffer)
+
+        try:
+            ex = await self.workflows.start(req, on_network=subscribe_early)
+        except HttpError as exc:
+            self.push({"type": "workflow_error", "error": exc.body.detail or exc.body.error})
+            return
+        self.push({"type": "workflow_started", "success": True, "execution_id": ex.id})
+        self._subscribe(ex, holder.get("events"))
+
+    def _subscribe(self, ex: Execution, events: Any) -> None:
+        if ex.id in self.subscribed or self.nursery is None:
+            if events is not None:
+                events.close()
+            return
+        self.subscribed.add(ex.id)
+        self.nursery.start_soon(self._forward, ex, events)
+
+    async def _forward(self, ex: Execution, events: Any) -> None:
+        workflow_id = self.workflows.workflow_of.get(ex.id, ex.id)
+        self.push(_engine_event(ex, workflow_id, "Started"))
+        if events is None and ex.net is not None and not ex.done.is_set():
+            events = ex.net.events(self.state.event_buffer)
+        if events is not None:
+            with events:
+                async for event in events:
+                    self.push({"type": "network_event", "execution_id": ex.id,
+                               "event": msgspec.to_builtins(event), "timestamp": _ms()})
+                    if type(event).__name__ == "NetworkIdle":
+                        self.push(_engine_event(ex, workflow_id, "NetworkIdle"))
+        await ex.done.wait()
+        self.push(_final_event(ex, workflow_id))

@@ -1,0 +1,114 @@
+"""Serving: Hypercorn on trio, in the same trio run as the networks it hosts.
+
+:func:`serve` opens one nursery that holds both the HTTP server and every hosted
+network, resumes the ``restart: always`` executions recorded in the data dir, prints
+one ``listening on http://HOST:PORT`` line to stdout when the socket is bound, and
+runs until ``shutdown`` is set (the CLI sets it on SIGTERM/SIGINT). Shutting down
+stops accepting connections, drains every running network (forced after
+``drain_timeout`` seconds) and returns normally, so the process exits 0.
+
+Hypercorn's access log is off (a request line would carry query strings) and its
+error log goes to the ``reflowpy.server`` logger; the token is never logged.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from reflowpy.network.registry import Registry
+from reflowpy.server.app import ServerState, create_app
+
+__all__ = ["serve", "server_registry"]
+
+DEFAULT_PORT = 3569
+
+
+def server_registry() -> Registry:
+    """The registry a server starts with: the standard components and plugins."""
+    from reflowpy.network.registry import default_registry
+
+    try:
+        return default_registry()
+    except ImportError:  # the standard library is not installed: plugins only
+        registry = Registry()
+        registry.load_entry_points()
+        return registry
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+async def serve(
+    *,
+    host: str = "127.0.0.1",
+    port: int = DEFAULT_PORT,
+    data_dir: str | Path | None = None,
+    token: str | None = None,
+    registry: Registry | None = None,
+    shutdown: trio.Event | None = None,
+    max_frame: int = 16 * 1024 * 1024,
+    drain_timeout: float = 10.0,
+    announce: bool = True,
+    task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
+    **limits: Any,
+) -> None:
+    """Serve until ``shutdown`` is set, then drain and return.
+
+    ``task_status.started((host, port))`` reports the bound address (``port=0`` binds
+    an ephemeral port). ``limits`` are passed to :class:`ServerState` (``max_body``,
+    ``max_connections``, ``client_queue``, ``event_buffer``, ...). Running Python
+    sources sent by FBP clients (``component:setsource``) is enabled on loopback or
+    with a token, unless ``allow_setsource`` says otherwise.
+    """
+    if shutdown is None:
+        shutdown = trio.Event()
+    registry = registry if registry is not None else server_registry()
+    limits.setdefault("allow_setsource", _is_loopback(host) or token is not None)
+    config = Config()
+    config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
+    config.accesslog = None
+    config.errorlog = logging.getLogger("reflowpy.server.http")
+    config.websocket_max_message_size = max_frame
+    config.graceful_timeout = 2.0
+    config.keep_alive_timeout = 30.0
+    async with trio.open_nursery() as nursery:
+        state = ServerState(registry, nursery, data_dir=data_dir, token=token,
+                            stop_timeout=drain_timeout, **limits)
+        await state.executions.resume()
+        app = create_app(state)
+        http_done = trio.Event()
+
+        async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
+            try:
+                await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait,  # type: ignore[arg-type]
+                                      task_status=task_status)
+            finally:
+                http_done.set()
+
+        binds: list[str] = await nursery.start(run_http)
+        bound = binds[0]
+        bound_host, _, bound_port = bound.rpartition("://")[2].rpartition(":")
+        if announce:
+            print(f"listening on {bound}", flush=True)
+            sys.stdout.flush()
+        task_status.started((bound_host.strip("[]"), int(bound_port)))
+        await shutdown.wait()
+        with trio.move_on_after(config.graceful_timeout + 1):
+            await http_done.wait()
+        await state.executions.drain(drain_timeout)
+        state.storage.close()
+        nursery.cancel_scope.cancel()

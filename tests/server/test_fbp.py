@@ -1,0 +1,298 @@
+"""The FBP Network Protocol over WebSocket, against a real served instance.
+
+Every message the runtime sends is validated against fbp-protocol's JSON schemas
+(from the npm package pinned in tests/js).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from collections.abc import AsyncIterator
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
+
+from tests.server._proc import JS, node_package
+from tests.server.conftest import Served, start_server
+
+
+@cache
+def _schemas() -> dict[str, Any]:
+    node_package("fbp-protocol")
+    out = subprocess.run(
+        ["node", "-e", "process.stdout.write(JSON.stringify(require("
+         "'fbp-protocol/schema/schemas.js')))"],
+        cwd=JS, capture_output=True, check=True, timeout=60)
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def validate(message: dict[str, Any]) -> None:
+    schema = _schemas()[message["protocol"]]["output"][message["command"]]
+    jsonschema.Draft4Validator(schema).validate(message)
+
+
+class Fbp:
+    """A test client: sends commands, collects (validated) messages."""
+
+    def __init__(self, ws: WebSocketConnection, secret: str | None = None) -> None:
+        self.ws = ws
+        self.secret = secret
+
+    async def send(self, protocol: str, command: str, payload: dict[str, Any] | None = None
+                   ) -> None:
+        msg: dict[str, Any] = {"protocol": protocol, "command": command,
+                               "payload": payload or {}}
+        if self.secret is not None:
+            msg["secret"] = self.secret
+        await self.ws.send_message(json.dumps(msg))
+
+    async def recv(self) -> dict[str, Any]:
+        with trio.fail_after(10):
+            raw = await self.ws.get_message()
+        msg = json.loads(raw)
+        validate(msg)
+        assert "secret" not in msg
+        assert not isinstance(msg["payload"], dict) or "secret" not in msg["payload"]
+        return msg  # type: ignore[no-any-return]
+
+    async def expect(self, protocol: str, command: str) -> dict[str, Any]:
+        """The next message with this protocol/command (skipping others)."""
+        while True:
+            msg = await self.recv()
+            if msg["protocol"] == protocol and msg["command"] == command:
+                return msg["payload"]  # type: ignore[no-any-return]
+            assert msg["command"] != "error", msg
+
+    async def expect_packet(self, port: str) -> Any:
+        while True:
+            payload = await self.expect("runtime", "packet")
+            if payload["port"] == port:
+                return payload["payload"]
+
+
+@pytest.fixture
+async def fbp(server: Served) -> AsyncIterator[Fbp]:
+    async with open_websocket_url(f"{server.ws_url}/", subprotocols=["noflo"]) as ws:
+        assert ws.subprotocol == "noflo"
+        yield Fbp(ws)
+
+
+async def _graph(fbp: Fbp, gid: str = "g") -> None:
+    await fbp.send("graph", "clear", {"id": gid, "main": True, "name": gid})
+    await fbp.expect("graph", "clear")
+    await fbp.send("graph", "addnode", {"id": "a", "component": "core/Repeat", "graph": gid})
+    await fbp.send("graph", "addinport", {"public": "in", "node": "a", "port": "in",
+                                          "graph": gid})
+    await fbp.send("graph", "addoutport", {"public": "out", "node": "a", "port": "out",
+                                           "graph": gid})
+    await fbp.expect("graph", "addoutport")
+
+
+async def test_runtime_describes_itself(fbp: Fbp) -> None:
+    await fbp.send("runtime", "getruntime")
+    rt = await fbp.expect("runtime", "runtime")
+    assert rt["type"] == "reflowpy"
+    for cap in ("protocol:graph", "protocol:network", "protocol:component",
+                "protocol:runtime", "protocol:trace", "component:getsource"):
+        assert cap in rt["capabilities"]
+
+
+async def test_packets_in_and_out_and_live_editing(fbp: Fbp) -> None:
+    await _graph(fbp)
+    await fbp.send("network", "start", {"graph": "g"})
+    started = await fbp.expect("network", "started")
+    assert started["started"] is True
+    await fbp.send("runtime", "packet", {"graph": "g", "port": "in", "event": "data",
+                                         "payload": 21})
+    assert (await fbp.expect("runtime", "packetsent"))["payload"] == 21
+    assert await fbp.expect_packet("out") == 21
+    # live edit: a doubler behind the running repeater, exported as a new out-port
+    await fbp.send("graph", "addnode", {"id": "d", "component": "test/Double", "graph": "g"})
+    await fbp.send("graph", "addedge", {"src": {"node": "a", "port": "out"},
+                                        "tgt": {"node": "d", "port": "in"}, "graph": "g"})
+    await fbp.send("graph", "addoutport", {"public": "doubled", "node": "d", "port": "out",
+                                           "graph": "g"})
+    await fbp.expect("graph", "addoutport")
+    await fbp.send("runtime", "packet", {"graph": "g", "port": "in", "event": "data",
+                                         "payload": 4})
+    packet: Any = None
+    data: dict[str, Any] | None = None
+    while packet is None or data is None:
+        msg = await fbp.recv()
+        if msg["command"] == "packet" and msg["payload"]["port"] == "doubled":
+            packet = msg["payload"]["payload"]
+        if msg["command"] == "data" and msg["payload"]["id"] == "a() OUT -> IN d()":
+            data = msg["payload"]
+    assert packet == 8
+    assert data["src"] == {"node": "a", "port": "out"} and data["data"] == 4
+    await fbp.send("network", "stop", {"graph": "g"})
+    stopped = await fbp.expect("network", "stopped")
+    assert stopped["started"] is False
+    await fbp.send("network", "getstatus", {"graph": "g"})
+    assert await fbp.expect("network", "status") == {"graph": "g", "running": False,
+                                                      "started": False}
+
+
+async def test_network_data_uses_noflo_edge_ids_and_iips(fbp: Fbp) -> None:
+    await fbp.send("graph", "clear", {"id": "h", "main": False})
+    await fbp.send("graph", "addnode", {"id": "Hello", "component": "core/Repeat",
+                                        "graph": "h"})
+    await fbp.send("graph", "addnode", {"id": "World", "component": "core/Drop", "graph": "h"})
+    await fbp.send("graph", "addedge", {"src": {"node": "Hello", "port": "out"},
+                                        "tgt": {"node": "World", "port": "in"}, "graph": "h"})
+    await fbp.send("graph", "addinitial", {"src": {"data": "hi"},
+                                           "tgt": {"node": "Hello", "port": "in"},
+                                           "graph": "h"})
+    await fbp.send("network", "start", {"graph": "h"})
+    await fbp.expect("network", "started")
+    first = await fbp.expect("network", "data")
+    second = await fbp.expect("network", "data")
+    assert first == {"id": "DATA -> IN Hello()", "graph": "h",
+                     "tgt": {"node": "Hello", "port": "in"}, "data": "hi"}
+    assert second["id"] == "Hello() OUT -> IN World()" and second["data"] == "hi"
+
+
+async def test_component_list_getsource_and_setsource(fbp: Fbp) -> None:
+    await fbp.send("component", "list")
+    names = set()
+    while True:
+        msg = await fbp.recv()
+        if msg["command"] == "componentsready":
+            assert msg["payload"] == len(names)
+            break
+        names.add(msg["payload"]["name"])
+        if msg["payload"]["name"] == "test/Double":
+            assert msg["payload"]["inPorts"][0]["type"] == "number"
+    assert {"core/Repeat", "test/Double"} <= names
+    code = ("import reflowpy as rf\n\n"
+            "@rf.actor(inports=['in'], outports=['out'])\n"
+            "def Triple(ctx):\n    return {'out': ctx.inputs['in'] * 3}\n")
+    await fbp.send("component", "source", {"name": "Triple", "library": "mine",
+                                           "language": "python", "code": code})
+    comp = await fbp.expect("component", "component")
+    assert comp["name"] == "mine/Triple"
+    await fbp.send("component", "getsource", {"name": "mine/Triple"})
+    src = await fbp.expect("component", "source")
+    assert src == {"name": "Triple", "library": "mine", "language": "python", "code": code}
+    # the new component runs
+    await fbp.send("graph", "clear", {"id": "t"})
+    await fbp.send("graph", "addnode", {"id": "x", "component": "mine/Triple", "graph": "t"})
+    await fbp.send("graph", "addinport", {"public": "in", "node": "x", "port": "in",
+                                          "graph": "t"})
+    await fbp.send("graph", "addoutport", {"public": "out", "node": "x", "port": "out",
+                                           "graph": "t"})
+    await fbp.send("network", "start", {"graph": "t"})
+    await fbp.expect("network", "started")
+    await fbp.send("runtime", "packet", {"graph": "t", "port": "in", "event": "data",
+                                         "payload": 5})
+    assert await fbp.expect_packet("out") == 15
+    await fbp.send("component", "getsource", {"name": "core/Repeat"})
+    assert "class" in (await fbp.expect("component", "source"))["code"]
+    await fbp.send("component", "source", {"name": "Bad", "language": "python",
+                                           "code": "def broken(:"})
+    err = await fbp.expect("component", "error")
+    assert "Bad" in err["message"]
+
+
+async def test_bad_input_gets_protocol_errors_and_connection_survives(fbp: Fbp) -> None:
+    await fbp.ws.send_message("{not json")
+    assert "malformed" in (await fbp.expect("runtime", "error"))["message"]
+    await fbp.ws.send_message("[1, 2]")
+    await fbp.expect("runtime", "error")
+    await fbp.send("graph", "frobnicate", {})
+    assert "unknown command" in (await fbp.expect("graph", "error"))["message"]
+    await fbp.send("nosuch", "thing", {})
+    await fbp.expect("runtime", "error")
+    await fbp.ws.send_message(json.dumps({"protocol": "graph", "command": "addnode",
+                                          "payload": "nope"}))
+    await fbp.expect("graph", "error")
+    await fbp.send("graph", "addnode", {"graph": "missing", "id": "a", "component": "x"})
+    assert (await fbp.expect("graph", "error")) == {"message": "Requested graph not found"}
+    await fbp.send("network", "start", {"graph": "missing"})
+    await fbp.expect("network", "error")
+    await fbp.send("runtime", "getruntime")
+    await fbp.expect("runtime", "runtime")
+
+
+async def test_oversized_frame_closes_only_that_connection(nursery: trio.Nursery,
+                                                           tmp_path: Path) -> None:
+    served = await start_server(nursery, tmp_path / "d", max_frame=64 * 1024)
+    async with open_websocket_url(f"{served.ws_url}/fbp", subprotocols=["noflo"]) as other:
+        async with open_websocket_url(f"{served.ws_url}/fbp", subprotocols=["noflo"]) as ws:
+            await ws.send_message("x" * (128 * 1024))
+            with trio.fail_after(10), pytest.raises(ConnectionClosed):
+                await ws.get_message()
+        peer = Fbp(other)
+        await peer.send("runtime", "getruntime")
+        await peer.expect("runtime", "runtime")
+    served.shutdown.set()
+
+
+async def test_a_client_that_never_reads_is_disconnected(nursery: trio.Nursery,
+                                                         tmp_path: Path) -> None:
+    served = await start_server(nursery, tmp_path / "d", client_queue=8)
+    async with open_websocket_url(f"{served.ws_url}/", subprotocols=["noflo"]) as reader:
+        peer = Fbp(reader)
+        async with open_websocket_url(f"{served.ws_url}/", subprotocols=["noflo"],
+                                      message_queue_size=1) as lazy:
+            # flood without reading: the runtime must drop this client, not stall
+            closed = False
+            with trio.fail_after(20):
+                try:
+                    for _ in range(20000):
+                        await lazy.send_message(json.dumps(
+                            {"protocol": "component", "command": "list", "payload": {}}))
+                except ConnectionClosed:
+                    closed = True
+            assert closed, "the server kept a client that never reads"
+        await peer.send("runtime", "getruntime")
+        await peer.expect("runtime", "runtime")
+    served.shutdown.set()
+
+
+async def test_secret_is_required_per_message(nursery: trio.Nursery, tmp_path: Path) -> None:
+    served = await start_server(nursery, tmp_path / "d", token="t0ken")
+    async with open_websocket_url(f"{served.ws_url}/", subprotocols=["noflo"]) as ws:
+        anon = Fbp(ws)
+        await anon.send("runtime", "getruntime")
+        rt = await anon.expect("runtime", "runtime")
+        assert rt["capabilities"] == [] and "protocol:graph" in rt["allCapabilities"]
+        await anon.send("graph", "clear", {"id": "x"})
+        assert "unauthorized" in (await anon.expect("graph", "error"))["message"]
+        authed = Fbp(ws, secret="t0ken")
+        await authed.send("graph", "clear", {"id": "x", "name": "x"})
+        assert await authed.expect("graph", "clear") == {"id": "x", "name": "x"}
+    async with open_websocket_url(f"{served.ws_url}/", subprotocols=["noflo"],
+                                  extra_headers=[(b"authorization", b"Bearer t0ken")]) as ws:
+        header = Fbp(ws)
+        await header.send("runtime", "getruntime")
+        assert "protocol:graph" in (await header.expect("runtime", "runtime"))["capabilities"]
+    served.shutdown.set()
+
+
+async def test_rest_graphs_are_editable_over_fbp_and_edits_persist(
+        fbp: Fbp, client: Any) -> None:
+    from tests.server.test_rest import GRAPH
+
+    assert (await client.post("/graphs", json={"graph": GRAPH, "id": "shared"})
+            ).status_code == 201
+    await fbp.send("graph", "addnode", {"id": "extra", "component": "core/Repeat",
+                                        "graph": "shared"})
+    await fbp.expect("graph", "addnode")
+    await fbp.send("graph", "changenode", {"id": "d", "metadata": {"x": 5},
+                                           "graph": "shared"})
+    await fbp.expect("graph", "changenode")
+    stored = (await client.get("/graphs/shared")).json()["graph"]
+    assert stored["processes"]["extra"]["component"] == "core/Repeat"
+    assert stored["processes"]["d"]["metadata"] == {"x": 5}
+    await fbp.send("graph", "clear", {"id": "fresh"})
+    await fbp.expect("graph", "clear")
+    await fbp.send("graph", "addnode", {"id": "n", "component": "core/Drop", "graph": "fresh"})
+    await fbp.expect("graph", "addnode")
+    assert "n" in (await client.get("/graphs/fresh")).json()["graph"]["processes"]
