@@ -17,6 +17,7 @@ from reflowpy.errors import (
     DuplicateNode,
     DuplicatePort,
     EdgeNotFound,
+    GraphCycleError,
     GraphError,
     GraphFormatError,
     GraphValidationError,
@@ -27,9 +28,11 @@ from reflowpy.errors import (
     NetworkStopped,
     NodeNotFound,
     PortNotFound,
+    PortTypeError,
     ReflowError,
 )
 from reflowpy.network.actor import Actor, ActorContext, Port, actor
+from reflowpy.network.analysis import ValidationReport, validate
 from reflowpy.network.graph import IIP, Edge, Endpoint, ExportedPort, Graph, GraphEvent, Group, Node
 from reflowpy.network.message import FrozenDict, FrozenList, freeze, from_reflow, thaw, to_reflow
 from reflowpy.network.registry import ComponentInfo, Registry
@@ -59,6 +62,7 @@ __all__ = [
     "FrozenDict",
     "FrozenList",
     "Graph",
+    "GraphCycleError",
     "GraphError",
     "GraphEvent",
     "GraphFormatError",
@@ -74,11 +78,14 @@ __all__ = [
     "Policy",
     "Port",
     "PortNotFound",
+    "PortTypeError",
     "ReflowError",
     "Registry",
+    "ValidationReport",
     "actor",
     "freeze",
     "from_reflow",
     "thaw",
     "to_reflow",
+    "validate",
 ]

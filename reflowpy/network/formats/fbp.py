@@ -50,6 +50,13 @@ _SPACES1 = re.compile(r" +")
 _WS = re.compile(r"[ \t\n\r]*")
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _NEWLINES = "\n\r\u2028\u2029"
+_FAST_EDGE = re.compile(
+    r" *([a-zA-Z_][a-zA-Z0-9_\-]*) +([a-zA-Z_][a-zA-Z.0-9_]*)(?:\[([0-9]+)\])? *-> *"
+    r"([a-zA-Z_][a-zA-Z.0-9_]*)(?:\[([0-9]+)\])? +([a-zA-Z_][a-zA-Z0-9_\-]*) *(?:\n|\Z)"
+)
+_FAST_NODE = re.compile(
+    r" *([a-zA-Z_][a-zA-Z0-9_\-]*)\(([a-zA-Z/\-0-9_]+)(?::([a-zA-Z/=_,0-9]+))?\) *(?:\n|\Z)"
+)
 _ANON = re.compile(r"[^a-zA-Z0-9]+")
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
             "t": "\t"}
@@ -58,8 +65,6 @@ _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r"
 class _Fail(Exception):
     """Backtracking signal inside the parser (never leaves this module)."""
 
-
-_FAIL = _Fail()
 
 
 class _Parser:
@@ -93,13 +98,13 @@ class _Parser:
             self.pos += len(s)
             return
         self._expect(repr(s))
-        raise _FAIL
+        raise _Fail
 
     def rx(self, pattern: re.Pattern[str], what: str) -> str:
         m = pattern.match(self.text, self.pos)
         if m is None or (not m.group() and not pattern.pattern.endswith("*")):
             self._expect(what)
-            raise _FAIL
+            raise _Fail
         self.pos = m.end()
         return m.group()
 
@@ -118,7 +123,7 @@ class _Parser:
                 return rule()
             except _Fail:
                 self.pos = save
-        raise _FAIL
+        raise _Fail
 
     def _(self) -> None:
         self.pos = _SPACES.match(self.text, self.pos).end()  # type: ignore[union-attr]
@@ -131,7 +136,7 @@ class _Parser:
             self.pos += 1
             return
         self._expect("newline")
-        raise _FAIL
+        raise _Fail
 
     # -- lines -------------------------------------------------------------------------
 
@@ -148,9 +153,52 @@ class _Parser:
         return self.result()
 
     def line(self) -> None:
-        self.choice(self.line_inport, self.line_outport, self.line_default_in,
-                    self.line_default_out, self.line_annotation, self.line_comment,
-                    self.line_blank, self.line_connection)
+        # The grammar's ordered choice, skipping alternatives whose leading literal
+        # cannot match here (same result, far fewer failed attempts).
+        text = self.text
+        if self._fast_line():
+            return
+        start = _SPACES.match(text, self.pos).end()  # type: ignore[union-attr]
+        head = text[start:start + 1]
+        rules: list[Callable[[], Any]] = []
+        if head in "IOD":
+            rules += [self.line_inport, self.line_outport, self.line_default_in,
+                      self.line_default_out]
+        if head == "#":
+            if text.startswith("#", self.pos):
+                rules.append(self.line_annotation)
+            rules.append(self.line_comment)
+        elif head and head in _NEWLINES:
+            rules.append(self.line_blank)
+        rules.append(self.line_connection)
+        self.choice(*rules)
+
+    def _fast_line(self) -> bool:
+        """The two statement shapes the writer emits, ``a out[1] -> in b`` and
+        ``a(comp:meta)``, recognised by one regex each. The full grammar gives exactly
+        these results for them (worked through rule by rule); anything else, or
+        anything followed by more than spaces and a newline, takes the general path."""
+        m = _FAST_EDGE.match(self.text, self.pos)
+        if m is not None:
+            src, sport, sidx, tport, tidx, tgt = m.groups()
+            self.edges.append({"src": self._make_port(
+                src, self._port(sport, sidx), self.default_out)})
+            self.edges.append({"tgt": self._make_port(
+                tgt, self._port(tport, tidx), self.default_in)})
+            self.pos = m.end()
+            return True
+        m = _FAST_NODE.match(self.text, self.pos)
+        if m is not None:
+            name, comp, meta = m.groups()
+            self._add_node(name, {"comp": comp, "meta": meta.split(",") if meta else None})
+            self.edges.append({"tgt": self._make_port(name, None, self.default_in)})
+            self.pos = m.end()
+            return True
+        return False
+
+    def _port(self, name: str, index: str | None) -> dict[str, Any]:
+        return {"port": name if self.cs else name.lower(),
+                "index": int(index) if index is not None else None}
 
     def line_terminator(self) -> None:
         self._()
@@ -328,8 +376,18 @@ class _Parser:
     # -- nodes and ports ------------------------------------------------------------------
 
     def node(self) -> str:
-        return self.choice(self.node_name_and_component, lambda: self.rx(_NODE_NAME, "node name"),  # type: ignore[no-any-return]
-                           self.node_component)
+        """``nodeNameAndComponent / nodeName / nodeComponent``."""
+        m = _NODE_NAME.match(self.text, self.pos)
+        if m is not None:
+            if self.text.startswith("(", m.end()):
+                save = self.pos
+                try:
+                    return self.node_name_and_component()
+                except _Fail:
+                    self.pos = save
+            self.pos = m.end()
+            return m.group()
+        return self.node_component()
 
     def node_with_component(self) -> str:
         return self.choice(self.node_name_and_component, self.node_component)  # type: ignore[no-any-return]
@@ -429,7 +487,7 @@ class _Parser:
         if text.startswith('"', pos):
             return self.json_string()
         self._expect("JSON value")
-        raise _FAIL
+        raise _Fail
 
     def json_object(self) -> dict[str, Any]:
         self.ws()
@@ -506,11 +564,11 @@ class _Parser:
                     continue
                 self.pos = i
                 self._expect("JSON escape")
-                raise _FAIL
+                raise _Fail
             if ord(ch) < 0x20:
                 self.pos = i
                 self._expect("'\"'")
-                raise _FAIL
+                raise _Fail
             out.append(ch)
             i += 1
         self.pos = i
