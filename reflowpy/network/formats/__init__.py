@@ -120,6 +120,7 @@ def loads(text: str | bytes, format: str | None = None) -> Graph:
         except UnicodeDecodeError as exc:
             raise GraphFormatError(f"not UTF-8 text: {exc.reason}", format=format or "",
                                    where=f"byte {exc.start}") from None
+    detected = format is None
     if format is None:
         if not text.strip():
             raise GraphFormatError("the text is empty; expected a graph in reflow/noflo JSON,"
@@ -131,7 +132,16 @@ def loads(text: str | bytes, format: str | None = None) -> Graph:
         return reflow.from_dict(data, fmt) if fmt == "reflow" else noflo.from_dict(data, fmt)
     if fmt == "yaml":
         return yamlfmt.loads(text)
-    return fbp.loads(text)
+    graph = fbp.loads(text)
+    if detected and not graph.nodes:
+        # Valid .fbp can declare nothing (comments only); arbitrary prose parses that way
+        # too, so a detected text must declare at least one node to count as a graph.
+        raise GraphFormatError(
+            "no node declared; the text is neither JSON, a YAML mapping with graph keys,"
+            " nor .fbp statements such as 'Read(ReadFile) OUT -> IN Show(Output)'",
+            format="fbp", where="line 1, column 1",
+        )
+    return graph
 
 
 def dumps(graph: Graph, format: str = "reflow") -> str:

@@ -22,15 +22,19 @@ T = TypeVar("T")
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
 
-def convert(data: Any, type: type[T], fmt: str) -> T:
-    """``msgspec.convert`` with its validation error turned into a GraphFormatError."""
+def convert(data: Any, type: type[T], fmt: str, prefix: str = "") -> T:
+    """``msgspec.convert`` with its validation error turned into a GraphFormatError
+    whose ``where`` is the field path (``prefix`` + msgspec's path)."""
     try:
         return msgspec.convert(data, type)
     except msgspec.ValidationError as exc:
         m = _AT.match(str(exc))
         assert m is not None
-        path = (m.group("path") or "").lstrip(".") or "top level"
-        raise GraphFormatError(m.group("msg"), format=fmt, where=path) from None
+        path = m.group("path") or ""
+        if prefix:
+            path = prefix + path
+        raise GraphFormatError(m.group("msg"), format=fmt,
+                               where=path.lstrip(".") or "top level") from None
 
 
 def json_loads(text: str | bytes, fmt: str) -> Any:

@@ -61,10 +61,10 @@ class _Group(msgspec.Struct):
 class _Doc(msgspec.Struct, rename={"case_sensitive": "caseSensitive"}):
     case_sensitive: bool = False
     properties: dict[str, Any] = {}
-    processes: dict[str, _Process] = {}
+    processes: dict[str, Any] = {}
     connections: list[_Connection] = []
-    inports: dict[str, _Exported] = {}
-    outports: dict[str, _Exported] = {}
+    inports: dict[str, Any] = {}
+    outports: dict[str, Any] = {}
     groups: list[_Group] = []
 
 
@@ -80,7 +80,8 @@ def from_dict(data: Any, fmt: str = "noflo") -> Graph:
     name = props.pop("name", "") if isinstance(props.get("name"), str) else ""
     graph = Graph(name, case_sensitive=doc.case_sensitive, properties=props)
     graph._recording = False
-    for node_id, proc in doc.processes.items():
+    for node_id, raw in doc.processes.items():
+        proc = convert(raw, _Process, fmt, f"processes.{node_id}")
         with building(fmt, f"processes.{node_id}"):
             graph.add_node(node_id, proc.component, proc.metadata)
     for i, conn in enumerate(doc.connections):
@@ -99,7 +100,8 @@ def from_dict(data: Any, fmt: str = "noflo") -> Graph:
                                conn.tgt.port, src_index=conn.src.index,
                                tgt_index=conn.tgt.index, metadata=meta, capacity=cap)
     for table, add in (("inports", graph.add_inport), ("outports", graph.add_outport)):
-        for public, exp in getattr(doc, table).items():
+        for public, raw in getattr(doc, table).items():
+            exp = convert(raw, _Exported, fmt, f"{table}.{public}")
             with building(fmt, f"{table}.{public}"):
                 add(public, exp.process, exp.port, index=exp.index, metadata=exp.metadata)
     for i, group in enumerate(doc.groups):

@@ -71,10 +71,10 @@ class _Group(msgspec.Struct):
 class _Doc(msgspec.Struct, rename="camel"):
     case_sensitive: bool = False
     properties: dict[str, Any] = {}
-    processes: dict[str, _Process] = {}
+    processes: dict[str, Any] = {}
     connections: list[_Connection] = []
-    inports: dict[str, _End] = {}
-    outports: dict[str, _End] = {}
+    inports: dict[str, Any] = {}
+    outports: dict[str, Any] = {}
     groups: list[_Group] = []
 
 
@@ -97,7 +97,8 @@ def from_dict(data: Any, fmt: str = "reflow") -> Graph:
     name = props.pop("name", "") if isinstance(props.get("name"), str) else ""
     graph = Graph(name, case_sensitive=doc.case_sensitive, properties=props)
     graph._recording = False
-    for key, proc in doc.processes.items():
+    for key, raw in doc.processes.items():
+        proc = convert(raw, _Process, fmt, f"processes.{key}")
         with building(fmt, f"processes.{key}"):
             if proc.id and proc.id != key:
                 raise GraphFormatError(
@@ -122,8 +123,9 @@ def from_dict(data: Any, fmt: str = "reflow") -> Graph:
                            src_index=conn.from_.index, tgt_index=conn.to.index,
                            metadata=meta, capacity=cap)
     for table, add in (("inports", graph.add_inport), ("outports", graph.add_outport)):
-        for public, end in getattr(doc, table).items():
+        for public, raw in getattr(doc, table).items():
             where = f"{table}.{public}"
+            end = convert(raw, _End, fmt, where)
             with building(fmt, where):
                 meta = dict(end.metadata or {})
                 ptype = _type_str(end.port_type, fmt, f"{where}.portType")
