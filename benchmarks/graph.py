@@ -24,7 +24,8 @@ from reflowpy.network.graph import Graph
 
 
 def build(n: int, width: int = 50, seed: int = 1) -> Graph:
-    """A layered graph of ``n`` nodes, about 2.1 connections per node."""
+    """A layered graph of ``n`` nodes, about 2 connections per node; every node but
+    the first layer's has an upstream node."""
     rng = random.Random(seed)
     g = Graph(f"bench{n}")
     ids = [f"n{i}" for i in range(n)]
@@ -32,7 +33,7 @@ def build(n: int, width: int = 50, seed: int = 1) -> Graph:
         g.add_node(node_id, "bench/Step", {"label": f"step {i}"})
     for i in range(n - width):
         layer_end = (i // width + 1) * width
-        for j in {rng.randrange(layer_end, min(layer_end + width, n)) for _ in range(2)}:
+        for j in {i + width, rng.randrange(layer_end, min(layer_end + width, n))}:
             g.add_edge(ids[i], "out", ids[j], "in")
         if i % 97 == 0 and layer_end + 3 * width < n:
             g.add_edge(ids[i], "side", ids[layer_end + 2 * width + i % width], "aux")
