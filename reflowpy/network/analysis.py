@@ -129,7 +129,10 @@ def _adjacency(graph: Graph) -> tuple[dict[str, list[str]], dict[str, list[str]]
 # -- validation -----------------------------------------------------------------------------
 
 
-def _ports(registry: Registry | None, component: str) -> tuple[dict[str, Port], dict[str, Port]] | None:
+_PortTables = tuple[dict[str, "Port"], dict[str, "Port"]]
+
+
+def _ports(registry: Registry | None, component: str) -> _PortTables | None:
     if registry is None:
         return None
     try:
@@ -428,7 +431,7 @@ def _layers(graph: Graph) -> dict[str, int]:
                 state[node] = 2
                 stack.pop()
     indeg: dict[str, int] = dict.fromkeys(graph.nodes, 0)
-    for u, vs in forward.items():
+    for vs in forward.values():
         for v in vs:
             indeg[v] += 1
     layer = dict.fromkeys(graph.nodes, 0)

@@ -76,7 +76,7 @@ def test_port_type_reflow_json_both_ways() -> None:
     assert porttypes.from_reflow({"type": "object", "value": "Doc"}) == PortType("object",
                                                                                name="Doc")
     assert porttypes.from_reflow(None) == PortType("any")
-    with pytest.raises(rf.PortTypeError, match="x.portType"):
+    with pytest.raises(rf.PortTypeError, match=r"x\.portType"):
         porttypes.from_reflow({"value": 1}, "x.portType")
     with pytest.raises(rf.PortTypeError):
         porttypes.from_reflow({"type": "matrix"})

@@ -786,10 +786,7 @@ def dumps(graph: Graph) -> str:
         lines.append(f"{node.id}({node.component}{':' + meta if meta else ''})")
 
     def bad_port(*ports: str) -> bool:
-        for port in ports:
-            if not _name_ok(_PORT_NAME, port):
-                return True
-        return False
+        return any(not _name_ok(_PORT_NAME, port) for port in ports)
 
     for edge in graph.edges:
         if bad_port(edge.src.port, edge.tgt.port):

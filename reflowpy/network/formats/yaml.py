@@ -10,12 +10,12 @@ from typing import Any
 
 import yaml as _yaml
 
+from reflowpy.errors import GraphFormatError
+from reflowpy.network.graph import Graph
+
 # libyaml's C loader/dumper when PyYAML was built with it (about 10x faster).
 _Loader = getattr(_yaml, "CSafeLoader", _yaml.SafeLoader)
 _Dumper = getattr(_yaml, "CSafeDumper", _yaml.SafeDumper)
-
-from reflowpy.errors import GraphFormatError
-from reflowpy.network.graph import Graph
 
 __all__ = ["dumps", "load_data", "loads"]
 
@@ -23,7 +23,7 @@ __all__ = ["dumps", "load_data", "loads"]
 def load_data(text: str | bytes) -> Any:
     """Parse YAML text into plain data; raises GraphFormatError with line/column."""
     try:
-        return _yaml.load(text, Loader=_Loader)  # noqa: S506 - a safe loader
+        return _yaml.load(text, Loader=_Loader)
     except _yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark
         where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else ""
