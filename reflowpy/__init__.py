@@ -33,9 +33,11 @@ from reflowpy.errors import (
 )
 from reflowpy.network.actor import Actor, ActorContext, Port, actor
 from reflowpy.network.analysis import ValidationReport, validate
+from reflowpy.network.events import EventSubscription, NetworkEvent
 from reflowpy.network.graph import IIP, Edge, Endpoint, ExportedPort, Graph, GraphEvent, Group, Node
 from reflowpy.network.message import FrozenDict, FrozenList, freeze, from_reflow, thaw, to_reflow
-from reflowpy.network.registry import ComponentInfo, Registry
+from reflowpy.network.network import Network, OutputStream, run
+from reflowpy.network.registry import ComponentInfo, Registry, default_registry
 from reflowpy.network.supervision import DeadLetter, Policy
 
 __version__ = "0.1.0"
@@ -58,6 +60,7 @@ __all__ = [
     "Edge",
     "EdgeNotFound",
     "Endpoint",
+    "EventSubscription",
     "ExportedPort",
     "FrozenDict",
     "FrozenList",
@@ -71,10 +74,13 @@ __all__ = [
     "GroupNotFound",
     "IIPNotFound",
     "MessageError",
+    "Network",
     "NetworkError",
+    "NetworkEvent",
     "NetworkStopped",
     "Node",
     "NodeNotFound",
+    "OutputStream",
     "Policy",
     "Port",
     "PortNotFound",
@@ -83,8 +89,10 @@ __all__ = [
     "Registry",
     "ValidationReport",
     "actor",
+    "default_registry",
     "freeze",
     "from_reflow",
+    "run",
     "thaw",
     "to_reflow",
     "validate",

@@ -23,7 +23,7 @@ from reflowpy.errors import ComponentError, ComponentNotFound
 from reflowpy.network.actor import Actor, Port
 from reflowpy.network.graph import Graph
 
-__all__ = ["ENTRY_POINT_GROUP", "ComponentInfo", "Registry"]
+__all__ = ["ENTRY_POINT_GROUP", "ComponentInfo", "Registry", "default_registry"]
 
 ENTRY_POINT_GROUP = "reflowpy.components"
 
@@ -191,3 +191,17 @@ def _exported_port(graph: Graph, public: str, inport: bool) -> Port:
         type=str(meta.get("type", "any")),
         description=str(meta.get("description", "")),
     )
+
+
+def default_registry() -> Registry:
+    """A new registry holding the standard components and every installed plugin.
+
+    Standard library first, then the ``reflowpy.components`` entry points (which may
+    replace standard components on purpose).
+    """
+    from reflowpy import components
+
+    registry = Registry()
+    components.register_all(registry)
+    registry.load_entry_points()
+    return registry
