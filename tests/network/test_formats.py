@@ -268,6 +268,9 @@ def test_detection_and_not_a_graph() -> None:
     assert formats.detect(rich_graph().dumps("reflow")) == "reflow"
     assert formats.detect(rich_graph().dumps("noflo")) == "noflo"
     assert formats.detect(rich_graph().dumps("yaml")) == "yaml"
+    assert formats.detect('{"k": [1]} -> IN A(B)\n') == "fbp"
+    assert rf.Graph.loads('{"k": [1]} -> IN A(B)\n').iips[0].data == {"k": [1]}
+    assert formats.detect("A(B) OUT -> IN C(D)\nC OUT -> IN E(F)\n") == "fbp"
     e = _err("")
     assert "empty" in str(e)
     e = _err("this is not a graph at all")

@@ -85,7 +85,17 @@ def detect(text: str | bytes) -> str:
         text = text.decode("utf-8", errors="replace")
     stripped = text.lstrip()
     if stripped.startswith("{"):
-        data = json_loads(stripped, "json")
+        try:
+            data = json_loads(stripped, "json")
+        except GraphFormatError:
+            # '{"a": 1} -> IN A(B)' is .fbp starting with a JSON IIP; otherwise the JSON
+            # error is the one worth reporting.
+            try:
+                if fbp.parse(text)["processes"]:
+                    return "fbp"
+            except GraphFormatError:
+                pass
+            raise
         return detect_dialect(data) if isinstance(data, dict) else "noflo"
     try:
         data = yamlfmt.load_data(text)
