@@ -1,1 +1,3 @@
-"""Benchmarks: `python -m benchmarks NAME` prints JSON lines (see each module)."""
+"""Benchmarks: ``python -m benchmarks NAME [args]`` runs ``benchmarks/NAME.py``'s
+``main(argv)``, which prints one JSON line per workload with the keys ``workload``,
+``n``, ``seconds``, ``msgs_per_s`` and ``peak_rss_mb``."""

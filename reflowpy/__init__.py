@@ -18,6 +18,7 @@ from reflowpy.errors import (
     DuplicatePort,
     EdgeNotFound,
     ExpressionError,
+    GraphCycleError,
     GraphError,
     GraphFormatError,
     GraphValidationError,
@@ -28,6 +29,7 @@ from reflowpy.errors import (
     NetworkStopped,
     NodeNotFound,
     PortNotFound,
+    PortTypeError,
     ReflowError,
     SandboxUnavailable,
     ScriptCPUExceeded,
@@ -41,6 +43,7 @@ from reflowpy.errors import (
     WasmTrap,
 )
 from reflowpy.network.actor import Actor, ActorContext, Port, actor
+from reflowpy.network.analysis import ValidationReport, validate
 from reflowpy.network.events import EventSubscription, NetworkEvent
 from reflowpy.network.graph import IIP, Edge, Endpoint, ExportedPort, Graph, GraphEvent, Group, Node
 from reflowpy.network.message import FrozenDict, FrozenList, freeze, from_reflow, thaw, to_reflow
@@ -74,6 +77,7 @@ __all__ = [
     "FrozenDict",
     "FrozenList",
     "Graph",
+    "GraphCycleError",
     "GraphError",
     "GraphEvent",
     "GraphFormatError",
@@ -92,6 +96,7 @@ __all__ = [
     "Policy",
     "Port",
     "PortNotFound",
+    "PortTypeError",
     "ReflowError",
     "Registry",
     "SandboxUnavailable",
@@ -104,6 +109,7 @@ __all__ = [
     "ScriptRaised",
     "ScriptTimeout",
     "WasmTrap",
+    "ValidationReport",
     "actor",
     "default_registry",
     "freeze",
@@ -111,4 +117,5 @@ __all__ = [
     "run",
     "thaw",
     "to_reflow",
+    "validate",
 ]

@@ -18,6 +18,8 @@ what was wrong and where (graph, node, port, field) and, when it helps, what to 
      |    +-- IIPNotFound
      |    +-- GraphFormatError       a file is not a graph in the format tried
      |    +-- GraphValidationError   a graph failed validation (carries the report)
+     |    +-- GraphCycleError        an operation needs an acyclic graph (carries a cycle)
+     |    +-- PortTypeError          a port type string cannot be parsed
      +-- ComponentError              registry lookups and component definitions
      |    +-- ComponentNotFound
      |    +-- ConfigError            bad node config (metadata / env_vars)
@@ -54,6 +56,7 @@ __all__ = [
     "DuplicatePort",
     "EdgeNotFound",
     "ExpressionError",
+    "GraphCycleError",
     "GraphError",
     "GraphFormatError",
     "GraphValidationError",
@@ -64,6 +67,7 @@ __all__ = [
     "NetworkStopped",
     "NodeNotFound",
     "PortNotFound",
+    "PortTypeError",
     "ReflowError",
     "SandboxUnavailable",
     "ScriptCPUExceeded",
@@ -137,12 +141,13 @@ class GraphFormatError(GraphError):
     """A text or file is not a graph in the format that was tried.
 
     ``format`` names the format, ``where`` the line/column or field path, and the
-    message says what was expected.
+    message (``detail`` without the prefix) says what was expected.
     """
 
     def __init__(self, message: str, *, format: str = "", where: str = "") -> None:
         self.format = format
         self.where = where
+        self.detail = message
         prefix = f"{format} graph" if format else "graph"
         location = f" at {where}" if where else ""
         super().__init__(f"not a valid {prefix}{location}: {message}")
@@ -154,6 +159,18 @@ class GraphValidationError(GraphError):
     def __init__(self, message: str, report: object = None) -> None:
         self.report = report
         super().__init__(message)
+
+
+class GraphCycleError(GraphError):
+    """An operation that needs an acyclic graph met a cycle; ``cycle`` lists its node ids."""
+
+    def __init__(self, message: str, cycle: list[str] | None = None) -> None:
+        self.cycle = list(cycle or [])
+        super().__init__(message)
+
+
+class PortTypeError(GraphError, ValueError):
+    """A port type is not in the syntax of :mod:`reflowpy.network.porttypes`."""
 
 
 class ComponentError(ReflowError):

@@ -195,6 +195,17 @@ class EventSubscription:
             self._waiter = trio.Event()
             await self._waiter.wait()
 
+    async def wait(self) -> None:
+        """Return once an event is buffered or the subscription is closed.
+
+        Cancel-safe: unlike cancelling an ``async for`` over the subscription, it
+        consumes nothing.
+        """
+        while not self._buffer and not self.closed:
+            if self._waiter is None:
+                self._waiter = trio.Event()
+            await self._waiter.wait()
+
     def get_nowait(self) -> Any:
         """The next buffered event; raises ``trio.WouldBlock`` if none is waiting."""
         if not self._buffer:

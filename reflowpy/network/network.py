@@ -739,7 +739,7 @@ def run(
     ``TimeoutError`` if it did not become idle within ``timeout`` seconds.
     """
     if isinstance(graph, str):
-        graph = Graph.load(graph)  # type: ignore[attr-defined]
+        graph = Graph.load(graph)
     assert isinstance(graph, Graph)
     return trio.run(_run_async, graph, inputs or {}, registry, timeout, capacity)
 

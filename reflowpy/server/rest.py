@@ -108,7 +108,7 @@ def validate_graph(graph: Graph, state: ServerState) -> None:
     """
     problems: list[Any] = []
     try:
-        from reflowpy.network import analysis  # type: ignore[attr-defined]
+        from reflowpy.network import analysis
 
         report = analysis.validate(graph, state.registry)
         errors = getattr(report, "errors", None)

@@ -110,10 +110,8 @@ async def _next_event(sub: ev.EventSubscription, timeout: float) -> Any:
         pass
     if sub.closed:
         return _END
-    waiter = trio.Event()
-    sub._waiter = waiter
     with trio.move_on_after(timeout):
-        await waiter.wait()
+        await sub.wait()
     try:
         return sub.get_nowait()
     except trio.WouldBlock:

@@ -1,0 +1,194 @@
+"""Graph file formats: Reflow JSON, NoFlo JSON, the ``.fbp`` DSL and YAML.
+
+One entry point per direction, with the format detected on read:
+
+* :func:`loads` / :func:`load` — text or file -> :class:`~reflowpy.Graph`;
+* :func:`dumps` / :func:`save` — graph -> text or file;
+* :func:`from_dict` / :func:`to_dict` — the JSON documents as Python data.
+
+Detection: text starting with ``{`` is JSON, Reflow's dialect if it has
+``from``/``to`` connections, ``nodeId`` ports or ``id``-carrying processes, NoFlo's
+otherwise; a YAML mapping with graph keys is YAML; anything else is the ``.fbp``
+DSL. Whatever is wrong with a text is reported as one
+:class:`~reflowpy.GraphFormatError` naming the format tried, the place and what was
+expected.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from reflowpy.errors import GraphFormatError
+from reflowpy.network.formats import fbp, noflo, reflow
+from reflowpy.network.formats import yaml as yamlfmt
+from reflowpy.network.formats._util import json_dumps, json_loads
+from reflowpy.network.graph import Graph
+
+__all__ = [
+    "FORMATS",
+    "detect",
+    "detect_dialect",
+    "dumps",
+    "format_for_path",
+    "from_dict",
+    "load",
+    "loads",
+    "save",
+    "to_dict",
+]
+
+#: The formats :func:`dumps` writes and :func:`loads` reads.
+FORMATS = ("reflow", "noflo", "fbp", "yaml")
+_GRAPH_KEYS = {"processes", "connections", "inports", "outports", "groups", "properties",
+               "caseSensitive"}
+
+
+def _check_format(format: str, allowed: tuple[str, ...] = FORMATS) -> str:
+    fmt = format.lower()
+    if fmt == "json":
+        fmt = "reflow"
+    if fmt not in allowed:
+        raise GraphFormatError(f"unknown format {format!r}; use one of {', '.join(allowed)}")
+    return fmt
+
+
+def detect_dialect(data: Mapping[str, Any]) -> str:
+    """``"reflow"`` or ``"noflo"`` for a parsed JSON/YAML graph document."""
+    for conn in data.get("connections") or ():
+        if isinstance(conn, dict):
+            if "from" in conn or "to" in conn:
+                return "reflow"
+            if "src" in conn or "tgt" in conn:
+                return "noflo"
+    for table in ("inports", "outports"):
+        ports = data.get(table)
+        if isinstance(ports, dict):
+            for exp in ports.values():
+                if isinstance(exp, dict):
+                    return "reflow" if "nodeId" in exp else "noflo"
+    procs = data.get("processes")
+    if isinstance(procs, dict):
+        for proc in procs.values():
+            if isinstance(proc, dict):
+                return "reflow" if "id" in proc else "noflo"
+    for group in data.get("groups") or ():
+        if isinstance(group, dict):
+            return "reflow" if "id" in group else "noflo"
+    return "noflo"
+
+
+def detect(text: str | bytes) -> str:
+    """Guess the format of ``text``: "reflow", "noflo", "yaml" or "fbp"."""
+    if isinstance(text, bytes):
+        text = text.decode("utf-8", errors="replace")
+    stripped = text.lstrip()
+    if stripped.startswith("{"):
+        try:
+            data = json_loads(stripped, "json")
+        except GraphFormatError:
+            # '{"a": 1} -> IN A(B)' is .fbp starting with a JSON IIP; otherwise the JSON
+            # error is the one worth reporting.
+            try:
+                if fbp.parse(text)["processes"]:
+                    return "fbp"
+            except GraphFormatError:
+                pass
+            raise
+        return detect_dialect(data) if isinstance(data, dict) else "noflo"
+    try:
+        data = yamlfmt.load_data(text)
+    except GraphFormatError:
+        return "fbp"
+    if isinstance(data, dict) and _GRAPH_KEYS & set(map(str, data)):
+        return "yaml"
+    return "fbp"
+
+
+def from_dict(data: Mapping[str, Any], format: str | None = None, *,
+              source: str | None = None) -> Graph:
+    """Build a graph from a parsed Reflow or NoFlo document (detected if not given)."""
+    fmt = _check_format(format, ("reflow", "noflo")) if format else detect_dialect(data)
+    label = source or fmt
+    if source and source != fmt:
+        label = f"{source} ({fmt} structure)"
+    return (reflow.from_dict if fmt == "reflow" else noflo.from_dict)(data, label)
+
+
+def to_dict(graph: Graph, format: str = "reflow") -> dict[str, Any]:
+    """The graph as a Reflow (default) or NoFlo JSON document."""
+    fmt = _check_format(format, ("reflow", "noflo"))
+    return reflow.to_dict(graph) if fmt == "reflow" else noflo.to_dict(graph)
+
+
+def loads(text: str | bytes, format: str | None = None) -> Graph:
+    """Read a graph from text, in ``format`` or the detected one."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise GraphFormatError(f"not UTF-8 text: {exc.reason}", format=format or "",
+                                   where=f"byte {exc.start}") from None
+    detected = format is None
+    if format is None:
+        if not text.strip():
+            raise GraphFormatError("the text is empty; expected a graph in reflow/noflo JSON,"
+                                   " YAML or .fbp")
+        format = detect(text)
+    fmt = _check_format(format)
+    if fmt in ("reflow", "noflo"):
+        data = json_loads(text, fmt)
+        return reflow.from_dict(data, fmt) if fmt == "reflow" else noflo.from_dict(data, fmt)
+    if fmt == "yaml":
+        return yamlfmt.loads(text)
+    graph = fbp.loads(text)
+    if detected and not graph.nodes:
+        # Valid .fbp can declare nothing (comments only); arbitrary prose parses that way
+        # too, so a detected text must declare at least one node to count as a graph.
+        raise GraphFormatError(
+            "no node declared; the text is neither JSON, a YAML mapping with graph keys,"
+            " nor .fbp statements such as 'Read(ReadFile) OUT -> IN Show(Output)'",
+            format="fbp", where="line 1, column 1",
+        )
+    return graph
+
+
+def dumps(graph: Graph, format: str = "reflow") -> str:
+    """The graph as text in ``format``."""
+    fmt = _check_format(format)
+    if fmt == "fbp":
+        return fbp.dumps(graph)
+    if fmt == "yaml":
+        return yamlfmt.dumps(graph)
+    return json_dumps(to_dict(graph, fmt), fmt)
+
+
+def format_for_path(path: str | Path) -> str:
+    """The format a file name implies: .fbp, .yaml/.yml, otherwise reflow JSON."""
+    suffix = Path(path).suffix.lower()
+    if suffix == ".fbp":
+        return "fbp"
+    if suffix in (".yaml", ".yml"):
+        return "yaml"
+    return "reflow"
+
+
+def load(path: str | Path, format: str | None = None) -> Graph:
+    """Read a graph file; the format is detected from the content unless given."""
+    try:
+        text = Path(path).read_bytes()
+    except OSError as exc:
+        raise GraphFormatError(f"cannot read {str(path)!r}: {exc.strerror}",
+                               format=format or "") from None
+    try:
+        return loads(text, format)
+    except GraphFormatError as exc:
+        where = f"{path}, {exc.where}" if exc.where else str(path)
+        raise GraphFormatError(exc.detail, format=exc.format, where=where) from None
+
+
+def save(graph: Graph, path: str | Path, format: str | None = None) -> None:
+    """Write a graph file; the format follows the extension unless given."""
+    text = dumps(graph, format or format_for_path(path))
+    Path(path).write_text(text, encoding="utf-8")
