@@ -53,10 +53,7 @@ def _load_registry(spec: str | None) -> Any:
     import reflowpy
 
     if spec == "default":
-        factory = getattr(reflowpy, "default_registry", None)
-        if factory is None:
-            raise ReflowError("this reflowpy has no default registry yet; pass MODULE:ATTR")
-        return factory()
+        return reflowpy.default_registry()
     module_name, _, attr = spec.partition(":")
     if not attr:
         raise ReflowError(f"--registry {spec!r}: expected 'default' or MODULE:ATTR")
@@ -65,6 +62,107 @@ def _load_registry(spec: str | None) -> Any:
     if not isinstance(registry, reflowpy.Registry):
         raise ReflowError(f"--registry {spec!r} is a {type(registry).__name__}, not a Registry")
     return registry
+
+
+# -- run ----------------------------------------------------------------------------------
+
+
+def _parse_inputs(pairs: Sequence[str]) -> list[tuple[str, Any]]:
+    inputs: list[tuple[str, Any]] = []
+    for pair in pairs:
+        port, sep, text = pair.partition("=")
+        if not sep or not port:
+            raise ReflowError(f"--input {pair!r}: expected PORT=JSON (e.g. numbers=[1,2])")
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError:
+            value = text  # a bare word is a string, as on a shell it is meant to be
+        inputs.append((port, value))
+    return inputs
+
+
+async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
+                     timeout: float | None) -> int:
+    import math
+
+    import trio
+
+    import reflowpy as rf
+
+    net = rf.Network(graph, registry)
+    encode = json.JSONEncoder(default=repr, ensure_ascii=False).encode
+
+    async def pump(name: str) -> None:
+        async for value in net.outputs(name):
+            sys.stdout.write(encode({"port": name, "value": value}) + "\n")
+            sys.stdout.flush()
+
+    with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
+        async with net, trio.open_nursery() as nursery:
+            for name in graph.outports:
+                nursery.start_soon(pump, name)
+            for port, value in inputs:
+                await net.send(port, value)
+            await net.idle()
+            nursery.cancel_scope.cancel()  # what is left is printed below
+    for name in graph.outports:  # values taken after the pumps stopped, and stop-flushes
+        for value in net.outputs(name).drain():
+            sys.stdout.write(encode({"port": name, "value": value}) + "\n")
+    if scope.cancelled_caught:
+        print(f"reflowpy run: not idle after {timeout:g} s; stopped", file=sys.stderr)
+        return 1
+    for letter in net.dead_letters():
+        print(f"reflowpy run: dead letter {letter.id}: node {letter.node!r} port"
+              f" {letter.port!r}: {letter.error_type}: {letter.error}", file=sys.stderr)
+    return 1 if net.dead_letters() else 0
+
+
+def _run_main(args: argparse.Namespace) -> int:
+    import trio
+
+    import reflowpy as rf
+
+    try:
+        graph = rf.Graph.load(args.file)
+        registry = _load_registry(args.registry or "default")
+        inputs = _parse_inputs(args.input)
+        return trio.run(_run_graph, graph, registry, inputs, args.timeout)
+    except BaseException as exc:
+        leaf = _single(exc)
+        if isinstance(leaf, KeyboardInterrupt):
+            print("reflowpy run: interrupted; network stopped", file=sys.stderr)
+            return 130
+        if isinstance(leaf, OSError):
+            return _error(f"{args.file}: {leaf.strerror or leaf}")
+        if isinstance(leaf, ReflowError):
+            return _error(str(leaf))
+        raise
+
+
+def _single(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (else ``exc``)."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+@subcommand
+def _run(sub: SubParsers) -> None:
+    p = sub.add_parser(
+        "run", help="run a graph until it is idle, printing its outputs as JSON lines",
+        description="Run a graph file (any format) until nothing is queued or running."
+        " Each value leaving an exported out-port is printed as one JSON line"
+        ' {"port": ..., "value": ...}. Exit 1 if messages were dead-lettered; Ctrl-C'
+        " stops the network cleanly.")
+    p.add_argument("file", help="graph file (.json Reflow/NoFlo, .fbp, .yaml)")
+    p.add_argument("--input", "-i", action="append", default=[], metavar="PORT=JSON",
+                   help="send JSON (or a bare string) to an exported in-port; repeatable,"
+                   " sent in order")
+    p.add_argument("--registry", default=None, metavar="default|MODULE:ATTR",
+                   help="component registry (default: the standard library + plugins)")
+    p.add_argument("--timeout", type=float, default=None,
+                   help="stop with exit 1 if not idle after this many seconds")
+    p.set_defaults(func=_run_main)
 
 
 # -- validate ------------------------------------------------------------------------------

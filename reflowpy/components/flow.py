@@ -562,6 +562,10 @@ class _InnerContext:
     async def receive(self, port: str | None = None) -> tuple[str, Any]:
         raise rf.ComponentError("a wrapped component cannot receive; it must use process()")
 
+    async def receive_until(self, deadline: float,
+                            port: str | None = None) -> tuple[str, Any] | None:
+        return await self.receive(port)
+
     def connected(self, port: str) -> bool:
         return True
 

@@ -473,8 +473,7 @@ class Watch(rf.Actor):
                     sent += 1
                     if self.max and sent >= self.max:
                         return
-            with trio.move_on_after(self.interval):
-                await ctx.receive("stop")
+            if await ctx.receive_until(trio.current_time() + self.interval, "stop"):
                 return
 
 

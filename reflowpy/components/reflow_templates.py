@@ -239,6 +239,10 @@ class _PortView:
     async def receive(self, port: str | None = None) -> tuple[str, Any]:
         return await self._ctx.receive(port)
 
+    async def receive_until(self, deadline: float,
+                            port: str | None = None) -> tuple[str, Any] | None:
+        return await self._ctx.receive_until(deadline, port)
+
     def dead_letter(self, port: str, value: Any, error: BaseException) -> None:
         self._ctx.dead_letter(self._ports.get(port, port), value, error)
 
@@ -513,8 +517,7 @@ class IntervalTrigger(rf.Actor):
         t0 = trio.current_time()
         next_tick = t0 if self.immediate else t0 + self.interval
         while not self.max or count < self.max:
-            with trio.move_on_at(next_tick):
-                await ctx.receive("start")
+            if await ctx.receive_until(next_tick, "start"):
                 continue
             count += 1
             await ctx.send("trigger", {"count": count, "time": trio.current_time() - t0})

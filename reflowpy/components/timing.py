@@ -51,10 +51,10 @@ def _seconds(cfg: Config, key: str, default: Any = MISSING, *, positive: bool = 
 
 
 async def _receive_until(ctx: rf.ActorContext, deadline: float) -> tuple[str, Any] | None:
-    """The next ``(port, value)``, or ``None`` if ``deadline`` (trio time) comes first."""
-    with trio.move_on_at(deadline):
-        return await ctx.receive()
-    return None
+    """The next ``(port, value)``, or ``None`` if ``deadline`` (trio time) comes first.
+
+    A pending deadline keeps the network busy, so ``idle()`` waits for the timer."""
+    return await ctx.receive_until(deadline)
 
 
 class Batch(rf.Actor):

@@ -90,6 +90,13 @@ class ActorContext(Protocol):
         """
         ...
 
+    async def receive_until(
+        self, deadline: float, port: str | None = None
+    ) -> tuple[str, Any] | None:
+        """Like ``receive``, or ``None`` once ``deadline`` (trio time) passes; the node
+        counts as busy meanwhile (a pending timer keeps the network from being idle)."""
+        ...
+
     def connected(self, port: str) -> bool:
         """Whether an out-port has at least one receiver (connection or exported port)."""
         ...

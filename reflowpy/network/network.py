@@ -137,8 +137,9 @@ class Network:
         self._dead = DeadLetterStore(dead_letter_limit)
         self._state = "new"
         self._accepting = False
-        #: True while a drain-stop lets ``run()`` actors flush (receive raises NetworkStopped).
-        self.draining = False
+        #: ``run()`` actors waiting with a deadline (``receive_until``): pending timers
+        #: are work still to do, so the network is not idle while there are any.
+        self.timers = 0
         self._error: ActorError | None = None
         self._errors: list[ActorError] = []
         self._idle_event = trio.Event()
@@ -305,7 +306,7 @@ class Network:
                     runner.spawn()
             for iip in list(self.graph.iips):
                 await self._deliver_iip(iip)
-            if self.active == 0:
+            if self.active == 0 and self.timers == 0:
                 self.became_idle()
         except BaseException:
             self._state = "stopping"
@@ -382,19 +383,11 @@ class Network:
             self._unsubscribe = None
         with trio.CancelScope(shield=True):
             if not forced and self._error is None:
-                for runner in self._runners.values():
-                    if runner.owns_loop and runner.scope is not None and not runner.inports:
-                        runner.scope.cancel()
+                self._stop_sources()
                 with trio.move_on_after(math.inf if drain_timeout is None else drain_timeout):
                     await self.idle()
-                    # Let loop owners waiting for input flush what they hold: their
-                    # receive() now raises NetworkStopped; then drain what they sent.
-                    self.draining = True
-                    for runner in list(self._runners.values()):
-                        if runner.owns_loop and runner.waiter is not None:
-                            runner.wake_parked()
-                    await self.idle()
-                forced = self.active > 0
+                    await self._drain_loop_owners()
+                forced = self.active > 0 or self.timers > 0
             if self._runner_nursery is not None:
                 self._runner_nursery.cancel_scope.cancel()
                 assert self._host_done is not None
@@ -410,22 +403,77 @@ class Network:
                 network=self.name, forced=forced,
                 error=str(self._error) if self._error is not None else None))
 
-    async def _teardown_all(self) -> None:
-        async def teardown(runner: NodeRunner) -> None:
-            try:
-                with trio.move_on_after(10):
-                    await runner.actor.teardown(runner.ctx)
-            except Exception as exc:
-                self.report_error(ActorError(
-                    f"{self.where()}: node {runner.node_id!r} teardown failed: {exc}",
-                    node=runner.node_id))
+    def _stop_sources(self) -> None:
+        # Loop owners that nothing feeds produce new work rather than finish old work:
+        # one waiting for input (a stop port, a timer) is asked to stop, which its
+        # receive() reports as NetworkStopped; one busy elsewhere is cancelled.
+        fed = {id(t) for r in self._runners.values() for out in r.outports.values()
+               for t in out.targets}
+        for runner in self._runners.values():
+            if not runner.owns_loop or any(id(p) in fed for p in runner.inports.values()):
+                continue
+            runner.stop_requested = True
+            if runner.waiter is not None:
+                runner.wake_parked()
+            elif runner.scope is not None:
+                runner.scope.cancel()
 
+    def _drain_order(self) -> list[NodeRunner]:
+        """Runners upstream before downstream (Kahn's order; cycles in graph order)."""
+        runners = list(self._runners.values())
+        indegree = {id(r): 0 for r in runners}
+        downstream: dict[int, list[NodeRunner]] = {id(r): [] for r in runners}
+        for r in runners:
+            for out in r.outports.values():
+                for target in out.targets:
+                    if target.runner is not None and target.runner is not r:
+                        downstream[id(r)].append(target.runner)
+                        indegree[id(target.runner)] += 1
+        ready = [r for r in runners if indegree[id(r)] == 0]
+        order: list[NodeRunner] = []
+        seen: set[int] = set()
+        while ready:
+            r = ready.pop(0)
+            order.append(r)
+            seen.add(id(r))
+            for d in downstream[id(r)]:
+                indegree[id(d)] -= 1
+                if indegree[id(d)] == 0:
+                    ready.append(d)
+        return order + [r for r in runners if id(r) not in seen]
+
+    async def _drain_loop_owners(self) -> None:
+        # Upstream first: a loop owner waiting for input gets NetworkStopped from
+        # receive() and may flush what it holds; its teardown runs while the rest of the
+        # network still runs, so what it sends there is delivered too. Then the next.
+        for runner in self._drain_order():
+            if runner.owns_loop and not runner.finished:
+                runner.stop_requested = True
+                runner.wake_parked()
+                if self.active or self.timers:
+                    await self.idle()
+            if type(runner.actor).teardown is not Actor.teardown and not runner.torn_down:
+                await self._teardown(runner)
+                if self.active or self.timers:
+                    await self.idle()
+
+    async def _teardown(self, runner: NodeRunner) -> None:
+        runner.torn_down = True
+        try:
+            with trio.move_on_after(10):
+                await runner.actor.teardown(runner.ctx)
+        except Exception as exc:
+            self.report_error(ActorError(
+                f"{self.where()}: node {runner.node_id!r} teardown failed: {exc}",
+                node=runner.node_id))
+
+    async def _teardown_all(self) -> None:
         pending = [r for r in self._runners.values()
-                   if type(r.actor).teardown is not Actor.teardown]
+                   if type(r.actor).teardown is not Actor.teardown and not r.torn_down]
         if pending:
             async with trio.open_nursery() as nursery:
                 for runner in pending:
-                    nursery.start_soon(teardown, runner)
+                    nursery.start_soon(self._teardown, runner)
 
     # -- state the runners report -----------------------------------------------------
 
@@ -513,14 +561,14 @@ class Network:
     async def idle(self) -> None:
         """Return once nothing is queued that can run and nothing is being processed."""
         await trio.lowlevel.checkpoint()
-        while self.active > 0:
+        while self.active > 0 or self.timers > 0:
             if self._idle_event.is_set():
                 self._idle_event = trio.Event()
             await self._idle_event.wait()
 
     def is_idle(self) -> bool:
         """True when the network is idle right now."""
-        return self.active == 0
+        return self.active == 0 and self.timers == 0
 
     def events(self, buffer: int = 1000) -> ev.EventSubscription:
         """Subscribe to this network's events (bounded; a slow reader loses events and

@@ -20,6 +20,7 @@ Failures follow the node's :class:`~reflowpy.Policy` in :meth:`NodeRunner._recov
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 import types
@@ -165,9 +166,29 @@ class _Context:
                 if inport.queue:
                     order.remove(inport)  # type: ignore[union-attr]
                     return inport.name, runner.take(inport)
-            if runner.net.draining:
+            if runner.stop_requested:
                 raise NetworkStopped(f"node {self.node_id!r}: the network is stopping")
             await runner.park()
+
+    async def receive_until(
+        self, deadline: float, port: str | None = None
+    ) -> tuple[str, Any] | None:
+        """Like :meth:`receive`, or ``None`` once ``deadline`` (``trio.current_time()``
+        scale) passes. While it waits the node counts as busy: a pending timer is work
+        the network still has to do, so ``idle()`` waits for it."""
+        runner = self._runner
+        if deadline == math.inf:
+            return await self.receive(port)
+        net = runner.net
+        net.timers += 1
+        try:
+            with trio.move_on_at(deadline):
+                return await self.receive(port)
+        finally:
+            net.timers -= 1
+            if net.active == 0 and net.timers == 0:
+                net.became_idle()
+        return None
 
     def connected(self, port: str) -> bool:
         """Whether ``port`` has at least one receiver."""
@@ -214,6 +235,8 @@ class NodeRunner:
         "scope",
         "simple",
         "single",
+        "stop_requested",
+        "torn_down",
         "waiter",
     )
 
@@ -244,6 +267,8 @@ class NodeRunner:
         self.waiter: trio.lowlevel.Task | None = None
         self.running = False
         self.finished = False
+        self.stop_requested = False
+        self.torn_down = False
         self.scope: trio.CancelScope | None = None
         self.activations = 0
         self.failures = 0
@@ -416,7 +441,7 @@ class NodeRunner:
         """Wait for the next arrival, counting this runner inactive meanwhile."""
         net = self.net
         net.active -= 1
-        if net.active == 0:
+        if net.active == 0 and net.timers == 0:
             net.became_idle()
         self.fresh = True
         self.waiter = _current_task()
@@ -455,7 +480,7 @@ class NodeRunner:
             self.scope = None
             net = self.net
             net.active -= 1
-            if net.active == 0:
+            if net.active == 0 and net.timers == 0:
                 net.became_idle()
 
     async def _fire_loop(self) -> None:

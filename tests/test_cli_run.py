@@ -1,0 +1,75 @@
+"""`reflowpy run`: any graph file until idle, outputs as JSON lines, clean Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import reflowpy as rf
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reflowpy.cli", "run", *args],
+                          capture_output=True, text=True, timeout=timeout, env=ENV)
+
+
+def _graph(tmp_path: Path, fmt: str = "fbp") -> Path:
+    g = rf.Graph("cli")
+    g.add_node("repeat", "core/Repeat")
+    g.add_inport("numbers", "repeat", "in")
+    g.add_outport("repeated", "repeat", "out")
+    path = tmp_path / f"graph.{fmt}"
+    g.save(str(path))
+    return path
+
+
+def test_run_prints_outputs_as_json_lines_for_every_format(tmp_path: Path) -> None:
+    for fmt in ("fbp", "json", "yaml"):
+        proc = _run(str(_graph(tmp_path, fmt)), "--input", "numbers=2", "-i", "numbers=[1,2]")
+        assert proc.returncode == 0, proc.stderr
+        lines = [json.loads(line) for line in proc.stdout.splitlines()]
+        assert lines == [{"port": "repeated", "value": 2},
+                         {"port": "repeated", "value": [1, 2]}], fmt
+
+
+def test_run_reports_bad_input_and_dead_letters(tmp_path: Path) -> None:
+    path = _graph(tmp_path)
+    g = rf.Graph("bad")
+    g.add_node("double", "transform/Map", {"expression": "x * 2"})
+    g.add_inport("numbers", "double", "in")
+    g.save(str(tmp_path / "map.json"))
+    proc = _run(str(path), "--input", "nonsense")
+    assert proc.returncode == 2 and "PORT=JSON" in proc.stderr
+    proc = _run(str(path), "--input", "nope=1")
+    assert proc.returncode == 2 and "no exported in-port 'nope'" in proc.stderr
+    proc = _run(str(tmp_path / "missing.json"))
+    assert proc.returncode == 2 and "missing.json" in proc.stderr
+    proc = _run(str(tmp_path / "map.json"), "--input", 'numbers={"a": 1}')  # dict * 2 fails
+    assert proc.returncode == 1 and "dead letter" in proc.stderr and "'double'" in proc.stderr
+
+
+def test_run_timeout_and_ctrl_c_stop_cleanly(tmp_path: Path) -> None:
+    g = rf.Graph("ticks")
+    g.add_node("tick", "time/Interval", {"interval": 0.01})
+    g.add_node("out", "core/Output")
+    g.add_edge("tick", "out", "out", "in")
+    path = tmp_path / "ticks.json"
+    g.save(str(path))
+    proc = _run(str(path), "--timeout", "0.5")
+    assert proc.returncode == 1 and "not idle after 0.5 s" in proc.stderr
+    child = subprocess.Popen([sys.executable, "-m", "reflowpy.cli", "run", str(path)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=ENV)
+    assert child.stdout is not None
+    child.stdout.readline()  # it is running and printing ticks
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=30)
+    assert child.returncode == 130, err
+    assert "interrupted; network stopped" in err and "Traceback" not in err
