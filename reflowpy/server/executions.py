@@ -377,7 +377,7 @@ class ExecutionManager:
                 continue
             try:
                 policy = msgspec.convert(policy_value, ExecutionPolicy)
-                graph = load_graph(record.graph, "json")
+                graph = load_graph(record.graph, "noflo")
                 inputs = msgspec.json.decode(record.inputs)
                 ex = await self.start(graph, graph_id=record.graph_id, graph_text=record.graph,
                                       inputs=inputs, policy=policy,

@@ -35,7 +35,6 @@ runtime wait; an oversized frame closes that connection (Hypercorn's frame limit
 from __future__ import annotations
 
 import contextlib
-import copy
 import datetime
 import inspect
 import logging
@@ -439,7 +438,7 @@ class FbpRuntime:
         if record is None:
             return None
         try:
-            graph = load_graph(record.body, "json")
+            graph = load_graph(record.body, "noflo")
         except ReflowError as exc:
             raise FbpError(f"stored graph {graph_id!r} cannot be loaded: {exc}") from None
         entry = _GraphState(graph, main=False)
@@ -463,10 +462,12 @@ class FbpRuntime:
         if self.main_graph == graph_id:
             self.main_graph = None
 
-    def _edit(self, entry: _GraphState, fallback: dict[str, Any] | None,
+    def _edit(self, entry: _GraphState, fallback: Callable[[], dict[str, Any]] | None,
               action: Callable[[], Any]) -> None:
         """Run a graph edit; the graph events it emits are broadcast by the graph
-        subscription. If it emitted nothing (e.g. a no-op), send ``fallback``."""
+        subscription. If it emitted nothing (a no-op: the graph layer records no step
+        and emits no event for it), send ``fallback()``, since FBP clients wait for the
+        echo of every edit they sent."""
         seen: list[GraphEvent] = []
         unsubscribe = entry.graph.subscribe(seen.append)
         try:
@@ -474,7 +475,7 @@ class FbpRuntime:
         finally:
             unsubscribe()
         if not seen and fallback is not None:
-            self.broadcast(fallback)
+            self.broadcast(fallback())
 
     def _graph_clear(self, client: _Client, payload: dict[str, Any]) -> None:
         graph_id = payload.get("id")
@@ -523,7 +524,7 @@ class FbpRuntime:
         old, new = payload.get("from"), payload.get("to")
         if not isinstance(old, str) or not isinstance(new, str) or not new:
             raise FbpError("graph:renamenode needs string from and to")
-        self._edit(entry, None, lambda: _rename_node(entry.graph, old, new))
+        self._edit(entry, None, lambda: entry.graph.rename_node(old, new))
 
     def _graph_changenode(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
@@ -531,7 +532,14 @@ class FbpRuntime:
         metadata = payload.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise FbpError("graph:changenode: metadata must be an object")
-        self._edit(entry, None, lambda: _change_node(entry.graph, node_id, metadata))
+
+        def unchanged() -> dict[str, Any]:
+            node = entry.graph.node(node_id)
+            return {"protocol": "graph", "command": "changenode", "payload": {
+                "id": node.id, "metadata": _jsonable(node.metadata), "graph": payload["graph"]}}
+
+        self._edit(entry, unchanged,
+                   lambda: entry.graph.set_node_metadata(node_id, metadata))
 
     @staticmethod
     def _endpoint(value: Any, what: str) -> tuple[str, str, int | None]:
@@ -550,8 +558,11 @@ class FbpRuntime:
         s = self._endpoint(payload.get("src"), "src")
         t = self._endpoint(payload.get("tgt"), "tgt")
         metadata = payload.get("metadata") or {}
-        fallback = {"protocol": "graph", "command": "addedge", "payload": {
-            "src": _port(*s), "tgt": _port(*t), "metadata": metadata, "graph": payload["graph"]}}
+        def fallback() -> dict[str, Any]:
+            return {"protocol": "graph", "command": "addedge", "payload": {
+                "src": _port(*s), "tgt": _port(*t), "metadata": _jsonable(metadata),
+                "graph": payload["graph"]}}
+
         self._edit(entry, fallback, lambda: entry.graph.add_edge(
             s[0], s[1], t[0], t[1], src_index=s[2], tgt_index=t[2], metadata=metadata))
 
@@ -569,7 +580,16 @@ class FbpRuntime:
         metadata = payload.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise FbpError("graph:changeedge: metadata must be an object")
-        self._edit(entry, None, lambda: _change_edge(entry.graph, s, t, metadata))
+
+        def unchanged() -> dict[str, Any]:
+            edge = entry.graph.find_edge(s[0], s[1], t[0], t[1], src_index=s[2],
+                                         tgt_index=t[2])
+            return {"protocol": "graph", "command": "changeedge", "payload": {
+                "src": _port(*s), "tgt": _port(*t), "metadata": _jsonable(edge.metadata),
+                "graph": payload["graph"]}}
+
+        self._edit(entry, unchanged, lambda: entry.graph.set_edge_metadata(
+            s[0], s[1], t[0], t[1], metadata, src_index=s[2], tgt_index=t[2]))
 
     def _graph_addinitial(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
@@ -618,7 +638,8 @@ class FbpRuntime:
         old, new = payload.get("from"), payload.get("to")
         if not isinstance(old, str) or not isinstance(new, str) or not new:
             raise FbpError(f"graph:rename{kind} needs string from and to")
-        self._edit(entry, None, lambda: _rename_exported(entry.graph, kind, old, new))
+        rename = entry.graph.rename_inport if kind == "inport" else entry.graph.rename_outport
+        self._edit(entry, None, lambda: rename(old, new))
 
     def _graph_renameinport(self, client: _Client, payload: dict[str, Any]) -> None:
         self._rename_exported(payload, "inport")
@@ -632,26 +653,33 @@ class FbpRuntime:
         if not isinstance(name, str) or not isinstance(nodes, list):
             raise FbpError("graph:addgroup needs name and nodes")
         meta = payload.get("metadata") or {}
-        self._edit(entry, None, lambda: _add_group(entry.graph, name, nodes, meta))
+        self._edit(entry, None, lambda: entry.graph.add_group(
+            name, [str(n) for n in nodes], meta))
 
     def _graph_removegroup(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
-        self._edit(entry, None, lambda: _remove_group(entry.graph, str(payload.get("name"))))
+        self._edit(entry, None, lambda: entry.graph.remove_group(str(payload.get("name"))))
 
     def _graph_renamegroup(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         old, new = payload.get("from"), payload.get("to")
         if not isinstance(old, str) or not isinstance(new, str) or not new:
             raise FbpError("graph:renamegroup needs string from and to")
-        self._edit(entry, None, lambda: _rename_group(entry.graph, old, new))
+        self._edit(entry, None, lambda: entry.graph.rename_group(old, new))
 
     def _graph_changegroup(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         meta = payload.get("metadata") or {}
         if not isinstance(meta, dict):
             raise FbpError("graph:changegroup: metadata must be an object")
-        self._edit(entry, None, lambda: _change_group(entry.graph, str(payload.get("name")),
-                                                      meta))
+        name = str(payload.get("name"))
+
+        def unchanged() -> dict[str, Any]:
+            return {"protocol": "graph", "command": "changegroup", "payload": {
+                "name": name, "metadata": _jsonable(entry.graph.group(name).metadata),
+                "graph": payload["graph"]}}
+
+        self._edit(entry, unchanged, lambda: entry.graph.set_group_metadata(name, meta))
 
     # -- network -----------------------------------------------------------------------
 
@@ -838,118 +866,6 @@ def _graph_event_message(graph_id: str, event: GraphEvent) -> dict[str, Any] | N
     command = {"RemoveConnection": "removeedge", "AddInitial": "addinitial",
                "RemoveInitial": "removeinitial"}.get(kind, kind.lower())
     return {"protocol": "graph", "command": command, "payload": payload}
-
-
-# -- graph edits the core Graph API does not offer yet -----------------------------------
-# Each prefers the graph layer's own method when it exists, so undo/redo journals see
-# the change; otherwise it applies the change and emits the same GraphEvent.
-
-
-def _emit(graph: Graph, kind: str, before: Any, after: Any) -> None:
-    graph._emit(kind, before, after)
-
-
-def _rename_node(graph: Graph, old: str, new: str) -> None:
-    method = getattr(graph, "rename_node", None)
-    if method is not None:
-        method(old, new)
-        return
-    node = graph.node(old)
-    if new in graph.nodes:
-        raise FbpError(f"graph {graph.name!r}: node {new!r} already exists")
-    del graph.nodes[old]
-    node.id = new
-    graph.nodes[new] = node
-    for edge in graph.edges:
-        if edge.src.node == old:
-            edge.src = type(edge.src)(new, edge.src.port, edge.src.index)
-        if edge.tgt.node == old:
-            edge.tgt = type(edge.tgt)(new, edge.tgt.port, edge.tgt.index)
-    for iip in graph.iips:
-        if iip.tgt.node == old:
-            iip.tgt = type(iip.tgt)(new, iip.tgt.port, iip.tgt.index)
-    for table in (graph.inports, graph.outports):
-        for exp in table.values():
-            if exp.node == old:
-                exp.node = new
-    for group in graph.groups:
-        group.nodes = [new if n == old else n for n in group.nodes]
-    _emit(graph, "RenameNode", old, new)
-
-
-def _merge(metadata: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(metadata)
-    for key, value in changes.items():
-        if value is None:
-            merged.pop(key, None)
-        else:
-            merged[key] = value
-    return merged
-
-
-def _change_node(graph: Graph, node_id: str, changes: dict[str, Any]) -> None:
-    method = getattr(graph, "set_node_metadata", None)
-    if method is not None:
-        method(node_id, changes)
-        return
-    node = graph.node(node_id)
-    before = copy.deepcopy(node)
-    node.metadata = _merge(node.metadata, changes)
-    _emit(graph, "ChangeNode", before, node)
-
-
-def _change_edge(graph: Graph, s: tuple[str, str, int | None], t: tuple[str, str, int | None],
-                 changes: dict[str, Any]) -> None:
-    edge = graph.find_edge(s[0], s[1], t[0], t[1], src_index=s[2], tgt_index=t[2])
-    before = copy.deepcopy(edge)
-    edge.metadata = _merge(edge.metadata, changes)
-    _emit(graph, "ChangeConnection", before, edge)
-
-
-def _rename_exported(graph: Graph, kind: str, old: str, new: str) -> None:
-    table = graph.inports if kind == "inport" else graph.outports
-    old_key, new_key = graph.port_name(old), graph.port_name(new)
-    if old_key not in table:
-        raise FbpError(f"graph {graph.name!r}: no {kind} {old!r}")
-    if new_key in table:
-        raise FbpError(f"graph {graph.name!r}: {kind} {new!r} already exists")
-    exp = table.pop(old_key)
-    table[new_key] = exp
-    _emit(graph, f"Rename{kind.capitalize()}", old_key, new_key)
-
-
-def _find_group(graph: Graph, name: str) -> Group:
-    for group in graph.groups:
-        if group.name == name:
-            return group
-    raise FbpError(f"graph {graph.name!r}: no group {name!r}")
-
-
-def _add_group(graph: Graph, name: str, nodes: list[Any], metadata: dict[str, Any]) -> None:
-    if any(g.name == name for g in graph.groups):
-        raise FbpError(f"graph {graph.name!r}: group {name!r} already exists")
-    group = Group(name, [str(n) for n in nodes], dict(metadata))
-    graph.groups.append(group)
-    _emit(graph, "AddGroup", None, group)
-
-
-def _remove_group(graph: Graph, name: str) -> None:
-    group = _find_group(graph, name)
-    graph.groups.remove(group)
-    _emit(graph, "RemoveGroup", group, None)
-
-
-def _rename_group(graph: Graph, old: str, new: str) -> None:
-    group = _find_group(graph, old)
-    group.name = new
-    _emit(graph, "RenameGroup", old, new)
-
-
-def _change_group(graph: Graph, name: str, changes: dict[str, Any]) -> None:
-    group = _find_group(graph, name)
-    before = copy.deepcopy(group)
-    group.metadata = _merge(group.metadata, changes)
-    _emit(graph, "ChangeGroup", before, group)
 
 
 def _compile_component(name: str, code: str) -> type[Actor]:

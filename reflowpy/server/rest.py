@@ -23,7 +23,8 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Route
 
 import reflowpy
-from reflowpy.errors import GraphError, NetworkError, ReflowError
+from reflowpy.errors import GraphError, GraphValidationError, NetworkError, ReflowError
+from reflowpy.network import analysis
 from reflowpy.network.graph import Graph
 from reflowpy.network.network import Network
 from reflowpy.server.app import ServerState
@@ -103,29 +104,23 @@ def decode(body: bytes, type: type[T], *, allow_empty: bool = False) -> T:
 def validate_graph(graph: Graph, state: ServerState) -> None:
     """Refuse (422 with the report) a graph whose components or ports do not exist.
 
-    Uses the graph layer's validator when present, and in any case builds (without
-    starting) a network, which checks every node against its component.
+    Runs the graph layer's validator against the server's registry (its errors are the
+    report; warnings such as unconnected in-ports are allowed, since a graph may be fed
+    later), then builds (without starting) a network, which checks what the validator
+    cannot (component configuration, port types declared strictly).
     """
-    problems: list[Any] = []
-    try:
-        from reflowpy.network import analysis
-
-        report = analysis.validate(graph, state.registry)
-        errors = getattr(report, "errors", None)
-        if errors:
-            problems.extend(msgspec.to_builtins(errors, str_keys=True))
-    except ImportError:
-        pass
-    except ReflowError as exc:
-        problems.append(getattr(exc, "report", None) or str(exc))
+    report = analysis.validate(graph, state.registry)
+    problems: list[Any] = msgspec.to_builtins(report.errors, str_keys=True)
     if not problems:
         try:
             Network(graph, state.registry)
         except (ReflowError, ValueError) as exc:
             problems.append(str(exc))
     if problems:
+        first = problems[0]
+        detail = first["message"] if isinstance(first, dict) else first
         raise HttpError(422, "invalid_graph",
-                        f"graph {graph.name!r} does not validate: {problems[0]}", problems)
+                        f"graph {graph.name!r} does not validate: {detail}", problems)
 
 
 def _summary(record: Any) -> GraphSummary:
@@ -168,7 +163,9 @@ def routes(state: ServerState) -> list[BaseRoute]:
         fmt = request.query_params.get("format") or media_format(
             request.headers.get("content-type", "application/json"))
         name: str | None = None
-        if fmt in (None, "json"):
+        source: Any = body
+        if fmt == "json" or (fmt is None and body.lstrip().startswith(b"{")):
+            # a JSON graph document, or the {"graph": ..., "format": ...} wrapper
             try:
                 raw = msgspec.json.decode(body) if body.strip() else None
             except msgspec.DecodeError as exc:
@@ -176,26 +173,21 @@ def routes(state: ServerState) -> list[BaseRoute]:
             if not isinstance(raw, dict):
                 raise HttpError(422, "invalid_request",
                                 "expected a JSON graph document or {\"graph\": ...}")
+            source = raw
             if "graph" in raw and "processes" not in raw:
                 try:
                     upload = msgspec.convert(raw, GraphUpload)
                 except msgspec.ValidationError as exc:
                     raise HttpError(422, "invalid_request", str(exc)) from None
-                source: Any = upload.graph
-                fmt = upload.format
+                source, fmt = upload.graph, upload.format
                 graph_id = graph_id or upload.id
                 name = upload.name
-            else:
-                source = raw
-        else:
-            source = body.decode("utf-8", errors="replace")
         try:
             graph = load_graph(source, fmt)
+        except GraphValidationError as exc:
+            raise HttpError(422, "invalid_graph", str(exc), exc.report or str(exc)) from None
         except GraphError as exc:
-            raise HttpError(422, "invalid_graph", str(exc),
-                            [getattr(exc, "report", None) or str(exc)]) from None
-        except (ValueError, TypeError, KeyError) as exc:
-            raise HttpError(422, "invalid_graph", f"not a graph: {exc}") from None
+            raise HttpError(422, "invalid_graph", str(exc), [str(exc)]) from None
         if name:
             graph.name = name
         validate_graph(graph, state)
@@ -278,7 +270,7 @@ def routes(state: ServerState) -> list[BaseRoute]:
             if record is None:
                 raise HttpError(404, "not_found", f"no graph {req.graph_id!r}")
             text = record.body
-            graph = load_graph(text, "json")
+            graph = load_graph(text, "noflo")
         else:
             assert req.graph is not None
             try:

@@ -23,7 +23,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
-from reflowpy.network.registry import Registry
+from reflowpy.network.registry import Registry, default_registry
 from reflowpy.server.app import ServerState, create_app
 
 __all__ = ["serve", "server_registry"]
@@ -33,14 +33,7 @@ DEFAULT_PORT = 3569
 
 def server_registry() -> Registry:
     """The registry a server starts with: the standard components and plugins."""
-    from reflowpy.network.registry import default_registry
-
-    try:
-        return default_registry()
-    except ImportError:  # the standard library is not installed: plugins only
-        registry = Registry()
-        registry.load_entry_points()
-        return registry
+    return default_registry()
 
 
 def _is_loopback(host: str) -> bool:

@@ -296,3 +296,41 @@ async def test_rest_graphs_are_editable_over_fbp_and_edits_persist(
     await fbp.send("graph", "addnode", {"id": "n", "component": "core/Drop", "graph": "fresh"})
     await fbp.expect("graph", "addnode")
     assert "n" in (await client.get("/graphs/fresh")).json()["graph"]["processes"]
+
+
+async def test_structural_edits_follow_the_graph_layer_and_persist(
+        fbp: Fbp, client: Any) -> None:
+    await _graph(fbp, "e")
+    await fbp.send("graph", "addnode", {"id": "b", "component": "core/Drop", "graph": "e"})
+    await fbp.send("graph", "addedge", {"src": {"node": "a", "port": "out"},
+                                        "tgt": {"node": "b", "port": "in"}, "graph": "e"})
+    await fbp.expect("graph", "addedge")
+    # renaming a node carries its edge, exported ports and group membership along
+    await fbp.send("graph", "addgroup", {"name": "grp", "nodes": ["a"], "graph": "e"})
+    await fbp.expect("graph", "addgroup")
+    await fbp.send("graph", "renamenode", {"from": "a", "to": "first", "graph": "e"})
+    assert await fbp.expect("graph", "renamenode") == {"from": "a", "to": "first",
+                                                       "graph": "e"}
+    await fbp.send("graph", "renamegroup", {"from": "grp", "to": "g2", "graph": "e"})
+    await fbp.expect("graph", "renamegroup")
+    await fbp.send("graph", "changeedge", {"src": {"node": "first", "port": "out"},
+                                           "tgt": {"node": "b", "port": "in"},
+                                           "metadata": {"route": 4}, "graph": "e"})
+    assert (await fbp.expect("graph", "changeedge"))["metadata"] == {"route": 4}
+    # a metadata change that changes nothing is still answered with the current state
+    await fbp.send("graph", "changegroup", {"name": "g2", "metadata": {}, "graph": "e"})
+    assert (await fbp.expect("graph", "changegroup"))["metadata"] == {}
+    await fbp.send("graph", "renameinport", {"from": "in", "to": "feed", "graph": "e"})
+    await fbp.expect("graph", "renameinport")
+    stored = (await client.get("/graphs/e")).json()["graph"]
+    assert set(stored["processes"]) == {"first", "b"}
+    assert stored["connections"] == [{"src": {"process": "first", "port": "out"},
+                                      "tgt": {"process": "b", "port": "in"},
+                                      "metadata": {"route": 4}}]
+    assert stored["inports"] == {"feed": {"process": "first", "port": "in"}}
+    assert stored["outports"] == {"out": {"process": "first", "port": "out"}}
+    assert stored["groups"] == [{"name": "g2", "nodes": ["first"], "metadata": {}}]
+    # the graph layer's checks answer as protocol errors
+    await fbp.send("graph", "renamenode", {"from": "b", "to": "first", "graph": "e"})
+    error = await fbp.expect("graph", "error")
+    assert "'first'" in error["message"] and "exists" in error["message"]

@@ -237,3 +237,70 @@ async def test_flood_and_disconnects_leave_the_server_working(client: httpx.Asyn
         values += (await client.get(f"/executions/{ex}/outputs/y", params={
             "wait": 5, "after": len(values)})).json()["values"]
     assert sorted(values) == sorted(2 * i for i in range(1, 300, 3))
+
+
+FBP_TEXT = "INPORT=d.IN:X\nOUTPORT=r.OUT:Y\nd(test/Double) OUT -> IN r(core/Repeat)\n"
+YAML_TEXT = """
+properties: {name: from-yaml}
+processes:
+  d: {component: test/Double}
+connections: []
+inports: {x: {process: d, port: in}}
+outports: {y: {process: d, port: out}}
+"""
+
+
+async def test_graph_uploads_in_every_format_are_stored_as_noflo_json(
+        client: httpx.AsyncClient) -> None:
+    # .fbp by content type, and by detection when the content type names no format
+    for ctype in ("text/x-fbp", "text/plain"):
+        r = await client.post("/graphs", content=FBP_TEXT.encode(),
+                              headers={"content-type": ctype})
+        assert r.status_code == 201, r.text
+        doc = r.json()["graph"]
+        assert doc["processes"]["r"]["component"] == "core/Repeat"
+        assert doc["connections"] == [{"src": {"process": "d", "port": "out"},
+                                       "tgt": {"process": "r", "port": "in"}}]
+        assert doc["inports"]["x"] == {"process": "d", "port": "in"}
+    r = await client.post("/graphs", content=YAML_TEXT.encode(),
+                          headers={"content-type": "application/yaml"})
+    assert r.status_code == 201, r.text
+    assert r.json()["name"] == "from-yaml"
+    assert r.json()["graph"]["outports"]["y"] == {"process": "d", "port": "out"}
+    # the wrapper names the format of a text graph
+    r = await client.post("/graphs", json={"graph": FBP_TEXT, "format": "fbp", "id": "w",
+                                           "name": "wrapped"})
+    assert r.status_code == 201 and r.json()["name"] == "wrapped"
+    # an explicit dialect for a JSON body; the edge capacity survives the stored form
+    reflow = {**REFLOW_GRAPH, "processes": {**REFLOW_GRAPH["processes"],
+                                            "r": {"component": "core/Repeat"}},
+              "connections": [{"from": {"nodeId": "d", "portId": "out"},
+                               "to": {"nodeId": "r", "portId": "in"},
+                               "metadata": {"capacity": 3}}]}
+    r = await client.post("/graphs", params={"format": "reflow"},
+                          content=msgspec.json.encode(reflow),
+                          headers={"content-type": "application/json"})
+    assert r.status_code == 201, r.text
+    assert r.json()["graph"]["connections"][0]["metadata"] == {"capacity": 3}
+    # the stored form runs: inline execution of the stored .fbp graph
+    r = await client.post("/executions", json={"graph_id": "w", "inputs": {"x": [4]},
+                                               "policy": {"until": "idle"}})
+    assert r.status_code == 201, r.text
+    out = await client.get(f"/executions/{r.json()['id']}/outputs/y", params={"wait": 5})
+    assert out.json()["values"] == [8]
+
+
+async def test_graph_uploads_in_a_wrong_format_are_422_naming_it(
+        client: httpx.AsyncClient) -> None:
+    r = await client.post("/graphs", json={"graph": FBP_TEXT, "format": "dot"})
+    assert r.status_code == 422 and "unknown format 'dot'" in r.json()["detail"]
+    # NoFlo JSON read as Reflow's dialect fails at the field that differs
+    r = await client.post("/graphs", params={"format": "reflow"}, json=GRAPH)
+    assert r.status_code == 422
+    assert "reflow graph at connections[0]" in r.json()["detail"]
+    r = await client.post("/graphs", json={"graph": {"processes": {}}, "format": "fbp"})
+    assert r.status_code == 422 and "fbp" in r.json()["detail"]
+    r = await client.post("/graphs", content=b"d(test/Double) OUT -> ",
+                          headers={"content-type": "text/x-fbp"})
+    assert r.status_code == 422
+    assert r.json()["detail"].startswith("not a valid fbp graph at line 1")

@@ -1,9 +1,9 @@
-"""Test helpers for the server: a registry with the few core components the FBP test
-suites need, an in-process server on an ephemeral port, and a subprocess launcher.
+"""Test helpers for the server: the standard registry plus two test-only components,
+and ``python -m tests.server.testkit`` to serve it as a subprocess.
 
-The standard components (``core/Repeat``, ``core/Drop``, ...) live in
-``reflowpy.components``; when that package is installed its real components are used.
-Until then the tiny test-only actors below stand in, registered under the same names.
+The FBP suites (fbp-test, fbp-spec) run against the real standard components
+(``core/Repeat``, ``core/Drop``, ...) from :func:`reflowpy.default_registry`;
+``test/Fail`` and ``test/Double`` exist only to exercise dead letters and typed ports.
 """
 
 from __future__ import annotations
@@ -12,25 +12,6 @@ import sys
 from typing import Any
 
 import reflowpy as rf
-
-
-class _Repeat(rf.Actor):
-    """Forwards every packet unchanged (test stand-in for core/Repeat)."""
-
-    inports = [rf.Port("in", description="packet to repeat")]
-    outports = [rf.Port("out", description="the same packet")]
-
-    async def process(self, ctx: Any) -> Any:
-        return {"out": ctx.inputs["in"]}
-
-
-class _Drop(rf.Actor):
-    """Drops every packet (test stand-in for core/Drop)."""
-
-    inports = [rf.Port("in", description="packet to drop")]
-
-    async def process(self, ctx: Any) -> None:
-        return None
 
 
 class _Fail(rf.Actor):
@@ -54,15 +35,8 @@ class _Double(rf.Actor):
 
 
 def test_registry() -> rf.Registry:
-    """The standard registry, with stand-ins for the core components it lacks, plus
-    ``test/Fail`` and ``test/Double``."""
-    try:
-        registry = rf.default_registry()
-    except ImportError:
-        registry = rf.Registry()
-    for name, cls in (("core/Repeat", _Repeat), ("core/Drop", _Drop)):
-        if name not in registry:
-            registry.register(name, cls)
+    """The standard registry plus ``test/Fail`` and ``test/Double``."""
+    registry = rf.default_registry()
     registry.register("test/Fail", _Fail, replace=True)
     registry.register("test/Double", _Double, replace=True)
     return registry
