@@ -42,6 +42,7 @@ from reflowpy.errors import (
     ScriptTimeout,
     WasmTrap,
 )
+from reflowpy.network import codec
 from reflowpy.network.actor import Actor, ActorContext, Port, actor
 from reflowpy.network.analysis import ValidationReport, validate
 from reflowpy.network.events import EventSubscription, NetworkEvent
@@ -111,6 +112,7 @@ __all__ = [
     "ValidationReport",
     "WasmTrap",
     "actor",
+    "codec",
     "default_registry",
     "freeze",
     "from_reflow",
