@@ -711,6 +711,23 @@ class Network:
             out.disconnect(sink, exported.index)
         sink.close()
 
+    def _live_rename_outport(self, event: GraphEvent) -> None:
+        sink = self._sinks.pop(self.graph.port_name(str(event.before)), None)
+        if sink is not None:
+            sink.name = str(event.after)
+            self._sinks[self.graph.port_name(str(event.after))] = sink
+
+    def _live_change_outport(self, event: GraphEvent) -> None:
+        self._live_remove_outport(GraphEvent("RemoveOutport", event.before, None))
+        self._live_add_outport(GraphEvent("AddOutport", None, event.after))
+
+    def _live_change_edge(self, event: GraphEvent) -> None:
+        # Metadata changes need nothing; a capacity change applies to the target queue.
+        before: Edge = event.before
+        after: Edge = event.after
+        if before.capacity != after.capacity and after.capacity is not None:
+            self._connect(after)
+
     def _live_change_node(self, event: GraphEvent) -> None:
         node: Node = event.after
         runner = self._runners.get(node.id)
@@ -731,6 +748,10 @@ _GRAPH_HANDLERS: dict[str, Callable[[Network, GraphEvent], None]] = {
     "AddInitial": Network._live_add_iip,
     "AddOutport": Network._live_add_outport,
     "RemoveOutport": Network._live_remove_outport,
+    "RenameOutport": Network._live_rename_outport,
+    "ChangeOutport": Network._live_change_outport,
+    "ChangeConnection": Network._live_change_edge,
+    # Exported in-ports need no handler: Network.send resolves them at each call.
 }
 
 

@@ -804,3 +804,19 @@ async def test_drain_lets_loop_owners_flush_and_dead_letter() -> None:
         assert net.outputs("result").drain() == []
     assert net.outputs("result").drain() == [[1, 2]]
     assert [(d.value, d.error) for d in net.dead_letters()] == [("bad", "bad value")]
+
+
+async def test_live_renames_and_capacity_changes_follow_the_graph() -> None:
+    g = chain("pass", "double")
+    net = rf.Network(g, registry())
+    async with net:
+        g.rename_node("n1", "dbl")
+        g.rename_outport("result", "doubled")
+        g.rename_inport("input", "numbers")
+        await net.send("numbers", 4)
+        await net.idle()
+        assert net.outputs("doubled").drain() == [8]
+        g.set_edge_metadata("n0", "out", "dbl", "in", {"capacity": 7})
+        assert net._runners["dbl"].inports["in"].capacity == 7
+        with pytest.raises(rf.PortNotFound):
+            await net.send("input", 1)
