@@ -507,17 +507,20 @@ class NodeRunner:
             self.activations += n
             fn = self.fn
             proc = self.proc
-            # Batch transfer: a plain-def node with one out-port feeding one queue that
-            # has room for the whole batch collects its outputs and hands them over in
-            # one extend. Nothing can yield in between, so the room stays reserved.
+            # Batch transfer: a plain-def node with one out-port feeding one queue
+            # collects outputs while that queue has room and hands them over in one
+            # extend. Nothing can yield in between, so the room stays reserved; once it
+            # is used up, the rest goes one by one (and may wait: backpressure).
             batch: list[Any] | None = None
             primary = ""
+            room = 0
             target_q: InPort | None = None
             if fn is not None and len(outports) == 1:
                 only = next(iter(outports.values()))
                 if len(only.targets) == 1:
                     target_q = only.targets[0]
-                    if target_q.capacity - len(target_q.queue) >= n:
+                    room = target_q.capacity - len(target_q.queue)
+                    if room > 1:
                         batch = []
                         primary = only.name
             for _ in range(n):
@@ -536,6 +539,9 @@ class NodeRunner:
                                     out_value, where=f"node {self.node_id!r} port {name!r}")
                             if batch is not None and name == primary:
                                 batch.append(out_value)
+                                if len(batch) >= room:
+                                    self._flush(target_q, primary, batch)
+                                    batch = None
                                 continue
                             out = outports.get(name)
                             if out is None:
