@@ -140,7 +140,8 @@ class InPort:
             _reschedule(self.putters.popleft())
 
     def put_batch(self, values: list[Any]) -> None:
-        """Append values the caller reserved room for, waking the receiver once."""
+        """Append values the caller reserved room for (even past capacity: only for room
+        already promised), waking the receiver once."""
         try:
             self.queue.extend(values)
         except AttributeError:
@@ -154,20 +155,6 @@ class InPort:
                 runner.wake(self)
         elif isinstance(self, OutputSink):
             self.wake_readers()
-
-    def force_put(self, value: Any) -> None:
-        """Append even past capacity (only for a value already promised room)."""
-        try:
-            self.queue.append(value)
-        except AttributeError:
-            self.queue = deque((value,))
-        self.total += 1
-        runner = self.runner
-        if runner is not None:
-            if runner.order is not None:
-                runner.order.append(self)
-            if runner.waiter is not None or not runner.running:
-                runner.wake(self)
 
     def statistics(self) -> PortStatistics:
         """Queue length, capacity, total values received, senders waiting for room."""

@@ -26,7 +26,7 @@ import time
 import types
 from collections import deque
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
@@ -48,6 +48,8 @@ if TYPE_CHECKING:
     from reflowpy.network.network import Network
 
 __all__ = ["NodeRunner", "resolve_config"]
+
+_P = TypeVar("_P", InPort, OutPort)
 
 _reschedule = trio.lowlevel.reschedule
 _current_task = trio.lowlevel.current_task
@@ -320,21 +322,18 @@ class NodeRunner:
 
     def inport(self, name: str) -> InPort:
         """The in-port ``name`` (case-folded unless the graph is case sensitive)."""
-        port = self.inports.get(name) or self.inports.get(name.lower())
-        if port is None:
-            raise PortNotFound(
-                f"{self.net.where()}: node {self.node_id!r} ({self.component}) has no in-port"
-                f" {name!r}; it has {sorted(self.inports) or 'none'}"
-            )
-        return port
+        return self._port(self.inports, name, "in-port")
 
     def outport(self, name: str) -> OutPort:
         """The out-port ``name`` (case-folded unless the graph is case sensitive)."""
-        port = self.outports.get(name) or self.outports.get(name.lower())
+        return self._port(self.outports, name, "out-port")
+
+    def _port(self, table: dict[str, _P], name: str, kind: str) -> _P:
+        port = table.get(name) or table.get(name.lower())
         if port is None:
             raise PortNotFound(
-                f"{self.net.where()}: node {self.node_id!r} ({self.component}) has no out-port"
-                f" {name!r}; it has {sorted(self.outports) or 'none'}"
+                f"{self.net.where()}: node {self.node_id!r} ({self.component}) has no {kind}"
+                f" {name!r}; it has {sorted(table) or 'none'}"
             )
         return port
 
@@ -415,7 +414,7 @@ class NodeRunner:
                         out.unconnected += 1
                     for target in out.targets:
                         if not target.put_nowait(out_value):
-                            target.force_put(out_value)
+                            target.put_batch([out_value])
         except Exception as exc:
             # Recovery may sleep (backoff) or restart the actor: the node's own task
             # does it, before it takes the next message.
