@@ -96,7 +96,7 @@ async def test_fbp_spec_suites_pass(tmp_path: Path) -> None:
                               ) as served:
         code, output = await run_node(
             [str(spec / "bin" / "fbp-spec"), "--address", f"ws://127.0.0.1:{served.port}/",
-             "--secret", "spec", "--command-timeout", "10", str(specs)],
+             "--secret", "spec", "--command-timeout", "30", str(specs)],
             timeout=300)
     assert code == 0, output
     assert "✗" not in output, output
