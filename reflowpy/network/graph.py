@@ -541,10 +541,10 @@ class Graph:
                 self._apply(_Change("RemoveConnection", edge, None))
             for iip in [i for i in self.iips if i.tgt.node == node_id]:
                 self._apply(_Change("RemoveInitial", iip, None))
-            for public, exp in [(n, p) for n, p in self.inports.items() if p.node == node_id]:
-                self._apply(_Change("RemoveInport", (public, exp), None))
-            for public, exp in [(n, p) for n, p in self.outports.items() if p.node == node_id]:
-                self._apply(_Change("RemoveOutport", (public, exp), None))
+            for kind in ("Inport", "Outport"):
+                table = self._table(kind)
+                for public, exp in [(n, p) for n, p in table.items() if p.node == node_id]:
+                    self._apply(_Change(f"Remove{kind}", (public, exp), None))
             for group in list(self.groups):
                 if node_id in group.nodes:
                     nodes = [n for n in group.nodes if n != node_id]
@@ -593,6 +593,16 @@ class Graph:
                 f"{self._where()}: {what}: a port index must be an integer >= 0, got {index!r}"
             )
 
+    def _check_capacity(self, capacity: Any, src: Endpoint, tgt: Endpoint) -> None:
+        """Refuse an edge capacity that is not ``None`` or an integer >= 1 (bools too)."""
+        if capacity is not None and (
+            not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1
+        ):
+            raise ValueError(
+                f"{self._where()}: capacity of {src} -> {tgt} must be an integer >= 1,"
+                f" got {capacity!r}"
+            )
+
     def add_edge(
         self,
         src_node: str,
@@ -623,13 +633,7 @@ class Graph:
         meta = dict(metadata or {})
         if capacity is None and "capacity" in meta:  # files keep capacity in metadata
             capacity = meta.pop("capacity")
-        if capacity is not None and (
-            not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1
-        ):
-            raise ValueError(
-                f"{self._where()}: capacity of {src} -> {tgt} must be an integer >= 1,"
-                f" got {capacity!r}"
-            )
+        self._check_capacity(capacity, src, tgt)
         existing = self._edge_index.get((src, tgt))
         if existing is not None:
             return existing
@@ -693,13 +697,7 @@ class Graph:
                               src_index=src_index, tgt_index=tgt_index)
         update = dict(metadata)
         capacity = update.pop("capacity", edge.capacity)
-        if capacity is not None and (
-            not isinstance(capacity, int) or isinstance(capacity, bool) or capacity < 1
-        ):
-            raise ValueError(
-                f"{self._where()}: capacity of {edge.src} -> {edge.tgt} must be an integer"
-                f" >= 1, got {capacity!r}"
-            )
+        self._check_capacity(capacity, edge.src, edge.tgt)
         changed = Edge(edge.src, edge.tgt, _merge(edge.metadata, update), capacity)
         if changed != edge:
             with self._operation("set_edge_metadata"):

@@ -11,13 +11,24 @@ import contextlib
 import json
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import msgspec
 
 from reflowpy.errors import GraphError, GraphFormatError
+from reflowpy.network.graph import Graph
 
 T = TypeVar("T")
+
+
+class _JSONDoc(Protocol):
+    """The top-level fields the Reflow and NoFlo JSON documents share."""
+
+    case_sensitive: bool
+    properties: dict[str, Any]
+
+
+D = TypeVar("D", bound=_JSONDoc)
 
 _AT = re.compile(r"^(?P<msg>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.S)
 
@@ -91,3 +102,25 @@ def join_capacity(metadata: Mapping[str, Any], capacity: int | None) -> dict[str
     if capacity is not None:
         meta["capacity"] = capacity
     return meta
+
+
+def read_document(data: Any, doc_type: type[D], fmt: str) -> tuple[D, Graph]:
+    """Check and convert a parsed JSON graph document (Reflow or NoFlo: both keep the
+    graph name as ``properties.name``) and make the empty graph it describes."""
+    if not isinstance(data, dict):
+        raise GraphFormatError(
+            f"expected a JSON object with processes/connections, got {type(data).__name__}",
+            format=fmt, where="top level",
+        )
+    doc = convert(data, doc_type, fmt)
+    props = dict(doc.properties)
+    name = props.pop("name", "") if isinstance(props.get("name"), str) else ""
+    return doc, Graph(name, case_sensitive=doc.case_sensitive, properties=props)
+
+
+def document_properties(graph: Graph) -> dict[str, Any]:
+    """The graph's properties for a JSON document, with its name as ``name``."""
+    props = dict(graph.properties)
+    if graph.name:
+        props["name"] = graph.name
+    return props

@@ -230,21 +230,19 @@ class _Parser:
         self.outports = self.outports or {}
         self.outports[pub] = {"process": node, "port": port}
 
-    def line_default_in(self) -> None:
+    def _default_line(self, keyword: str) -> str:
         self._()
-        self.lit("DEFAULT_INPORT=")
+        self.lit(keyword)
         name = self.rx(_PORT_NAME, "port name")
         self._()
         self.opt(self.line_terminator)
-        self.default_in = name
+        return name
+
+    def line_default_in(self) -> None:
+        self.default_in = self._default_line("DEFAULT_INPORT=")
 
     def line_default_out(self) -> None:
-        self._()
-        self.lit("DEFAULT_OUTPORT=")
-        name = self.rx(_PORT_NAME, "port name")
-        self._()
-        self.opt(self.line_terminator)
-        self.default_out = name
+        self.default_out = self._default_line("DEFAULT_OUTPORT=")
 
     def line_annotation(self) -> None:
         self.lit("#")
@@ -489,19 +487,18 @@ class _Parser:
         self._expect("JSON value")
         raise _Fail
 
-    def json_object(self) -> dict[str, Any]:
+    def _json_members(self, open_: str, close: str, member: Callable[[], None]) -> None:
+        """``open_ (member ("," member)*)? close`` with whitespace around each token:
+        an empty container backtracks to ``close``; a failure after a member fails."""
         self.ws()
-        self.lit("{")
+        self.lit(open_)
         self.ws()
-        result: dict[str, Any] = {}
         save = self.pos
+        parsed = False
         try:
             while True:
-                key = self.json_string()
-                self.ws()
-                self.lit(":")
-                self.ws()
-                result[key] = self.json_value()
+                member()
+                parsed = True
                 save = self.pos
                 try:
                     self.ws()
@@ -512,37 +509,28 @@ class _Parser:
                     break
         except _Fail:
             self.pos = save
-            if result:
+            if parsed:
                 raise
         self.ws()
-        self.lit("}")
+        self.lit(close)
         self.ws()
+
+    def json_object(self) -> dict[str, Any]:
+        result: dict[str, Any] = {}
+
+        def member() -> None:
+            key = self.json_string()
+            self.ws()
+            self.lit(":")
+            self.ws()
+            result[key] = self.json_value()
+
+        self._json_members("{", "}", member)
         return result
 
     def json_array(self) -> list[Any]:
-        self.ws()
-        self.lit("[")
-        self.ws()
         result: list[Any] = []
-        save = self.pos
-        try:
-            while True:
-                result.append(self.json_value())
-                save = self.pos
-                try:
-                    self.ws()
-                    self.lit(",")
-                    self.ws()
-                except _Fail:
-                    self.pos = save
-                    break
-        except _Fail:
-            self.pos = save
-            if result:
-                raise
-        self.ws()
-        self.lit("]")
-        self.ws()
+        self._json_members("[", "]", lambda: result.append(self.json_value()))
         return result
 
     def json_string(self) -> str:

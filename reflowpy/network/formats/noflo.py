@@ -21,7 +21,14 @@ from typing import Any
 import msgspec
 
 from reflowpy.errors import GraphFormatError
-from reflowpy.network.formats._util import building, convert, join_capacity, split_capacity
+from reflowpy.network.formats._util import (
+    building,
+    convert,
+    document_properties,
+    join_capacity,
+    read_document,
+    split_capacity,
+)
 from reflowpy.network.graph import Graph
 
 __all__ = ["from_dict", "to_dict"]
@@ -70,15 +77,7 @@ class _Doc(msgspec.Struct, rename={"case_sensitive": "caseSensitive"}):
 
 def from_dict(data: Any, fmt: str = "noflo") -> Graph:
     """Build a :class:`Graph` from a parsed NoFlo JSON document."""
-    if not isinstance(data, dict):
-        raise GraphFormatError(
-            f"expected a JSON object with processes/connections, got {type(data).__name__}",
-            format=fmt, where="top level",
-        )
-    doc = convert(data, _Doc, fmt)
-    props = dict(doc.properties)
-    name = props.pop("name", "") if isinstance(props.get("name"), str) else ""
-    graph = Graph(name, case_sensitive=doc.case_sensitive, properties=props)
+    doc, graph = read_document(data, _Doc, fmt)
     graph._recording = False
     for node_id, raw in doc.processes.items():
         proc = convert(raw, _Process, fmt, f"processes.{node_id}")
@@ -120,9 +119,7 @@ def _end(node: str, port: str, index: int | None) -> dict[str, Any]:
 
 def to_dict(graph: Graph) -> dict[str, Any]:
     """The graph as a NoFlo JSON document (plain dicts and lists)."""
-    props = dict(graph.properties)
-    if graph.name:
-        props["name"] = graph.name
+    props = document_properties(graph)
     connections: list[dict[str, Any]] = []
     for edge in graph.edges:
         conn: dict[str, Any] = {

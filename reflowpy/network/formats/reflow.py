@@ -28,7 +28,14 @@ import msgspec
 
 from reflowpy.errors import GraphFormatError, PortTypeError
 from reflowpy.network import porttypes
-from reflowpy.network.formats._util import building, convert, join_capacity, split_capacity
+from reflowpy.network.formats._util import (
+    building,
+    convert,
+    document_properties,
+    join_capacity,
+    read_document,
+    split_capacity,
+)
 from reflowpy.network.graph import Graph
 
 __all__ = ["from_dict", "to_dict"]
@@ -87,15 +94,7 @@ def _type_str(data: Any, fmt: str, where: str) -> str:
 
 def from_dict(data: Any, fmt: str = "reflow") -> Graph:
     """Build a :class:`Graph` from a parsed Reflow graph document."""
-    if not isinstance(data, dict):
-        raise GraphFormatError(
-            f"expected a JSON object with processes/connections, got {type(data).__name__}",
-            format=fmt, where="top level",
-        )
-    doc = convert(data, _Doc, fmt)
-    props = dict(doc.properties)
-    name = props.pop("name", "") if isinstance(props.get("name"), str) else ""
-    graph = Graph(name, case_sensitive=doc.case_sensitive, properties=props)
+    doc, graph = read_document(data, _Doc, fmt)
     graph._recording = False
     for key, raw in doc.processes.items():
         proc = convert(raw, _Process, fmt, f"processes.{key}")
@@ -171,9 +170,7 @@ def _end(node: str, port_id: str, port_name: str, index: int | None,
 
 def to_dict(graph: Graph) -> dict[str, Any]:
     """The graph as a Reflow graph document (plain dicts and lists)."""
-    props = dict(graph.properties)
-    if graph.name:
-        props["name"] = graph.name
+    props = document_properties(graph)
     connections: list[dict[str, Any]] = []
     for edge in graph.edges:
         meta = join_capacity(edge.metadata, edge.capacity)
