@@ -9,22 +9,26 @@ it from ``setup``). Reflow templates nest their settings under ``propertyValues`
 :func:`report` is the one rule for bad input: if the node's ``error`` port is
 connected, an error object goes there; otherwise the exception is raised, which the
 kernel turns into an ``ActorFailed`` event and a dead letter. Either way the network
-keeps running and nothing is silently lost.
+keeps running and nothing is silently lost. :func:`evaluate_or_report` applies that
+rule to one evaluation of an expression (or template, or rule group), and
+:func:`compile_expression` is the one way a config key becomes an expression.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trio
 
 import reflowpy as rf
+from reflowpy.components.expression import Expression
 
 __all__ = [
-    "MISSING", "Config", "describe_value", "error_value", "get_path", "parse_pointer", "report",
-    "report_in_loop", "send_at_stop", "set_path",
+    "MISSING", "Config", "compile_expression", "describe_value", "error_value",
+    "evaluate_or_report", "get_path", "parse_pointer", "report", "report_in_loop",
+    "send_at_stop", "set_path",
 ]
 
 
@@ -153,6 +157,21 @@ class Config:
         return value
 
 
+def compile_expression(
+    cfg: Config, key: str = "expression", default: str | None = None
+) -> Expression:
+    """The expression at config ``key`` (required unless ``default`` is given).
+
+    A syntax error is a :class:`~reflowpy.ConfigError` naming the node and the key,
+    so the network refuses to start.
+    """
+    source = cfg.get(key, "str", default if default is not None else MISSING)
+    try:
+        return Expression(source)
+    except rf.ExpressionError as exc:
+        raise cfg.error(key, f"is not a valid expression: {exc}") from None
+
+
 # -- paths -------------------------------------------------------------------------------
 
 
@@ -241,6 +260,20 @@ async def report(
         await ctx.send(port, error_value(ctx, exc, value, **extra))
     else:
         raise exc
+
+
+async def evaluate_or_report(
+    ctx: rf.ActorContext, fn: Callable[..., Any], value: Any, **names: Any
+) -> Any:
+    """``fn(value, **names)``, or :data:`MISSING` if it raised an
+    :class:`~reflowpy.ExpressionError`: that failure has then been dealt with by
+    :func:`report` for ``value`` (sent on ``error``, or raised to the failure policy).
+    """
+    try:
+        return fn(value, **names)
+    except rf.ExpressionError as exc:
+        await report(ctx, exc, value)
+        return MISSING
 
 
 async def report_in_loop(

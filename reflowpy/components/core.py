@@ -17,14 +17,31 @@ from typing import Any
 import trio
 
 import reflowpy as rf
-from reflowpy.components._common import Config, report
+from reflowpy.components._common import (
+    MISSING,
+    Config,
+    compile_expression,
+    evaluate_or_report,
+    report,
+)
 from reflowpy.components.expression import Expression, _to_str
 
 __all__ = ["Copy", "Drop", "Kick", "MakeFunction", "Merge", "Output", "Repeat",
            "RepeatAsync", "Split"]
 
 
-class Repeat(rf.Actor):
+class _Forward(rf.Actor):
+    """What Repeat, Copy, Merge and Split do: send each ``in`` packet on ``out``.
+
+    They differ only in name and port declarations (NoFlo's interfaces), so the
+    logic lives here once.
+    """
+
+    async def process(self, ctx: rf.ActorContext) -> Mapping[str, Any]:
+        return {"out": ctx.inputs["in"]}
+
+
+class Repeat(_Forward):
     """Forward every packet from ``in`` to ``out`` unchanged.
 
     Example (``.fbp``)::
@@ -36,9 +53,6 @@ class Repeat(rf.Actor):
     icon = "forward"
     inports = [rf.Port("in", description="Packet to forward")]
     outports = [rf.Port("out", description="The same packet")]
-
-    async def process(self, ctx: rf.ActorContext) -> Mapping[str, Any]:
-        return {"out": ctx.inputs["in"]}
 
 
 class RepeatAsync(rf.Actor):
@@ -59,7 +73,7 @@ class RepeatAsync(rf.Actor):
         return {"out": ctx.inputs["in"]}
 
 
-class Copy(rf.Actor):
+class Copy(_Forward):
     """Send a copy of each packet from ``in`` to ``out``.
 
     Messages are immutable (frozen at send time), so the copy is the same object:
@@ -71,9 +85,6 @@ class Copy(rf.Actor):
     icon = "copy"
     inports = [rf.Port("in", description="Packet to copy")]
     outports = [rf.Port("out", description="The copy")]
-
-    async def process(self, ctx: rf.ActorContext) -> Mapping[str, Any]:
-        return {"out": ctx.inputs["in"]}
 
 
 class Drop(rf.Actor):
@@ -152,7 +163,7 @@ class Kick(rf.Actor):
         return None
 
 
-class Merge(rf.Actor):
+class Merge(_Forward):
     """Forward packets from every connection into ``in`` to ``out``, in arrival order.
 
     Connections into one in-port already merge in reflowpy; this component keeps
@@ -164,11 +175,8 @@ class Merge(rf.Actor):
     inports = [rf.Port("in", addressable=True, description="Packets to merge")]
     outports = [rf.Port("out", description="Merged stream")]
 
-    async def process(self, ctx: rf.ActorContext) -> Mapping[str, Any]:
-        return {"out": ctx.inputs["in"]}
 
-
-class Split(rf.Actor):
+class Split(_Forward):
     """Send each packet from ``in`` to every connection of ``out``.
 
     An out-port with several connections broadcasts in reflowpy; this component
@@ -179,9 +187,6 @@ class Split(rf.Actor):
     icon = "expand"
     inports = [rf.Port("in", description="Packet to split")]
     outports = [rf.Port("out", addressable=True, description="Every attached connection")]
-
-    async def process(self, ctx: rf.ActorContext) -> Mapping[str, Any]:
-        return {"out": ctx.inputs["in"]}
 
 
 class MakeFunction(rf.Actor):
@@ -209,22 +214,16 @@ class MakeFunction(rf.Actor):
 
     async def setup(self, ctx: rf.ActorContext) -> None:
         cfg = Config(ctx)
-        source = cfg.get("function", "str", None)
-        self.fn: Expression | None = None
-        if source is not None:
-            try:
-                self.fn = Expression(source)
-            except rf.ExpressionError as exc:
-                raise cfg.error("function", f"is not a valid expression: {exc}") from None
+        self.fn: Expression | None = (
+            compile_expression(cfg, "function") if cfg.has("function") else None)
 
     async def process(self, ctx: rf.ActorContext) -> None:
         if "function" in ctx.inputs:
             source = ctx.inputs["function"]
-            try:
-                self.fn = Expression(source)
-            except rf.ExpressionError as exc:
-                await report(ctx, exc, source)
+            fn = await evaluate_or_report(ctx, Expression, source)
+            if fn is MISSING:
                 return
+            self.fn = fn
             if ctx.connected("function"):
                 await ctx.send("function", source)
         if "in" in ctx.inputs:
@@ -234,9 +233,6 @@ class MakeFunction(rf.Actor):
                     f"node {ctx.node_id!r}: no function yet; send one to the 'function' port"
                     " or set the 'function' config key"), value)
                 return
-            try:
-                result = self.fn(value)
-            except rf.ExpressionError as exc:
-                await report(ctx, exc, value)
-                return
-            await ctx.send("out", result)
+            result = await evaluate_or_report(ctx, self.fn, value)
+            if result is not MISSING:
+                await ctx.send("out", result)

@@ -18,7 +18,10 @@ import trio
 
 import reflowpy as rf
 from reflowpy.components._common import (
+    MISSING,
     Config,
+    compile_expression,
+    evaluate_or_report,
     get_path,
     parse_pointer,
     report,
@@ -170,12 +173,7 @@ class Rules:
 def condition_from_config(cfg: Config, *, required: bool = True) -> Callable[[Any], Any] | None:
     """A predicate from ``expression`` (safe expression) or ``rules`` (rule groups)."""
     if cfg.has("expression"):
-        source = cfg.get("expression", "str")
-        try:
-            expr = Expression(source)
-        except rf.ExpressionError as exc:
-            raise cfg.error("expression", f"is not a valid expression: {exc}") from None
-        return expr
+        return compile_expression(cfg)
     if cfg.has("rules"):
         return Rules(cfg.get("rules"), cfg, "rules")
     if required:
@@ -271,14 +269,21 @@ class If(rf.Actor):
     async def process(self, ctx: rf.ActorContext) -> None:
         value = ctx.inputs["in"]
         assert self.test is not None
-        try:
-            ok = self.test(value)
-        except rf.ExpressionError as exc:
-            await report(ctx, exc, value)
+        ok = await evaluate_or_report(ctx, self.test, value)
+        if ok is MISSING:
             return
         port = "true" if ok else "false"
         if ctx.connected(port):
             await ctx.send(port, value)
+
+
+async def _route(ctx: rf.ActorContext, port: str, value: Any) -> None:
+    """Send ``value`` on ``port`` if connected, else count it in ``state['unrouted']``
+    (Switch and Router: an unconnected case or route is a choice, not an error)."""
+    if ctx.connected(port):
+        await ctx.send(port, value)
+    else:
+        ctx.state["unrouted"] = ctx.state.get("unrouted", 0) + 1
 
 
 class Switch(rf.Actor):
@@ -316,36 +321,24 @@ class Switch(rf.Actor):
             except rf.ExpressionError as exc:
                 raise cfg.error("cases", f"holds an invalid expression: {exc}") from None
         self.path = parse_pointer(cfg.get("field", "str")) if cfg.has("field") else None
-        self.expr = None
-        if cfg.has("expression"):
-            try:
-                self.expr = Expression(cfg.get("expression", "str"))
-            except rf.ExpressionError as exc:
-                raise cfg.error("expression", f"is not a valid expression: {exc}") from None
+        self.expr = compile_expression(cfg) if cfg.has("expression") else None
+
+    def _port(self, value: Any) -> str:
+        if self.mode == "expression":
+            return next((f"case{i}" for i, c in enumerate(self.cases, 1) if c(value)), "default")
+        key = value
+        if self.path is not None:
+            key = get_path(value, self.path, None)
+        if self.expr is not None:
+            key = self.expr(value)
+        return next((f"case{i}" for i, c in enumerate(self.cases, 1) if c == key), "default")
 
     async def process(self, ctx: rf.ActorContext) -> None:
         value = ctx.inputs["in"]
-        try:
-            if self.mode == "expression":
-                port = next(
-                    (f"case{i}" for i, c in enumerate(self.cases, 1) if c(value)), "default"
-                )
-            else:
-                key = value
-                if self.path is not None:
-                    key = get_path(value, self.path, None)
-                if self.expr is not None:
-                    key = self.expr(value)
-                port = next(
-                    (f"case{i}" for i, c in enumerate(self.cases, 1) if c == key), "default"
-                )
-        except rf.ExpressionError as exc:
-            await report(ctx, exc, value)
+        port = await evaluate_or_report(ctx, self._port, value)
+        if port is MISSING:
             return
-        if ctx.connected(port):
-            await ctx.send(port, value)
-        else:
-            ctx.state["unrouted"] = ctx.state.get("unrouted", 0) + 1
+        await _route(ctx, port, value)
 
 
 class Router(rf.Actor):
@@ -386,10 +379,7 @@ class Router(rf.Actor):
                                        f" {'/' + '/'.join(self.path)!r}"), value)
             return
         port = self.routes.get(str(key), self.routes.get(key, "default"))
-        if ctx.connected(port):
-            await ctx.send(port, value)
-        else:
-            ctx.state["unrouted"] = ctx.state.get("unrouted", 0) + 1
+        await _route(ctx, port, value)
 
 
 class RoundRobin(rf.Actor):

@@ -17,7 +17,14 @@ from typing import Any
 import trio
 
 import reflowpy as rf
-from reflowpy.components._common import Config, get_path, parse_pointer, report
+from reflowpy.components._common import (
+    MISSING,
+    Config,
+    evaluate_or_report,
+    get_path,
+    parse_pointer,
+    report,
+)
 from reflowpy.components.flow import Rules
 from reflowpy.components.net import HttpRequest
 from reflowpy.components.timing import CronTrigger
@@ -155,13 +162,9 @@ class DataTransformer(rf.Actor):
             raise cfg.error("expression", f"is not a valid expression: {exc}") from None
 
     async def process(self, ctx: rf.ActorContext) -> None:
-        value = ctx.inputs["input"]
-        try:
-            out = self.fn(value)
-        except rf.ExpressionError as exc:
-            await report(ctx, exc, value)
-            return
-        await ctx.send("output", out)
+        out = await evaluate_or_report(ctx, self.fn, ctx.inputs["input"])
+        if out is not MISSING:
+            await ctx.send("output", out)
 
 
 class ReflowHttpRequest(HttpRequest):

@@ -16,6 +16,8 @@ import reflowpy as rf
 from reflowpy.components._common import (
     MISSING,
     Config,
+    compile_expression,
+    evaluate_or_report,
     get_path,
     parse_pointer,
     report,
@@ -39,14 +41,6 @@ __all__ = [
 ]
 
 
-def _expression(cfg: Config, key: str = "expression", default: str | None = None) -> Expression:
-    source = cfg.get(key, "str", default if default is not None else MISSING)
-    try:
-        return Expression(source)
-    except rf.ExpressionError as exc:
-        raise cfg.error(key, f"is not a valid expression: {exc}") from None
-
-
 class Map(rf.Actor):
     """Apply an expression to each packet: ``out = expression(x)``.
 
@@ -65,16 +59,12 @@ class Map(rf.Actor):
     ]
 
     async def setup(self, ctx: rf.ActorContext) -> None:
-        self.expr = _expression(Config(ctx))
+        self.expr = compile_expression(Config(ctx))
 
     async def process(self, ctx: rf.ActorContext) -> None:
-        value = ctx.inputs["in"]
-        try:
-            result = self.expr(value)
-        except rf.ExpressionError as exc:
-            await report(ctx, exc, value)
-            return
-        await ctx.send("out", result)
+        result = await evaluate_or_report(ctx, self.expr, ctx.inputs["in"])
+        if result is not MISSING:
+            await ctx.send("out", result)
 
 
 class Expr(Map):
@@ -102,19 +92,17 @@ class Expr(Map):
                 except rf.ExpressionError as exc:
                     raise cfg.error(f"fields.{name}", f"is not a valid expression: {exc}") from None
         else:
-            self.expr = _expression(cfg)
+            self.expr = compile_expression(cfg)
 
     async def process(self, ctx: rf.ActorContext) -> None:
         if self.fields is None:
             await super().process(ctx)
             return
-        value = ctx.inputs["in"]
-        try:
-            result = {name: expr(value) for name, expr in self.fields.items()}
-        except rf.ExpressionError as exc:
-            await report(ctx, exc, value)
-            return
-        await ctx.send("out", result)
+        fields = self.fields
+        result = await evaluate_or_report(
+            ctx, lambda v: {name: expr(v) for name, expr in fields.items()}, ctx.inputs["in"])
+        if result is not MISSING:
+            await ctx.send("out", result)
 
 
 class Filter(rf.Actor):
@@ -133,14 +121,12 @@ class Filter(rf.Actor):
     ]
 
     async def setup(self, ctx: rf.ActorContext) -> None:
-        self.expr = _expression(Config(ctx))
+        self.expr = compile_expression(Config(ctx))
 
     async def process(self, ctx: rf.ActorContext) -> None:
         value = ctx.inputs["in"]
-        try:
-            keep = self.expr(value)
-        except rf.ExpressionError as exc:
-            await report(ctx, exc, value)
+        keep = await evaluate_or_report(ctx, self.expr, value)
+        if keep is MISSING:
             return
         if keep:
             await ctx.send("out", value)
@@ -162,7 +148,7 @@ _REDUCERS: dict[str, tuple[Any, str]] = {
 
 def _reducer(cfg: Config) -> tuple[Any, Expression]:
     if cfg.has("expression"):
-        return cfg.get("initial", "any", None), _expression(cfg)
+        return cfg.get("initial", "any", None), compile_expression(cfg)
     op = cfg.get("operation", "str", "sum", choices=tuple(_REDUCERS))
     initial, source = _REDUCERS[op]
     return cfg.get("initial", "any", initial), Expression(source)
@@ -235,11 +221,9 @@ class Scan(rf.Actor):
             ctx.state.update(acc=self.initial, index=0)
         if "in" not in ctx.inputs:
             return
-        value = ctx.inputs["in"]
-        try:
-            acc = self.expr(value, acc=ctx.state["acc"], index=ctx.state["index"])
-        except rf.ExpressionError as exc:
-            await report(ctx, exc, value)
+        acc = await evaluate_or_report(ctx, self.expr, ctx.inputs["in"],
+                                       acc=ctx.state["acc"], index=ctx.state["index"])
+        if acc is MISSING:
             return
         ctx.state["acc"] = acc
         ctx.state["index"] += 1
@@ -262,14 +246,12 @@ class FlatMap(rf.Actor):
     ]
 
     async def setup(self, ctx: rf.ActorContext) -> None:
-        self.expr = _expression(Config(ctx), default="x")
+        self.expr = compile_expression(Config(ctx), default="x")
 
     async def process(self, ctx: rf.ActorContext) -> None:
         value = ctx.inputs["in"]
-        try:
-            result = self.expr(value)
-        except rf.ExpressionError as exc:
-            await report(ctx, exc, value)
+        result = await evaluate_or_report(ctx, self.expr, value)
+        if result is MISSING:
             return
         if not isinstance(result, (list, tuple)):
             await report(ctx, TypeError(f"node {ctx.node_id!r}: expression gave a"
@@ -339,7 +321,7 @@ class SetField(rf.Actor):
     async def setup(self, ctx: rf.ActorContext) -> None:
         cfg = Config(ctx)
         self.path = parse_pointer(cfg.get("pointer", "str", alt=("path", "field")))
-        self.expr = _expression(cfg) if cfg.has("expression") else None
+        self.expr = compile_expression(cfg) if cfg.has("expression") else None
         if self.expr is None and "value" not in cfg.data:
             raise cfg.error("value", "or 'expression' is required")
         self.value = cfg.data.get("value")
@@ -378,13 +360,9 @@ class RenderTemplate(rf.Actor):
             raise cfg.error("template", f"is not a valid template: {exc}") from None
 
     async def process(self, ctx: rf.ActorContext) -> None:
-        value = ctx.inputs["in"]
-        try:
-            text = self.template.render(value)
-        except rf.ExpressionError as exc:
-            await report(ctx, exc, value)
-            return
-        await ctx.send("out", text)
+        text = await evaluate_or_report(ctx, self.template.render, ctx.inputs["in"])
+        if text is not MISSING:
+            await ctx.send("out", text)
 
 
 class JsonParse(rf.Actor):

@@ -11,8 +11,8 @@ from collections.abc import Mapping
 from typing import Any
 
 import reflowpy as rf
-from reflowpy.components._common import MISSING, Config, report
-from reflowpy.components.expression import Expression, Template
+from reflowpy.components._common import MISSING, Config, compile_expression, report
+from reflowpy.components.expression import Template
 
 __all__ = ["Assert", "Const", "Counter", "Inspect", "Log", "Now", "Sample", "Uuid"]
 
@@ -219,12 +219,7 @@ class Assert(rf.Actor):
     async def setup(self, ctx: rf.ActorContext) -> None:
         cfg = Config(ctx)
         self.expect = cfg.get("expect", "list", None)
-        self.expr = None
-        if cfg.has("expression"):
-            try:
-                self.expr = Expression(cfg.get("expression", "str"))
-            except rf.ExpressionError as exc:
-                raise cfg.error("expression", f"is not a valid expression: {exc}") from None
+        self.expr = compile_expression(cfg) if cfg.has("expression") else None
         if self.expect is None and self.expr is None:
             raise cfg.error("expect", "or 'expression' is required")
         ctx.state.update(index=0, passed=0, failed=0)

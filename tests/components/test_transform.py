@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
+
 from tests.components.helpers import config_error, run_node
 
 
@@ -118,3 +122,30 @@ async def test_validate_schema_ports() -> None:
     assert r["out"] == [] and [d.value for d in r.dead] == [{"id": "x"}]
     with config_error("node 'n'.*'schema'"):
         await run_node("transform/Validate", {"schema": {"type": "banana"}}, inputs={"in": [1]})
+
+
+@pytest.mark.parametrize(
+    ("component", "config", "outs", "inport"),
+    [
+        ("transform/Map", {"expression": "x + 1"}, ["out"], "in"),
+        ("transform/Expression", {"fields": {"y": "x + 1"}}, ["out"], "in"),
+        ("transform/Filter", {"expression": "x + 1 > 2"}, ["out"], "in"),
+        ("transform/Scan", {"expression": "acc + x", "initial": 0}, ["out"], "in"),
+        ("transform/FlatMap", {"expression": "[x + 1]"}, ["out"], "in"),
+        ("transform/Template", {"template": "{{ x + 1 }}"}, ["out"], "in"),
+        ("flow/If", {"expression": "x + 1 > 2"}, ["true", "false"], "in"),
+        ("flow/Switch", {"match": "expression", "cases": ["x + 1 > 2"]}, ["case1", "default"],
+         "in"),
+        ("core/MakeFunction", {"function": "x + 1"}, ["out"], "in"),
+        ("reflow/DataTransformer", {"expression": "x + 1"}, ["output"], "input"),
+    ],
+)
+async def test_failed_evaluation_goes_to_error_and_the_next_packet_still_flows(
+    component: str, config: dict[str, Any], outs: list[str], inport: str
+) -> None:
+    # One rule for every expression-driven component (_common.evaluate_or_report):
+    # the failing packet goes to `error` with its value, nothing else is sent for it.
+    r = await run_node(component, config, inputs={inport: [{"no": "number"}, 5]},
+                       outports=[*outs, "error"])
+    assert [e["value"] for e in r["error"]] == [{"no": "number"}]
+    assert sum(len(r[o]) for o in outs) == 1
