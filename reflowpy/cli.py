@@ -321,7 +321,11 @@ def _serve(sub: SubParsers) -> None:
     p.add_argument("--max-body", type=int, default=16 * 1024 * 1024,
                    help="largest HTTP request body accepted, in bytes")
     p.add_argument("--no-setsource", action="store_true",
-                   help="refuse FBP component:source (Python sources run in the server)")
+                   help="refuse FBP component:source (Python components sent by clients)")
+    p.add_argument("--setsource-sandbox", choices=("process", "docker"), default="process",
+                   help="where the code of FBP component:source components runs, per node:"
+                   " 'process' (confined subprocess, default) or 'docker' (container);"
+                   " never in the server process")
     p.set_defaults(func=cmd_serve)
 
 
@@ -333,7 +337,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     token = args.token or os.environ.get("REFLOWPY_TOKEN") or None
     data_dir = args.data_dir or os.environ.get("REFLOWPY_DATA_DIR") or ".reflowpy"
-    limits = {"max_body": args.max_body}
+    limits: dict[str, Any] = {"max_body": args.max_body,
+                              "setsource_sandbox": args.setsource_sandbox}
     if args.no_setsource:
         limits["allow_setsource"] = False
 

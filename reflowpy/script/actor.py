@@ -110,8 +110,8 @@ class _ScriptActor(Actor):
             await host.stop()
 
 
-def _script_config(ctx: ActorContext) -> dict[str, Any]:
-    value = ctx.config.get("config", {})
+def _script_config(ctx: ActorContext, cfg: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    value = (ctx.config if cfg is None else cfg).get("config", {})
     if not isinstance(value, Mapping):
         raise ConfigError(f"node {ctx.node_id!r}: metadata key 'config' must be an object")
     return dict(value)
@@ -126,7 +126,12 @@ class PythonScript(_ScriptActor):
     )
 
     def _make_host(self, ctx: ActorContext, limits: Limits) -> ScriptHost:
-        cfg = ctx.config
+        return self._python_host(ctx, limits, ctx.config)
+
+    def _python_host(
+        self, ctx: ActorContext, limits: Limits, cfg: Mapping[str, Any]
+    ) -> ScriptHost:
+        """The host for metadata ``cfg`` (the node's, or what a subclass derives from it)."""
         node = ctx.node_id
         if "source" in cfg:
             source = cfg["source"]
@@ -155,7 +160,7 @@ class PythonScript(_ScriptActor):
             "node": node,
             "source": source,
             "entry": entry,
-            "config": _script_config(ctx),
+            "config": _script_config(ctx, cfg),
             "filename": filename,
             "limits": limits,
             "log": _log_sink(ctx),

@@ -41,6 +41,7 @@ class ServerState:
         data_dir: str | Path | None = None,
         token: str | None = None,
         allow_setsource: bool = True,
+        setsource_sandbox: str = "process",
         max_body: int = 16 * 1024 * 1024,
         max_connections: int = 1000,
         client_queue: int = 10_000,
@@ -55,6 +56,11 @@ class ServerState:
         self.storage = Storage(data_dir)
         self.token = token
         self.allow_setsource = allow_setsource
+        if setsource_sandbox not in ("process", "docker"):
+            raise ValueError(f"setsource_sandbox must be 'process' or 'docker', got"
+                             f" {setsource_sandbox!r}")
+        #: where FBP ``component:source`` code runs: a subprocess or a Docker container
+        self.setsource_sandbox = setsource_sandbox
         self.max_body = max_body
         self.max_connections = max_connections
         self.client_queue = client_queue

@@ -274,6 +274,10 @@ class ExecutionManager:
                 await self._run_once(ex)
             except Exception as exc:
                 if not ex._ready.is_set():
+                    # net.start() runs inside the pumps nursery: unwrap its group so the
+                    # caller sees the node's own error (e.g. a ConfigError from setup).
+                    while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+                        exc = exc.exceptions[0]
                     ex.status = "failed"
                     ex.error = str(exc)
                     ex._start_error = exc

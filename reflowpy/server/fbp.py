@@ -14,6 +14,11 @@ Sub-protocols, as defined by the JSON schemas of the npm package ``fbp-protocol`
   and every edit is saved to the SQLite store, so the graphs survive a restart.
 * ``component``: ``list`` (from the registry, with port types), ``getsource``
   (Python source of a component), ``source`` (define a Python component from source).
+  A ``source`` component never runs in the server: its module is only parsed here
+  (ports from literal ``inports``/``outports`` lists, description from the docstring,
+  syntax errors reported at once) and each node runs it as a ``script/python``
+  function ``process(inputs, config, state)`` in a sandbox, a subprocess or a Docker
+  container (server option ``setsource_sandbox``; see :mod:`reflowpy.script`).
 * ``network``: ``start``/``stop``/``getstatus``/``edges``; ``data`` events carry
   NoFlo edge ids (``A() OUT -> IN B()``, ``DATA -> IN B()`` for IIPs);
   ``processerror`` for failed activations; ``stopped`` when a network ends.
@@ -34,15 +39,15 @@ runtime wait; an oversized frame closes that connection (Hypercorn's frame limit
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import datetime
 import inspect
 import logging
 import textwrap
-import types
 import uuid
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 import trio
@@ -50,9 +55,11 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from reflowpy.errors import ReflowError
 from reflowpy.network import events as ev
-from reflowpy.network.actor import Actor
+from reflowpy.network.actor import ActorContext
 from reflowpy.network.graph import IIP, Edge, ExportedPort, Graph, GraphEvent, Group, Node
 from reflowpy.network.network import Network
+from reflowpy.script.actor import PythonScript
+from reflowpy.script.host import Limits, ScriptHost
 from reflowpy.server.auth import token_matches
 from reflowpy.server.executions import Execution
 from reflowpy.server.schemas import ExecutionPolicy
@@ -404,7 +411,7 @@ class FbpRuntime:
                            " send Python")
         library = payload.get("library")
         full = f"{library}/{name}" if isinstance(library, str) and library else name
-        component = _compile_component(full, code)
+        component = _source_component(full, code, self.state.setsource_sandbox)
         self.state.registry.register(full, component, replace=True)
         self._sources[full] = ("python", code)
         self.broadcast(self._component_message(full))
@@ -868,33 +875,95 @@ def _graph_event_message(graph_id: str, event: GraphEvent) -> dict[str, Any] | N
     return {"protocol": "graph", "command": command, "payload": payload}
 
 
-def _compile_component(name: str, code: str) -> type[Actor]:
-    """An actor class from Python source: the module must define exactly one Actor
-    subclass (or ``@rf.actor`` function); with several, the one named like the
-    component wins.
+_SOURCE_METADATA = ("limits", "config")  # what node metadata may set on a setsource node
 
-    The source runs in the server process (see the server docs): enable
-    ``component:setsource`` only for trusted clients.
+
+class _SourceComponent(PythonScript):
+    """A component defined over FBP ``component:source``: the client's Python module,
+    run by :class:`~reflowpy.script.actor.PythonScript` in the server's setsource
+    sandbox. Ports come from the module's ``inports``/``outports`` lists; node
+    metadata may set only ``limits`` and ``config``."""
+
+    code: ClassVar[str] = ""
+    sandbox: ClassVar[str] = "process"
+
+    @classmethod
+    def ports_for(cls, config: Mapping[str, Any]) -> tuple[list[str], list[str]]:
+        """The ports the source declared (node metadata cannot change them)."""
+        return ([str(p) for p in cls.inports], [str(p) for p in cls.outports])
+
+    def _make_host(self, ctx: ActorContext, limits: Limits) -> ScriptHost:
+        cfg: dict[str, Any] = {k: ctx.config[k] for k in _SOURCE_METADATA if k in ctx.config}
+        cfg.update(source=self.code, entry="process", sandbox=self.sandbox)
+        return self._python_host(ctx, limits, cfg)
+
+
+def _literal_ports(name: str, tree: ast.Module, key: str, default: str) -> list[str]:
+    """The module-level literal list ``key = [...]`` of port names, or ``[default]``."""
+    for stmt in tree.body:
+        if isinstance(stmt, ast.Assign):
+            targets, value = stmt.targets, stmt.value
+        elif isinstance(stmt, ast.AnnAssign) and stmt.value is not None:
+            targets, value = [stmt.target], stmt.value
+        else:
+            continue
+        if not any(isinstance(t, ast.Name) and t.id == key for t in targets):
+            continue
+        try:
+            ports = ast.literal_eval(value)
+        except ValueError:
+            ports = None
+        if (not isinstance(ports, list | tuple) or not ports
+                or not all(isinstance(p, str) and p for p in ports)):
+            raise FbpError(f"component {name!r}: {key} must be a literal list of port"
+                           f" names, e.g. {key} = [{default!r}] (line {stmt.lineno})")
+        if len(set(ports)) != len(ports):
+            raise FbpError(f"component {name!r}: {key} names a port twice: {list(ports)}")
+        return list(ports)
+    return [default]
+
+
+def _defines(tree: ast.Module, name: str) -> bool:
+    """Whether the module binds ``name`` at top level (def, assignment or import)."""
+    for stmt in tree.body:
+        if isinstance(stmt, ast.FunctionDef | ast.AsyncFunctionDef) and stmt.name == name:
+            return True
+        if isinstance(stmt, ast.Assign) and any(
+                isinstance(t, ast.Name) and t.id == name for t in stmt.targets):
+            return True
+        if isinstance(stmt, ast.Import | ast.ImportFrom) and any(
+                (a.asname or a.name.partition(".")[0]) == name for a in stmt.names):
+            return True
+    return False
+
+
+def _source_component(name: str, code: str, sandbox: str) -> type[_SourceComponent]:
+    """A sandboxed component class from the Python module ``code``.
+
+    Nothing of ``code`` runs here: it is only parsed. The module defines
+    ``process(inputs, config, state)`` (returning ``{port: value}``; ``send_output``
+    and ``log`` are available), optionally literal ``inports``/``outports`` lists
+    (default ``["in"]``/``["out"]``) and a docstring (the component's description).
+    Every node of the component runs the module in its own ``sandbox`` (``process``
+    or ``docker``) when its network starts.
     """
-    module = types.ModuleType(f"reflowpy_fbp_source_{uuid.uuid4().hex}")
-    module.__dict__["__builtins__"] = __builtins__
     try:
-        exec(compile(code, f"<component {name}>", "exec"), module.__dict__)
-    except Exception as exc:
-        raise FbpError(f"component {name!r}: the source failed to load:"
-                       f" {type(exc).__name__}: {exc}") from None
-    found = [v for v in module.__dict__.values()
-             if isinstance(v, type) and issubclass(v, Actor) and v is not Actor
-             and v.__module__ == module.__name__]
-    found = list(dict.fromkeys(found))
-    if not found:
-        raise FbpError(f"component {name!r}: the source defines no Actor subclass or"
-                       " @rf.actor function")
+        tree = ast.parse(code, filename=f"<component {name}>")
+    except SyntaxError as exc:
+        raise FbpError(f"component {name!r}: syntax error at line {exc.lineno}:"
+                       f" {exc.msg}") from None
+    except ValueError as exc:  # e.g. NUL bytes in the source
+        raise FbpError(f"component {name!r}: the source cannot be parsed: {exc}") from None
+    if not _defines(tree, "process"):
+        raise FbpError(f"component {name!r}: the source defines no top-level function"
+                       " process(inputs, config, state) returning {port: value}")
+    inports = _literal_ports(name, tree, "inports", "in")
+    outports = _literal_ports(name, tree, "outports", "out")
+    description = ast.get_docstring(tree) or (
+        f"Python component {name!r} from component:source, run in a {sandbox} sandbox.")
     short = name.rpartition("/")[2]
-    for cls in found:
-        if cls.__name__ == short:
-            return cls
-    if len(found) > 1:
-        raise FbpError(f"component {name!r}: the source defines several actors"
-                       f" ({', '.join(c.__name__ for c in found)}); name one {short!r}")
-    return found[0]
+    cls_name = short if short.isidentifier() else "SourceComponent"
+    return type(cls_name, (_SourceComponent,), {
+        "__module__": __name__, "__doc__": description, "description": description,
+        "inports": tuple(inports), "outports": tuple(outports), "code": code,
+        "sandbox": sandbox})

@@ -63,9 +63,11 @@ async def serve(
 
     ``task_status.started((host, port))`` reports the bound address (``port=0`` binds
     an ephemeral port). ``limits`` are passed to :class:`ServerState` (``max_body``,
-    ``max_connections``, ``client_queue``, ``event_buffer``, ...). Running Python
-    sources sent by FBP clients (``component:setsource``) is enabled on loopback or
-    with a token, unless ``allow_setsource`` says otherwise.
+    ``max_connections``, ``client_queue``, ``event_buffer``, ...). Components sent
+    as Python source by FBP clients (``component:setsource``) are enabled on loopback
+    or with a token, unless ``allow_setsource`` says otherwise; their code never runs
+    in the server but in a sandbox per node, ``setsource_sandbox="process"`` (default,
+    a confined subprocess) or ``"docker"`` (a container; stronger isolation).
     """
     if shutdown is None:
         shutdown = trio.Event()

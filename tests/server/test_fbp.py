@@ -170,17 +170,20 @@ async def test_component_list_getsource_and_setsource(fbp: Fbp) -> None:
         if msg["payload"]["name"] == "test/Double":
             assert msg["payload"]["inPorts"][0]["type"] == "number"
     assert {"core/Repeat", "test/Double"} <= names
-    code = ("import reflowpy as rf\n\n"
-            "@rf.actor(inports=['in'], outports=['out'])\n"
-            "def Triple(ctx):\n    return {'out': ctx.inputs['in'] * 3}\n")
+    code = ('"""Triples a number."""\n'
+            'inports = ["in"]\noutports = ["out"]\n\n'
+            'def process(inputs, config, state):\n    return {"out": inputs["in"] * 3}\n')
     await fbp.send("component", "source", {"name": "Triple", "library": "mine",
                                            "language": "python", "code": code})
     comp = await fbp.expect("component", "component")
     assert comp["name"] == "mine/Triple"
+    assert comp["description"] == "Triples a number."
+    assert [p["id"] for p in comp["inPorts"]] == ["in"]
+    assert [p["id"] for p in comp["outPorts"]] == ["out"]
     await fbp.send("component", "getsource", {"name": "mine/Triple"})
     src = await fbp.expect("component", "source")
     assert src == {"name": "Triple", "library": "mine", "language": "python", "code": code}
-    # the new component runs
+    # the new component runs (in its sandbox) in a graph driven over FBP
     await fbp.send("graph", "clear", {"id": "t"})
     await fbp.send("graph", "addnode", {"id": "x", "component": "mine/Triple", "graph": "t"})
     await fbp.send("graph", "addinport", {"public": "in", "node": "x", "port": "in",
@@ -194,10 +197,114 @@ async def test_component_list_getsource_and_setsource(fbp: Fbp) -> None:
     assert await fbp.expect_packet("out") == 15
     await fbp.send("component", "getsource", {"name": "core/Repeat"})
     assert "class" in (await fbp.expect("component", "source"))["code"]
+
+
+async def test_setsource_runs_in_a_sandbox_not_in_the_server(fbp: Fbp) -> None:
+    import os
+
+    code = ('import os\noutports = ["pid", "uid"]\n'
+            'def process(inputs, config, state):\n'
+            '    send_output("pid", os.getpid())\n'
+            '    return {"uid": os.getuid() * config.get("k", 1)}\n')
+    await fbp.send("component", "source", {"name": "Who", "language": "python",
+                                           "code": code})
+    comp = await fbp.expect("component", "component")
+    assert [p["id"] for p in comp["outPorts"]] == ["pid", "uid"]
+    await fbp.send("graph", "clear", {"id": "w"})
+    await fbp.send("graph", "addnode", {"id": "who", "component": "Who", "graph": "w",
+                                        "metadata": {"config": {"k": 1},
+                                                     "limits": {"wall_time": 5}}})
+    await fbp.send("graph", "addinport", {"public": "in", "node": "who", "port": "in",
+                                          "graph": "w"})
+    for port in ("pid", "uid"):
+        await fbp.send("graph", "addoutport", {"public": port, "node": "who", "port": port,
+                                               "graph": "w"})
+    await fbp.send("network", "start", {"graph": "w"})
+    await fbp.expect("network", "started")
+    await fbp.send("runtime", "packet", {"graph": "w", "port": "in", "event": "data",
+                                         "payload": 1})
+    got: dict[str, Any] = {}
+    while len(got) < 2:
+        packet = await fbp.expect("runtime", "packet")
+        got[packet["port"]] = packet["payload"]
+    pid, uid = got["pid"], got["uid"]
+    assert isinstance(pid, int) and pid != os.getpid()
+    if os.geteuid() == 0:
+        assert uid != 0  # the process sandbox drops root
+
+
+async def test_hostile_setsource_cannot_touch_the_server(fbp: Fbp, tmp_path: Path) -> None:
+    import uuid
+
+    loaded = tmp_path / "loaded-in-server"
+    loader = (f'open({str(loaded)!r}, "w").write("x")\n'
+              'def process(inputs, config, state):\n    return None\n')
+    await fbp.send("component", "source", {"name": "Loader", "language": "python",
+                                           "code": loader})
+    await fbp.expect("component", "component")
+    assert not loaded.exists()  # setsource only parsed the module
+    await fbp.send("graph", "clear", {"id": "l"})
+    await fbp.send("graph", "addnode", {"id": "ld", "component": "Loader", "graph": "l"})
+    await fbp.send("network", "start", {"graph": "l"})
+    err = await fbp.expect("network", "error")
+    assert "'ld'" in err["message"] and "failed to load" in err["message"]
+    assert not loaded.exists()  # the module ran in the sandbox, as an unprivileged user
+
+    outside = Path("/etc") / f"reflowpy-hostile-{uuid.uuid4().hex}"
+    code = ('import os\n'
+            'def process(inputs, config, state):\n'
+            '    if inputs["in"] == "exit":\n        os._exit(3)\n'
+            f'    open({str(outside)!r}, "w").write("pwned")\n'
+            '    return {"out": "written"}\n')
+    await fbp.send("component", "source", {"name": "Evil", "language": "python",
+                                           "code": code})
+    await fbp.expect("component", "component")
+    await fbp.send("graph", "clear", {"id": "e"})
+    await fbp.send("graph", "addnode", {"id": "evil", "component": "Evil", "graph": "e"})
+    await fbp.send("graph", "addinport", {"public": "in", "node": "evil", "port": "in",
+                                          "graph": "e"})
+    await fbp.send("graph", "addoutport", {"public": "out", "node": "evil", "port": "out",
+                                           "graph": "e"})
+    await fbp.send("network", "start", {"graph": "e"})
+    await fbp.expect("network", "started")
+    for payload in ("write", "exit"):
+        await fbp.send("runtime", "packet", {"graph": "e", "port": "in", "event": "data",
+                                             "payload": payload})
+        err = await fbp.expect("network", "processerror")
+        assert err["id"] == "evil"
+        if payload == "write":
+            assert "PermissionError" in err["error"] or "Permission denied" in err["error"]
+    assert not outside.exists()
+    # the server is alive and serving; the network keeps running
+    await fbp.send("network", "getstatus", {"graph": "e"})
+    assert (await fbp.expect("network", "status"))["started"] is True
+    await fbp.send("runtime", "getruntime")
+    assert (await fbp.expect("runtime", "runtime"))["type"] == "reflowpy"
+
+
+async def test_setsource_errors_name_the_component(fbp: Fbp) -> None:
     await fbp.send("component", "source", {"name": "Bad", "language": "python",
                                            "code": "def broken(:"})
     err = await fbp.expect("component", "error")
-    assert "Bad" in err["message"]
+    assert "'Bad'" in err["message"] and "syntax error at line 1" in err["message"]
+    await fbp.send("component", "source", {
+        "name": "NoFn", "library": "mine", "language": "python",
+        "code": "class NoFn:\n    pass\n"})
+    err = await fbp.expect("component", "error")
+    assert "'mine/NoFn'" in err["message"] and "process(" in err["message"]
+    await fbp.send("component", "source", {
+        "name": "Ports", "language": "python",
+        "code": "inports = [x for x in 'ab']\ndef process(inputs):\n    return None\n"})
+    err = await fbp.expect("component", "error")
+    assert "'Ports'" in err["message"] and "inports" in err["message"]
+    await fbp.send("component", "source", {"name": "Js", "language": "javascript",
+                                           "code": "x"})
+    assert "language" in (await fbp.expect("component", "error"))["message"]
+    await fbp.send("component", "list")
+    names = set()
+    while (msg := await fbp.recv())["command"] != "componentsready":
+        names.add(msg["payload"]["name"])
+    assert not {"Bad", "mine/NoFn", "Ports", "Js"} & names
 
 
 async def test_bad_input_gets_protocol_errors_and_connection_survives(fbp: Fbp) -> None:
