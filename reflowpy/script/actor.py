@@ -33,9 +33,9 @@ letter) and the rest of the network keeps running.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from reflowpy.errors import ConfigError
 from reflowpy.network.actor import Actor, ActorContext, Port
@@ -43,6 +43,8 @@ from reflowpy.network.registry import Registry
 from reflowpy.script.host import Limits, LogSink, ScriptHost
 
 __all__ = ["PythonScript", "WasmScript", "register"]
+
+_T = TypeVar("_T")
 
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "warn": 30, "error": 40, "critical": 50}
 
@@ -117,6 +119,23 @@ def _script_config(ctx: ActorContext, cfg: Mapping[str, Any] | None = None) -> d
     return dict(value)
 
 
+def _read_metadata_file(
+    node: str, key: str, value: object, read: Callable[[Path], _T]
+) -> tuple[Path, _T]:
+    """``read`` the file named by metadata ``key``; an unreadable file is a ConfigError."""
+    path = Path(str(value))
+    try:
+        return path, read(path)
+    except OSError as exc:
+        raise ConfigError(
+            f"node {node!r}: metadata key {key!r}: cannot read {str(path)!r}: {exc}"
+        ) from None
+
+
+def _read_utf8(path: Path) -> str:
+    return path.read_text(encoding="utf-8")
+
+
 class PythonScript(_ScriptActor):
     """Runs a user's Python function in a sandbox (Docker container or subprocess)."""
 
@@ -139,13 +158,7 @@ class PythonScript(_ScriptActor):
                 raise ConfigError(f"node {node!r}: metadata key 'source' must be a string")
             filename = f"<script {node}>"
         elif "file" in cfg:
-            path = Path(str(cfg["file"]))
-            try:
-                source = path.read_text(encoding="utf-8")
-            except OSError as exc:
-                raise ConfigError(
-                    f"node {node!r}: metadata key 'file': cannot read {str(path)!r}: {exc}"
-                ) from None
+            path, source = _read_metadata_file(node, "file", cfg["file"], _read_utf8)
             filename = str(path)
         else:
             raise ConfigError(
@@ -208,13 +221,7 @@ class WasmScript(_ScriptActor):
                 raise ConfigError(f"node {node!r}: metadata key 'wasm' must be bytes or WAT text")
             wasm = raw
         elif "module" in cfg:
-            path = Path(str(cfg["module"]))
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                raise ConfigError(
-                    f"node {node!r}: metadata key 'module': cannot read {str(path)!r}: {exc}"
-                ) from None
+            path, data = _read_metadata_file(node, "module", cfg["module"], Path.read_bytes)
             wasm = data.decode("utf-8") if path.suffix == ".wat" else data
         else:
             raise ConfigError(

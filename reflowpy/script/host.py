@@ -495,9 +495,13 @@ class WorkerHost(ScriptHost):
                     await self._kill()
 
     def _protocol(self, what: str) -> ScriptProtocolError:
+        return self._restarted(f"the worker broke the protocol: {what}")
+
+    def _restarted(self, what: str) -> ScriptProtocolError:
+        """Count a failure and say the worker is restarted because of ``what``."""
         self._stats.failures += 1
         return ScriptProtocolError(
-            f"node {self.node!r}: the worker broke the protocol: {what}; worker restarted",
+            f"node {self.node!r}: {what}; worker restarted",
             node=self.node,
             sandbox=self.sandbox,
         )
@@ -507,23 +511,10 @@ class WorkerHost(ScriptHost):
         while True:
             try:
                 body = reader.next()
-            except ScriptProtocolError as exc:
-                self._stats.failures += 1
-                raise ScriptProtocolError(
-                    f"node {self.node!r}: {exc}; worker restarted",
-                    node=self.node,
-                    sandbox=self.sandbox,
-                ) from None
-            if body is not None:
-                try:
+                if body is not None:
                     return P.decode_worker_message(body)
-                except ScriptProtocolError as exc:
-                    self._stats.failures += 1
-                    raise ScriptProtocolError(
-                        f"node {self.node!r}: {exc}; worker restarted",
-                        node=self.node,
-                        sandbox=self.sandbox,
-                    ) from None
+            except ScriptProtocolError as exc:
+                raise self._restarted(str(exc)) from None
             data = await self._receive_some()
             if not data:
                 self._alive = False

@@ -57,6 +57,18 @@ class EncodeError(TypeError):
     pass
 
 
+def _pack_len(out, n, c8, c16):
+    # The length header of a str/bin/map/array too long for a fix form (the callers
+    # write those inline: they are the common case): the 8-bit form ``c8`` (0: the
+    # type has none), else the 16-bit form ``c16``, else the 32-bit one, ``c16 + 1``.
+    if c8 and n < 0x100:
+        out += bytes((c8, n))
+    elif n < 0x10000:
+        out += bytes((c16,)) + n.to_bytes(2, "big")
+    else:
+        out += bytes((c16 + 1,)) + n.to_bytes(4, "big")
+
+
 def _pack(obj, out):
     t = type(obj)
     if t is str:
@@ -64,12 +76,8 @@ def _pack(obj, out):
         n = len(b)
         if n < 32:
             out.append(0xA0 | n)
-        elif n < 0x100:
-            out += b"\xd9" + bytes((n,))
-        elif n < 0x10000:
-            out += b"\xda" + n.to_bytes(2, "big")
         else:
-            out += b"\xdb" + n.to_bytes(4, "big")
+            _pack_len(out, n, 0xD9, 0xDA)
         out += b
     elif t is int:
         if 0 <= obj < 0x80:
@@ -94,10 +102,8 @@ def _pack(obj, out):
         n = len(obj)
         if n < 16:
             out.append(0x80 | n)
-        elif n < 0x10000:
-            out += b"\xde" + n.to_bytes(2, "big")
         else:
-            out += b"\xdf" + n.to_bytes(4, "big")
+            _pack_len(out, n, 0, 0xDE)
         for k, v in obj.items():
             _pack(k, out)
             _pack(v, out)
@@ -105,21 +111,13 @@ def _pack(obj, out):
         n = len(obj)
         if n < 16:
             out.append(0x90 | n)
-        elif n < 0x10000:
-            out += b"\xdc" + n.to_bytes(2, "big")
         else:
-            out += b"\xdd" + n.to_bytes(4, "big")
+            _pack_len(out, n, 0, 0xDC)
         for v in obj:
             _pack(v, out)
     elif t is bytes or t is bytearray or t is memoryview:
         b = bytes(obj)
-        n = len(b)
-        if n < 0x100:
-            out += b"\xc4" + bytes((n,))
-        elif n < 0x10000:
-            out += b"\xc5" + n.to_bytes(2, "big")
-        else:
-            out += b"\xc6" + n.to_bytes(4, "big")
+        _pack_len(out, len(b), 0xC4, 0xC5)
         out += b
     elif isinstance(obj, bool):
         out.append(0xC3 if obj else 0xC2)

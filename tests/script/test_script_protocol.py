@@ -37,6 +37,22 @@ def test_msgspec_reads_what_the_worker_writes(value: Any) -> None:
     assert msgspec.msgpack.decode(W.packb(value)) == value
 
 
+_HEADER_SIZES = [0, 15, 16, 31, 32, 255, 256, 65535, 65536]
+
+
+@pytest.mark.parametrize("n", _HEADER_SIZES)
+@pytest.mark.parametrize("kind", ["str", "bin", "array", "map"])
+def test_worker_length_headers_match_msgspec_byte_for_byte(kind: str, n: int) -> None:
+    # Every header form (fix, 8-, 16-, 32-bit) of every sized type, at its boundaries.
+    value: Any = {
+        "str": lambda: "a" * n,
+        "bin": lambda: b"a" * n,
+        "array": lambda: [0] * n,
+        "map": lambda: {str(i): 0 for i in range(n)},
+    }[kind]()
+    assert W.packb(value) == msgspec.msgpack.encode(value)
+
+
 @given(st.lists(values, min_size=1, max_size=5), st.integers(min_value=1, max_value=64))
 def test_frame_reader_reassembles_any_chunking(items: list[Any], chunk: int) -> None:
     messages = [P.Output(i, "out", v) for i, v in enumerate(items)]
