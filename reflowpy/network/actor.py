@@ -43,7 +43,10 @@ class Port(msgspec.Struct, frozen=True):
     (``"any"``, ``"integer"``, ``"array<string>"``, ...). ``required`` in-ports must
     hold a message for an ``await_all_inports`` actor to fire; optional ones are taken
     when present. ``capacity`` overrides the network default queue size of this
-    in-port. ``addressable`` ports accept ``port[index]`` connections.
+    in-port. ``addressable`` ports accept ``port[index]`` connections. A ``strict``
+    port has its type checked on every message sent out of it or into it (a mismatch is
+    a :class:`~reflowpy.MessageError` of the sending activation); other ports are
+    checked only when the graph is validated.
     """
 
     name: str
@@ -52,6 +55,7 @@ class Port(msgspec.Struct, frozen=True):
     required: bool = True
     capacity: int | None = None
     addressable: bool = False
+    strict: bool = False
 
 
 def port_specs(ports: Sequence[str | Port]) -> tuple[Port, ...]:

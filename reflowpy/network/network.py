@@ -45,6 +45,7 @@ from reflowpy.errors import (
     ReflowError,
 )
 from reflowpy.network import events as ev
+from reflowpy.network import porttypes
 from reflowpy.network.actor import Actor, Port, port_specs
 from reflowpy.network.graph import IIP, Edge, ExportedPort, Graph, GraphEvent, Node
 from reflowpy.network.message import freeze
@@ -198,9 +199,11 @@ class Network:
         fold = self.graph.port_name
         for spec in inspecs:
             runner.inports[fold(spec.name)] = InPort(
-                runner, node.id, spec.name, spec.capacity or self.capacity)
+                runner, node.id, spec.name, spec.capacity or self.capacity,
+                porttypes.parse(spec.type) if spec.strict else None)
         for spec in outspecs:
-            runner.outports[fold(spec.name)] = OutPort(node.id, spec.name)
+            runner.outports[fold(spec.name)] = OutPort(
+                node.id, spec.name, porttypes.parse(spec.type) if spec.strict else None)
         runner.update_dispatch()
         return runner
 

@@ -31,6 +31,9 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 import trio
 
+from reflowpy.errors import MessageError
+from reflowpy.network.porttypes import PortType, accepts
+
 if TYPE_CHECKING:
     from reflowpy.network.runner import NodeRunner
 
@@ -87,11 +90,21 @@ class InPort:
         "putters",
         "queue",
         "runner",
+        "strict",
         "total",
     )
 
-    def __init__(self, runner: NodeRunner | None, node: str, name: str, capacity: int) -> None:
+    def __init__(
+        self,
+        runner: NodeRunner | None,
+        node: str,
+        name: str,
+        capacity: int,
+        strict: PortType | None = None,
+    ) -> None:
         self.runner = runner
+        #: The declared type when the port is strict (checked by senders), else None.
+        self.strict = strict
         self.node = node
         self.name = name
         self.capacity = capacity
@@ -220,23 +233,44 @@ class OutputSink(InPort):
 class OutPort:
     """One node's out-port: the in-ports it feeds (broadcast) and a send counter."""
 
-    __slots__ = ("indices", "name", "node", "sent", "targets", "unconnected")
+    __slots__ = ("checked", "indices", "name", "node", "sent", "strict", "targets",
+                 "unconnected")
 
-    def __init__(self, node: str, name: str) -> None:
+    def __init__(self, node: str, name: str, strict: PortType | None = None) -> None:
         self.node = node
         self.name = name
+        self.strict = strict
+        #: Whether sends must be type-checked (this port or a target is strict).
+        self.checked = strict is not None
         self.targets: list[InPort] = []
         self.indices: list[int | None] = []
         self.sent = 0
         self.unconnected = 0
+
+    def check(self, value: Any) -> None:
+        """Refuse ``value`` if this port or a target is strict and its type rejects it."""
+        if self.strict is not None and not accepts(self.strict, value):
+            raise MessageError(
+                f"node {self.node!r} port {self.name!r} is strict ({self.strict}) and"
+                f" cannot send a {type(value).__name__}: {value!r:.60}")
+        for target in self.targets:
+            if target.strict is not None and not accepts(target.strict, value):
+                raise MessageError(
+                    f"node {self.node!r} port {self.name!r}: node {target.node!r} port"
+                    f" {target.name!r} is strict ({target.strict}) and refuses a"
+                    f" {type(value).__name__}: {value!r:.60}")
+
+    def _retarget(self, targets: list[InPort], indices: list[int | None]) -> None:
+        self.targets = targets
+        self.indices = indices
+        self.checked = self.strict is not None or any(t.strict is not None for t in targets)
 
     def connect(self, target: InPort, index: int | None = None) -> None:
         """Feed ``target`` from this port (a no-op if it already does)."""
         for t, i in zip(self.targets, self.indices, strict=True):
             if t is target and i == index:
                 return
-        self.targets = [*self.targets, target]
-        self.indices = [*self.indices, index]
+        self._retarget([*self.targets, target], [*self.indices, index])
 
     def disconnect(self, target: InPort, index: int | None = None) -> None:
         """Stop feeding ``target`` (copy-on-write: senders iterating see a stable list)."""
@@ -244,5 +278,4 @@ class OutPort:
             (t, i) for t, i in zip(self.targets, self.indices, strict=True)
             if not (t is target and i == index)
         ]
-        self.targets = [t for t, _ in pairs]
-        self.indices = [i for _, i in pairs]
+        self._retarget([t for t, _ in pairs], [i for _, i in pairs])

@@ -26,7 +26,8 @@ import msgspec
 
 from reflowpy.errors import PortTypeError
 
-__all__ = ["SIMPLE_TYPES", "PortType", "compatible", "from_reflow", "parse", "to_reflow"]
+__all__ = ["SIMPLE_TYPES", "PortType", "accepts", "compatible", "from_reflow", "parse",
+           "to_reflow"]
 
 #: Types without parameters.
 SIMPLE_TYPES = frozenset(
@@ -161,4 +162,34 @@ def compatible(src: str | PortType, tgt: str | PortType) -> bool:
         return compatible(a.inner or ANY, b.inner or ANY)
     if a.kind == "object" and b.kind == "object":
         return not a.name or not b.name or a.name == b.name
+    return False
+
+
+def accepts(port_type: str | PortType, value: Any) -> bool:
+    """Whether ``value`` is a message of ``port_type`` (checked on strict ports at send).
+
+    ``any``, ``flow``, ``event``, ``stream`` and ``error`` take every value; numbers
+    follow :func:`compatible` (an integer is a float, a boolean is neither).
+    """
+    t = parse(port_type)
+    kind = t.kind
+    if kind in ("any", "flow", "event", "stream", "error"):
+        return True
+    if kind == "optional":
+        return value is None or accepts(t.inner or ANY, value)
+    if kind == "boolean":
+        return isinstance(value, bool)
+    if kind == "integer":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "string":
+        return isinstance(value, str)
+    if kind in ("bytes", "encoded"):
+        return isinstance(value, (bytes, bytearray, memoryview))
+    if kind == "object":
+        return isinstance(value, (dict, msgspec.Struct))
+    if kind == "array":
+        return isinstance(value, (list, tuple, frozenset)) and all(
+            accepts(t.inner or ANY, v) for v in value)
     return False

@@ -133,7 +133,8 @@ class _Context:
         if type(value) not in _LEAVES:
             value = freeze(value, where=f"node {runner.node_id!r} port {port!r}")
         targets = out.targets
-        if index is None and len(targets) == 1 and not runner.net.bus.active:
+        if (index is None and len(targets) == 1 and not out.checked
+                and not runner.net.bus.active):
             # Inline activation of the receiver only for the first send after this node
             # waited (request/response: low latency); a node that sends back to back is
             # under load, and queued batches move faster than inline calls.
@@ -409,6 +410,8 @@ class NodeRunner:
                     if type(out_value) not in _LEAVES:
                         out_value = freeze(
                             out_value, where=f"node {self.node_id!r} port {name!r}")
+                    if out.checked:
+                        out.check(out_value)
                     out.sent += 1
                     if not out.targets:
                         out.unconnected += 1
@@ -516,7 +519,7 @@ class NodeRunner:
             target_q: InPort | None = None
             if fn is not None and len(outports) == 1:
                 only = next(iter(outports.values()))
-                if len(only.targets) == 1:
+                if len(only.targets) == 1 and not only.checked:
                     target_q = only.targets[0]
                     room = target_q.capacity - len(target_q.queue)
                     if room > 1:
@@ -546,7 +549,7 @@ class NodeRunner:
                             if out is None:
                                 out = self.outport(name)
                             targets = out.targets
-                            if len(targets) == 1:
+                            if len(targets) == 1 and not out.checked:
                                 out.sent += 1
                                 target = targets[0]
                                 if not target.put_nowait(out_value):
@@ -634,6 +637,8 @@ class NodeRunner:
 
     async def emit(self, out: OutPort, value: Any, index: int | None) -> None:
         """Deliver an already frozen ``value`` to every target of ``out``."""
+        if out.checked:
+            out.check(value)
         out.sent += 1
         targets = out.targets
         if not targets:

@@ -820,3 +820,52 @@ async def test_live_renames_and_capacity_changes_follow_the_graph() -> None:
         assert net._runners["dbl"].inports["in"].capacity == 7
         with pytest.raises(rf.PortNotFound):
             await net.send("input", 1)
+
+
+async def test_strict_ports_check_types_when_sending() -> None:
+    @rf.actor(inports=["in"], outports=[rf.Port("out", type="integer", strict=True)])
+    def strict_out(ctx: Any) -> dict[str, Any]:
+        return {"out": ctx.inputs["in"]}
+
+    @rf.actor(inports=[rf.Port("in", type="array<float>", strict=True)], outports=["out"])
+    def strict_in(ctx: Any) -> dict[str, Any]:
+        return {"out": sum(ctx.inputs["in"])}
+
+    reg = registry()
+    reg.register("strict_out", strict_out)
+    reg.register("strict_in", strict_in)
+    net = rf.Network(chain("strict_out", "pass", "strict_in"), reg)
+    async with net:
+        await net.send("input", 3)  # an int, but strict_in wants array<float>
+        await net.idle()
+        g2 = chain("pass", "strict_in")
+    letters = net.dead_letters()
+    assert [(d.node, d.error_type) for d in letters] == [("n1", "MessageError")]
+    assert "node 'n2' port 'in' is strict (array<float>)" in letters[0].error
+    net2 = rf.Network(g2, reg)
+    async with net2:
+        await net2.send("input", [1, 2.5])
+        await net2.send("input", ["x"])
+        await net2.idle()
+        assert net2.outputs("result").drain() == [3.5]
+    assert [d.value for d in net2.dead_letters()] == [["x"]]
+    net3 = rf.Network(chain("strict_out"), reg)
+    async with net3:
+        await net3.send("input", "seven")
+        await net3.send("input", 7)
+        await net3.idle()
+        assert net3.outputs("result").drain() == [7]
+    [letter] = net3.dead_letters()
+    assert "port 'out' is strict (integer) and cannot send a str" in letter.error
+
+
+def test_port_type_accepts() -> None:
+    from reflowpy.network.porttypes import accepts
+
+    assert accepts("any", object()) and accepts("flow", None)
+    assert accepts("integer", 1) and not accepts("integer", True) and not accepts("integer", 1.0)
+    assert accepts("float", 1) and accepts("float", 1.5) and not accepts("float", "1")
+    assert accepts("optional<string>", None) and accepts("optional<string>", "s")
+    assert accepts("array<integer>", rf.freeze([1, 2])) and not accepts("array<integer>", [1, "2"])
+    assert accepts("object", rf.freeze({"a": 1})) and not accepts("object", [1])
+    assert accepts("bytes", b"x") and not accepts("bytes", "x")
