@@ -32,7 +32,6 @@ from reflowpy.server.executions import Execution
 from reflowpy.server.graphs import graph_text, load_graph, media_format
 from reflowpy.server.schemas import (
     ComponentOut,
-    DeadLetterOut,
     ErrorOut,
     ExecutionCreate,
     ExecutionCreated,
@@ -373,9 +372,7 @@ def routes(state: ServerState) -> list[BaseRoute]:
     @endpoint
     async def dead_letters(request: Request) -> Response:
         net = letters_of(execution(request))
-        return json_response([DeadLetterOut(d.id, d.node, d.port, d.value, d.error,
-                                            d.error_type, d.attempts, d.timestamp)
-                              for d in net.dead_letters()])
+        return json_response(net.dead_letters())
 
     def letter_id(request: Request) -> int:
         raw = request.path_params["letter"]

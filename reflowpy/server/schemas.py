@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import msgspec
 
+from reflowpy.network.supervision import DeadLetter
+
 __all__ = [
     "ComponentOut",
     "DeadLetterOut",
@@ -198,17 +200,8 @@ class StopRequest(msgspec.Struct, forbid_unknown_fields=True):
     mode: Literal["drain", "force"] = "drain"
 
 
-class DeadLetterOut(msgspec.Struct):
-    """A message that could not be processed."""
-
-    id: int
-    node: str
-    port: str
-    value: Any
-    error: str
-    error_type: str
-    attempts: int
-    timestamp: float
+#: A dead letter as the REST API returns it: the kernel's own struct, one definition.
+DeadLetterOut = DeadLetter
 
 
 class Resent(msgspec.Struct):
@@ -275,7 +268,7 @@ def openapi(version: str) -> dict[str, Any]:
     types = (
         ErrorOut, Health, ComponentOut, GraphUpload, GraphSummary, GraphOut,
         ExecutionCreate, ExecutionCreated, ExecutionOut, ExecutionPolicy, PacketIn,
-        OutputsOut, StopRequest, DeadLetterOut, Resent,
+        OutputsOut, StopRequest, DeadLetter, Resent,
     )
     _, components = msgspec.json.schema_components(
         types, ref_template="#/components/schemas/{name}"
@@ -347,7 +340,7 @@ def openapi(version: str) -> dict[str, Any]:
         },
         "/executions/{id}/dead-letters": {
             "parameters": [ex_id],
-            "get": _op("Dead letters", {"200": _list_resp("DeadLetterOut", "letters")}),
+            "get": _op("Dead letters", {"200": _list_resp("DeadLetter", "letters")}),
         },
         "/executions/{id}/dead-letters/{letter}": {
             "parameters": [ex_id, _param("letter", schema={"type": "integer"})],
