@@ -134,7 +134,10 @@ class Network:
         self.inline_ok = True
         self._runners: dict[str, NodeRunner] = {}
         self._sinks: dict[str, OutputSink] = {}
-        self._explicit_capacity: dict[int, int] = {}
+        #: The largest capacity a connection declared for an in-port (ports without one
+        #: keep their declared or default capacity).
+        self._explicit_capacity: dict[InPort, int] = {}
+        self._specs: dict[type[Actor], tuple[tuple[Port, ...], tuple[Port, ...]]] = {}
         self._dead = DeadLetterStore(dead_letter_limit)
         self._state = "new"
         self._accepting = False
@@ -181,11 +184,15 @@ class Network:
 
     def port_specs(self, runner: NodeRunner) -> tuple[tuple[Port, ...], tuple[Port, ...]]:
         """Declared in- and out-ports of a node (dynamic via ``ports_for(config)``)."""
-        ports_for = getattr(runner.cls, "ports_for", None)
+        cls = runner.cls
+        ports_for = getattr(cls, "ports_for", None)
         if ports_for is not None:
             inports, outports = ports_for(runner.ctx.config)
             return port_specs(inports), port_specs(outports)
-        return runner.cls.inport_specs(), runner.cls.outport_specs()
+        specs = self._specs.get(cls)
+        if specs is None:  # one normalization per component, not per node
+            specs = self._specs[cls] = (cls.inport_specs(), cls.outport_specs())
+        return specs
 
     def _create_runner(self, node: Node) -> NodeRunner:
         cls = self._component_class(node)
@@ -226,9 +233,8 @@ class Network:
         out = src.outport(edge.src.port)
         target = self._runner(edge.tgt.node).inport(edge.tgt.port)
         if edge.capacity is not None:
-            key = id(target)
-            target.capacity = max(self._explicit_capacity.get(key, 0), edge.capacity)
-            self._explicit_capacity[key] = target.capacity
+            target.capacity = max(self._explicit_capacity.get(target, 0), edge.capacity)
+            self._explicit_capacity[target] = target.capacity
             target.wake_putters()
         out.connect(target, edge.src.index)
 
@@ -661,14 +667,7 @@ class Network:
         for port in runner.inports.values():
             port.wake_putters()
         runner._reject_queued("the node was removed from the graph")
-
-        async def teardown() -> None:
-            try:
-                await runner.actor.teardown(runner.ctx)
-            except Exception as exc:
-                self.report_error(runner._wrap(exc, None))
-
-        self.spawn_system(teardown, f"teardown {node.id}")
+        self.spawn_system(lambda: self._teardown(runner), f"teardown {node.id}")
 
     def _live_rename_node(self, event: GraphEvent) -> None:
         old, new = str(event.before), str(event.after)

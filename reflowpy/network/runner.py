@@ -355,7 +355,6 @@ class NodeRunner:
         task or start one.
         """
         order = self.order
-        waiter = self.waiter
         if (
             self.inline
             and len(port.queue) == 1
@@ -366,10 +365,13 @@ class NodeRunner:
             and self._room()
         ):
             self._activate_inline(port)
-        elif waiter is not None:
-            self.waiter = None
-            self.net.active += 1
-            _reschedule(waiter)
+        else:
+            self.resume()
+
+    def resume(self) -> None:
+        """Make the node's task run: reschedule it if parked, start it if there is none."""
+        if self.waiter is not None:
+            self.wake_parked()
         elif not self.running:
             self.spawn()
 
@@ -424,12 +426,7 @@ class NodeRunner:
             if self.failed is None:
                 self.failed = deque()
             self.failed.append((inputs, exc))
-            if self.waiter is not None:
-                waiter, self.waiter = self.waiter, None
-                net.active += 1
-                _reschedule(waiter)
-            elif not self.running:
-                self.spawn()
+            self.resume()
         finally:
             net.inline_depth -= 1
 
