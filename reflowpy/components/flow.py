@@ -564,15 +564,8 @@ class _InnerContext:
 
 
 def _registry() -> rf.Registry:
-    factory = getattr(rf, "default_registry", None)
-    if factory is not None:
-        registry: rf.Registry = factory()
-        return registry
-    from reflowpy.components import register_all
-
-    registry = rf.Registry()
-    register_all(registry)
-    return registry
+    """Where wrapped components are looked up (a seam tests replace)."""
+    return rf.default_registry()
 
 
 class _Wrapper(rf.Actor):
