@@ -1,1 +1,48 @@
-"""Shared test configuration. pytest-trio runs every async test (trio_mode = true)."""
+"""Shared test configuration. pytest-trio runs every async test (trio_mode = true).
+
+Adversarial suites (hypothesis, fault injection, fuzzing) run a bounded, seeded share by
+default so CI stays well under its budget; ``REFLOWPY_LONG=1`` runs the full counts and the
+tests marked ``long`` (soaks, thousands of fault runs).
+
+- hypothesis profile ``ci`` (default): derandomized (the seed is fixed, so a CI failure
+  reproduces), no per-example deadline (a loaded 2-core machine is slow, not wrong).
+- hypothesis profile ``long``: ten times the examples of ``ci``, still derandomized.
+- ``long_scale(n)``: a count for a hand-written fault loop: ``n`` in CI, ``10 * n`` long.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+LONG = os.environ.get("REFLOWPY_LONG") == "1"
+
+settings.register_profile(
+    "ci",
+    derandomize=True,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile(
+    "long",
+    parent=settings.get_profile("ci"),
+    max_examples=1000,
+)
+settings.load_profile("long" if LONG else "ci")
+
+
+def long_scale(n: int) -> int:
+    """How many fault/fuzz iterations a hand-written loop runs: ``n`` in CI, ``10 * n`` long."""
+    return n * 10 if LONG else n
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if LONG:
+        return
+    skip = pytest.mark.skip(reason="long run: set REFLOWPY_LONG=1")
+    for item in items:
+        if "long" in item.keywords:
+            item.add_marker(skip)
