@@ -7,17 +7,16 @@ tests marked ``long`` (soaks, thousands of fault runs).
 - hypothesis profile ``ci`` (default): derandomized (the seed is fixed, so a CI failure
   reproduces), no per-example deadline (a loaded 2-core machine is slow, not wrong).
 - hypothesis profile ``long``: ten times the examples of ``ci``, still derandomized.
-- ``long_scale(n)``: a count for a hand-written fault loop: ``n`` in CI, ``10 * n`` long.
+- ``tests.scale.long_scale(n)``: a count for a fault loop or an explicit ``max_examples``:
+  ``n`` in CI, ``10 * n`` with ``REFLOWPY_LONG=1``.
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from hypothesis import HealthCheck, settings
 
-LONG = os.environ.get("REFLOWPY_LONG") == "1"
+from tests.scale import LONG
 
 settings.register_profile(
     "ci",
@@ -32,11 +31,6 @@ settings.register_profile(
     max_examples=1000,
 )
 settings.load_profile("long" if LONG else "ci")
-
-
-def long_scale(n: int) -> int:
-    """How many fault/fuzz iterations a hand-written loop runs: ``n`` in CI, ``10 * n`` long."""
-    return n * 10 if LONG else n
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
