@@ -5,7 +5,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup js docker demo test lint bench
+.PHONY: setup js docker services demo test lint bench
 
 setup: $(VENV)/.installed
 
@@ -27,10 +27,15 @@ tests/js/node_modules/.installed: tests/js/package.json tests/js/package-lock.js
 docker:
 	sh scripts/docker-setup.sh
 
+# Everything else a test needs from Debian (bubblewrap, iproute2, chromium, postgresql, ...):
+# each scripts/setup-*.sh installs and starts one thing, idempotent and unattended.
+services:
+	for s in scripts/setup-*.sh; do [ -e "$$s" ] || continue; sh "$$s" || exit 1; done
+
 demo: setup
 	$(BIN)/reflowpy run examples/hello.json --input numbers=1 --input numbers=2 --input numbers=3
 
-test: setup js docker
+test: setup js docker services
 	$(BIN)/python -m pytest
 
 lint: setup
