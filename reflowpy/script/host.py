@@ -39,6 +39,7 @@ from reflowpy.errors import (
     ScriptTimeout,
 )
 from reflowpy.script import protocol as P
+from reflowpy.script.bounds import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS
 
 __all__ = [
     "HostStatistics",
@@ -48,6 +49,7 @@ __all__ = [
     "ScriptHost",
     "SendOutput",
     "WorkerHost",
+    "sanitize_log",
 ]
 
 #: ``await send(port, value)``: deliver one streamed output (may suspend: backpressure).
@@ -77,6 +79,10 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     WASM instructions (roughly) per message. ``max_frame``: largest protocol frame.
     ``log_bytes``: script output forwarded to the log per message (the rest is
     counted and dropped). ``start_timeout``: seconds a worker may take to start.
+    ``max_items`` / ``max_depth``: most values and deepest nesting the host decodes
+    from one frame or WASM payload (see :mod:`reflowpy.script.bounds`).
+    ``output_bytes``: WASM bytes of streamed outputs, state and returned outputs per
+    message.
     """
 
     wall_time: float = 10.0
@@ -91,12 +97,16 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_frame: int = P.DEFAULT_MAX_FRAME
     log_bytes: int = 64 * 1024
     start_timeout: float = 30.0
+    max_items: int = DEFAULT_MAX_ITEMS
+    max_depth: int = DEFAULT_MAX_DEPTH
+    output_bytes: int = 64 * 1024 * 1024
 
     def __post_init__(self) -> None:
         for name in ("wall_time", "cpus", "start_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"limits.{name} must be > 0")
-        for name in ("memory_mb", "pids", "open_files", "file_size_mb", "tmpfs_mb", "fuel"):
+        for name in ("memory_mb", "pids", "open_files", "file_size_mb", "tmpfs_mb", "fuel",
+                     "max_items", "max_depth", "output_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be >= 1")
         if self.max_frame < 1024:
@@ -184,6 +194,21 @@ class ScriptHost(abc.ABC):
     async def __aexit__(self, *exc: object) -> None:
         with trio.CancelScope(shield=True):
             await self.stop()
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09}
+_CONTROL.update({0x85: "\\x85", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def sanitize_log(message: str) -> str:
+    """A script's log text as one line: newlines and other control characters escaped.
+
+    A script must not be able to forge a host log line (``"...\\nERROR reflowpy: ..."``)
+    or drive the operator's terminal with escape sequences.
+    """
+    if message.isprintable():
+        return message
+    return message.translate(_CONTROL)
 
 
 def _default_log(node: str) -> LogSink:
@@ -512,7 +537,8 @@ class WorkerHost(ScriptHost):
             try:
                 body = reader.next()
                 if body is not None:
-                    return P.decode_worker_message(body)
+                    return P.decode_worker_message(
+                        body, self.limits.max_items, self.limits.max_depth)
             except ScriptProtocolError as exc:
                 raise self._restarted(str(exc)) from None
             data = await self._receive_some()
@@ -530,7 +556,7 @@ class WorkerHost(ScriptHost):
             self._stats.log_bytes_dropped += size
             return
         self._log_budget -= size
-        self._log(level, message)
+        self._log(level if level in _LEVELS else "info", sanitize_log(message))
 
     def _on_stderr(self, data: bytes) -> None:
         """Script stdout/stderr bytes: keep a tail for crash reports, log whole lines."""
