@@ -346,6 +346,23 @@ def _serve(sub: SubParsers) -> None:
                    help="where the code of FBP component:source components runs, per node:"
                    " 'process' (confined subprocess, default) or 'docker' (container);"
                    " never in the server process")
+    p.add_argument("--allow-component", action="append", default=[], metavar="PATTERN",
+                   help="components posted graphs may use (shell pattern, e.g. 'core/*';"
+                   " default all)")
+    p.add_argument("--deny-component", action="append", default=[], metavar="PATTERN",
+                   help="components posted graphs may not use (e.g. 'io/*', 'net/*')")
+    p.add_argument("--no-scripts", action="store_true",
+                   help="refuse script/* nodes in posted graphs (implied by --no-setsource)")
+    p.add_argument("--script-sandbox", action="append", choices=("process", "docker"),
+                   default=None, help="sandboxes script nodes may use (default both)")
+    p.add_argument("--script-network", action="store_true",
+                   help="allow script nodes with network: true (default refused)")
+    p.add_argument("--workspace", default=None, metavar="DIR",
+                   help="every io/* and script file path must lie inside DIR (default"
+                   " DATA_DIR/workspace)")
+    p.add_argument("--no-workspace", action="store_true",
+                   help="do not confine file paths (posted graphs can reach every file the"
+                   " server can)")
     p.set_defaults(func=cmd_serve)
 
 
@@ -371,7 +388,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "allow_origins": args.allow_origin, "cors": args.cors,
         "max_connections": args.max_connections,
         "max_unauthenticated": args.max_unauthenticated,
-        "max_per_peer": args.max_per_peer, "client_queue_bytes": args.client_queue_bytes}
+        "max_per_peer": args.max_per_peer, "client_queue_bytes": args.client_queue_bytes,
+        "allow_components": args.allow_component or ["*"],
+        "deny_components": args.deny_component, "script_network": args.script_network,
+        "script_sandboxes": args.script_sandbox or ["process", "docker"],
+        "workspace": args.workspace, "confine_files": not args.no_workspace}
+    if args.no_scripts or args.no_setsource:
+        limits["scripts"] = False
     if args.no_setsource:
         limits["allow_setsource"] = False
 

@@ -31,6 +31,7 @@ from reflowpy.server.auth import Sessions
 from reflowpy.server.executions import ExecutionManager
 from reflowpy.server.guard import Guard, GuardConfig
 from reflowpy.server.jsonio import DEFAULT_MAX_DEPTH
+from reflowpy.server.policy import GraphPolicy
 from reflowpy.server.storage import Storage
 
 __all__ = ["ServerState", "create_app"]
@@ -63,14 +64,31 @@ class ServerState:
         stop_timeout: float = 10.0,
         trace_limit: int = 100_000,
         extra_routes: Sequence[BaseRoute] = (),
+        allow_components: Sequence[str] = ("*",),
+        deny_components: Sequence[str] = (),
+        scripts: bool | None = None,
+        script_sandboxes: Sequence[str] = ("process", "docker"),
+        script_network: bool = False,
+        workspace: str | Path | None = None,
+        confine_files: bool = True,
     ) -> None:
         from reflowpy.server.fbp import FbpRuntime
 
-        self.registry = registry
         self.nursery = nursery
         self.storage = Storage(data_dir)
         self.token = token
         self.allow_setsource = allow_setsource
+        if workspace is None and confine_files and data_dir is not None:
+            workspace = Path(data_dir) / "workspace"
+        #: What posted graphs may use (components, scripts, network, files).
+        self.policy = GraphPolicy(
+            allow=allow_components, deny=deny_components,
+            scripts=allow_setsource if scripts is None else scripts,
+            sandboxes=script_sandboxes, script_network=script_network,
+            workspace=workspace if confine_files else None)
+        #: The registry graphs run against: ``registry`` with the policy built into
+        #: its io and script components.
+        self.registry = self.policy.confine_registry(registry)
         if setsource_sandbox not in ("process", "docker"):
             raise ValueError(f"setsource_sandbox must be 'process' or 'docker', got"
                              f" {setsource_sandbox!r}")
@@ -97,7 +115,7 @@ class ServerState:
         self.stop_timeout = stop_timeout
         self.trace_limit = trace_limit
         self.started = time.monotonic()
-        self.executions = ExecutionManager(registry, self.storage, nursery)
+        self.executions = ExecutionManager(self.registry, self.storage, nursery)
         self.fbp = FbpRuntime(self)
         self.reflow_connections = 0
         self.guard: Guard | None = None

@@ -554,6 +554,9 @@ class FbpRuntime:
         if not isinstance(node_id, str) or not isinstance(component, str):
             raise FbpError("graph:addnode needs string id and component")
         metadata = payload.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise FbpError("graph:addnode: metadata must be an object")
+        self.state.policy.check_node(self.state.registry, node_id, component, metadata)
         self._edit(entry, None, lambda: entry.graph.add_node(node_id, component, metadata))
 
     def _graph_removenode(self, client: _Client, payload: dict[str, Any]) -> None:
@@ -573,6 +576,10 @@ class FbpRuntime:
         metadata = payload.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise FbpError("graph:changenode: metadata must be an object")
+        node = entry.graph.node(node_id)
+        merged = {**node.metadata, **metadata}
+        self.state.policy.check_node(self.state.registry, node_id, node.component,
+                                     {k: v for k, v in merged.items() if v is not None})
 
         def unchanged() -> dict[str, Any]:
             node = entry.graph.node(node_id)
@@ -739,6 +746,8 @@ class FbpRuntime:
             out.update(time=_now_iso())
             client.push({"protocol": "network", "command": "started", "payload": out})
             return
+
+        self.state.policy.check_graph(entry.graph, self.state.registry)
 
         def subscribe(net: Network) -> None:
             entry.events = net.events(self.state.event_buffer)

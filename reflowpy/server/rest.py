@@ -31,6 +31,7 @@ from reflowpy.server.app import ServerState
 from reflowpy.server.executions import Execution
 from reflowpy.server.graphs import graph_text, load_graph, media_format
 from reflowpy.server.jsonio import DEFAULT_MAX_DEPTH, JsonTooDeep, decode_json
+from reflowpy.server.policy import CapabilityRefused
 from reflowpy.server.schemas import (
     ComponentOut,
     ErrorOut,
@@ -112,13 +113,18 @@ def decode(body: bytes, type: type[T], *, allow_empty: bool = False,
 
 
 def validate_graph(graph: Graph, state: ServerState) -> None:
-    """Refuse (422 with the report) a graph whose components or ports do not exist.
+    """Refuse a graph the server's policy excludes (403 naming node and rule), or whose
+    components or ports do not exist (422 with the report).
 
     Runs the graph layer's validator against the server's registry (its errors are the
     report; warnings such as unconnected in-ports are allowed, since a graph may be fed
     later), then builds (without starting) a network, which checks what the validator
     cannot (component configuration, port types declared strictly).
     """
+    try:
+        state.policy.check_graph(graph, state.registry)
+    except CapabilityRefused as exc:
+        raise HttpError(403, "capability_refused", str(exc)) from None
     report = analysis.validate(graph, state.registry)
     problems: list[Any] = msgspec.to_builtins(report.errors, str_keys=True)
     if not problems:

@@ -76,9 +76,8 @@ def _status(response: bytes) -> int:
 # -- Origin --------------------------------------------------------------------------
 
 
-async def test_cross_site_simple_post_is_refused_and_writes_nothing(
-        server: Served, tmp_path: Path) -> None:
-    target = tmp_path / "pwned.txt"
+async def test_cross_site_simple_post_is_refused_and_writes_nothing(server: Served) -> None:
+    target = server.data_dir / "workspace" / "pwned.txt"
     body = json.dumps({"graph": _writefile_graph(target), "policy": {"until": "idle"}})
     async with httpx.AsyncClient(base_url=server.url) as c:
         # what a form/fetch from another site sends without a preflight
@@ -507,10 +506,11 @@ async def test_data_dir_is_0700_and_the_store_files_0600(server: Served) -> None
         assert (await c.post("/graphs", json={"graph": {"processes": {}}, "id": "p"})
                 ).status_code == 201
     assert stat.S_IMODE(os.stat(server.data_dir).st_mode) == 0o700
-    files = sorted(p.name for p in server.data_dir.iterdir())
+    files = sorted(p.name for p in server.data_dir.iterdir() if p.is_file())
     assert {"reflowpy.db", "reflowpy.db-wal", "reflowpy.db-shm"} <= set(files), files
     for name in files:
         assert stat.S_IMODE(os.stat(server.data_dir / name).st_mode) == 0o600, name
+    assert stat.S_IMODE(os.stat(server.data_dir / "workspace").st_mode) == 0o700
 
 
 async def test_existing_world_readable_store_is_tightened(nursery: trio.Nursery,
