@@ -314,8 +314,28 @@ def _serve(sub: SubParsers) -> None:
                    help="directory of the SQLite store (default: $REFLOWPY_DATA_DIR or"
                    " ./.reflowpy)")
     p.add_argument("--token", default=None,
-                   help="require this bearer token / FBP secret on every request"
-                   " (default: $REFLOWPY_TOKEN)")
+                   help="require this bearer token / FBP secret on every request; prefer"
+                   " $REFLOWPY_TOKEN or --token-file (argv is readable by every local user)")
+    p.add_argument("--token-file", default=None,
+                   help="read the token from this file (mode 600)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --host without a token (logged loudly)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a Host name clients may use besides IP literals and localhost"
+                   " (DNS-rebinding protection; '.example.com' allows its subdomains)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a browser origin (e.g. https://app.flowhub.io) allowed to make"
+                   " state-changing requests and WebSocket connections")
+    p.add_argument("--cors", action="store_true",
+                   help="send CORS headers to the --allow-origin origins (default off)")
+    p.add_argument("--max-connections", type=int, default=1000,
+                   help="most requests and WebSockets in flight")
+    p.add_argument("--max-unauthenticated", type=int, default=64,
+                   help="most FBP connections that have not yet sent the secret")
+    p.add_argument("--max-per-peer", type=int, default=32,
+                   help="most unauthenticated connections from one address")
+    p.add_argument("--client-queue-bytes", type=int, default=8 * 1024 * 1024,
+                   help="most bytes queued for one WebSocket client before it is dropped")
     p.add_argument("--max-frame", type=int, default=16 * 1024 * 1024,
                    help="largest WebSocket frame accepted, in bytes")
     p.add_argument("--max-body", type=int, default=16 * 1024 * 1024,
@@ -326,19 +346,55 @@ def _serve(sub: SubParsers) -> None:
                    help="where the code of FBP component:source components runs, per node:"
                    " 'process' (confined subprocess, default) or 'docker' (container);"
                    " never in the server process")
+    p.add_argument("--allow-component", action="append", default=[], metavar="PATTERN",
+                   help="components posted graphs may use (shell pattern, e.g. 'core/*';"
+                   " default all)")
+    p.add_argument("--deny-component", action="append", default=[], metavar="PATTERN",
+                   help="components posted graphs may not use (e.g. 'io/*', 'net/*')")
+    p.add_argument("--no-scripts", action="store_true",
+                   help="refuse script/* nodes in posted graphs (implied by --no-setsource)")
+    p.add_argument("--script-sandbox", action="append", choices=("process", "docker"),
+                   default=None, help="sandboxes script nodes may use (default both)")
+    p.add_argument("--script-network", action="store_true",
+                   help="allow script nodes with network: true (default refused)")
+    p.add_argument("--workspace", default=None, metavar="DIR",
+                   help="every io/* and script file path must lie inside DIR (default"
+                   " DATA_DIR/workspace)")
+    p.add_argument("--no-workspace", action="store_true",
+                   help="do not confine file paths (posted graphs can reach every file the"
+                   " server can)")
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``reflowpy serve``: run the server until SIGTERM/SIGINT, then drain and exit 0."""
+    import logging
+
     import trio
 
+    from reflowpy.server.auth import load_token
     from reflowpy.server.serve import serve
 
-    token = args.token or os.environ.get("REFLOWPY_TOKEN") or None
+    logging.basicConfig(level=logging.WARNING, format="reflowpy serve: %(message)s")
+    try:
+        token = load_token(argv_token=args.token, token_file=args.token_file)
+    except ReflowError as exc:
+        print(f"reflowpy serve: {exc}", file=sys.stderr)
+        return 2
     data_dir = args.data_dir or os.environ.get("REFLOWPY_DATA_DIR") or ".reflowpy"
-    limits: dict[str, Any] = {"max_body": args.max_body,
-                              "setsource_sandbox": args.setsource_sandbox}
+    limits: dict[str, Any] = {
+        "max_body": args.max_body, "setsource_sandbox": args.setsource_sandbox,
+        "insecure": args.insecure, "allow_hosts": args.allow_host,
+        "allow_origins": args.allow_origin, "cors": args.cors,
+        "max_connections": args.max_connections,
+        "max_unauthenticated": args.max_unauthenticated,
+        "max_per_peer": args.max_per_peer, "client_queue_bytes": args.client_queue_bytes,
+        "allow_components": args.allow_component or ["*"],
+        "deny_components": args.deny_component, "script_network": args.script_network,
+        "script_sandboxes": args.script_sandbox or ["process", "docker"],
+        "workspace": args.workspace, "confine_files": not args.no_workspace}
+    if args.no_scripts or args.no_setsource:
+        limits["scripts"] = False
     if args.no_setsource:
         limits["allow_setsource"] = False
 
@@ -362,6 +418,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"reflowpy serve: {exc}", file=sys.stderr)
         return 1
+    except (ReflowError, ExceptionGroup) as exc:  # refused: insecure bind, damaged store
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        if not isinstance(exc, ReflowError):
+            raise
+        print(f"reflowpy serve: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

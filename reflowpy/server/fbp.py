@@ -26,15 +26,21 @@ Sub-protocols, as defined by the JSON schemas of the npm package ``fbp-protocol`
   runtime sent for that graph while tracing).
 
 Security: with a server token, a connection whose handshake carried the bearer
-header is authorized; otherwise every message must carry it as the FBP ``secret``.
-An unauthorized ``getruntime`` gets a runtime description with no capabilities;
-anything else gets an ``error``. The secret is stripped from every payload and never
+header (or a session cookie or ticket) is authorized; otherwise it is authorized by
+the first message that carries the token as the FBP ``secret``. Until then it gets
+nothing but ``error`` replies — no runtime description, no broadcast (graph edits,
+packets, data are sent to authorized clients only) — and it is closed after
+``auth_timeout`` seconds; such connections count against the guard's caps for
+unauthenticated connections. The secret is stripped from every payload and never
 sent back.
 
-Robustness: a malformed frame, an unknown command or a failing command gets a
-protocol ``error`` message and the connection stays open; each client has a bounded
-outgoing queue and a client that does not read is disconnected instead of making the
-runtime wait; an oversized frame closes that connection (Hypercorn's frame limit).
+Robustness: a malformed frame, a frame nested deeper than ``max_depth``, an unknown
+command or a failing command gets a protocol ``error`` message and the connection
+stays open; each client has an outgoing queue bounded in messages and bytes
+(:class:`~reflowpy.server.outbox.Outbox`): a client that sends without reading is no
+longer read (so every packet it sent was delivered and acknowledged), and one that
+falls behind on broadcasts is dropped and told why; an oversized frame closes that
+connection (Hypercorn's frame limit).
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ from reflowpy.script.actor import PythonScript
 from reflowpy.script.host import Limits, ScriptHost
 from reflowpy.server.auth import token_matches
 from reflowpy.server.executions import Execution
+from reflowpy.server.jsonio import decode_json
+from reflowpy.server.outbox import Outbox
 from reflowpy.server.schemas import ExecutionPolicy
 
 if TYPE_CHECKING:
@@ -86,7 +94,6 @@ _ALL_CAPABILITIES = [
 ]
 
 _JSON = msgspec.json.Encoder()
-_DECODE = msgspec.json.Decoder()
 
 
 class FbpError(Exception):
@@ -117,25 +124,24 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-class _Client:
-    """One connection: its outgoing queue and authorization."""
+class _Client(Outbox):
+    """One FBP connection: its :class:`~reflowpy.server.outbox.Outbox` and whether it
+    is authorized (only authorized clients receive broadcasts)."""
 
-    def __init__(self, authorized: bool, queue: int) -> None:
+    def __init__(self, authorized: bool, max_messages: int, max_bytes: int,
+                 slot: Any = None) -> None:
+        super().__init__(max_messages, max_bytes)
         self.authorized = authorized
-        self.send_channel, self.receive_channel = trio.open_memory_channel[bytes](queue)
-        self.overflowed = False
+        self.slot = slot
+        #: ``runtime:packet`` data messages of this client that entered a graph.
+        self.delivered = 0
 
-    def push(self, message: dict[str, Any]) -> None:
-        if self.overflowed:
-            return
-        try:
-            self.send_channel.send_nowait(_JSON.encode(message))
-        except trio.WouldBlock:
-            # The client does not read: disconnect it rather than stall the runtime.
-            self.overflowed = True
-            self.send_channel.close()
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
+    def authenticate(self) -> None:
+        """The client proved the secret: it receives broadcasts from now on."""
+        if not self.authorized:
+            self.authorized = True
+            if self.slot is not None:
+                self.slot.authenticate()
 
 
 class _GraphState:
@@ -196,35 +202,52 @@ class FbpRuntime:
     async def serve(self, websocket: WebSocket) -> None:
         """Run one WebSocket connection until it closes."""
         protocols = websocket.scope.get("subprotocols") or []
-        if len(self.clients) >= self.state.max_connections:
-            await websocket.close(code=1013)
-            return
         await websocket.accept(subprotocol="noflo" if "noflo" in protocols else None)
-        authorized = bool(websocket.scope.get("state", {}).get("authorized", False))
-        client = _Client(authorized, self.state.client_queue)
+        scope_state = websocket.scope.get("state", {})
+        authorized = bool(scope_state.get("authorized", False))
+        client = _Client(authorized, self.state.client_queue, self.state.client_queue_bytes,
+                         scope_state.get("guard"))
         self.clients.add(client)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, websocket, client, nursery.cancel_scope)
+                if not authorized and self.state.token is not None:
+                    nursery.start_soon(self._auth_deadline, client)
                 await self._reader(websocket, client)
                 nursery.cancel_scope.cancel()
         finally:
             self.clients.discard(client)
 
+    async def _auth_deadline(self, client: _Client) -> None:
+        await trio.sleep(self.state.auth_timeout)
+        if not client.authorized:
+            client.drop(f"closed: no valid secret within {self.state.auth_timeout:g} s")
+
     async def _writer(self, websocket: WebSocket, client: _Client,
                       scope: trio.CancelScope) -> None:
         try:
-            async for data in client.receive_channel:
-                await websocket.send_text(data.decode())
+            while True:
+                batch = await client.next_batch()
+                if batch is None:
+                    break
+                for data in batch:
+                    await websocket.send_text(data.decode())
+                    client.written(len(data))
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass
-        if client.overflowed:
-            with contextlib.suppress(RuntimeError, OSError):
-                await websocket.close(code=1008)
+        if client.dropped is not None:
+            _log.info("FBP client dropped: %s", client.dropped)
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await websocket.send_text(_JSON.encode(_error("runtime", client.dropped)
+                                                       ).decode())
+                await websocket.close(code=1008, reason=client.dropped[:120])
         scope.cancel()
 
     async def _reader(self, websocket: WebSocket, client: _Client) -> None:
         while True:
+            await client.wait_room()
+            if client.dropped is not None:
+                return
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
@@ -235,12 +258,23 @@ class FbpRuntime:
                 continue
             await self.handle_text(client, text)
 
+    def statistics(self) -> dict[str, Any]:
+        """Connected clients, how many are authorized, and bytes queued for them."""
+        return {"clients": len(self.clients),
+                "authorized": sum(1 for c in self.clients if c.authorized),
+                "queued_bytes": sum(c.queued_bytes for c in self.clients),
+                "paused": sum(1 for c in self.clients if c.paused),
+                "graphs": len(self.graphs)}
+
     async def handle_text(self, client: _Client, text: str) -> None:
         """Decode, authorize and dispatch one message."""
         try:
-            msg = _DECODE.decode(text)
+            msg = decode_json(text, self.state.max_depth, "the message")
         except msgspec.DecodeError as exc:
             client.push(_error("runtime", f"malformed JSON: {exc}"))
+            return
+        except ValueError as exc:
+            client.push(_error("runtime", str(exc)))
             return
         if not isinstance(msg, dict):
             client.push(_error("runtime", "a message must be a JSON object with protocol,"
@@ -261,22 +295,21 @@ class FbpRuntime:
             return
         secret = msg.get("secret", payload.get("secret"))
         payload = {k: v for k, v in payload.items() if k != "secret"}
-        authorized = client.authorized or token_matches(self.state.token, secret)
-        if not authorized and (protocol, command) != ("runtime", "getruntime"):
-            client.push(_error(reply_protocol, f"{protocol}:{command}: unauthorized; send the"
-                                               " runtime secret"))
-            return
+        if not client.authorized:
+            if self.state.token is not None and token_matches(self.state.token, secret):
+                client.authenticate()
+            else:
+                client.push(_error(reply_protocol, f"{protocol}:{command}: unauthorized;"
+                                                   " send the runtime secret"))
+                return
         handler = self._handlers.get((protocol, command))
         if handler is None:
             client.push(_error(reply_protocol, f"unknown command {protocol}:{command}"))
             return
         try:
-            if (protocol, command) == ("runtime", "getruntime"):
-                await self._getruntime(client, payload, authorized)
-            else:
-                result = handler(client, payload)
-                if inspect.isawaitable(result):
-                    await result
+            result = handler(client, payload)
+            if inspect.isawaitable(result):
+                await result
         except FbpError as exc:
             client.push(_error(reply_protocol, str(exc)))
         except (ReflowError, KeyError, ValueError, TypeError) as exc:
@@ -293,16 +326,16 @@ class FbpRuntime:
                                     "time": _now_iso()})
                 del entry.trace[:-self.state.trace_limit]
         for client in list(self.clients):
-            client.push(message)
+            if client.authorized:
+                client.push(message)
 
     # -- runtime ---------------------------------------------------------------------
 
-    async def _getruntime(self, client: _Client, payload: dict[str, Any],
-                          authorized: bool = True) -> None:
+    async def _getruntime(self, client: _Client, payload: dict[str, Any]) -> None:
         out: dict[str, Any] = {
             "type": "reflowpy",
             "version": PROTOCOL_VERSION,
-            "capabilities": self.capabilities if authorized else [],
+            "capabilities": self.capabilities,
             "allCapabilities": self.capabilities,
             "id": self.id,
             "label": "reflowpy: actor-model dataflow runtime for Python",
@@ -310,7 +343,7 @@ class FbpRuntime:
         if self.main_graph is not None:
             out["graph"] = self.main_graph
         client.push({"protocol": "runtime", "command": "runtime", "payload": out})
-        if authorized and self.main_graph is not None:
+        if self.main_graph is not None:
             client.push(self._ports_message(self.main_graph))
 
     def _ports_message(self, graph_id: str) -> dict[str, Any]:
@@ -348,6 +381,7 @@ class FbpRuntime:
             if entry.graph.port_name(port) not in entry.graph.inports:
                 raise FbpError(f"graph {payload['graph']!r} has no exported in-port {port!r}")
             await ex.send(port, payload.get("payload"))
+            client.delivered += 1
         ack = {k: payload[k] for k in ("port", "event", "type", "schema", "payload", "graph")
                if k in payload}
         client.push({"protocol": "runtime", "command": "packetsent", "payload": ack})
@@ -520,6 +554,9 @@ class FbpRuntime:
         if not isinstance(node_id, str) or not isinstance(component, str):
             raise FbpError("graph:addnode needs string id and component")
         metadata = payload.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise FbpError("graph:addnode: metadata must be an object")
+        self.state.policy.check_node(self.state.registry, node_id, component, metadata)
         self._edit(entry, None, lambda: entry.graph.add_node(node_id, component, metadata))
 
     def _graph_removenode(self, client: _Client, payload: dict[str, Any]) -> None:
@@ -539,6 +576,10 @@ class FbpRuntime:
         metadata = payload.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise FbpError("graph:changenode: metadata must be an object")
+        node = entry.graph.node(node_id)
+        merged = {**node.metadata, **metadata}
+        self.state.policy.check_node(self.state.registry, node_id, node.component,
+                                     {k: v for k, v in merged.items() if v is not None})
 
         def unchanged() -> dict[str, Any]:
             node = entry.graph.node(node_id)
@@ -705,6 +746,8 @@ class FbpRuntime:
             out.update(time=_now_iso())
             client.push({"protocol": "network", "command": "started", "payload": out})
             return
+
+        self.state.policy.check_graph(entry.graph, self.state.registry)
 
         def subscribe(net: Network) -> None:
             entry.events = net.events(self.state.event_buffer)

@@ -17,7 +17,8 @@ nothing); ``subscribe_workflow`` -> ``subscription_ack``; ``cancel_workflow`` ->
 ``workflow_cancelled``. Subscribers receive ``network_event`` (the kernel's
 ``NetworkEvent`` JSON, Reflow's shape) and ``workflow_event`` (Reflow's
 ``EngineEvent``: ``Started``, then ``Completed``/``Failed``/``Cancelled`` only when
-the network really finished). Bad input gets ``{"type": "error", "error": ...}``.
+the network really finished). Bad input gets ``{"type": "error", "success": false,
+"error": ...}``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,9 @@ from reflowpy.network.network import Network
 from reflowpy.server.app import ServerState
 from reflowpy.server.executions import Execution
 from reflowpy.server.graphs import graph_text, load_graph
-from reflowpy.server.rest import HttpError, read_body, validate_graph
+from reflowpy.server.jsonio import decode_json
+from reflowpy.server.outbox import Outbox
+from reflowpy.server.rest import HttpError, parse_json, read_body, validate_graph
 from reflowpy.server.schemas import ExecutionPolicy
 
 __all__ = ["ExecutionMetadata", "WorkflowExecutionRequest", "routes"]
@@ -183,12 +186,11 @@ def routes(state: ServerState) -> list[BaseRoute]:
     async def start_workflow(request: Request) -> Response:
         try:
             body = await read_body(request, state.max_body)
+            raw = parse_json(body, state.max_depth)
             try:
-                req = msgspec.json.decode(body, type=WorkflowExecutionRequest)
+                req = msgspec.convert(raw, WorkflowExecutionRequest)
             except msgspec.ValidationError as exc:
                 raise HttpError(422, "invalid_request", f"Invalid request: {exc}") from None
-            except msgspec.DecodeError as exc:
-                raise HttpError(400, "malformed_json", f"Invalid JSON: {exc}") from None
             ex = await workflows.start(req)
         except HttpError as exc:
             return reply(error=exc.body.detail or exc.body.error, status=exc.status)
@@ -233,22 +235,10 @@ class _WsConnection:
         self.state = state
         self.workflows = workflows
         self.websocket = websocket
-        self.send_channel, self.receive_channel = trio.open_memory_channel[bytes](
-            state.client_queue)
+        self.outbox = Outbox(state.client_queue, state.client_queue_bytes)
+        self.push = self.outbox.push
         self.subscribed: set[str] = set()
-        self.overflowed = False
         self.nursery: trio.Nursery | None = None
-
-    def push(self, message: dict[str, Any]) -> None:
-        if self.overflowed:
-            return
-        try:
-            self.send_channel.send_nowait(_ENCODE.encode(message))
-        except trio.WouldBlock:
-            self.overflowed = True
-            self.send_channel.close()
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
 
     async def run(self) -> None:
         if self.state.reflow_connections >= self.state.max_connections:
@@ -266,35 +256,50 @@ class _WsConnection:
             self.state.reflow_connections -= 1
 
     async def _writer(self, scope: trio.CancelScope) -> None:
+        outbox = self.outbox
         try:
-            async for data in self.receive_channel:
-                await self.websocket.send_text(data.decode())
+            while True:
+                batch = await outbox.next_batch()
+                if batch is None:
+                    break
+                for data in batch:
+                    await self.websocket.send_text(data.decode())
+                    outbox.written(len(data))
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass
-        if self.overflowed:
-            with contextlib.suppress(RuntimeError, OSError):
-                await self.websocket.close(code=1008)
+        if outbox.dropped is not None:
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await self.websocket.send_text(_ENCODE.encode(
+                    {"type": "error", "success": False, "error": outbox.dropped}).decode())
+                await self.websocket.close(code=1008, reason=outbox.dropped[:120])
         scope.cancel()
 
     async def _reader(self) -> None:
         while True:
+            await self.outbox.wait_room()
+            if self.outbox.dropped is not None:
+                return
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
             if text is None:
-                self.push({"type": "error", "error": "binary frames are not supported"})
+                self.push({"type": "error", "success": False,
+                           "error": "binary frames are not supported"})
                 continue
             await self.handle(text)
 
     async def handle(self, text: str) -> None:
         try:
-            msg = msgspec.json.decode(text)
+            msg = decode_json(text, self.state.max_depth, "the message")
         except msgspec.DecodeError as exc:
-            self.push({"type": "error", "error": f"Invalid JSON: {exc}"})
+            self.push({"type": "error", "success": False, "error": f"Invalid JSON: {exc}"})
+            return
+        except ValueError as exc:
+            self.push({"type": "error", "success": False, "error": str(exc)})
             return
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-            self.push({"type": "error", "error": "Missing message type"})
+            self.push({"type": "error", "success": False, "error": "Missing message type"})
             return
         kind = msg["type"]
         if kind == "start_workflow":
@@ -303,7 +308,7 @@ class _WsConnection:
             ex_id = msg.get("execution_id")
             ex = self.state.executions.executions.get(ex_id) if isinstance(ex_id, str) else None
             if ex is None or ex_id not in self.workflows.workflow_of:
-                self.push({"type": "error",
+                self.push({"type": "error", "success": False,
                            "error": f"Execution {ex_id} not found or not ready"})
                 return
             if kind == "subscribe_workflow":
@@ -315,13 +320,14 @@ class _WsConnection:
                 self.push({"type": "workflow_cancelled", "success": True,
                            "execution_id": ex.id})
         else:
-            self.push({"type": "error", "error": f"Unknown message type: {kind}"})
+            self.push({"type": "error", "success": False,
+                       "error": f"Unknown message type: {kind}"})
 
     async def _start(self, data: Any) -> None:
         try:
             req = msgspec.convert(data, WorkflowExecutionRequest)
         except msgspec.ValidationError as exc:
-            self.push({"type": "error", "error": f"Invalid request: {exc}"})
+            self.push({"type": "error", "success": False, "error": f"Invalid request: {exc}"})
             return
         holder: dict[str, Any] = {}
 
@@ -331,7 +337,8 @@ class _WsConnection:
         try:
             ex = await self.workflows.start(req, on_network=subscribe_early)
         except HttpError as exc:
-            self.push({"type": "workflow_error", "error": exc.body.detail or exc.body.error})
+            self.push({"type": "workflow_error", "success": False,
+                       "error": exc.body.detail or exc.body.error})
             return
         self.push({"type": "workflow_started", "success": True, "execution_id": ex.id})
         self._subscribe(ex, holder.get("events"))

@@ -30,6 +30,8 @@ from reflowpy.network.network import Network
 from reflowpy.server.app import ServerState
 from reflowpy.server.executions import Execution
 from reflowpy.server.graphs import graph_text, load_graph, media_format
+from reflowpy.server.jsonio import DEFAULT_MAX_DEPTH, JsonTooDeep, decode_json
+from reflowpy.server.policy import CapabilityRefused
 from reflowpy.server.schemas import (
     ComponentOut,
     ErrorOut,
@@ -49,7 +51,8 @@ from reflowpy.server.schemas import (
 )
 from reflowpy.server.sse import event_stream, output_stream, sse_response
 
-__all__ = ["HttpError", "json_response", "read_body", "routes", "validate_graph"]
+__all__ = ["HttpError", "json_response", "parse_json", "read_body", "routes",
+           "validate_graph"]
 
 T = TypeVar("T")
 _ENCODE = msgspec.json.Encoder()
@@ -84,16 +87,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode(body: bytes, type: type[T], *, allow_empty: bool = False) -> T:
-    """JSON ``body`` as ``type``: 400 for malformed JSON, 422 for a wrong shape."""
+def parse_json(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """JSON ``body``: 400 for malformed JSON and for nesting deeper than ``max_depth``."""
+    try:
+        return decode_json(body, max_depth, "the request body")
+    except msgspec.DecodeError as exc:
+        raise HttpError(400, "malformed_json", str(exc)) from None
+    except JsonTooDeep as exc:
+        raise HttpError(400, "too_deep", str(exc)) from None
+
+
+def decode(body: bytes, type: type[T], *, allow_empty: bool = False,
+           max_depth: int = DEFAULT_MAX_DEPTH) -> T:
+    """JSON ``body`` as ``type``: 400 for malformed or too deep JSON, 422 for a wrong
+    shape."""
     if not body.strip():
         if allow_empty:
             return msgspec.convert({}, type)
         raise HttpError(400, "empty_body", "this request needs a JSON body")
-    try:
-        raw = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise HttpError(400, "malformed_json", str(exc)) from None
+    raw = parse_json(body, max_depth)
     try:
         return msgspec.convert(raw, type)
     except (msgspec.ValidationError, ValueError) as exc:
@@ -101,13 +113,18 @@ def decode(body: bytes, type: type[T], *, allow_empty: bool = False) -> T:
 
 
 def validate_graph(graph: Graph, state: ServerState) -> None:
-    """Refuse (422 with the report) a graph whose components or ports do not exist.
+    """Refuse a graph the server's policy excludes (403 naming node and rule), or whose
+    components or ports do not exist (422 with the report).
 
     Runs the graph layer's validator against the server's registry (its errors are the
     report; warnings such as unconnected in-ports are allowed, since a graph may be fed
     later), then builds (without starting) a network, which checks what the validator
     cannot (component configuration, port types declared strictly).
     """
+    try:
+        state.policy.check_graph(graph, state.registry)
+    except CapabilityRefused as exc:
+        raise HttpError(403, "capability_refused", str(exc)) from None
     report = analysis.validate(graph, state.registry)
     problems: list[Any] = msgspec.to_builtins(report.errors, str_keys=True)
     if not problems:
@@ -165,10 +182,7 @@ def routes(state: ServerState) -> list[BaseRoute]:
         source: Any = body
         if fmt == "json" or (fmt is None and body.lstrip().startswith(b"{")):
             # a JSON graph document, or the {"graph": ..., "format": ...} wrapper
-            try:
-                raw = msgspec.json.decode(body) if body.strip() else None
-            except msgspec.DecodeError as exc:
-                raise HttpError(400, "malformed_json", str(exc)) from None
+            raw = parse_json(body, state.max_depth) if body.strip() else None
             if not isinstance(raw, dict):
                 raise HttpError(422, "invalid_request",
                                 "expected a JSON graph document or {\"graph\": ...}")
@@ -261,7 +275,8 @@ def routes(state: ServerState) -> list[BaseRoute]:
 
     @endpoint
     async def create_execution(request: Request) -> Response:
-        req = decode(await read_body(request, state.max_body), ExecutionCreate)
+        req = decode(await read_body(request, state.max_body), ExecutionCreate,
+                     max_depth=state.max_depth)
         if (req.graph is None) == (req.graph_id is None):
             raise HttpError(422, "invalid_request", "give exactly one of graph and graph_id")
         if req.graph_id is not None:
@@ -294,7 +309,8 @@ def routes(state: ServerState) -> list[BaseRoute]:
     async def send_inputs(request: Request) -> Response:
         ex = execution(request)
         port = request.path_params["port"]
-        packet = decode(await read_body(request, state.max_body), PacketIn)
+        packet = decode(await read_body(request, state.max_body), PacketIn,
+                        max_depth=state.max_depth)
         if ex.graph.port_name(port) not in ex.graph.inports:
             raise HttpError(404, "not_found", f"execution {ex.id!r} has no exported in-port"
                             f" {port!r}; in-ports: {sorted(ex.graph.inports)}")

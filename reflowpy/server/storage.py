@@ -14,7 +14,9 @@ graph store holds (a write is well under a millisecond).
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -44,6 +46,16 @@ CREATE TABLE IF NOT EXISTS executions (
     updated REAL NOT NULL
 );
 """
+
+
+def _private(path: Path, mode: int) -> None:
+    """Make ``path`` (if it exists) accessible to its owner only."""
+    try:
+        current = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if current & 0o077:
+        path.chmod(mode)
 
 
 class GraphRecord(msgspec.Struct, frozen=True):
@@ -89,9 +101,15 @@ class Storage:
             target = ":memory:"
         else:
             directory = Path(data_dir)
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private(directory, 0o700)
             self.path = directory / "reflowpy.db"
             target = str(self.path)
+            # Create the file 0600 before SQLite does: its -wal and -shm files take the
+            # database file's permissions.
+            os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
+            for suffix in ("", "-wal", "-shm"):
+                _private(Path(target + suffix), 0o600)
         self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
