@@ -37,6 +37,7 @@ __all__ = [
     "from_dict",
     "load",
     "loads",
+    "read",
     "save",
     "to_dict",
 ]
@@ -236,6 +237,28 @@ def load(path: str | Path, format: str | None = None) -> Graph:
     except GraphFormatError as exc:
         where = f"{path}, {exc.where}" if exc.where else str(path)
         raise GraphFormatError(exc.detail, format=exc.format, where=where) from None
+
+
+def read(source: str | bytes | Path, format: str | None = None) -> Graph:
+    """A graph from a file path or from the text itself, whichever ``source`` is.
+
+    A :class:`~pathlib.Path`, or a one-line string naming an existing file, is read as
+    a file; any other string or bytes is graph text (JSON, YAML or ``.fbp``). This is
+    ``reflowpy.load``."""
+    if isinstance(source, Path):
+        return load(source, format)
+    if isinstance(source, str) and "\n" not in source and len(source) < 4096:
+        try:
+            is_file = Path(source).is_file()
+        except (OSError, ValueError):
+            is_file = False
+        if is_file:
+            return load(source, format)
+        if not source.lstrip().startswith(("{", "[", "'", '"')) and "->" not in source \
+                and "(" not in source and ":" not in source:
+            raise GraphFormatError(f"cannot read {source!r}: no such file (nor is it graph text)",
+                                   format=format or "")
+    return loads(source, format)
 
 
 def save(graph: Graph, path: str | Path, format: str | None = None) -> None:
