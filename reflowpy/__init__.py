@@ -46,6 +46,7 @@ from reflowpy.network import codec
 from reflowpy.network.actor import Actor, ActorContext, Port, actor
 from reflowpy.network.analysis import ValidationReport, validate
 from reflowpy.network.events import EventSubscription, NetworkEvent
+from reflowpy.network.formats import read as load
 from reflowpy.network.graph import IIP, Edge, Endpoint, ExportedPort, Graph, GraphEvent, Group, Node
 from reflowpy.network.message import FrozenDict, FrozenList, freeze, from_reflow, thaw, to_reflow
 from reflowpy.network.network import Network, OutputStream, run
@@ -116,6 +117,7 @@ __all__ = [
     "default_registry",
     "freeze",
     "from_reflow",
+    "load",
     "run",
     "thaw",
     "to_reflow",

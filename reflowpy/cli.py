@@ -10,8 +10,21 @@ argparse sub-parsers object, adds its own parser and sets ``func`` to a handler
         p.add_argument("file")
         p.set_defaults(func=_run_main)
 
-Exit status: 0 success, 1 the command found problems (``validate``), 2 usage
-errors and unreadable graph files (the message goes to stderr, no traceback).
+Exit status, the same for every subcommand:
+
+====  ==========================================================================
+0     success
+1     the run failed (anything dead-lettered, sent to an error port nothing
+      consumes, or not idle in time), or ``validate`` found errors
+2     usage: unknown option, bad ``--input``, ``--registry`` or ``--map``
+3     the graph file cannot be read or is not a graph (the message names the
+      format, the place and what was expected)
+130   interrupted (Ctrl-C); the network was stopped
+141   stdout was closed early (``reflowpy run ... | head``); nothing is printed
+====  ==========================================================================
+
+Messages go to stderr as ``reflowpy: error: ...``, never as a Python traceback; a
+traceback is shown only for the user's own code that failed in a node.
 """
 
 from __future__ import annotations
@@ -19,6 +32,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import logging
 import os
 import signal
 import sys
@@ -26,9 +40,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reflowpy.errors import GraphFormatError, ReflowError
+from reflowpy.errors import GraphError, GraphFormatError, ReflowError
 
-__all__ = ["cmd_serve", "main", "subcommand"]
+__all__ = ["EXIT_BAD_GRAPH", "EXIT_FAILED", "EXIT_USAGE", "cmd_serve", "main", "subcommand"]
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_BAD_GRAPH = 3
 
 SubParsers = Any  # argparse._SubParsersAction[argparse.ArgumentParser] (private type)
 _SUBCOMMANDS: list[Callable[[SubParsers], None]] = []
@@ -40,14 +58,28 @@ def subcommand(configure: Callable[[SubParsers], None]) -> Callable[[SubParsers]
     return configure
 
 
-def _error(message: str) -> int:
+class _Usage(ReflowError):
+    """A command-line argument is wrong (exit 2)."""
+
+
+def _error(message: str, code: int = EXIT_USAGE) -> int:
     print(f"reflowpy: error: {message}", file=sys.stderr)
-    return 2
+    return code
+
+
+def _exit_code(exc: BaseException) -> int:
+    """The exit status of an error raised before or while running a graph."""
+    if isinstance(exc, GraphError):
+        return EXIT_BAD_GRAPH
+    if isinstance(exc, _Usage):
+        return EXIT_USAGE
+    return EXIT_FAILED
 
 
 def _load_registry(spec: str | None) -> Any:
     """``None`` -> no registry; ``default`` -> ``rf.default_registry()``; ``module:attr``
-    -> that Registry object (or a function returning one)."""
+    -> that Registry object (or a function returning one), importable from the
+    current directory as ``python -m`` would."""
     if not spec:
         return None
     import reflowpy
@@ -55,13 +87,52 @@ def _load_registry(spec: str | None) -> Any:
     if spec == "default":
         return reflowpy.default_registry()
     module_name, _, attr = spec.partition(":")
-    if not attr:
-        raise ReflowError(f"--registry {spec!r}: expected 'default' or MODULE:ATTR")
-    obj = getattr(importlib.import_module(module_name), attr)
+    if not attr or not module_name:
+        raise _Usage(f"--registry {spec!r}: expected 'default' or MODULE:ATTR")
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise _Usage(f"--registry {spec!r}: cannot import {module_name!r}: {exc}") from None
+    try:
+        obj = getattr(module, attr)
+    except AttributeError:
+        raise _Usage(f"--registry {spec!r}: module {module_name!r} has no {attr!r}") from None
     registry = obj() if callable(obj) and not isinstance(obj, reflowpy.Registry) else obj
     if not isinstance(registry, reflowpy.Registry):
-        raise ReflowError(f"--registry {spec!r} is a {type(registry).__name__}, not a Registry")
+        raise _Usage(f"--registry {spec!r} is a {type(registry).__name__}, not a Registry")
     return registry
+
+
+def _read_graph(file: str, format: str | None = None) -> Any:
+    """The graph in ``file`` (``-`` reads stdin); GraphFormatError names the file."""
+    from reflowpy.network import formats
+
+    if file == "-":
+        data = sys.stdin.buffer.read()
+        try:
+            return formats.loads(data, format)
+        except GraphFormatError as exc:
+            where = f"<stdin>, {exc.where}" if exc.where else "<stdin>"
+            raise GraphFormatError(exc.detail, format=exc.format, where=where) from None
+    return formats.load(file, format)
+
+
+def _add_map_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--map", metavar="MAP.yaml", default=None,
+                   help="rename components and ports of a foreign graph (NoFlo, Reflow) to"
+                   " reflowpy's: {components: {OLD: NEW | {component: NEW, inports: {..},"
+                   " outports: {..}}}}")
+
+
+def _apply_map(graph: Any, spec: str | None, registry: Any) -> Any:
+    if not spec:
+        return graph
+    from reflowpy.network.formats import mapping
+
+    return mapping.apply(graph, mapping.load(spec), registry)
 
 
 # -- run ----------------------------------------------------------------------------------
@@ -72,13 +143,48 @@ def _parse_inputs(pairs: Sequence[str]) -> list[tuple[str, Any]]:
     for pair in pairs:
         port, sep, text = pair.partition("=")
         if not sep or not port:
-            raise ReflowError(f"--input {pair!r}: expected PORT=JSON (e.g. numbers=[1,2])")
+            raise _Usage(f"--input {pair!r}: expected PORT=JSON (e.g. numbers=[1,2])")
         try:
             value = json.loads(text)
         except json.JSONDecodeError:
             value = text  # a bare word is a string, as on a shell it is meant to be
+        except (ValueError, RecursionError):
+            raise _Usage(f"--input {port}=...: the JSON value is too large or too deep"
+                         ) from None
         inputs.append((port, value))
     return inputs
+
+
+def _error_ports(graph: Any, registry: Any) -> dict[str, tuple[str, str]]:
+    """Out-ports named ``error`` that nothing consumes, exported under a private name so
+    what the graph sends there is shown and fails the run instead of vanishing."""
+    taken = {(e.src.node, e.src.port) for e in graph.edges}
+    taken |= {(x.node, x.port) for x in graph.outports.values()}
+    found: dict[str, tuple[str, str]] = {}
+    for node in graph.nodes.values():
+        try:
+            info = registry.describe(node.component)
+        except ReflowError:
+            continue
+        for port in info.outports:
+            name = graph.port_name(port.name)
+            if (name == "error" or port.type == "error") and (node.id, name) not in taken:
+                public = f"{node.id}.{name}"
+                if public not in graph.outports:
+                    found[public] = (node.id, name)
+    for public, (node_id, port) in found.items():
+        graph.add_outport(public, node_id, port)
+    return found
+
+
+def _print_letter(letter: Any) -> None:
+    print(f"reflowpy run: node {letter.node!r} failed on port {letter.port!r}"
+          f" (dead letter {letter.id}, {letter.attempts} attempt(s)):"
+          f" {letter.error_type}: {letter.error}", file=sys.stderr)
+    trace = getattr(letter, "traceback", "") or getattr(letter, "remote_traceback", "")
+    if trace:
+        for line in str(trace).rstrip().splitlines():
+            print(f"    {line}", file=sys.stderr)
 
 
 async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
@@ -89,12 +195,24 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
 
     import reflowpy as rf
 
+    errors = _error_ports(graph, registry)
     net = rf.Network(graph, registry)
     encode = json.JSONEncoder(default=repr, ensure_ascii=False).encode
+    failures = 0
+
+    def show(name: str, value: Any) -> None:
+        nonlocal failures
+        if name in errors:
+            failures += 1
+            node, port = errors[name]
+            print(f"reflowpy run: node {node!r} sent to its {port!r} port, which nothing"
+                  f" consumes: {encode(value)}", file=sys.stderr)
+            return
+        sys.stdout.write(encode({"port": name, "value": value}) + "\n")
 
     async def pump(name: str) -> None:
         async for value in net.outputs(name):
-            sys.stdout.write(encode({"port": name, "value": value}) + "\n")
+            show(name, value)
             sys.stdout.flush()
 
     with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
@@ -107,35 +225,71 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
             nursery.cancel_scope.cancel()  # what is left is printed below
     for name in graph.outports:  # values taken after the pumps stopped, and stop-flushes
         for value in net.outputs(name).drain():
-            sys.stdout.write(encode({"port": name, "value": value}) + "\n")
+            show(name, value)
+    sys.stdout.flush()
+    letters = net.dead_letters()
+    for letter in letters:
+        _print_letter(letter)
     if scope.cancelled_caught:
         print(f"reflowpy run: not idle after {timeout:g} s; stopped", file=sys.stderr)
-        return 1
-    for letter in net.dead_letters():
-        print(f"reflowpy run: dead letter {letter.id}: node {letter.node!r} port"
-              f" {letter.port!r}: {letter.error_type}: {letter.error}", file=sys.stderr)
-    return 1 if net.dead_letters() else 0
+        return EXIT_FAILED
+    if letters or failures:
+        print(f"reflowpy run: failed: {len(letters)} dead letter(s), {failures} message(s)"
+              " on unconsumed error ports", file=sys.stderr)
+        return EXIT_FAILED
+    return 0
+
+
+def _workdir(args: argparse.Namespace) -> str | None:
+    """Where relative paths in node config resolve: the graph file's folder unless
+    ``--cwd`` says otherwise (``--cwd .`` keeps the current directory)."""
+    if args.cwd is not None:
+        return str(args.cwd)
+    if args.file == "-":
+        return None
+    folder = Path(args.file).parent
+    return str(folder) if str(folder) not in ("", ".") else None
 
 
 def _run_main(args: argparse.Namespace) -> int:
     import trio
 
-    import reflowpy as rf
-
     try:
-        graph = rf.Graph.load(args.file)
         registry = _load_registry(args.registry or "default")
+        if args.graphs:
+            from reflowpy.network.formats import workspace
+
+            workspace.register_graphs(registry, args.graphs)
+        if args.file != "-" and Path(args.file).is_dir():
+            from reflowpy.network.formats import workspace
+
+            graph = workspace.compose(args.file, registry)
+        else:
+            graph = _read_graph(args.file)
+        graph = _apply_map(graph, args.map, registry)
         inputs = _parse_inputs(args.input)
+        for port, _ in inputs:
+            if graph.port_name(port) not in graph.inports:
+                raise _Usage(f"--input {port}=...: the graph has no exported in-port"
+                             f" {port!r}; it has {sorted(graph.inports) or 'none'}")
+        workdir = _workdir(args)
+        if workdir is not None:
+            try:
+                os.chdir(workdir)
+            except OSError as exc:
+                raise _Usage(f"--cwd {workdir!r}: {exc.strerror}") from None
         return trio.run(_run_graph, graph, registry, inputs, args.timeout)
     except BaseException as exc:
         leaf = _single(exc)
         if isinstance(leaf, KeyboardInterrupt):
             print("reflowpy run: interrupted; network stopped", file=sys.stderr)
             return 130
-        if isinstance(leaf, OSError):
-            return _error(f"{args.file}: {leaf.strerror or leaf}")
+        if isinstance(leaf, BrokenPipeError):
+            raise leaf from None
         if isinstance(leaf, ReflowError):
-            return _error(str(leaf))
+            return _error(str(leaf), _exit_code(leaf))
+        if isinstance(leaf, OSError):
+            return _error(f"{args.file}: {leaf.strerror or leaf}", EXIT_FAILED)
         raise
 
 
@@ -150,16 +304,29 @@ def _single(exc: BaseException) -> BaseException:
 def _run(sub: SubParsers) -> None:
     p = sub.add_parser(
         "run", help="run a graph until it is idle, printing its outputs as JSON lines",
-        description="Run a graph file (any format) until nothing is queued or running."
-        " Each value leaving an exported out-port is printed as one JSON line"
-        ' {"port": ..., "value": ...}. Exit 1 if messages were dead-lettered; Ctrl-C'
-        " stops the network cleanly.")
-    p.add_argument("file", help="graph file (.json Reflow/NoFlo, .fbp, .yaml)")
+        description="Run a graph file (any format; '-' reads stdin), or a folder of graphs"
+        " (a Reflow workspace or a NoFlo project's graphs/), until nothing is queued or"
+        " running. Each value leaving an exported out-port is printed as one JSON line"
+        ' {"port": ..., "value": ...}. Relative paths in node config resolve against the'
+        " graph file's folder (override with --cwd). Exit 1 if anything was"
+        " dead-lettered or sent to an error port nothing consumes (each failure is"
+        " printed with its node, exception type and traceback), 3 for a bad graph file,"
+        " 2 for bad arguments; Ctrl-C stops the network cleanly.")
+    p.add_argument("file", help="graph file (.json Reflow/NoFlo, .fbp, .yaml), '-' for stdin,"
+                   " or a workspace folder")
     p.add_argument("--input", "-i", action="append", default=[], metavar="PORT=JSON",
                    help="send JSON (or a bare string) to an exported in-port; repeatable,"
                    " sent in order")
     p.add_argument("--registry", default=None, metavar="default|MODULE:ATTR",
-                   help="component registry (default: the standard library + plugins)")
+                   help="component registry (default: the standard library + plugins);"
+                   " MODULE is imported from the current directory")
+    p.add_argument("--graphs", metavar="DIR", default=None,
+                   help="make every graph file in DIR a component named after the file"
+                   " (as NoFlo projects' graphs/ folders are)")
+    _add_map_option(p)
+    p.add_argument("--cwd", metavar="DIR", default=None,
+                   help="directory relative paths in node config resolve against"
+                   " (default: the graph file's folder)")
     p.add_argument("--timeout", type=float, default=None,
                    help="stop with exit 1 if not idle after this many seconds")
     p.set_defaults(func=_run_main)
@@ -170,30 +337,49 @@ def _run(sub: SubParsers) -> None:
 
 def _validate_main(args: argparse.Namespace) -> int:
     from reflowpy.network import analysis
-    from reflowpy.network.graph import Graph
 
     try:
-        graph = Graph.load(args.file, args.format)
         registry = _load_registry(args.registry)
-    except (GraphFormatError, ReflowError, ImportError, AttributeError) as exc:
-        return _error(str(exc))
+        graph = _read_graph(args.file, args.format)
+        graph = _apply_map(graph, args.map, registry)
+    except ReflowError as exc:
+        if args.json:
+            _print_json({"file": args.file, "ok": False, "loaded": False,
+                         "error": str(exc), "format": getattr(exc, "format", ""),
+                         "where": getattr(exc, "where", ""), "problems": []})
+        return _error(str(exc), _exit_code(exc))
     report = analysis.validate(graph, registry)
     failed = not report.ok or (args.strict and bool(report.problems))
-    print(report, file=sys.stdout)
-    return 1 if failed else 0
+    if args.json:
+        _print_json({"file": args.file, "graph": report.graph, "ok": not failed,
+                     "loaded": True, "problems": [
+                         {"kind": p.kind, "severity": p.severity, "message": p.message,
+                          "node": p.node, "port": p.port} for p in report.problems]})
+    else:
+        print(report, file=sys.stdout)
+    return EXIT_FAILED if failed else 0
+
+
+def _print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, ensure_ascii=False)
+    sys.stdout.write("\n")
 
 
 @subcommand
 def _validate(sub: SubParsers) -> None:
     p = sub.add_parser("validate", help="check a graph file and print a report",
-                       description="Check a graph file (any format). Exit status 1 when"
-                       " the report has errors (or, with --strict, warnings).")
-    p.add_argument("file", help="graph file: Reflow/NoFlo JSON, .fbp or YAML")
+                       description="Check a graph file (any format; '-' reads stdin). Exit"
+                       " status 1 when the report has errors (or, with --strict, warnings),"
+                       " 3 when the file is not a graph.")
+    p.add_argument("file", help="graph file: Reflow/NoFlo JSON, .fbp or YAML; '-' for stdin")
     p.add_argument("--format", choices=["reflow", "noflo", "fbp", "yaml"],
                    help="read as this format instead of detecting it")
     p.add_argument("--registry", metavar="default|MODULE:ATTR",
                    help="also check components, ports and port types against a registry")
+    _add_map_option(p)
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
+    p.add_argument("--json", action="store_true",
+                   help="print the report as JSON (ok, problems with kind/severity/node/port)")
     p.set_defaults(func=_validate_main)
 
 
@@ -202,13 +388,12 @@ def _validate(sub: SubParsers) -> None:
 
 def _convert_main(args: argparse.Namespace) -> int:
     from reflowpy.network.formats import fbp
-    from reflowpy.network.graph import Graph
 
     try:
-        graph = Graph.load(args.file, args.source_format)
+        graph = _read_graph(args.file, args.source_format)
         text = graph.dumps(args.to)
-    except GraphFormatError as exc:
-        return _error(str(exc))
+    except ReflowError as exc:
+        return _error(str(exc), _exit_code(exc))
     if args.to == "fbp":
         for loss in fbp.losses(graph):
             print(f"reflowpy: warning: .fbp cannot hold {loss}", file=sys.stderr)
@@ -216,7 +401,7 @@ def _convert_main(args: argparse.Namespace) -> int:
         try:
             Path(args.output).write_text(text, encoding="utf-8")
         except OSError as exc:
-            return _error(f"cannot write {args.output!r}: {exc.strerror}")
+            return _error(f"cannot write {args.output!r}: {exc.strerror}", EXIT_FAILED)
     else:
         sys.stdout.write(text)
     return 0
@@ -225,9 +410,9 @@ def _convert_main(args: argparse.Namespace) -> int:
 @subcommand
 def _convert(sub: SubParsers) -> None:
     p = sub.add_parser("convert", help="convert a graph file to another format",
-                       description="Read a graph (format detected) and write it in another"
-                       " format to stdout or -o OUT.")
-    p.add_argument("file", help="graph file: Reflow/NoFlo JSON, .fbp or YAML")
+                       description="Read a graph (format detected; '-' reads stdin) and"
+                       " write it in another format to stdout or -o OUT.")
+    p.add_argument("file", help="graph file: Reflow/NoFlo JSON, .fbp or YAML; '-' for stdin")
     p.add_argument("--to", required=True, choices=["reflow", "noflo", "fbp", "yaml"],
                    help="output format")
     p.add_argument("--from", dest="source_format",
@@ -240,32 +425,80 @@ def _convert(sub: SubParsers) -> None:
 # -- components ----------------------------------------------------------------------------
 
 
+def _config_of(component: Any) -> dict[str, Any] | None:
+    """Keys, types, defaults and JSON Schema of a component's ``Config`` Struct, if any."""
+    import msgspec
+
+    config = getattr(component, "Config", None)
+    if not (isinstance(config, type) and issubclass(config, msgspec.Struct)):
+        return None
+    keys = []
+    for field in msgspec.structs.fields(config):
+        entry: dict[str, Any] = {"name": field.encode_name, "type": _type_name(field.type),
+                                 "required": field.required}
+        if field.default is not msgspec.NODEFAULT:
+            entry["default"] = _jsonable(field.default)
+        elif field.default_factory is not msgspec.NODEFAULT:
+            entry["default"] = _jsonable(field.default_factory())
+        keys.append(entry)
+    try:
+        schema = msgspec.json.schema(config)
+    except (TypeError, ValueError) as exc:
+        schema = {"error": f"no JSON Schema: {exc}"}
+    return {"keys": keys, "schema": schema, "doc": (config.__doc__ or "").strip()}
+
+
+def _type_name(tp: Any) -> str:
+    name = getattr(tp, "__name__", None)
+    text = str(tp) if name is None or getattr(tp, "__args__", None) else name
+    return text.replace("typing.", "")
+
+
+def _jsonable(value: Any) -> Any:
+    try:
+        json.dumps(value)
+    except (TypeError, ValueError):
+        return repr(value)
+    return value
+
+
+def _component_entry(registry: Any, info: Any, aliases: list[str]) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "name": info.name,
+        "description": info.description.split("\n", 1)[0],
+        "icon": info.icon,
+        "subgraph": info.subgraph,
+        "aliases": sorted(aliases),
+        "inports": [_port(p) for p in info.inports],
+        "outports": [_port(p) for p in info.outports],
+    }
+    config = None if info.subgraph else _config_of(registry.get(info.name))
+    entry["config"] = config["keys"] if config else None
+    entry["config_schema"] = config["schema"] if config else None
+    return entry
+
+
 def _components_main(args: argparse.Namespace) -> int:
     import reflowpy as rf
 
     registry = rf.default_registry()
-    names = [n for n in registry.names() if not args.prefix or n.startswith(args.prefix)]
     aliases: dict[str, list[str]] = {}
     for alias in registry.names(aliases=True):
         target = registry.resolve(alias)
         if target != alias:
             aliases.setdefault(target, []).append(alias)
+    if args.prefix and args.prefix in registry:
+        return _component_detail(registry, registry.resolve(args.prefix), aliases, args.json)
+    names = [n for n in registry.names() if not args.prefix or n.startswith(args.prefix)]
+    if not names and args.prefix:
+        from reflowpy.network.formats.mapping import suggest
+
+        hint = suggest(args.prefix, registry.names(aliases=True))
+        return _error(f"no component named or starting with {args.prefix!r}{hint}",
+                      EXIT_USAGE)
     infos = [registry.describe(n) for n in names]
     if args.json:
-        out = []
-        for info in infos:
-            entry: dict[str, Any] = {
-                "name": info.name,
-                "description": info.description.split("\n", 1)[0],
-                "icon": info.icon,
-                "subgraph": info.subgraph,
-                "aliases": sorted(aliases.get(info.name, [])),
-                "inports": [_port(p) for p in info.inports],
-                "outports": [_port(p) for p in info.outports],
-            }
-            out.append(entry)
-        json.dump(out, sys.stdout, indent=2)
-        sys.stdout.write("\n")
+        _print_json([_component_entry(registry, i, aliases.get(i.name, [])) for i in infos])
         return 0
     for info in infos:
         also = aliases.get(info.name)
@@ -276,7 +509,48 @@ def _components_main(args: argparse.Namespace) -> int:
                 shown = ", ".join(
                     f"{p.name}:{p.type}" + ("" if p.required else "?") for p in ports)
                 print(f"    {label}  {shown}")
+        config = None if info.subgraph else _config_of(registry.get(info.name))
+        if config and config["keys"]:
+            shown = ", ".join(f"{k['name']}:{k['type']}" + (
+                f"={json.dumps(k['default'])}" if "default" in k else "")
+                for k in config["keys"])
+            print(f"    cfg  {shown}")
     print(f"{len(infos)} components, {sum(len(a) for a in aliases.values())} aliases")
+    return 0
+
+
+def _component_detail(registry: Any, name: str, aliases: dict[str, list[str]],
+                      as_json: bool) -> int:
+    info = registry.describe(name)
+    entry = _component_entry(registry, info, aliases.get(name, []))
+    entry["description"] = info.description
+    if as_json:
+        _print_json(entry)
+        return 0
+    print(name + (f"  (also: {', '.join(entry['aliases'])})" if entry["aliases"] else ""))
+    for line in info.description.splitlines() or [""]:
+        print(f"    {line}")
+    for label, ports in (("in-ports", info.inports), ("out-ports", info.outports)):
+        print(f"{label}:")
+        for p in ports or ():
+            flags = [] if p.required else ["optional"]
+            if p.addressable:
+                flags.append("addressable")
+            extra = f" ({', '.join(flags)})" if flags else ""
+            print(f"    {p.name}: {p.type}{extra}  {p.description}".rstrip())
+        if not ports:
+            print("    (none)")
+    print("config:")
+    if entry["config"] is None:
+        print("    not declared as a Config struct; the description above lists the keys")
+    else:
+        for key in entry["config"]:
+            default = f" = {json.dumps(key['default'])}" if "default" in key else ""
+            req = " (required)" if key["required"] else ""
+            print(f"    {key['name']}: {key['type']}{default}{req}")
+        print("JSON Schema:")
+        for line in json.dumps(entry["config_schema"], indent=2).splitlines():
+            print(f"    {line}")
     return 0
 
 
@@ -289,10 +563,12 @@ def _port(p: Any) -> dict[str, Any]:
 def _components(sub: SubParsers) -> None:
     p = sub.add_parser("components", help="list the registered components with their ports",
                        description="List every registered component (standard library and"
-                       " entry-point plugins) with its ports, types and description.")
+                       " plugins of the 'reflowpy.components' entry-point group) with its"
+                       " ports, types, config keys and description; with a full NAME, show"
+                       " that one in full, config JSON Schema included.")
     p.add_argument("--json", action="store_true", help="print JSON (for the FBP component:list)")
     p.add_argument("prefix", nargs="?", default="",
-                   help="only components whose name starts with this (e.g. flow/)")
+                   help="a component NAME (shown in full) or a prefix such as flow/")
     p.set_defaults(func=_components_main)
 
 
@@ -433,23 +709,58 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``reflowpy`` argument parser with every registered subcommand."""
+    from reflowpy import __version__
+
     parser = argparse.ArgumentParser(prog="reflowpy",
                                      description="reflowpy: actor-model dataflow runtime")
+    parser.add_argument("--version", action="version", version=f"reflowpy {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log more to stderr: -v info (node log() output, access log),"
+                        " -vv debug")
+    parser.add_argument("--log-level", default=None,
+                        choices=["debug", "info", "warning", "error", "critical"],
+                        help="log level on stderr (default warning; overrides -v)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for configure in _SUBCOMMANDS:
         configure(sub)
     return parser
 
 
+def _setup_logging(args: argparse.Namespace) -> None:
+    if args.log_level:
+        level = getattr(logging, args.log_level.upper())
+    else:
+        level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("reflowpy").setLevel(level)
+
+
+def _quiet_broken_pipe() -> int:
+    """stdout's reader went away (``| head``): say nothing more, exit 141 like SIGPIPE."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):
+        pass
+    return 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the command line; returns the exit status."""
+    """Run the command line; returns the exit status (see the module docstring)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-    except SystemExit as exc:  # argparse exits on --help and usage errors
-        return int(exc.code or 0) if isinstance(exc.code, int | None) else 2
+    except SystemExit as exc:  # argparse exits on --help, --version and usage errors
+        return int(exc.code or 0) if isinstance(exc.code, int | None) else EXIT_USAGE
+    _setup_logging(args)
     handler: Callable[[argparse.Namespace], int] = args.func
-    return handler(args)
+    try:
+        code = handler(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -20,7 +20,7 @@ def test_validate_ok_file(capsys: pytest.CaptureFixture[str]) -> None:
     assert capsys.readouterr().out.strip() == "graph 'pipeline': ok"
 
 
-def test_validate_bad_file_is_a_format_error_exit_2(tmp_path: Path,
+def test_validate_bad_file_is_a_format_error_exit_3(tmp_path: Path,
                                                capsys: pytest.CaptureFixture[str]) -> None:
     doc = json.loads((FIXTURES / "noflo_clock.json").read_text())
     doc["inports"]["ghost"] = {"process": "ghost", "port": "in"}
@@ -28,7 +28,7 @@ def test_validate_bad_file_is_a_format_error_exit_2(tmp_path: Path,
     # is refused, so the file is a format error naming the field
     path = tmp_path / "bad.json"
     path.write_text(json.dumps(doc))
-    assert main(["validate", str(path)]) == 2
+    assert main(["validate", str(path)]) == 3
     err = capsys.readouterr().err
     assert "inports.ghost" in err and "no node 'ghost'" in err and "Traceback" not in err
 
@@ -69,11 +69,11 @@ def test_validate_strict_fails_on_warnings(tmp_path: Path,
 
 def test_validate_unreadable_and_not_a_graph(tmp_path: Path,
                                              capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["validate", str(tmp_path / "missing.json")]) == 2
+    assert main(["validate", str(tmp_path / "missing.json")]) == 3
     assert "cannot read" in capsys.readouterr().err
     junk = tmp_path / "junk.txt"
     junk.write_text("{not json")
-    assert main(["validate", str(junk)]) == 2
+    assert main(["validate", str(junk)]) == 3
     err = capsys.readouterr().err
     assert "json" in err and "line 1, column 2" in err
 

@@ -50,7 +50,7 @@ def test_run_reports_bad_input_and_dead_letters(tmp_path: Path) -> None:
     proc = _run(str(path), "--input", "nope=1")
     assert proc.returncode == 2 and "no exported in-port 'nope'" in proc.stderr
     proc = _run(str(tmp_path / "missing.json"))
-    assert proc.returncode == 2 and "missing.json" in proc.stderr
+    assert proc.returncode == 3 and "missing.json" in proc.stderr
     proc = _run(str(tmp_path / "map.json"), "--input", 'numbers={"a": 1}')  # dict * 2 fails
     assert proc.returncode == 1 and "dead letter" in proc.stderr and "'double'" in proc.stderr
 

@@ -242,6 +242,15 @@ class Graph:
         self.inports: dict[str, ExportedPort] = {}
         self.outports: dict[str, ExportedPort] = {}
         self.groups: list[Group] = []
+        #: Top-level fields of the file this library does not interpret (Reflow's
+        #: workspace fields ``graph_dependencies``, ``external_connections``,
+        #: ``provided_interfaces``, ``required_interfaces``, or a newer tool's), kept so a
+        #: round trip through reflowpy loses nothing. Part of equality.
+        self.extra: dict[str, Any] = {}
+        #: For a case-insensitive graph: folded port name -> the spelling its file used
+        #: (``"output"`` -> ``"Output"``), so writers give the names back as read. Only
+        #: presentation: lookups always use the folded name; not part of equality.
+        self.port_case: dict[str, str] = {}
         self._edge_index: dict[EdgeKey, Edge] = {}
         self._listeners: list[GraphListener] = []
         self._undo: deque[_Step] = deque(maxlen=max(0, max_history))
@@ -291,6 +300,10 @@ class Graph:
     def port_name(self, port: str) -> str:
         """A port name as stored: lower-cased unless the graph is case sensitive."""
         return port if self.case_sensitive else port.lower()
+
+    def spelled(self, port: str) -> str:
+        """A stored port name as its file spelled it (see :attr:`port_case`)."""
+        return self.port_case.get(port, port)
 
     def edges_of(self, node_id: str) -> Iterator[Edge]:
         """Every connection into or out of ``node_id``."""
@@ -958,6 +971,8 @@ class Graph:
         other.inports = copy.deepcopy(self.inports)
         other.outports = copy.deepcopy(self.outports)
         other.groups = copy.deepcopy(self.groups)
+        other.extra = copy.deepcopy(self.extra)
+        other.port_case = dict(self.port_case)
         return other
 
     def __eq__(self, other: object) -> bool:
@@ -976,6 +991,7 @@ class Graph:
             and self.inports == other.inports
             and self.outports == other.outports
             and {g.name: g for g in self.groups} == {g.name: g for g in other.groups}
+            and self.extra == other.extra
         )
 
     __hash__ = None  # type: ignore[assignment]  # mutable
@@ -984,7 +1000,7 @@ class Graph:
         """Human-readable differences to ``other`` (empty when equal); for tests and tools."""
         out: list[str] = []
         for attr in ("name", "case_sensitive", "properties", "nodes", "iips", "inports",
-                     "outports"):
+                     "outports", "extra"):
             mine, theirs = getattr(self, attr), getattr(other, attr)
             if mine != theirs:
                 out.append(f"{attr}: {mine!r} != {theirs!r}")

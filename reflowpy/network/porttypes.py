@@ -58,9 +58,19 @@ class PortType(msgspec.Struct, frozen=True):
 
 
 ANY = PortType("any")
+#: Deepest nesting of ``array<...>``/``optional<...>`` a port type may have.
+MAX_TYPE_DEPTH = 32
 
 
-def _parse(text: str, pos: int, whole: str) -> tuple[PortType, int]:
+def _too_deep(whole: object) -> PortTypeError:
+    shown = repr(whole)
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return PortTypeError(f"port type {shown}: nested more than {MAX_TYPE_DEPTH} levels deep")
+
+
+def _parse(text: str, pos: int, whole: str, depth: int = 0) -> tuple[PortType, int]:
+    if depth > MAX_TYPE_DEPTH:
+        raise _too_deep(whole)
     start = pos
     while pos < len(text) and (text[pos].isalnum() or text[pos] in "_*"):
         pos += 1
@@ -70,7 +80,7 @@ def _parse(text: str, pos: int, whole: str) -> tuple[PortType, int]:
         raise PortTypeError(f"port type {whole!r}: expected a type name at offset {start}")
     if pos < len(text) and text[pos] == "<":
         if kind in ("array", "optional"):
-            inner, pos = _parse(text, pos + 1, whole)
+            inner, pos = _parse(text, pos + 1, whole, depth + 1)
             if pos >= len(text) or text[pos] != ">":
                 raise PortTypeError(f"port type {whole!r}: expected '>' at offset {pos}")
             return PortType(kind, inner), pos + 1
@@ -123,8 +133,10 @@ def to_reflow(port_type: str | PortType) -> dict[str, Any]:
     return {"type": tag}
 
 
-def from_reflow(data: Any, where: str = "portType") -> PortType:
+def from_reflow(data: Any, where: str = "portType", _depth: int = 0) -> PortType:
     """Parse Reflow's tagged JSON (or a plain type string) into a :class:`PortType`."""
+    if _depth > MAX_TYPE_DEPTH:
+        raise PortTypeError(f"{where}: nested more than {MAX_TYPE_DEPTH} levels deep")
     if data is None:
         return ANY
     if isinstance(data, str):
@@ -136,7 +148,9 @@ def from_reflow(data: Any, where: str = "portType") -> PortType:
     kind = data["type"]
     kind = _FROM_REFLOW_TAG.get(kind, _ALIASES.get(kind.lower(), kind.lower()))
     if kind in ("array", "optional"):
-        return PortType(kind, from_reflow(data.get("value"), f"{where}.value"))
+        inner = from_reflow(data.get("value"), f"{where}.value" if _depth < 4 else where,
+                            _depth + 1)
+        return PortType(kind, inner)
     if kind == "object":
         value = data.get("value")
         return PortType("object", name=value if isinstance(value, str) else "")

@@ -106,8 +106,9 @@ def test_reflow_fixture_loads_with_iips_exports_types_groups() -> None:
     ]
     assert g.iips[0].metadata == {"note": "start value"}
     assert g.inports["numbers"] == rf.ExportedPort(
-        "double", "in", None, {"description": "numbers to double", "type": "array<integer>"})
-    assert g.outports["result"].metadata == {"type": "optional<float>"}
+        "double", "in", None, {"description": "numbers to double", "type": "array<integer>",
+                               "reflow": {"expose": True}})  # kept for the round trip
+    assert g.outports["result"].metadata == {"type": "optional<float>", "reflow": {"expose": True}}
     assert [(gr.name, gr.nodes) for gr in g.groups] == [("math", ["double"]),
                                                       ("io", ["source", "sink"])]
     # writing it back gives Reflow's structure with the same port types
@@ -132,7 +133,8 @@ def test_reflow_case_sensitive_fixture() -> None:
     assert g.find_edge("Reader", "Content", "Parser", "Input").metadata == {
         "fromType": "bytes", "toType": "object<Document>"}
     assert g.outports["Document"] == rf.ExportedPort(
-        "Parser", "Output", None, {"type": "array<optional<object<Document>>>"})
+        "Parser", "Output", None, {"type": "array<optional<object<Document>>>",
+                                   "reflow": {"expose": True}})
     assert g.outports["Errors"].metadata == {"type": "stream"}
     assert g.nodes["Parser"].metadata == {"componentSpec": {"type": "native"}}
     assert rf.Graph.loads(g.dumps("reflow")) == g

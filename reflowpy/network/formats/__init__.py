@@ -16,6 +16,7 @@ expected.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,8 @@ from typing import Any
 from reflowpy.errors import GraphFormatError
 from reflowpy.network.formats import fbp, noflo, reflow
 from reflowpy.network.formats import yaml as yamlfmt
-from reflowpy.network.formats._util import json_dumps, json_loads
+from reflowpy.network.formats._limits import check_text
+from reflowpy.network.formats._util import check_duplicate_keys, json_dumps, json_loads
 from reflowpy.network.graph import Graph
 
 __all__ = [
@@ -35,6 +37,7 @@ __all__ = [
     "from_dict",
     "load",
     "loads",
+    "read",
     "save",
     "to_dict",
 ]
@@ -54,9 +57,13 @@ def _check_format(format: str, allowed: tuple[str, ...] = FORMATS) -> str:
     return fmt
 
 
+def _items(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def detect_dialect(data: Mapping[str, Any]) -> str:
     """``"reflow"`` or ``"noflo"`` for a parsed JSON/YAML graph document."""
-    for conn in data.get("connections") or ():
+    for conn in _items(data.get("connections")):
         if isinstance(conn, dict):
             if "from" in conn or "to" in conn:
                 return "reflow"
@@ -73,14 +80,30 @@ def detect_dialect(data: Mapping[str, Any]) -> str:
         for proc in procs.values():
             if isinstance(proc, dict):
                 return "reflow" if "id" in proc else "noflo"
-    for group in data.get("groups") or ():
+    for group in _items(data.get("groups")):
         if isinstance(group, dict):
             return "reflow" if "id" in group else "noflo"
+    if any(key in data for key in _REFLOW_ONLY_KEYS):
+        return "reflow"
     return "noflo"
 
 
+_REFLOW_ONLY_KEYS = ("graph_dependencies", "external_connections", "provided_interfaces",
+                     "required_interfaces")
+# A YAML graph has a graph key at the start of a line (block style), or starts a document.
+_YAML_HINT = re.compile(
+    r"^(?:---|%YAML|[\"']?(?:processes|connections|inports|outports|groups|properties"
+    r"|caseSensitive|graph_dependencies|external_connections)[\"']?[ \t]*:(?:[ \t]|$))",
+    re.M)
+
+
 def detect(text: str | bytes) -> str:
-    """Guess the format of ``text``: "reflow", "noflo", "yaml" or "fbp"."""
+    """Guess the format of ``text``: "reflow", "noflo", "yaml" or "fbp".
+
+    JSON when it starts with ``{`` (Reflow's dialect or NoFlo's, from its fields),
+    YAML when a line starts with a graph key (``processes:``) or ``---``, the ``.fbp``
+    DSL otherwise. Only JSON is parsed to decide; a text is never parsed as YAML just
+    to find out (a 50 MB ``.fbp`` file would take minutes)."""
     if isinstance(text, bytes):
         text = text.decode("utf-8", errors="replace")
     stripped = text.lstrip()
@@ -97,11 +120,7 @@ def detect(text: str | bytes) -> str:
                 pass
             raise
         return detect_dialect(data) if isinstance(data, dict) else "noflo"
-    try:
-        data = yamlfmt.load_data(text)
-    except GraphFormatError:
-        return "fbp"
-    if isinstance(data, dict) and _GRAPH_KEYS & set(map(str, data)):
+    if _YAML_HINT.search(text):
         return "yaml"
     return "fbp"
 
@@ -109,6 +128,10 @@ def detect(text: str | bytes) -> str:
 def from_dict(data: Mapping[str, Any], format: str | None = None, *,
               source: str | None = None) -> Graph:
     """Build a graph from a parsed Reflow or NoFlo document (detected if not given)."""
+    if not isinstance(data, Mapping):
+        raise GraphFormatError(f"expected a mapping with processes/connections, got"
+                               f" {type(data).__name__}", format=source or format or "",
+                               where="top level")
     fmt = _check_format(format, ("reflow", "noflo")) if format else detect_dialect(data)
     label = source or fmt
     if source and source != fmt:
@@ -122,24 +145,46 @@ def to_dict(graph: Graph, format: str = "reflow") -> dict[str, Any]:
     return reflow.to_dict(graph) if fmt == "reflow" else noflo.to_dict(graph)
 
 
-def loads(text: str | bytes, format: str | None = None) -> Graph:
-    """Read a graph from text, in ``format`` or the detected one."""
-    if isinstance(text, bytes):
+def _text(text: str | bytes, format: str | None) -> str:
+    if isinstance(text, bytes | bytearray | memoryview):
         try:
-            text = text.decode("utf-8")
+            return bytes(text).decode("utf-8")
         except UnicodeDecodeError as exc:
             raise GraphFormatError(f"not UTF-8 text: {exc.reason}", format=format or "",
                                    where=f"byte {exc.start}") from None
+    if not isinstance(text, str):
+        raise GraphFormatError(f"expected graph text (str or bytes), got"
+                               f" {type(text).__name__}", format=format or "")
+    check_text(text, format or "")
+    return text
+
+
+def loads(text: str | bytes, format: str | None = None) -> Graph:
+    """Read a graph from text, in ``format`` or the detected one (see :func:`detect`).
+
+    Whatever the input, the only exception is :class:`~reflowpy.GraphFormatError`
+    (naming the format read, the place and what was expected), and reading takes time
+    and memory in proportion to the text: see ``reflowpy.network.formats._limits``."""
+    text = _text(text, format)
     detected = format is None
     if format is None:
         if not text.strip():
             raise GraphFormatError("the text is empty; expected a graph in reflow/noflo JSON,"
                                    " YAML or .fbp")
-        format = detect(text)
+        stripped = text.lstrip()
+        if stripped.startswith("{"):
+            try:
+                data = json_loads(stripped, "json")
+            except GraphFormatError:
+                if detect(text) != "fbp":
+                    raise
+            else:
+                fmt = detect_dialect(data) if isinstance(data, dict) else "noflo"
+                return _from_json(text, data, fmt)
+        format = "yaml" if _YAML_HINT.search(text) else "fbp"
     fmt = _check_format(format)
     if fmt in ("reflow", "noflo"):
-        data = json_loads(text, fmt)
-        return reflow.from_dict(data, fmt) if fmt == "reflow" else noflo.from_dict(data, fmt)
+        return _from_json(text, json_loads(text, fmt), fmt)
     if fmt == "yaml":
         return yamlfmt.loads(text)
     graph = fbp.loads(text)
@@ -154,8 +199,14 @@ def loads(text: str | bytes, format: str | None = None) -> Graph:
     return graph
 
 
+def _from_json(text: str, data: Any, fmt: str) -> Graph:
+    check_duplicate_keys(text, data, fmt)
+    return reflow.from_dict(data, fmt) if fmt == "reflow" else noflo.from_dict(data, fmt)
+
+
 def dumps(graph: Graph, format: str = "reflow") -> str:
-    """The graph as text in ``format``."""
+    """The graph as text in ``format``; data no format can hold (not JSON, nested too
+    deeply) raises :class:`~reflowpy.GraphFormatError`."""
     fmt = _check_format(format)
     if fmt == "fbp":
         return fbp.dumps(graph)
@@ -186,6 +237,28 @@ def load(path: str | Path, format: str | None = None) -> Graph:
     except GraphFormatError as exc:
         where = f"{path}, {exc.where}" if exc.where else str(path)
         raise GraphFormatError(exc.detail, format=exc.format, where=where) from None
+
+
+def read(source: str | bytes | Path, format: str | None = None) -> Graph:
+    """A graph from a file path or from the text itself, whichever ``source`` is.
+
+    A :class:`~pathlib.Path`, or a one-line string naming an existing file, is read as
+    a file; any other string or bytes is graph text (JSON, YAML or ``.fbp``). This is
+    ``reflowpy.load``."""
+    if isinstance(source, Path):
+        return load(source, format)
+    if isinstance(source, str) and "\n" not in source and len(source) < 4096:
+        try:
+            is_file = Path(source).is_file()
+        except (OSError, ValueError):
+            is_file = False
+        if is_file:
+            return load(source, format)
+        if not source.lstrip().startswith(("{", "[", "'", '"')) and "->" not in source \
+                and "(" not in source and ":" not in source:
+            raise GraphFormatError(f"cannot read {source!r}: no such file (nor is it graph text)",
+                                   format=format or "")
+    return loads(source, format)
 
 
 def save(graph: Graph, path: str | Path, format: str | None = None) -> None:

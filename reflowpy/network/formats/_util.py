@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 import msgspec
 
 from reflowpy.errors import GraphError, GraphFormatError
+from reflowpy.network.formats._limits import MAX_DEPTH, check_text, check_value, line_col
 from reflowpy.network.graph import Graph
 
 T = TypeVar("T")
@@ -48,18 +49,112 @@ def convert(data: Any, type: type[T], fmt: str, prefix: str = "") -> T:
                                where=path.lstrip(".") or "top level") from None
 
 
+_LONE_SURROGATE = re.compile(
+    r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
+_LONG_INT = re.compile(r"-?[0-9]{20,}(?![0-9.eE])")
+
+
 def json_loads(text: str | bytes, fmt: str) -> Any:
-    """Parse JSON, reporting syntax errors with line and column."""
+    """Parse JSON with msgspec (fast, no recursion blow-ups, no unbounded integers, no
+    lone surrogates), reporting what is wrong with line and column."""
+    if isinstance(text, str):
+        check_text(text, fmt)
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise GraphFormatError(
-            f"{exc.msg} (the text is not valid JSON)", format=fmt,
-            where=f"line {exc.lineno}, column {exc.colno}",
-        ) from None
-    except UnicodeDecodeError as exc:
-        raise GraphFormatError(f"not UTF-8 text: {exc.reason}", format=fmt,
-                               where=f"byte {exc.start}") from None
+        return msgspec.json.decode(text)
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
+        raise _json_error(text, fmt, exc) from None
+
+
+def _json_error(text: str | bytes, fmt: str, exc: BaseException) -> GraphFormatError:
+    """The clearest error for a text msgspec refused: Python's message for bad syntax
+    (it names line and column), else the limit the text broke, and where."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as err:
+            return GraphFormatError(f"not UTF-8 text: {err.reason}", format=fmt,
+                                    where=f"byte {err.start}")
+    if isinstance(exc, RecursionError):
+        return GraphFormatError(f"nested more than {MAX_DEPTH} levels deep", format=fmt)
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as err:
+        return GraphFormatError(f"{err.msg} (the text is not valid JSON)", format=fmt,
+                                where=f"line {err.lineno}, column {err.colno}")
+    except RecursionError:
+        return GraphFormatError(f"nested more than {MAX_DEPTH} levels deep", format=fmt)
+    except ValueError:
+        pass  # an integer past Python's digit limit: found below
+    m = _LONE_SURROGATE.search(text)
+    if m:
+        return GraphFormatError(
+            f"{m.group()} is a lone UTF-16 surrogate, which is not Unicode text",
+            format=fmt, where=line_col(text, m.start()))
+    m = _LONG_INT.search(text)
+    if m:
+        return GraphFormatError(
+            f"an integer of {len(m.group().lstrip('-'))} digits is out of range (graphs"
+            " hold 64-bit integers); write it as a string", format=fmt,
+            where=line_col(text, m.start()))
+    message = str(exc)
+    where = ""
+    at = re.search(r"\(byte (\d+)\)", message)
+    if at:
+        pos = len(text.encode("utf-8")[:int(at.group(1))].decode("utf-8", "ignore"))
+        where = line_col(text, pos)
+        message = message[:at.start()].strip()
+    return GraphFormatError(f"{message} (the text is not valid JSON)", format=fmt,
+                            where=where)
+
+
+def check_duplicate_keys(text: str | bytes, data: Any, fmt: str) -> None:
+    """Refuse a JSON document that names one process twice.
+
+    JSON parsers keep the last of two equal keys; a graph file doing so almost
+    certainly lost a node. The check costs one byte count in the common case: only
+    when ``"component"`` appears more often than there are processes is the text
+    parsed again, keeping every key, to find the duplicate and both its lines.
+    """
+    if not isinstance(data, dict):
+        return
+    procs = data.get("processes")
+    raw = text.encode("utf-8") if isinstance(text, str) else text
+    if not isinstance(procs, dict) or raw.count(b'"component"') <= len(procs):
+        return
+    pairs_of: dict[int, list[tuple[str, Any]]] = {}
+
+    def keep(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj = dict(pairs)
+        if len(obj) != len(pairs):
+            pairs_of[id(obj)] = pairs
+        return obj
+
+    try:
+        doc = json.loads(raw, object_pairs_hook=keep)
+    except (ValueError, RecursionError):
+        return
+    for table in ("processes", "inports", "outports"):
+        obj = doc.get(table) if isinstance(doc, dict) else None
+        pairs = pairs_of.get(id(obj)) if isinstance(obj, dict) else None
+        if not pairs:
+            continue
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                lines = _key_lines(raw, key)
+                where = " and ".join(f"line {n}" for n in lines[:2]) or table
+                raise GraphFormatError(
+                    f"{table[:-2] if table == 'processes' else table[:-1]} {key!r} is"
+                    f" defined twice ({where}); JSON keeps only the last, so one"
+                    " definition would be lost: rename or remove one",
+                    format=fmt, where=f"{table}.{key}")
+            seen.add(key)
+
+
+def _key_lines(raw: bytes, key: str) -> list[int]:
+    pattern = re.escape(json.dumps(key).encode("utf-8")) + rb"\s*:"
+    return [raw.count(b"\n", 0, m.start()) + 1 for m in re.finditer(pattern, raw)]
 
 
 def json_dumps(data: Any, fmt: str) -> str:
@@ -71,6 +166,9 @@ def json_dumps(data: Any, fmt: str) -> str:
             f"cannot be written as JSON: {exc} (IIP data and metadata must be JSON values)",
             format=fmt,
         ) from None
+    except RecursionError:
+        raise GraphFormatError("cannot be written as JSON: data nested too deeply",
+                               format=fmt) from None
 
 
 @contextlib.contextmanager
@@ -104,18 +202,38 @@ def join_capacity(metadata: Mapping[str, Any], capacity: int | None) -> dict[str
     return meta
 
 
+_KNOWN_TOP = frozenset({"caseSensitive", "properties", "processes", "connections", "inports",
+                        "outports", "groups"})
+
+
 def read_document(data: Any, doc_type: type[D], fmt: str) -> tuple[D, Graph]:
     """Check and convert a parsed JSON graph document (Reflow or NoFlo: both keep the
-    graph name as ``properties.name``) and make the empty graph it describes."""
+    graph name as ``properties.name``) and make the empty graph it describes. Top-level
+    fields neither format defines are kept in :attr:`Graph.extra`."""
     if not isinstance(data, dict):
         raise GraphFormatError(
             f"expected a JSON object with processes/connections, got {type(data).__name__}",
             format=fmt, where="top level",
         )
     doc = convert(data, doc_type, fmt)
-    props = dict(doc.properties)
+    props = dict(check_value(doc.properties, fmt, "properties"))
     name = props.pop("name", "") if isinstance(props.get("name"), str) else ""
-    return doc, Graph(name, case_sensitive=doc.case_sensitive, properties=props)
+    graph = Graph(name, case_sensitive=doc.case_sensitive, properties=props)
+    for key, value in data.items():
+        if key not in _KNOWN_TOP:
+            graph.extra[key] = check_value(value, fmt, key)
+    return doc, graph
+
+
+def remember_case(graph: Graph, *ports: str) -> None:
+    """Note the spelling of port names a case-insensitive graph folds (``Output``)."""
+    if graph.case_sensitive:
+        return
+    for port in ports:
+        if port and not port.islower():
+            folded = port.lower()
+            if folded != port:
+                graph.port_case.setdefault(folded, port)
 
 
 def document_properties(graph: Graph) -> dict[str, Any]:

@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 from reflowpy.errors import GraphFormatError
+from reflowpy.network.formats._limits import MAX_DEPTH, MAX_INDEX, check_int, line_col
 from reflowpy.network.graph import Graph
 
 __all__ = ["dumps", "loads", "losses", "parse"]
@@ -68,8 +69,9 @@ class _Fail(Exception):
 
 
 class _Parser:
-    def __init__(self, text: str, case_sensitive: bool) -> None:
+    def __init__(self, text: str, case_sensitive: bool, strict: bool = False) -> None:
         self.text = text
+        self.strict = strict
         self.pos = 0
         self.cs = case_sensitive
         self.default_in = "IN"
@@ -83,6 +85,9 @@ class _Parser:
         self.anon_names: dict[int, str] = {}
         self.fail_pos = 0
         self.expected: set[str] = set()
+        self.depth = 0
+        self.node_pos: dict[str, int] = {}
+        self.exports: list[tuple[str, str, str, int]] = []
 
     # -- terminals ------------------------------------------------------------------
 
@@ -164,6 +169,8 @@ class _Parser:
         if head in "IOD":
             rules += [self.line_inport, self.line_outport, self.line_default_in,
                       self.line_default_out]
+        elif head == "E":
+            rules.append(self.line_export)
         if head == "#":
             if text.startswith("#", self.pos):
                 rules.append(self.line_annotation)
@@ -190,7 +197,8 @@ class _Parser:
         m = _FAST_NODE.match(self.text, self.pos)
         if m is not None:
             name, comp, meta = m.groups()
-            self._add_node(name, {"comp": comp, "meta": meta.split(",") if meta else None})
+            self._add_node(name, {"comp": comp, "meta": meta.split(",") if meta else None},
+                           m.start(1))
             self.edges.append({"tgt": self._make_port(name, None, self.default_in)})
             self.pos = m.end()
             return True
@@ -198,7 +206,16 @@ class _Parser:
 
     def _port(self, name: str, index: str | None) -> dict[str, Any]:
         return {"port": name if self.cs else name.lower(),
-                "index": int(index) if index is not None else None}
+                "index": self._index(index) if index is not None else None}
+
+    def _index(self, digits: str) -> int:
+        """A port index, refused (a hard error, not a backtrack) past the int32 range."""
+        if len(digits) > 10 or int(digits) > MAX_INDEX:
+            at = self.text.rfind(digits, 0, self.pos + len(digits))
+            raise GraphFormatError(f"port index {digits[:20]}{'...' if len(digits) > 20 else ''}"
+                                   f" is out of range (0 to {MAX_INDEX})", format="fbp",
+                                   where=line_col(self.text, max(at, 0)))
+        return int(digits)
 
     def line_terminator(self) -> None:
         self._()
@@ -229,6 +246,37 @@ class _Parser:
         node, port, pub = self._export_line("OUTPORT=")
         self.outports = self.outports or {}
         self.outports[pub] = {"process": node, "port": port}
+
+    def line_export(self) -> None:
+        """The legacy ``EXPORT=NODE.PORT:PUBLIC`` (npm fbp before 1.6, still in noflo's
+        ``spec/fixtures/subgraph_legacy.fbp``); resolved to an in- or out-port in
+        :meth:`_resolve_exports` once every connection is known."""
+        start = _SPACES.match(self.text, self.pos).end()  # type: ignore[union-attr]
+        node, port, pub = self._export_line("EXPORT=")
+        self.exports.append((node, port, pub, start))
+
+    def _resolve_exports(self) -> None:
+        for node, port, pub, pos in self.exports:
+            name = node if node in self.nodes else next(
+                (n for n in self.nodes if n.lower() == node.lower()), node)
+            srcs = {(e["src"]["process"], e["src"]["port"]) for e in self.edges if "src" in e}
+            tgts = {(e["tgt"]["process"], e["tgt"]["port"]) for e in self.edges if "tgt" in e}
+            key = (name, port)
+            if key in srcs and key not in tgts:
+                kind = "out"
+            elif (key in tgts and key not in srcs) or port.lower().startswith("in"):
+                kind = "in"
+            elif port.lower().startswith("out"):
+                kind = "out"
+            else:
+                raise GraphFormatError(
+                    f"EXPORT={node}.{port}:{pub}: cannot tell an in-port from an out-port"
+                    f" here; write INPORT={node}.{port}:{pub} or OUTPORT={node}.{port}:{pub}",
+                    format="fbp", where=line_col(self.text, pos))
+            table = "inports" if kind == "in" else "outports"
+            if getattr(self, table) is None:
+                setattr(self, table, {})
+            getattr(self, table)[pub] = {"process": name, "port": port}
 
     def _default_line(self, keyword: str) -> str:
         self._()
@@ -391,9 +439,10 @@ class _Parser:
         return self.choice(self.node_name_and_component, self.node_component)  # type: ignore[no-any-return]
 
     def node_name_and_component(self) -> str:
+        start = self.pos
         name = self.rx(_NODE_NAME, "node name")
         comp = self.component()
-        self._add_node(name, comp)
+        self._add_node(name, comp, start)
         return name
 
     def node_component(self) -> str:
@@ -403,7 +452,7 @@ class _Parser:
             base = _ANON.sub("_", comp["comp"], count=1)
             self.anon_index[base] = self.anon_index.get(base, 0) + 1
             self.anon_names[offset] = f"_{base}_{self.anon_index[base]}"
-            self._add_node(self.anon_names[offset], comp)
+            self._add_node(self.anon_names[offset], comp, offset)
         return self.anon_names[offset]
 
     def component(self) -> dict[str, Any]:
@@ -419,9 +468,20 @@ class _Parser:
         self.lit(")")
         return {"comp": comp, "meta": meta}
 
-    def _add_node(self, name: str, comp: dict[str, Any]) -> None:
+    def _add_node(self, name: str, comp: dict[str, Any], pos: int) -> None:
         node = self.nodes.setdefault(name, {})
         if comp["comp"]:
+            old = node.get("component")
+            if (self.strict and old is not None and old != comp["comp"]
+                    and self.node_pos[name] != pos):
+                # npm's parser keeps the last silently; a second, different component for
+                # one name is almost always two nodes that were meant to differ.
+                raise GraphFormatError(
+                    f"node {name!r} is declared twice with different components:"
+                    f" {old!r} at {line_col(self.text, self.node_pos[name])} and"
+                    f" {comp['comp']!r} at {line_col(self.text, pos)}; rename one",
+                    format="fbp", where=line_col(self.text, pos))
+            self.node_pos.setdefault(name, pos)
             node["component"] = comp["comp"]
         if comp["meta"]:
             metadata: dict[str, Any] = {}
@@ -439,7 +499,7 @@ class _Parser:
         save = self.pos
         try:
             self.lit("[")
-            index = int(self.rx(_DIGITS, "digit"))
+            index = self._index(self.rx(_DIGITS, "digit"))
             self.lit("]")
         except _Fail:
             self.pos = save
@@ -481,7 +541,12 @@ class _Parser:
             self.pos = m.end()
             if m.group(1) or m.group(2):
                 return float(m.group())
-            return int(m.group())
+            if len(m.group()) > 20:
+                raise GraphFormatError(
+                    f"an integer of {len(m.group().lstrip('-'))} digits is out of range"
+                    " (graphs hold 64-bit integers); write it as a string", format="fbp",
+                    where=line_col(text, pos))
+            return check_int(int(m.group()), "fbp", line_col(text, pos))
         if text.startswith('"', pos):
             return self.json_string()
         self._expect("JSON value")
@@ -515,8 +580,15 @@ class _Parser:
         self.lit(close)
         self.ws()
 
+    def _nest(self) -> None:
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise GraphFormatError(f"JSON nested more than {MAX_DEPTH} levels deep",
+                                   format="fbp", where=line_col(self.text, self.pos))
+
     def json_object(self) -> dict[str, Any]:
         result: dict[str, Any] = {}
+        self._nest()
 
         def member() -> None:
             key = self.json_string()
@@ -525,12 +597,19 @@ class _Parser:
             self.ws()
             result[key] = self.json_value()
 
-        self._json_members("{", "}", member)
+        try:
+            self._json_members("{", "}", member)
+        finally:
+            self.depth -= 1
         return result
 
     def json_array(self) -> list[Any]:
         result: list[Any] = []
-        self._json_members("[", "]", lambda: result.append(self.json_value()))
+        self._nest()
+        try:
+            self._json_members("[", "]", lambda: result.append(self.json_value()))
+        finally:
+            self.depth -= 1
         return result
 
     def json_string(self) -> str:
@@ -600,6 +679,10 @@ class _Parser:
         if self.properties is not None:
             out["properties"] = self.properties
         out["caseSensitive"] = self.cs
+        if self.exports:
+            self._resolve_exports()
+            out["inports"] = self.inports or {}
+            out["outports"] = self.outports or {}
         _validate_contents(out)
         return out
 
@@ -641,16 +724,19 @@ def _validate_contents(graph: dict[str, Any]) -> None:
                        f' source node "{src["process"]}"')
 
 
-def parse(text: str, *, case_sensitive: bool = False) -> dict[str, Any]:
-    """Parse ``.fbp`` text into the NoFlo JSON document the npm ``fbp`` parser returns."""
-    return _Parser(text, case_sensitive).parse()
+def parse(text: str, *, case_sensitive: bool = False, strict: bool = False) -> dict[str, Any]:
+    """Parse ``.fbp`` text into the NoFlo JSON document the npm ``fbp`` parser returns.
+
+    With ``strict`` (what :func:`loads` uses) a node name declared twice with different
+    components is refused, naming both places; npm's parser keeps the last silently."""
+    return _Parser(text, case_sensitive, strict).parse()
 
 
 def loads(text: str, *, case_sensitive: bool = False) -> Graph:
-    """Read ``.fbp`` text into a :class:`Graph`."""
+    """Read ``.fbp`` text into a :class:`Graph` (strictly: see :func:`parse`)."""
     from reflowpy.network.formats import noflo
 
-    return noflo.from_dict(parse(text, case_sensitive=case_sensitive), "fbp")
+    return noflo.from_dict(parse(text, case_sensitive=case_sensitive, strict=True), "fbp")
 
 
 # -- writing ---------------------------------------------------------------------------------

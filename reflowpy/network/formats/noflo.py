@@ -21,12 +21,14 @@ from typing import Any
 import msgspec
 
 from reflowpy.errors import GraphFormatError
+from reflowpy.network.formats._limits import MAX_INDEX, check_value
 from reflowpy.network.formats._util import (
     building,
     convert,
     document_properties,
     join_capacity,
     read_document,
+    remember_case,
     split_capacity,
 )
 from reflowpy.network.graph import Graph
@@ -75,6 +77,12 @@ class _Doc(msgspec.Struct, rename={"case_sensitive": "caseSensitive"}):
     groups: list[_Group] = []
 
 
+def _check_index(index: int | None, fmt: str, where: str) -> None:
+    if index is not None and not 0 <= index <= MAX_INDEX:
+        raise GraphFormatError(f"port index {index} is out of range (0 to {MAX_INDEX})",
+                               format=fmt, where=where)
+
+
 def from_dict(data: Any, fmt: str = "noflo") -> Graph:
     """Build a :class:`Graph` from a parsed NoFlo JSON document."""
     doc, graph = read_document(data, _Doc, fmt)
@@ -82,30 +90,43 @@ def from_dict(data: Any, fmt: str = "noflo") -> Graph:
     for node_id, raw in doc.processes.items():
         proc = convert(raw, _Process, fmt, f"processes.{node_id}")
         with building(fmt, f"processes.{node_id}"):
-            graph.add_node(node_id, proc.component, proc.metadata)
+            meta = check_value(proc.metadata, fmt, f"processes.{node_id}.metadata")
+            graph.add_node(node_id, proc.component, meta)
     for i, conn in enumerate(doc.connections):
-        with building(fmt, f"connections[{i}]"):
+        where = f"connections[{i}]"
+        with building(fmt, where):
+            check_value(conn.metadata, fmt, f"{where}.metadata")
+            _check_index(conn.tgt.index, fmt, f"{where}.tgt.index")
+            remember_case(graph, conn.tgt.port)
             if conn.src is None:
                 if conn.data is msgspec.UNSET:
                     raise GraphFormatError(
                         "a connection needs 'src' (an edge) or 'data' (an IIP)",
-                        format=fmt, where=f"connections[{i}]",
+                        format=fmt, where=where,
                     )
+                check_value(conn.data, fmt, f"{where}.data")
                 graph.add_iip(conn.data, conn.tgt.process, conn.tgt.port,
                               index=conn.tgt.index, metadata=conn.metadata)
             else:
+                _check_index(conn.src.index, fmt, f"{where}.src.index")
+                remember_case(graph, conn.src.port)
                 meta, cap = split_capacity(conn.metadata)
                 graph.add_edge(conn.src.process, conn.src.port, conn.tgt.process,
                                conn.tgt.port, src_index=conn.src.index,
                                tgt_index=conn.tgt.index, metadata=meta, capacity=cap)
     for table, add in (("inports", graph.add_inport), ("outports", graph.add_outport)):
         for public, raw in getattr(doc, table).items():
-            exp = convert(raw, _Exported, fmt, f"{table}.{public}")
-            with building(fmt, f"{table}.{public}"):
-                add(public, exp.process, exp.port, index=exp.index, metadata=exp.metadata)
+            where = f"{table}.{public}"
+            exp = convert(raw, _Exported, fmt, where)
+            with building(fmt, where):
+                meta = check_value(exp.metadata, fmt, f"{where}.metadata")
+                _check_index(exp.index, fmt, f"{where}.index")
+                remember_case(graph, public, exp.port)
+                add(public, exp.process, exp.port, index=exp.index, metadata=meta)
     for i, group in enumerate(doc.groups):
         with building(fmt, f"groups[{i}]"):
-            graph.add_group(group.name, group.nodes, group.metadata)
+            graph.add_group(group.name, group.nodes,
+                            check_value(group.metadata, fmt, f"groups[{i}].metadata"))
     graph._recording = True
     return graph
 
@@ -120,11 +141,12 @@ def _end(node: str, port: str, index: int | None) -> dict[str, Any]:
 def to_dict(graph: Graph) -> dict[str, Any]:
     """The graph as a NoFlo JSON document (plain dicts and lists)."""
     props = document_properties(graph)
+    spell = graph.spelled
     connections: list[dict[str, Any]] = []
     for edge in graph.edges:
         conn: dict[str, Any] = {
-            "src": _end(edge.src.node, edge.src.port, edge.src.index),
-            "tgt": _end(edge.tgt.node, edge.tgt.port, edge.tgt.index),
+            "src": _end(edge.src.node, spell(edge.src.port), edge.src.index),
+            "tgt": _end(edge.tgt.node, spell(edge.tgt.port), edge.tgt.index),
         }
         meta = join_capacity(edge.metadata, edge.capacity)
         if meta:
@@ -132,7 +154,7 @@ def to_dict(graph: Graph) -> dict[str, Any]:
         connections.append(conn)
     for iip in graph.iips:
         item: dict[str, Any] = {"data": iip.data,
-                                "tgt": _end(iip.tgt.node, iip.tgt.port, iip.tgt.index)}
+                                "tgt": _end(iip.tgt.node, spell(iip.tgt.port), iip.tgt.index)}
         if iip.metadata:
             item["metadata"] = dict(iip.metadata)
         connections.append(item)
@@ -140,13 +162,13 @@ def to_dict(graph: Graph) -> dict[str, Any]:
     def exported(table: dict[str, Any]) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for public, exp in table.items():
-            entry = _end(exp.node, exp.port, exp.index)
+            entry = _end(exp.node, spell(exp.port), exp.index)
             if exp.metadata:
                 entry["metadata"] = dict(exp.metadata)
-            out[public] = entry
+            out[spell(public)] = entry
         return out
 
-    return {
+    doc = {
         "caseSensitive": graph.case_sensitive,
         "properties": props,
         "inports": exported(graph.inports),
@@ -161,3 +183,6 @@ def to_dict(graph: Graph) -> dict[str, Any]:
         },
         "connections": connections,
     }
+    for key, value in graph.extra.items():
+        doc.setdefault(key, value)
+    return doc

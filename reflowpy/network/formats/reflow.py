@@ -28,12 +28,14 @@ import msgspec
 
 from reflowpy.errors import GraphFormatError, PortTypeError
 from reflowpy.network import porttypes
+from reflowpy.network.formats._limits import MAX_INDEX, check_value
 from reflowpy.network.formats._util import (
     building,
     convert,
     document_properties,
     join_capacity,
     read_document,
+    remember_case,
     split_capacity,
 )
 from reflowpy.network.graph import Graph
@@ -92,6 +94,22 @@ def _type_str(data: Any, fmt: str, where: str) -> str:
         raise GraphFormatError(str(exc), format=fmt, where=where) from None
 
 
+def _end_extras(end: _End, public: str | None = None) -> dict[str, Any]:
+    """The fields of a Reflow port end that the graph model has no place for, when set:
+    kept under ``metadata["reflow"]`` so writing Reflow again gives them back."""
+    out: dict[str, Any] = {}
+    if end.expose:
+        out["expose"] = True
+    if public is None:
+        if end.data is not None:
+            out["data"] = end.data
+        if end.metadata is not None:
+            out["metadata"] = end.metadata
+    if end.port_id and end.port_name and end.port_id != (public or end.port_name):
+        out["portId"] = end.port_id
+    return out
+
+
 def from_dict(data: Any, fmt: str = "reflow") -> Graph:
     """Build a :class:`Graph` from a parsed Reflow graph document."""
     doc, graph = read_document(data, _Doc, fmt)
@@ -104,20 +122,35 @@ def from_dict(data: Any, fmt: str = "reflow") -> Graph:
                     f"process key {key!r} and its id {proc.id!r} differ", format=fmt,
                     where=f"processes.{key}.id",
                 )
-            graph.add_node(key, proc.component, proc.metadata)
+            meta = check_value(proc.metadata, fmt, f"processes.{key}.metadata")
+            graph.add_node(key, proc.component, meta)
     for i, conn in enumerate(doc.connections):
         where = f"connections[{i}]"
         with building(fmt, where):
+            check_value(conn.metadata, fmt, f"{where}.metadata")
+            check_value(conn.data, fmt, f"{where}.data")
+            check_value(conn.to.data, fmt, f"{where}.to.data")
+            _check_index(conn.to.index, fmt, f"{where}.to.index")
+            remember_case(graph, conn.to.port)
             if conn.from_ is None or not conn.from_.node_id:
                 value = conn.data if conn.data is not None else conn.to.data
                 graph.add_iip(value, conn.to.node_id, conn.to.port, index=conn.to.index,
                               metadata=conn.metadata)
                 continue
+            check_value(conn.from_.data, fmt, f"{where}.from.data")
+            check_value(conn.from_.metadata, fmt, f"{where}.from.metadata")
+            check_value(conn.to.metadata, fmt, f"{where}.to.metadata")
+            _check_index(conn.from_.index, fmt, f"{where}.from.index")
+            remember_case(graph, conn.from_.port)
             meta, cap = split_capacity(conn.metadata)
             for side, end in (("fromType", conn.from_), ("toType", conn.to)):
                 ptype = _type_str(end.port_type, fmt, f"{where}.{side[:-4]}.portType")
                 if ptype != "any":
                     meta[side] = ptype
+            extras = {side: x for side, x in (("from", _end_extras(conn.from_)),
+                                              ("to", _end_extras(conn.to))) if x}
+            if extras:
+                meta["reflow"] = extras
             graph.add_edge(conn.from_.node_id, conn.from_.port, conn.to.node_id, conn.to.port,
                            src_index=conn.from_.index, tgt_index=conn.to.index,
                            metadata=meta, capacity=cap)
@@ -126,17 +159,32 @@ def from_dict(data: Any, fmt: str = "reflow") -> Graph:
             where = f"{table}.{public}"
             end = convert(raw, _End, fmt, where)
             with building(fmt, where):
-                meta = dict(end.metadata or {})
+                meta = dict(check_value(end.metadata, fmt, f"{where}.metadata") or {})
+                check_value(end.data, fmt, f"{where}.data")
+                _check_index(end.index, fmt, f"{where}.index")
                 ptype = _type_str(end.port_type, fmt, f"{where}.portType")
                 if ptype != "any":
                     meta["type"] = ptype
+                extras = _end_extras(end, public)
+                if end.data is not None:
+                    extras["data"] = end.data
+                if extras:
+                    meta["reflow"] = extras
                 port = end.port_name or end.port_id
+                remember_case(graph, public, port)
                 add(public, end.node_id, port, index=end.index, metadata=meta)
     for i, group in enumerate(doc.groups):
         with building(fmt, f"groups[{i}]"):
-            graph.add_group(group.id, group.nodes, group.metadata)
+            graph.add_group(group.id, group.nodes,
+                            check_value(group.metadata, fmt, f"groups[{i}].metadata"))
     graph._recording = True
     return graph
+
+
+def _check_index(index: int | None, fmt: str, where: str) -> None:
+    if index is not None and not 0 <= index <= MAX_INDEX:
+        raise GraphFormatError(f"port index {index} is out of range (0 to {MAX_INDEX})",
+                               format=fmt, where=where)
 
 
 def _pop_type(meta: dict[str, Any], key: str) -> dict[str, Any]:
@@ -155,8 +203,9 @@ def _pop_type(meta: dict[str, Any], key: str) -> dict[str, Any]:
 
 def _end(node: str, port_id: str, port_name: str, index: int | None,
          port_type: dict[str, Any] | None = None,
-         metadata: dict[str, Any] | None = None) -> dict[str, Any]:
-    return {
+         metadata: dict[str, Any] | None = None,
+         extras: dict[str, Any] | None = None) -> dict[str, Any]:
+    end = {
         "portName": port_name,
         "portId": port_id,
         "nodeId": node,
@@ -166,27 +215,43 @@ def _end(node: str, port_id: str, port_name: str, index: int | None,
         "metadata": metadata or None,
         "portType": port_type or {"type": "any"},
     }
+    if extras:
+        end.update(extras)
+    return end
+
+
+def _pop_extras(meta: dict[str, Any]) -> dict[str, Any]:
+    value = meta.get("reflow")
+    if isinstance(value, dict):
+        del meta["reflow"]
+        return dict(value)
+    return {}
 
 
 def to_dict(graph: Graph) -> dict[str, Any]:
     """The graph as a Reflow graph document (plain dicts and lists)."""
     props = document_properties(graph)
+    spell = graph.spelled
     connections: list[dict[str, Any]] = []
     for edge in graph.edges:
         meta = join_capacity(edge.metadata, edge.capacity)
         from_type = _pop_type(meta, "fromType")
         to_type = _pop_type(meta, "toType")
+        extras = _pop_extras(meta)
+        sport, tport = spell(edge.src.port), spell(edge.tgt.port)
         connections.append({
-            "from": _end(edge.src.node, edge.src.port, edge.src.port, edge.src.index,
-                         from_type),
-            "to": _end(edge.tgt.node, edge.tgt.port, edge.tgt.port, edge.tgt.index, to_type),
+            "from": _end(edge.src.node, sport, sport, edge.src.index, from_type,
+                         extras=extras.get("from")),
+            "to": _end(edge.tgt.node, tport, tport, edge.tgt.index, to_type,
+                       extras=extras.get("to")),
             "metadata": meta or None,
             "data": None,
         })
     for iip in graph.iips:
+        tport = spell(iip.tgt.port)
         connections.append({
             "from": _end("", "", "", None),
-            "to": _end(iip.tgt.node, iip.tgt.port, iip.tgt.port, iip.tgt.index),
+            "to": _end(iip.tgt.node, tport, tport, iip.tgt.index),
             "metadata": dict(iip.metadata) or None,
             "data": iip.data,
         })
@@ -196,10 +261,12 @@ def to_dict(graph: Graph) -> dict[str, Any]:
         for public, exp in table.items():
             meta = dict(exp.metadata)
             ptype = _pop_type(meta, "type")
-            out[public] = _end(exp.node, public, exp.port, exp.index, ptype, meta)
+            extras = _pop_extras(meta)
+            name = spell(public)
+            out[name] = _end(exp.node, name, spell(exp.port), exp.index, ptype, meta, extras)
         return out
 
-    return {
+    doc = {
         "caseSensitive": graph.case_sensitive,
         "properties": props,
         "inports": exported(graph.inports),
@@ -214,3 +281,6 @@ def to_dict(graph: Graph) -> dict[str, Any]:
         },
         "connections": connections,
     }
+    for key, value in graph.extra.items():
+        doc.setdefault(key, value)
+    return doc
