@@ -65,8 +65,8 @@ class ChannelStatistics(msgspec.Struct, frozen=True):
 class OutChannel:
     """The sending half: assigns seqs, keeps the resend buffer, obeys the credit."""
 
-    def __init__(self, spec: ChannelSpec, *, start: int = 1, buffer_limit: int = 8192
-                 ) -> None:
+    def __init__(self, spec: ChannelSpec, *, start: int = 1, buffer_limit: int = 8192,
+                 replay: bool = False) -> None:
         if start < 1 or buffer_limit < 1:
             raise ValueError("start and buffer_limit must be >= 1")
         self.spec = spec
@@ -84,9 +84,15 @@ class OutChannel:
         self.buffer_limit = buffer_limit
         self.messages = 0
         self.resent = 0
+        #: A restarted peer replaying from its checkpoint: the receiver may already hold
+        #: seqs past ``start``; those are skipped here (deterministic outputs, same seqs).
+        self.replay = replay
+        self.skipped = 0
 
     def room(self) -> int:
         """How many new messages may be pushed now (credit and resend-buffer bound)."""
+        if self.next_seq <= self.acked:  # replayed seqs the receiver holds need no credit
+            return self.acked - self.next_seq + 1
         return min(self.grant_upto - (self.next_seq - 1),
                    self.buffer_limit - len(self.buffer))
 
@@ -95,9 +101,12 @@ class OutChannel:
         if self.room() <= 0:
             raise RuntimeError(f"channel {self.id}: push without credit")
         seq = self.next_seq
-        self.buffer.append(value)
         self.next_seq = seq + 1
         self.messages += 1
+        if seq <= self.acked:  # replay: the receiver has this one already
+            self.skipped += 1
+            return seq
+        self.buffer.append(value)
         return seq
 
     def pending(self) -> bool:
@@ -124,7 +133,10 @@ class OutChannel:
 
     def on_credit(self, frame: Credit) -> None:
         """Drop what ``frame`` acks from the resend buffer; widen the window."""
-        if frame.acked > self.next_seq - 1:
+        if frame.acked > self.next_seq - 1 and self.replay:
+            self.buffer.clear()
+            self.acked = self.sent_upto = self.high_sent = frame.acked
+        elif frame.acked > self.next_seq - 1:
             raise BridgeProtocolError(
                 f"channel {self.id}: CREDIT acks seq {frame.acked}, but only"
                 f" {self.next_seq - 1} were sent")
@@ -137,7 +149,7 @@ class OutChannel:
 
     def on_resume(self, frame: Resume) -> None:
         """Retransmit from ``frame.last_received + 1`` (never below what was acked)."""
-        if frame.last_received > self.next_seq - 1:
+        if frame.last_received > self.next_seq - 1 and not self.replay:
             raise BridgeProtocolError(
                 f"channel {self.id}: RESUME from seq {frame.last_received}, but only"
                 f" {self.next_seq - 1} were sent")
@@ -158,7 +170,7 @@ class OutChannel:
             channel=self.id, role="send", state=self.state, src=self.spec.src,
             tgt=self.spec.tgt, next_seq=self.next_seq, acked=self.acked,
             grant_upto=self.grant_upto, buffered=len(self.buffer), messages=self.messages,
-            resent=self.resent, duplicates=0, gaps=0)
+            resent=self.resent, duplicates=self.skipped, gaps=0)
 
 
 class InChannel:
@@ -247,12 +259,12 @@ class InChannel:
                                          or self.grant_upto() != self._sent_grant))):
             self.credit_due = True
 
-    def take_credit(self) -> Credit:
+    def take_credit(self, checkpoint: dict[int, int] | None = None) -> Credit:
         """The CREDIT frame to send now (ack and window in one)."""
         self.credit_due = False
         self._sent_acked = self.acked
         self._sent_grant = self.grant_upto()
-        return Credit(self.id, self.acked, self._sent_grant)
+        return Credit(self.id, self.acked, self._sent_grant, checkpoint or {})
 
     def take_resume(self) -> Resume:
         """The RESUME frame: resend from ``received + 1``."""

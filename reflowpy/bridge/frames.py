@@ -13,10 +13,11 @@ HELLO      ``(version, peer, nonce, proof, session, incarnation, channels, graph
            answers with an HMAC proof over both nonces; the acceptor proves itself
            back. ``channels`` declares the edges, ``graph`` the part to host.
 DATA       ``(channel, seq, batch)``: messages ``seq .. seq+len(batch)-1``.
-CREDIT     ``(channel, acked, grant_upto)``: everything ``<= acked`` is safe at the
-           receiver (drop it from the resend buffer); the sender may send up to
-           ``grant_upto`` (the free room of the receiver's bounded buffer). One frame
-           is both the ack and the credit window.
+CREDIT     ``(channel, acked, grant_upto, checkpoint)``: everything ``<= acked`` is
+           safe at the receiver (drop it from the resend buffer); the sender may send
+           up to ``grant_upto`` (the free room of the receiver's bounded buffer). One
+           frame is both the ack and the credit window. ``checkpoint`` (completion
+           acks only) maps the acker's out-channels to their seq at that point.
 RESUME     ``(channel, last_received)``: resend from ``last_received + 1`` (after a
            reconnect, or when the receiver saw a gap).
 PING/PONG  ``(nonce, ...)``: liveness and round-trip time; PONG says how far each
@@ -68,13 +69,17 @@ MAX_CHANNELS = 1024
 
 class ChannelSpec(msgspec.Struct, array_like=True, frozen=True):
     """One edge across the boundary. ``src``/``tgt`` are ``"node.port"``; ``sender`` is
-    the peer id that sends on it; ``capacity`` the receiver's buffer (its credit)."""
+    the peer id that sends on it; ``capacity`` the receiver's buffer (its credit);
+    ``start`` the first seq a fresh receiver expects (after a peer process restarted,
+    where delivery resumes); ``ack_on`` is ``"receipt"`` or ``"completion"``."""
 
     id: int
     sender: str
     src: str
     tgt: str
     capacity: int
+    start: int = 1
+    ack_on: str = "receipt"
 
 
 class Hello(msgspec.Struct, array_like=True, frozen=True, tag="HELLO"):
@@ -83,7 +88,7 @@ class Hello(msgspec.Struct, array_like=True, frozen=True, tag="HELLO"):
     nonce: bytes
     proof: bytes = b""
     session: str = ""
-    incarnation: int = 0
+    incarnation: str = ""
     channels: list[ChannelSpec] = []
     graph: Any = None
 
@@ -98,6 +103,10 @@ class Credit(msgspec.Struct, array_like=True, frozen=True, tag="CREDIT"):
     channel: int
     acked: int
     grant_upto: int
+    #: With completion acks: how far each of the acking peer's own out-channels had
+    #: sent when everything up to ``acked`` was complete (where a restarted peer
+    #: resumes its outputs, so a deterministic node's replayed outputs are dropped).
+    checkpoint: dict[int, int] = {}
 
 
 class Resume(msgspec.Struct, array_like=True, frozen=True, tag="RESUME"):
@@ -140,7 +149,7 @@ def decode_frame(data: bytes | memoryview, *, max_size: int = MAX_FRAME,
             f"not a bridge frame: expected an array starting with a tag, got"
             f" {type(raw).__name__}")
     try:
-        frame: Frame = msgspec.convert(raw, Frame)  # type: ignore[arg-type]
+        frame: Frame = msgspec.convert(raw, Frame)
     except msgspec.ValidationError as exc:
         raise BridgeProtocolError(f"bad {raw[0]!r:.20} frame: {exc}") from None
     if isinstance(frame, Data):
