@@ -45,7 +45,7 @@ from reflowpy.bridge.peers import Peers
 from reflowpy.bridge.placement import LOCAL, Placement, place
 from reflowpy.bridge.session import BridgeStatistics, Dialer, Session
 from reflowpy.bridge.transport import Transport, transport_for
-from reflowpy.errors import BridgeError
+from reflowpy.errors import BridgeAuthError, BridgeError
 from reflowpy.network.graph import Graph
 from reflowpy.network.network import Network
 from reflowpy.network.registry import Registry
@@ -221,16 +221,20 @@ class BridgedNetwork:
                 with trio.move_on_after(self.deadline):
                     while not peer.dialer.connected.is_set():
                         if peer.session.state == "lost":
-                            raise BridgeError(f"cannot reach {peer.location}:"
-                                              f" {peer.dialer.last_error}")
+                            kind = (BridgeAuthError if isinstance(
+                                peer.dialer.last_error, BridgeAuthError) else BridgeError)
+                            raise kind(f"cannot reach {peer.location}:"
+                                       f" {peer.dialer.last_error}")
                         await peer.session.changed()
         except BaseException:
-            # (no shield here: the nurseries must close in the order they were opened)
+            # Stop the network first (its nursery was opened inside ours), then cancel
+            # and leave ours with nothing in flight, so only the original error escapes.
             self._stopping = True
-            self._nursery.cancel_scope.cancel()
             try:
-                await self.network.stop(drain=False)
+                with contextlib.suppress(Exception):
+                    await self.network.stop(drain=False)
             finally:
+                self._nursery.cancel_scope.cancel()
                 await self._nursery_cm.__aexit__(None, None, None)
                 await self._cleanup()
             raise
