@@ -305,3 +305,31 @@ class ScriptCPUExceeded(ScriptLimitExceeded):
 class WasmTrap(ScriptError):
     """The WASM module trapped (unreachable, out-of-bounds, unknown import called...);
     its instance was reset."""
+
+
+# -- bridges (reflowpy.bridge) ------------------------------------------------------------
+#
+#    NetworkError
+#     +-- BridgeError               a bridge to another reflowpy process failed or was misused
+#          +-- BridgeProtocolError  a peer sent a frame that breaks the bridge protocol
+#          +-- BridgeAuthError      a peer's HELLO was refused (token, replay, version, allow-list)
+#          +-- PeerLost             a peer stayed away past its deadline; its nodes failed
+
+
+class BridgeError(NetworkError):
+    """A bridge to another reflowpy process failed or was used wrongly (names the peer)."""
+
+
+class BridgeProtocolError(BridgeError):
+    """A peer sent a frame that breaks the bridge protocol; only that connection closes."""
+
+
+class BridgeAuthError(BridgeError):
+    """A peer's handshake was refused: wrong token, replayed proof, version or allow-list."""
+
+
+class PeerLost(BridgeError):
+    """A peer stayed unreachable past its deadline; messages for it were dead-lettered
+    with the reason ``peer lost``."""
+
+__all__ += ["BridgeAuthError", "BridgeError", "BridgeProtocolError", "PeerLost"]
