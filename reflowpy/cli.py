@@ -82,7 +82,8 @@ def _parse_inputs(pairs: Sequence[str]) -> list[tuple[str, Any]]:
 
 
 async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
-                     timeout: float | None) -> int:
+                     timeout: float | None, trace: str | None = None,
+                     trace_sample: int = 1) -> int:
     import math
 
     import trio
@@ -98,7 +99,9 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
             sys.stdout.flush()
 
     with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
-        async with net, trio.open_nursery() as nursery:
+        from reflowpy.observe.cli import traced
+
+        async with traced(net, trace, trace_sample), net, trio.open_nursery() as nursery:
             for name in graph.outports:
                 nursery.start_soon(pump, name)
             for port, value in inputs:
@@ -126,7 +129,8 @@ def _run_main(args: argparse.Namespace) -> int:
         graph = rf.Graph.load(args.file)
         registry = _load_registry(args.registry or "default")
         inputs = _parse_inputs(args.input)
-        return trio.run(_run_graph, graph, registry, inputs, args.timeout)
+        return trio.run(_run_graph, graph, registry, inputs, args.timeout, args.trace,
+                        args.trace_sample)
     except BaseException as exc:
         leaf = _single(exc)
         if isinstance(leaf, KeyboardInterrupt):
@@ -162,6 +166,10 @@ def _run(sub: SubParsers) -> None:
                    help="component registry (default: the standard library + plugins)")
     p.add_argument("--timeout", type=float, default=None,
                    help="stop with exit 1 if not idle after this many seconds")
+    p.add_argument("--trace", default=None, metavar="FILE|postgresql://...",
+                   help="record every event into this trace store (see `reflowpy trace`)")
+    p.add_argument("--trace-sample", type=int, default=1, metavar="N",
+                   help="with --trace: record 1 in N messages (default 1: all)")
     p.set_defaults(func=_run_main)
 
 
@@ -363,6 +371,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"reflowpy serve: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+# -- trace ----------------------------------------------------------------------------------
+
+
+@subcommand
+def _trace(sub: SubParsers) -> None:
+    from reflowpy.observe.cli import add_trace_parser
+
+    add_trace_parser(sub)
 
 
 # -- entry point ----------------------------------------------------------------------------
