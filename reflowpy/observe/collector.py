@@ -42,7 +42,7 @@ from reflowpy.observe.store import ExecutionRecord, TraceStore, new_execution_id
 if TYPE_CHECKING:
     from reflowpy.network.network import Network
 
-__all__ = ["Collector", "Recording"]
+__all__ = ["Collector", "Recording", "encode_rows"]
 
 _NOVALUE: Any = msgspec.UNSET
 _ENC = msgspec.json.Encoder(enc_hook=repr)
@@ -59,6 +59,17 @@ def _encode_value(value: Any, limit: int) -> str | None:
         return _ENC.encode({"$truncated": len(data),
                             "head": data[:limit].decode("utf-8", "replace")}).decode()
     return data.decode()
+
+
+def encode_rows(rows: list[tuple[Any, ...]], limit: int) -> list[tuple[Any, ...]]:
+    """Rows as the store takes them: causes, value and extra as JSON text."""
+    enc = _encode_value
+    out = []
+    for r in rows:
+        causes = None if r[9] is None else _ENC.encode(r[9]).decode()
+        extra = None if r[12] is None else _ENC.encode(r[12]).decode()
+        out.append((*r[:9], causes, enc(r[10], limit), r[11], extra))
+    return out
 
 
 class _Writer:
@@ -98,17 +109,11 @@ class _Writer:
             raise self.error
 
     def _loop(self) -> None:
-        enc, limit = _encode_value, self.limit
         while True:
             op, arg = self.queue.get()
             try:
                 if op == "rows":
-                    encoded = []
-                    for r in arg:
-                        causes = None if r[9] is None else _ENC.encode(r[9]).decode()
-                        extra = None if r[12] is None else _ENC.encode(r[12]).decode()
-                        encoded.append((*r[:9], causes, enc(r[10], limit), r[11], extra))
-                    self.store.append(encoded)
+                    self.store.append(encode_rows(arg, self.limit))
                 elif op == "begin":
                     self.store.begin(arg)
                 elif op == "finish":

@@ -75,6 +75,7 @@ class ServerState:
 
 def create_app(state: ServerState) -> TokenAuth:
     """The ASGI app for ``state``: every route behind the bearer-token middleware."""
+    from reflowpy.observe.asgi import install as observe_routes
     from reflowpy.server import reflow_compat, rest
 
     async def fbp_endpoint(websocket: WebSocket) -> None:
@@ -83,6 +84,7 @@ def create_app(state: ServerState) -> TokenAuth:
     routes: list[BaseRoute] = [
         *rest.routes(state),
         *reflow_compat.routes(state),
+        *observe_routes(state),  # /metrics, /ui/, /events, /traces
         WebSocketRoute("/", fbp_endpoint),
         WebSocketRoute("/fbp", fbp_endpoint),
     ]
