@@ -188,7 +188,8 @@ def _print_letter(letter: Any) -> None:
 
 
 async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
-                     timeout: float | None) -> int:
+                     timeout: float | None, trace: str | None = None,
+                     trace_sample: int = 1) -> int:
     import math
 
     import trio
@@ -216,7 +217,9 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
             sys.stdout.flush()
 
     with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
-        async with net, trio.open_nursery() as nursery:
+        from reflowpy.observe.cli import traced
+
+        async with traced(net, trace, trace_sample), net, trio.open_nursery() as nursery:
             for name in graph.outports:
                 nursery.start_soon(pump, name)
             for port, value in inputs:
@@ -278,7 +281,8 @@ def _run_main(args: argparse.Namespace) -> int:
                 os.chdir(workdir)
             except OSError as exc:
                 raise _Usage(f"--cwd {workdir!r}: {exc.strerror}") from None
-        return trio.run(_run_graph, graph, registry, inputs, args.timeout)
+        return trio.run(_run_graph, graph, registry, inputs, args.timeout, args.trace,
+                        args.trace_sample)
     except BaseException as exc:
         leaf = _single(exc)
         if isinstance(leaf, KeyboardInterrupt):
@@ -329,6 +333,10 @@ def _run(sub: SubParsers) -> None:
                    " (default: the graph file's folder)")
     p.add_argument("--timeout", type=float, default=None,
                    help="stop with exit 1 if not idle after this many seconds")
+    p.add_argument("--trace", default=None, metavar="FILE|postgresql://...",
+                   help="record every event into this trace store (see `reflowpy trace`)")
+    p.add_argument("--trace-sample", type=int, default=1, metavar="N",
+                   help="with --trace: record 1 in N messages (default 1: all)")
     p.set_defaults(func=_run_main)
 
 
@@ -702,6 +710,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
         print(f"reflowpy serve: {exc}", file=sys.stderr)
         return 2
     return 0
+
+
+# -- trace ----------------------------------------------------------------------------------
+
+
+@subcommand
+def _trace(sub: SubParsers) -> None:
+    from reflowpy.observe.cli import add_trace_parser
+
+    add_trace_parser(sub)
 
 
 # -- entry point ----------------------------------------------------------------------------

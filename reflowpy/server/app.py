@@ -124,6 +124,7 @@ class ServerState:
 def create_app(state: ServerState, extra_routes: Sequence[BaseRoute] = ()) -> Guard:
     """The ASGI app for ``state``: every route (``state.extra_routes`` and
     ``extra_routes`` included) behind the :class:`~reflowpy.server.guard.Guard`."""
+    from reflowpy.observe.asgi import install as observe_routes
     from reflowpy.server import reflow_compat, rest, session
 
     async def fbp_endpoint(websocket: WebSocket) -> None:
@@ -133,6 +134,7 @@ def create_app(state: ServerState, extra_routes: Sequence[BaseRoute] = ()) -> Gu
         *rest.routes(state),
         *session.routes(state),
         *reflow_compat.routes(state),
+        *observe_routes(state),  # /metrics, /ui/, /events, /traces
         WebSocketRoute("/", fbp_endpoint),
         WebSocketRoute("/fbp", fbp_endpoint),
         *state.extra_routes,
