@@ -10,6 +10,7 @@ uid 65534.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import textwrap
@@ -162,10 +163,8 @@ async def test_image_volumes_get_a_tmpfs_and_nothing_outlives_the_container(
         assert result.outputs == {"out": [["/data", "tmpfs"]]}
         assert {v.id for v in client.volumes.list()} - volumes_before == set()
     finally:
-        try:
+        with contextlib.suppress(docker.errors.DockerException):
             client.images.remove(tag, force=True)
-        except docker.errors.DockerException:
-            pass
         client.close()
 
 
