@@ -100,7 +100,7 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     start_timeout: float = 30.0
     max_items: int = DEFAULT_MAX_ITEMS
     max_depth: int = DEFAULT_MAX_DEPTH
-    output_bytes: int = 64 * 1024 * 1024
+    output_bytes: int = 16 * 1024 * 1024
     idle_cpu_seconds: float = 1.0
 
     def __post_init__(self) -> None:
