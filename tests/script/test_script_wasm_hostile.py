@@ -92,7 +92,8 @@ POLL = r"""(module
   (memory (export "memory") 1)
   RESULT
   ;; one clock subscription at 0: userdata, tag 0 (clock), clock id 1, timeout 1 hour
-  (data (i32.const 0) "\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\01\00\00\00\00\00\00\00\00\18\3d\85\45\03\00\00")
+  (data (i32.const 0) "\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00\00"
+                      "\01\00\00\00\00\00\00\00\00\18\3d\85\45\03\00\00")
   (func (export "alloc") (param i32) (result i32) (i32.const 1024))
   (func (export "process") (param i32 i32) (result i64)
     (i32.store8 (i32.const 2053) (call $poll (i32.const 0) (i32.const 512) (i32.const 1)
@@ -116,7 +117,7 @@ STATE_LOOP = """(module
 
 async def test_host_calls_are_charged_fuel() -> None:
     with trio.fail_after(20):
-        outs, letters = await _run(STATE_LOOP, {"fuel": 2_000_000, "wall_time": 30})
+        _, letters = await _run(STATE_LOOP, {"fuel": 2_000_000, "wall_time": 30})
     [letter] = letters
     assert letter.error_type == "ScriptCPUExceeded" and "host calls" in letter.error
     assert "limits.fuel=2000000" in letter.error
@@ -182,7 +183,7 @@ AMPLIFY = """(module (memory (export "memory") 17)
 
 
 async def test_returned_empty_array_bomb_is_refused_before_decoding() -> None:
-    outs, letters = await _run(AMPLIFY, {"memory_mb": 4})
+    _, letters = await _run(AMPLIFY, {"memory_mb": 4})
     [letter] = letters
     assert letter.error_type == "WasmTrap" and "max_items" in letter.error
 
