@@ -27,7 +27,7 @@ import signal
 import time
 from pathlib import Path
 
-__all__ = ["NodeCgroup", "probe"]
+__all__ = ["NodeCgroup", "cleanup_stale", "probe"]
 
 _ROOT = Path("/sys/fs/cgroup")
 _V1_CONTROLLERS = ("memory", "pids", "cpu", "cpuacct", "freezer")
@@ -61,6 +61,37 @@ def probe() -> str | None:
     if missing:
         return f"no cgroup v2 with memory+pids and no cgroup v1 {'/'.join(missing)} controller"
     return None
+
+
+def cleanup_stale() -> list[str]:
+    """Remove the cgroups of reflowpy processes that are gone (named ``*-<pid>-<uid>-<id>``).
+
+    A host that crashed leaves its workers' cgroups behind (its workers died with it:
+    ``--die-with-parent``); the next host on the machine removes them.
+    """
+    removed = []
+    roots = [_ROOT / "reflowpy"] if _v2_ok() else [p / "reflowpy" for p in _v1_dirs().values()]
+    for root in roots:
+        try:
+            entries = list(root.iterdir())
+        except OSError:
+            continue
+        for path in entries:
+            parts = path.name.rsplit("-", 3)
+            if not path.is_dir() or len(parts) != 4 or not parts[1].isdigit():
+                continue
+            try:
+                os.kill(int(parts[1]), 0)
+                continue
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                continue
+            kind = "v2" if root.parent == _ROOT else "v1"
+            controller = "unified" if kind == "v2" else root.parent.name
+            NodeCgroup(kind, {controller: path}).remove()
+            removed.append(str(path))
+    return removed
 
 
 class NodeCgroup:

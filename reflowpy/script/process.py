@@ -188,7 +188,7 @@ class ProcessHost(WorkerHost):
         self._lease: uids.UidLease | None = None
         self._cgroup: cgroups.NodeCgroup | None = None
         self._cpu_mark = 0.0
-        self._proc: trio.Process | None = None
+        self._proc: _Child | None = None
         self._tmpdir: str | None = None
         self._seccomp_fd: int | None = None
 
@@ -223,6 +223,7 @@ class ProcessHost(WorkerHost):
             missing["seccomp"] = problem
         problem = cgroups.probe()
         if problem is None:
+            _cleanup_stale_cgroups()
             used["cgroup"] = "per-worker cgroup (memory, pids, cpu over the whole tree)"
         else:
             missing["cgroup"] = problem
@@ -348,7 +349,10 @@ class ProcessHost(WorkerHost):
         }
         command, fds = self._command()
         try:
-            self._proc = await trio.lowlevel.open_process(
+            # Spawned from this (the trio) thread, not a worker thread: bwrap's
+            # --die-with-parent follows the thread that forked it, so the worker dies
+            # with the trio run, and not when a thread-cache thread retires.
+            self._proc = _Child(subprocess.Popen(
                 command,
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
@@ -358,7 +362,8 @@ class ProcessHost(WorkerHost):
                 start_new_session=True,
                 close_fds=True,
                 pass_fds=fds,
-            )
+                bufsize=0,
+            ))
         finally:
             if self._seccomp_fd is not None:
                 os.close(self._seccomp_fd)
@@ -497,6 +502,38 @@ class ProcessHost(WorkerHost):
         if tree is not None:
             return tree
         return self._crashed(during, f"exited with code {code}")
+
+
+@functools.cache
+def _cleanup_stale_cgroups() -> None:
+    """Once per process: cgroups left by crashed hosts go (see cgroups.cleanup_stale)."""
+    cgroups.cleanup_stale()
+
+
+class _Child:
+    """A subprocess with trio streams for its pipes and an awaitable exit (pidfd)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        assert popen.stdin is not None and popen.stdout is not None
+        assert popen.stderr is not None
+        self.stdin = trio.lowlevel.FdStream(os.dup(popen.stdin.fileno()))
+        self.stdout = trio.lowlevel.FdStream(os.dup(popen.stdout.fileno()))
+        self.stderr = trio.lowlevel.FdStream(os.dup(popen.stderr.fileno()))
+        for pipe in (popen.stdin, popen.stdout, popen.stderr):
+            pipe.close()
+        self._pidfd = os.pidfd_open(popen.pid)
+
+    async def wait(self) -> int:
+        """The exit code (negative: killed by that signal), once the child ended."""
+        if self.popen.returncode is None:
+            await trio.lowlevel.wait_readable(self._pidfd)
+        code = self.popen.wait()
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+        return code
 
 
 def _world_readable(path: str) -> bool:

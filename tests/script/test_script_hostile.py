@@ -434,3 +434,42 @@ async def test_script_log_cannot_forge_host_log_lines(caplog: pytest.LogCaptureF
         assert "\n" not in line and "\r" not in line and "\x1b" not in line
 
 
+
+
+async def test_worker_survives_the_retirement_of_trio_worker_threads(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # bwrap --die-with-parent follows the *thread* that forked it: a worker spawned
+    # from a trio thread-cache thread was SIGKILLed when that thread idled out.
+    import threading
+
+    from trio._core import _thread_cache
+
+    monkeypatch.setattr(_thread_cache, "IDLE_TIMEOUT", 0.05)
+    src = "def process(inputs):\n    return {'out': inputs['in'] + 1}\n"
+    async with ProcessHost(node="n", source=src, limits=rf_limits()) as host:
+        assert (await host.process({"in": 1}, {})).outputs == {"out": 2}
+        await trio.to_thread.run_sync(lambda: None)
+        with trio.fail_after(10):
+            while any(t.name.startswith("Trio thread") for t in threading.enumerate()):
+                await trio.sleep(0.02)  # wait until every cached thread has retired
+        assert (await host.process({"in": 2}, {})).outputs == {"out": 3}
+
+
+def test_cgroups_of_a_crashed_host_are_removed() -> None:
+    from reflowpy.script import cgroups
+
+    if cgroups.probe() is not None:
+        pytest.skip(str(cgroups.probe()))
+    dead_pid = 2**22 + 4321  # above pid_max's default: never a live process
+    group = cgroups.NodeCgroup.create(f"crashed-{dead_pid}-7-1", memory_bytes=1 << 26,
+                                      pids=8, cpus=1.0)
+    live = cgroups.NodeCgroup.create(f"alive-{os.getpid()}-7-2", memory_bytes=1 << 26,
+                                     pids=8, cpus=1.0)
+    try:
+        removed = cgroups.cleanup_stale()
+        assert {str(p) for p in group.dirs.values()} <= set(removed)
+        assert not any(str(p) in removed for p in live.dirs.values())
+        assert all(not p.exists() for p in group.dirs.values())
+    finally:
+        live.remove()
+        group.remove()
