@@ -406,7 +406,7 @@ class ProcessHost(WorkerHost):
         group = self._cgroup
         if group is None:
             return None
-        group.mark()
+        # OOM kills and refused forks between messages count for the next one.
         idle = group.cpu_seconds() - self._cpu_mark
         limit = self.limits.idle_cpu_seconds
         if self._cpu_mark and idle > limit:
