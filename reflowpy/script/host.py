@@ -323,6 +323,13 @@ class WorkerHost(ScriptHost):
             await self._kill()
             raise ConfigError(f"node {self.node!r}: the {self.sandbox} worker failed to start:"
                               f" {exc}") from exc
+        except BaseException:
+            # Cancelled (or anything else) mid-start: nobody will call stop() for a
+            # host that never started, so release the worker, its cgroup and uid now.
+            self._alive = False
+            with trio.CancelScope(shield=True):
+                await self._kill()
+            raise
 
     async def _start_worker(self) -> None:
         self._reader = P.FrameReader(self.limits.max_frame)

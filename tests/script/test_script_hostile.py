@@ -473,3 +473,50 @@ def test_cgroups_of_a_crashed_host_are_removed() -> None:
     finally:
         live.remove()
         group.remove()
+
+
+def _reflowpy_cgroups() -> set[str]:
+    found: set[str] = set()
+    for root in Path("/sys/fs/cgroup").glob("*/reflowpy"):
+        found.update(str(p) for p in root.iterdir() if p.is_dir())
+    unified = Path("/sys/fs/cgroup/reflowpy")
+    if unified.is_dir():
+        found.update(str(p) for p in unified.iterdir() if p.is_dir())
+    return found
+
+
+async def test_cancel_at_random_points_leaks_no_worker_cgroup_or_uid() -> None:
+    # Fault injection: cancel process() (and start()) after a seeded random delay,
+    # anywhere in spawn, init, the message or the kill; afterwards nothing may be
+    # left: no worker process, no cgroup, and every uid lease released.
+    import random
+
+    from tests.scale import long_scale
+
+    rng = random.Random(20261201)
+    before_workers = set(_workers())
+    before_groups = _reflowpy_cgroups()
+    src = _src("""
+        import time
+        def process(inputs):
+            time.sleep(inputs["in"])
+            return {"out": inputs["in"]}
+    """)
+    runs = long_scale(12)
+    completed = 0
+    for _ in range(runs):
+        host = ProcessHost(node="cancel", source=src, limits=rf_limits())
+        started = False
+        with trio.move_on_after(rng.uniform(0, 0.15)):
+            await host.start()
+            started = True
+            result = await host.process({"in": rng.uniform(0, 0.05)}, {})
+            completed += result.outputs is not None
+        if not started:  # a host whose start was cancelled cleaned up by itself
+            assert host._lease is None and host._cgroup is None and host._proc is None
+        with trio.CancelScope(shield=True):
+            await host.stop()
+        assert host._lease is None and host._cgroup is None
+    assert set(_workers()) - before_workers == set()
+    assert _reflowpy_cgroups() - before_groups == set()
+    assert 0 <= completed <= runs
