@@ -82,7 +82,8 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     ``max_items`` / ``max_depth``: most values and deepest nesting the host decodes
     from one frame or WASM payload (see :mod:`reflowpy.script.bounds`).
     ``output_bytes``: WASM bytes of streamed outputs, state and returned outputs per
-    message.
+    message. ``idle_cpu_seconds``: CPU the process worker's tree may use between two
+    messages (background threads/children); more is reported on the next message.
     """
 
     wall_time: float = 10.0
@@ -99,7 +100,8 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     start_timeout: float = 30.0
     max_items: int = DEFAULT_MAX_ITEMS
     max_depth: int = DEFAULT_MAX_DEPTH
-    output_bytes: int = 64 * 1024 * 1024
+    output_bytes: int = 16 * 1024 * 1024
+    idle_cpu_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("wall_time", "cpus", "start_timeout"):
@@ -284,6 +286,14 @@ class WorkerHost(ScriptHost):
         """Confinement the worker applies to itself before loading the script."""
         return {}
 
+    def _message_starts(self) -> ScriptError | None:
+        """Before a message is sent: a limit the worker broke since the last one."""
+        return None
+
+    def _message_ended(self) -> ScriptError | None:
+        """After a result or script error: a limit the worker's tree hit meanwhile."""
+        return None
+
     def _sandbox_hint(self) -> str:
         """What a user can do when the sandbox cannot confine the worker."""
         return ""
@@ -313,6 +323,13 @@ class WorkerHost(ScriptHost):
             await self._kill()
             raise ConfigError(f"node {self.node!r}: the {self.sandbox} worker failed to start:"
                               f" {exc}") from exc
+        except BaseException:
+            # Cancelled (or anything else) mid-start: nobody will call stop() for a
+            # host that never started, so release the worker, its cgroup and uid now.
+            self._alive = False
+            with trio.CancelScope(shield=True):
+                await self._kill()
+            raise
 
     async def _start_worker(self) -> None:
         self._reader = P.FrameReader(self.limits.max_frame)
@@ -434,6 +451,13 @@ class WorkerHost(ScriptHost):
         self._log_budget = self.limits.log_bytes
         wall = self.limits.wall_time
         clean = False
+        broken = self._message_starts()
+        if broken is not None:
+            stats.failures += 1
+            self._alive = False
+            self._stats.running = False
+            await self._kill()
+            raise broken
         try:
             with trio.CancelScope(deadline=trio.current_time() + wall) as scope:
                 await self._send_all(frame)
@@ -453,6 +477,10 @@ class WorkerHost(ScriptHost):
                     if type(message) is P.Result:
                         if message.id != mid:
                             raise self._protocol(f"result for message {message.id}, not {mid}")
+                        hit = self._message_ended()
+                        if hit is not None:
+                            stats.failures += 1
+                            raise hit
                         clean = True
                         if message.state is None:
                             new_state = state
@@ -490,6 +518,9 @@ class WorkerHost(ScriptHost):
                             raise leak
                         if message.kind not in ("user", "encode"):
                             raise self._protocol(f"error of unexpected kind {message.kind!r}")
+                        hit = self._message_ended()
+                        if hit is not None:
+                            raise hit
                         clean = True
                         if state_arg is not None:
                             self._worker_state = state

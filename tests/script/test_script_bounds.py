@@ -46,14 +46,14 @@ def _depth(value: Any) -> int:
     return 0
 
 
-@settings(max_examples=long_scale(300))
+@settings(max_examples=long_scale(100))
 @given(values)
 def test_values_within_limits_pass_both_scanners(value: Any) -> None:
     check_msgpack(msgspec.msgpack.encode(value))
     check_json(msgspec.json.encode(value))
 
 
-@settings(max_examples=long_scale(300))
+@settings(max_examples=long_scale(100))
 @given(values, st.integers(min_value=1, max_value=6))
 def test_depth_limit_is_exact(value: Any, max_depth: int) -> None:
     data = msgspec.msgpack.encode(value)
