@@ -271,7 +271,21 @@ def routes(state: ServerState) -> list[BaseRoute]:
 
     @endpoint
     async def list_executions(request: Request) -> Response:
-        return json_response([_execution_out(ex) for ex in state.executions.executions.values()])
+        limit = int(query_number(request, "limit", 100, 1, 1000))
+        after = request.query_params.get("after") or None
+        status = request.query_params.get("status") or None
+        page, cursor = state.executions.page(after=after, limit=limit, status=status)
+        response = json_response([_execution_out(ex) for ex in page])
+        if cursor is not None:
+            query = f"after={cursor}&limit={limit}" + (f"&status={status}" if status else "")
+            response.headers["link"] = f'</executions?{query}>; rel="next"'
+            response.headers["x-next-cursor"] = cursor
+        return response
+
+    @endpoint
+    async def delete_execution(request: Request) -> Response:
+        await state.executions.delete(execution(request))
+        return Response(status_code=204)
 
     @endpoint
     async def create_execution(request: Request) -> Response:
@@ -320,8 +334,7 @@ def routes(state: ServerState) -> list[BaseRoute]:
         if not values:
             raise HttpError(422, "invalid_request", "send 'value' or a non-empty 'values'")
         try:
-            for value in values:
-                await ex.send(port, value)
+            await state.executions.accept(ex, port, values)
         except NetworkError as exc:
             raise HttpError(409, "not_running", str(exc)) from None
         except ReflowError as exc:
@@ -430,6 +443,7 @@ def routes(state: ServerState) -> list[BaseRoute]:
         Route("/executions", list_executions, methods=["GET"]),
         Route("/executions", create_execution, methods=["POST"]),
         Route("/executions/{id}", get_execution, methods=["GET"]),
+        Route("/executions/{id}", delete_execution, methods=["DELETE"]),
         Route("/executions/{id}/inputs/{port}", send_inputs, methods=["POST"]),
         Route("/executions/{id}/outputs/{port}", read_outputs, methods=["GET"]),
         Route("/executions/{id}/stop", stop_execution, methods=["POST"]),
