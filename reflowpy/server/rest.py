@@ -208,10 +208,15 @@ def routes(state: ServerState) -> list[BaseRoute]:
 
     @endpoint
     async def health(request: Request) -> Response:
+        draining = state.executions.draining
+        running = sum(1 for ex in state.executions.executions.values()
+                      if not ex.done.is_set())
         return json_response(Health(
-            "draining" if state.executions.draining else "ok", reflowpy.__version__,
-            time.monotonic() - state.started,
-            sum(1 for ex in state.executions.executions.values() if not ex.done.is_set())))
+            success=not draining, timestamp=int(time.time() * 1000),
+            status="draining" if draining else "ok", version=reflowpy.__version__,
+            uptime=time.monotonic() - state.started, executions=running,
+            data=None if draining else "Server is healthy",
+            error="Server is draining" if draining else None), 503 if draining else 200)
 
     @endpoint
     async def openapi_json(request: Request) -> Response:
