@@ -647,6 +647,10 @@ def _serve(sub: SubParsers) -> None:
     p.add_argument("--no-workspace", action="store_true",
                    help="do not confine file paths (posted graphs can reach every file the"
                    " server can)")
+    p.add_argument("--retention-count", type=int, default=1000,
+                   help="ended executions kept (newest first; older ones are deleted)")
+    p.add_argument("--retention-days", type=float, default=7.0,
+                   help="ended executions older than this are deleted")
     p.set_defaults(func=cmd_serve)
 
 
@@ -676,7 +680,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "allow_components": args.allow_component or ["*"],
         "deny_components": args.deny_component, "script_network": args.script_network,
         "script_sandboxes": args.script_sandbox or ["process", "docker"],
-        "workspace": args.workspace, "confine_files": not args.no_workspace}
+        "workspace": args.workspace, "confine_files": not args.no_workspace,
+        "retention_count": args.retention_count,
+        "retention_seconds": args.retention_days * 86400}
     if args.no_scripts or args.no_setsource:
         limits["scripts"] = False
     if args.no_setsource:

@@ -71,6 +71,8 @@ class ServerState:
         script_network: bool = False,
         workspace: str | Path | None = None,
         confine_files: bool = True,
+        retention_count: int = 1000,
+        retention_seconds: float = 7 * 24 * 3600,
     ) -> None:
         from reflowpy.server.fbp import FbpRuntime
 
@@ -115,7 +117,11 @@ class ServerState:
         self.stop_timeout = stop_timeout
         self.trace_limit = trace_limit
         self.started = time.monotonic()
-        self.executions = ExecutionManager(self.registry, self.storage, nursery)
+        #: Ended executions kept: the newest ``retention_count``, none older than
+        #: ``retention_seconds``.
+        self.executions = ExecutionManager(self.registry, self.storage, nursery,
+                                           retention_count=retention_count,
+                                           retention_seconds=retention_seconds)
         self.fbp = FbpRuntime(self)
         self.reflow_connections = 0
         self.guard: Guard | None = None

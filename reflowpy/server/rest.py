@@ -208,10 +208,15 @@ def routes(state: ServerState) -> list[BaseRoute]:
 
     @endpoint
     async def health(request: Request) -> Response:
+        draining = state.executions.draining
+        running = sum(1 for ex in state.executions.executions.values()
+                      if not ex.done.is_set())
         return json_response(Health(
-            "draining" if state.executions.draining else "ok", reflowpy.__version__,
-            time.monotonic() - state.started,
-            sum(1 for ex in state.executions.executions.values() if not ex.done.is_set())))
+            success=not draining, timestamp=int(time.time() * 1000),
+            status="draining" if draining else "ok", version=reflowpy.__version__,
+            uptime=time.monotonic() - state.started, executions=running,
+            data=None if draining else "Server is healthy",
+            error="Server is draining" if draining else None), 503 if draining else 200)
 
     @endpoint
     async def openapi_json(request: Request) -> Response:
@@ -271,7 +276,21 @@ def routes(state: ServerState) -> list[BaseRoute]:
 
     @endpoint
     async def list_executions(request: Request) -> Response:
-        return json_response([_execution_out(ex) for ex in state.executions.executions.values()])
+        limit = int(query_number(request, "limit", 100, 1, 1000))
+        after = request.query_params.get("after") or None
+        status = request.query_params.get("status") or None
+        page, cursor = state.executions.page(after=after, limit=limit, status=status)
+        response = json_response([_execution_out(ex) for ex in page])
+        if cursor is not None:
+            query = f"after={cursor}&limit={limit}" + (f"&status={status}" if status else "")
+            response.headers["link"] = f'</executions?{query}>; rel="next"'
+            response.headers["x-next-cursor"] = cursor
+        return response
+
+    @endpoint
+    async def delete_execution(request: Request) -> Response:
+        await state.executions.delete(execution(request))
+        return Response(status_code=204)
 
     @endpoint
     async def create_execution(request: Request) -> Response:
@@ -320,8 +339,7 @@ def routes(state: ServerState) -> list[BaseRoute]:
         if not values:
             raise HttpError(422, "invalid_request", "send 'value' or a non-empty 'values'")
         try:
-            for value in values:
-                await ex.send(port, value)
+            await state.executions.accept(ex, port, values)
         except NetworkError as exc:
             raise HttpError(409, "not_running", str(exc)) from None
         except ReflowError as exc:
@@ -430,6 +448,7 @@ def routes(state: ServerState) -> list[BaseRoute]:
         Route("/executions", list_executions, methods=["GET"]),
         Route("/executions", create_execution, methods=["POST"]),
         Route("/executions/{id}", get_execution, methods=["GET"]),
+        Route("/executions/{id}", delete_execution, methods=["DELETE"]),
         Route("/executions/{id}/inputs/{port}", send_inputs, methods=["POST"]),
         Route("/executions/{id}/outputs/{port}", read_outputs, methods=["GET"]),
         Route("/executions/{id}/stop", stop_execution, methods=["POST"]),
