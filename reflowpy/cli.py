@@ -273,12 +273,16 @@ def _run_main(args: argparse.Namespace) -> int:
                 raise _Usage(f"--input {port}=...: the graph has no exported in-port"
                              f" {port!r}; it has {sorted(graph.inports) or 'none'}")
         workdir = _workdir(args)
+        back = os.getcwd()
         if workdir is not None:
             try:
                 os.chdir(workdir)
             except OSError as exc:
                 raise _Usage(f"--cwd {workdir!r}: {exc.strerror}") from None
-        return trio.run(_run_graph, graph, registry, inputs, args.timeout)
+        try:
+            return trio.run(_run_graph, graph, registry, inputs, args.timeout)
+        finally:
+            os.chdir(back)
     except BaseException as exc:
         leaf = _single(exc)
         if isinstance(leaf, KeyboardInterrupt):

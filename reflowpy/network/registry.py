@@ -163,7 +163,7 @@ class Registry:
                 try:
                     added += self._load_entry_point(ep, group)
                 except Exception as exc:
-                    _report_broken(f"{ep.name} = {ep.value}", exc)
+                    _report_broken(ep.name, exc)
             return added
         return [name for ep in importlib.metadata.entry_points(group=group)
                 for name in self._load_entry_point(ep, group)]
@@ -236,4 +236,4 @@ def _report_broken(entry: str, exc: BaseException) -> None:
     import logging
 
     logging.getLogger("reflowpy.registry").warning(
-        "plugin entry point %r in group %r skipped: %s", entry, ENTRY_POINT_GROUP, exc)
+        "plugin %r skipped (fix or uninstall it): %s", entry, exc)
