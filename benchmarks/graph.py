@@ -6,15 +6,24 @@ exported ports at both ends, so every analysis has real work. Each workload prin
 one JSON line; ``msgs_per_s`` is nodes per second for graph work.
 
     python -m benchmarks graph [--nodes 10000] [--repeat 3]
+    python -m benchmarks graph --file-mb 50 [--formats reflow,noflo,fbp,yaml]
+
+``--file-mb`` instead writes, for each format, a file of about that size (the same
+layered graph, scaled), and loads each in a fresh child process (``loads.file.FMT``):
+``seconds`` is the load (format detected, as ``reflowpy run`` does), ``peak_rss_mb``
+the child's peak, text included, ``n`` the node count and ``msgs_per_s`` nodes/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
+import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -59,11 +68,53 @@ def _measure(workload: str, n: int, repeat: int, fn: Callable[[], Any]) -> dict[
             "peak_rss_mb": round(_rss_mb(), 1)}
 
 
+_CHILD = """
+import json, resource, sys, time
+from reflowpy.network import formats
+t0 = time.perf_counter()
+g = formats.load(sys.argv[1])
+dt = time.perf_counter() - t0
+print(json.dumps({"nodes": len(g.nodes), "seconds": dt,
+                  "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+"""
+
+
+def file_loads(mb: float, fmts: Sequence[str]) -> list[dict[str, Any]]:
+    """Load a ``mb``-megabyte file of each format in a child process; one line each."""
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for fmt in fmts:
+            probe = 2000
+            size = len(build(probe).dumps(fmt))
+            n = max(100, int(probe * mb * 1e6 / size))
+            text = build(n).dumps(fmt)
+            path = os.path.join(tmp, f"graph.{fmt}")
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+            proc = subprocess.run([sys.executable, "-c", _CHILD, path], capture_output=True,
+                                  text=True, check=True)
+            r = json.loads(proc.stdout)
+            out.append({"workload": f"graph.loads.file.{fmt}", "n": r["nodes"],
+                        "seconds": round(r["seconds"], 3),
+                        "msgs_per_s": round(r["nodes"] / r["seconds"]),
+                        "peak_rss_mb": round(r["rss"], 1),
+                        "file_mb": round(len(text.encode("utf-8")) / 1e6, 1)})
+            del text
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks graph")
     parser.add_argument("--nodes", type=int, default=10_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--file-mb", type=float, default=None,
+                        help="load a file of about this many MB per format instead")
+    parser.add_argument("--formats", default="reflow,noflo,fbp,yaml")
     args = parser.parse_args(argv)
+    if args.file_mb:
+        for line in file_loads(args.file_mb, args.formats.split(",")):
+            print(json.dumps(line), flush=True)
+        return 0
     n, r = args.nodes, args.repeat
     g = build(n)
     texts = {fmt: g.dumps(fmt) for fmt in ("reflow", "noflo", "fbp", "yaml")}

@@ -40,7 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from reflowpy.errors import GraphError, GraphFormatError, ReflowError
+from reflowpy.errors import ComponentError, GraphError, GraphFormatError, ReflowError
 
 __all__ = ["EXIT_BAD_GRAPH", "EXIT_FAILED", "EXIT_USAGE", "cmd_serve", "main", "subcommand"]
 
@@ -69,8 +69,8 @@ def _error(message: str, code: int = EXIT_USAGE) -> int:
 
 def _exit_code(exc: BaseException) -> int:
     """The exit status of an error raised before or while running a graph."""
-    if isinstance(exc, GraphError):
-        return EXIT_BAD_GRAPH
+    if isinstance(exc, GraphError | ComponentError):
+        return EXIT_BAD_GRAPH  # unreadable, malformed, or naming what the registry lacks
     if isinstance(exc, _Usage):
         return EXIT_USAGE
     return EXIT_FAILED
@@ -276,13 +276,17 @@ def _run_main(args: argparse.Namespace) -> int:
                 raise _Usage(f"--input {port}=...: the graph has no exported in-port"
                              f" {port!r}; it has {sorted(graph.inports) or 'none'}")
         workdir = _workdir(args)
+        back = os.getcwd()
         if workdir is not None:
             try:
                 os.chdir(workdir)
             except OSError as exc:
                 raise _Usage(f"--cwd {workdir!r}: {exc.strerror}") from None
-        return trio.run(_run_graph, graph, registry, inputs, args.timeout, args.trace,
-                        args.trace_sample)
+        try:
+            return trio.run(_run_graph, graph, registry, inputs, args.timeout, args.trace,
+                            args.trace_sample)
+        finally:
+            os.chdir(back)
     except BaseException as exc:
         leaf = _single(exc)
         if isinstance(leaf, KeyboardInterrupt):
@@ -487,9 +491,14 @@ def _component_entry(registry: Any, info: Any, aliases: list[str]) -> dict[str, 
 
 
 def _components_main(args: argparse.Namespace) -> int:
-    import reflowpy as rf
+    try:
+        registry = _load_registry(args.registry or "default")
+        if args.graphs:
+            from reflowpy.network.formats import workspace
 
-    registry = rf.default_registry()
+            workspace.register_graphs(registry, args.graphs)
+    except ReflowError as exc:
+        return _error(str(exc), _exit_code(exc))
     aliases: dict[str, list[str]] = {}
     for alias in registry.names(aliases=True):
         target = registry.resolve(alias)
@@ -575,6 +584,10 @@ def _components(sub: SubParsers) -> None:
                        " ports, types, config keys and description; with a full NAME, show"
                        " that one in full, config JSON Schema included.")
     p.add_argument("--json", action="store_true", help="print JSON (for the FBP component:list)")
+    p.add_argument("--registry", default=None, metavar="default|MODULE:ATTR",
+                   help="list this registry instead of the standard library + plugins")
+    p.add_argument("--graphs", metavar="DIR", default=None,
+                   help="also list the graph files in DIR as components")
     p.add_argument("prefix", nargs="?", default="",
                    help="a component NAME (shown in full) or a prefix such as flow/")
     p.set_defaults(func=_components_main)

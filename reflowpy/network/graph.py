@@ -405,6 +405,12 @@ class Graph:
         self._emit(kind, before, after)
         return applied
 
+    def _building(self) -> bool:
+        """Whether a reader is filling this graph (``_recording`` off, nobody subscribed,
+        no open step): then the hot adders store their item directly, skipping the step
+        and event machinery that would record and announce nothing anyway."""
+        return not self._recording and not self._listeners and self._step is None
+
     def _rename_node_refs(self, old: str, new: str) -> None:
         self.nodes = {
             (new if k == old else k): (Node(new, n.component, n.metadata) if k == old else n)
@@ -560,6 +566,9 @@ class Graph:
                 f" (component {self.nodes[node_id].component!r}); pick another id"
             )
         node = Node(node_id, component, dict(metadata or {}))
+        if self._building():
+            self.nodes[node_id] = node
+            return node
         with self._operation("add_node"):
             self._apply(_Change("AddNode", None, node))
         return node
@@ -655,8 +664,9 @@ class Graph:
         self.node(tgt_node)
         src = Endpoint(src_node, self.port_name(src_port), src_index)
         tgt = Endpoint(tgt_node, self.port_name(tgt_port), tgt_index)
-        self._check_index(src_index, f"connection {src} -> {tgt}")
-        self._check_index(tgt_index, f"connection {src} -> {tgt}")
+        if src_index is not None or tgt_index is not None:  # the text only when needed
+            self._check_index(src_index, f"connection {src} -> {tgt}")
+            self._check_index(tgt_index, f"connection {src} -> {tgt}")
         if not src.port or not tgt.port:
             raise PortNotFound(
                 f"{self._where()}: connection {src} -> {tgt}: port names must be non-empty"
@@ -669,6 +679,10 @@ class Graph:
         if existing is not None:
             return existing
         edge = Edge(src, tgt, meta, capacity)
+        if self._building():
+            self.edges.append(edge)
+            self._edge_index[(src, tgt)] = edge
+            return edge
         with self._operation("add_edge"):
             self._apply(_Change("AddConnection", None, edge))
         return edge
@@ -749,11 +763,15 @@ class Graph:
         """Add an initial packet delivered to ``node_id.port`` when the network starts."""
         self.node(node_id)
         tgt = Endpoint(node_id, self.port_name(port), index)
-        self._check_index(index, f"initial packet for {tgt}")
+        if index is not None:
+            self._check_index(index, f"initial packet for {tgt}")
         if not tgt.port:
             raise PortNotFound(f"{self._where()}: initial packet for node {node_id!r}:"
                                " the port name must be non-empty")
         iip = IIP(data, tgt, dict(metadata or {}))
+        if self._building():
+            self.iips.append(iip)
+            return iip
         with self._operation("add_iip"):
             self._apply(_Change("AddInitial", None, iip))
         return iip

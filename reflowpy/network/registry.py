@@ -99,11 +99,13 @@ class Registry:
         try:
             return self._components[self.resolve(name)]
         except KeyError:
-            known = ", ".join(sorted(self._components)[:8])
-            more = "..." if len(self._components) > 8 else ""
-            raise ComponentNotFound(
-                f"no component {name!r} in the registry (known: {known}{more})"
-            ) from None
+            import difflib
+
+            names = sorted(self._components) + sorted(self._aliases)
+            close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+            hint = (f"; did you mean {', '.join(map(repr, close))}?" if close
+                    else f" ({len(self._components)} known; `reflowpy components` lists them)")
+            raise ComponentNotFound(f"no component {name!r} in the registry{hint}") from None
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.resolve(name) in self._components
@@ -145,34 +147,50 @@ class Registry:
             await_all_inports=component.await_all_inports,
         )
 
-    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP, *,
+                          skip_broken: bool = False) -> list[str]:
         """Register every component published under the entry-point ``group``.
 
         Returns the names registered. A broken entry point raises
-        :class:`ComponentError` naming the distribution and entry point.
+        :class:`ComponentError` naming the distribution and entry point; with
+        ``skip_broken`` (what :func:`default_registry` does) it is logged once as a
+        warning on ``reflowpy.registry`` and skipped, so one bad plugin cannot break
+        every command.
         """
+        if skip_broken:
+            added: list[str] = []
+            for ep in importlib.metadata.entry_points(group=group):
+                try:
+                    added += self._load_entry_point(ep, group)
+                except Exception as exc:
+                    _report_broken(ep.name, exc)
+            return added
+        return [name for ep in importlib.metadata.entry_points(group=group)
+                for name in self._load_entry_point(ep, group)]
+
+    def _load_entry_point(self, ep: Any, group: str) -> list[str]:
+        """Register what one entry point names; its names, or ComponentError."""
         added: list[str] = []
-        for ep in importlib.metadata.entry_points(group=group):
-            try:
-                obj: Any = ep.load()
-            except Exception as exc:
-                raise ComponentError(
-                    f"entry point {ep.name!r} ({ep.value}) in group {group!r} failed to load:"
-                    f" {exc}"
-                ) from exc
-            if (isinstance(obj, type) and issubclass(obj, Actor)) or isinstance(obj, Graph):
-                self.register(ep.name, obj, replace=True)
-                added.append(ep.name)
-            elif callable(obj):
-                before = set(self._components)
-                register: Callable[[Registry], object] = obj
-                register(self)
-                added.extend(sorted(set(self._components) - before))
-            else:
-                raise ComponentError(
-                    f"entry point {ep.name!r} ({ep.value}) is neither an Actor subclass, a"
-                    " Graph, nor a register(registry) function"
-                )
+        try:
+            obj: Any = ep.load()
+        except Exception as exc:
+            raise ComponentError(
+                f"entry point {ep.name!r} ({ep.value}) in group {group!r} failed to load:"
+                f" {type(exc).__name__}: {exc}"
+            ) from exc
+        if (isinstance(obj, type) and issubclass(obj, Actor)) or isinstance(obj, Graph):
+            self.register(ep.name, obj, replace=True)
+            added.append(ep.name)
+        elif callable(obj):
+            before = set(self._components)
+            register: Callable[[Registry], object] = obj
+            register(self)
+            added.extend(sorted(set(self._components) - before))
+        else:
+            raise ComponentError(
+                f"entry point {ep.name!r} ({ep.value}) is neither an Actor subclass, a"
+                " Graph, nor a register(registry) function"
+            )
         return added
 
     def copy(self) -> Registry:
@@ -203,5 +221,19 @@ def default_registry() -> Registry:
 
     registry = Registry()
     components.register_all(registry)
-    registry.load_entry_points()
+    registry.load_entry_points(skip_broken=True)
     return registry
+
+
+_REPORTED: set[str] = set()
+
+
+def _report_broken(entry: str, exc: BaseException) -> None:
+    """Warn about a broken plugin once per process, naming it and what went wrong."""
+    if entry in _REPORTED:
+        return
+    _REPORTED.add(entry)
+    import logging
+
+    logging.getLogger("reflowpy.registry").warning(
+        "plugin %r skipped (fix or uninstall it): %s", entry, exc)

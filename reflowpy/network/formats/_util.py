@@ -7,15 +7,15 @@ that names the format, the place (``line 3, column 7`` or a field path such as
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+import typing
+from collections.abc import Mapping
 from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from reflowpy.errors import GraphError, GraphFormatError
+from reflowpy.errors import GraphFormatError
 from reflowpy.network.formats._limits import MAX_DEPTH, check_text, check_value, line_col
 from reflowpy.network.graph import Graph
 
@@ -171,19 +171,6 @@ def json_dumps(data: Any, fmt: str) -> str:
                                format=fmt) from None
 
 
-@contextlib.contextmanager
-def building(fmt: str, where: str) -> Iterator[None]:
-    """Report a refused graph operation while reading as a GraphFormatError at ``where``."""
-    try:
-        yield
-    except GraphFormatError:
-        raise
-    except GraphError as exc:
-        raise GraphFormatError(str(exc), format=fmt, where=where) from None
-    except ValueError as exc:
-        raise GraphFormatError(str(exc), format=fmt, where=where) from None
-
-
 def split_capacity(metadata: Mapping[str, Any] | None) -> tuple[dict[str, Any], int | None]:
     """Edge metadata from a file -> (metadata without ``capacity``, capacity)."""
     meta = dict(metadata or {})
@@ -209,13 +196,20 @@ _KNOWN_TOP = frozenset({"caseSensitive", "properties", "processes", "connections
 def read_document(data: Any, doc_type: type[D], fmt: str) -> tuple[D, Graph]:
     """Check and convert a parsed JSON graph document (Reflow or NoFlo: both keep the
     graph name as ``properties.name``) and make the empty graph it describes. Top-level
-    fields neither format defines are kept in :attr:`Graph.extra`."""
+    fields neither format defines are kept in :attr:`Graph.extra`.
+
+    The whole document is converted in one msgspec call; only when that fails are the
+    tables converted entry by entry, to name the entry (msgspec says ``[...]``)."""
     if not isinstance(data, dict):
         raise GraphFormatError(
             f"expected a JSON object with processes/connections, got {type(data).__name__}",
             format=fmt, where="top level",
         )
-    doc = convert(data, doc_type, fmt)
+    try:
+        doc = msgspec.convert(data, doc_type)
+    except msgspec.ValidationError:
+        _locate(data, doc_type, fmt)
+        doc = convert(data, doc_type, fmt)  # raises with msgspec's own path
     props = dict(check_value(doc.properties, fmt, "properties"))
     name = props.pop("name", "") if isinstance(props.get("name"), str) else ""
     graph = Graph(name, case_sensitive=doc.case_sensitive, properties=props)
@@ -223,6 +217,23 @@ def read_document(data: Any, doc_type: type[D], fmt: str) -> tuple[D, Graph]:
         if key not in _KNOWN_TOP:
             graph.extra[key] = check_value(value, fmt, key)
     return doc, graph
+
+
+def _locate(data: dict[str, Any], doc_type: type[Any], fmt: str) -> None:
+    """Convert each entry of the document's keyed tables alone, so the error names it."""
+    for field in msgspec.structs.fields(doc_type):
+        table = data.get(field.encode_name)
+        args = typing.get_args(field.type)
+        if isinstance(table, dict) and len(args) == 2:
+            for key, item in table.items():
+                convert(item, args[1], fmt, f"{field.encode_name}.{key}")
+
+
+def building_error(exc: Exception, fmt: str, where: str) -> GraphFormatError:
+    """A refused graph operation while reading, as a GraphFormatError at ``where``."""
+    if isinstance(exc, GraphFormatError):
+        return exc
+    return GraphFormatError(str(exc), format=fmt, where=where)
 
 
 def remember_case(graph: Graph, *ports: str) -> None:

@@ -34,7 +34,14 @@ from collections.abc import Callable
 from typing import Any
 
 from reflowpy.errors import GraphFormatError
-from reflowpy.network.formats._limits import MAX_DEPTH, MAX_INDEX, check_int, line_col
+from reflowpy.network.formats._limits import (
+    MAX_DEPTH,
+    MAX_INDEX,
+    MAX_INT,
+    MIN_INT,
+    check_int,
+    line_col,
+)
 from reflowpy.network.graph import Graph
 
 __all__ = ["dumps", "loads", "losses", "parse"]
@@ -546,7 +553,10 @@ class _Parser:
                     f"an integer of {len(m.group().lstrip('-'))} digits is out of range"
                     " (graphs hold 64-bit integers); write it as a string", format="fbp",
                     where=line_col(text, pos))
-            return check_int(int(m.group()), "fbp", line_col(text, pos))
+            number = int(m.group())
+            if not MIN_INT <= number <= MAX_INT:
+                check_int(number, "fbp", line_col(text, pos))
+            return number
         if text.startswith('"', pos):
             return self.json_string()
         self._expect("JSON value")

@@ -8,6 +8,7 @@ to a configuration port into node config. It is YAML (or JSON)::
       strings/SplitStr:
         component: transform/FlatMap
         metadata: {expression: "split(x, '\\n')"}  # node config defaults (node wins)
+        override: {interval: 0.5}          # node config the map sets (map wins)
         inports:
           IN: in                           # rename a port
           DELIMITER: {config: delimiter}   # IIPs on DELIMITER become config 'delimiter'
@@ -41,6 +42,7 @@ class ComponentMap(msgspec.Struct, forbid_unknown_fields=True):
 
     component: str
     metadata: dict[str, Any] = {}
+    override: dict[str, Any] = {}
     inports: dict[str, str | _ConfigPort] = {}
     outports: dict[str, str] = {}
 
@@ -134,7 +136,7 @@ def apply(graph: Graph, mapping: Map, registry: Any = None) -> Graph:
     for node in graph.nodes.values():
         rule = rules[node.id]
         meta = {**(rule.metadata if rule else {}), **node.metadata,
-                **config.get(node.id, {})}
+                **config.get(node.id, {}), **(rule.override if rule else {})}
         out.add_node(node.id, rule.component if rule else node.component, meta)
     for edge in graph.edges:
         tgt = inport(edge.tgt.node, edge.tgt.port)

@@ -20,11 +20,10 @@ from typing import Any
 
 import msgspec
 
-from reflowpy.errors import GraphFormatError
+from reflowpy.errors import GraphError, GraphFormatError
 from reflowpy.network.formats._limits import MAX_INDEX, check_value
 from reflowpy.network.formats._util import (
-    building,
-    convert,
+    building_error,
     document_properties,
     join_capacity,
     read_document,
@@ -70,10 +69,10 @@ class _Group(msgspec.Struct):
 class _Doc(msgspec.Struct, rename={"case_sensitive": "caseSensitive"}):
     case_sensitive: bool = False
     properties: dict[str, Any] = {}
-    processes: dict[str, Any] = {}
+    processes: dict[str, _Process] = {}
     connections: list[_Connection] = []
-    inports: dict[str, Any] = {}
-    outports: dict[str, Any] = {}
+    inports: dict[str, _Exported] = {}
+    outports: dict[str, _Exported] = {}
     groups: list[_Group] = []
 
 
@@ -87,48 +86,61 @@ def from_dict(data: Any, fmt: str = "noflo") -> Graph:
     """Build a :class:`Graph` from a parsed NoFlo JSON document."""
     doc, graph = read_document(data, _Doc, fmt)
     graph._recording = False
-    for node_id, raw in doc.processes.items():
-        proc = convert(raw, _Process, fmt, f"processes.{node_id}")
-        with building(fmt, f"processes.{node_id}"):
-            meta = check_value(proc.metadata, fmt, f"processes.{node_id}.metadata")
-            graph.add_node(node_id, proc.component, meta)
-    for i, conn in enumerate(doc.connections):
-        where = f"connections[{i}]"
-        with building(fmt, where):
-            check_value(conn.metadata, fmt, f"{where}.metadata")
-            _check_index(conn.tgt.index, fmt, f"{where}.tgt.index")
-            remember_case(graph, conn.tgt.port)
-            if conn.src is None:
-                if conn.data is msgspec.UNSET:
-                    raise GraphFormatError(
-                        "a connection needs 'src' (an edge) or 'data' (an IIP)",
-                        format=fmt, where=where,
-                    )
-                check_value(conn.data, fmt, f"{where}.data")
-                graph.add_iip(conn.data, conn.tgt.process, conn.tgt.port,
-                              index=conn.tgt.index, metadata=conn.metadata)
-            else:
-                _check_index(conn.src.index, fmt, f"{where}.src.index")
-                remember_case(graph, conn.src.port)
-                meta, cap = split_capacity(conn.metadata)
-                graph.add_edge(conn.src.process, conn.src.port, conn.tgt.process,
-                               conn.tgt.port, src_index=conn.src.index,
-                               tgt_index=conn.tgt.index, metadata=meta, capacity=cap)
-    for table, add in (("inports", graph.add_inport), ("outports", graph.add_outport)):
-        for public, raw in getattr(doc, table).items():
-            where = f"{table}.{public}"
-            exp = convert(raw, _Exported, fmt, where)
-            with building(fmt, where):
-                meta = check_value(exp.metadata, fmt, f"{where}.metadata")
-                _check_index(exp.index, fmt, f"{where}.index")
-                remember_case(graph, public, exp.port)
-                add(public, exp.process, exp.port, index=exp.index, metadata=meta)
-    for i, group in enumerate(doc.groups):
-        with building(fmt, f"groups[{i}]"):
-            graph.add_group(group.name, group.nodes,
-                            check_value(group.metadata, fmt, f"groups[{i}].metadata"))
+    at = ["processes"]  # where the reader is, for a refused graph operation
+    try:
+        _read_body(doc, graph, fmt, at)
+    except (GraphError, ValueError) as exc:
+        raise building_error(exc, fmt, at[0]) from None
     graph._recording = True
     return graph
+
+
+def _read_body(doc: _Doc, graph: Graph, fmt: str, at: list[str]) -> None:
+    add_edge, add_iip = graph.add_edge, graph.add_iip
+    for node_id, proc in doc.processes.items():
+        at[0] = f"processes.{node_id}"
+        meta = proc.metadata
+        if meta is not None:
+            check_value(meta, fmt, f"processes.{node_id}.metadata")
+        graph.add_node(node_id, proc.component, meta)
+    for i, conn in enumerate(doc.connections):
+        where = at[0] = f"connections[{i}]"
+        tgt, src = conn.tgt, conn.src
+        if conn.metadata is not None:
+            check_value(conn.metadata, fmt, f"{where}.metadata")
+        if tgt.index is not None:
+            _check_index(tgt.index, fmt, f"{where}.tgt.index")
+        if src is None:
+            remember_case(graph, tgt.port)
+            if conn.data is msgspec.UNSET:
+                raise GraphFormatError("a connection needs 'src' (an edge) or 'data' (an IIP)",
+                                       format=fmt, where=where)
+            if conn.data is not None:
+                check_value(conn.data, fmt, f"{where}.data")
+            add_iip(conn.data, tgt.process, tgt.port, index=tgt.index, metadata=conn.metadata)
+            continue
+        if src.index is not None:
+            _check_index(src.index, fmt, f"{where}.src.index")
+        remember_case(graph, src.port, tgt.port)
+        meta, cap = split_capacity(conn.metadata)
+        add_edge(src.process, src.port, tgt.process, tgt.port, src_index=src.index,
+                 tgt_index=tgt.index, metadata=meta, capacity=cap)
+    for table, add in (("inports", graph.add_inport), ("outports", graph.add_outport)):
+        exports: dict[str, _Exported] = getattr(doc, table)
+        for public, exp in exports.items():
+            where = at[0] = f"{table}.{public}"
+            meta = exp.metadata
+            if meta is not None:
+                check_value(meta, fmt, f"{where}.metadata")
+            _check_index(exp.index, fmt, f"{where}.index")
+            remember_case(graph, public, exp.port)
+            add(public, exp.process, exp.port, index=exp.index, metadata=meta)
+    for i, group in enumerate(doc.groups):
+        at[0] = f"groups[{i}]"
+        meta = group.metadata
+        if meta is not None:
+            check_value(meta, fmt, f"groups[{i}].metadata")
+        graph.add_group(group.name, group.nodes, meta)
 
 
 def _end(node: str, port: str, index: int | None) -> dict[str, Any]:

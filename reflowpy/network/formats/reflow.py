@@ -26,12 +26,11 @@ from typing import Any
 
 import msgspec
 
-from reflowpy.errors import GraphFormatError, PortTypeError
+from reflowpy.errors import GraphError, GraphFormatError, PortTypeError
 from reflowpy.network import porttypes
 from reflowpy.network.formats._limits import MAX_INDEX, check_value
 from reflowpy.network.formats._util import (
-    building,
-    convert,
+    building_error,
     document_properties,
     join_capacity,
     read_document,
@@ -80,18 +79,11 @@ class _Group(msgspec.Struct):
 class _Doc(msgspec.Struct, rename="camel"):
     case_sensitive: bool = False
     properties: dict[str, Any] = {}
-    processes: dict[str, Any] = {}
+    processes: dict[str, _Process] = {}
     connections: list[_Connection] = []
-    inports: dict[str, Any] = {}
-    outports: dict[str, Any] = {}
+    inports: dict[str, _End] = {}
+    outports: dict[str, _End] = {}
     groups: list[_Group] = []
-
-
-def _type_str(data: Any, fmt: str, where: str) -> str:
-    try:
-        return str(porttypes.from_reflow(data, where))
-    except PortTypeError as exc:
-        raise GraphFormatError(str(exc), format=fmt, where=where) from None
 
 
 def _end_extras(end: _End, public: str | None = None) -> dict[str, Any]:
@@ -110,75 +102,101 @@ def _end_extras(end: _End, public: str | None = None) -> dict[str, Any]:
     return out
 
 
+def _type_str(data: Any, fmt: str, where: str) -> str:
+    if data is None or (type(data) is dict and len(data) == 1 and data.get("type") == "any"):
+        return "any"
+    try:
+        return str(porttypes.from_reflow(data, where))
+    except PortTypeError as exc:
+        raise GraphFormatError(str(exc), format=fmt, where=where) from None
+
+
+def _check(value: Any, fmt: str, where: str) -> Any:
+    return value if value is None else check_value(value, fmt, where)
+
+
 def from_dict(data: Any, fmt: str = "reflow") -> Graph:
     """Build a :class:`Graph` from a parsed Reflow graph document."""
     doc, graph = read_document(data, _Doc, fmt)
     graph._recording = False
-    for key, raw in doc.processes.items():
-        proc = convert(raw, _Process, fmt, f"processes.{key}")
-        with building(fmt, f"processes.{key}"):
-            if proc.id and proc.id != key:
-                raise GraphFormatError(
-                    f"process key {key!r} and its id {proc.id!r} differ", format=fmt,
-                    where=f"processes.{key}.id",
-                )
-            meta = check_value(proc.metadata, fmt, f"processes.{key}.metadata")
-            graph.add_node(key, proc.component, meta)
-    for i, conn in enumerate(doc.connections):
-        where = f"connections[{i}]"
-        with building(fmt, where):
-            check_value(conn.metadata, fmt, f"{where}.metadata")
-            check_value(conn.data, fmt, f"{where}.data")
-            check_value(conn.to.data, fmt, f"{where}.to.data")
-            _check_index(conn.to.index, fmt, f"{where}.to.index")
-            remember_case(graph, conn.to.port)
-            if conn.from_ is None or not conn.from_.node_id:
-                value = conn.data if conn.data is not None else conn.to.data
-                graph.add_iip(value, conn.to.node_id, conn.to.port, index=conn.to.index,
-                              metadata=conn.metadata)
-                continue
-            check_value(conn.from_.data, fmt, f"{where}.from.data")
-            check_value(conn.from_.metadata, fmt, f"{where}.from.metadata")
-            check_value(conn.to.metadata, fmt, f"{where}.to.metadata")
-            _check_index(conn.from_.index, fmt, f"{where}.from.index")
-            remember_case(graph, conn.from_.port)
-            meta, cap = split_capacity(conn.metadata)
-            for side, end in (("fromType", conn.from_), ("toType", conn.to)):
-                ptype = _type_str(end.port_type, fmt, f"{where}.{side[:-4]}.portType")
-                if ptype != "any":
-                    meta[side] = ptype
-            extras = {side: x for side, x in (("from", _end_extras(conn.from_)),
-                                              ("to", _end_extras(conn.to))) if x}
-            if extras:
-                meta["reflow"] = extras
-            graph.add_edge(conn.from_.node_id, conn.from_.port, conn.to.node_id, conn.to.port,
-                           src_index=conn.from_.index, tgt_index=conn.to.index,
-                           metadata=meta, capacity=cap)
-    for table, add in (("inports", graph.add_inport), ("outports", graph.add_outport)):
-        for public, raw in getattr(doc, table).items():
-            where = f"{table}.{public}"
-            end = convert(raw, _End, fmt, where)
-            with building(fmt, where):
-                meta = dict(check_value(end.metadata, fmt, f"{where}.metadata") or {})
-                check_value(end.data, fmt, f"{where}.data")
-                _check_index(end.index, fmt, f"{where}.index")
-                ptype = _type_str(end.port_type, fmt, f"{where}.portType")
-                if ptype != "any":
-                    meta["type"] = ptype
-                extras = _end_extras(end, public)
-                if end.data is not None:
-                    extras["data"] = end.data
-                if extras:
-                    meta["reflow"] = extras
-                port = end.port_name or end.port_id
-                remember_case(graph, public, port)
-                add(public, end.node_id, port, index=end.index, metadata=meta)
-    for i, group in enumerate(doc.groups):
-        with building(fmt, f"groups[{i}]"):
-            graph.add_group(group.id, group.nodes,
-                            check_value(group.metadata, fmt, f"groups[{i}].metadata"))
+    at = ["processes"]  # where the reader is, for a refused graph operation
+    try:
+        _read_body(doc, graph, fmt, at)
+    except (GraphError, ValueError) as exc:
+        raise building_error(exc, fmt, at[0]) from None
     graph._recording = True
     return graph
+
+
+def _read_body(doc: _Doc, graph: Graph, fmt: str, at: list[str]) -> None:
+    for key, proc in doc.processes.items():
+        at[0] = f"processes.{key}"
+        if proc.id and proc.id != key:
+            raise GraphFormatError(f"process key {key!r} and its id {proc.id!r} differ",
+                                   format=fmt, where=f"processes.{key}.id")
+        graph.add_node(key, proc.component,
+                       _check(proc.metadata, fmt, f"processes.{key}.metadata"))
+    for i, conn in enumerate(doc.connections):
+        where = at[0] = f"connections[{i}]"
+        to, src = conn.to, conn.from_
+        if conn.metadata is not None:
+            check_value(conn.metadata, fmt, f"{where}.metadata")
+        if conn.data is not None:
+            check_value(conn.data, fmt, f"{where}.data")
+        if to.data is not None:
+            check_value(to.data, fmt, f"{where}.to.data")
+        if to.index is not None:
+            _check_index(to.index, fmt, f"{where}.to.index")
+        if src is None or not src.node_id:
+            remember_case(graph, to.port)
+            value = conn.data if conn.data is not None else to.data
+            graph.add_iip(value, to.node_id, to.port, index=to.index, metadata=conn.metadata)
+            continue
+        if src.data is not None or src.metadata is not None or to.metadata is not None:
+            _check(src.data, fmt, f"{where}.from.data")
+            _check(src.metadata, fmt, f"{where}.from.metadata")
+            _check(to.metadata, fmt, f"{where}.to.metadata")
+        if src.index is not None:
+            _check_index(src.index, fmt, f"{where}.from.index")
+        remember_case(graph, src.port, to.port)
+        meta, cap = split_capacity(conn.metadata)
+        ptype = _type_str(src.port_type, fmt, f"{where}.from.portType")
+        if ptype != "any":
+            meta["fromType"] = ptype
+        ptype = _type_str(to.port_type, fmt, f"{where}.to.portType")
+        if ptype != "any":
+            meta["toType"] = ptype
+        if src.expose or to.expose or src.data is not None or src.metadata is not None \
+                or to.metadata is not None or src.port_id != src.port_name \
+                or to.port_id != to.port_name:
+            extras = {side: x for side, x in (("from", _end_extras(src)),
+                                              ("to", _end_extras(to))) if x}
+            if extras:
+                meta["reflow"] = extras
+        graph.add_edge(src.node_id, src.port, to.node_id, to.port, src_index=src.index,
+                       tgt_index=to.index, metadata=meta, capacity=cap)
+    for table, add in (("inports", graph.add_inport), ("outports", graph.add_outport)):
+        ends: dict[str, _End] = getattr(doc, table)
+        for public, end in ends.items():
+            where = at[0] = f"{table}.{public}"
+            meta = dict(_check(end.metadata, fmt, f"{where}.metadata") or {})
+            _check(end.data, fmt, f"{where}.data")
+            _check_index(end.index, fmt, f"{where}.index")
+            ptype = _type_str(end.port_type, fmt, f"{where}.portType")
+            if ptype != "any":
+                meta["type"] = ptype
+            extras = _end_extras(end, public)
+            if end.data is not None:
+                extras["data"] = end.data
+            if extras:
+                meta["reflow"] = extras
+            port = end.port_name or end.port_id
+            remember_case(graph, public, port)
+            add(public, end.node_id, port, index=end.index, metadata=meta)
+    for i, group in enumerate(doc.groups):
+        at[0] = f"groups[{i}]"
+        graph.add_group(group.id, group.nodes,
+                        _check(group.metadata, fmt, f"groups[{i}].metadata"))
 
 
 def _check_index(index: int | None, fmt: str, where: str) -> None:

@@ -127,15 +127,26 @@ def _compose_reflow(root: Path, graphs: dict[str, tuple[Path, Graph]]) -> Graph:
                 raise GraphError(f"{where}: targetGraph {source!r} is not in the workspace"
                                  f" (it has {sorted(graphs)})")
             try:
-                src = f"{source}/{conn['fromProcess']}"
-                tgt = f"{name}/{conn['toProcess']}"
-                out.add_edge(src, str(conn["fromPort"]), tgt, str(conn["toPort"]),
-                             metadata={"connectionId": conn.get("connectionId", "")})
+                src_node, tgt_node = str(conn["fromProcess"]), str(conn["toProcess"])
+                src_port, tgt_port = str(conn["fromPort"]), str(conn["toPort"])
             except KeyError as exc:
                 raise GraphError(f"{where}: missing field {exc}") from None
+            other = graphs[source][1]
+            # Reflow's examples write both directions under one name: the process ids
+            # say which graph is which (this -> targetGraph, or targetGraph -> this).
+            if src_node in graph.nodes and tgt_node in other.nodes:
+                src, tgt = f"{name}/{src_node}", f"{source}/{tgt_node}"
+            elif src_node in other.nodes and tgt_node in graph.nodes:
+                src, tgt = f"{source}/{src_node}", f"{name}/{tgt_node}"
+            else:
+                raise GraphError(f"{where}: fromProcess {src_node!r} and toProcess"
+                                 f" {tgt_node!r} are not in graphs {name!r} and {source!r}")
+            try:
+                out.add_edge(src, src_port, tgt, tgt_port,
+                             metadata={"connectionId": conn.get("connectionId", "")})
             except GraphError as exc:
                 raise GraphError(f"{where}: {exc}") from None
-            fed.add((tgt, out.port_name(str(conn["toPort"]))))
+            fed.add((tgt, out.port_name(tgt_port)))
     for name, (_, graph) in graphs.items():
         for public, exp in graph.inports.items():
             if (f"{name}/{exp.node}", exp.port) not in fed:

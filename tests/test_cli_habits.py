@@ -1,0 +1,213 @@
+"""CLI habits: exit codes, stdin, --version, logging, validate --json, broken pipes, plugin
+errors, component config, relative paths, tracebacks of failing nodes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import reflowpy as rf
+from reflowpy.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "graphs"
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _cli(*args: str, cwd: Path = ROOT, stdin: str | None = None,
+         env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "reflowpy.cli", *args], capture_output=True,
+                          text=True, timeout=120, cwd=cwd, input=stdin, env=env or ENV)
+
+
+def _repeat_graph(tmp_path: Path, name: str = "g.json") -> Path:
+    g = rf.Graph("cli")
+    g.add_node("repeat", "core/Repeat")
+    g.add_inport("numbers", "repeat", "in")
+    g.add_outport("repeated", "repeat", "out")
+    path = tmp_path / name
+    g.save(path)
+    return path
+
+
+def test_version_and_log_levels(tmp_path: Path) -> None:
+    proc = _cli("--version")
+    assert proc.returncode == 0 and proc.stdout.strip() == f"reflowpy {rf.__version__}"
+    g = rf.Graph("log")
+    g.add_node("log", "util/Log")
+    g.add_inport("in", "log", "in")
+    path = tmp_path / "log.json"
+    g.save(path)
+    quiet = _cli("run", str(path), "-i", "in=41")
+    loud = _cli("-v", "run", str(path), "-i", "in=42")
+    level = _cli("--log-level", "info", "run", str(path), "-i", "in=43")
+    assert quiet.returncode == loud.returncode == level.returncode == 0
+    assert "41" not in quiet.stderr
+    assert "INFO" in loud.stderr and "42" in loud.stderr
+    assert "43" in level.stderr
+    assert _cli("--log-level", "loud", "run", str(path)).returncode == 2
+
+
+def test_dash_reads_stdin_for_every_command(tmp_path: Path) -> None:
+    text = _repeat_graph(tmp_path).read_text()
+    proc = _cli("validate", "-", stdin=text)
+    assert proc.returncode == 0 and "graph 'cli': ok" in proc.stdout
+    proc = _cli("convert", "-", "--to", "fbp", stdin=text)
+    assert proc.returncode == 0 and "repeat(core/Repeat)" in proc.stdout
+    proc = _cli("run", "-", "-i", "numbers=7", stdin=text)
+    assert proc.returncode == 0 and json.loads(proc.stdout) == {"port": "repeated",
+                                                                "value": 7}
+    proc = _cli("validate", "-", stdin="{nope")
+    assert proc.returncode == 3 and "<stdin>, line 1, column 2" in proc.stderr
+
+
+def test_validate_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", "--json", str(FIXTURES / "reflow_pipeline.json")]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["ok"] and report["loaded"] and report["graph"] == "pipeline"
+    lonely = tmp_path / "w.fbp"
+    lonely.write_text("lonely(x)\n")
+    assert main(["validate", "--json", "--strict", str(lonely)]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert not report["ok"] and report["problems"][0]["kind"] == "orphan"
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("processes:\n  a: {component: x}\n  a: {component: y}\n")
+    assert main(["validate", "--json", str(bad)]) == 3
+    report = json.loads(capsys.readouterr().out)
+    assert report == {"file": str(bad), "ok": False, "loaded": False,
+                      "error": report["error"], "format": "yaml",
+                      "where": f"{bad}, line 3, column 3", "problems": []}
+    assert "defined twice" in report["error"]
+
+
+def test_exit_codes_are_distinct(tmp_path: Path) -> None:
+    good = _repeat_graph(tmp_path)
+    assert _cli("run", str(good), "-i", "nonsense").returncode == 2
+    assert _cli("run", str(good), "--registry", "nomodule:X").returncode == 2
+    assert _cli("run", str(good), "--bogus").returncode == 2
+    (tmp_path / "bad.fbp").write_text("A(B) -> -> C\n")
+    assert _cli("run", str(tmp_path / "bad.fbp")).returncode == 3
+    assert _cli("convert", str(tmp_path / "bad.fbp"), "--to", "yaml").returncode == 3
+    assert _cli("validate", str(tmp_path / "missing.json")).returncode == 3
+    unknown = rf.Graph("u")
+    unknown.add_node("x", "no/Such")
+    unknown.save(tmp_path / "unknown.json")
+    proc = _cli("run", str(tmp_path / "unknown.json"))
+    assert proc.returncode == 3 and "no component 'no/Such'" in proc.stderr
+
+
+def test_messages_on_an_unconsumed_error_port_fail_the_run(tmp_path: Path) -> None:
+    g = rf.Graph("parse")
+    g.add_node("parse", "transform/JsonParse")
+    g.add_inport("text", "parse", "in")
+    g.add_outport("value", "parse", "out")
+    g.save(tmp_path / "parse.json")
+    ok = _cli("run", str(tmp_path / "parse.json"), "-i", 'text="[1]"')
+    assert ok.returncode == 0 and json.loads(ok.stdout)["value"] == [1]
+    proc = _cli("run", str(tmp_path / "parse.json"), "-i", 'text="[1"')
+    assert proc.returncode == 1, proc.stderr
+    assert "node 'parse' sent to its 'error' port, which nothing consumes" in proc.stderr
+    assert proc.stdout == ""  # the error is not an output of the graph
+
+
+def test_a_failing_node_is_reported_with_its_exception_type(tmp_path: Path) -> None:
+    (tmp_path / "mynodes.py").write_text(
+        "import reflowpy as rf\n"
+        "@rf.actor(inports=['in'], outports=['out'])\n"
+        "def lookup(ctx):\n"
+        "    return {'out': {'a': 1}[ctx.inputs['in']]}\n"
+        "REGISTRY = rf.default_registry()\n"
+        "REGISTRY.register('demo/Lookup', lookup)\n")
+    g = rf.Graph("lookup")
+    g.add_node("usr", "demo/Lookup")
+    g.add_inport("key", "usr", "in")
+    g.add_outport("value", "usr", "out")
+    g.save(tmp_path / "lookup.json")
+    # --registry imports from the current directory, as `python -m` would
+    proc = _cli("run", "lookup.json", "--registry", "mynodes:REGISTRY", "-i", "key=zzz",
+                cwd=tmp_path, env={k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+                | {"PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1, proc.stderr
+    assert "node 'usr' failed on port 'in'" in proc.stderr
+    assert "KeyError" in proc.stderr and "Traceback (most recent" not in proc.stderr
+
+
+def test_broken_pipe_is_quiet(tmp_path: Path) -> None:
+    g = rf.Graph("many")
+    g.add_node("tick", "time/Interval", {"interval": 0.0005, "max": 100000})
+    g.add_outport("tick", "tick", "out")
+    g.save(tmp_path / "many.json")
+    child = subprocess.Popen([sys.executable, "-m", "reflowpy.cli", "run",
+                              str(tmp_path / "many.json")], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, env=ENV)
+    assert child.stdout is not None and child.stderr is not None
+    assert child.stdout.readline()  # it runs and prints
+    child.stdout.close()  # as `| head -1` does
+    err = child.stderr.read().decode()
+    assert child.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_relative_paths_resolve_against_the_graph_folder() -> None:
+    proc = _cli("run", "examples/word_count.json")
+    assert proc.returncode == 0, proc.stderr
+    assert '"the": 3' in proc.stdout and "FileNotFoundError" not in proc.stderr
+    proc = _cli("run", "examples/word_count.json", "--cwd", ".")  # overridden: not found
+    assert proc.returncode == 1 and "data/words.txt" in proc.stderr + proc.stdout
+
+
+def test_a_broken_plugin_is_reported_once_and_skipped(tmp_path: Path) -> None:
+    dist = tmp_path / "brokenplugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: brokenplugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text(
+        "[reflowpy.components]\nbroken = no_such_module_xyz:Thing\n")
+    env = {**ENV, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
+    proc = _cli("components", env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "core/Repeat" in proc.stdout
+    assert proc.stderr.count("WARNING") == 1 and "plugin 'broken' skipped" in proc.stderr
+    assert "No module named 'no_such_module_xyz'" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    with pytest.raises(rf.ComponentError, match="no_such_module_xyz"):
+        sys.path.insert(0, str(tmp_path))
+        try:
+            rf.Registry().load_entry_points()
+        finally:
+            sys.path.remove(str(tmp_path))
+
+
+def test_components_show_config_structs(tmp_path: Path) -> None:
+    (tmp_path / "cfgreg.py").write_text(
+        "import msgspec\nimport reflowpy as rf\n"
+        "class Chunk(rf.Actor):\n"
+        "    '''Cuts text into chunks.'''\n"
+        "    inports = ['in']; outports = ['out']\n"
+        "    class Config(msgspec.Struct):\n"
+        "        size: int = 10\n"
+        "        mode: str = 'lines'\n"
+        "        path: str | None = None\n"
+        "REGISTRY = rf.Registry()\n"
+        "REGISTRY.register('demo/Chunk', Chunk)\n"
+        "REGISTRY.register('demo/Plain', rf.actor(inports=['in'])(lambda ctx: None))\n")
+    proc = _cli("components", "--registry", "cfgreg:REGISTRY", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert 'cfg  size:int=10, mode:str="lines", path:str | None=null' in proc.stdout
+    proc = _cli("components", "--registry", "cfgreg:REGISTRY", "--json", cwd=tmp_path)
+    entries = {e["name"]: e for e in json.loads(proc.stdout)}
+    assert entries["demo/Chunk"]["config"][0] == {"name": "size", "type": "int",
+                                                  "required": False, "default": 10}
+    assert entries["demo/Chunk"]["config_schema"]["$defs"]["Config"]["properties"]["size"] \
+        == {"type": "integer", "default": 10}
+    assert entries["demo/Plain"]["config"] is None
+    proc = _cli("components", "--registry", "cfgreg:REGISTRY", "demo/Chunk", cwd=tmp_path)
+    assert proc.returncode == 0
+    assert "Cuts text into chunks." in proc.stdout and "size: int = 10" in proc.stdout
+    assert "JSON Schema:" in proc.stdout
+    proc = _cli("components", "--registry", "cfgreg:REGISTRY", "demo/Chnk", cwd=tmp_path)
+    assert proc.returncode == 2 and "did you mean 'demo/Chunk'" in proc.stderr
