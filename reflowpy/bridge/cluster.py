@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import secrets
+import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -82,20 +83,28 @@ class BridgedNetwork:
     ``deadline`` is how long a peer may stay away before it is lost; ``restarts`` the
     budget of worker restarts per partition. ``worker_plugins`` are ``module:function``
     names each worker calls with its registry (to register extra components).
-    ``transports`` replaces the transport of a location (tests: in memory).
+    ``channel_capacity`` is the receive buffer (the credit) of each bridged edge unless
+    the edge declares a capacity: large enough to cover the round trip, as a network
+    buffer; ``buffer_limit`` bounds each resend buffer.
+    ``transports`` replaces the transport of a location (tests: in memory). ``ack_on``
+    maps a location to ``"receipt"`` or ``"completion"`` (partitions default to
+    completion: a restarted worker loses nothing; receipt is faster, at-most-once on
+    process loss).
     """
 
     def __init__(self, graph: Graph, registry: Registry | None = None, *,
                  placement: Mapping[str, str] | None = None, peers: Peers | None = None,
-                 capacity: int = 64, buffer_limit: int = 1024,
+                 capacity: int = 64, channel_capacity: int = 1024, buffer_limit: int = 4096,
                  output_capacity: int = 1024, policy: Policy | None = None,
                  deadline: float = 30.0, restarts: int = 5,
                  worker_plugins: Sequence[str] = (), ping_interval: float = 1.0,
                  liveness: float = 5.0, compress_threshold: int | None = None,
                  python: str = sys.executable, name: str | None = None,
-                 transports: Mapping[str, Transport] | None = None) -> None:
+                 transports: Mapping[str, Transport] | None = None,
+                 ack_on: Mapping[str, str] | None = None) -> None:
         self.graph = graph
-        self.placement: Placement = place(graph, placement, capacity=capacity)
+        self.placement: Placement = place(graph, placement, capacity=channel_capacity,
+                                          ack_on=ack_on)
         self.network = Network(self.placement.local.graph, registry, name=name or graph.name,
                                capacity=capacity, output_capacity=output_capacity,
                                policy=policy)
@@ -188,6 +197,8 @@ class BridgedNetwork:
             if previous:
                 s = peer.session
                 peer.replayed += sum(o.next_seq - 1 - o.acked for o in s.out.values())
+                for out in s.out.values():  # the new process grants afresh
+                    out.grant_upto = out.sent_upto = out.acked
                 _log.warning("bridge: %s restarted (incarnation %s -> %s); resuming from"
                              " the last completed messages", peer.location, previous, new)
         return changed
@@ -297,6 +308,7 @@ class BridgedNetwork:
             assert self._nursery is not None
             proc: trio.Process = await self._nursery.start(
                 lambda task_status: trio.run_process(cmd, env=env, check=False,
+                                                     stdout=subprocess.DEVNULL,
                                                      task_status=task_status))
             peer.process = proc
             if not started:

@@ -67,20 +67,25 @@ _log = logging.getLogger("reflowpy.bridge")
 class _Signal:
     """Wake every current waiter; a waiter that checks then waits never misses a fire."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_armed", "_event")
 
     def __init__(self) -> None:
         self._event = trio.Event()
+        self._armed = False
 
     def fire(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
+        if self._armed:  # nobody waits: firing costs nothing (the hot path)
+            self._armed = False
+            self._event.set()
+            self._event = trio.Event()
 
     def wait(self) -> Awaitable[None]:
+        self._armed = True
         return self._event.wait()
 
     def current(self) -> trio.Event:
         """The event the next ``fire`` sets (grab it before checking, await it after)."""
+        self._armed = True
         return self._event
 
 
