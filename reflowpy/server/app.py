@@ -75,6 +75,7 @@ class ServerState:
 
 def create_app(state: ServerState) -> TokenAuth:
     """The ASGI app for ``state``: every route behind the bearer-token middleware."""
+    from reflowpy.bridge.endpoint import routes as bridge_routes
     from reflowpy.server import reflow_compat, rest
 
     async def fbp_endpoint(websocket: WebSocket) -> None:
@@ -85,6 +86,7 @@ def create_app(state: ServerState) -> TokenAuth:
         *reflow_compat.routes(state),
         WebSocketRoute("/", fbp_endpoint),
         WebSocketRoute("/fbp", fbp_endpoint),
+        *bridge_routes(state),
     ]
     app = Starlette(routes=routes)
     app.state.server = state
