@@ -41,6 +41,7 @@ from typing import Any
 import trio
 
 from reflowpy.bridge.binding import Binding
+from reflowpy.bridge.events import BridgeStatus
 from reflowpy.bridge.frames import ChannelSpec
 from reflowpy.bridge.peers import Peers
 from reflowpy.bridge.placement import LOCAL, Placement, place
@@ -48,11 +49,11 @@ from reflowpy.bridge.session import BridgeStatistics, Dialer, Session
 from reflowpy.bridge.transport import Transport, transport_for
 from reflowpy.errors import BridgeAuthError, BridgeError
 from reflowpy.network.graph import Graph
-from reflowpy.network.network import Network
+from reflowpy.network.network import Network, OutputStream
 from reflowpy.network.registry import Registry
-from reflowpy.network.supervision import Policy
+from reflowpy.network.supervision import DeadLetter, Policy
 
-__all__ = ["BridgedNetwork"]
+__all__ = ["BridgedNetwork", "network_for"]
 
 _log = logging.getLogger("reflowpy.bridge")
 
@@ -228,6 +229,8 @@ class BridgedNetwork:
                 self._nursery.start_soon(peer.dialer.run, name=f"bridge dialer {peer.location}")
             self._nursery.start_soon(self.binding.run, name="bridge binding")
             for peer in self._peers.values():
+                self._nursery.start_soon(self._report, peer)
+            for peer in self._peers.values():
                 assert peer.dialer is not None
                 with trio.move_on_after(self.deadline):
                     while not peer.dialer.connected.is_set():
@@ -326,6 +329,45 @@ class BridgedNetwork:
                     f" budget {self.restart_budget}); last exit code {proc.returncode}"))
                 return
 
+    async def _report(self, peer: _Peer) -> None:
+        """Publish BridgeStatus on state changes and once per ping interval."""
+        s = peer.session
+        bus = self.network.bus
+        last = ""
+        while True:
+            with trio.move_on_after(s.ping_interval):
+                while s.state == last:
+                    await s.changed()
+            if bus.active and (s.state != last or s.state == "up"):
+                st = s.statistics()
+                bus.publish(BridgeStatus(
+                    network=self.network.name, peer=st.peer, location=peer.location,
+                    state=st.state, rtt_ms=st.rtt_ms, credits=st.credits,
+                    resend_buffer=st.resend_buffer, receive_buffer=st.receive_buffer,
+                    reconnects=st.reconnects, bytes_in=st.bytes_in, bytes_out=st.bytes_out,
+                    msgs_in=st.msgs_in, msgs_out=st.msgs_out))
+            last = s.state
+            if last in ("lost", "closed"):
+                return
+
+    # -- the Network surface (so callers can use either) --------------------------------
+
+    async def send(self, target: str | tuple[str, str], value: Any) -> None:
+        """Send into the local network (see :meth:`reflowpy.Network.send`)."""
+        await self.network.send(target, value)
+
+    def outputs(self, name: str) -> OutputStream:
+        """Values leaving an exported out-port (see :meth:`reflowpy.Network.outputs`)."""
+        return self.network.outputs(name)
+
+    async def idle(self) -> None:
+        """Wait until the whole placed graph is quiet (see :meth:`drain`)."""
+        await self.drain()
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Messages that could not be processed here (``peer lost`` ones included)."""
+        return self.network.dead_letters()
+
     # -- inspection ---------------------------------------------------------------------
 
     def process(self, location: str) -> trio.Process | None:
@@ -349,3 +391,21 @@ class BridgedNetwork:
             "lost_letters": self.binding.lost_letters,
         }
 
+
+
+def placed(graph: Graph) -> bool:
+    """Whether any node of ``graph`` asks to run elsewhere (partition or remote)."""
+    return any("partition" in n.metadata or "remote" in n.metadata
+               for n in graph.nodes.values())
+
+
+def network_for(graph: Graph, registry: Registry | None = None, **options: Any
+                ) -> Network | BridgedNetwork:
+    """A plain :class:`~reflowpy.Network`, or a :class:`BridgedNetwork` when some node
+    is placed elsewhere (peers from the file named by ``REFLOWPY_PEERS``)."""
+    if not placed(graph):
+        return Network(graph, registry, **options)
+    from reflowpy.bridge.peers import load_peers
+
+    peers = load_peers(os.environ.get("REFLOWPY_PEERS") or None)
+    return BridgedNetwork(graph, registry, peers=peers, **options)
