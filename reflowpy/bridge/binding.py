@@ -210,6 +210,25 @@ class Binding:
                 node, port = split_endpoint(spec.src)
                 self._lost(dst, node, port, [value, *src.receive_nowait(src_channel)])
 
+    # -- quiescence ---------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        """Whether a proxy holds or is about to take a message (export queues included)."""
+        if any(p.holding or not p.waiting for p in self._pumps.values()):
+            return True
+        if any(s.inc[c].buffer for s, c, _, _ in self._inputs):
+            return True
+        if not self._pumps:
+            return False
+        outputs = self.net.statistics()["outputs"]
+        return any(outputs[self.net.graph.port_name(export_name(p.src))].queued
+                   for p in self._pumps.values())
+
+    async def progress(self) -> None:
+        """Wait until a proxy moved something (a pump sent a batch, a delivery was made)."""
+        self._delivered = trio.Event()
+        await self._delivered.wait()
+
     # -- completion acks ----------------------------------------------------------------
 
     def _quiet(self) -> bool:

@@ -274,18 +274,24 @@ class BridgedNetwork:
         return False
 
     async def drain(self) -> None:
-        """Wait until the local network is idle and every peer acked all we sent."""
+        """Wait until the placed graph is quiet: the local network idle, no proxy holding
+        a message, and every peer has acked all we sent (with completion acks: processed
+        it completely, its outputs received here)."""
         net = self.network
+        binding = self.binding
         while True:
             await net.idle()
+            if binding.busy():
+                with trio.move_on_after(1):  # a lost peer's pump may never report again
+                    await binding.progress()
+                continue
             for peer in self._peers.values():
                 if peer.session.state not in ("lost", "closed"):
                     with contextlib.suppress(BridgeError):
                         await peer.session.wait_acked()
             await trio.lowlevel.checkpoint()
-            if net.is_idle() and all(
-                    (p.session.all_acked() and not any(c.buffer for c in p.session.inc.values()))
-                    or p.session.state in ("lost", "closed")
+            if net.is_idle() and not binding.busy() and all(
+                    p.session.all_acked() or p.session.state in ("lost", "closed")
                     for p in self._peers.values()):
                 return
 

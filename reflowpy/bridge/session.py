@@ -508,7 +508,9 @@ async def dial(conn: Connection, *, local_id: str, token: str, session: str,
     except trio.TooSlowError:
         raise LinkClosed(f"{conn.description}: no HELLO reply within {timeout} s") from None
     if isinstance(reply, Reject):
-        raise BridgeAuthError(f"{conn.description} refused us: {reply.code}: {reply.reason}")
+        error = BridgeAuthError(f"{conn.description} refused us: {reply.code}: {reply.reason}")
+        error.code = reply.code  # type: ignore[attr-defined]
+        raise error
     if not isinstance(reply, Hello) or not auth.verify(
             token, "accept", nonce, first.nonce, reply.peer, session, reply.proof):
         raise BridgeAuthError(f"{conn.description}: the peer could not prove it holds the"
