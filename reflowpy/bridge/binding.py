@@ -139,12 +139,9 @@ class Binding:
                 if session.state in ("lost", "closed"):
                     self._lost(session, node, port, values)
                     continue
-                for i, value in enumerate(values):
-                    try:
-                        await session.send(channel, value)
-                    except PeerLost:
-                        self._lost(session, node, port, values[i:])
-                        break
+                sent = await session.send_many(channel, values)
+                if sent < len(values):
+                    self._lost(session, node, port, values[sent:])
             pump.holding = 0
             self._delivered.set()
 

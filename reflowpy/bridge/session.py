@@ -203,6 +203,29 @@ class Session:
         out.push(value)
         self._writer.fire()
 
+    async def send_many(self, channel: int, values: list[Any]) -> int:
+        """Queue ``values`` in order, as credit allows (one writer wake per batch);
+        returns how many were queued -- all of them, unless the session ends (then
+        :class:`~reflowpy.PeerLost` is raised on the next call, and the caller owns the
+        rest)."""
+        out = self.out[channel]
+        done = 0
+        total = len(values)
+        while done < total:
+            room = out.room()
+            if room <= 0:
+                if self.state in ("lost", "closed"):
+                    return done
+                await self._room[channel].wait()
+                continue
+            if self.state in ("lost", "closed"):
+                return done
+            for value in values[done:done + room]:
+                out.push(value)
+            done = min(total, done + room)
+            self._writer.fire()
+        return done
+
     async def receive(self, channel: int) -> Any:
         """The next message of ``channel`` (waits for one)."""
         inc = self.inc[channel]
