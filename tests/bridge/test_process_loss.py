@@ -25,7 +25,7 @@ KILLS: Counter[str] = Counter()
 
 @pytest.mark.parametrize("deterministic", [True, False])
 async def test_kill_and_restart_the_middle_process(deterministic: bool) -> None:
-    n = long_scale(20_000)
+    n = long_scale(10_000)
     kills = 2
     g = pipeline({"b": "partition:mid", "c": "partition:mid"}, deterministic=deterministic)
     bn = BridgedNetwork(g, registry(), worker_plugins=PLUGIN, deadline=30)
