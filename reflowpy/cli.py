@@ -194,10 +194,10 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
 
     import trio
 
-    import reflowpy as rf
+    from reflowpy.bridge.cluster import network_for  # remote/partition nodes placed
 
     errors = _error_ports(graph, registry)
-    net = rf.Network(graph, registry)
+    net: Any = network_for(graph, registry)
     encode = json.JSONEncoder(default=repr, ensure_ascii=False).encode
     failures = 0
 
@@ -739,6 +739,48 @@ def _trace(sub: SubParsers) -> None:
     from reflowpy.observe.cli import add_trace_parser
 
     add_trace_parser(sub)
+
+
+# -- peers (reflowpy.bridge) ----------------------------------------------------------------
+
+
+def _peers_main(args: argparse.Namespace) -> int:
+    import trio
+
+    from reflowpy.bridge.peers import PeerState, load_peers, probe_all
+
+    try:
+        peers = load_peers(args.peers or os.environ.get("REFLOWPY_PEERS") or None)
+    except ReflowError as exc:
+        return _error(str(exc))
+    if args.no_probe:
+        rows = [PeerState(n, p.url, "configured", "not probed") for n, p in
+                sorted(peers.peers.items())]
+    else:
+        rows = trio.run(probe_all, peers, args.timeout)
+    if args.json:
+        import msgspec
+
+        print(msgspec.json.encode(rows).decode())
+    elif not rows:
+        print("no peers configured (--peers FILE or REFLOWPY_PEERS)")
+    for r in rows if not args.json else ():
+        ms = "" if r.handshake_ms is None else f" {r.handshake_ms:.1f} ms"
+        print(f"{r.name:<16} {r.state:<12} {r.url}{ms}  {r.detail}")
+    return 0 if all(r.state in ("ok", "configured") for r in rows) else 1
+
+
+@subcommand
+def _peers(sub: SubParsers) -> None:
+    p = sub.add_parser("peers", help="list the configured bridge peers and their state",
+                       description="Read the peers file and run the HELLO challenge"
+                       " with every peer (nothing is placed). Exit 1 if one is not ok.")
+    p.add_argument("--peers", default=None, metavar="FILE",
+                   help="peers file (YAML/JSON; default: $REFLOWPY_PEERS)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per peer")
+    p.add_argument("--no-probe", action="store_true", help="only list, do not connect")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_peers_main)
 
 
 # -- entry point ----------------------------------------------------------------------------

@@ -139,12 +139,9 @@ class Binding:
                 if session.state in ("lost", "closed"):
                     self._lost(session, node, port, values)
                     continue
-                for i, value in enumerate(values):
-                    try:
-                        await session.send(channel, value)
-                    except PeerLost:
-                        self._lost(session, node, port, values[i:])
-                        break
+                sent = await session.send_many(channel, values)
+                if sent < len(values):
+                    self._lost(session, node, port, values[sent:])
             pump.holding = 0
             self._delivered.set()
 
@@ -209,6 +206,25 @@ class Binding:
                 spec = src.inc[src_channel].spec
                 node, port = split_endpoint(spec.src)
                 self._lost(dst, node, port, [value, *src.receive_nowait(src_channel)])
+
+    # -- quiescence ---------------------------------------------------------------------
+
+    def busy(self) -> bool:
+        """Whether a proxy holds or is about to take a message (export queues included)."""
+        if any(p.holding or not p.waiting for p in self._pumps.values()):
+            return True
+        if any(s.inc[c].buffer for s, c, _, _ in self._inputs):
+            return True
+        if not self._pumps:
+            return False
+        outputs = self.net.statistics()["outputs"]
+        return any(outputs[self.net.graph.port_name(export_name(p.src))].queued
+                   for p in self._pumps.values())
+
+    async def progress(self) -> None:
+        """Wait until a proxy moved something (a pump sent a batch, a delivery was made)."""
+        self._delivered = trio.Event()
+        await self._delivered.wait()
 
     # -- completion acks ----------------------------------------------------------------
 

@@ -110,13 +110,15 @@ class OutChannel:
         return seq
 
     def pending(self) -> bool:
-        """Whether some buffered message was not yet sent on the current connection."""
-        return self.sent_upto < self.next_seq - 1
+        """Whether a buffered message may be sent now (unsent on this connection, within
+        the credit)."""
+        return self.sent_upto < min(self.next_seq - 1, self.grant_upto)
 
     def take_data(self, max_batch: int = MAX_BATCH) -> Data | None:
         """The next DATA frame to transmit (from the first unsent seq), or None."""
         first = self.sent_upto + 1
-        last = min(self.next_seq - 1, self.sent_upto + max_batch)
+        # never past the credit (after a receiver restart it grants afresh)
+        last = min(self.next_seq - 1, self.sent_upto + max_batch, self.grant_upto)
         if last < first:
             return None
         offset = first - self.acked - 1

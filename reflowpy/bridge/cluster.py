@@ -30,6 +30,7 @@ import contextlib
 import logging
 import os
 import secrets
+import subprocess
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -40,6 +41,7 @@ from typing import Any
 import trio
 
 from reflowpy.bridge.binding import Binding
+from reflowpy.bridge.events import BridgeStatus
 from reflowpy.bridge.frames import ChannelSpec
 from reflowpy.bridge.peers import Peers
 from reflowpy.bridge.placement import LOCAL, Placement, place
@@ -47,11 +49,11 @@ from reflowpy.bridge.session import BridgeStatistics, Dialer, Session
 from reflowpy.bridge.transport import Transport, transport_for
 from reflowpy.errors import BridgeAuthError, BridgeError
 from reflowpy.network.graph import Graph
-from reflowpy.network.network import Network
+from reflowpy.network.network import Network, OutputStream
 from reflowpy.network.registry import Registry
-from reflowpy.network.supervision import Policy
+from reflowpy.network.supervision import DeadLetter, Policy
 
-__all__ = ["BridgedNetwork"]
+__all__ = ["BridgedNetwork", "network_for"]
 
 _log = logging.getLogger("reflowpy.bridge")
 
@@ -82,20 +84,28 @@ class BridgedNetwork:
     ``deadline`` is how long a peer may stay away before it is lost; ``restarts`` the
     budget of worker restarts per partition. ``worker_plugins`` are ``module:function``
     names each worker calls with its registry (to register extra components).
-    ``transports`` replaces the transport of a location (tests: in memory).
+    ``channel_capacity`` is the receive buffer (the credit) of each bridged edge unless
+    the edge declares a capacity: large enough to cover the round trip, as a network
+    buffer; ``buffer_limit`` bounds each resend buffer.
+    ``transports`` replaces the transport of a location (tests: in memory). ``ack_on``
+    maps a location to ``"receipt"`` or ``"completion"`` (partitions default to
+    completion: a restarted worker loses nothing; receipt is faster, at-most-once on
+    process loss).
     """
 
     def __init__(self, graph: Graph, registry: Registry | None = None, *,
                  placement: Mapping[str, str] | None = None, peers: Peers | None = None,
-                 capacity: int = 64, buffer_limit: int = 1024,
+                 capacity: int = 64, channel_capacity: int = 1024, buffer_limit: int = 4096,
                  output_capacity: int = 1024, policy: Policy | None = None,
                  deadline: float = 30.0, restarts: int = 5,
                  worker_plugins: Sequence[str] = (), ping_interval: float = 1.0,
                  liveness: float = 5.0, compress_threshold: int | None = None,
                  python: str = sys.executable, name: str | None = None,
-                 transports: Mapping[str, Transport] | None = None) -> None:
+                 transports: Mapping[str, Transport] | None = None,
+                 ack_on: Mapping[str, str] | None = None) -> None:
         self.graph = graph
-        self.placement: Placement = place(graph, placement, capacity=capacity)
+        self.placement: Placement = place(graph, placement, capacity=channel_capacity,
+                                          ack_on=ack_on)
         self.network = Network(self.placement.local.graph, registry, name=name or graph.name,
                                capacity=capacity, output_capacity=output_capacity,
                                policy=policy)
@@ -188,6 +198,8 @@ class BridgedNetwork:
             if previous:
                 s = peer.session
                 peer.replayed += sum(o.next_seq - 1 - o.acked for o in s.out.values())
+                for out in s.out.values():  # the new process grants afresh
+                    out.grant_upto = out.sent_upto = out.acked
                 _log.warning("bridge: %s restarted (incarnation %s -> %s); resuming from"
                              " the last completed messages", peer.location, previous, new)
         return changed
@@ -216,6 +228,8 @@ class BridgedNetwork:
                                      deadline=self.deadline)
                 self._nursery.start_soon(peer.dialer.run, name=f"bridge dialer {peer.location}")
             self._nursery.start_soon(self.binding.run, name="bridge binding")
+            for peer in self._peers.values():
+                self._nursery.start_soon(self._report, peer)
             for peer in self._peers.values():
                 assert peer.dialer is not None
                 with trio.move_on_after(self.deadline):
@@ -260,18 +274,24 @@ class BridgedNetwork:
         return False
 
     async def drain(self) -> None:
-        """Wait until the local network is idle and every peer acked all we sent."""
+        """Wait until the placed graph is quiet: the local network idle, no proxy holding
+        a message, and every peer has acked all we sent (with completion acks: processed
+        it completely, its outputs received here)."""
         net = self.network
+        binding = self.binding
         while True:
             await net.idle()
+            if binding.busy():
+                with trio.move_on_after(1):  # a lost peer's pump may never report again
+                    await binding.progress()
+                continue
             for peer in self._peers.values():
                 if peer.session.state not in ("lost", "closed"):
                     with contextlib.suppress(BridgeError):
                         await peer.session.wait_acked()
             await trio.lowlevel.checkpoint()
-            if net.is_idle() and all(
-                    (p.session.all_acked() and not any(c.buffer for c in p.session.inc.values()))
-                    or p.session.state in ("lost", "closed")
+            if net.is_idle() and not binding.busy() and all(
+                    p.session.all_acked() or p.session.state in ("lost", "closed")
                     for p in self._peers.values()):
                 return
 
@@ -297,6 +317,7 @@ class BridgedNetwork:
             assert self._nursery is not None
             proc: trio.Process = await self._nursery.start(
                 lambda task_status: trio.run_process(cmd, env=env, check=False,
+                                                     stdout=subprocess.DEVNULL,
                                                      task_status=task_status))
             peer.process = proc
             if not started:
@@ -313,6 +334,45 @@ class BridgedNetwork:
                     f"partition {peer.location}: worker died {peer.restarts} times (restart"
                     f" budget {self.restart_budget}); last exit code {proc.returncode}"))
                 return
+
+    async def _report(self, peer: _Peer) -> None:
+        """Publish BridgeStatus on state changes and once per ping interval."""
+        s = peer.session
+        bus = self.network.bus
+        last = ""
+        while True:
+            with trio.move_on_after(s.ping_interval):
+                while s.state == last:
+                    await s.changed()
+            if bus.active and (s.state != last or s.state == "up"):
+                st = s.statistics()
+                bus.publish(BridgeStatus(
+                    network=self.network.name, peer=st.peer, location=peer.location,
+                    state=st.state, rtt_ms=st.rtt_ms, credits=st.credits,
+                    resend_buffer=st.resend_buffer, receive_buffer=st.receive_buffer,
+                    reconnects=st.reconnects, bytes_in=st.bytes_in, bytes_out=st.bytes_out,
+                    msgs_in=st.msgs_in, msgs_out=st.msgs_out))
+            last = s.state
+            if last in ("lost", "closed"):
+                return
+
+    # -- the Network surface (so callers can use either) --------------------------------
+
+    async def send(self, target: str | tuple[str, str], value: Any) -> None:
+        """Send into the local network (see :meth:`reflowpy.Network.send`)."""
+        await self.network.send(target, value)
+
+    def outputs(self, name: str) -> OutputStream:
+        """Values leaving an exported out-port (see :meth:`reflowpy.Network.outputs`)."""
+        return self.network.outputs(name)
+
+    async def idle(self) -> None:
+        """Wait until the whole placed graph is quiet (see :meth:`drain`)."""
+        await self.drain()
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """Messages that could not be processed here (``peer lost`` ones included)."""
+        return self.network.dead_letters()
 
     # -- inspection ---------------------------------------------------------------------
 
@@ -337,3 +397,21 @@ class BridgedNetwork:
             "lost_letters": self.binding.lost_letters,
         }
 
+
+
+def placed(graph: Graph) -> bool:
+    """Whether any node of ``graph`` asks to run elsewhere (partition or remote)."""
+    return any("partition" in n.metadata or "remote" in n.metadata
+               for n in graph.nodes.values())
+
+
+def network_for(graph: Graph, registry: Registry | None = None, **options: Any
+                ) -> Network | BridgedNetwork:
+    """A plain :class:`~reflowpy.Network`, or a :class:`BridgedNetwork` when some node
+    is placed elsewhere (peers from the file named by ``REFLOWPY_PEERS``)."""
+    if not placed(graph):
+        return Network(graph, registry, **options)
+    from reflowpy.bridge.peers import load_peers
+
+    peers = load_peers(os.environ.get("REFLOWPY_PEERS") or None)
+    return BridgedNetwork(graph, registry, peers=peers, **options)

@@ -22,11 +22,12 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import trio
 import yaml
 
 from reflowpy.errors import ConfigError
 
-__all__ = ["Peer", "Peers", "load_peers"]
+__all__ = ["Peer", "PeerState", "Peers", "load_peers", "probe", "probe_all"]
 
 
 class Peer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -69,3 +70,55 @@ def load_peers(source: str | Path | Mapping[str, Any] | None) -> Peers:
         return msgspec.convert(data or {}, Peers)
     except msgspec.ValidationError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+
+
+class PeerState(msgspec.Struct, frozen=True):
+    """What probing one peer found: ``ok`` (reachable, token accepted), ``auth`` (token
+    refused), ``unreachable`` or ``error``; the handshake time in ms."""
+
+    name: str
+    url: str
+    state: str
+    detail: str
+    handshake_ms: float | None = None
+
+
+async def probe(name: str, url: str, token: str, *, timeout: float = 5.0) -> PeerState:
+    """Dial ``url`` and run the HELLO challenge without placing anything."""
+    import secrets
+
+    from reflowpy.bridge.session import dial
+    from reflowpy.bridge.transport import LinkClosed, transport_for
+    from reflowpy.errors import BridgeAuthError, BridgeError
+
+    started = trio.current_time()
+    try:
+        with trio.fail_after(timeout):
+            async with transport_for(url).connect() as conn:
+                await dial(conn, local_id="probe", token=token,
+                           session=f"probe-{secrets.token_hex(4)}", timeout=timeout)
+    except BridgeAuthError as exc:
+        ms = (trio.current_time() - started) * 1000
+        if getattr(exc, "code", "") == "refused":  # token accepted; nothing to host: fine
+            return PeerState(name, url, "ok", "token accepted", ms)
+        return PeerState(name, url, "auth", str(exc), ms)
+    except (OSError, LinkClosed, trio.TooSlowError) as exc:
+        return PeerState(name, url, "unreachable", str(exc) or type(exc).__name__)
+    except BridgeError as exc:
+        return PeerState(name, url, "error", str(exc))
+    return PeerState(name, url, "ok", "handshake complete",
+                     (trio.current_time() - started) * 1000)
+
+
+async def probe_all(peers: Peers, timeout: float = 5.0) -> list[PeerState]:
+    """Probe every configured peer concurrently (sorted by name)."""
+    results: dict[str, PeerState] = {}
+
+    async def one(name: str) -> None:
+        url, token = peers.resolve(name)
+        results[name] = await probe(name, url, token, timeout=timeout)
+
+    async with trio.open_nursery() as nursery:
+        for name in peers.peers:
+            nursery.start_soon(one, name)
+    return [results[n] for n in sorted(results)]

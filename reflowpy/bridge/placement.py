@@ -94,7 +94,9 @@ def place(graph: Graph, overrides: Mapping[str, str] | None = None, *,
     API's way to place code-built graphs: ``"partition:p1"``, ``"remote:ws://..."``,
     ``"local"``). ``capacity`` is the default receive buffer (credit) of a channel; an
     edge's own capacity wins. ``ack_on`` maps a location to ``"receipt"`` or
-    ``"completion"`` for the channels into it (partitions default to completion)."""
+    ``"completion"`` for the channels into it (default: completion, so a restarted peer
+    loses nothing and a drain means the whole graph is quiet; channels into this
+    process always ack on receipt)."""
     overrides = dict(overrides or {})
     loc: dict[str, str] = {}
     for node in graph.nodes.values():
@@ -129,8 +131,9 @@ def place(graph: Graph, overrides: Mapping[str, str] | None = None, *,
 
     def channel(sender: str, receiver: str, src: str, tgt: str, cap: int) -> ChannelSpec:
         nonlocal next_id
-        mode = acks.get(receiver, "completion" if receiver.startswith("partition:")
-                        else "receipt")
+        # This process is the root: it acks on receipt (its own loss is not recoverable,
+        # and completion acks here would wait on the peers' acks, which wait on ours).
+        mode = "receipt" if receiver == LOCAL else acks.get(receiver, "completion")
         spec = ChannelSpec(next_id, sender, src, tgt, cap, 1, mode)
         next_id += 1
         for w in {sender, receiver}:

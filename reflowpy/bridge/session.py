@@ -67,20 +67,25 @@ _log = logging.getLogger("reflowpy.bridge")
 class _Signal:
     """Wake every current waiter; a waiter that checks then waits never misses a fire."""
 
-    __slots__ = ("_event",)
+    __slots__ = ("_armed", "_event")
 
     def __init__(self) -> None:
         self._event = trio.Event()
+        self._armed = False
 
     def fire(self) -> None:
-        self._event.set()
-        self._event = trio.Event()
+        if self._armed:  # nobody waits: firing costs nothing (the hot path)
+            self._armed = False
+            self._event.set()
+            self._event = trio.Event()
 
     def wait(self) -> Awaitable[None]:
+        self._armed = True
         return self._event.wait()
 
     def current(self) -> trio.Event:
         """The event the next ``fire`` sets (grab it before checking, await it after)."""
+        self._armed = True
         return self._event
 
 
@@ -197,6 +202,29 @@ class Session:
         self._check_open()
         out.push(value)
         self._writer.fire()
+
+    async def send_many(self, channel: int, values: list[Any]) -> int:
+        """Queue ``values`` in order, as credit allows (one writer wake per batch);
+        returns how many were queued -- all of them, unless the session ends (then
+        :class:`~reflowpy.PeerLost` is raised on the next call, and the caller owns the
+        rest)."""
+        out = self.out[channel]
+        done = 0
+        total = len(values)
+        while done < total:
+            room = out.room()
+            if room <= 0:
+                if self.state in ("lost", "closed"):
+                    return done
+                await self._room[channel].wait()
+                continue
+            if self.state in ("lost", "closed"):
+                return done
+            for value in values[done:done + room]:
+                out.push(value)
+            done = min(total, done + room)
+            self._writer.fire()
+        return done
 
     async def receive(self, channel: int) -> Any:
         """The next message of ``channel`` (waits for one)."""
@@ -503,7 +531,9 @@ async def dial(conn: Connection, *, local_id: str, token: str, session: str,
     except trio.TooSlowError:
         raise LinkClosed(f"{conn.description}: no HELLO reply within {timeout} s") from None
     if isinstance(reply, Reject):
-        raise BridgeAuthError(f"{conn.description} refused us: {reply.code}: {reply.reason}")
+        error = BridgeAuthError(f"{conn.description} refused us: {reply.code}: {reply.reason}")
+        error.code = reply.code  # type: ignore[attr-defined]
+        raise error
     if not isinstance(reply, Hello) or not auth.verify(
             token, "accept", nonce, first.nonce, reply.peer, session, reply.proof):
         raise BridgeAuthError(f"{conn.description}: the peer could not prove it holds the"

@@ -132,7 +132,14 @@ class MemoryTransport:
     async def connect(self) -> AsyncIterator[Connection]:
         mine, theirs = memory_pair()
         self.connections.append(mine)
-        self.nursery.start_soon(self.handler, theirs)
+
+        async def serve() -> None:
+            try:
+                await self.handler(theirs)
+            finally:
+                theirs.cut()  # as a socket server closes the connection after its handler
+
+        self.nursery.start_soon(serve)
         try:
             yield mine
         finally:

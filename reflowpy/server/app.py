@@ -130,6 +130,7 @@ class ServerState:
 def create_app(state: ServerState, extra_routes: Sequence[BaseRoute] = ()) -> Guard:
     """The ASGI app for ``state``: every route (``state.extra_routes`` and
     ``extra_routes`` included) behind the :class:`~reflowpy.server.guard.Guard`."""
+    from reflowpy.bridge.endpoint import routes as bridge_routes
     from reflowpy.observe.asgi import install as observe_routes
     from reflowpy.server import reflow_compat, rest, session
 
@@ -143,6 +144,7 @@ def create_app(state: ServerState, extra_routes: Sequence[BaseRoute] = ()) -> Gu
         *observe_routes(state),  # /metrics, /ui/, /events, /traces
         WebSocketRoute("/", fbp_endpoint),
         WebSocketRoute("/fbp", fbp_endpoint),
+        *bridge_routes(state),  # /bridge
         *state.extra_routes,
         *extra_routes,
     ]

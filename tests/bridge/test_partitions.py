@@ -55,7 +55,7 @@ async def test_two_processes_same_outputs_as_one() -> None:
 
 
 async def test_three_processes_with_a_relayed_edge() -> None:
-    n = long_scale(50_000)
+    n = long_scale(15_000)
     bn = BridgedNetwork(pipeline({"b": "partition:p1", "c": "partition:p2"}), registry(),
                         worker_plugins=PLUGIN)
     async with bn:
