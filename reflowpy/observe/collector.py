@@ -154,15 +154,16 @@ class Recording:
 class Collector:
     """Records networks into a :class:`~reflowpy.observe.store.TraceStore`.
 
-    ``sample``: trace 1 in ``sample`` messages (1: every message, from the start);
+    ``sample``: trace 1 in ``sample`` messages (1: every message, from the start), in
+    bursts of ``burst`` hops (a value taken into an in-port);
     ``buffer``: events the subscription holds; ``batch``: rows per write;
     ``flush_interval``: seconds a partial batch waits; ``backlog``: batches the writer
     may have queued; ``max_value_bytes``: longest stored message value (JSON).
     """
 
-    def __init__(self, store: TraceStore, *, sample: int = 1, burst: int = 200,
+    def __init__(self, store: TraceStore, *, sample: int = 1, burst: int = 1000,
                  buffer: int = 200_000, batch: int = 2000, flush_interval: float = 0.25,
-                 backlog: int = 64, max_value_bytes: int = 4096) -> None:
+                 backlog: int = 256, max_value_bytes: int = 4096) -> None:
         if sample < 1:
             raise ValueError(f"sample must be >= 1 (trace 1 in N messages), got {sample}")
         if burst < 1 or buffer < 1 or batch < 1 or backlog < 1:
@@ -233,14 +234,19 @@ class Collector:
                 await writer.close()
 
     @staticmethod
-    def _take_buffered(sub: ev.EventSubscription, rec: Recording, sink: _RowSink) -> None:
+    def _drain(sub: ev.EventSubscription, sink: _RowSink) -> None:
         handle = sink.handle
         while True:
             try:
                 event = sub.get_nowait()
             except trio.WouldBlock:
-                break
+                return
             handle(event)
+
+    @classmethod
+    def _take_buffered(cls, sub: ev.EventSubscription, rec: Recording, sink: _RowSink
+                       ) -> None:
+        cls._drain(sub, sink)
         rec.bus_dropped = sub.dropped
         if sub.dropped:
             rec.inexact = True
@@ -265,26 +271,23 @@ class Collector:
             queued = {(s.node, p.port): p.queued for s in stats.snapshot(net).values()
                       for p in s.inports}
             lineage = Lineage(rules, queued, first_id)
-            handle = sink.handler(lineage)
+            sink.handle = sink.handler(lineage)
             rec.bursts += 1
-            seen = 0
-            with net.events(self.burst * 4 + 64) as sub:
-                while seen < self.burst and net.state == "running":
+            # about two message events (a send and its receive) per hop
+            sub = stats.burst_subscription(net, 2 * self.burst)
+            try:
+                while True:
                     with trio.move_on_after(0.05):
                         await sub.wait()
-                    while True:
-                        try:
-                            event = sub.get_nowait()
-                        except trio.WouldBlock:
-                            break
-                        handle(event)
-                        if type(event) in (ev.MessageSent, ev.MessageReceived):
-                            seen += 1
-                    if net.is_idle():
+                    self._drain(sub, sink)
+                    if sub.closed or net.state != "running" or net.is_idle():
                         break
-                rec.bus_dropped += sub.dropped
-                if sub.dropped or lineage.inexact:
-                    rec.inexact = True
+            finally:
+                sub.close()
+            self._drain(sub, sink)
+            rec.bus_dropped += sub.dropped
+            if sub.dropped or lineage.inexact:
+                rec.inexact = True
             first_id = lineage.next_id
             sink.dead_letters(net)
             target = stats.messages_moved(net) + self.burst * (self.sample - 1)
@@ -356,9 +359,13 @@ class _RowSink:
                 add((ex, seq, e.timestamp, "sent" if e.to_actor else "output", e.from_actor,
                      e.from_port, e.to_actor, e.to_port, msg, causes, e.message, None, None))
             elif t is ev.MessageReceived:
+                # A receive of a sent message only moves the lineage model (the send's
+                # row already holds the message); values that came from outside are
+                # the roots of lineage and get a row.
                 msg, kind = received(e.actor_id, e.port, e.queue_depth)
-                add((ex, seq, e.timestamp, kind, e.actor_id, e.port, "", "", msg, None,
-                     e.message, None, None))
+                if kind != "recv":
+                    add((ex, seq, e.timestamp, kind, e.actor_id, e.port, "", "", msg, None,
+                         e.message, None, None))
             elif t is ev.ActorFailed:
                 msgs = lin.failed(e.actor_id)
                 add((ex, seq, e.timestamp, "failed", e.actor_id, e.port or "", "", "",
