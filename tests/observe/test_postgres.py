@@ -56,10 +56,9 @@ async def test_postgres_store_records_and_notifies(pg_dsn: str) -> None:
         nursery.start_soon(trio.to_thread.run_sync, listen)
         await trio.to_thread.run_sync(ready.wait, 10)
         net = rf.Network(failing_graph(), registry())
-        async with Collector(store).record(net) as rec:
-            async with net:
-                await net.send("in", "1,x")
-                await net.idle()
+        async with Collector(store).record(net) as rec, net:
+            await net.send("in", "1,x")
+            await net.idle()
         with trio.fail_after(20):
             await trio.to_thread.run_sync(stop.wait, 20)
     assert seen and seen[0] == rec.execution_id
