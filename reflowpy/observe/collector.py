@@ -27,7 +27,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -144,6 +144,14 @@ class Recording:
         self.events = 0
         self.inexact = False
         self.bursts = 0
+        #: Set when the network's shutdown has been recorded.
+        self.finished = trio.Event()
+        self._sync: Callable[[], Awaitable[None]] | None = None
+
+    async def sync(self) -> None:
+        """Write everything recorded so far to the store before returning."""
+        if self._sync is not None:
+            await self._sync()
 
     @property
     def dropped(self) -> int:
@@ -180,8 +188,10 @@ class Collector:
     @asynccontextmanager
     async def record(self, net: Network, *, execution_id: str | None = None,
                      source: str = "run") -> AsyncIterator[Recording]:
-        """Record ``net`` while the block runs. Enter it before the network starts, and
-        stop the network inside the block (``async with net:`` in the block does)."""
+        """Record ``net`` while the block runs. Enter it before the network starts to see
+        everything (entered later, values already queued are recorded as ``unknown``).
+        The recording ends with the block; stopping the network inside the block records
+        its shutdown. ``rec.finished`` is set once the network's shutdown was recorded."""
         rec = Recording(execution_id or new_execution_id(), self.sample)
         try:
             graph_json: str | None = net.graph.dumps("reflow")
@@ -192,12 +202,23 @@ class Collector:
             id=rec.execution_id, graph=net.graph.name or net.name, started=time.time() * 1000,
             source=source, sample=self.sample, graph_json=graph_json))
         sink = _RowSink(rec, writer, self.batch)
+
+        async def sync() -> None:
+            sink.flush()
+            await writer.sync()
+
+        rec._sync = sync
         sub = net.events(self.buffer) if self.sample == 1 else None
         error: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
                 if sub is not None:
-                    sink.handle = sink.handler(Lineage(stats.firing_rules(net)))
+                    # entered while the network already runs (FBP trace:start): what is
+                    # queued now has no known origin
+                    queued = None if net.state == "new" else {
+                        (s.node, p.port): p.queued for s in stats.snapshot(net).values()
+                        for p in s.inports}
+                    sink.handle = sink.handler(Lineage(stats.firing_rules(net), queued))
                     nursery.start_soon(self._follow, sub, rec, sink)
                 else:
                     nursery.start_soon(self._sample, net, rec, sink)
@@ -227,6 +248,7 @@ class Collector:
                           else "dead_letters" if net.dead_letters()
                           else "completed" if net.state == "stopped" else net.state)
                 rec.store_dropped = writer.dropped_rows
+                rec._sync = None  # the writer is closing: nothing more to wait for
                 writer.submit("finish", {
                     "execution": rec.execution_id, "status": status,
                     "dropped": rec.dropped, "inexact": rec.inexact or rec.dropped > 0,
@@ -234,20 +256,27 @@ class Collector:
                 await writer.close()
 
     @staticmethod
-    def _drain(sub: ev.EventSubscription, sink: _RowSink) -> None:
+    def _drain(sub: ev.EventSubscription, sink: _RowSink) -> bool:
+        """Handle what is buffered; True once the network's shutdown was handled."""
         handle = sink.handle
         while True:
             try:
                 event = sub.get_nowait()
             except trio.WouldBlock:
-                return
+                return False
             handle(event)
+            if type(event) is ev.NetworkShutdown:
+                return True
 
     @classmethod
     def _take_buffered(cls, sub: ev.EventSubscription, rec: Recording, sink: _RowSink
-                       ) -> None:
-        cls._drain(sub, sink)
+                       ) -> bool:
+        ended = cls._drain(sub, sink)
         rec.bus_dropped = sub.dropped
+        if ended:
+            sink.flush()
+            rec.finished.set()
+        return ended
         if sub.dropped:
             rec.inexact = True
 
@@ -256,9 +285,11 @@ class Collector:
         """Every event, in order, as it comes."""
         while not sub.closed:
             await sub.wait()
-            self._take_buffered(sub, rec, sink)
+            ended = self._take_buffered(sub, rec, sink)
             if sink.lineage is not None and sink.lineage.inexact:
                 rec.inexact = True
+            if ended:
+                return
 
     async def _sample(self, net: Network, rec: Recording, sink: _RowSink) -> None:
         """Burst sampling (see the module docstring) and dead letters between bursts."""
@@ -294,6 +325,7 @@ class Collector:
             while net.state == "running" and stats.messages_moved(net) < target:
                 await trio.sleep(0.01)
                 sink.dead_letters(net)
+        rec.finished.set()
 
 
 class _RowSink:

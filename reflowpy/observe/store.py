@@ -218,6 +218,14 @@ class _SqlStore:
         self._execute(self._q("DELETE FROM events WHERE execution = ?"), (execution,))
         self._execute(self._q("DELETE FROM executions WHERE id = ?"), (execution,))
 
+    def clear_events(self, execution: str) -> None:
+        """Delete an execution's events, keeping its record."""
+        with self._lock:
+            self._execute(self._q("DELETE FROM events WHERE execution = ?"), (execution,))
+            self._execute(self._q("UPDATE executions SET events = 0 WHERE id = ?"),
+                          (execution,))
+            self._commit()
+
     def delete(self, execution: str) -> None:
         """Delete one execution and its events."""
         with self._lock:

@@ -708,6 +708,7 @@ class FbpRuntime:
 
         def subscribe(net: Network) -> None:
             entry.events = net.events(self.state.event_buffer)
+            self._traces.network(graph_id, net)  # trace:start recordings (observe)
 
         try:
             ex = await self.state.executions.start(
@@ -785,25 +786,33 @@ class FbpRuntime:
 
     # -- trace -------------------------------------------------------------------------
 
+    @property
+    def _traces(self) -> Any:
+        """The trace store's FBP backing (:class:`reflowpy.observe.flowtrace.FbpTraces`)."""
+        return self.state.observe.fbp  # type: ignore[attr-defined]
+
     def _trace_start(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         entry.tracing = True
+        self._traces.start(payload["graph"], entry.execution.net if entry.execution else None)
         client.push({"protocol": "trace", "command": "start",
                      "payload": {"graph": payload["graph"]}})
 
     def _trace_stop(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         entry.tracing = False
+        self._traces.stop(payload["graph"])
         client.push({"protocol": "trace", "command": "stop",
                      "payload": {"graph": payload["graph"]}})
 
-    def _trace_clear(self, client: _Client, payload: dict[str, Any]) -> None:
+    async def _trace_clear(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         entry.trace.clear()
+        await self._traces.clear(payload["graph"])
         client.push({"protocol": "trace", "command": "clear",
                      "payload": {"graph": payload["graph"]}})
 
-    def _trace_dump(self, client: _Client, payload: dict[str, Any]) -> None:
+    async def _trace_dump(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         from reflowpy.server.graphs import dump_graph
 
@@ -811,7 +820,7 @@ class FbpRuntime:
             "header": {"runtime": {"id": self.id, "type": "reflowpy"},
                        "graphs": {payload["graph"]: dump_graph(entry.graph)},
                        "main": payload["graph"]},
-            "events": entry.trace,
+            "events": await self._traces.dump(payload["graph"]),
         }
         client.push({"protocol": "trace", "command": "dump", "payload": {
             "graph": payload["graph"], "type": "flowtrace.json",
