@@ -28,14 +28,14 @@ async def test_cancel_at_random_points(tmp_path: Path, sample: int) -> None:
         net = rf.Network(failing_graph(), registry(), output_capacity=100_000)
         checkpoints = rng.randrange(1, 400)
 
-        async def body(net: rf.Network = net, checkpoints: int = checkpoints) -> None:
+        async def body(net: rf.Network = net, checkpoints: int = checkpoints,
+                       i: int = i) -> None:
             async with Collector(store, sample=sample, burst=20).record(
-                    net, execution_id=f"run{sample}-{i}"):
-                async with net:
-                    for k in range(checkpoints):
-                        await net.send("in", f"{k},{k + 1},x{k}" if k % 5 == 0 else str(k))
-                        await trio.lowlevel.checkpoint()
-                    await net.idle()
+                    net, execution_id=f"run{sample}-{i}"), net:
+                for k in range(checkpoints):
+                    await net.send("in", f"{k},{k + 1},x{k}" if k % 5 == 0 else str(k))
+                    await trio.lowlevel.checkpoint()
+                await net.idle()
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(body)
@@ -68,9 +68,8 @@ async def test_a_failing_store_is_reported_and_the_dataflow_finishes(tmp_path: P
     store = _FailingStore(tmp_path / "t.sqlite")
     net = rf.Network(failing_graph(), registry())
     with pytest.raises(TraceStoreError, match="disk I/O error"):
-        async with Collector(store, batch=2).record(net):
-            async with net:
-                for k in range(20):
-                    await net.send("in", str(k))
-                await net.idle()
+        async with Collector(store, batch=2).record(net), net:
+            for k in range(20):
+                await net.send("in", str(k))
+            await net.idle()
     assert sorted(net.outputs("out").drain()) == sorted(2 * k for k in range(20))
