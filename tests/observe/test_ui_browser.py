@@ -76,3 +76,39 @@ async def test_live_page_in_chromium(served: Served) -> None:
     await _check_page(served, f"{served.url}/ui/")
     png = artifact_dir() / "live-page.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+FAILER = {
+    "properties": {"name": "failer"},
+    "processes": {"f": {"component": "test/Fail"}},
+    "connections": [],
+    "inports": {"x": {"process": "f", "port": "in"}},
+    "outports": {"y": {"process": "f", "port": "out"}},
+}
+
+_WAIT_ERRORS = """new Promise((resolve, reject) => {
+  const t = setTimeout(() => reject(new Error('errors never reached %d')), 20000);
+  const check = () => {
+    const b = document.querySelectorAll('#errors button.resend');
+    if (b.length >= %d) { clearTimeout(t); resolve([...b].map(x => x.dataset.letter)); return true; }
+    return false; };
+  if (!check()) new MutationObserver((_, obs) => { if (check()) obs.disconnect(); })
+    .observe(document.body, {subtree: true, childList: true});
+})"""
+
+
+async def test_dead_letter_resend_button(served: Served) -> None:
+    async with served.client() as client, browser_page() as page:
+        r = await client.post("/executions", json={"graph": FAILER})
+        ex = r.json()["id"]
+        await client.post(f"/executions/{ex}/inputs/x", json={"value": "boom"})
+        await page.navigate(f"{served.url}/ui/#network={ex}")
+        assert await page.evaluate(_WAIT_ERRORS % (1, 1)) == ["1"]
+        await page.evaluate("document.querySelector('#errors button.resend').click()")
+        # the re-sent message fails again: a new letter replaces the old one
+        assert await page.evaluate(_WAIT_ERRORS.replace(
+            "b.length >= %d", "b.length >= 1 && b[0].dataset.letter === '2'") % (2,)) == ["2"]
+        letters = (await client.get(f"/executions/{ex}/dead-letters")).json()
+        assert [d["id"] for d in letters] == [2]
+        assert page.console_errors == [], page.console_errors
+        await client.post(f"/executions/{ex}/stop", json={})

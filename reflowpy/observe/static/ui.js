@@ -136,8 +136,21 @@
     const errs = view.errors.filter((e) => !selected || e.node === selected);
     if (!errs.length) ul.appendChild(h("li", "none", "none"));
     for (const e of errs.slice(0, 20)) {
-      ul.appendChild(h("li", `#${e.id} ${e.node}.${e.port}: ${e.errorType}: ${e.error} — ${e.value}`));
+      const li = h("li", `#${e.id} ${e.node}.${e.port}: ${e.errorType}: ${e.error} — ${e.value} `);
+      const b = h("button", "re-send", "resend");
+      b.dataset.letter = String(e.id);
+      b.addEventListener("click", () => resend(e.id, b));
+      li.appendChild(b);
+      ul.appendChild(li);
     }
+  }
+
+  // Dead letters go back to their node and port (the server's REST endpoint).
+  async function resend(id, button) {
+    button.disabled = true;
+    const r = await fetch(`/executions/${encodeURIComponent(current)}/dead-letters/${id}/resend`,
+      { method: "POST", headers });
+    button.textContent = r.ok ? "re-sent" : `failed (${r.status})`;
   }
 
   async function showDetail(node) {
