@@ -90,7 +90,8 @@ _WAIT_ERRORS = """new Promise((resolve, reject) => {
   const t = setTimeout(() => reject(new Error('errors never reached %d')), 20000);
   const check = () => {
     const b = document.querySelectorAll('#errors button.resend');
-    if (b.length >= %d) { clearTimeout(t); resolve([...b].map(x => x.dataset.letter)); return true; }
+    if (b.length >= %d) {
+      clearTimeout(t); resolve([...b].map(x => x.dataset.letter)); return true; }
     return false; };
   if (!check()) new MutationObserver((_, obs) => { if (check()) obs.disconnect(); })
     .observe(document.body, {subtree: true, childList: true});
