@@ -18,7 +18,8 @@ sink, ``n`` messages. Variants:
 Rounds are interleaved (every variant once per round, ``--runs`` rounds) so a machine
 whose load drifts treats all variants alike; each figure is the median over rounds.
 Each line has ``ratio``: msgs/s of the variant over msgs/s of ``unobserved`` in the
-same run (the goals: live >= 0.95, trace >= 0.40, sampled >= 0.90).
+same run (the goals: live >= 0.95, trace >= 0.40, sampled >= 0.90), and ``cpu_ratio``,
+the same from the process's CPU time (all threads), steadier on a shared machine.
 """
 
 from __future__ import annotations
@@ -105,6 +106,13 @@ async def _run_live(net: rf.Network) -> dict[str, Any]:
 
 
 def _once(variant: str, n: int, tmp: Path, i: int) -> tuple[float, dict[str, Any]]:
+    cpu0 = time.process_time()
+    seconds, extra = _once_wall(variant, n, tmp, i)
+    extra["cpu_seconds"] = round(time.process_time() - cpu0, 4)
+    return seconds, extra
+
+
+def _once_wall(variant: str, n: int, tmp: Path, i: int) -> tuple[float, dict[str, Any]]:
     reg = _registry()
     net = rf.Network(_chain(n, 10, "bench/Pass"), reg)
     extra: dict[str, Any] = {}
@@ -159,13 +167,16 @@ def main(argv: list[str]) -> int:
             for variant in variants:
                 results[variant].append(_once(variant, args.n, tmp, i))
     base = args.n / statistics.median(r[0] for r in results["unobserved"])
+    base_cpu = statistics.median(r[1]["cpu_seconds"] for r in results["unobserved"])
     for variant in variants:
         seconds = statistics.median(r[0] for r in results[variant])
+        cpu = statistics.median(r[1]["cpu_seconds"] for r in results[variant])
         rate = args.n / seconds
         line = {"workload": f"W1 observe {variant}", "n": args.n,
                 "seconds": round(seconds, 4), "msgs_per_s": round(rate),
                 "peak_rss_mb": round(_peak_rss_mb(), 1), "ratio": round(rate / base, 3),
-                **results[variant][-1][1]}
+                "cpu_ratio": round(base_cpu / cpu, 3), **results[variant][-1][1],
+                "cpu_seconds": round(cpu, 4)}
         print(json.dumps(line), flush=True)
     return 0
 
