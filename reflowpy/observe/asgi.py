@@ -29,6 +29,7 @@ from starlette.routing import BaseRoute, Route
 
 from reflowpy.errors import ReflowError
 from reflowpy.observe import query
+from reflowpy.observe.flowtrace import FbpTraces
 from reflowpy.observe.ingest import IngestError, Ingestor
 from reflowpy.observe.live import Monitor
 from reflowpy.observe.metrics import CONTENT_TYPE, render
@@ -63,6 +64,8 @@ class Observability:
         self._store: TraceStore | None = None
         self._ingestor: Ingestor | None = None
         self.max_body = max_body
+        #: FBP ``trace:*`` backing (set by :func:`install` for a server).
+        self.fbp: FbpTraces | None = None
 
     @property
     def store(self) -> TraceStore:
@@ -239,6 +242,7 @@ def install(state: Any) -> list[BaseRoute]:
                 if ex.net is not None}
 
     obs = Observability(networks, store=spec, max_body=state.max_body)
+    obs.fbp = FbpTraces(lambda: obs.store, state.nursery, limit=state.trace_limit)
     state.observe = obs
     state.nursery.start_soon(obs.monitor.run)
     return obs.routes()

@@ -27,7 +27,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -144,6 +144,14 @@ class Recording:
         self.events = 0
         self.inexact = False
         self.bursts = 0
+        #: Set when the network's shutdown has been recorded.
+        self.finished = trio.Event()
+        self._sync: Callable[[], Awaitable[None]] | None = None
+
+    async def sync(self) -> None:
+        """Write everything recorded so far to the store before returning."""
+        if self._sync is not None:
+            await self._sync()
 
     @property
     def dropped(self) -> int:
@@ -154,15 +162,16 @@ class Recording:
 class Collector:
     """Records networks into a :class:`~reflowpy.observe.store.TraceStore`.
 
-    ``sample``: trace 1 in ``sample`` messages (1: every message, from the start);
+    ``sample``: trace 1 in ``sample`` messages (1: every message, from the start), in
+    bursts of ``burst`` hops (a value taken into an in-port);
     ``buffer``: events the subscription holds; ``batch``: rows per write;
     ``flush_interval``: seconds a partial batch waits; ``backlog``: batches the writer
     may have queued; ``max_value_bytes``: longest stored message value (JSON).
     """
 
-    def __init__(self, store: TraceStore, *, sample: int = 1, burst: int = 200,
+    def __init__(self, store: TraceStore, *, sample: int = 1, burst: int = 1000,
                  buffer: int = 200_000, batch: int = 2000, flush_interval: float = 0.25,
-                 backlog: int = 64, max_value_bytes: int = 4096) -> None:
+                 backlog: int = 256, max_value_bytes: int = 4096) -> None:
         if sample < 1:
             raise ValueError(f"sample must be >= 1 (trace 1 in N messages), got {sample}")
         if burst < 1 or buffer < 1 or batch < 1 or backlog < 1:
@@ -179,8 +188,10 @@ class Collector:
     @asynccontextmanager
     async def record(self, net: Network, *, execution_id: str | None = None,
                      source: str = "run") -> AsyncIterator[Recording]:
-        """Record ``net`` while the block runs. Enter it before the network starts, and
-        stop the network inside the block (``async with net:`` in the block does)."""
+        """Record ``net`` while the block runs. Enter it before the network starts to see
+        everything (entered later, values already queued are recorded as ``unknown``).
+        The recording ends with the block; stopping the network inside the block records
+        its shutdown. ``rec.finished`` is set once the network's shutdown was recorded."""
         rec = Recording(execution_id or new_execution_id(), self.sample)
         try:
             graph_json: str | None = net.graph.dumps("reflow")
@@ -191,12 +202,23 @@ class Collector:
             id=rec.execution_id, graph=net.graph.name or net.name, started=time.time() * 1000,
             source=source, sample=self.sample, graph_json=graph_json))
         sink = _RowSink(rec, writer, self.batch)
+
+        async def sync() -> None:
+            sink.flush()
+            await writer.sync()
+
+        rec._sync = sync
         sub = net.events(self.buffer) if self.sample == 1 else None
         error: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
                 if sub is not None:
-                    sink.handle = sink.handler(Lineage(stats.firing_rules(net)))
+                    # entered while the network already runs (FBP trace:start): what is
+                    # queued now has no known origin
+                    queued = None if net.state == "new" else {
+                        (s.node, p.port): p.queued for s in stats.snapshot(net).values()
+                        for p in s.inports}
+                    sink.handle = sink.handler(Lineage(stats.firing_rules(net), queued))
                     nursery.start_soon(self._follow, sub, rec, sink)
                 else:
                     nursery.start_soon(self._sample, net, rec, sink)
@@ -226,6 +248,7 @@ class Collector:
                           else "dead_letters" if net.dead_letters()
                           else "completed" if net.state == "stopped" else net.state)
                 rec.store_dropped = writer.dropped_rows
+                rec._sync = None  # the writer is closing: nothing more to wait for
                 writer.submit("finish", {
                     "execution": rec.execution_id, "status": status,
                     "dropped": rec.dropped, "inexact": rec.inexact or rec.dropped > 0,
@@ -233,15 +256,27 @@ class Collector:
                 await writer.close()
 
     @staticmethod
-    def _take_buffered(sub: ev.EventSubscription, rec: Recording, sink: _RowSink) -> None:
+    def _drain(sub: ev.EventSubscription, sink: _RowSink) -> bool:
+        """Handle what is buffered; True once the network's shutdown was handled."""
         handle = sink.handle
         while True:
             try:
                 event = sub.get_nowait()
             except trio.WouldBlock:
-                break
+                return False
             handle(event)
+            if type(event) is ev.NetworkShutdown:
+                return True
+
+    @classmethod
+    def _take_buffered(cls, sub: ev.EventSubscription, rec: Recording, sink: _RowSink
+                       ) -> bool:
+        ended = cls._drain(sub, sink)
         rec.bus_dropped = sub.dropped
+        if ended:
+            sink.flush()
+            rec.finished.set()
+        return ended
         if sub.dropped:
             rec.inexact = True
 
@@ -250,9 +285,11 @@ class Collector:
         """Every event, in order, as it comes."""
         while not sub.closed:
             await sub.wait()
-            self._take_buffered(sub, rec, sink)
+            ended = self._take_buffered(sub, rec, sink)
             if sink.lineage is not None and sink.lineage.inexact:
                 rec.inexact = True
+            if ended:
+                return
 
     async def _sample(self, net: Network, rec: Recording, sink: _RowSink) -> None:
         """Burst sampling (see the module docstring) and dead letters between bursts."""
@@ -265,32 +302,30 @@ class Collector:
             queued = {(s.node, p.port): p.queued for s in stats.snapshot(net).values()
                       for p in s.inports}
             lineage = Lineage(rules, queued, first_id)
-            handle = sink.handler(lineage)
+            sink.handle = sink.handler(lineage)
             rec.bursts += 1
-            seen = 0
-            with net.events(self.burst * 4 + 64) as sub:
-                while seen < self.burst and net.state == "running":
+            # about two message events (a send and its receive) per hop
+            sub = stats.burst_subscription(net, 2 * self.burst)
+            try:
+                while True:
                     with trio.move_on_after(0.05):
                         await sub.wait()
-                    while True:
-                        try:
-                            event = sub.get_nowait()
-                        except trio.WouldBlock:
-                            break
-                        handle(event)
-                        if type(event) in (ev.MessageSent, ev.MessageReceived):
-                            seen += 1
-                    if net.is_idle():
+                    self._drain(sub, sink)
+                    if sub.closed or net.state != "running" or net.is_idle():
                         break
-                rec.bus_dropped += sub.dropped
-                if sub.dropped or lineage.inexact:
-                    rec.inexact = True
+            finally:
+                sub.close()
+            self._drain(sub, sink)
+            rec.bus_dropped += sub.dropped
+            if sub.dropped or lineage.inexact:
+                rec.inexact = True
             first_id = lineage.next_id
             sink.dead_letters(net)
             target = stats.messages_moved(net) + self.burst * (self.sample - 1)
             while net.state == "running" and stats.messages_moved(net) < target:
                 await trio.sleep(0.01)
                 sink.dead_letters(net)
+        rec.finished.set()
 
 
 class _RowSink:
@@ -356,9 +391,13 @@ class _RowSink:
                 add((ex, seq, e.timestamp, "sent" if e.to_actor else "output", e.from_actor,
                      e.from_port, e.to_actor, e.to_port, msg, causes, e.message, None, None))
             elif t is ev.MessageReceived:
+                # A receive of a sent message only moves the lineage model (the send's
+                # row already holds the message); values that came from outside are
+                # the roots of lineage and get a row.
                 msg, kind = received(e.actor_id, e.port, e.queue_depth)
-                add((ex, seq, e.timestamp, kind, e.actor_id, e.port, "", "", msg, None,
-                     e.message, None, None))
+                if kind != "recv":
+                    add((ex, seq, e.timestamp, kind, e.actor_id, e.port, "", "", msg, None,
+                         e.message, None, None))
             elif t is ev.ActorFailed:
                 msgs = lin.failed(e.actor_id)
                 add((ex, seq, e.timestamp, "failed", e.actor_id, e.port or "", "", "",

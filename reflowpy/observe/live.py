@@ -69,7 +69,7 @@ class Monitor:
         key = len(net.graph.nodes) * 1_000_003 + len(net.graph.edges)
         cached = self._layouts.get(name)
         if cached is None or cached[0] != key:
-            coords = analysis.layout(net.graph, dx=180.0, dy=90.0, write=False)
+            coords = analysis.layout(net.graph, dx=240.0, dy=100.0, write=False)
             order = analysis.topological_order(net.graph) if not analysis.cycles(
                 net.graph, limit=1) else list(net.graph.nodes)
             cached = self._layouts[name] = (key, coords, order)

@@ -88,14 +88,17 @@ class PostgresStore(_SqlStore):
         with self._lock:
             self._db.close()
 
-    def listen(self, stop: threading.Event | None = None, timeout: float = 0.5
-               ) -> Iterator[str]:
+    def listen(self, stop: threading.Event | None = None, timeout: float = 0.5,
+               ready: threading.Event | None = None) -> Iterator[str]:
         """Execution ids as other writers notify them; ends when ``stop`` is set.
+        ``ready`` is set once the server is listening (nothing notified later is missed).
 
         Blocking: run it in a thread (``trio.to_thread.run_sync``)."""
         conn = self._pg.connect(self.dsn, autocommit=True)
         try:
             conn.execute(f"LISTEN {CHANNEL}")
+            if ready is not None:
+                ready.set()
             while stop is None or not stop.is_set():
                 for note in conn.notifies(timeout=timeout, stop_after=1):
                     yield str(note.payload)

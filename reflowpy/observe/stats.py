@@ -27,10 +27,13 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from reflowpy.network import events as ev
+
 if TYPE_CHECKING:
     from reflowpy.network.network import Network
 
-__all__ = ["NodeSample", "PortSample", "StateTracker", "edges_of", "snapshot"]
+__all__ = ["NodeSample", "PortSample", "StateTracker", "burst_subscription", "edges_of",
+           "firing_rules", "messages_moved", "snapshot"]
 
 
 class PortSample(msgspec.Struct, frozen=True):
@@ -182,3 +185,40 @@ def firing_rules(net: Network) -> dict[str, str]:
 def messages_moved(net: Network) -> int:
     """Values taken into in-ports so far, over the whole network (the sampler's clock)."""
     return sum(p.total for r in net._runners.values() for p in r.inports.values())
+
+
+class _BurstSubscription(ev.EventSubscription):
+    """A subscription that detaches itself from the bus after ``limit`` message events,
+    in the kernel's own publish call, so the network is back on its unobserved fast
+    paths at once, not when the sampler next gets to run."""
+
+    def __init__(self, bus: ev.EventBus, limit: int) -> None:
+        super().__init__(bus, limit + 1024)
+        self._left = limit
+
+    def _push(self, event: Any) -> None:
+        super()._push(event)
+        t = type(event)
+        if t is ev.MessageSent or t is ev.MessageReceived:
+            self._left -= 1
+            if self._left <= 0:
+                self._detach()
+
+    def _detach(self) -> None:
+        # The bus may be iterating its list right now: give it a new list, never change
+        # the one it walks.
+        bus = self._bus
+        bus._subscriptions = [s for s in bus._subscriptions if s is not self]
+        bus.active = bool(bus._subscriptions)
+        self.closed = True
+        if self._waiter is not None:
+            self._waiter.set()
+            self._waiter = None
+
+
+def burst_subscription(net: Network, events: int) -> ev.EventSubscription:
+    """Subscribe to ``net`` for the next ``events`` message events only (burst sampling)."""
+    sub = _BurstSubscription(net.bus, events)
+    net.bus._subscriptions.append(sub)
+    net.bus.active = True
+    return sub

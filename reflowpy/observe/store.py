@@ -190,7 +190,8 @@ class _SqlStore:
             self._notify([execution])
 
     def enforce_retention(self, now: float | None = None) -> int:
-        """Delete executions beyond ``max_age`` / ``max_events``; returns how many."""
+        """Delete executions beyond ``max_age`` / ``max_events`` (oldest first; the newest
+        execution is kept whatever its size); returns how many."""
         removed = 0
         with self._lock:
             if self.max_age is not None:
@@ -205,9 +206,9 @@ class _SqlStore:
                 rows = self._execute(
                     "SELECT id, events FROM executions ORDER BY started DESC, id DESC")
                 total = 0
-                for ex, n in rows:
+                for i, (ex, n) in enumerate(rows):
                     total += int(n)
-                    if total > self.max_events:
+                    if total > self.max_events and i > 0:  # the newest one always stays
                         self._delete(ex)
                         removed += 1
             self._commit()
@@ -216,6 +217,14 @@ class _SqlStore:
     def _delete(self, execution: str) -> None:
         self._execute(self._q("DELETE FROM events WHERE execution = ?"), (execution,))
         self._execute(self._q("DELETE FROM executions WHERE id = ?"), (execution,))
+
+    def clear_events(self, execution: str) -> None:
+        """Delete an execution's events, keeping its record."""
+        with self._lock:
+            self._execute(self._q("DELETE FROM events WHERE execution = ?"), (execution,))
+            self._execute(self._q("UPDATE executions SET events = 0 WHERE id = ?"),
+                          (execution,))
+            self._commit()
 
     def delete(self, execution: str) -> None:
         """Delete one execution and its events."""

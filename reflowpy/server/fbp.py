@@ -794,6 +794,7 @@ class FbpRuntime:
 
         def subscribe(net: Network) -> None:
             entry.events = net.events(self.state.event_buffer)
+            self._traces.network(graph_id, net)  # trace:start recordings (observe)
 
         try:
             ex = await self.state.executions.start(
@@ -894,6 +895,11 @@ class FbpRuntime:
 
     # -- trace -------------------------------------------------------------------------
 
+    @property
+    def _traces(self) -> Any:
+        """The trace store's FBP backing (:class:`reflowpy.observe.flowtrace.FbpTraces`)."""
+        return self.state.observe.fbp  # type: ignore[attr-defined]
+
     def _trace_start(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         size = payload.get("buffersize")
@@ -902,23 +908,26 @@ class FbpRuntime:
             raise FbpError("trace:start: buffersize must be a number of bytes >= 0")
         entry.trace_limit = size
         entry.tracing = True
+        self._traces.start(payload["graph"], entry.execution.net if entry.execution else None)
         client.push({"protocol": "trace", "command": "start",
                      "payload": {"graph": payload["graph"]}})
 
     def _trace_stop(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         entry.tracing = False
+        self._traces.stop(payload["graph"])
         client.push({"protocol": "trace", "command": "stop",
                      "payload": {"graph": payload["graph"]}})
 
-    def _trace_clear(self, client: _Client, payload: dict[str, Any]) -> None:
+    async def _trace_clear(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         entry.trace.clear()
         entry.trace_bytes = 0
+        await self._traces.clear(payload["graph"])
         client.push({"protocol": "trace", "command": "clear",
                      "payload": {"graph": payload["graph"]}})
 
-    def _trace_dump(self, client: _Client, payload: dict[str, Any]) -> None:
+    async def _trace_dump(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         from reflowpy.server.graphs import dump_graph
 
@@ -926,7 +935,7 @@ class FbpRuntime:
             "header": {"runtime": {"id": self.id, "type": "reflowpy"},
                        "graphs": {payload["graph"]: dump_graph(entry.graph)},
                        "main": payload["graph"]},
-            "events": [event for _, event in entry.trace],
+            "events": await self._traces.dump(payload["graph"]),
         }
         client.push({"protocol": "trace", "command": "dump", "payload": {
             "graph": payload["graph"], "type": "flowtrace.json",

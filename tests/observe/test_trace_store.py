@@ -262,12 +262,13 @@ async def test_sampling_traces_about_one_in_n(tmp_path: Path) -> None:
                 await trio.lowlevel.checkpoint()
 
     net = rf.Network(g, _registry(), output_capacity=2 * n)
-    rec = await _record(store, net, feed, sample=20, burst=50)
+    rec = await _record(store, net, feed, sample=10, burst=1000)
     ex = rec.execution_id
-    moved = n * 4  # values taken into in-ports
-    traced = len(store.events(ex, kinds=("recv", "input", "unknown"), limit=10**6))
+    hops = n * 4  # values taken into in-ports
+    # each traced hop is one row: a send (or output), or an input from outside
+    traced = len(store.events(ex, kinds=("sent", "output", "input", "unknown"), limit=10**6))
     assert rec.bursts >= 2
-    assert moved / 20 / 4 <= traced <= moved / 20 * 4
+    assert hops / 10 / 3 <= traced <= hops / 10 * 3, (traced, rec.bursts)
     # inside a burst lineage is exact: every output whose chain was seen whole
     # leads back to the input carrying its origin
     checked = 0

@@ -75,7 +75,8 @@
     const pos = {};
     let maxX = 0, maxY = 0;
     for (const n of view.nodes) { pos[n.id] = n; maxX = Math.max(maxX, n.x); maxY = Math.max(maxY, n.y); }
-    svg.setAttribute("viewBox", `-20 -20 ${maxX + W + 40} ${maxY + H + 60}`);
+    // never zoom in past 1:1 on small graphs: a minimum extent keeps text at its size
+    svg.setAttribute("viewBox", `-20 -20 ${Math.max(maxX + W + 40, 860)} ${Math.max(maxY + H + 60, 480)}`);
     const defs = el("defs", {});
     const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "6", markerHeight: "6", orient: "auto-start-reverse" });
     marker.appendChild(el("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#99a" }));
@@ -87,7 +88,7 @@
       const mx = (x1 + x2) / 2;
       svg.appendChild(el("path", { d: `M ${x1} ${y1} C ${mx} ${y1}, ${mx} ${y2}, ${x2} ${y2}`,
         class: "edge" + (e.fill >= 1 ? " full" : ""), "marker-end": "url(#arrow)" }));
-      const label = el("text", { x: mx, y: (y1 + y2) / 2 - 6, class: "edge-label", "text-anchor": "middle" },
+      const label = el("text", { x: mx, y: (y1 + y2) / 2 - 8, class: "edge-label", "text-anchor": "middle" },
         `${e.queued}/${e.capacity}` + (e.rate ? ` · ${fmt(Math.round(e.rate))}/s` : ""));
       label.setAttribute("data-edge", `${e.from}.${e.fromPort}->${e.to}.${e.toPort}`);
       svg.appendChild(label);
@@ -135,8 +136,21 @@
     const errs = view.errors.filter((e) => !selected || e.node === selected);
     if (!errs.length) ul.appendChild(h("li", "none", "none"));
     for (const e of errs.slice(0, 20)) {
-      ul.appendChild(h("li", `#${e.id} ${e.node}.${e.port}: ${e.errorType}: ${e.error} — ${e.value}`));
+      const li = h("li", `#${e.id} ${e.node}.${e.port}: ${e.errorType}: ${e.error} — ${e.value} `);
+      const b = h("button", "re-send", "resend");
+      b.dataset.letter = String(e.id);
+      b.addEventListener("click", () => resend(e.id, b));
+      li.appendChild(b);
+      ul.appendChild(li);
     }
+  }
+
+  // Dead letters go back to their node and port (the server's REST endpoint).
+  async function resend(id, button) {
+    button.disabled = true;
+    const r = await fetch(`/executions/${encodeURIComponent(current)}/dead-letters/${id}/resend`,
+      { method: "POST", headers });
+    button.textContent = r.ok ? "re-sent" : `failed (${r.status})`;
   }
 
   async function showDetail(node) {
