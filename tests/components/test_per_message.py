@@ -191,3 +191,43 @@ def test_freeze_decoded_falls_back_for_other_values() -> None:
         freeze_decoded({"a": object()})
     with pytest.raises(rf.MessageError):
         freeze_decoded([{"a": {object()}}])
+
+
+@pytest.mark.parametrize(("component", "config", "values", "want"), [
+    ("core/Repeat", {}, [1, {"a": [1]}, None], [1, {"a": [1]}, None]),
+    ("core/Copy", {}, ["x"], ["x"]),
+    ("core/Kick", {"data": {"k": 1}}, [True, True], [{"k": 1}, {"k": 1}]),
+    ("aggregate/Count", {}, ["a", "b", "c"], [1, 2, 3]),
+    ("aggregate/Count", {"by": "k"}, [{"k": 1}, {"k": "1"}, {"k": 2}],
+     [{"1": 1}, {"1": 2}, {"1": 2, "2": 1}]),
+    ("aggregate/Distinct", {"key": "id"}, [{"id": 1}, {"id": 1}, {"id": 2}, [1]],
+     [{"id": 1}, {"id": 2}, [1]]),
+    ("core/Output", {"prefix": "> ", "format": "json"}, [1, "s"], [1, "s"]),
+])
+@pytest.mark.parametrize("observe", [False, True])
+async def test_core_and_aggregate_steps_fast_and_observed(
+        component: str, config: dict[str, Any], values: list[Any], want: list[Any],
+        observe: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    got, net = await _chain([(component, config)], values, observe=observe)
+    assert got == want
+    assert net.dead_letters() == []
+    if component == "core/Output":
+        assert capsys.readouterr().out == '> 1\n> "s"\n'
+
+
+async def test_count_state_resets_on_restart() -> None:
+    """A restart resets the node's state and runs setup again: the count restarts."""
+    g = rf.Graph("c")
+    g.add_node("m", "transform/Map", {"expression": "10 / x", "policy": {"restart": True}})
+    g.add_node("c", "aggregate/Count", {})
+    g.add_inport("in", "m", "in")
+    g.add_edge("m", "out", "c", "in")
+    g.add_outport("out", "c", "out")
+    net = rf.Network(g, REGISTRY, output_capacity=100)
+    async with net:
+        for v in (1, 2, 0, 5):
+            await net.send("in", v)
+        await net.idle()
+        got = net.outputs("out").drain()
+    assert got == [1, 2, 3]  # Count never failed: its state is untouched by m's restart
+    assert [d.value for d in net.dead_letters()] == [0]
