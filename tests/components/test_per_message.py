@@ -247,3 +247,25 @@ def test_every_declared_config_has_a_json_schema() -> None:
         assert "$defs" in schema, name
         declared += 1
     assert declared >= 20
+
+
+async def test_flow_steps_route_as_before() -> None:
+    r = await run_node("flow/If", {"expression": "x > 1"}, inputs={"in": [0, 2, "s"]},
+                       outports=["true"])
+    assert r["true"] == [2]
+    assert [d.value for d in r.dead] == ["s"]  # no error port: the policy dead-letters it
+    r = await run_node("flow/Switch", {"cases": ["a", "b"]}, inputs={"in": ["b", "z", "a"]},
+                       outports=["case1", "case2"])
+    assert (r["case1"], r["case2"]) == (["a"], ["b"])
+    assert r.net.dead_letters() == []  # 'z' went to the unconnected default: counted
+    r = await run_node("flow/Router", {"key": "k", "routes": {"1": "out2"}},
+                       inputs={"in": [{"k": 1}, {"j": 1}]})
+    assert r["out2"] == [{"k": 1}]
+    assert "no routing key" in r["error"][0]["error"]
+    r = await run_node("flow/RoundRobin", inputs={"in": [1, 2, 3, 4, 5]},
+                       outports=["out1", "out3"])
+    assert (r["out1"], r["out3"]) == ([1, 3, 5], [2, 4])
+    with config_error(r"node 'n': config key 'routes'"):
+        await run_node("flow/Router", {"key": "k", "routes": ["out1"]}, inputs={"in": [1]})
+    with config_error(r"node 'n': config key 'match'"):
+        await run_node("flow/Switch", {"cases": [1], "match": "regex"}, inputs={"in": [1]})
