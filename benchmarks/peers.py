@@ -5,7 +5,7 @@
 
 Ratios only mean something inside one run on one machine, so this runs reflowpy's own
 workloads (``benchmarks.kernel`` W1-W5, ``benchmarks.w6``) and the peers' equivalents
-(asyncio, asyncio+uvloop, trio, streamz, bytewax; from ``shared/bench/peers2`` and
+(asyncio, asyncio+uvloop, streamz, bytewax; from ``shared/bench/peers2`` and
 ``shared/bench/peers``, found next to the checkout or given with ``--peers2``), each
 (system, workload) in a fresh process, the systems of a workload interleaved round by
 round in an order rotated each round. Ray is never run (minutes per workload).
@@ -14,9 +14,11 @@ The peers run in their own virtual environments under ``--workdir`` (created on 
 use with pip; bytewax 0.21.1 in one, the pinned peer libraries without Ray in the
 other). ``--baseline REV`` also runs reflowpy at git revision ``REV`` (its
 ``reflowpy/`` package with today's ``benchmarks/``), so a before/after table comes from
-the same run. Every result line is printed and appended to ``--out`` as JSON with
-``round`` and ``sys`` added; the last lines are ``{"summary": ...}`` medians per
-(workload, system) with the ratio to the best peer.
+the same run; ``--head REV`` runs the "reflowpy" rows from a snapshot of ``REV`` the
+same way (the working tree may then change during the run). Every result line is
+printed and appended to ``--out`` as JSON with ``round`` and ``sys`` added; the last
+lines are ``{"summary": ...}`` medians per (workload, system) with the ratio to the
+best peer.
 """
 
 from __future__ import annotations
@@ -79,11 +81,13 @@ def _baseline(rev: str, workdir: Path) -> str:
 
 
 def variants(peers2: Path, peers_py: str, bytewax_py: str, logs: str,
-             baseline: str | None) -> list[Variant]:
+             baseline: str | None, head: str | None = None) -> list[Variant]:
     old = peers2.parent / "peers"
     me = sys.executable
     v: list[Variant] = []
-    trees = [("reflowpy", str(ROOT))] + ([("reflowpy@base", baseline)] if baseline else [])
+    trees = [("reflowpy", head or str(ROOT))]
+    if baseline:
+        trees.append(("reflowpy@base", baseline))
     for label, cwd in trees:
         k = [me, "-m", "benchmarks", "kernel", "--runs", "1", "--only"]
         v += [("W1", label, [*k, "W1"], {}, cwd), ("W2", label, [*k, "W2"], {}, cwd),
@@ -98,8 +102,7 @@ def variants(peers2: Path, peers_py: str, bytewax_py: str, logs: str,
         v += [("W1", lib, [peers_py, script, "W1_pipeline"], env, None),
               ("W2", lib, [peers_py, script, "W2_fanout"], env, None),
               ("W3", lib, [peers_py, script, "W3_pingpong"], env, None)]
-    v += [("W1", "trio", [peers_py, str(old / "trio_raw.py"), "W1_pipeline"], {}, None),
-          ("W4", "asyncio", [peers_py, str(old / "asyncio_raw.py"), "W4_many_actors"],
+    v += [("W4", "asyncio", [peers_py, str(old / "asyncio_raw.py"), "W4_many_actors"],
            {"PEERBENCH_ACTORS": "10000"}, None),
           ("W4", "streamz(sync)", [peers_py, str(old / "streamz_bench.py"), "W4_many_actors"],
            {"PEERBENCH_ACTORS": "10000"}, None),
@@ -195,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default=",".join(GROUPS))
     parser.add_argument("--baseline", help="also run reflowpy at this git revision")
+    parser.add_argument("--head", help="run 'reflowpy' from this git revision, not the"
+                                       " working tree (so the tree may change meanwhile)")
     parser.add_argument("--out", help="append every JSON line here too")
     parser.add_argument("--timeout", type=float, default=300)
     args = parser.parse_args(argv)
@@ -212,7 +217,9 @@ def main(argv: list[str] | None = None) -> None:
 
         generate(str(logs), 200_000)
     baseline = _baseline(args.baseline, workdir) if args.baseline else None
-    vs = [v for v in variants(peers2, peers_py, bytewax_py, str(logs), baseline) if v[0] in only]
+    head = _baseline(args.head, workdir) if args.head else None
+    vs = [v for v in variants(peers2, peers_py, bytewax_py, str(logs), baseline, head)
+          if v[0] in only]
     sink = open(args.out, "a") if args.out else None  # noqa: SIM115
     results: list[dict[str, Any]] = []
     failed: set[tuple[str, str]] = set()

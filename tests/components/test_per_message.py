@@ -191,3 +191,81 @@ def test_freeze_decoded_falls_back_for_other_values() -> None:
         freeze_decoded({"a": object()})
     with pytest.raises(rf.MessageError):
         freeze_decoded([{"a": {object()}}])
+
+
+@pytest.mark.parametrize(("component", "config", "values", "want"), [
+    ("core/Repeat", {}, [1, {"a": [1]}, None], [1, {"a": [1]}, None]),
+    ("core/Copy", {}, ["x"], ["x"]),
+    ("core/Kick", {"data": {"k": 1}}, [True, True], [{"k": 1}, {"k": 1}]),
+    ("aggregate/Count", {}, ["a", "b", "c"], [1, 2, 3]),
+    ("aggregate/Count", {"by": "k"}, [{"k": 1}, {"k": "1"}, {"k": 2}],
+     [{"1": 1}, {"1": 2}, {"1": 2, "2": 1}]),
+    ("aggregate/Distinct", {"key": "id"}, [{"id": 1}, {"id": 1}, {"id": 2}, [1]],
+     [{"id": 1}, {"id": 2}, [1]]),
+    ("core/Output", {"prefix": "> ", "format": "json"}, [1, "s"], [1, "s"]),
+])
+@pytest.mark.parametrize("observe", [False, True])
+async def test_core_and_aggregate_steps_fast_and_observed(
+        component: str, config: dict[str, Any], values: list[Any], want: list[Any],
+        observe: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    got, net = await _chain([(component, config)], values, observe=observe)
+    assert got == want
+    assert net.dead_letters() == []
+    if component == "core/Output":
+        assert capsys.readouterr().out == '> 1\n> "s"\n'
+
+
+async def test_count_state_resets_on_restart() -> None:
+    """A restart resets the node's state and runs setup again: the count restarts."""
+    g = rf.Graph("c")
+    g.add_node("m", "transform/Map", {"expression": "10 / x", "policy": {"restart": True}})
+    g.add_node("c", "aggregate/Count", {})
+    g.add_inport("in", "m", "in")
+    g.add_edge("m", "out", "c", "in")
+    g.add_outport("out", "c", "out")
+    net = rf.Network(g, REGISTRY, output_capacity=100)
+    async with net:
+        for v in (1, 2, 0, 5):
+            await net.send("in", v)
+        await net.idle()
+        got = net.outputs("out").drain()
+    assert got == [1, 2, 3]  # Count never failed: its state is untouched by m's restart
+    assert [d.value for d in net.dead_letters()] == [0]
+
+
+def test_every_declared_config_has_a_json_schema() -> None:
+    """The graph/CLI helper prints ``component.Config`` with msgspec.json.schema: every
+    Struct a component declares must produce one (no unencodable defaults)."""
+    declared = 0
+    for name in REGISTRY.names():
+        cls = REGISTRY.get(name)
+        config = getattr(cls, "Config", None)
+        if config is None:
+            continue
+        assert isinstance(config, type) and issubclass(config, msgspec.Struct), name
+        schema = msgspec.json.schema(config)
+        assert "$defs" in schema, name
+        declared += 1
+    assert declared >= 20
+
+
+async def test_flow_steps_route_as_before() -> None:
+    r = await run_node("flow/If", {"expression": "x > 1"}, inputs={"in": [0, 2, "s"]},
+                       outports=["true"])
+    assert r["true"] == [2]
+    assert [d.value for d in r.dead] == ["s"]  # no error port: the policy dead-letters it
+    r = await run_node("flow/Switch", {"cases": ["a", "b"]}, inputs={"in": ["b", "z", "a"]},
+                       outports=["case1", "case2"])
+    assert (r["case1"], r["case2"]) == (["a"], ["b"])
+    assert r.net.dead_letters() == []  # 'z' went to the unconnected default: counted
+    r = await run_node("flow/Router", {"key": "k", "routes": {"1": "out2"}},
+                       inputs={"in": [{"k": 1}, {"j": 1}]})
+    assert r["out2"] == [{"k": 1}]
+    assert "no routing key" in r["error"][0]["error"]
+    r = await run_node("flow/RoundRobin", inputs={"in": [1, 2, 3, 4, 5]},
+                       outports=["out1", "out3"])
+    assert (r["out1"], r["out3"]) == ([1, 3, 5], [2, 4])
+    with config_error(r"node 'n': config key 'routes'"):
+        await run_node("flow/Router", {"key": "k", "routes": ["out1"]}, inputs={"in": [1]})
+    with config_error(r"node 'n': config key 'match'"):
+        await run_node("flow/Switch", {"cases": [1], "match": "regex"}, inputs={"in": [1]})
