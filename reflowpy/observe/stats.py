@@ -1,10 +1,9 @@
 """The one adapter between the kernel's statistics and everything in :mod:`reflowpy.observe`.
 
 Metrics, the live page and the trace collector's burst sampler read node counters only
-through :func:`snapshot`, which turns today's ``Network.statistics()`` (a plain dict of
-per-node activations/failures and per-port :class:`~reflowpy.network.ports.PortStatistics`)
-into typed :class:`NodeSample` values. When the kernel's typed, frozen statistics land,
-this module is the only place to change.
+through :func:`snapshot`, which turns the kernel's typed ``Network.statistics()``
+(:class:`~reflowpy.network.network.NetworkStatistics`) into the :class:`NodeSample` values
+they need. This module is the only place that knows the kernel's statistics layout.
 
 What the kernel does not count yet is derived here, from consecutive snapshots
 (:class:`StateTracker`), the way Flink samples its busy/backpressured ratios:
@@ -63,21 +62,19 @@ class NodeSample(msgspec.Struct, frozen=True):
 
 def snapshot(net: Network) -> dict[str, NodeSample]:
     """Every node's counters now, keyed by node id."""
-    stats: dict[str, Any] = net.statistics()
     out: dict[str, NodeSample] = {}
-    for node_id, node in stats["nodes"].items():
+    for node_id, node in net.statistics().nodes.items():
         ports = tuple(
             PortSample(node=p.node, port=p.port, queued=p.queued, capacity=p.capacity,
                        total=p.total, waiting_senders=p.waiting_senders,
                        high_water=p.high_water)
-            for p in node["inports"].values())
-        sent = {name: int(o["sent"]) for name, o in node["outports"].items()}
-        queued_now = sum(p.queued for p in ports)
+            for p in node.inports.values())
+        sent = {name: o.sent for name, o in node.outports.items()}
         out[node_id] = NodeSample(
-            node=node_id, component=str(node["component"]),
-            activations=int(node["activations"]), failures=int(node["failures"]),
-            messages_in=sum(p.total for p in ports) - queued_now,
-            messages_out=sum(sent.values()), inports=ports, sent=sent)
+            node=node_id, component=node.component,
+            activations=node.activations, failures=node.failures,
+            messages_in=node.taken, messages_out=node.messages_out, inports=ports,
+            sent=sent)
     return out
 
 
