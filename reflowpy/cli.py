@@ -162,6 +162,8 @@ def _error_ports(graph: Any, registry: Any) -> dict[str, tuple[str, str]]:
     taken |= {(x.node, x.port) for x in graph.outports.values()}
     found: dict[str, tuple[str, str]] = {}
     for node in graph.nodes.values():
+        if node.metadata.get("partition") is not None or node.metadata.get("remote"):
+            continue  # placed in another process: its error port is reported there
         try:
             info = registry.describe(node.component)
         except ReflowError:
@@ -182,9 +184,31 @@ def _print_letter(letter: Any) -> None:
           f" (dead letter {letter.id}, {letter.attempts} attempt(s)):"
           f" {letter.error_type}: {letter.error}", file=sys.stderr)
     trace = getattr(letter, "traceback", "") or getattr(letter, "remote_traceback", "")
-    if trace:
-        for line in str(trace).rstrip().splitlines():
-            print(f"    {line}", file=sys.stderr)
+    for line in _user_frames(str(trace)):
+        print(f"    {line}", file=sys.stderr)
+
+
+def _user_frames(trace: str) -> list[str]:
+    """The frames of a formatted traceback that are the user's code: ``at FILE:LINE in
+    FUNC: SOURCE`` lines, leaving out reflowpy's own and its libraries' frames (the
+    exception type and message are already on the line above)."""
+    import re
+
+    here = str(Path(__file__).resolve().parent)
+    frame = re.compile(r'\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)')
+    out: list[str] = []
+    lines = trace.splitlines()
+    for i, text in enumerate(lines):
+        m = frame.match(text)
+        if m is None:
+            continue
+        file = m["file"]
+        if file.startswith(here) or "site-packages" in file or file.startswith("<frozen"):
+            continue
+        source = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        source = "" if frame.match(source) or set(source) <= set("^~ ") else source
+        out.append(f"at {file}:{m['line']} in {m['func']}" + (f": {source}" if source else ""))
+    return out
 
 
 async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
