@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import reflowpy as rf
 from reflowpy.errors import (
@@ -77,6 +78,9 @@ async def test_a_long_call_does_not_freeze_the_network() -> None:
     meta = {"wasm": LOOP, "limits": {"wall_time": 2.0, "fuel": 10**15}}
     async with rf.Network(_graph(meta), _registry()) as net:
         await net.send("in", 1)
+        # Let the plugin take its message and start the call. On main the call ran
+        # right here on the trio thread: this returned 2 s later, after the dead letter.
+        await trio.testing.wait_all_tasks_blocked()
         hout = net.outputs("hout")
         for i in range(20):
             await net.send("hin", i)
