@@ -43,7 +43,7 @@ def test_corpus_frames_decode() -> None:
         decode_frame(raw)
 
 
-@settings(max_examples=long_scale(1500))
+@settings(max_examples=long_scale(800))
 @given(st.sampled_from(CORPUS), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
                                          max_size=8),
        st.integers(0, 3), st.binary(max_size=64))
@@ -64,7 +64,7 @@ def test_mutated_frames_raise_only_protocol_errors(seed: bytes, flips: list[tupl
         FUZZ["refused"] += 1
 
 
-@settings(max_examples=long_scale(500))
+@settings(max_examples=long_scale(300))
 @given(st.binary(max_size=256))
 def test_random_bytes_raise_only_protocol_errors(data: bytes) -> None:
     FUZZ["inputs"] += 1

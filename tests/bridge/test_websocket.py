@@ -57,12 +57,12 @@ async def test_three_processes_over_websocket() -> None:
 
 
 async def test_cutting_proxy_exact_delivery() -> None:
-    n = long_scale(30_000)
+    n = long_scale(20_000)
     async with peer_process(TOKEN) as (url, _), trio.open_nursery() as nursery:
         proxy = CuttingProxy(urlsplit(url).port or 0, cuts=long_scale(25), seed=3,
                              min_bytes=1_000, max_bytes=20_000)
         await nursery.start(proxy.serve)
-        bn = BridgedNetwork(pipeline({"b": "remote:A"}, capacity=32), registry(),
+        bn = BridgedNetwork(pipeline({"b": "remote:A"}, capacity=128), registry(),
                             peers=peers(A=f"ws://127.0.0.1:{proxy.port}/bridge"),
                             liveness=2.0)
         async with bn:
