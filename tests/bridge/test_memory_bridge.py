@@ -116,3 +116,34 @@ async def test_bridge_status_events_and_statistics() -> None:
         assert {c.role for c in s.channels} == {"send", "receive"}
         assert s.resend_buffer == 0 and s.bytes_out > 0 and s.frames_in > 0
         nursery.cancel_scope.cancel()
+
+
+async def test_big_compressible_batches_respect_the_decompressed_frame_limit() -> None:
+    """The sender splits batches by what the receiver will decompress, not by the
+    compressed size (a 64 MiB batch compresses to kilobytes)."""
+    reg = registry()
+    big = b"0123456789abcdef" * 4096  # 64 KiB, compresses ~1000x
+    async with trio.open_nursery() as nursery:
+        host = Host(reg, nursery, local_id="peer", token="t0k")
+        transport = MemoryTransport(host.handle, nursery)
+        g = pipeline({"b": "remote:peer"})
+        bn = BridgedNetwork(g, reg, transports={"remote:peer": transport},
+                            peers=Peers({"peer": Peer("memory:", "t0k")}))
+        async with bn:
+            for part in bn._peers.values():
+                part.session.max_frame = 2 << 20  # 2 MiB: 32 messages per frame at most
+            got = []
+            async with trio.open_nursery() as inner:
+                async def feed() -> None:
+                    for i in range(300):
+                        await bn.network.send("in", [0, i, big])
+
+                inner.start_soon(feed)
+                async for v in bn.network.outputs("out"):
+                    got.append(v)
+                    if len(got) == 300:
+                        break
+        assert [v[1] for v in got] == list(range(300))
+        s = bn.statistics()["bridges"]["remote:peer"]
+        assert s.reconnects == 0 and s.frames_out >= 300 // 32
+        nursery.cancel_scope.cancel()
