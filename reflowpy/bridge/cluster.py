@@ -261,20 +261,26 @@ class BridgedNetwork:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> bool:
         assert self._nursery is not None
+        drained = False
         try:
             if exc_type is None:
-                await self.drain()
-            await self.network.stop(drain=exc_type is None)
+                await self.drain()  # may be cancelled by the network failing meanwhile
+                drained = True
         finally:
-            self._stopping = True
-            with trio.CancelScope(shield=True), trio.move_on_after(3):
-                for peer in self._peers.values():
-                    await peer.session.say_bye()
-            self._nursery.cancel_scope.cancel()
             try:
-                await self._nursery_cm.__aexit__(None, None, None)
+                # always stop the network here: its nursery was opened inside ours and
+                # must close first (it raises the network's error, if it failed)
+                await self.network.stop(drain=drained)
             finally:
-                await self._cleanup()
+                self._stopping = True
+                with trio.CancelScope(shield=True), trio.move_on_after(3):
+                    for peer in self._peers.values():
+                        await peer.session.say_bye()
+                self._nursery.cancel_scope.cancel()
+                try:
+                    await self._nursery_cm.__aexit__(None, None, None)
+                finally:
+                    await self._cleanup()
         return False
 
     async def drain(self) -> None:
