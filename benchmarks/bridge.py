@@ -10,6 +10,7 @@ Prints JSON lines (workload, n, seconds, msgs_per_s, peak_rss_mb, ...):
   above the 1 KiB threshold and with compression off;
 * ``bridge_rtt``: one message at a time to a ``core/Repeat`` on the peer and back
   (p50/p99 in microseconds; goal p50 <= 200 us), plus the session's own PING RTT;
+  ``bridge_rtt_partition`` the same to a partition worker over a Unix socket;
 * ``chain4_cpu_one_process`` vs ``chain4_cpu_2_partitions`` vs
   ``chain4_cpu_local_plus_partition``: four stages of ~50 us CPU each, in one process,
   over two partition workers (edge between them relayed here), or two stages here and
@@ -106,17 +107,21 @@ async def oneway(url: str, n: int, value: Any, workload: str, *, ack_on: str = "
           mb_per_s=round(s.bytes_out / seconds / 2**20, 1))
 
 
-async def rtt(url: str, n: int) -> None:
+async def rtt(url: str | None, n: int) -> None:
+    """Request/response latency; ``url=None``: the echo runs in a partition worker
+    (Unix socket) instead of on the WebSocket peer."""
     g = rf.Graph("rtt")
     g.add_node("a", "core/Repeat")
-    g.add_node("echo", "core/Repeat", {"remote": "peer"})
+    g.add_node("echo", "core/Repeat",
+               {"remote": "peer"} if url is not None else {"partition": "p1"})
     g.add_node("z", "core/Repeat")
     g.add_edge("a", "out", "echo", "in")
     g.add_edge("echo", "out", "z", "in")
     g.add_inport("in", "a", "in")
     g.add_outport("out", "z", "out")
-    bn = BridgedNetwork(g, _registry(), peers=Peers({"peer": Peer(url, TOKEN)}),
-                        ack_on={"remote:peer": "receipt"}, ping_interval=0.05)
+    where = "remote:peer" if url is not None else "partition:p1"
+    bn = BridgedNetwork(g, _registry(), peers=Peers({"peer": Peer(url or "", TOKEN)}),
+                        ack_on={where: "receipt"}, ping_interval=0.05)
     samples: list[float] = []
     async with bn:
         out = bn.network.outputs("out")
@@ -125,9 +130,9 @@ async def rtt(url: str, n: int) -> None:
             await bn.network.send("in", i)
             await out.receive()
             samples.append(time.perf_counter() - t)
-        ping = bn.session("remote:peer").rtt
+        ping = bn.session(where).rtt
     samples.sort()
-    _emit("bridge_rtt", n, sum(samples),
+    _emit("bridge_rtt" if url is not None else "bridge_rtt_partition", n, sum(samples),
           p50_us=round(samples[len(samples) // 2] * 1e6, 1),
           p99_us=round(samples[int(len(samples) * 0.99)] * 1e6, 1),
           mean_us=round(statistics.fmean(samples) * 1e6, 1),
@@ -198,6 +203,8 @@ async def _main(n: int, only: set[str]) -> None:
                              compress_threshold=1 << 30)
             if want("rtt"):
                 await rtt(url, max(500, n // 100))
+    if want("rtt"):
+        await rtt(None, max(500, n // 100))
     if want("chain"):
         await chain(max(2000, n // 20), 50.0)
 

@@ -134,3 +134,14 @@ __all__ = [
     "to_reflow",
     "validate",
 ]
+
+# Bridges: the errors here; BridgedNetwork & co. live in reflowpy.bridge (import it),
+# so that `import reflowpy` does not load the WebSocket stack.
+from reflowpy.errors import (
+    BridgeAuthError,
+    BridgeError,
+    BridgeProtocolError,
+    PeerLost,
+)
+
+__all__ += ["BridgeAuthError", "BridgeError", "BridgeProtocolError", "PeerLost"]

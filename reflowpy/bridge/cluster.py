@@ -43,7 +43,7 @@ import trio
 from reflowpy.bridge.binding import Binding
 from reflowpy.bridge.events import BridgeStatus
 from reflowpy.bridge.frames import ChannelSpec
-from reflowpy.bridge.peers import Peers
+from reflowpy.bridge.peers import Peers, ssl_context_for
 from reflowpy.bridge.placement import LOCAL, Placement, place
 from reflowpy.bridge.session import BridgeStatistics, Dialer, Session
 from reflowpy.bridge.transport import Transport, transport_for
@@ -221,7 +221,9 @@ class BridgedNetwork:
                     peer.address = f"unix:{sock}"
                     await self._nursery.start(self._supervise, peer, str(sock))
                 if transport is None:
-                    transport = transport_for(peer.address)
+                    context = (ssl_context_for(self.peers, peer.location[len("remote:"):])
+                               if peer.location.startswith("remote:") else None)
+                    transport = transport_for(peer.address, ssl_context=context)
                 peer.dialer = Dialer(peer.session, transport,
                                      token=peer.token, hello=self._hello(peer),
                                      on_incarnation=self._on_incarnation(peer),
@@ -235,11 +237,13 @@ class BridgedNetwork:
                 with trio.move_on_after(self.deadline):
                     while not peer.dialer.connected.is_set():
                         if peer.session.state == "lost":
-                            kind = (BridgeAuthError if isinstance(
-                                peer.dialer.last_error, BridgeAuthError) else BridgeError)
-                            raise kind(f"cannot reach {peer.location}:"
-                                       f" {peer.dialer.last_error}")
+                            break
                         await peer.session.changed()
+                if not peer.dialer.connected.is_set():
+                    kind = (BridgeAuthError if isinstance(
+                        peer.dialer.last_error, BridgeAuthError) else BridgeError)
+                    raise kind(f"cannot reach {peer.location} within {self.deadline} s:"
+                               f" {peer.dialer.last_error}")
         except BaseException:
             # Stop the network first (its nursery was opened inside ours), then cancel
             # and leave ours with nothing in flight, so only the original error escapes.
@@ -257,20 +261,26 @@ class BridgedNetwork:
     async def __aexit__(self, exc_type: type[BaseException] | None,
                         exc: BaseException | None, tb: TracebackType | None) -> bool:
         assert self._nursery is not None
+        drained = False
         try:
             if exc_type is None:
-                await self.drain()
-            await self.network.stop(drain=exc_type is None)
+                await self.drain()  # may be cancelled by the network failing meanwhile
+                drained = True
         finally:
-            self._stopping = True
-            with trio.CancelScope(shield=True), trio.move_on_after(3):
-                for peer in self._peers.values():
-                    await peer.session.say_bye()
-            self._nursery.cancel_scope.cancel()
             try:
-                await self._nursery_cm.__aexit__(None, None, None)
+                # always stop the network here: its nursery was opened inside ours and
+                # must close first (it raises the network's error, if it failed)
+                await self.network.stop(drain=drained)
             finally:
-                await self._cleanup()
+                self._stopping = True
+                with trio.CancelScope(shield=True), trio.move_on_after(3):
+                    for peer in self._peers.values():
+                        await peer.session.say_bye()
+                self._nursery.cancel_scope.cancel()
+                try:
+                    await self._nursery_cm.__aexit__(None, None, None)
+                finally:
+                    await self._cleanup()
         return False
 
     async def drain(self) -> None:

@@ -8,6 +8,7 @@ YAML or JSON::
         token: s3cret            # optional; else REFLOWPY_BRIDGE_TOKEN
       edge:
         url: wss://edge.example/bridge
+        ca: /etc/reflowpy/edge-ca.pem   # optional: the CA to trust for wss://
 
 A node's ``"remote"`` metadata names a peer (``"gpu-box"``) or gives a URL directly;
 the token presented is the peer's own, else ``REFLOWPY_BRIDGE_TOKEN``, else none
@@ -17,6 +18,7 @@ the token presented is the peer's own, else ``REFLOWPY_BRIDGE_TOKEN``, else none
 from __future__ import annotations
 
 import os
+import ssl
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,14 +29,18 @@ import yaml
 
 from reflowpy.errors import ConfigError
 
-__all__ = ["Peer", "PeerState", "Peers", "load_peers", "probe", "probe_all"]
+__all__ = ["Peer", "PeerState", "Peers", "load_peers", "probe", "probe_all",
+           "ssl_context_for"]
 
 
 class Peer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """One named peer: where its ``/bridge`` is and the token to present."""
+    """One named peer: where its ``/bridge`` is, the token to present, and for
+    ``wss://`` optionally ``ca``: a CA bundle (or the peer's own certificate) to trust
+    instead of the system's."""
 
     url: str
     token: str | None = None
+    ca: str | None = None
 
 
 class Peers(msgspec.Struct, frozen=True):
@@ -52,6 +58,15 @@ class Peers(msgspec.Struct, frozen=True):
             return remote, default
         raise ConfigError(f"remote {remote!r} is neither a URL nor a peer of the peers file"
                           f" (known peers: {', '.join(sorted(self.peers)) or 'none'})")
+
+
+def ssl_context_for(peers: Peers, remote: str) -> ssl.SSLContext | None:
+    """The TLS context for a ``wss://`` peer (its ``ca`` if given, else the system's)."""
+    url, _ = peers.resolve(remote)
+    if not url.startswith("wss://"):
+        return None
+    peer = peers.peers.get(remote)
+    return ssl.create_default_context(cafile=peer.ca if peer is not None else None)
 
 
 def load_peers(source: str | Path | Mapping[str, Any] | None) -> Peers:
@@ -83,7 +98,8 @@ class PeerState(msgspec.Struct, frozen=True):
     handshake_ms: float | None = None
 
 
-async def probe(name: str, url: str, token: str, *, timeout: float = 5.0) -> PeerState:
+async def probe(name: str, url: str, token: str, *, timeout: float = 5.0,
+                ssl_context: ssl.SSLContext | None = None) -> PeerState:
     """Dial ``url`` and run the HELLO challenge without placing anything."""
     import secrets
 
@@ -94,7 +110,7 @@ async def probe(name: str, url: str, token: str, *, timeout: float = 5.0) -> Pee
     started = trio.current_time()
     try:
         with trio.fail_after(timeout):
-            async with transport_for(url).connect() as conn:
+            async with transport_for(url, ssl_context=ssl_context).connect() as conn:
                 await dial(conn, local_id="probe", token=token,
                            session=f"probe-{secrets.token_hex(4)}", timeout=timeout)
     except BridgeAuthError as exc:
@@ -116,7 +132,8 @@ async def probe_all(peers: Peers, timeout: float = 5.0) -> list[PeerState]:
 
     async def one(name: str) -> None:
         url, token = peers.resolve(name)
-        results[name] = await probe(name, url, token, timeout=timeout)
+        results[name] = await probe(name, url, token, timeout=timeout,
+                                    ssl_context=ssl_context_for(peers, name))
 
     async with trio.open_nursery() as nursery:
         for name in peers.peers:

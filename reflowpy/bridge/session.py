@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 import trio
+import zstandard
 
 from reflowpy.bridge import auth
 from reflowpy.bridge.channel import ChannelStatistics, InChannel, OutChannel
@@ -87,6 +88,15 @@ class _Signal:
         """The event the next ``fire`` sets (grab it before checking, await it after)."""
         self._armed = True
         return self._event
+
+
+def _decoded_size(frame: bytes) -> int:
+    """The payload size a receiver sees after decompression (zstd frames declare it)."""
+    if frame[:1] == b"\x01":
+        declared = zstandard.frame_content_size(frame[1:])
+        if declared >= 0:
+            return int(declared)
+    return len(frame)
 
 
 def _link_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -434,13 +444,14 @@ class Session:
             if data is None:
                 return None
             encoded = encode_frame(data, compress_threshold=self.compress_threshold)
-            if len(encoded) <= self.max_frame // 2 or len(data.batch) == 1:
-                if len(encoded) > self.max_frame:
+            size = _decoded_size(encoded)  # the receiver limits the decompressed size
+            if size <= self.max_frame // 2 or len(data.batch) == 1:
+                if size > self.max_frame:
                     raise BridgeError(
                         f"channel {out.id} ({out.spec.src} -> {out.spec.tgt}): one message"
-                        f" encodes to {len(encoded)} bytes, above the frame limit of"
+                        f" encodes to {size} bytes, above the frame limit of"
                         f" {self.max_frame}")
-                if len(encoded) < self.max_frame // 8 and hint < self.max_batch:
+                if size < self.max_frame // 8 and hint < self.max_batch:
                     self._batch_hint[out.id] = min(self.max_batch, hint * 2)
                 return encoded
             out.sent_upto = data.seq - 1  # too large: split and try again
@@ -613,6 +624,9 @@ class Dialer:
         self.handshake_timeout = handshake_timeout
         self.connected = trio.Event()
         self.last_error: BaseException | None = None
+        #: Consecutive links the peer refused with REJECT before the session is lost.
+        self.max_refusals = 5
+        self._refusals = 0
 
     async def run(self) -> None:
         """Connect, run the link, reconnect, ... until lost or closed (then return)."""
@@ -621,6 +635,7 @@ class Dialer:
         down_since = trio.current_time()
         while s.state not in ("lost", "closed"):
             linked = False
+            started = trio.current_time()
             try:
                 async with self.transport.connect() as conn:
                     channels, graph = self.hello()
@@ -645,6 +660,14 @@ class Dialer:
             except (LinkClosed, OSError, BridgeError) as exc:
                 self.last_error = exc
                 _log.info("bridge to %s: link down: %s", self.transport.address, exc)
+                # the same protocol failure on every new link is a bug, not a flaky link
+                lasted = trio.current_time() - started
+                refused = isinstance(exc, BridgeError) and not isinstance(exc, LinkClosed)
+                self._refusals = self._refusals + 1 if refused and lasted < 60 else 0
+                if self._refusals >= self.max_refusals:
+                    s.lose(BridgeError(f"peer {s.remote_id!r}: {self._refusals} links in a row"
+                                       f" failed on the protocol; giving up: {exc}"))
+                    return
             if s.state in ("lost", "closed"):
                 return
             now = trio.current_time()

@@ -299,7 +299,10 @@ class WebSocketTransport:
                     message_queue_size=4) as ws:
                 yield WebSocketConnection(ws, self.address)
         except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
-            raise LinkClosed(f"{self.address}: {exc}") from None
+            cause = exc.__cause__ or exc.__context__
+            why = str(exc) or (f"{type(cause).__name__}: {cause}" if cause else "")
+            raise LinkClosed(f"{self.address}: {type(exc).__name__}"
+                             f"{': ' + why if why else ''}") from None
 
 
 async def serve_websocket(

@@ -15,8 +15,10 @@ import contextlib
 import importlib
 import logging
 import os
+import ssl
 import sys
 from collections.abc import Sequence
+from functools import partial
 
 import trio
 
@@ -35,7 +37,8 @@ def _load_plugins(registry: Registry, plugins: Sequence[str]) -> None:
 
 async def serve(listen: str, *, local_id: str, token: str, plugins: Sequence[str] = (),
                 deadline: float = 30.0, once: bool = True,
-                allow: Sequence[str] | None = None) -> None:
+                allow: Sequence[str] | None = None,
+                ssl_context: ssl.SSLContext | None = None) -> None:
     """Host graph parts on ``listen`` until the parent dies or (``once``) the hosted part
     ends. Prints ``LISTENING <address>`` on stdout once it accepts connections."""
     registry = default_registry()
@@ -44,11 +47,15 @@ async def serve(listen: str, *, local_id: str, token: str, plugins: Sequence[str
     async with trio.open_nursery() as nursery:
         host = Host(registry, nursery, local_id=local_id, token=token, deadline=deadline,
                     allow=allow)
-        if listen.startswith("ws://"):
-            host_name, _, port = listen[5:].partition("/")[0].rpartition(":")
-            server = await nursery.start(serve_websocket, host.handle, host_name, int(port))
-            bound = server.port
-            print(f"LISTENING ws://{host_name}:{bound}/bridge", flush=True)
+        if listen.startswith(("ws://", "wss://")):
+            scheme, _, rest = listen.partition("://")
+            if (scheme == "wss") != (ssl_context is not None):
+                raise SystemExit(f"--listen {listen!r}: wss:// needs --certfile/--keyfile"
+                                 " and ws:// takes none")
+            host_name, _, port = rest.partition("/")[0].rpartition(":")
+            server = await nursery.start(partial(serve_websocket, ssl_context=ssl_context),
+                                         host.handle, host_name, int(port))
+            print(f"LISTENING {scheme}://{host_name}:{server.port}/bridge", flush=True)
             await trio.sleep_forever()
         if listen.startswith("unix:"):
             path = listen[5:]
@@ -87,14 +94,20 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="comma-separated components peers may place here (default: any)")
     parser.add_argument("--serve", action="store_true",
                         help="keep serving after a hosted part ends (default for ws://)")
+    parser.add_argument("--certfile", default=None, help="TLS certificate (wss://)")
+    parser.add_argument("--keyfile", default=None, help="TLS private key (wss://)")
     args = parser.parse_args(argv)
+    context = None
+    if args.certfile:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(args.certfile, args.keyfile)
     logging.basicConfig(level=os.environ.get("REFLOWPY_LOG", "WARNING"),
                         format=f"[{args.id}] %(levelname)s %(name)s: %(message)s")
     token = os.environ.get("REFLOWPY_TOKEN", "")
     allow = None if args.allow is None else [a for a in args.allow.split(",") if a]
     trio.run(lambda: serve(args.listen, local_id=args.id, token=token,
                            plugins=args.plugin, deadline=args.deadline,
-                           once=not args.serve, allow=allow))
+                           once=not args.serve, allow=allow, ssl_context=context))
     return 0
 
 

@@ -17,13 +17,14 @@ PLUGIN = "tests.bridge.components:register"
 @contextlib.asynccontextmanager
 async def peer_process(token: str, *, peer_id: str = "peer", allow: str | None = None,
                        deadline: float = 30.0, host: str = "127.0.0.1",
-                       prefix: list[str] | None = None
+                       prefix: list[str] | None = None, scheme: str = "ws",
+                       extra: list[str] | None = None,
                        ) -> AsyncIterator[tuple[str, trio.Process]]:
     """A ``python -m reflowpy.bridge.worker --listen ws://HOST:0`` peer (run under
     ``prefix``, e.g. ``ip netns exec NS``); yields its bridge URL (read from its
     LISTENING line) and the process."""
     cmd = [*(prefix or []), sys.executable, "-m", "reflowpy.bridge.worker",
-           "--listen", f"ws://{host}:0",
+           "--listen", f"{scheme}://{host}:0", *(extra or []),
            "--id", peer_id, "--plugin", PLUGIN, "--serve", "--deadline", str(deadline)]
     if allow is not None:
         cmd += ["--allow", allow]

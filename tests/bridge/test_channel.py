@@ -74,7 +74,7 @@ class _Link:
         return len(self.got) == self.n
 
 
-@settings(max_examples=long_scale(150))
+@settings(max_examples=long_scale(120))
 @given(st.data(), st.integers(1, 120), st.integers(1, 40), st.integers(1, 60),
        st.sampled_from(["receipt", "completion"]))
 def test_exact_delivery_over_a_hostile_link(data: st.DataObject, n: int, capacity: int,

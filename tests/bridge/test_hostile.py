@@ -43,7 +43,7 @@ def test_corpus_frames_decode() -> None:
         decode_frame(raw)
 
 
-@settings(max_examples=long_scale(1500))
+@settings(max_examples=long_scale(800))
 @given(st.sampled_from(CORPUS), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
                                          max_size=8),
        st.integers(0, 3), st.binary(max_size=64))
@@ -64,7 +64,7 @@ def test_mutated_frames_raise_only_protocol_errors(seed: bytes, flips: list[tupl
         FUZZ["refused"] += 1
 
 
-@settings(max_examples=long_scale(500))
+@settings(max_examples=long_scale(300))
 @given(st.binary(max_size=256))
 def test_random_bytes_raise_only_protocol_errors(data: bytes) -> None:
     FUZZ["inputs"] += 1
@@ -170,9 +170,19 @@ async def test_peer_lost_past_deadline_dead_letters_and_fails_per_policy(
                 while ledger() < sent:  # every accepted message: delivered or dead letter
                     await bn.binding.progress()
         letters = bn.network.dead_letters()
-        assert letters and all("peer lost" in d.error for d in letters)
-        assert bn.binding.lost_letters == len(letters)
-        assert ledger() == sent
+        lost = [d for d in letters if "peer lost" in d.error]
+        assert lost and bn.binding.lost_letters == len(lost)
+        # with on_failure="stop" the network stops: what its queues held is dead-lettered
+        # with that reason
+        assert all("stop" in d.error for d in letters if d not in lost), letters
+        assert len(lost) == len(letters) or on_failure == "stop"
+        # nothing lost: every seq came out or is a dead letter. A message the peer had
+        # processed but not yet confirmed is both (it was unconfirmed when the peer was
+        # lost): at-least-once, and the overlap is what a re-send would duplicate.
+        delivered = {v[1] for v in bn.network.outputs("out").drain()}
+        lettered = {d.value[1] for d in letters}
+        assert delivered | lettered == set(range(sent))
+        assert ledger() >= sent
         errors = [e for e in bn.network.errors if e.node == "b"]
         assert errors and "peer lost" in str(errors[0])
 

@@ -6,12 +6,15 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
 import trio
 
 from reflowpy.bridge import Peer, Peers
 from reflowpy.bridge.cluster import BridgedNetwork
+from reflowpy.bridge.events import BridgeStatus
 from reflowpy.bridge.host import Host
 from reflowpy.bridge.transport import MemoryTransport
+from reflowpy.errors import BridgeAuthError
 from tests.bridge.helpers import check_exact, pipeline, registry
 from tests.scale import long_scale
 
@@ -75,4 +78,72 @@ async def test_cuts_at_random_moments_lose_and_duplicate_nothing() -> None:
         check_exact(got, n)
         s = bn.statistics()["bridges"]["remote:peer"]
         assert cuts >= 20 and s.reconnects >= 20, (cuts, s.reconnects)
+        nursery.cancel_scope.cancel()
+
+
+async def test_allow_list_refuses_components_not_listed() -> None:
+    reg = registry()
+    async with trio.open_nursery() as nursery:
+        host = Host(reg, nursery, local_id="peer", token="t0k", allow=["core/Repeat"])
+        transport = MemoryTransport(host.handle, nursery)
+        bn = BridgedNetwork(pipeline({"b": "remote:peer"}), reg,
+                            transports={"remote:peer": transport},
+                            peers=Peers({"peer": Peer("memory:", "t0k")}), deadline=5)
+        with pytest.raises(BridgeAuthError, match="'test/Tag' is not in this peer's allow-list"):
+            async with bn:
+                pass
+        assert host.refused == 1 and not host.deployments
+        nursery.cancel_scope.cancel()
+
+
+async def test_bridge_status_events_and_statistics() -> None:
+    reg = registry()
+    async with trio.open_nursery() as nursery:
+        host = Host(reg, nursery, local_id="peer", token="t0k")
+        transport = MemoryTransport(host.handle, nursery)
+        bn = BridgedNetwork(pipeline({"b": "remote:peer"}), reg,
+                            transports={"remote:peer": transport},
+                            peers=Peers({"peer": Peer("memory:", "t0k")}), ping_interval=0.05)
+        sub = bn.network.events(10_000)
+        async with bn:
+            await _run(bn, 500)
+            async for event in sub:
+                if isinstance(event, BridgeStatus) and event.msgs_out == 500:
+                    break
+        assert event.state == "up" and event.location == "remote:peer"
+        assert event.peer == "peer" and event.msgs_in == 500
+        s = bn.statistics()["bridges"]["remote:peer"]
+        assert {c.role for c in s.channels} == {"send", "receive"}
+        assert s.resend_buffer == 0 and s.bytes_out > 0 and s.frames_in > 0
+        nursery.cancel_scope.cancel()
+
+
+async def test_big_compressible_batches_respect_the_decompressed_frame_limit() -> None:
+    """The sender splits batches by what the receiver will decompress, not by the
+    compressed size (a 64 MiB batch compresses to kilobytes)."""
+    reg = registry()
+    big = b"0123456789abcdef" * 4096  # 64 KiB, compresses ~1000x
+    async with trio.open_nursery() as nursery:
+        host = Host(reg, nursery, local_id="peer", token="t0k")
+        transport = MemoryTransport(host.handle, nursery)
+        g = pipeline({"b": "remote:peer"})
+        bn = BridgedNetwork(g, reg, transports={"remote:peer": transport},
+                            peers=Peers({"peer": Peer("memory:", "t0k")}))
+        async with bn:
+            for part in bn._peers.values():
+                part.session.max_frame = 2 << 20  # 2 MiB: 32 messages per frame at most
+            got = []
+            async with trio.open_nursery() as inner:
+                async def feed() -> None:
+                    for i in range(300):
+                        await bn.network.send("in", [0, i, big])
+
+                inner.start_soon(feed)
+                async for v in bn.network.outputs("out"):
+                    got.append(v)
+                    if len(got) == 300:
+                        break
+        assert [v[1] for v in got] == list(range(300))
+        s = bn.statistics()["bridges"]["remote:peer"]
+        assert s.reconnects == 0 and s.frames_out >= 300 // 32
         nursery.cancel_scope.cancel()

@@ -7,6 +7,8 @@ replayed handshake and garbage frames are refused and close only that connection
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
@@ -17,7 +19,7 @@ from reflowpy.bridge import BridgedNetwork, Peer, Peers
 from reflowpy.bridge.frames import Hello, Reject, decode_frame, encode_frame
 from reflowpy.bridge.session import dial
 from reflowpy.bridge.transport import WebSocketConnection
-from reflowpy.errors import BridgeAuthError
+from reflowpy.errors import BridgeAuthError, BridgeError
 from tests.bridge.helpers import check_exact, pipeline, registry
 from tests.bridge.procs import CuttingProxy, peer_process
 from tests.bridge.test_partitions import feed_and_collect
@@ -55,12 +57,12 @@ async def test_three_processes_over_websocket() -> None:
 
 
 async def test_cutting_proxy_exact_delivery() -> None:
-    n = long_scale(30_000)
+    n = long_scale(20_000)
     async with peer_process(TOKEN) as (url, _), trio.open_nursery() as nursery:
         proxy = CuttingProxy(urlsplit(url).port or 0, cuts=long_scale(25), seed=3,
                              min_bytes=1_000, max_bytes=20_000)
         await nursery.start(proxy.serve)
-        bn = BridgedNetwork(pipeline({"b": "remote:A"}, capacity=32), registry(),
+        bn = BridgedNetwork(pipeline({"b": "remote:A"}, capacity=128), registry(),
                             peers=peers(A=f"ws://127.0.0.1:{proxy.port}/bridge"),
                             liveness=2.0)
         async with bn:
@@ -127,3 +129,24 @@ async def test_wrong_token_replay_and_garbage_are_refused_and_only_that_link_clo
         assert proc.returncode is None  # the peer process is still serving
         check_exact(results[0], n)
         assert bn.statistics()["bridges"]["remote:A"].reconnects == 0
+
+
+async def test_wss_with_the_peers_ca(tmp_path: Path) -> None:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout",
+                    str(key), "-out", str(cert), "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True,
+                   capture_output=True)
+    async with peer_process(TOKEN, scheme="wss",
+                            extra=["--certfile", str(cert), "--keyfile", str(key)]) as (url, _):
+        assert url.startswith("wss://")
+        bn = BridgedNetwork(pipeline({"b": "remote:A"}), registry(),
+                            peers=Peers({"A": Peer(url, TOKEN, ca=str(cert))}))
+        async with bn:
+            got = await feed_and_collect(bn.network, 2000)
+        check_exact(got, 2000)
+        untrusted = BridgedNetwork(pipeline({"b": "remote:A"}), registry(),
+                                   peers=Peers({"A": Peer(url, TOKEN)}), deadline=2)
+        with pytest.raises(BridgeError, match="cannot reach"):
+            async with untrusted:
+                pass
