@@ -54,12 +54,14 @@ from reflowpy.server.auth import (
     token_matches,
 )
 
-__all__ = ["FBP_PATHS", "Guard", "GuardConfig", "Slot"]
+__all__ = ["SELF_AUTH_PATHS", "Guard", "GuardConfig", "Slot"]
 
 _log = logging.getLogger("reflowpy.server.guard")
 
-#: WebSocket paths that authenticate per message (the FBP secret).
-FBP_PATHS = frozenset({"/", "/fbp"})
+#: WebSocket paths that authenticate inside their own protocol: FBP per message (the
+#: secret), the bridge by its HELLO challenge on the token. Until they do, they count
+#: against the unauthenticated connection caps.
+SELF_AUTH_PATHS = frozenset({"/", "/fbp", "/bridge"})
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -237,8 +239,8 @@ class Guard:
                 return
         path = scope.get("path", "")
         authenticated = self._authenticated(scope, headers)
-        fbp_pending = (not authenticated and kind == "websocket" and path in FBP_PATHS)
-        if not authenticated and not fbp_pending:
+        pending = (not authenticated and kind == "websocket" and path in SELF_AUTH_PATHS)
+        if not authenticated and not pending:
             await self._refuse(scope, receive, send, 401, "unauthorized",
                                "send Authorization: Bearer <token> (or a session cookie"
                                " or ticket from POST /auth/session, /auth/ticket)",

@@ -20,9 +20,11 @@ from tests.bridge.test_partitions import feed_and_collect
 
 
 @asynccontextmanager
-async def serve_process(tmp: str) -> AsyncIterator[str]:
+async def serve_process(tmp: str, token: str = "") -> AsyncIterator[str]:
     cmd = [sys.executable, "-m", "reflowpy.cli", "serve", "--port", "0", "--data-dir", tmp]
     env = {k: v for k, v in os.environ.items() if k != "REFLOWPY_TOKEN"}
+    if token:
+        env["REFLOWPY_TOKEN"] = token
     async with trio.open_nursery() as nursery:
         proc: trio.Process = await nursery.start(lambda task_status: trio.run_process(
             cmd, env=env, stdout=subprocess.PIPE, check=False, task_status=task_status))
@@ -53,9 +55,12 @@ def graph() -> rf.Graph:
     return g
 
 
-async def test_serve_hosts_placed_nodes_on_bridge(tmp_path: object) -> None:
-    async with serve_process(str(tmp_path)) as url:
-        bn = BridgedNetwork(graph(), peers=Peers({"srv": Peer(url, "")}))
+@pytest.mark.parametrize("token", ["", "s3cret"])
+async def test_serve_hosts_placed_nodes_on_bridge(tmp_path: object, token: str) -> None:
+    # With a token the server's guard lets /bridge through unauthenticated (as FBP's
+    # paths): the bridge proves the token by its own HELLO challenge, never a header.
+    async with serve_process(str(tmp_path), token) as url:
+        bn = BridgedNetwork(graph(), peers=Peers({"srv": Peer(url, token)}))
         async with bn:
             got = await feed_and_collect(bn.network, 5000)
         check_exact(got, 5000)
