@@ -602,7 +602,7 @@ class ExecutionManager:
         failed, with the reason."""
         from reflowpy.server.graphs import load_graph
 
-        self.evict()
+        self.evict(stored=True)
         resumed: list[str] = []
         for record in list(self.storage.executions()):
             try:
@@ -668,24 +668,27 @@ class ExecutionManager:
         if ex.persist:
             self.storage.delete_execution(ex.id)
 
-    def evict(self) -> int:
+    def evict(self, *, stored: bool = False) -> int:
         """Forget ended executions beyond the ``retention_count`` newest (by creation)
-        or that ended more than ``retention_seconds`` ago; returns how many."""
+        or that ended more than ``retention_seconds`` ago; returns how many. With
+        ``stored``, also records only in the store (at start, before they are loaded)."""
         now = time.time()
-        ended = sorted((ex for ex in self.executions.values() if ex.done.is_set()),
-                       key=lambda ex: ex.created)
-        doomed = [ex for ex in ended if (ex.ended or now) < now - self.retention_seconds]
-        keep = [ex for ex in ended if ex not in doomed]
-        doomed += keep[:max(0, len(keep) - self.retention_count)]
+        horizon = now - self.retention_seconds
+        ended = [ex for ex in self.executions.values() if ex.done.is_set()]
+        doomed = [ex for ex in ended if (ex.ended or now) < horizon]
+        excess = len(ended) - len(doomed) - self.retention_count
+        if excess > 0:
+            kept = [ex for ex in ended if (ex.ended or now) >= horizon]
+            doomed += kept[:excess]  # the dict is in creation order
         for ex in doomed:
             self.executions.pop(ex.id, None)
             if ex.persist:
                 self.storage.delete_execution(ex.id)
-        # records only in the store (ended before this process started and not loaded)
-        stored = [r for r in self.storage.executions() if r.status in ENDED
-                  and r.id not in self.executions]
-        for record in stored:
-            if (record.ended or record.updated) < now - self.retention_seconds:
+        if stored:
+            records = [r for r in self.storage.executions() if r.status in ENDED]
+            old = [r for r in records if (r.ended or r.updated) < horizon]
+            rest = [r for r in records if (r.ended or r.updated) >= horizon]
+            for record in old + rest[:max(0, len(rest) - self.retention_count)]:
                 self.storage.delete_execution(record.id)
         return len(doomed)
 
