@@ -8,6 +8,11 @@ S2 start: POST /executions of a 2-node graph with one input and ``until: idle``
 S3 sse: one busy network (a source -> Repeat -> Drop chain at full speed) with 10 SSE
    subscribers on /executions/{id}/events; events/s delivered (sum over subscribers)
    and events dropped for slow subscribers.
+``--baseline DIR`` runs the server of another checkout (main before a change) beside
+this one, alternating rounds, and adds ``ratio_to_baseline`` (>1: this one is faster).
+S0 bare: the same GET /health load against a bare Starlette + Hypercorn (trio) app with
+   one JSON route, in the same run: ``server_health`` carries ``ratio_to_bare`` (the
+   goal is >= 0.8: the guard, routing and JSON of the real server cost little).
 
 The server runs in a subprocess (``python -m benchmarks.server --serve``) so client and
 server do not share an interpreter; on a 2-core machine they still share the cores.
@@ -98,6 +103,34 @@ def _serve() -> None:
     trio.run(main)
 
 
+def _serve_bare() -> None:
+    """A bare Starlette app on Hypercorn (trio): the floor ``/health`` is measured against."""
+    from hypercorn.config import Config
+    from hypercorn.trio import serve as hypercorn_serve
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    app = Starlette(routes=[Route("/health", health)])
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+
+    async def main() -> None:
+        async def started(task_status: Any = trio.TASK_STATUS_IGNORED) -> None:
+            await hypercorn_serve(app, config, task_status=task_status)  # type: ignore[arg-type]
+
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(started)
+            print(f"listening on {binds[0]}", flush=True)
+
+    trio.run(main)
+
+
 def _emit(workload: str, n: int, seconds: float, server_rss: float, **extra: Any) -> None:
     print(json.dumps({
         "workload": workload, "n": n, "seconds": round(seconds, 4),
@@ -119,7 +152,7 @@ def _server_rss(pid: int) -> float:
 
 
 def _request(method: str, path: str, body: bytes = b"") -> bytes:
-    head = (f"{method} {path} HTTP/1.1\r\nhost: bench\r\ncontent-length: {len(body)}\r\n"
+    head = (f"{method} {path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: {len(body)}\r\n"
             "content-type: application/json\r\n\r\n")
     return head.encode() + body
 
@@ -206,37 +239,86 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks server")
     parser.add_argument("--quick", action="store_true", help="smaller counts (CI smoke)")
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", metavar="DIR", default=None,
+                        help="also run the server of another checkout (e.g. main before a"
+                        " change), alternating rounds with this one: before/after in one run")
     args = parser.parse_args(argv)
     if args.serve:
         _serve()
         return
+    if args.serve_bare:
+        _serve_bare()
+        return
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = dict(os.environ, PYTHONPATH=root + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    n_health = 2000 if args.quick else 20000
+    bare = subprocess.Popen([sys.executable, "-m", "benchmarks", "server", "--serve-bare"],
+                            stdout=subprocess.PIPE, text=True, env=env, cwd=root)
     proc = subprocess.Popen([sys.executable, "-m", "benchmarks", "server", "--serve"],
                             stdout=subprocess.PIPE, text=True, env=env, cwd=root)
+    procs = [bare, proc]
+    if args.baseline:
+        base_root = os.path.abspath(args.baseline)
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "benchmarks", "server", "--serve"], stdout=subprocess.PIPE,
+            text=True, cwd=base_root, env=dict(os.environ, PYTHONPATH=base_root)))
     try:
-        assert proc.stdout is not None
-        line = proc.stdout.readline()
-        match = re.search(r"listening on (http://\S+)", line)
-        if not match:
-            raise SystemExit(f"server did not start: {line!r}")
-        url = match.group(1)
-        n_health = 2000 if args.quick else 20000
+        urls = []
+        for p in procs:
+            assert p.stdout is not None
+            match = re.search(r"listening on (http://\S+)", p.stdout.readline())
+            if not match:
+                raise SystemExit("a server did not start")
+            urls.append(match.group(1))
+        bare_url, url = urls[:2]
+        base_url = urls[2] if args.baseline else None
+        # alternate rounds against both, so load from other processes on the machine
+        # hits both alike
+        rounds = 5
+        bare_secs = secs = base_secs = 0.0
+        health = _request("GET", "/health")
+        for _ in range(rounds):
+            bare_secs += trio.run(_load, bare_url, n_health // rounds, 16, health)
+            secs += trio.run(_load, url, n_health // rounds, 16, health)
+            if base_url:
+                base_secs += trio.run(_load, base_url, n_health // rounds, 16, health)
+        _emit("server_health_bare_starlette", n_health, bare_secs, _server_rss(bare.pid),
+              concurrency=16)
+        bare.terminate()
+        extra = {"ratio_to_baseline": round(base_secs / secs, 3)} if base_url else {}
+        _emit("server_health", n_health, secs, _server_rss(proc.pid), concurrency=16,
+              ratio_to_bare=round(bare_secs / secs, 3), **extra)
+        if base_url:
+            _emit("server_health_baseline", n_health, base_secs, _server_rss(procs[2].pid),
+                  concurrency=16)
         n_start = 200 if args.quick else 2000
         seconds = 2.0 if args.quick else 10.0
 
-        secs = trio.run(_load, url, n_health, 16, _request("GET", "/health"))
-        _emit("server_health", n_health, secs, _server_rss(proc.pid), concurrency=16)
         body = json.dumps({"graph": GRAPH, "inputs": {"in": [1]},
                            "policy": {"until": "idle"}}).encode()
-        secs = trio.run(_load, url, n_start, 8, _request("POST", "/executions", body))
-        _emit("server_start_execution", n_start, secs, _server_rss(proc.pid), concurrency=8)
+        start = _request("POST", "/executions", body)
+        secs = base_secs = 0.0
+        for _ in range(rounds):
+            secs += trio.run(_load, url, n_start // rounds, 8, start)
+            if base_url:
+                base_secs += trio.run(_load, base_url, n_start // rounds, 8, start)
+        extra = {"ratio_to_baseline": round(base_secs / secs, 3)} if base_url else {}
+        _emit("server_start_execution", n_start, secs, _server_rss(proc.pid), concurrency=8,
+              **extra)
+        if base_url:
+            _emit("server_start_execution_baseline", n_start, base_secs,
+                  _server_rss(procs[2].pid), concurrency=8)
+            total, dropped, secs = trio.run(_sse, base_url, seconds, 10)
+            _emit("server_sse_10_subscribers_baseline", total, secs, _server_rss(procs[2].pid),
+                  subscribers=10, dropped=dropped)
         total, dropped, secs = trio.run(_sse, url, seconds, 10)
         _emit("server_sse_10_subscribers", total, secs, _server_rss(proc.pid),
               subscribers=10, dropped=dropped)
     finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        for p in procs:
+            p.terminate()
+            p.wait(timeout=30)
 
 
 if __name__ == "__main__":

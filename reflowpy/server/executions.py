@@ -39,6 +39,7 @@ nursery, so a request handler and the networks share one trio run.
 
 from __future__ import annotations
 
+import heapq
 import logging
 import time
 import uuid
@@ -213,6 +214,7 @@ class Execution:
         self._dirty = trio.Event()
         #: For a persisted execution: the store reader of one out-port's values.
         self.store_reader: Callable[[str], StoreReader] | None = None
+        self._first_pending: list[tuple[int, str, Any]] | None = None
 
     @property
     def uptime(self) -> float:
@@ -298,6 +300,9 @@ class ExecutionManager:
         self.draining = False
         self.retention_count = retention_count
         self.retention_seconds = retention_seconds
+        self._ended_heap: list[tuple[float, str]] = []
+        self._ended_count = 0
+        self._last_sweep = time.time()
 
     def get(self, execution_id: str) -> Execution:
         """The execution ``execution_id``; raises ``KeyError``."""
@@ -354,10 +359,13 @@ class ExecutionManager:
             assert graph_text is not None
             journal = [(seq, port, value) for seq, (port, value) in enumerate(
                 ((p, v) for p, vs in ex.inputs.items() for v in vs), start=1)]
+            # recorded as running at once (one transaction less); if the start fails
+            # the record is deleted again
             self.storage.put_execution(ex.id, graph_id=graph_id, graph=graph_text,
-                                       inputs=ex.inputs, policy=policy, status="starting",
+                                       inputs=ex.inputs, policy=policy, status="running",
                                        journal=journal, created=ex.created, meta=ex.meta)
             ex.seq = len(journal)
+            ex._first_pending = journal
         return await self._launch(ex, on_network)
 
     async def _launch(self, ex: Execution, on_network: Callable[[Network], None] | None
@@ -372,7 +380,7 @@ class ExecutionManager:
             if ex.persist:
                 self.storage.delete_execution(ex.id)
             raise ex._start_error
-        if ex.persist:
+        if ex.persist and ex.restarts:
             self.storage.set_execution_status(ex.id, "running", restarts=ex.restarts)
         ex.on_done.append(self._ended)
         return ex
@@ -453,6 +461,8 @@ class ExecutionManager:
     def _ended(self, ex: Execution) -> None:
         if ex.persist:
             self._record_end(ex)
+        if ex.id in self.executions:
+            self._note_ended(ex)
         self.evict()
 
     def _record_end(self, ex: Execution) -> None:
@@ -523,6 +533,9 @@ class ExecutionManager:
     def _pending(self, ex: Execution) -> list[tuple[int, str, Any]]:
         """The inputs a new network of ``ex`` gets: journal entries after the last
         checkpoint (persisted), or the creation inputs (not persisted)."""
+        if ex._first_pending is not None:  # a fresh execution: its creation inputs
+            pending, ex._first_pending = ex._first_pending, None
+            return pending
         if ex.persist:
             return self.storage.pending_inputs(ex.id, ex.processed)
         return [(0, port, value) for port, values in ex.inputs.items() for value in values]
@@ -549,7 +562,8 @@ class ExecutionManager:
                 ex.error = ""
                 for public in list(ex.graph.outports):
                     pumps.start_soon(self._pump, ex, net, public)
-                if ex.persist:
+                if ex.persist and ex.policy.until != "idle":
+                    # (a batch is checkpointed once, when it finishes)
                     pumps.start_soon(self._checkpointer, ex, net)
                 try:
                     async with ex._input_lock:
@@ -602,7 +616,7 @@ class ExecutionManager:
         failed, with the reason."""
         from reflowpy.server.graphs import load_graph
 
-        self.evict()
+        self.evict(stored=True)
         resumed: list[str] = []
         for record in list(self.storage.executions()):
             try:
@@ -656,6 +670,7 @@ class ExecutionManager:
         ex._ready.set()
         ex.done.set()
         self.executions[ex.id] = ex
+        self._note_ended(ex)
 
     # -- retention ----------------------------------------------------------------------
 
@@ -664,30 +679,47 @@ class ExecutionManager:
         if not ex.done.is_set():
             ex.user_stopped = True
             await ex.stop("force")
-        self.executions.pop(ex.id, None)
+        self._forget(ex)
+
+    def _note_ended(self, ex: Execution) -> None:
+        heapq.heappush(self._ended_heap, (ex.created, ex.id))
+        self._ended_count += 1
+
+    def _forget(self, ex: Execution) -> None:
+        if self.executions.pop(ex.id, None) is not None and ex.done.is_set():
+            self._ended_count -= 1
         if ex.persist:
             self.storage.delete_execution(ex.id)
 
-    def evict(self) -> int:
-        """Forget ended executions beyond the ``retention_count`` newest (by creation)
-        or that ended more than ``retention_seconds`` ago; returns how many."""
+    def evict(self, *, stored: bool = False) -> int:
+        """Forget ended executions beyond the ``retention_count`` newest (by creation),
+        and (at most once a minute, or with ``stored``) those that ended more than
+        ``retention_seconds`` ago; returns how many. With ``stored``, also records only
+        in the store (at start, before they are loaded). Amortized O(log n) per call:
+        ended executions sit in a heap by creation time."""
+        count = 0
+        heap = self._ended_heap
+        while self._ended_count > self.retention_count and heap:
+            _, ex_id = heapq.heappop(heap)
+            ex = self.executions.get(ex_id)
+            if ex is not None and ex.done.is_set():  # else: deleted already (stale entry)
+                self._forget(ex)
+                count += 1
         now = time.time()
-        ended = sorted((ex for ex in self.executions.values() if ex.done.is_set()),
-                       key=lambda ex: ex.created)
-        doomed = [ex for ex in ended if (ex.ended or now) < now - self.retention_seconds]
-        keep = [ex for ex in ended if ex not in doomed]
-        doomed += keep[:max(0, len(keep) - self.retention_count)]
-        for ex in doomed:
-            self.executions.pop(ex.id, None)
-            if ex.persist:
-                self.storage.delete_execution(ex.id)
-        # records only in the store (ended before this process started and not loaded)
-        stored = [r for r in self.storage.executions() if r.status in ENDED
-                  and r.id not in self.executions]
-        for record in stored:
-            if (record.ended or record.updated) < now - self.retention_seconds:
+        horizon = now - self.retention_seconds
+        if stored or now - self._last_sweep > 60.0:
+            self._last_sweep = now
+            for ex in [ex for ex in self.executions.values()
+                       if ex.done.is_set() and (ex.ended or now) < horizon]:
+                self._forget(ex)
+                count += 1
+        if stored:
+            records = [r for r in self.storage.executions() if r.status in ENDED]
+            old = [r for r in records if (r.ended or r.updated) < horizon]
+            rest = [r for r in records if (r.ended or r.updated) >= horizon]
+            for record in old + rest[:max(0, len(rest) - self.retention_count)]:
                 self.storage.delete_execution(record.id)
-        return len(doomed)
+        return count
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Stop every execution (drain, forced after ``timeout`` seconds)."""

@@ -161,6 +161,8 @@ class Guard:
         self._unauth_per_peer: Counter[str] = Counter()
         #: Refusals so far, by reason (``statistics()``).
         self.refused: Counter[str] = Counter()
+        #: Host header -> allowed (a server sees few distinct ones; bounded).
+        self._hosts: dict[str | None, bool] = {}
 
     def statistics(self) -> dict[str, object]:
         """Connections in flight and refusals by reason."""
@@ -188,10 +190,11 @@ class Guard:
         same = _normal_origin(f"{'https' if scheme in ('https', 'wss') else 'http'}://{host}")
         return normal == same
 
-    def _authenticated(self, scope: Scope, headers: list[tuple[bytes, bytes]]) -> bool:
+    def _authenticated(self, scope: Scope) -> bool:
         token = self.config.token
         if token is None:
             return True
+        headers = scope.get("headers", ())
         if token_matches(token, bearer_token(headers)):
             return True
         if self.sessions.session_valid(cookie_value(headers, SESSION_COOKIE)):
@@ -210,18 +213,27 @@ class Guard:
         if kind not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        headers: list[tuple[bytes, bytes]] = list(scope.get("headers", ()))
-        values: dict[bytes, str] = {}
-        for name, value in headers:
-            values.setdefault(name.lower(), value.decode("latin-1"))
-        host = values.get(b"host")
-        if not self._host_ok(host):
+        # one pass over the headers, keeping only the few the checks read
+        host = origin = None
+        preflight = False
+        for name, value in scope.get("headers", ()):
+            if name == b"host":
+                host = value.decode("latin-1")
+            elif name == b"origin":
+                origin = value.decode("latin-1")
+            elif name == b"access-control-request-method":
+                preflight = True
+        allowed = self._hosts.get(host) if host is not None else False
+        if allowed is None:
+            allowed = self._host_ok(host)
+            if len(self._hosts) < 1024:
+                self._hosts[host] = allowed
+        if not allowed:
             await self._refuse(scope, receive, send, 421, "bad_host",
                                f"Host {host!r} is not a name of this server; start it with"
                                " --allow-host NAME to serve that name")
             return
         assert host is not None
-        origin = values.get(b"origin")
         method = scope.get("method", "GET")
         cors_origin: str | None = None
         if origin is not None:
@@ -233,26 +245,24 @@ class Guard:
                 return
             if ok and self.config.cors and kind == "http":
                 cors_origin = origin
-            if (kind == "http" and method == "OPTIONS"
-                    and b"access-control-request-method" in values):
-                await self._preflight(send, cors_origin, values)
+            if kind == "http" and method == "OPTIONS" and preflight:
+                await self._preflight(send, cors_origin, scope)
                 return
-        path = scope.get("path", "")
-        authenticated = self._authenticated(scope, headers)
-        pending = (not authenticated and kind == "websocket" and path in SELF_AUTH_PATHS)
-        if not authenticated and not pending:
+        authenticated = self.config.token is None or self._authenticated(scope)
+        if not authenticated and not (kind == "websocket"
+                                      and scope.get("path", "") in SELF_AUTH_PATHS):
             await self._refuse(scope, receive, send, 401, "unauthorized",
                                "send Authorization: Bearer <token> (or a session cookie"
                                " or ticket from POST /auth/session, /auth/ticket)",
                                cors_origin)
             return
-        peer = (scope.get("client") or ("?", 0))[0]
         config = self.config
         if self._total >= config.max_connections:
             await self._refuse(scope, receive, send, 503, "too_many_connections",
                                f"the server holds {config.max_connections} connections"
                                " (max_connections); try again later", cors_origin)
             return
+        peer = (scope.get("client") or ("?", 0))[0]
         if not authenticated and (self._unauth >= config.max_unauthenticated or
                                   self._unauth_per_peer[peer] >= config.max_per_peer):
             await self._refuse(scope, receive, send, 503, "too_many_unauthenticated",
@@ -264,7 +274,9 @@ class Guard:
         if not authenticated:
             self._unauth += 1
             self._unauth_per_peer[peer] += 1
-        state = scope.setdefault("state", {})
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
         state["authorized"] = authenticated
         state["guard"] = slot
         try:
@@ -275,14 +287,14 @@ class Guard:
         finally:
             slot.release()
 
-    async def _preflight(self, send: Send, origin: str | None,
-                         values: dict[bytes, str]) -> None:
+    async def _preflight(self, send: Send, origin: str | None, scope: Scope) -> None:
         if origin is None:
             self.refused["cors_preflight"] += 1
             await _json(send, 403, "bad_origin", "CORS is not enabled for this origin"
                         " (start the server with --cors --allow-origin ORIGIN)")
             return
-        requested = values.get(b"access-control-request-headers", "")
+        requested = next((v.decode("latin-1") for k, v in scope.get("headers", ())
+                          if k == b"access-control-request-headers"), "")
         await send({"type": "http.response.start", "status": 204, "headers": [
             (b"access-control-allow-origin", origin.encode("latin-1")),
             (b"access-control-allow-credentials", b"true"),

@@ -257,7 +257,10 @@ def _param(name: str, where: str = "path", schema: dict[str, Any] | None = None,
 
 
 _ERRORS = {
+    "400": _resp("ErrorOut", "malformed JSON, or nested deeper than the server accepts"),
     "401": _resp("ErrorOut", "missing or wrong bearer token"),
+    "403": _resp("ErrorOut", "a foreign Origin, or a capability the server does not grant"),
+    "421": _resp("ErrorOut", "a Host that is not a name of this server (DNS rebinding)"),
     "404": _resp("ErrorOut", "no such resource"),
     "422": _resp("ErrorOut", "the request body or a parameter is invalid"),
 }
@@ -303,13 +306,23 @@ def openapi(version: str) -> dict[str, Any]:
             "delete": _op("Delete a stored graph", {"204": _resp(None, "deleted")}),
         },
         "/executions": {
-            "get": _op("Executions", {"200": _list_resp("ExecutionOut", "executions")}),
+            "parameters": [
+                _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
+                       False),
+                _param("after", "query", {"type": "string"}, False),
+                _param("status", "query", {"type": "string"}, False),
+            ],
+            "get": _op("Executions, oldest first, a page at a time (a Link header with"
+                       " rel=next names the next page)",
+                       {"200": _list_resp("ExecutionOut", "executions")}),
             "post": _op("Start an execution", {"201": _resp("ExecutionCreated", "started")},
                         requestBody=_body("ExecutionCreate")),
         },
         "/executions/{id}": {
             "parameters": [ex_id],
             "get": _op("Status, counters and uptime", {"200": _resp("ExecutionOut", "status")}),
+            "delete": _op("Stop (forced) and forget an execution, its journal and outputs",
+                          {"204": _resp(None, "deleted")}),
         },
         "/executions/{id}/inputs/{port}": {
             "parameters": [ex_id, port],

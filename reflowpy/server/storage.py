@@ -281,9 +281,9 @@ class Storage:
                 "INSERT INTO journal (execution_id, seq, port, value) VALUES (?, ?, ?, ?)",
                 [(execution_id, seq, port, _json_text(value)) for seq, port, value in journal]))
         self._transaction(statements)
-        record = self.get_execution(execution_id)
-        assert record is not None
-        return record
+        return ExecutionRecord(execution_id, graph_id, graph, _json_text(inputs),
+                               msgspec.json.encode(policy).decode(), status, "",
+                               created or now, now, meta=_json_text(dict(meta or {})))
 
     def set_execution_status(self, execution_id: str, status: str, error: str = "",
                              *, ended: float | None = None,
