@@ -695,28 +695,30 @@ class NodeRunner:
                         batch = []
                         primary = only
                         primary_name = next(iter(outports))
+            # Ledger counts are kept in locals and folded in at the end of the batch
+            # (and before the rare paths that count themselves): ``k`` taken, ``bad``
+            # of them not delivered here (recovered or lost: counted by that path).
+            k = bad = 0
+            self.holding = fn is None  # an async behaviour's ctx.send is held back
             try:
                 for _ in range(n):
-                    if self.removed:
+                    try:
+                        if order is not None:
+                            port = order.popleft()
+                        value = port.queue.popleft()  # type: ignore[union-attr]
+                    except IndexError:  # the node was removed: its queue is gone
                         break
-                    if order is not None:
-                        port = order.popleft()
-                    value = port.queue.popleft()  # type: ignore[union-attr]
+                    k += 1
                     if port.putters:  # type: ignore[union-attr]
                         _reschedule(port.putters.popleft())  # type: ignore[union-attr]
-                    self.taken += 1
                     ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
                     out = None
                     try:
-                        if fn is not None:
-                            result = fn(ctx)
-                        else:
-                            self.holding = True
-                            result = await proc(ctx)
-                            self.holding = False
+                        result = fn(ctx) if fn is not None else await proc(ctx)
                         if result is None:
                             outputs = self._take_held() if self.held else None
-                        elif type(result) is dict and len(result) == 1 and not self.held:
+                        elif type(result) is dict and len(result) == 1 and (
+                                fn is not None or not self.held):
                             ((name, out_value),) = result.items()
                             if type(out_value) not in _LEAVES:
                                 out_value = freeze(
@@ -732,20 +734,24 @@ class NodeRunner:
                         else:
                             outputs = self.outputs(result)
                     except Exception as exc:
-                        self.holding = False
+                        self.taken += k
+                        self.activations += k
+                        self.delivered += k - bad - 1
+                        k = bad = 0
                         if batch:
                             self._flush(target_q, primary, batch)
                         batch = None
                         primary = primary_name = None
+                        self.held = _NO_HELD
                         await self._recover_and_deliver(inputs, exc)
                         fn = self.fn  # a restart rebinds the behaviour
                         proc = self.proc
+                        self.holding = fn is None
                         continue
                     except BaseException:
-                        self.holding = False
+                        bad += 1
                         self._lost(inputs)
                         raise
-                    self.delivered += 1
                     if out is None:
                         if outputs:
                             await self._deliver_all(outputs)
@@ -765,10 +771,13 @@ class NodeRunner:
             finally:
                 # Cancelled part-way, what this batch took and did not finish was
                 # accounted by _lost() or the out-port; the rest is still queued.
-                took = self.taken - taken0
-                self.activations += took
+                self.holding = False
+                self.taken += k
+                self.delivered += k - bad
+                self.activations += k
                 if batch:
                     self._flush(target_q, primary, batch)
+            took = self.taken - taken0
             if took:
                 mean = (_perf() - started) / took
                 i = 0
