@@ -578,6 +578,7 @@ class Network:
             reason = "failed"
         with trio.CancelScope(shield=True):
             self.stop_reason = reason
+            self.scheduler.stopping = True
             if self._runner_nursery is not None:
                 self._runner_nursery.cancel_scope.cancel()
                 assert self._host_done is not None

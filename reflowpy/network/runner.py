@@ -695,10 +695,10 @@ class NodeRunner:
                         batch = []
                         primary = only
                         primary_name = next(iter(outports))
-            # Ledger counts are kept in locals and folded in at the end of the batch
-            # (and before the rare paths that count themselves): ``k`` taken, ``bad``
-            # of them not delivered here (recovered or lost: counted by that path).
-            k = bad = 0
+            # Ledger counts are kept in locals and folded into the runner before every
+            # await (so a snapshot taken while this task waits is exact) and at the end:
+            # ``t`` taken and ``d`` of them delivered since the last fold.
+            t = d = 0
             self.holding = fn is None  # an async behaviour's ctx.send is held back
             try:
                 for _ in range(n):
@@ -708,13 +708,20 @@ class NodeRunner:
                         value = port.queue.popleft()  # type: ignore[union-attr]
                     except IndexError:  # the node was removed: its queue is gone
                         break
-                    k += 1
+                    t += 1
                     if port.putters:  # type: ignore[union-attr]
                         _reschedule(port.putters.popleft())  # type: ignore[union-attr]
                     ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
                     out = None
                     try:
-                        result = fn(ctx) if fn is not None else await proc(ctx)
+                        if fn is not None:
+                            result = fn(ctx)
+                        else:
+                            self.taken += t
+                            self.activations += t
+                            self.delivered += d
+                            t = d = 0
+                            result = await proc(ctx)
                         if result is None:
                             outputs = self._take_held() if self.held else None
                         elif type(result) is dict and len(result) == 1 and (
@@ -734,10 +741,10 @@ class NodeRunner:
                         else:
                             outputs = self.outputs(result)
                     except Exception as exc:
-                        self.taken += k
-                        self.activations += k
-                        self.delivered += k - bad - 1
-                        k = bad = 0
+                        self.taken += t
+                        self.activations += t
+                        self.delivered += d
+                        t = d = 0
                         if batch:
                             self._flush(target_q, primary, batch)
                         batch = None
@@ -749,11 +756,19 @@ class NodeRunner:
                         self.holding = fn is None
                         continue
                     except BaseException:
-                        bad += 1
+                        self.taken += t
+                        self.activations += t
+                        self.delivered += d
+                        t = d = 0
                         self._lost(inputs)
                         raise
+                    d += 1
                     if out is None:
                         if outputs:
+                            self.taken += t
+                            self.activations += t
+                            self.delivered += d
+                            t = d = 0
                             await self._deliver_all(outputs)
                     elif out is primary:
                         batch.append(out_value)  # type: ignore[union-attr]
@@ -767,14 +782,18 @@ class NodeRunner:
                                 and targets[0].put_nowait(out_value):
                             out.sent += 1  # OutPort.send_nowait, inlined
                         else:
+                            self.taken += t
+                            self.activations += t
+                            self.delivered += d
+                            t = d = 0
                             await self.deliver(out, out_value, None)
             finally:
                 # Cancelled part-way, what this batch took and did not finish was
                 # accounted by _lost() or the out-port; the rest is still queued.
                 self.holding = False
-                self.taken += k
-                self.delivered += k - bad
-                self.activations += k
+                self.taken += t
+                self.activations += t
+                self.delivered += d
                 if batch:
                     self._flush(target_q, primary, batch)
             took = self.taken - taken0
