@@ -145,14 +145,18 @@ class Registry:
             await_all_inports=component.await_all_inports,
         )
 
-    def load_entry_points(self, group: str = ENTRY_POINT_GROUP) -> list[str]:
-        """Register every component published under the entry-point ``group``.
+    def load_entry_points(self, group: str = ENTRY_POINT_GROUP, *,
+                          order_first: str = "") -> list[str]:
+        """Register every component published under the entry-point ``group``
+        (the entry point named ``order_first`` before the others).
 
         Returns the names registered. A broken entry point raises
         :class:`ComponentError` naming the distribution and entry point.
         """
         added: list[str] = []
-        for ep in importlib.metadata.entry_points(group=group):
+        eps = sorted(importlib.metadata.entry_points(group=group),
+                     key=lambda ep: ep.name != order_first)
+        for ep in eps:
             try:
                 obj: Any = ep.load()
             except Exception as exc:
@@ -196,12 +200,17 @@ def _exported_port(graph: Graph, public: str, inport: bool) -> Port:
 def default_registry() -> Registry:
     """A new registry holding the standard components and every installed plugin.
 
-    Standard library first, then the ``reflowpy.components`` entry points (which may
-    replace standard components on purpose).
+    Everything comes from the ``reflowpy.components`` entry points, the standard
+    library included (entry point ``standard``, loaded first so plugins may replace
+    standard components on purpose): the kernel never imports the library above it.
+    Raises :class:`ComponentError` when the ``standard`` entry point is missing (the
+    package metadata is stale: reinstall with ``pip install -e .``).
     """
-    from reflowpy import components
-
+    eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    if not any(ep.name == "standard" for ep in eps):
+        raise ComponentError(
+            f"entry point 'standard' missing from group {ENTRY_POINT_GROUP!r}: the"
+            " installed reflowpy metadata is stale; reinstall it (pip install -e .)")
     registry = Registry()
-    components.register_all(registry)
-    registry.load_entry_points()
+    registry.load_entry_points(order_first="standard")
     return registry
