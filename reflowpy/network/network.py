@@ -880,7 +880,7 @@ class Network:
                 blocked += p.waiting_senders
         still: list[NodeRunner] = []
         for r in self._removed:  # removed nodes still finishing an activation
-            busy = r.taken - r.delivered - r.dead_taken
+            busy = r.taken + r.fired - r.delivered - r.dead_taken
             if busy or r.running:
                 still.append(r)
                 in_activation += busy
