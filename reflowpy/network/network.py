@@ -913,6 +913,12 @@ class Network:
             stall=self.scheduler.stall,
         )
 
+    def retire_runner(self, runner: NodeRunner) -> None:
+        """A removed node's task ended: keep only its totals (no runner is kept)."""
+        if runner in self._removed:
+            self._removed.remove(runner)
+        self._fold(runner, count=True)
+
     def _fold(self, runner: NodeRunner, *, count: bool) -> None:
         # A removed runner with nothing left in an activation: keep only its totals.
         if count and not runner.folded:
@@ -1012,8 +1018,11 @@ class Network:
         runner._reject_queued("the node was removed from the graph", "node removed")
         for port in runner.inports.values():
             port.retire()  # stale senders and blocked puts: dead-lettered, not queued
-        self._removed.append(runner)
         self._dead_counts.pop(node.id, None)
+        if runner.running:
+            self._removed.append(runner)  # folded when its task ends (retire_runner)
+        else:
+            self._fold(runner, count=True)
         if runner.scope is not None:
             runner.scope.cancel()
         if runner.waiter is not None:

@@ -650,6 +650,8 @@ class NodeRunner:
             self.scope = None
             self.sched.forget(self)
             self.sched.leave()
+            if self.removed:
+                self.net.retire_runner(self)
 
     # -- the firing loops ----------------------------------------------------------------
 
