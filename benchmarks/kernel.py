@@ -260,7 +260,7 @@ def w5(duration: float) -> None:
             for _ in range(int(duration)):
                 await trio.sleep(1)
                 samples.append(_rss_mb())
-            processed = net._runners["sink"].activations
+            processed = net.statistics().nodes["sink"].activations
             await net.stop(drain=False)
         return processed
 

@@ -398,7 +398,7 @@ class NodeRunner:
         self.woke_at = 0.0
         self.backpressured = 0.0
         self.blocked_since = 0.0
-        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency: list[int] | None = None  # allocated with the first batch
         self.holding = False
         self.held: list[_Output] = _NO_HELD
         self.released = 0
@@ -798,6 +798,8 @@ class NodeRunner:
                     self._flush(target_q, primary, batch)
             took = self.fired - taken0
             if took:
+                if latency is None:
+                    latency = self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
                 mean = (_perf() - started) / took
                 i = 0
                 for bound in LATENCY_BUCKETS:
@@ -1130,7 +1132,7 @@ class NodeRunner:
             messages_out=sum(p.sent for p in self.outports.values()),
             busy_s=busy,
             backpressured_s=self.backpressured,
-            latency=tuple(self.latency),
+            latency=tuple(self.latency or (0,) * (len(LATENCY_BUCKETS) + 1)),
             inports=inports,
             outports={name: p.statistics() for name, p in self.outports.items()},
         )
