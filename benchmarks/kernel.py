@@ -304,7 +304,7 @@ def w5(duration: float) -> None:
         async with net:
             await trio.sleep(duration)
             sampler.stop()
-            processed = net._runners["sink"].activations
+            processed = net.statistics().nodes["sink"].activations
             await net.stop(drain=False)
         return processed
 

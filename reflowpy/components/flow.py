@@ -611,8 +611,13 @@ class _Wrapper(rf.Actor):
         cfg = Config(ctx)
         name = cfg.get("component", "str")
         inner_config = cfg.get("config", "dict", {})
+        # The network's own registry (ctx.registry), so a wrapper can run a component
+        # registered there; a context without one falls back to the default registry.
+        registry: rf.Registry | None = getattr(ctx, "registry", None)
+        if registry is None:
+            registry = _registry()
         try:
-            component = _registry().get(name)
+            component = registry.get(name)
         except rf.ComponentNotFound as exc:
             raise cfg.error("component", f"names no registered component: {exc}") from None
         if not isinstance(component, type) or component.owns_loop():

@@ -578,6 +578,7 @@ class Network:
             reason = "failed"
         with trio.CancelScope(shield=True):
             self.stop_reason = reason
+            self.scheduler.stopping = True
             if self._runner_nursery is not None:
                 self._runner_nursery.cancel_scope.cancel()
                 assert self._host_done is not None
@@ -879,7 +880,7 @@ class Network:
                 blocked += p.waiting_senders
         still: list[NodeRunner] = []
         for r in self._removed:  # removed nodes still finishing an activation
-            busy = r.taken - r.delivered - r.dead_taken
+            busy = r.taken + r.fired - r.delivered - r.dead_taken
             if busy or r.running:
                 still.append(r)
                 in_activation += busy
@@ -911,6 +912,12 @@ class Network:
             outputs=outputs,
             stall=self.scheduler.stall,
         )
+
+    def retire_runner(self, runner: NodeRunner) -> None:
+        """A removed node's task ended: keep only its totals (no runner is kept)."""
+        if runner in self._removed:
+            self._removed.remove(runner)
+        self._fold(runner, count=True)
 
     def _fold(self, runner: NodeRunner, *, count: bool) -> None:
         # A removed runner with nothing left in an activation: keep only its totals.
@@ -1011,8 +1018,11 @@ class Network:
         runner._reject_queued("the node was removed from the graph", "node removed")
         for port in runner.inports.values():
             port.retire()  # stale senders and blocked puts: dead-lettered, not queued
-        self._removed.append(runner)
         self._dead_counts.pop(node.id, None)
+        if runner.running:
+            self._removed.append(runner)  # folded when its task ends (retire_runner)
+        else:
+            self._fold(runner, count=True)
         if runner.scope is not None:
             runner.scope.cancel()
         if runner.waiter is not None:

@@ -466,10 +466,13 @@ class OutPort:
             if owner is not None:
                 owner.waiting_for(target)
             try:
-                await target.put(value)
+                await target.put(value, abandon=False)
             except BaseException:
-                for rest in chosen[i + 1:]:
-                    rest.abandon(value, None)
+                # The sender's reason (a removed node says "node removed"), else the
+                # network's: this value and the targets not reached yet are dead letters.
+                reason = getattr(owner, "cancel_reason", None)
+                for rest in chosen[i:]:
+                    rest.abandon(value, reason)
                 raise
             finally:
                 if owner is not None:

@@ -148,8 +148,9 @@ class Registry:
         )
 
     def load_entry_points(self, group: str = ENTRY_POINT_GROUP, *,
-                          skip_broken: bool = False) -> list[str]:
-        """Register every component published under the entry-point ``group``.
+                          skip_broken: bool = False, order_first: str = "") -> list[str]:
+        """Register every component published under the entry-point ``group``
+        (the entry point named ``order_first`` before the others).
 
         Returns the names registered. A broken entry point raises
         :class:`ComponentError` naming the distribution and entry point; with
@@ -157,16 +158,17 @@ class Registry:
         warning on ``reflowpy.registry`` and skipped, so one bad plugin cannot break
         every command.
         """
+        eps = sorted(importlib.metadata.entry_points(group=group),
+                     key=lambda ep: ep.name != order_first)
         if skip_broken:
             added: list[str] = []
-            for ep in importlib.metadata.entry_points(group=group):
+            for ep in eps:
                 try:
                     added += self._load_entry_point(ep, group)
                 except Exception as exc:
                     _report_broken(ep.name, exc)
             return added
-        return [name for ep in importlib.metadata.entry_points(group=group)
-                for name in self._load_entry_point(ep, group)]
+        return [name for ep in eps for name in self._load_entry_point(ep, group)]
 
     def _load_entry_point(self, ep: Any, group: str) -> list[str]:
         """Register what one entry point names; its names, or ComponentError."""
@@ -214,14 +216,19 @@ def _exported_port(graph: Graph, public: str, inport: bool) -> Port:
 def default_registry() -> Registry:
     """A new registry holding the standard components and every installed plugin.
 
-    Standard library first, then the ``reflowpy.components`` entry points (which may
-    replace standard components on purpose).
+    Everything comes from the ``reflowpy.components`` entry points, the standard
+    library included (entry point ``standard``, loaded first so plugins may replace
+    standard components on purpose): the kernel never imports the library above it.
+    Raises :class:`ComponentError` when the ``standard`` entry point is missing (the
+    package metadata is stale: reinstall with ``pip install -e .``).
     """
-    from reflowpy import components
-
+    eps = list(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP))
+    if not any(ep.name == "standard" for ep in eps):
+        raise ComponentError(
+            f"entry point 'standard' missing from group {ENTRY_POINT_GROUP!r}: the"
+            " installed reflowpy metadata is stale; reinstall it (pip install -e .)")
     registry = Registry()
-    components.register_all(registry)
-    registry.load_entry_points(skip_broken=True)
+    registry.load_entry_points(skip_broken=True, order_first="standard")
     return registry
 
 

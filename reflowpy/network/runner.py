@@ -316,6 +316,7 @@ class NodeRunner:
         "failed",
         "failures",
         "finished",
+        "fired",
         "fn",
         "folded",
         "fresh",
@@ -388,13 +389,16 @@ class NodeRunner:
         self.activations = 0
         self.failures = 0
         self.taken = 0
+        #: Messages the per-message fire loop took (each one activation): kept apart
+        #: from ``taken``/``activations`` so the hot loop updates one counter.
+        self.fired = 0
         self.delivered = 0
         self.dead_taken = 0
         self.busy = 0.0
         self.woke_at = 0.0
         self.backpressured = 0.0
         self.blocked_since = 0.0
-        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.latency: list[int] | None = None  # allocated with the first batch
         self.holding = False
         self.held: list[_Output] = _NO_HELD
         self.released = 0
@@ -646,6 +650,8 @@ class NodeRunner:
             self.scope = None
             self.sched.forget(self)
             self.sched.leave()
+            if self.removed:
+                self.net.retire_runner(self)
 
     # -- the firing loops ----------------------------------------------------------------
 
@@ -673,7 +679,7 @@ class NodeRunner:
                 await self._fire_observed(n)
                 continue
             started = _perf()
-            taken0 = self.taken
+            taken0 = self.fired
             fn = self.fn
             proc = self.proc
             # Batch transfer: a plain-def node with one out-port feeding one queue
@@ -695,28 +701,36 @@ class NodeRunner:
                         batch = []
                         primary = only
                         primary_name = next(iter(outports))
+            # Ledger counts are kept in locals and folded into the runner before every
+            # await (so a snapshot taken while this task waits is exact) and at the end:
+            # ``t`` taken and ``d`` of them delivered since the last fold.
+            t = d = 0
+            self.holding = fn is None  # an async behaviour's ctx.send is held back
             try:
                 for _ in range(n):
-                    if self.removed:
+                    try:
+                        if order is not None:
+                            port = order.popleft()
+                        value = port.queue.popleft()  # type: ignore[union-attr]
+                    except IndexError:  # the node was removed: its queue is gone
                         break
-                    if order is not None:
-                        port = order.popleft()
-                    value = port.queue.popleft()  # type: ignore[union-attr]
+                    t += 1
                     if port.putters:  # type: ignore[union-attr]
                         _reschedule(port.putters.popleft())  # type: ignore[union-attr]
-                    self.taken += 1
                     ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
                     out = None
                     try:
                         if fn is not None:
                             result = fn(ctx)
                         else:
-                            self.holding = True
+                            self.fired += t
+                            self.delivered += d
+                            t = d = 0
                             result = await proc(ctx)
-                            self.holding = False
                         if result is None:
                             outputs = self._take_held() if self.held else None
-                        elif type(result) is dict and len(result) == 1 and not self.held:
+                        elif type(result) is dict and len(result) == 1 and (
+                                fn is not None or not self.held):
                             ((name, out_value),) = result.items()
                             if type(out_value) not in _LEAVES:
                                 out_value = freeze(
@@ -732,22 +746,31 @@ class NodeRunner:
                         else:
                             outputs = self.outputs(result)
                     except Exception as exc:
-                        self.holding = False
+                        self.fired += t
+                        self.delivered += d
+                        t = d = 0
                         if batch:
                             self._flush(target_q, primary, batch)
                         batch = None
                         primary = primary_name = None
+                        self.held = _NO_HELD
                         await self._recover_and_deliver(inputs, exc)
                         fn = self.fn  # a restart rebinds the behaviour
                         proc = self.proc
+                        self.holding = fn is None
                         continue
                     except BaseException:
-                        self.holding = False
+                        self.fired += t
+                        self.delivered += d
+                        t = d = 0
                         self._lost(inputs)
                         raise
-                    self.delivered += 1
+                    d += 1
                     if out is None:
                         if outputs:
+                            self.fired += t
+                            self.delivered += d
+                            t = d = 0
                             await self._deliver_all(outputs)
                     elif out is primary:
                         batch.append(out_value)  # type: ignore[union-attr]
@@ -761,15 +784,22 @@ class NodeRunner:
                                 and targets[0].put_nowait(out_value):
                             out.sent += 1  # OutPort.send_nowait, inlined
                         else:
+                            self.fired += t
+                            self.delivered += d
+                            t = d = 0
                             await self.deliver(out, out_value, None)
             finally:
                 # Cancelled part-way, what this batch took and did not finish was
                 # accounted by _lost() or the out-port; the rest is still queued.
-                took = self.taken - taken0
-                self.activations += took
+                self.holding = False
+                self.fired += t
+                self.delivered += d
                 if batch:
                     self._flush(target_q, primary, batch)
+            took = self.fired - taken0
             if took:
+                if latency is None:
+                    latency = self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
                 mean = (_perf() - started) / took
                 i = 0
                 for bound in LATENCY_BUCKETS:
@@ -1092,17 +1122,17 @@ class NodeRunner:
             node=self.node_id,
             component=self.component,
             running=self.running,
-            activations=self.activations,
+            activations=self.activations + self.fired,
             failures=self.failures,
-            taken=self.taken,
+            taken=self.taken + self.fired,
             delivered=self.delivered,
             dead_lettered=self.net.dead_count(self.node_id),
-            in_activation=self.taken - self.delivered - self.dead_taken,
+            in_activation=self.taken + self.fired - self.delivered - self.dead_taken,
             queued=sum(p.queued for p in inports.values()),
             messages_out=sum(p.sent for p in self.outports.values()),
             busy_s=busy,
             backpressured_s=self.backpressured,
-            latency=tuple(self.latency),
+            latency=tuple(self.latency or (0,) * (len(LATENCY_BUCKETS) + 1)),
             inports=inports,
             outports={name: p.statistics() for name, p in self.outports.items()},
         )

@@ -67,7 +67,7 @@ class Scheduler:
     """
 
     __slots__ = ("_blocked", "_idle_event", "_on_idle", "_on_stall", "active",
-                 "inline_depth", "inline_ok", "stall", "timers")
+                 "inline_depth", "inline_ok", "stall", "stopping", "timers")
 
     def __init__(self, on_idle: Callable[[], None],
                  on_stall: Callable[[Stall], None]) -> None:
@@ -79,6 +79,8 @@ class Scheduler:
         self.inline_ok = True
         #: The current stall, or None while the network can make progress.
         self.stall: Stall | None = None
+        #: Set by a forced stop: tasks being cancelled are not a stall.
+        self.stopping = False
         self._blocked: dict[Any, InPort] = {}
         self._idle_event = trio.Event()
         self._on_idle = on_idle
@@ -151,7 +153,7 @@ class Scheduler:
         self._blocked.pop(runner, None)
 
     def _check_stall(self) -> None:
-        if self.stall is not None or self.timers or not self._blocked:
+        if self.stall is not None or self.timers or not self._blocked or self.stopping:
             return
         if len(self._blocked) < self.active:
             return

@@ -147,9 +147,9 @@ def _final_event(ex: Execution, workflow_id: str) -> dict[str, Any]:
     nodes = 0
     failed = 0
     if ex.net is not None:
-        stats = ex.net.statistics().get("nodes", {})
+        stats = ex.net.statistics().nodes
         nodes = len(stats)
-        failed = sum(1 for s in stats.values() if isinstance(s, dict) and s.get("failures"))
+        failed = sum(1 for s in stats.values() if s.failures)
     return _engine_event(ex, workflow_id, {"Completed": {
         "duration_ms": duration, "nodes_executed": nodes, "nodes_failed": failed}},
         {"results": _results(ex)})
