@@ -199,9 +199,12 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
     net = rf.Network(graph, registry)
     encode = json.JSONEncoder(default=repr, ensure_ascii=False).encode
     failures = 0
+    counts = {name: 0 for name in graph.outports if name not in errors}
 
     def show(name: str, value: Any) -> None:
         nonlocal failures
+        if name in counts:
+            counts[name] += 1
         if name in errors:
             failures += 1
             node, port = errors[name]
@@ -215,8 +218,27 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
             show(name, value)
             sys.stdout.flush()
 
+    async def progress() -> None:
+        """One status line on stderr, rewritten every second (only on a terminal)."""
+        start = trio.current_time()
+        try:
+            while True:
+                await trio.sleep(1)
+                elapsed = trio.current_time() - start
+                nodes = net.statistics()["nodes"].values()
+                done = sum(n["activations"] for n in nodes)
+                shown = ", ".join(f"{k}: {v}" for k, v in counts.items()) or "no outputs"
+                sys.stderr.write(f"\r\x1b[Kreflowpy run: {elapsed:.0f} s, {shown};"
+                                 f" {done} messages processed ({done / elapsed:.0f}/s)")
+                sys.stderr.flush()
+        finally:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
     with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
         async with net, trio.open_nursery() as nursery:
+            if _progress_wanted():
+                nursery.start_soon(progress)
             for name in graph.outports:
                 nursery.start_soon(pump, name)
             for port, value in inputs:
@@ -238,6 +260,14 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
               " on unconsumed error ports", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _progress_wanted() -> bool:
+    """A progress line is for people watching: stderr is a terminal (and not dumb)."""
+    try:
+        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
 
 
 def _workdir(args: argparse.Namespace) -> str | None:

@@ -211,3 +211,37 @@ def test_components_show_config_structs(tmp_path: Path) -> None:
     assert "JSON Schema:" in proc.stdout
     proc = _cli("components", "--registry", "cfgreg:REGISTRY", "demo/Chnk", cwd=tmp_path)
     assert proc.returncode == 2 and "did you mean 'demo/Chunk'" in proc.stderr
+
+
+def test_progress_line_on_a_terminal_only(tmp_path: Path) -> None:
+    import pty
+
+    g = rf.Graph("slow")
+    g.add_node("tick", "time/Interval", {"interval": 0.05, "max": 50})
+    g.add_outport("tick", "tick", "out")
+    g.save(tmp_path / "slow.json")
+    leader, follower = pty.openpty()
+    try:
+        proc = subprocess.run([sys.executable, "-m", "reflowpy.cli", "run",
+                               str(tmp_path / "slow.json")], stdout=subprocess.PIPE,
+                              stderr=follower, timeout=120, env={**ENV, "TERM": "xterm"})
+        os.close(follower)
+        follower = -1
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            seen += chunk
+    finally:
+        if follower >= 0:
+            os.close(follower)
+        os.close(leader)
+    assert proc.returncode == 0
+    assert len(proc.stdout.splitlines()) == 50
+    assert b"reflowpy run: " in seen and b"tick: " in seen and b"messages processed" in seen
+    plain = _cli("run", str(tmp_path / "slow.json"))  # stderr is a pipe: no progress line
+    assert plain.returncode == 0 and "messages processed" not in plain.stderr
