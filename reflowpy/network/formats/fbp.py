@@ -765,7 +765,8 @@ def loads(text: str, *, case_sensitive: bool = False) -> Graph:
     """Read ``.fbp`` text into a :class:`Graph` (strictly: see :func:`parse`)."""
     from reflowpy.network.formats import noflo
 
-    return noflo.from_dict(parse(text, case_sensitive=case_sensitive, strict=True), "fbp")
+    return noflo.from_dict(parse(text, case_sensitive=case_sensitive, strict=True), "fbp",
+                           consume=True)
 
 
 # -- writing ---------------------------------------------------------------------------------
