@@ -245,3 +245,21 @@ def test_progress_line_on_a_terminal_only(tmp_path: Path) -> None:
     assert b"reflowpy run: " in seen and b"tick: " in seen and b"messages processed" in seen
     plain = _cli("run", str(tmp_path / "slow.json"))  # stderr is a pipe: no progress line
     assert plain.returncode == 0 and "messages processed" not in plain.stderr
+
+
+def test_the_api_under_asyncio_says_how_instead_of_crashing() -> None:
+    import asyncio
+
+    g = rf.Graph("x")
+    g.add_node("r", "core/Repeat")
+    g.add_inport("i", "r", "in")
+    g.add_outport("o", "r", "out")
+    registry = rf.default_registry()
+
+    async def main() -> dict[str, list[int]]:
+        with pytest.raises(rf.NetworkError, match="asyncio.to_thread"):
+            async with rf.Network(g, registry):
+                pass  # pragma: no cover - refused on entry
+        return await asyncio.to_thread(rf.run, g, {"i": [1, 2]}, registry)  # the way
+
+    assert asyncio.run(main()) == {"o": [1, 2]}
