@@ -6,11 +6,20 @@ W1 pipeline: source -> 10 pass-through actors -> sink, 200,000 messages
    ``{"i": i, "payload": "x" * 32}``; end-to-end msgs/s and hops/s (plain ``def`` and
    ``async def`` pass-throughs).
 W2 fan-out/fan-in: source -> 8 workers (round robin over an addressable port) -> sink.
-W3 latency: ping-pong between two actors, 20,000 round trips, p50/p99 in microseconds.
-W4 many actors: 10,000 and 100,000 idle actors: spawn time and KB per actor.
-W5 backpressure: a fast source into a slow sink for 10 s; RSS sampled every second.
+W3 latency: ping-pong between two actors, 20,000 round trips of the same
+   ``{"i", "payload"}`` dict the peers send (frozen at every send, as a user's dict is),
+   p50/p99 in microseconds.
+W4 many actors: 10,000 and 100,000 idle actors (a chain of plain-``def`` nodes): the
+   whole cost a user pays, counted as the peers count it: ``spawn_s`` is Graph build +
+   Network start, ``kib_per_actor`` is the RSS growth (graph included) over the RSS
+   before the graph was built, in KiB (2**10 bytes); the graph's share is shown apart.
+W5 backpressure: a fast source into a slow sink (0.2 ms per message) for 20 s; RSS
+   sampled every 0.25 s from a thread; ``peak_growth_mb`` is the peak over the RSS just
+   before the network started (MiB), as the peers report it.
 
-Each figure is the median of ``--runs`` runs (default 3).
+Each figure is the median of ``--runs`` runs (default 3). W6 (the JSON-lines log
+pipeline) lives in ``benchmarks/w6.py``; ``python -m benchmarks peers`` runs all of
+them beside the peer libraries in one run.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ import gc
 import json
 import resource
 import statistics
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,9 +40,15 @@ import reflowpy as rf
 
 
 def _rss_mb() -> float:
+    """Resident set size in MiB (2**20 bytes, as the peers count)."""
     with open("/proc/self/statm") as f:
         pages = int(f.read().split()[1])
-    return pages * resource.getpagesize() / 1e6
+    return pages * resource.getpagesize() / 2**20
+
+
+def _settled_rss_mb() -> float:
+    gc.collect()
+    return _rss_mb()
 
 
 def _peak_rss_mb() -> float:
@@ -159,7 +175,7 @@ def w1(n: int, runs: int) -> None:
     for component, label in (("bench/Pass", "def"), ("bench/PassAsync", "async def")):
         seconds = _median_runs(runs, lambda c=component: _time_graph(_chain(n, 10, c), reg, n))
         _emit("W1 pipeline", n, seconds, behaviour=label, stages=10,
-              hops_per_s=round(n * 11 / seconds))
+              hops_per_s=round(n * 10 / seconds))
 
 
 def w2(n: int, runs: int) -> None:
@@ -180,8 +196,9 @@ class Pinger(rf.Actor):
         samples = self.samples = []
         clock = time.perf_counter_ns
         for i in range(n):
+            message = {"i": i, "payload": "x" * 32}  # what the peers send
             t0 = clock()
-            await ctx.send("ping", i)
+            await ctx.send("ping", message)
             await ctx.receive("pong")
             samples.append(clock() - t0)
 
@@ -210,7 +227,8 @@ def w3(n: int, runs: int) -> None:
     samples = sorted(s for r in results for s in r[1])
     p50 = samples[len(samples) // 2] / 1000
     p99 = samples[int(len(samples) * 0.99)] / 1000
-    _emit("W3 latency", n, seconds, p50_us=round(p50, 2), p99_us=round(p99, 2))
+    _emit("W3 latency", n, seconds, p50_us=round(p50, 2), p99_us=round(p99, 2),
+          message="dict {i, payload}")
 
 
 # -- W4 ---------------------------------------------------------------------------------------
@@ -218,32 +236,58 @@ def w3(n: int, runs: int) -> None:
 
 def w4(n: int) -> None:
     reg = _registry()
-    gc.collect()
-    before = _rss_mb()
+    before = _settled_rss_mb()
+    t0 = time.perf_counter()
     g = rf.Graph("w4")
     for i in range(n):
         g.add_node(f"a{i}", "bench/Pass")
     for i in range(1, n):
         g.add_edge(f"a{i - 1}", "out", f"a{i}", "in")
-    graph_mb = _rss_mb() - before
+    graph_s = time.perf_counter() - t0
+    graph_mb = _settled_rss_mb() - before
 
     async def main() -> tuple[float, float]:
-        t0 = time.perf_counter()
+        t1 = time.perf_counter()
         net = rf.Network(g, reg)
         async with net:
-            spawn = time.perf_counter() - t0
-            gc.collect()
-            total_mb = _rss_mb() - before - graph_mb
+            start_s = time.perf_counter() - t1
+            total_mb = _settled_rss_mb() - before
             await net.idle()
-        return spawn, total_mb
+        return start_s, total_mb
 
-    spawn, actors_mb = trio.run(main)
-    _emit("W4 many actors", n, spawn, spawn_s=round(spawn, 3),
-          kb_per_actor=round(actors_mb * 1000 / n, 2),
-          graph_kb_per_node=round(graph_mb * 1000 / n, 2))
+    start_s, total_mb = trio.run(main)
+    spawn = graph_s + start_s
+    _emit("W4 many actors", n, spawn, spawn_s=round(spawn, 3), graph_s=round(graph_s, 3),
+          network_start_s=round(start_s, 3),
+          kib_per_actor=round(total_mb * 1024 / n, 2),
+          graph_kib_per_node=round(graph_mb * 1024 / n, 2),
+          kib_per_actor_excl_graph=round((total_mb - graph_mb) * 1024 / n, 2))
 
 
 # -- W5 ---------------------------------------------------------------------------------------
+
+
+class _RssSampler:
+    """Samples this process's RSS from a thread every ``every`` s (W5)."""
+
+    def __init__(self, every: float = 0.25) -> None:
+        self.every = every
+        self.samples: list[float] = []
+        self.base = _settled_rss_mb()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.samples.append(_rss_mb())
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(_rss_mb())
 
 
 def w5(duration: float) -> None:
@@ -252,14 +296,14 @@ def w5(duration: float) -> None:
     g.add_node("src", "bench/Source", {"n": 10**12})
     g.add_node("sink", "bench/SlowSink")
     g.add_edge("src", "out", "sink", "in")
-    samples: list[float] = []
+    sampler = _RssSampler()
 
     async def main() -> int:
         net = rf.Network(g, reg)
+        sampler.start()
         async with net:
-            for _ in range(int(duration)):
-                await trio.sleep(1)
-                samples.append(_rss_mb())
+            await trio.sleep(duration)
+            sampler.stop()
             processed = net._runners["sink"].activations
             await net.stop(drain=False)
         return processed
@@ -267,8 +311,11 @@ def w5(duration: float) -> None:
     t0 = time.perf_counter()
     processed = trio.run(main)
     seconds = time.perf_counter() - t0
-    _emit("W5 backpressure", processed, seconds, rss_mb_samples=[round(s, 1) for s in samples],
-          rss_growth_mb=round(samples[-1] - samples[0], 2))
+    s = sampler.samples
+    _emit("W5 backpressure", processed, seconds, duration_s=duration,
+          base_rss_mb=round(sampler.base, 1),
+          peak_growth_mb=round(max(s) - sampler.base, 2),
+          end_growth_mb=round(s[-1] - sampler.base, 2))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -290,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
         w4(10_000 // scale)
         w4(100_000 // scale)
     if "W5" in only:
-        w5(2.0 if args.quick else 10.0)
+        w5(2.0 if args.quick else 20.0)
 
 
 if __name__ == "__main__":

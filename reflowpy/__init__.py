@@ -26,7 +26,9 @@ from reflowpy.errors import (
     IIPNotFound,
     MessageError,
     NetworkError,
+    NetworkStalled,
     NetworkStopped,
+    NetworkTimeout,
     NodeNotFound,
     PortNotFound,
     PortTypeError,
@@ -49,8 +51,10 @@ from reflowpy.network.events import EventSubscription, NetworkEvent
 from reflowpy.network.formats import read as load
 from reflowpy.network.graph import IIP, Edge, Endpoint, ExportedPort, Graph, GraphEvent, Group, Node
 from reflowpy.network.message import FrozenDict, FrozenList, freeze, from_reflow, thaw, to_reflow
-from reflowpy.network.network import Network, OutputStream, run
+from reflowpy.network.network import Ledger, Network, NetworkStatistics, OutputStream, run
+from reflowpy.network.ports import PortStatistics, Receiver
 from reflowpy.network.registry import ComponentInfo, Registry, default_registry
+from reflowpy.network.runner import NodeStatistics
 from reflowpy.network.supervision import DeadLetter, Policy
 
 __version__ = "0.1.0"
@@ -87,18 +91,25 @@ __all__ = [
     "Group",
     "GroupNotFound",
     "IIPNotFound",
+    "Ledger",
     "MessageError",
     "Network",
     "NetworkError",
     "NetworkEvent",
+    "NetworkStalled",
+    "NetworkStatistics",
     "NetworkStopped",
+    "NetworkTimeout",
     "Node",
     "NodeNotFound",
+    "NodeStatistics",
     "OutputStream",
     "Policy",
     "Port",
     "PortNotFound",
+    "PortStatistics",
     "PortTypeError",
+    "Receiver",
     "ReflowError",
     "Registry",
     "SandboxUnavailable",

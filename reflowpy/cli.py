@@ -182,21 +182,48 @@ def _print_letter(letter: Any) -> None:
           f" (dead letter {letter.id}, {letter.attempts} attempt(s)):"
           f" {letter.error_type}: {letter.error}", file=sys.stderr)
     trace = getattr(letter, "traceback", "") or getattr(letter, "remote_traceback", "")
-    if trace:
-        for line in str(trace).rstrip().splitlines():
-            print(f"    {line}", file=sys.stderr)
+    for line in _user_frames(str(trace or "")):
+        print(f"    {line}", file=sys.stderr)
+
+
+_LIBRARY_PARTS = (f"{os.sep}reflowpy{os.sep}", f"{os.sep}trio{os.sep}",
+                  f"{os.sep}site-packages{os.sep}", f"{os.sep}lib{os.sep}python3")
+
+
+def _user_frames(trace: str) -> list[str]:
+    """A traceback with the runtime's own frames left out: the user's code is what to
+    read (a remote script's traceback has only those). Unchanged if nothing is left."""
+    lines = trace.rstrip().splitlines()
+    out: list[str] = []
+    skip = False
+    for line in lines:
+        stripped = line.lstrip()
+        if stripped.startswith('File "'):
+            path = stripped[6:stripped.find('"', 6)]
+            skip = any(part in path for part in _LIBRARY_PARTS)
+            if not skip:
+                out.append(line)
+        elif line.startswith((" ", "\t")) and not stripped.startswith("^"):
+            if not skip:
+                out.append(line)
+        elif not stripped.startswith("^"):
+            skip = False
+            out.append(line)
+    frames = [x for x in out if x.lstrip().startswith('File "')]
+    return out if frames or not lines else lines
 
 
 async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
-                     timeout: float | None) -> int:
+                     timeout: float | None, trace: str | None = None,
+                     trace_sample: int = 1) -> int:
     import math
 
     import trio
 
-    import reflowpy as rf
+    from reflowpy.bridge.cluster import network_for  # remote/partition nodes placed
 
     errors = _error_ports(graph, registry)
-    net = rf.Network(graph, registry)
+    net: Any = network_for(graph, registry)
     encode = json.JSONEncoder(default=repr, ensure_ascii=False).encode
     failures = 0
     counts = {name: 0 for name in graph.outports if name not in errors}
@@ -225,8 +252,8 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
             while True:
                 await trio.sleep(1)
                 elapsed = trio.current_time() - start
-                nodes = net.statistics()["nodes"].values()
-                done = sum(n["activations"] for n in nodes)
+                nodes = net.statistics().nodes.values()
+                done = sum(n.activations for n in nodes)
                 shown = ", ".join(f"{k}: {v}" for k, v in counts.items()) or "no outputs"
                 sys.stderr.write(f"\r\x1b[Kreflowpy run: {elapsed:.0f} s, {shown};"
                                  f" {done} messages processed ({done / elapsed:.0f}/s)")
@@ -236,7 +263,9 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
             sys.stderr.flush()
 
     with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
-        async with net, trio.open_nursery() as nursery:
+        from reflowpy.observe.cli import traced
+
+        async with traced(net, trace, trace_sample), net, trio.open_nursery() as nursery:
             if _progress_wanted():
                 nursery.start_soon(progress)
             for name in graph.outports:
@@ -310,7 +339,8 @@ def _run_main(args: argparse.Namespace) -> int:
             except OSError as exc:
                 raise _Usage(f"--cwd {workdir!r}: {exc.strerror}") from None
         try:
-            return trio.run(_run_graph, graph, registry, inputs, args.timeout)
+            return trio.run(_run_graph, graph, registry, inputs, args.timeout, args.trace,
+                            args.trace_sample)
         finally:
             os.chdir(back)
     except BaseException as exc:
@@ -363,6 +393,10 @@ def _run(sub: SubParsers) -> None:
                    " (default: the graph file's folder)")
     p.add_argument("--timeout", type=float, default=None,
                    help="stop with exit 1 if not idle after this many seconds")
+    p.add_argument("--trace", default=None, metavar="FILE|postgresql://...",
+                   help="record every event into this trace store (see `reflowpy trace`)")
+    p.add_argument("--trace-sample", type=int, default=1, metavar="N",
+                   help="with --trace: record 1 in N messages (default 1: all)")
     p.set_defaults(func=_run_main)
 
 
@@ -470,6 +504,9 @@ def _config_of(component: Any) -> dict[str, Any] | None:
     for field in msgspec.structs.fields(config):
         entry: dict[str, Any] = {"name": field.encode_name, "type": _type_name(field.type),
                                  "required": field.required}
+        doc = _unannotated(field.type)[1]
+        if doc:
+            entry["description"] = doc
         if field.default is not msgspec.NODEFAULT:
             entry["default"] = _jsonable(field.default)
         elif field.default_factory is not msgspec.NODEFAULT:
@@ -483,9 +520,24 @@ def _config_of(component: Any) -> dict[str, Any] | None:
 
 
 def _type_name(tp: Any) -> str:
+    tp = _unannotated(tp)[0]
     name = getattr(tp, "__name__", None)
     text = str(tp) if name is None or getattr(tp, "__args__", None) else name
     return text.replace("typing.", "")
+
+
+def _unannotated(tp: Any) -> tuple[Any, str]:
+    """``Annotated[T, msgspec.Meta(description=...)]`` -> (T, description)."""
+    import typing
+
+    import msgspec
+
+    if typing.get_origin(tp) is typing.Annotated:
+        base, *extras = typing.get_args(tp)
+        doc = next((m.description for m in extras
+                    if isinstance(m, msgspec.Meta) and m.description), "")
+        return base, doc or ""
+    return tp, ""
 
 
 def _jsonable(value: Any) -> Any:
@@ -586,7 +638,8 @@ def _component_detail(registry: Any, name: str, aliases: dict[str, list[str]],
         for key in entry["config"]:
             default = f" = {json.dumps(key['default'])}" if "default" in key else ""
             req = " (required)" if key["required"] else ""
-            print(f"    {key['name']}: {key['type']}{default}{req}")
+            doc = f"  {key['description']}" if key.get("description") else ""
+            print(f"    {key['name']}: {key['type']}{default}{req}{doc}")
         print("JSON Schema:")
         for line in json.dumps(entry["config_schema"], indent=2).splitlines():
             print(f"    {line}")
@@ -633,8 +686,28 @@ def _serve(sub: SubParsers) -> None:
                    help="directory of the SQLite store (default: $REFLOWPY_DATA_DIR or"
                    " ./.reflowpy)")
     p.add_argument("--token", default=None,
-                   help="require this bearer token / FBP secret on every request"
-                   " (default: $REFLOWPY_TOKEN)")
+                   help="require this bearer token / FBP secret on every request; prefer"
+                   " $REFLOWPY_TOKEN or --token-file (argv is readable by every local user)")
+    p.add_argument("--token-file", default=None,
+                   help="read the token from this file (mode 600)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --host without a token (logged loudly)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="a Host name clients may use besides IP literals and localhost"
+                   " (DNS-rebinding protection; '.example.com' allows its subdomains)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="a browser origin (e.g. https://app.flowhub.io) allowed to make"
+                   " state-changing requests and WebSocket connections")
+    p.add_argument("--cors", action="store_true",
+                   help="send CORS headers to the --allow-origin origins (default off)")
+    p.add_argument("--max-connections", type=int, default=1000,
+                   help="most requests and WebSockets in flight")
+    p.add_argument("--max-unauthenticated", type=int, default=64,
+                   help="most FBP connections that have not yet sent the secret")
+    p.add_argument("--max-per-peer", type=int, default=32,
+                   help="most unauthenticated connections from one address")
+    p.add_argument("--client-queue-bytes", type=int, default=8 * 1024 * 1024,
+                   help="most bytes queued for one WebSocket client before it is dropped")
     p.add_argument("--max-frame", type=int, default=16 * 1024 * 1024,
                    help="largest WebSocket frame accepted, in bytes")
     p.add_argument("--max-body", type=int, default=16 * 1024 * 1024,
@@ -645,19 +718,61 @@ def _serve(sub: SubParsers) -> None:
                    help="where the code of FBP component:source components runs, per node:"
                    " 'process' (confined subprocess, default) or 'docker' (container);"
                    " never in the server process")
+    p.add_argument("--allow-component", action="append", default=[], metavar="PATTERN",
+                   help="components posted graphs may use (shell pattern, e.g. 'core/*';"
+                   " default all)")
+    p.add_argument("--deny-component", action="append", default=[], metavar="PATTERN",
+                   help="components posted graphs may not use (e.g. 'io/*', 'net/*')")
+    p.add_argument("--no-scripts", action="store_true",
+                   help="refuse script/* nodes in posted graphs (implied by --no-setsource)")
+    p.add_argument("--script-sandbox", action="append", choices=("process", "docker"),
+                   default=None, help="sandboxes script nodes may use (default both)")
+    p.add_argument("--script-network", action="store_true",
+                   help="allow script nodes with network: true (default refused)")
+    p.add_argument("--workspace", default=None, metavar="DIR",
+                   help="every io/* and script file path must lie inside DIR (default"
+                   " DATA_DIR/workspace)")
+    p.add_argument("--no-workspace", action="store_true",
+                   help="do not confine file paths (posted graphs can reach every file the"
+                   " server can)")
+    p.add_argument("--retention-count", type=int, default=1000,
+                   help="ended executions kept (newest first; older ones are deleted)")
+    p.add_argument("--retention-days", type=float, default=7.0,
+                   help="ended executions older than this are deleted")
     p.set_defaults(func=cmd_serve)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """``reflowpy serve``: run the server until SIGTERM/SIGINT, then drain and exit 0."""
+    import logging
+
     import trio
 
+    from reflowpy.server.auth import load_token
     from reflowpy.server.serve import serve
 
-    token = args.token or os.environ.get("REFLOWPY_TOKEN") or None
+    logging.basicConfig(level=logging.WARNING, format="reflowpy serve: %(message)s")
+    try:
+        token = load_token(argv_token=args.token, token_file=args.token_file)
+    except ReflowError as exc:
+        print(f"reflowpy serve: {exc}", file=sys.stderr)
+        return 2
     data_dir = args.data_dir or os.environ.get("REFLOWPY_DATA_DIR") or ".reflowpy"
-    limits: dict[str, Any] = {"max_body": args.max_body,
-                              "setsource_sandbox": args.setsource_sandbox}
+    limits: dict[str, Any] = {
+        "max_body": args.max_body, "setsource_sandbox": args.setsource_sandbox,
+        "insecure": args.insecure, "allow_hosts": args.allow_host,
+        "allow_origins": args.allow_origin, "cors": args.cors,
+        "max_connections": args.max_connections,
+        "max_unauthenticated": args.max_unauthenticated,
+        "max_per_peer": args.max_per_peer, "client_queue_bytes": args.client_queue_bytes,
+        "allow_components": args.allow_component or ["*"],
+        "deny_components": args.deny_component, "script_network": args.script_network,
+        "script_sandboxes": args.script_sandbox or ["process", "docker"],
+        "workspace": args.workspace, "confine_files": not args.no_workspace,
+        "retention_count": args.retention_count,
+        "retention_seconds": args.retention_days * 86400}
+    if args.no_scripts or args.no_setsource:
+        limits["scripts"] = False
     if args.no_setsource:
         limits["allow_setsource"] = False
 
@@ -681,7 +796,66 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         print(f"reflowpy serve: {exc}", file=sys.stderr)
         return 1
+    except (ReflowError, ExceptionGroup) as exc:  # refused: insecure bind, damaged store
+        while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
+            exc = exc.exceptions[0]
+        if not isinstance(exc, ReflowError):
+            raise
+        print(f"reflowpy serve: {exc}", file=sys.stderr)
+        return 2
     return 0
+
+
+# -- trace ----------------------------------------------------------------------------------
+
+
+@subcommand
+def _trace(sub: SubParsers) -> None:
+    from reflowpy.observe.cli import add_trace_parser
+
+    add_trace_parser(sub)
+
+
+# -- peers (reflowpy.bridge) ----------------------------------------------------------------
+
+
+def _peers_main(args: argparse.Namespace) -> int:
+    import trio
+
+    from reflowpy.bridge.peers import PeerState, load_peers, probe_all
+
+    try:
+        peers = load_peers(args.peers or os.environ.get("REFLOWPY_PEERS") or None)
+    except ReflowError as exc:
+        return _error(str(exc))
+    if args.no_probe:
+        rows = [PeerState(n, p.url, "configured", "not probed") for n, p in
+                sorted(peers.peers.items())]
+    else:
+        rows = trio.run(probe_all, peers, args.timeout)
+    if args.json:
+        import msgspec
+
+        print(msgspec.json.encode(rows).decode())
+    elif not rows:
+        print("no peers configured (--peers FILE or REFLOWPY_PEERS)")
+    for r in rows if not args.json else ():
+        ms = "" if r.handshake_ms is None else f" {r.handshake_ms:.1f} ms"
+        print(f"{r.name:<16} {r.state:<12} {r.url}{ms}  {r.detail}")
+    return 0 if all(r.state in ("ok", "configured") for r in rows) else 1
+
+
+@subcommand
+def _peers(sub: SubParsers) -> None:
+    p = sub.add_parser("peers", help="list the configured bridge peers and their state",
+                       description="Read the peers file and run the HELLO challenge"
+                       " with every peer (nothing is placed). Exit 1 if one is not ok.")
+    p.add_argument("--peers", default=None, metavar="FILE",
+                   help="peers file (YAML/JSON; default: $REFLOWPY_PEERS)")
+    p.add_argument("--timeout", type=float, default=5.0, help="seconds per peer")
+    p.add_argument("--no-probe", action="store_true", help="only list, do not connect")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_peers_main)
 
 
 # -- entry point ----------------------------------------------------------------------------

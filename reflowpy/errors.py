@@ -28,6 +28,8 @@ what was wrong and where (graph, node, port, field) and, when it helps, what to 
      +-- ExpressionError             a safe expression failed to parse or evaluate
      +-- NetworkError                lifecycle misuse of a Network
      |    +-- NetworkStopped
+     |    +-- NetworkStalled         nothing can make progress (a cycle of full queues)
+     |    +-- NetworkTimeout         rf.run(timeout=) expired (also a TimeoutError)
      +-- ActorError                  user code failed (wraps the original exception)
      |    +-- ActivationTimeout
      |    +-- ScriptError            a sandboxed script (script/python, script/wasm) failed
@@ -64,7 +66,9 @@ __all__ = [
     "IIPNotFound",
     "MessageError",
     "NetworkError",
+    "NetworkStalled",
     "NetworkStopped",
+    "NetworkTimeout",
     "NodeNotFound",
     "PortNotFound",
     "PortTypeError",
@@ -215,6 +219,30 @@ class NetworkStopped(NetworkError):
     """The network has stopped (or is stopping) and takes no more input."""
 
 
+class NetworkStalled(NetworkError):
+    """The network cannot make progress: every active node is blocked on a full queue
+    (a cycle of full queues, or a full queue into a node waiting on another port).
+
+    ``stall`` holds the cycle, the blocked nodes and the queue depths.
+    """
+
+    def __init__(self, message: str, *, stall: object = None) -> None:
+        self.stall = stall
+        super().__init__(message)
+
+
+class NetworkTimeout(NetworkError, TimeoutError):
+    """The network did not become idle in time (``rf.run(timeout=)``).
+
+    ``in_flight`` is the ledger snapshot taken when time ran out; what was in flight
+    then is in the dead letters with reason ``timeout``.
+    """
+
+    def __init__(self, message: str, *, in_flight: object = None) -> None:
+        self.in_flight = in_flight
+        super().__init__(message)
+
+
 class ActorError(ReflowError):
     """User code in a node failed. ``node``, ``port`` and ``__cause__`` say where and why."""
 
@@ -305,3 +333,31 @@ class ScriptCPUExceeded(ScriptLimitExceeded):
 class WasmTrap(ScriptError):
     """The WASM module trapped (unreachable, out-of-bounds, unknown import called...);
     its instance was reset."""
+
+
+# -- bridges (reflowpy.bridge) ------------------------------------------------------------
+#
+#    NetworkError
+#     +-- BridgeError               a bridge to another reflowpy process failed or was misused
+#          +-- BridgeProtocolError  a peer sent a frame that breaks the bridge protocol
+#          +-- BridgeAuthError      a peer's HELLO was refused (token, replay, version, allow-list)
+#          +-- PeerLost             a peer stayed away past its deadline; its nodes failed
+
+
+class BridgeError(NetworkError):
+    """A bridge to another reflowpy process failed or was used wrongly (names the peer)."""
+
+
+class BridgeProtocolError(BridgeError):
+    """A peer sent a frame that breaks the bridge protocol; only that connection closes."""
+
+
+class BridgeAuthError(BridgeError):
+    """A peer's handshake was refused: wrong token, replayed proof, version or allow-list."""
+
+
+class PeerLost(BridgeError):
+    """A peer stayed unreachable past its deadline; messages for it were dead-lettered
+    with the reason ``peer lost``."""
+
+__all__ += ["BridgeAuthError", "BridgeError", "BridgeProtocolError", "PeerLost"]

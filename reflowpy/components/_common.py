@@ -17,18 +17,34 @@ rule to one evaluation of an expression (or template, or rule group), and
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
+import msgspec
 import trio
 
 import reflowpy as rf
 from reflowpy.components.expression import Expression
 
 __all__ = [
-    "MISSING", "Config", "compile_expression", "describe_value", "error_value",
-    "evaluate_or_report", "get_path", "parse_pointer", "report", "report_in_loop",
-    "send_at_stop", "set_path",
+    "MISSING",
+    "Config",
+    "PerMessage",
+    "compile_expression",
+    "describe_value",
+    "error_output",
+    "error_value",
+    "evaluate_or_report",
+    "expression_at",
+    "get_path",
+    "load_config",
+    "parse_pointer",
+    "report",
+    "report_in_loop",
+    "send_at_stop",
+    "set_path",
+    "settings_error",
 ]
 
 
@@ -155,6 +171,115 @@ class Config:
                 raise bad
             return dict(value)
         return value
+
+
+# -- declared config (msgspec Structs) ---------------------------------------------------
+#
+# A component declares its config as a frozen msgspec Struct in its class attribute
+# ``Config`` (``reflowpy components`` prints its keys, types, defaults and JSON Schema
+# from it). :func:`load_config` converts the node's metadata to it once, in ``setup``;
+# a bad value fails with a ConfigError naming the node and the field path msgspec
+# reports (``fields.total``, ``items[0]``). Keys set to ``null`` count as unset, and
+# keys the Struct does not declare (editor positions, labels, ``env``) are ignored.
+
+_S = TypeVar("_S", bound=msgspec.Struct)
+_MISSING_FIELD = re.compile(r"missing required field `([^`]*)`")
+_AT = re.compile(r" - at `\$(.*)`$")
+
+
+def load_config(ctx: rf.ActorContext, schema: type[_S], *, reflow: bool = False,
+                keep_null: Sequence[str] = ()) -> _S:
+    """The node's config as ``schema`` (a msgspec Struct), or a ConfigError naming the
+    node and the field. Strings that spell numbers/booleans convert, as in YAML/CLI
+    config (``"10"`` -> ``10``, ``"true"`` -> ``True``). A ``null`` counts as unset,
+    except for the keys in ``keep_null`` (where ``null`` is a value, e.g. a default)."""
+    raw: Mapping[str, Any] = ctx.config or {}
+    data = {k: v for k, v in raw.items() if v is not None or k in keep_null}
+    if reflow:
+        nested = raw.get("propertyValues")
+        if isinstance(nested, Mapping):
+            data.update((k, v) for k, v in nested.items() if v is not None)
+    try:
+        return msgspec.convert(data, schema, strict=False)
+    except msgspec.ValidationError as exc:
+        raise settings_error(ctx.node_id, exc) from None
+
+
+def settings_error(node: str, exc: msgspec.ValidationError) -> rf.ConfigError:
+    """A ConfigError for node ``node`` from msgspec's message (which holds the path)."""
+    text = str(exc)
+    at = _AT.search(text)
+    path = at.group(1).lstrip(".") if at else ""
+    text = text[: at.start()] if at else text
+    missing = _MISSING_FIELD.search(text)
+    if missing:
+        key = f"{path}.{missing.group(1)}" if path else missing.group(1)
+        return rf.ConfigError(f"node {node!r}: config key {key!r} is required")
+    if not path:
+        return rf.ConfigError(f"node {node!r}: config: {text}")
+    return rf.ConfigError(f"node {node!r}: config key {path!r}: {text}")
+
+
+# -- plain-def components ----------------------------------------------------------------
+
+#: Where a :class:`PerMessage` node keeps its bound ``step`` (in its own state, so a
+#: restart, which resets the state, rebinds it when ``setup`` runs again).
+_STEP = "\x00step"
+
+
+def _behaviour(ctx: rf.ActorContext) -> Mapping[str, Any] | None:
+    step: Callable[[rf.ActorContext], Mapping[str, Any] | None] = ctx.state[_STEP]
+    return step(ctx)
+
+
+class PerMessage(rf.Actor):
+    """Base of components that are pure per-message functions.
+
+    A subclass defines ``configure(ctx)`` (read config, once per start or restart) and
+    a plain ``def step(ctx)`` that returns the outputs as a mapping (or ``None``). The
+    kernel calls plain-``def`` behaviours without a coroutine and gives them its fast
+    paths (inline activation, batch hand-over), as for ``@rf.actor`` functions. Its
+    plain-``def`` path binds the behaviour per class, so the node's bound ``step`` waits
+    in the node's state, where ``setup`` puts it.
+    """
+
+    behaviour: ClassVar[Callable[[rf.ActorContext], Any]] = staticmethod(_behaviour)
+    behaviour_is_async: ClassVar[bool] = False
+
+    def configure(self, ctx: rf.ActorContext) -> None:
+        """Read the node's config (raise ConfigError naming node and key)."""
+
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
+        """Handle one message: return ``{port: value}`` or ``None``."""
+        raise NotImplementedError
+
+    async def setup(self, ctx: rf.ActorContext) -> None:
+        self.configure(ctx)
+        ctx.state[_STEP] = self.step
+
+    async def process(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
+        return self.step(ctx)
+
+
+def error_output(
+    ctx: rf.ActorContext, exc: BaseException, value: Any, port: str = "error", **extra: Any
+) -> dict[str, Any]:
+    """:func:`report` for plain-``def`` steps: the outputs that send the error object
+    on ``port`` if it is connected; else ``exc`` is raised (to the failure policy)."""
+    if ctx.connected(port):
+        return {port: error_value(ctx, exc, value, **extra)}
+    raise exc
+
+
+def expression_at(ctx: rf.ActorContext, key: str, source: str) -> Expression:
+    """Compile ``source`` (config ``key`` of the node); a syntax error is a ConfigError
+    naming the node and the key, so the network refuses to start."""
+    try:
+        return Expression(source)
+    except rf.ExpressionError as exc:
+        raise rf.ConfigError(
+            f"node {ctx.node_id!r}: config key {key!r} is not a valid expression: {exc}"
+        ) from None
 
 
 def compile_expression(

@@ -1,21 +1,28 @@
 """aggregate/*: components that combine many packets — collect, count, distinct, join.
 
 Every buffer here is bounded by config, and what a full buffer or a timeout pushes
-out goes to a named port (``expired``, ``error``) instead of disappearing.
+out goes to a named port (``expired``, ``error``) instead of disappearing. Count and
+Distinct handle each packet on its own and are plain-``def`` steps
+(:class:`~reflowpy.components._common.PerMessage`); every component declares its
+config as a msgspec Struct ``Config``.
 """
 
 from __future__ import annotations
 
 import math
 from collections import OrderedDict, deque
-from typing import Any
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
+import msgspec
 import trio
 
 import reflowpy as rf
 from reflowpy.components._common import (
     Config,
+    PerMessage,
     get_path,
+    load_config,
     parse_pointer,
     report_in_loop,
     send_at_stop,
@@ -46,7 +53,13 @@ class Collect(rf.Actor):
         rf.Port("error", type="object", required=False, description="Packets past the bound"),
     ]
 
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        count: Annotated[int, msgspec.Meta(ge=1, description="Emit every this many")] | None = (
+            None)
+        max: Annotated[int, msgspec.Meta(ge=1, description="Packets held at most")] = 100_000
+
     async def setup(self, ctx: rf.ActorContext) -> None:
+        load_config(ctx, Collect.Config)  # types, with the field path in the error
         cfg = Config(ctx)
         self.count = cfg.get("count", "int", None, minimum=1)
         self.max = cfg.get("max", "int", 100_000, minimum=1)
@@ -77,7 +90,7 @@ class Collect(rf.Actor):
             await send_at_stop(ctx, "out", self.items)
 
 
-class Count(rf.Actor):
+class Count(PerMessage):
     """Count packets: the running total after each one, or per key.
 
     Config: ``by`` (path; counts per value of that field, emitted as an object
@@ -95,34 +108,44 @@ class Count(rf.Actor):
     ]
     outports = [rf.Port("out", description="Count (integer) or counts per key (object)")]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
-        self.by = parse_pointer(cfg.get("by", "str")) if cfg.has("by") else None
-        self.each = cfg.get("emit", "str", "each", choices=("each", "flush")) == "each"
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        by: Annotated[str | None, msgspec.Meta(
+            description="Count per value of this path")] = None
+        emit: Annotated[Literal["each", "flush"], msgspec.Meta(
+            description="After every packet, or on flush")] = "each"
+
+    def configure(self, ctx: rf.ActorContext) -> None:
+        cfg = load_config(ctx, Count.Config)
+        self.by = parse_pointer(cfg.by) if cfg.by is not None else None
+        self.each = cfg.emit == "each"
         ctx.state["counts"] = {} if self.by is not None else 0
 
     def _snapshot(self, ctx: rf.ActorContext) -> Any:
         counts = ctx.state["counts"]
         return dict(counts) if isinstance(counts, dict) else counts
 
-    async def process(self, ctx: rf.ActorContext) -> None:
-        if "reset" in ctx.inputs:
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
+        # one packet per firing (one port), so at most one output
+        inputs = ctx.inputs
+        if "reset" in inputs:
             ctx.state["counts"] = {} if self.by is not None else 0
-        if "in" in ctx.inputs:
+        if "in" in inputs:
             if self.by is None:
                 ctx.state["counts"] += 1
             else:
-                key = get_path(ctx.inputs["in"], self.by, None)
+                key = get_path(inputs["in"], self.by, None)
                 key = key if isinstance(key, str) else str(key)
                 ctx.state["counts"][key] = ctx.state["counts"].get(key, 0) + 1
             if self.each:
-                await ctx.send("out", self._snapshot(ctx))
-        if "flush" in ctx.inputs:
-            await ctx.send("out", self._snapshot(ctx))
+                return {"out": self._snapshot(ctx)}
+        if "flush" in inputs:
+            out = self._snapshot(ctx)
             ctx.state["counts"] = {} if self.by is not None else 0
+            return {"out": out}
+        return None
 
 
-class Distinct(rf.Actor):
+class Distinct(PerMessage):
     """Pass each distinct packet (or key) once; repeats go to ``duplicate``.
 
     Config: ``key`` (path; default the whole packet), ``max_keys`` (how many keys
@@ -138,14 +161,21 @@ class Distinct(rf.Actor):
         rf.Port("duplicate", required=False, description="Repeats"),
     ]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
-        self.key = parse_pointer(cfg.get("key", "str")) if cfg.has("key") else None
-        self.max_keys = cfg.get("max_keys", "int", 100_000, minimum=1)
-        self.ttl = cfg.get("ttl", "number", None, minimum=0)
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        key: Annotated[str | None, msgspec.Meta(
+            description="Path of the key (default: the whole packet)")] = None
+        max_keys: Annotated[int, msgspec.Meta(ge=1, description="Keys remembered")] = 100_000
+        ttl: Annotated[float, msgspec.Meta(ge=0, description="Seconds a key is remembered")] | (
+            None) = None
+
+    def configure(self, ctx: rf.ActorContext) -> None:
+        cfg = load_config(ctx, Distinct.Config)
+        self.key = parse_pointer(cfg.key) if cfg.key is not None else None
+        self.max_keys = cfg.max_keys
+        self.ttl = cfg.ttl
         self.seen: OrderedDict[Any, float] = OrderedDict()
 
-    async def process(self, ctx: rf.ActorContext) -> None:
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         value = ctx.inputs["in"]
         key = value if self.key is None else get_path(value, self.key, None)
         try:
@@ -157,13 +187,13 @@ class Distinct(rf.Actor):
         if seen_at is not None and (self.ttl is None or now - seen_at < self.ttl):
             self.seen.move_to_end(key)
             if ctx.connected("duplicate"):
-                await ctx.send("duplicate", value)
-            return
+                return {"duplicate": value}
+            return None
         self.seen[key] = now
         self.seen.move_to_end(key)
         while len(self.seen) > self.max_keys:
             self.seen.popitem(last=False)
-        await ctx.send("out", value)
+        return {"out": value}
 
 
 class Join(rf.Actor):
@@ -190,7 +220,17 @@ class Join(rf.Actor):
         rf.Port("error", type="object", required=False, description="Packets without a key"),
     ]
 
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        key: Annotated[str | None, msgspec.Meta(description="Path of the key in both")] = None
+        left_key: Annotated[str | None, msgspec.Meta(description="Path in left packets")] = None
+        right_key: Annotated[str | None, msgspec.Meta(
+            description="Path in right packets")] = None
+        max_pending: Annotated[int, msgspec.Meta(ge=1, description="Held per side")] = 10_000
+        timeout: Annotated[float, msgspec.Meta(
+            ge=0, description="Seconds a packet waits for its partner")] | None = None
+
     async def setup(self, ctx: rf.ActorContext) -> None:
+        load_config(ctx, Join.Config)  # types, with the field path in the error
         cfg = Config(ctx)
         both = cfg.get("key", "str", None)
         if both is None and not (cfg.has("left_key") and cfg.has("right_key")):

@@ -4,7 +4,9 @@ FBP tools (noflo-ui, fbp-spec, the FBP protocol's examples) expect ``core/Repeat
 ``core/Kick``, ``core/Output`` ... to exist with ``in``/``out`` ports, so these keep
 NoFlo's interface exactly. They are also the smallest complete examples of the
 actor API: a ``process`` method per firing, state in ``ctx.state``, config checked
-in ``setup``.
+in ``setup``. The ones that handle each packet on its own (Repeat, Copy, Merge, Split,
+Drop, Output, Kick) are plain-``def`` steps, which the kernel calls without a
+coroutine (:class:`~reflowpy.components._common.PerMessage`).
 """
 
 from __future__ import annotations
@@ -12,16 +14,19 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import trio
 
 import reflowpy as rf
 from reflowpy.components._common import (
     MISSING,
     Config,
+    PerMessage,
     compile_expression,
     evaluate_or_report,
+    load_config,
     report,
 )
 from reflowpy.components.expression import Expression, _to_str
@@ -30,14 +35,17 @@ __all__ = ["Copy", "Drop", "Kick", "MakeFunction", "Merge", "Output", "Repeat",
            "RepeatAsync", "Split"]
 
 
-class _Forward(rf.Actor):
+class _Forward(PerMessage):
     """What Repeat, Copy, Merge and Split do: send each ``in`` packet on ``out``.
 
     They differ only in name and port declarations (NoFlo's interfaces), so the
     logic lives here once.
     """
 
-    async def process(self, ctx: rf.ActorContext) -> Mapping[str, Any]:
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        pass
+
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         return {"out": ctx.inputs["in"]}
 
 
@@ -87,7 +95,7 @@ class Copy(_Forward):
     outports = [rf.Port("out", description="The copy")]
 
 
-class Drop(rf.Actor):
+class Drop(PerMessage):
     """Consume packets and do nothing with them (counts them in ``ctx.state['dropped']``).
 
     Use it to terminate an out-port on purpose, so the graph validator does not
@@ -99,11 +107,15 @@ class Drop(rf.Actor):
     inports = [rf.Port("in", description="Packet to drop")]
     outports = ()
 
-    async def process(self, ctx: rf.ActorContext) -> None:
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        pass
+
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         ctx.state["dropped"] = ctx.state.get("dropped", 0) + 1
+        return None
 
 
-class Output(rf.Actor):
+class Output(PerMessage):
     """Print each packet to stdout and forward it on ``out``.
 
     Config: ``format`` — ``"text"`` (default: strings as they are, other values as
@@ -117,12 +129,17 @@ class Output(rf.Actor):
     inports = [rf.Port("in", description="Packet to print")]
     outports = [rf.Port("out", required=False, description="The printed packet")]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
-        self.format = cfg.get("format", "str", "text", choices=("text", "json", "repr"))
-        self.prefix = cfg.get("prefix", "str", "")
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        format: Annotated[Literal["text", "json", "repr"], msgspec.Meta(
+            description="text: strings as they are, other values as JSON")] = "text"
+        prefix: Annotated[str, msgspec.Meta(description="Put in front of each line")] = ""
 
-    async def process(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
+    def configure(self, ctx: rf.ActorContext) -> None:
+        cfg = load_config(ctx, Output.Config)
+        self.format = cfg.format
+        self.prefix = cfg.prefix
+
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         value = ctx.inputs["in"]
         if self.format == "repr":
             text = repr(rf.thaw(value))
@@ -136,7 +153,7 @@ class Output(rf.Actor):
         return None
 
 
-class Kick(rf.Actor):
+class Kick(PerMessage):
     """On each packet on ``in`` (a bang), send the stored ``data`` packet to ``out``.
 
     ``data`` is set by the ``data`` in-port (usually an IIP) or the ``data`` config
@@ -152,10 +169,13 @@ class Kick(rf.Actor):
     ]
     outports = [rf.Port("out", description="The data packet")]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
-        ctx.state.setdefault("data", Config(ctx).get("data", "any", None))
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        data: Annotated[Any, msgspec.Meta(description="Packet sent on each bang")] = None
 
-    async def process(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
+    def configure(self, ctx: rf.ActorContext) -> None:
+        ctx.state.setdefault("data", load_config(ctx, Kick.Config).data)
+
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         if "data" in ctx.inputs:
             ctx.state["data"] = ctx.inputs["data"]
         if "in" in ctx.inputs:

@@ -29,10 +29,10 @@ carries the source and the column.
 
 from __future__ import annotations
 
+import ast
 import math
-import operator
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import reflowpy as rf
 
@@ -178,36 +178,10 @@ def _pow(a: Any, b: Any) -> Any:
     return result
 
 
-def _add(a: Any, b: Any) -> Any:
-    return _check_size(a + b)
-
-
 def _contains(container: Any, item: Any) -> bool:
     if container is None:
         return False
     return item in container
-
-
-_BINARY: dict[str, Callable[[Any, Any], Any]] = {
-    "+": _add,
-    "-": operator.sub,
-    "*": _mul,
-    "/": operator.truediv,
-    "//": operator.floordiv,
-    "%": operator.mod,
-    "**": _pow,
-}
-
-_COMPARE: dict[str, Callable[[Any, Any], Any]] = {
-    "==": operator.eq,
-    "!=": operator.ne,
-    "<": operator.lt,
-    "<=": operator.le,
-    ">": operator.gt,
-    ">=": operator.ge,
-    "in": lambda a, b: _contains(b, a),
-    "not in": lambda a, b: not _contains(b, a),
-}
 
 
 def _access(container: Any, key: Any) -> Any:
@@ -342,7 +316,22 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
 }
 
 
-# -- parser (Pratt) -> closures ----------------------------------------------------------
+# -- parser (Pratt) -> Python AST -> code object ----------------------------------------
+#
+# The parser builds a Python ``ast`` expression and compiles it once, so an evaluation
+# is one call of a code object instead of a walk over a tree of closures. What the
+# generated code may do is fixed here, not by the expression: it sees no builtins, its
+# only globals are the helpers in ``_NAMESPACE`` (bound under ``_``-names no token can
+# spell), a field name or string from the source only ever becomes an ``ast.Constant``
+# (never an identifier or an attribute), and every operator with a limit or a ``null``
+# rule goes through the same helper as before (``_check_size``, ``_mul``, ``_pow``, ``_access``,
+# ``_contains``, ``_num``). Operators whose Python semantics are the language's
+# (``- / // %``, comparisons, ``and``/``or``/``not``, ``a if c else b``) compile to
+# Python's own opcodes.
+#
+# Two functions come out of one source: ``_fast(msg)``, for the common call with only
+# the message bound (names resolve to ``msg``/``x`` or a field of ``msg``), and
+# ``_env(env)``, for an explicit environment (Reduce's ``acc``, user variables).
 
 _BINDING = {
     "if": 1,
@@ -357,14 +346,118 @@ _BINDING = {
     "(": 10, "[": 10, ".": 10,
 }
 _COMPARISONS = {"in", "not", "==", "!=", "<", "<=", ">", ">="}
+_PY_COMPARE: dict[str, ast.cmpop] = {
+    "==": ast.Eq(), "!=": ast.NotEq(), "<": ast.Lt(), "<=": ast.LtE(), ">": ast.Gt(),
+    ">=": ast.GtE(),
+}
+_PY_BINARY: dict[str, ast.operator] = {
+    "-": ast.Sub(), "/": ast.Div(), "//": ast.FloorDiv(), "%": ast.Mod(),
+}
+_LOC = {"lineno": 1, "col_offset": 0, "end_lineno": 1, "end_col_offset": 0}
+
+
+class _Missing:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<missing>"
+
+
+_MISS: Any = _Missing()
+
+
+def _no_fields(key: str, default: Any) -> Any:
+    return default
+
+
+def _fields_of(msg: Any) -> Callable[[str, Any], Any]:
+    """The ``get`` of a message's fields; a non-object has none."""
+    if isinstance(msg, Mapping):
+        return msg.get
+    return _no_fields
+
+
+def _unknown(name: str) -> Any:
+    raise NameError(f"unknown name {name!r}")
+
+
+def _env_field(env: Env, name: str) -> Any:
+    msg = env.get("msg")
+    if isinstance(msg, Mapping) and name in msg:
+        return msg[name]
+    raise NameError(f"unknown name {name!r}")
+
+
+def _in(item: Any, container: Any) -> bool:
+    return _contains(container, item)
+
+
+def _not_in(item: Any, container: Any) -> bool:
+    return not _contains(container, item)
+
+
+def _invoke(name: str, fn: Callable[..., Any], *values: Any) -> Any:
+    try:
+        return fn(*values)
+    except TypeError as exc:
+        raise TypeError(f"{name}(): {exc}") from None
+
+
+def _neg(value: Any) -> Any:
+    return -_num("unary minus", value)
+
+
+def _pos(value: Any) -> Any:
+    return +_num("unary plus", value)
+
+
+#: The only globals compiled expressions can reach. ``__builtins__`` is empty.
+_NAMESPACE: dict[str, Any] = {
+    "__builtins__": {},
+    "_MISS": _MISS, "_DICTS": (dict, rf.FrozenDict), "_typeof": type,
+    "_fields_of": _fields_of, "_unknown": _unknown, "_env_field": _env_field,
+    "_access": _access, "_check_size": _check_size, "_mul": _mul, "_pow": _pow, "_in": _in,
+    "_not_in": _not_in, "_invoke": _invoke, "_neg": _neg, "_pos": _pos,
+}
+_FUNCTION_GLOBALS = {name: f"_fn_{name}" for name in FUNCTIONS}
+_NAMESPACE.update({glob: FUNCTIONS[name] for name, glob in _FUNCTION_GLOBALS.items()})
+
+
+_N = TypeVar("_N", bound=ast.AST)
+
+
+def _at(node: _N) -> _N:
+    for key, value in _LOC.items():
+        setattr(node, key, value)
+    return node
+
+
+def _load(name: str) -> ast.expr:
+    return _at(ast.Name(id=name, ctx=ast.Load()))
+
+
+def _const(value: Any) -> ast.expr:
+    return _at(ast.Constant(value=value))
+
+
+def _call(fn: str, *args: ast.expr) -> ast.expr:
+    return _at(ast.Call(func=_load(fn), args=list(args), keywords=[]))
 
 
 class _Parser:
-    def __init__(self, src: str) -> None:
+    """One pass over the tokens, building one body of the compiled functions. The
+    bodies differ only in how a name is read (``mode``): ``"dict"`` when the message
+    is a dict (``msg['f']``, one opcode), ``"any"`` for any other message and for a
+    dict that lacks a field (its fields' ``get``, or none), ``"env"`` from an explicit
+    environment."""
+
+    def __init__(self, src: str, tokens: list[_Token], mode: str) -> None:
         self.src = src
-        self.tokens = _tokenize(src)
+        self.tokens = tokens
+        self.mode = mode
         self.i = 0
         self.depth = 0
+        self.temps = 0
 
     def error(self, message: str, token: _Token | None = None) -> rf.ExpressionError:
         tok = token or self.tokens[self.i]
@@ -386,7 +479,11 @@ class _Parser:
             raise self.error(f"expected {value!r}, found {shown}")
         return self.next()
 
-    def parse(self) -> Code:
+    def temp(self) -> str:
+        self.temps += 1
+        return f"_t{self.temps}"
+
+    def parse(self) -> ast.expr:
         if self.tok.kind == "end":
             raise self.error("empty expression")
         code = self.expression(0)
@@ -399,7 +496,7 @@ class _Parser:
             return _BINDING.get(tok.value, 0)
         return 0
 
-    def expression(self, rbp: int) -> Code:
+    def expression(self, rbp: int) -> ast.expr:
         self.depth += 1
         if self.depth > MAX_DEPTH:
             raise self.error(f"expression nested deeper than {MAX_DEPTH} levels")
@@ -409,47 +506,88 @@ class _Parser:
         self.depth -= 1
         return left
 
-    def prefix(self, tok: _Token) -> Code:
+    def name(self, name: str) -> ast.expr:
+        key = _const(name)
+        if self.mode == "env":
+            # env[name] if name in env else _env_field(env, name)
+            return _at(ast.IfExp(
+                test=_at(ast.Compare(left=key, ops=[ast.In()], comparators=[_load("env")])),
+                body=_at(ast.Subscript(value=_load("env"), slice=key, ctx=ast.Load())),
+                orelse=_call("_env_field", _load("env"), key)))
+        if name in ("msg", "x"):
+            return _load("msg")
+        if self.mode == "dict":
+            # msg[name]; a missing field raises KeyError, and _TEMPLATE evaluates the
+            # "any" body instead, which says which name is unknown
+            return _at(ast.Subscript(value=_load("msg"), slice=key, ctx=ast.Load()))
+        # (_t if (_t := _get(name, _MISS)) is not _MISS else _unknown(name))
+        t = self.temp()
+        return _at(ast.IfExp(
+            test=_at(ast.Compare(left=self.assign(t, _call("_get", key, _load("_MISS"))),
+                                 ops=[ast.IsNot()], comparators=[_load("_MISS")])),
+            body=_load(t), orelse=_call("_unknown", key)))
+
+    def assign(self, name: str, value: ast.expr) -> ast.expr:
+        return _at(ast.NamedExpr(target=_at(ast.Name(id=name, ctx=ast.Store())), value=value))
+
+    def guarded(self, helper: str, op: ast.operator, a: ast.expr, b: ast.expr) -> ast.expr:
+        """``a op b`` by Python when both are plain numbers, else ``helper(a, b)`` (which
+        keeps the size limits); each operand evaluated once, left to right."""
+        ta, tb = self.temp(), self.temp()
+        both = _at(ast.BinOp(
+            left=_at(ast.Compare(left=_call("_typeof", self.assign(ta, a)), ops=[ast.In()],
+                                 comparators=[_load("_NUMS")])),
+            op=ast.BitAnd(),
+            right=_at(ast.Compare(left=_call("_typeof", self.assign(tb, b)), ops=[ast.In()],
+                                  comparators=[_load("_NUMS")]))))
+        return _at(ast.IfExp(test=both,
+                             body=_at(ast.BinOp(left=_load(ta), op=op, right=_load(tb))),
+                             orelse=_call(helper, _load(ta), _load(tb))))
+
+    def prefix(self, tok: _Token) -> ast.expr:
         if tok.kind in ("num", "str"):
-            value = tok.value
-            return lambda env: value
+            return _const(tok.value)
         if tok.kind == "kw":
             if tok.value in ("true", "True"):
-                return lambda env: True
+                return _const(True)
             if tok.value in ("false", "False"):
-                return lambda env: False
+                return _const(False)
             if tok.value in ("null", "None"):
-                return lambda env: None
+                return _const(None)
             if tok.value == "not":
                 operand = self.expression(4)
-                return lambda env: not operand(env)
+                return _at(ast.UnaryOp(op=ast.Not(), operand=operand))
             raise self.error(f"unexpected keyword {tok.value!r}", tok)
         if tok.kind == "name":
             if self.tok.kind == "op" and self.tok.value == "(":
                 return self.call(tok)
-            return _name(tok.value)
+            return self.name(tok.value)
         if tok.kind == "op":
             if tok.value == "-":
-                operand = self.expression(8)
-                return lambda env: -_num("unary minus", operand(env))
+                # -_t if type(_t := operand) in _NUMS else _neg(_t)
+                t = self.temp()
+                operand = self.assign(t, self.expression(8))
+                return _at(ast.IfExp(
+                    test=_at(ast.Compare(left=_call("_typeof", operand), ops=[ast.In()],
+                                         comparators=[_load("_NUMS")])),
+                    body=_at(ast.UnaryOp(op=ast.USub(), operand=_load(t))),
+                    orelse=_call("_neg", _load(t))))
             if tok.value == "+":
-                operand = self.expression(8)
-                return lambda env: +_num("unary plus", operand(env))
+                return _call("_pos", self.expression(8))
             if tok.value == "(":
                 inner = self.expression(0)
                 self.expect(")")
                 return inner
             if tok.value == "[":
-                items = self.sequence("]")
-                return lambda env: [item(env) for item in items]
+                return _at(ast.List(elts=self.sequence("]"), ctx=ast.Load()))
             if tok.value == "{":
                 return self.object()
         if tok.kind == "end":
             raise self.error("unexpected end of expression", tok)
         raise self.error(f"unexpected {tok.value!r}", tok)
 
-    def sequence(self, close: str) -> list[Code]:
-        items: list[Code] = []
+    def sequence(self, close: str) -> list[ast.expr]:
+        items: list[ast.expr] = []
         while not (self.tok.kind == "op" and self.tok.value == close):
             items.append(self.expression(0))
             if self.tok.kind == "op" and self.tok.value == ",":
@@ -459,124 +597,219 @@ class _Parser:
         self.expect(close)
         return items
 
-    def object(self) -> Code:
-        pairs: list[tuple[Code, Code]] = []
+    def object(self) -> ast.expr:
+        keys: list[ast.expr | None] = []
+        values: list[ast.expr] = []
         while not (self.tok.kind == "op" and self.tok.value == "}"):
             # a bare name is a key, as in JS: {a: 1} == {'a': 1}
-            key = _constant(self.next().value) if self.tok.kind == "name" else self.expression(0)
+            keys.append(_const(self.next().value) if self.tok.kind == "name"
+                        else self.expression(0))
             self.expect(":")
-            pairs.append((key, self.expression(0)))
+            values.append(self.expression(0))
             if self.tok.kind == "op" and self.tok.value == ",":
                 self.next()
             elif not (self.tok.kind == "op" and self.tok.value == "}"):
                 raise self.error("expected ',' or '}'")
         self.expect("}")
-        return lambda env: {k(env): v(env) for k, v in pairs}
+        return _at(ast.Dict(keys=keys, values=values))
 
-    def call(self, name_tok: _Token) -> Code:
+    def call(self, name_tok: _Token) -> ast.expr:
         name = name_tok.value
-        fn = FUNCTIONS.get(name)
-        if fn is None:
+        glob = _FUNCTION_GLOBALS.get(name)
+        if glob is None:
             known = ", ".join(sorted(FUNCTIONS))
             raise self.error(f"unknown function {name!r} (known: {known})", name_tok)
         self.expect("(")
         args = self.sequence(")")
+        return _call("_invoke", _const(name), _load(glob), *args)
 
-        def call(env: Env) -> Any:
-            values = [a(env) for a in args]
-            try:
-                return fn(*values)
-            except TypeError as exc:
-                raise TypeError(f"{name}(): {exc}") from None
-
-        return call
-
-    def infix(self, tok: _Token, left: Code) -> Code:
+    def infix(self, tok: _Token, left: ast.expr) -> ast.expr:
         op = tok.value
         if op == ".":
             attr = self.next()
             if attr.kind not in ("name", "kw"):
                 raise self.error("expected a field name after '.'", attr)
-            key = attr.value
-            return lambda env: _access(left(env), key)
+            return _call("_access", left, _const(attr.value))
         if op == "[":
             index = self.expression(0)
             self.expect("]")
-            return lambda env: _access(left(env), index(env))
+            return _call("_access", left, index)
         if op == "(":
             raise self.error("only named functions can be called", tok)
         if op == "and":
-            right = self.expression(3)
-            return lambda env: left(env) and right(env)
+            return _at(ast.BoolOp(op=ast.And(), values=[left, self.expression(3)]))
         if op == "or":
-            right = self.expression(2)
-            return lambda env: left(env) or right(env)
+            return _at(ast.BoolOp(op=ast.Or(), values=[left, self.expression(2)]))
         if op == "if":
             cond = self.expression(1)
             self.expect("else")
             other = self.expression(0)
-            return lambda env: left(env) if cond(env) else other(env)
+            return _at(ast.IfExp(test=cond, body=left, orelse=other))
         if op in _COMPARISONS:
             return self.comparison(tok, left)
         # ** is right associative and binds tighter than a unary minus on its left
         right = self.expression(7) if op == "**" else self.expression(_BINDING[op])
-        fn = _BINARY[op]
-        return lambda env: fn(left(env), right(env))
+        if op in _PY_BINARY:
+            return _at(ast.BinOp(left=left, op=_PY_BINARY[op], right=right))
+        if op == "+":
+            # _t if type(_t := a + b) in _NUMS else _check_size(_t): only a sequence
+            # result can exceed the size limit, and a + b never builds a big one fast
+            t = self.temp()
+            total = self.assign(t, _at(ast.BinOp(left=left, op=ast.Add(), right=right)))
+            return _at(ast.IfExp(
+                test=_at(ast.Compare(left=_call("_typeof", total), ops=[ast.In()],
+                                     comparators=[_load("_NUMS")])),
+                body=_load(t), orelse=_call("_check_size", _load(t))))
+        if op == "*":
+            return self.guarded("_mul", ast.Mult(), left, right)
+        return _call("_pow", left, right)
 
-    def comparison(self, tok: _Token, left: Code) -> Code:
-        ops: list[Callable[[Any, Any], Any]] = []
-        operands: list[Code] = [left]
+    def comparison(self, tok: _Token, left: ast.expr) -> ast.expr:
+        ops: list[str] = []
+        operands: list[ast.expr] = [left]
         while True:
             op = tok.value
             if op == "not":
                 self.expect("in")
                 op = "not in"
-            ops.append(_COMPARE[op])
+            ops.append(op)
             operands.append(self.expression(5))
             if self.tok.kind in ("op", "kw") and self.tok.value in _COMPARISONS:
                 tok = self.next()
                 continue
             break
         if len(ops) == 1:
-            fn, a, b = ops[0], operands[0], operands[1]
-            return lambda env: fn(a(env), b(env))
+            return self.compare(ops[0], operands[0], operands[1])
+        # a < b < c: each operand evaluated once, left to right, stopping at the first
+        # false link; the result is True or False.
+        links: list[ast.expr] = []
+        lhs = operands[0]
+        for i, op in enumerate(ops):
+            rhs = operands[i + 1]
+            if i < len(ops) - 1:
+                t = self.temp()
+                rhs_value: ast.expr = _at(ast.NamedExpr(
+                    target=_at(ast.Name(id=t, ctx=ast.Store())), value=rhs))
+                links.append(self.compare(op, lhs, rhs_value))
+                lhs = _load(t)
+            else:
+                links.append(self.compare(op, lhs, rhs))
+        chain = _at(ast.BoolOp(op=ast.And(), values=links))
+        return _at(ast.IfExp(test=chain, body=_const(True), orelse=_const(False)))
 
-        def chain(env: Env) -> Any:
-            lhs = operands[0](env)
-            for fn, rhs_code in zip(ops, operands[1:], strict=True):
-                rhs = rhs_code(env)
-                if not fn(lhs, rhs):
-                    return False
-                lhs = rhs
-            return True
+    def compare(self, op: str, a: ast.expr, b: ast.expr) -> ast.expr:
+        if op not in ("in", "not in"):
+            return _at(ast.Compare(left=a, ops=[_PY_COMPARE[op]], comparators=[b]))
+        # membership in a literal list of constants tests a constant tuple (same ==
+        # semantics, no list built per call)
+        if isinstance(b, ast.List) and all(isinstance(e, ast.Constant) for e in b.elts):
+            b = _const(tuple(e.value for e in b.elts))  # type: ignore[attr-defined]
+        # False if (_a := a) is _MISS | (_b := b) is None else _a in _b  (null contains
+        # nothing; ``a`` is never _MISS, the test only fixes the order of evaluation)
+        ta, tb = self.temp(), self.temp()
+        absent = _at(ast.BinOp(
+            left=_at(ast.Compare(left=self.assign(ta, a), ops=[ast.Is()],
+                                 comparators=[_load("_MISS")])),
+            op=ast.BitOr(),
+            right=_at(ast.Compare(left=self.assign(tb, b), ops=[ast.Is()],
+                                  comparators=[_const(None)]))))
+        test = ast.In() if op == "in" else ast.NotIn()
+        return _at(ast.IfExp(test=absent, body=_const(op == "not in"),
+                             orelse=_at(ast.Compare(left=_load(ta), ops=[test],
+                                                    comparators=[_load(tb)]))))
 
-        return chain
+
+#: The frame every expression compiles into; ``_DICT_BODY``, ``_ANY_BODY`` and
+#: ``_ENV_BODY`` are replaced by the parsed expression (as AST, never as text).
+#: Expressions have no side effects (every function in FUNCTIONS is pure), so when the
+#: dict body stops at a missing field, evaluating the "any" body from the start gives
+#: exactly the old result: the value, or the first error in evaluation order.
+_TEMPLATE = """
+def _fast(msg):
+    try:
+        if _typeof(msg) in _DICTS:
+            try:
+                return _DICT_BODY
+            except _KeyError:
+                pass  # a missing field (or a KeyError the "any" body raises again)
+        _get = _fields_of(msg)
+        return _ANY_BODY
+    except _ExpressionError:
+        raise
+    except _RecursionError:
+        raise _too_deep(_SOURCE) from None
+    except _ERRORS as exc:
+        raise _failed(exc, _SOURCE) from None
 
 
-def _constant(value: Any) -> Code:
-    return lambda env: value
+def _env(env):
+    try:
+        return _ENV_BODY
+    except _ExpressionError:
+        raise
+    except _RecursionError:
+        raise _too_deep(_SOURCE) from None
+    except _ERRORS as exc:
+        raise _failed(exc, _SOURCE) from None
+"""
 
 
-def _name(name: str) -> Code:
-    def lookup(env: Env) -> Any:
-        if name in env:
-            return env[name]
-        msg = env.get("msg")
-        if isinstance(msg, Mapping) and name in msg:
-            return msg[name]
-        raise NameError(f"unknown name {name!r}")
+class _Splice(ast.NodeTransformer):
+    def __init__(self, bodies: dict[str, ast.expr]) -> None:
+        self.bodies = bodies
 
-    return lookup
+    def visit_Return(self, node: ast.Return) -> ast.Return:
+        if isinstance(node.value, ast.Name) and node.value.id in self.bodies:
+            node.value = self.bodies[node.value.id]
+        return node
+
+
+def _too_deep(source: str) -> rf.ExpressionError:
+    return rf.ExpressionError("value nested too deeply", expression=source)
+
+
+def _failed(exc: BaseException, source: str) -> rf.ExpressionError:
+    return rf.ExpressionError(f"{type(exc).__name__}: {exc}", expression=source)
+
+
+_ERRORS = (TypeError, ValueError, ArithmeticError, NameError, KeyError, AttributeError)
+_NAMESPACE.update({
+    "_ExpressionError": rf.ExpressionError, "_RecursionError": RecursionError,
+    "_KeyError": KeyError,
+    "_ERRORS": _ERRORS, "_too_deep": _too_deep, "_failed": _failed, "_NUMS": (int, float),
+})
+
+
+def _compile(src: str) -> tuple[Callable[[Any], Any], Callable[[Env], Any]]:
+    """Parse ``src`` and compile it to ``(_fast(msg), _env(env))``, both raising
+    only :class:`~reflowpy.ExpressionError`."""
+    tokens = _tokenize(src)
+    bodies = {f"_{mode.upper()}_BODY": _Parser(src, tokens, mode).parse()
+              for mode in ("dict", "any", "env")}
+    module = _Splice(bodies).visit(ast.parse(_TEMPLATE))
+    try:
+        code = compile(module, "<expression>", "exec")
+    except (RecursionError, MemoryError):
+        raise rf.ExpressionError("expression too long or too deeply nested to compile",
+                                 expression=src, position=0) from None
+    namespace = dict(_NAMESPACE, _SOURCE=src)
+    exec(code, namespace)  # defines the two functions of _TEMPLATE, runs nothing else
+    return namespace["_fast"], namespace["_env"]
 
 
 class Expression:
     """A compiled expression: call it with a message (and extra variables).
 
     ``variables`` bound on every call: ``msg`` and ``x`` (the message), plus the
-    keyword arguments given to the call.
+    keyword arguments given to the call. ``call(msg)`` is the same as ``expr(msg)``
+    without the keyword handling: the fastest way to evaluate per message.
+    ``evaluate(env)`` evaluates with an explicit environment (names -> values).
     """
 
-    __slots__ = ("_code", "source")
+    __slots__ = ("call", "evaluate", "source")
+
+    call: Callable[[Any], Any]
+    evaluate: Callable[[Env], Any]
 
     def __init__(self, source: str) -> None:
         if not isinstance(source, str):
@@ -584,25 +817,12 @@ class Expression:
         if len(source) > MAX_SOURCE:
             raise rf.ExpressionError(f"expression longer than {MAX_SOURCE} characters")
         self.source = source
-        self._code = _Parser(source).parse()
+        self.call, self.evaluate = _compile(source)
 
     def __call__(self, msg: Any = None, **variables: Any) -> Any:
-        env = {"msg": msg, "x": msg, **variables}
-        return self.evaluate(env)
-
-    def evaluate(self, env: Env) -> Any:
-        """Evaluate with an explicit environment (names -> values)."""
-        try:
-            return self._code(env)
-        except rf.ExpressionError:
-            raise
-        except RecursionError:
-            raise rf.ExpressionError("value nested too deeply", expression=self.source) from None
-        except (TypeError, ValueError, ArithmeticError, NameError, KeyError,
-                AttributeError) as exc:
-            raise rf.ExpressionError(
-                f"{type(exc).__name__}: {exc}", expression=self.source
-            ) from None
+        if variables:
+            return self.evaluate({"msg": msg, "x": msg, **variables})
+        return self.call(msg)
 
     def __repr__(self) -> str:
         return f"Expression({self.source!r})"

@@ -5,24 +5,28 @@ expression (:mod:`reflowpy.components.expression`) or Reflow's rule groups
 (``is``, ``is_not``, ``contains``, ``greater_than`` ... joined with AND/OR), so graphs
 from Reflow's editor keep their conditions. The wrappers (Retry, Timeout,
 CircuitBreaker) run another registered component inside themselves and add the
-behaviour around each of its firings.
+behaviour around each of its firings. If, Switch, Router and RoundRobin decide each
+packet on its own and are plain-``def`` steps
+(:class:`~reflowpy.components._common.PerMessage`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Annotated, Any, Literal
 
+import msgspec
 import trio
 
 import reflowpy as rf
 from reflowpy.components._common import (
-    MISSING,
     Config,
+    PerMessage,
     compile_expression,
-    evaluate_or_report,
+    error_output,
     get_path,
+    load_config,
     parse_pointer,
     report,
 )
@@ -243,7 +247,7 @@ class Gate(rf.Actor):
 # -- If / Switch / Router ----------------------------------------------------------------
 
 
-class If(rf.Actor):
+class If(PerMessage):
     """Route each packet to ``true`` or ``false`` by a condition.
 
     Config: ``expression`` (safe expression over the message, e.g.
@@ -263,30 +267,40 @@ class If(rf.Actor):
         rf.Port("error", type="object", required=False, description="Evaluation errors"),
     ]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
-        self.test = condition_from_config(Config(ctx))
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        expression: Annotated[str | None, msgspec.Meta(
+            description="A safe expression over the packet")] = None
+        rules: Annotated[Any, msgspec.Meta(description="Reflow rule groups")] = None
 
-    async def process(self, ctx: rf.ActorContext) -> None:
+    def configure(self, ctx: rf.ActorContext) -> None:
+        load_config(ctx, If.Config)  # types, with the field path in the error
+        test = condition_from_config(Config(ctx))
+        assert test is not None
+        self.test = test
+
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         value = ctx.inputs["in"]
-        assert self.test is not None
-        ok = await evaluate_or_report(ctx, self.test, value)
-        if ok is MISSING:
-            return
+        try:
+            ok = self.test(value)
+        except rf.ExpressionError as exc:
+            return error_output(ctx, exc, value)
         port = "true" if ok else "false"
         if ctx.connected(port):
-            await ctx.send(port, value)
+            return {port: value}
+        return None
 
 
-async def _route(ctx: rf.ActorContext, port: str, value: Any) -> None:
-    """Send ``value`` on ``port`` if connected, else count it in ``state['unrouted']``
-    (Switch and Router: an unconnected case or route is a choice, not an error)."""
+def _route(ctx: rf.ActorContext, port: str, value: Any) -> Mapping[str, Any] | None:
+    """The output sending ``value`` on ``port`` if connected, else count it in
+    ``state['unrouted']`` (Switch and Router: an unconnected case or route is a
+    choice, not an error)."""
     if ctx.connected(port):
-        await ctx.send(port, value)
-    else:
-        ctx.state["unrouted"] = ctx.state.get("unrouted", 0) + 1
+        return {port: value}
+    ctx.state["unrouted"] = ctx.state.get("unrouted", 0) + 1
+    return None
 
 
-class Switch(rf.Actor):
+class Switch(PerMessage):
     """Send each packet to the first matching case ``case1`` .. ``case8``, else ``default``.
 
     Config: ``cases`` — a list (up to 8) of values compared with the switch value, or
@@ -308,7 +322,18 @@ class Switch(rf.Actor):
         rf.Port("error", type="object", required=False, description="Evaluation errors"),
     ]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        cases: Annotated[list[Any], msgspec.Meta(
+            description="Up to 8 values (or expressions, with match: expression)")]
+        match: Annotated[Literal["value", "expression"], msgspec.Meta(
+            description="Compare values, or evaluate the cases")] = "value"
+        field: Annotated[str | None, msgspec.Meta(
+            description="Path of the switch value (default: the packet)")] = None
+        expression: Annotated[str | None, msgspec.Meta(
+            description="Expression giving the switch value")] = None
+
+    def configure(self, ctx: rf.ActorContext) -> None:
+        load_config(ctx, Switch.Config)  # types, with the field path in the error
         cfg = Config(ctx)
         self.mode = cfg.get("match", "str", "value", choices=("value", "expression"))
         cases = cfg.get("cases", "list")
@@ -333,15 +358,16 @@ class Switch(rf.Actor):
             key = self.expr(value)
         return next((f"case{i}" for i, c in enumerate(self.cases, 1) if c == key), "default")
 
-    async def process(self, ctx: rf.ActorContext) -> None:
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         value = ctx.inputs["in"]
-        port = await evaluate_or_report(ctx, self._port, value)
-        if port is MISSING:
-            return
-        await _route(ctx, port, value)
+        try:
+            port = self._port(value)
+        except rf.ExpressionError as exc:
+            return error_output(ctx, exc, value)
+        return _route(ctx, port, value)
 
 
-class Router(rf.Actor):
+class Router(PerMessage):
     """Route by key: the value at ``key`` (a path) picks the out-port through ``routes``.
 
     Config: ``key`` (path, required), ``routes`` — an object mapping key values to
@@ -361,7 +387,13 @@ class Router(rf.Actor):
         rf.Port("error", type="object", required=False, description="Packets without the key"),
     ]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        key: Annotated[str, msgspec.Meta(description="Path of the routing key")]
+        routes: Annotated[dict[str, Any], msgspec.Meta(
+            description="Key value -> out1..out8")]
+
+    def configure(self, ctx: rf.ActorContext) -> None:
+        load_config(ctx, Router.Config)  # types, with the field path in the error
         cfg = Config(ctx)
         self.path = parse_pointer(cfg.get("key", "str"))
         routes = cfg.get("routes", "dict")
@@ -371,18 +403,17 @@ class Router(rf.Actor):
                 raise cfg.error(f"routes.{k}", f"must name one of out1..out{_OUTS}, got {port!r}")
         self.routes = routes
 
-    async def process(self, ctx: rf.ActorContext) -> None:
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         value = ctx.inputs["in"]
         key = get_path(value, self.path, _ABSENT)
         if key is _ABSENT:
-            await report(ctx, KeyError(f"node {ctx.node_id!r}: packet has no routing key"
-                                       f" {'/' + '/'.join(self.path)!r}"), value)
-            return
+            return error_output(ctx, KeyError(f"node {ctx.node_id!r}: packet has no routing"
+                                              f" key {'/' + '/'.join(self.path)!r}"), value)
         port = self.routes.get(str(key), self.routes.get(key, "default"))
-        await _route(ctx, port, value)
+        return _route(ctx, port, value)
 
 
-class RoundRobin(rf.Actor):
+class RoundRobin(PerMessage):
     """Spread packets over the connected out-ports ``out1`` .. ``out8`` in turn.
 
     Only connected ports take part, checked per packet, so live edits that add or
@@ -397,7 +428,10 @@ class RoundRobin(rf.Actor):
     outports = [rf.Port(f"out{i}", required=False, description=f"Worker {i}")
                 for i in range(1, _OUTS + 1)]
 
-    async def process(self, ctx: rf.ActorContext) -> None:
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        pass
+
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         ports = [f"out{i}" for i in range(1, _OUTS + 1) if ctx.connected(f"out{i}")]
         if not ports:
             raise rf.ActorError(
@@ -405,7 +439,7 @@ class RoundRobin(rf.Actor):
                 node=ctx.node_id, port="in")
         turn = ctx.state.get("turn", 0)
         ctx.state["turn"] = turn + 1
-        await ctx.send(ports[turn % len(ports)], ctx.inputs["in"])
+        return {ports[turn % len(ports)]: ctx.inputs["in"]}
 
 
 # -- loops and synchronisation -----------------------------------------------------------

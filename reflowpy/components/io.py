@@ -24,13 +24,16 @@ import sys
 from collections.abc import Callable, Iterator
 from itertools import islice
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Annotated, Any, Literal
 
+import msgspec
 import trio
 
 import reflowpy as rf
-from reflowpy.components._common import Config, report, report_in_loop
+from reflowpy.components._common import Config as ConfigReader
+from reflowpy.components._common import load_config, report, report_in_loop
 from reflowpy.components.expression import _to_str
+from reflowpy.network.message import freeze_decoded
 
 __all__ = [
     "CsvRead", "CsvWrite", "JsonLinesRead", "JsonLinesWrite", "ReadDir", "ReadFile",
@@ -54,22 +57,33 @@ class _Reader(rf.Actor):
     ]
     binary = False
 
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        path: Annotated[str | None, msgspec.Meta(
+            description="File read at start (more paths may arrive on in)")] = None
+        encoding: Annotated[str, msgspec.Meta(description="Text encoding")] = "utf-8"
+        batch: Annotated[int, msgspec.Meta(
+            ge=1, description="Records read per worker-thread hop")] = 512
+
     async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
+        load_config(ctx, type(self).Config)  # types, with the field path in the error
+        cfg = ConfigReader(ctx)
         self.path = cfg.get("path", "str", None)
         self.encoding = cfg.get("encoding", "str", "utf-8")
         self.batch = cfg.get("batch", "int", 512, minimum=1)
         self.configure(cfg)
 
-    def configure(self, cfg: Config) -> None:
+    def configure(self, cfg: ConfigReader) -> None:
         """Read subclass-specific config."""
 
     def records(self, f: IO[Any]) -> Iterator[Any]:
         """Yield records from an open file (runs in a worker thread)."""
         raise NotImplementedError
 
-    async def handle(self, ctx: rf.ActorContext, record: Any, index: int) -> None:
-        await ctx.send("out", record)
+    async def emit(self, ctx: rf.ActorContext, chunk: list[Any], first: int) -> None:
+        """Send one chunk of records (``first`` is the index of its first record)."""
+        send = ctx.send
+        for record in chunk:
+            await send("out", record)
 
     async def read(self, ctx: rf.ActorContext, path: Any) -> None:
         if not isinstance(path, str):
@@ -99,9 +113,8 @@ class _Reader(rf.Actor):
                     break
                 if not chunk:
                     break
-                for record in chunk:
-                    await self.handle(ctx, record, count)
-                    count += 1
+                await self.emit(ctx, chunk, count)
+                count += len(chunk)
         finally:
             await trio.to_thread.run_sync(f.close)
         if ctx.connected("done"):
@@ -129,7 +142,12 @@ class ReadFile(_Reader):
     description = "Streams a file as lines, byte chunks or one text"
     icon = "file-o"
 
-    def configure(self, cfg: Config) -> None:
+    class Config(_Reader.Config, frozen=True, kw_only=True):
+        mode: Annotated[Literal["lines", "bytes", "text"], msgspec.Meta(
+            description="Lines (no newline), byte chunks or the whole text")] = "lines"
+        chunk_size: Annotated[int, msgspec.Meta(ge=1, description="Bytes per chunk")] = 65536
+
+    def configure(self, cfg: ConfigReader) -> None:
         self.mode = cfg.get("mode", "str", "lines", choices=("lines", "bytes", "text"))
         self.chunk_size = cfg.get("chunk_size", "int", 65536, minimum=1)
         self.binary = self.mode == "bytes"
@@ -154,7 +172,13 @@ class CsvRead(_Reader):
     description = "Streams rows of a CSV file"
     icon = "table"
 
-    def configure(self, cfg: Config) -> None:
+    class Config(_Reader.Config, frozen=True, kw_only=True):
+        header: Annotated[bool, msgspec.Meta(description="First row names the keys")] = True
+        delimiter: Annotated[str, msgspec.Meta(description="One character")] = ","
+        numbers: Annotated[bool, msgspec.Meta(
+            description="Convert numeric-looking cells")] = False
+
+    def configure(self, cfg: ConfigReader) -> None:
         self.header = cfg.get("header", "bool", True)
         self.delimiter = cfg.get("delimiter", "str", ",")
         if len(self.delimiter) != 1:
@@ -193,17 +217,20 @@ class JsonLinesRead(_Reader):
     def records(self, f: IO[Any]) -> Iterator[Any]:
         return iter(f)
 
-    async def handle(self, ctx: rf.ActorContext, record: Any, index: int) -> None:
-        line = record.strip()
-        if not line:
-            return
-        try:
-            value = json.loads(line)
-        except ValueError as exc:
-            await report_in_loop(ctx, ValueError(f"node {ctx.node_id!r}: line {index + 1} is not"
-                                         f" JSON: {exc}"), record, line=index + 1)
-            return
-        await ctx.send("out", value)
+    async def emit(self, ctx: rf.ActorContext, chunk: list[Any], first: int) -> None:
+        send = ctx.send
+        for index, record in enumerate(chunk, first):
+            line = record.strip()
+            if not line:
+                continue
+            try:
+                value = json.loads(line)
+            except ValueError as exc:
+                await report_in_loop(ctx, ValueError(f"node {ctx.node_id!r}: line {index + 1}"
+                                                     f" is not JSON: {exc}"), record,
+                                     line=index + 1)
+                continue
+            await send("out", freeze_decoded(value))  # built immutable: no copy at send
 
 
 # -- writers -----------------------------------------------------------------------------
@@ -225,7 +252,7 @@ class _Writer(rf.Actor):
     binary = False
 
     async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
+        cfg = ConfigReader(ctx)
         self.path = cfg.get("path", "str")
         self.append = cfg.get("append", "bool", False)
         self.encoding = cfg.get("encoding", "str", "utf-8")
@@ -239,7 +266,7 @@ class _Writer(rf.Actor):
         self.buf = bytearray()
         self.count = 0
 
-    def configure(self, cfg: Config) -> None:
+    def configure(self, cfg: ConfigReader) -> None:
         """Read subclass-specific config."""
 
     def encode(self, value: Any) -> bytes:
@@ -317,7 +344,7 @@ class WriteFile(_Writer):
     description = "Writes packets to a file (lines, bytes or text), buffered"
     icon = "save"
 
-    def configure(self, cfg: Config) -> None:
+    def configure(self, cfg: ConfigReader) -> None:
         self.mode = cfg.get("mode", "str", "lines", choices=("lines", "bytes", "text"))
 
     def encode(self, value: Any) -> bytes:
@@ -352,7 +379,7 @@ class CsvWrite(_Writer):
     description = "Writes rows to a CSV file"
     icon = "table"
 
-    def configure(self, cfg: Config) -> None:
+    def configure(self, cfg: ConfigReader) -> None:
         self.columns: list[str] | None = cfg.get("columns", "list", None)
         self.with_header = cfg.get("header", "bool", True)
         self.delimiter = cfg.get("delimiter", "str", ",")
@@ -409,7 +436,7 @@ class ReadDir(rf.Actor):
     ]
 
     async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
+        cfg = ConfigReader(ctx)
         self.path = cfg.get("path", "str", None)
         self.pattern = cfg.get("pattern", "str", "*")
         self.recursive = cfg.get("recursive", "bool", False)
@@ -448,7 +475,7 @@ class Watch(rf.Actor):
     outports = [rf.Port("out", type="string", description="Paths of new files")]
 
     async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
+        cfg = ConfigReader(ctx)
         self.path = cfg.get("path", "str")
         if not os.path.isdir(self.path):
             raise cfg.error("path", f"is not a directory: {self.path!r}")
@@ -493,7 +520,8 @@ class Stdin(rf.Actor):
     ]
 
     async def setup(self, ctx: rf.ActorContext) -> None:
-        self.json = Config(ctx).get("mode", "str", "lines", choices=("lines", "json")) == "json"
+        mode = ConfigReader(ctx).get("mode", "str", "lines", choices=("lines", "json"))
+        self.json = mode == "json"
 
     async def run(self, ctx: rf.ActorContext) -> None:
         stream = sys.stdin
@@ -540,7 +568,7 @@ class _Sqlite(rf.Actor):
     """One connection per node, used from worker threads one call at a time."""
 
     async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
+        cfg = ConfigReader(ctx)
         self.database = cfg.get("database", "str", alt=("path",))
         try:
             self.db = await trio.to_thread.run_sync(
@@ -551,7 +579,7 @@ class _Sqlite(rf.Actor):
         self.lock = trio.Lock()
         self.configure(cfg)
 
-    def configure(self, cfg: Config) -> None:
+    def configure(self, cfg: ConfigReader) -> None:
         """Read subclass-specific config."""
 
     async def call(self, fn: Callable[[sqlite3.Connection], Any]) -> Any:
@@ -598,7 +626,7 @@ class SqliteQuery(_Sqlite):
         rf.Port("error", type="object", required=False, description="SQL errors"),
     ]
 
-    def configure(self, cfg: Config) -> None:
+    def configure(self, cfg: ConfigReader) -> None:
         self.query = cfg.get("query", "str", alt=("sql",))
         if not sqlite3.complete_statement(self.query.rstrip().rstrip(";") + ";"):
             raise cfg.error("query", "is not a complete SQL statement")
@@ -650,7 +678,7 @@ class SqliteInsert(_Sqlite):
         rf.Port("error", type="object", required=False, description="Rows that failed"),
     ]
 
-    def configure(self, cfg: Config) -> None:
+    def configure(self, cfg: ConfigReader) -> None:
         self.table = cfg.get("table", "str")
         if not self.table.replace("_", "a").isalnum():
             raise cfg.error("table", f"must be a plain identifier, got {self.table!r}")

@@ -14,10 +14,13 @@ Reflow uses milliseconds.
 from __future__ import annotations
 
 import datetime
+import heapq
 import math
 import time as _time
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
 
+import msgspec
 import trio
 
 import reflowpy as rf
@@ -25,6 +28,7 @@ from reflowpy.components._common import (
     MISSING,
     Config,
     get_path,
+    load_config,
     parse_pointer,
     report_in_loop,
     send_at_stop,
@@ -138,7 +142,27 @@ class Window(rf.Actor):
                 description="Packets without a usable time"),
     ]
 
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        kind: Annotated[Literal["tumbling", "sliding", "session"], msgspec.Meta(
+            description="Window kind")] = "tumbling"
+        size: Annotated[float | None, msgspec.Meta(description="Window length, s")] = None
+        size_ms: Annotated[float | None, msgspec.Meta(description="Window length, ms")] = None
+        step: Annotated[float | None, msgspec.Meta(description="Sliding step, s")] = None
+        step_ms: Annotated[float | None, msgspec.Meta(description="Sliding step, ms")] = None
+        gap: Annotated[float | None, msgspec.Meta(description="Session gap, s")] = None
+        gap_ms: Annotated[float | None, msgspec.Meta(description="Session gap, ms")] = None
+        time_field: Annotated[str | None, msgspec.Meta(
+            description="Path to the event time (number); none: processing time")] = None
+        key: Annotated[str | None, msgspec.Meta(description="Path to the window key")] = None
+        lateness: Annotated[float, msgspec.Meta(description="Allowed lateness, s")] = 0.0
+        lateness_ms: Annotated[float | None, msgspec.Meta(
+            description="Allowed lateness, ms")] = None
+        items: Annotated[bool, msgspec.Meta(description="Include the packets")] = True
+        max_items: Annotated[int, msgspec.Meta(ge=0, description="Packets kept per window")] = (
+            10_000)
+
     async def setup(self, ctx: rf.ActorContext) -> None:
+        load_config(ctx, Window.Config)  # types, with the field path in the error
         cfg = Config(ctx)
         self.kind = cfg.get("kind", "str", "tumbling", choices=("tumbling", "sliding", "session"))
         if self.kind == "session":
@@ -152,12 +176,26 @@ class Window(rf.Actor):
             parse_pointer(cfg.get("time_field", "str")) if cfg.has("time_field") else None
         )
         self.key_path = parse_pointer(cfg.get("key", "str")) if cfg.has("key") else None
+        self.time_of = _reader(self.time_path)
+        self.key_of = _reader(self.key_path)
         self.lateness = _seconds(cfg, "lateness", 0.0, positive=False)
         self.keep_items = cfg.get("items", "bool", True)
         self.max_items = cfg.get("max_items", "int", 10_000, minimum=0)
-        # open windows: (key, start) -> [end, count, items]
+        # open windows: (key, start) -> [end, count, items, created]; ``created`` (a
+        # counter) orders windows that tie on (start, str(key)) by creation
         self.open: dict[tuple[Any, float], list[Any]] = {}
+        # due times: (end, start, str(key), created, key); an entry whose window is gone
+        # or whose end moved (a session that grew) is skipped when it comes up
+        self.due: list[tuple[float, float, str, int, Any]] = []
+        self.created = 0
         self.origin: float | None = None
+
+    def _open(self, key: Any, start: float, end: float) -> list[Any]:
+        self.created += 1
+        win = [end, 0, [], self.created]
+        self.open[(key, start)] = win
+        heapq.heappush(self.due, (end, start, str(key), self.created, key))
+        return win
 
     def _assign(self, key: Any, t: float) -> None:
         if self.kind == "session":
@@ -166,18 +204,19 @@ class Window(rf.Actor):
             if current is not None and t < self.open[current][0]:
                 win = self.open[current]
                 win[0] = t + self.gap
+                heapq.heappush(self.due, (win[0], current[1], str(key), win[3], key))
                 self._add(win)
                 return
-            self.open[(key, t)] = [t + self.gap, 0, []]
-            self._add(self.open[(key, t)])
+            self._add(self._open(key, t, t + self.gap))
             return
         origin = 0.0 if self.time_path is not None else (self.origin or 0.0)
         last = origin + math.floor((t - origin) / self.step) * self.step
         start = last
         while start > t - self.size - 1e-12:
             if start <= t < start + self.size:
-                win = self.open.setdefault((key, start), [start + self.size, 0, []])
-                self._add(win)
+                found = self.open.get((key, start))
+                self._add(found if found is not None
+                          else self._open(key, start, start + self.size))
             start -= self.step
 
     def _add(self, win: list[Any]) -> None:
@@ -185,11 +224,22 @@ class Window(rf.Actor):
         if self.keep_items and len(win[2]) < self.max_items:
             win[2].append(self._current)
 
+    def _pop_due(self, now: float) -> list[tuple[Any, float]]:
+        """The open windows that end by ``now``, in (start, str(key), creation) order."""
+        due = self.due
+        found: dict[int, tuple[float, str, int, Any]] = {}
+        while due and due[0][0] <= now:
+            end, start, skey, created, key = heapq.heappop(due)
+            win = self.open.get((key, start))
+            if win is not None and win[0] == end and win[3] == created:
+                found[created] = (start, skey, created, key)  # once, if pushed twice
+        return [(f[3], f[0]) for f in sorted(found.values())]
+
     async def _close(self, ctx: rf.ActorContext, now: float) -> None:
-        due = sorted((k for k, w in self.open.items() if w[0] <= now),
-                     key=lambda k: (k[1], str(k[0])))
-        for k in due:
-            end, count, items = self.open.pop(k)
+        if not self.due or self.due[0][0] > now:
+            return
+        for k in self._pop_due(now):
+            end, count, items, _ = self.open.pop(k)
             out: dict[str, Any] = {"start": k[1], "end": end, "count": count, "key": k[0]}
             if self.keep_items:
                 out["items"] = items
@@ -204,10 +254,19 @@ class Window(rf.Actor):
     def _deadline(self) -> float:
         if self.time_path is not None or not self.open:
             return math.inf
-        return float(min(w[0] for w in self.open.values()))
+        due = self.due
+        while due:  # drop entries of windows already closed or moved
+            end, start, _, created, key = due[0]
+            win = self.open.get((key, start))
+            if win is not None and win[0] == end and win[3] == created:
+                return float(end)
+            heapq.heappop(due)
+        return math.inf
 
     async def run(self, ctx: rf.ActorContext) -> None:
         watermark = -math.inf
+        time_of, key_of = self.time_of, self.key_of
+        event_time = self.time_path is not None
         while True:
             got = await _receive_until(ctx, self._deadline())
             if got is None:
@@ -217,39 +276,57 @@ class Window(rf.Actor):
             if port == "flush":
                 await self._close(ctx, math.inf)
                 continue
-            if self.time_path is not None:
-                t = get_path(value, self.time_path, None)
+            if event_time:
+                t = time_of(value)
                 if isinstance(t, bool) or not isinstance(t, (int, float)):
                     await report_in_loop(ctx, ValueError(
                         f"node {ctx.node_id!r}: packet has no numeric time at"
-                        f" {'/'.join(self.time_path)!r}"), value)
+                        f" {'/'.join(self.time_path)!r}"), value)  # type: ignore[arg-type]
                     continue
                 t = float(t)
             else:
                 t = trio.current_time()
                 if self.origin is None:
                     self.origin = t
-            key = get_path(value, self.key_path, None) if self.key_path else None
+            key = key_of(value)
             self._current = value
-            if self.time_path is not None:
+            if event_time:
                 if self._end_of(t) <= watermark - self.lateness:
                     await report_in_loop(ctx, ValueError(
                         f"node {ctx.node_id!r}: packet at t={t} is later than the"
                         f" allowed lateness ({self.lateness}s)"), value)
                     continue
                 self._assign(key, t)
-                watermark = max(watermark, t)
+                if t > watermark:
+                    watermark = t
                 await self._close(ctx, watermark - self.lateness)
             else:
                 self._assign(key, t)
 
     async def teardown(self, ctx: rf.ActorContext) -> None:
-        for key in sorted(self.open, key=lambda k: (k[1], str(k[0]))):
-            end, count, items = self.open.pop(key)
+        for key in sorted(self.open, key=lambda k: (k[1], str(k[0]), self.open[k][3])):
+            end, count, items, _ = self.open.pop(key)
             out: dict[str, Any] = {"start": key[1], "end": end, "count": count, "key": key[0]}
             if self.keep_items:
                 out["items"] = items
             await send_at_stop(ctx, "out", out)
+        self.due.clear()
+
+
+def _reader(path: tuple[str, ...] | None) -> Callable[[Any], Any]:
+    """``get_path(value, path, None)``, precomputed for the common one-key path."""
+    if path is None:
+        return lambda value: None
+    if len(path) == 1 and not path[0].lstrip("-").isdigit():
+        key = path[0]
+
+        def one(value: Any) -> Any:
+            if type(value) is rf.FrozenDict or isinstance(value, Mapping):
+                return value.get(key)
+            return None
+
+        return one
+    return lambda value: get_path(value, path, None)
 
 
 class Debounce(rf.Actor):

@@ -4,26 +4,41 @@ Each takes its logic from config as a safe expression (``x``/``msg`` is the mess
 an object's fields are names too) so graphs stay data, not code. A message the logic
 cannot handle goes to the node's ``error`` port when it is connected and is
 dead-lettered otherwise; the network never stops for bad input.
+
+The components that are pure per-message functions (Map, Expression, Filter, Pick,
+Set, Template, JsonParse, JsonStringify, Validate) are plain-``def`` steps
+(:class:`~reflowpy.components._common.PerMessage`) returning their outputs, so they get
+the kernel's fast paths; each declares its config as a msgspec Struct ``Config``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any
+
+import msgspec
 
 import reflowpy as rf
 from reflowpy.components._common import (
     MISSING,
     Config,
+    PerMessage,
     compile_expression,
+    error_output,
     evaluate_or_report,
+    expression_at,
     get_path,
+    load_config,
     parse_pointer,
     report,
     set_path,
 )
 from reflowpy.components.expression import Expression, Template, _to_str
+from reflowpy.network.message import freeze_decoded
+
+_EXPRESSION = msgspec.Meta(description="A safe expression over the packet (x, msg, its fields)")
+_POINTER = msgspec.Meta(description="A JSON pointer (/a/b/0) or dotted path (a.b.0)")
 
 __all__ = [
     "Expr",
@@ -41,7 +56,7 @@ __all__ = [
 ]
 
 
-class Map(rf.Actor):
+class Map(PerMessage):
     """Apply an expression to each packet: ``out = expression(x)``.
 
     Config: ``expression`` (required), e.g. ``"x * 2"`` or ``"{'name': upper(name)}"``.
@@ -49,6 +64,9 @@ class Map(rf.Actor):
 
         {"component": "transform/Map", "metadata": {"expression": "x * 2"}}
     """
+
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        expression: Annotated[str, _EXPRESSION]
 
     description = "Applies an expression to each packet"
     icon = "exchange"
@@ -58,13 +76,16 @@ class Map(rf.Actor):
         rf.Port("error", type="object", required=False, description="Evaluation errors"),
     ]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
-        self.expr = compile_expression(Config(ctx))
+    def configure(self, ctx: rf.ActorContext) -> None:
+        cfg = load_config(ctx, Map.Config)
+        self.call = expression_at(ctx, "expression", cfg.expression).call
 
-    async def process(self, ctx: rf.ActorContext) -> None:
-        result = await evaluate_or_report(ctx, self.expr, ctx.inputs["in"])
-        if result is not MISSING:
-            await ctx.send("out", result)
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
+        value = ctx.inputs["in"]
+        try:
+            return {"out": self.call(value)}
+        except rf.ExpressionError as exc:
+            return error_output(ctx, exc, value)
 
 
 class Expr(Map):
@@ -77,39 +98,36 @@ class Expr(Map):
     Example: ``{"fields": {"total": "price * qty", "big": "price * qty > 100"}}``.
     """
 
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        expression: Annotated[str | None, _EXPRESSION] = None
+        fields: Annotated[dict[str, Any] | None, msgspec.Meta(
+            description="Object of name -> expression; the result has those names")] = None
+
     description = "Evaluates a safe expression (or an object of them) per packet"
     icon = "calculator"
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
-        self.fields: dict[str, Expression] | None = None
-        if cfg.has("fields"):
-            fields = cfg.get("fields", "dict")
-            self.fields = {}
-            for name, source in fields.items():
-                try:
-                    self.fields[name] = Expression(source)
-                except rf.ExpressionError as exc:
-                    raise cfg.error(f"fields.{name}", f"is not a valid expression: {exc}") from None
+    def configure(self, ctx: rf.ActorContext) -> None:
+        cfg = load_config(ctx, Expr.Config)
+        if cfg.fields is not None:
+            fields = {name: expression_at(ctx, f"fields.{name}", _text(ctx, f"fields.{name}",
+                                                                       source)).call
+                      for name, source in cfg.fields.items()}
+            self.call = lambda v: {name: call(v) for name, call in fields.items()}
+        elif cfg.expression is not None:
+            self.call = expression_at(ctx, "expression", cfg.expression).call
         else:
-            self.expr = compile_expression(cfg)
-
-    async def process(self, ctx: rf.ActorContext) -> None:
-        if self.fields is None:
-            await super().process(ctx)
-            return
-        fields = self.fields
-        result = await evaluate_or_report(
-            ctx, lambda v: {name: expr(v) for name, expr in fields.items()}, ctx.inputs["in"])
-        if result is not MISSING:
-            await ctx.send("out", result)
+            raise rf.ConfigError(f"node {ctx.node_id!r}: config key 'expression' is required"
+                                 " (or 'fields')")
 
 
-class Filter(rf.Actor):
+class Filter(PerMessage):
     """Pass packets for which ``expression`` is truthy; others go to ``rejected``.
 
     Config: ``expression`` (required), e.g. ``"level in ['error', 'fatal']"``.
     """
+
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        expression: Annotated[str, _EXPRESSION]
 
     description = "Keeps packets matching an expression"
     icon = "filter"
@@ -120,18 +138,21 @@ class Filter(rf.Actor):
         rf.Port("error", type="object", required=False, description="Evaluation errors"),
     ]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
-        self.expr = compile_expression(Config(ctx))
+    def configure(self, ctx: rf.ActorContext) -> None:
+        cfg = load_config(ctx, Filter.Config)
+        self.call = expression_at(ctx, "expression", cfg.expression).call
 
-    async def process(self, ctx: rf.ActorContext) -> None:
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         value = ctx.inputs["in"]
-        keep = await evaluate_or_report(ctx, self.expr, value)
-        if keep is MISSING:
-            return
+        try:
+            keep = self.call(value)
+        except rf.ExpressionError as exc:
+            return error_output(ctx, exc, value)
         if keep:
-            await ctx.send("out", value)
-        elif ctx.connected("rejected"):
-            await ctx.send("rejected", value)
+            return {"out": value}
+        if ctx.connected("rejected"):
+            return {"rejected": value}
+        return None
 
 
 _REDUCERS: dict[str, tuple[Any, str]] = {
@@ -261,13 +282,23 @@ class FlatMap(rf.Actor):
             await ctx.send("out", item)
 
 
-class Pick(rf.Actor):
+class Pick(PerMessage):
     """Take a field by JSON pointer (``/user/name``) or dotted path (``user.name``).
 
     Config: ``pointer`` (one value) or ``fields`` (object of name -> pointer, giving
     an object); ``default`` — used when a field is missing (without it a missing
     field sends the packet to ``error``).
     """
+
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        pointer: Annotated[str | None, _POINTER] = None
+        path: Annotated[str | None, msgspec.Meta(description="Same as pointer")] = None
+        field: Annotated[str | None, msgspec.Meta(description="Same as pointer")] = None
+        fields: Annotated[dict[str, Any] | None, msgspec.Meta(
+            description="Object of name -> pointer; the result has those names")] = None
+        default: Annotated[Any, msgspec.Meta(
+            description="Value for a missing field (else the packet goes to error)"),
+        ] = msgspec.UNSET
 
     description = "Extracts fields by JSON pointer"
     icon = "crosshairs"
@@ -277,18 +308,22 @@ class Pick(rf.Actor):
         rf.Port("error", type="object", required=False, description="Missing fields"),
     ]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
-        self.default = cfg.data.get("default", MISSING)
-        if cfg.has("fields"):
+    def configure(self, ctx: rf.ActorContext) -> None:
+        cfg = load_config(ctx, Pick.Config, keep_null=("default",))
+        self.default = MISSING if cfg.default is msgspec.UNSET else cfg.default
+        if cfg.fields is not None:
             self.fields: dict[str, tuple[str, ...]] | None = {
-                k: parse_pointer(str(v)) for k, v in cfg.get("fields", "dict").items()
+                k: parse_pointer(str(v)) for k, v in cfg.fields.items()
             }
         else:
             self.fields = None
-            self.path = parse_pointer(cfg.get("pointer", "str", alt=("path", "field")))
+            pointer = _first(cfg.pointer, cfg.path, cfg.field)
+            if pointer is None:
+                raise rf.ConfigError(f"node {ctx.node_id!r}: config key 'pointer' is required"
+                                     " (a string)")
+            self.path = parse_pointer(pointer)
 
-    async def process(self, ctx: rf.ActorContext) -> None:
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         value = ctx.inputs["in"]
         try:
             if self.fields is None:
@@ -296,12 +331,23 @@ class Pick(rf.Actor):
             else:
                 result = {k: get_path(value, p, self.default) for k, p in self.fields.items()}
         except KeyError as exc:
-            await report(ctx, KeyError(f"node {ctx.node_id!r}: no field {exc.args[0]!r}"), value)
-            return
-        await ctx.send("out", result)
+            return error_output(ctx, KeyError(f"node {ctx.node_id!r}: no field"
+                                              f" {exc.args[0]!r}"), value)
+        return {"out": result}
 
 
-class SetField(rf.Actor):
+def _text(ctx: rf.ActorContext, key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise rf.ConfigError(f"node {ctx.node_id!r}: config key {key!r} must be a string,"
+                             f" got {value!r:.60}")
+    return value
+
+
+def _first(*values: str | None) -> str | None:
+    return next((v for v in values if v is not None), None)
+
+
+class SetField(PerMessage):
     """Set a field by JSON pointer: to a constant ``value`` or an ``expression``.
 
     Config: ``pointer`` (required; ``/a/b`` creates objects on the way, ``/list/-``
@@ -309,6 +355,13 @@ class SetField(rf.Actor):
     copied (messages are immutable); the copy goes to ``out``. Registered as
     ``transform/Set``.
     """
+
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        pointer: Annotated[str | None, _POINTER] = None
+        path: Annotated[str | None, msgspec.Meta(description="Same as pointer")] = None
+        field: Annotated[str | None, msgspec.Meta(description="Same as pointer")] = None
+        value: Annotated[Any, msgspec.Meta(description="The constant to set")] = msgspec.UNSET
+        expression: Annotated[str | None, _EXPRESSION] = None
 
     description = "Sets a field by JSON pointer"
     icon = "pencil"
@@ -318,31 +371,40 @@ class SetField(rf.Actor):
         rf.Port("error", type="object", required=False, description="Paths that cannot be set"),
     ]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
-        self.path = parse_pointer(cfg.get("pointer", "str", alt=("path", "field")))
-        self.expr = compile_expression(cfg) if cfg.has("expression") else None
-        if self.expr is None and "value" not in cfg.data:
-            raise cfg.error("value", "or 'expression' is required")
-        self.value = cfg.data.get("value")
+    def configure(self, ctx: rf.ActorContext) -> None:
+        cfg = load_config(ctx, SetField.Config, keep_null=("value",))
+        pointer = _first(cfg.pointer, cfg.path, cfg.field)
+        if pointer is None:
+            raise rf.ConfigError(f"node {ctx.node_id!r}: config key 'pointer' is required"
+                                 " (a string)")
+        self.path = parse_pointer(pointer)
+        self.expr: Callable[[Any], Any] | None = (
+            expression_at(ctx, "expression", cfg.expression).call
+            if cfg.expression is not None else None)
+        if self.expr is None and cfg.value is msgspec.UNSET:
+            raise rf.ConfigError(f"node {ctx.node_id!r}: config key 'value' or 'expression'"
+                                 " is required")
+        self.value = None if cfg.value is msgspec.UNSET else cfg.value
 
-    async def process(self, ctx: rf.ActorContext) -> None:
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         msg = ctx.inputs["in"]
         try:
             new = self.expr(msg) if self.expr is not None else self.value
             result = set_path(msg, self.path, new)
         except (rf.ExpressionError, KeyError) as exc:
-            await report(ctx, exc, msg)
-            return
-        await ctx.send("out", result)
+            return error_output(ctx, exc, msg)
+        return {"out": result}
 
 
-class RenderTemplate(rf.Actor):
+class RenderTemplate(PerMessage):
     """Render a string template with ``{{ expression }}`` holes per packet.
 
     Config: ``template`` (required), e.g. ``"{{ count }} errors in {{ window.start }}"``.
     Registered as ``transform/Template``.
     """
+
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        template: Annotated[str, msgspec.Meta(description="Text with {{ expression }} holes")]
 
     description = "Renders a {{ expression }} string template per packet"
     icon = "file-text-o"
@@ -352,21 +414,30 @@ class RenderTemplate(rf.Actor):
         rf.Port("error", type="object", required=False, description="Evaluation errors"),
     ]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
+    def configure(self, ctx: rf.ActorContext) -> None:
+        cfg = load_config(ctx, RenderTemplate.Config)
         try:
-            self.template = Template(cfg.get("template", "str"))
+            self.template = Template(cfg.template)
         except rf.ExpressionError as exc:
-            raise cfg.error("template", f"is not a valid template: {exc}") from None
+            raise rf.ConfigError(f"node {ctx.node_id!r}: config key 'template' is not a valid"
+                                 f" template: {exc}") from None
 
-    async def process(self, ctx: rf.ActorContext) -> None:
-        text = await evaluate_or_report(ctx, self.template.render, ctx.inputs["in"])
-        if text is not MISSING:
-            await ctx.send("out", text)
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
+        value = ctx.inputs["in"]
+        try:
+            return {"out": self.template.render(value)}
+        except rf.ExpressionError as exc:
+            return error_output(ctx, exc, value)
 
 
-class JsonParse(rf.Actor):
-    """Parse JSON text (str or bytes) into a value; bad JSON goes to ``error``."""
+class JsonParse(PerMessage):
+    """Parse JSON text (str or bytes) into a value; bad JSON goes to ``error``.
+
+    The parsed value is built immutable directly (no freeze-copy at send).
+    """
+
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        pass
 
     description = "Parses JSON text"
     icon = "code"
@@ -376,36 +447,43 @@ class JsonParse(rf.Actor):
         rf.Port("error", type="object", required=False, description="Text that is not JSON"),
     ]
 
-    async def process(self, ctx: rf.ActorContext) -> None:
+    def configure(self, ctx: rf.ActorContext) -> None:
+        load_config(ctx, JsonParse.Config)
+
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         text = ctx.inputs["in"]
         try:
             if not isinstance(text, (str, bytes)):
                 raise TypeError(f"expected str or bytes, got {type(text).__name__}")
             value = json.loads(text)
         except (ValueError, TypeError) as exc:
-            await report(ctx, ValueError(f"node {ctx.node_id!r}: invalid JSON: {exc}"), text)
-            return
-        await ctx.send("out", value)
+            return error_output(ctx, ValueError(f"node {ctx.node_id!r}: invalid JSON: {exc}"),
+                                text)
+        return {"out": freeze_decoded(value)}
 
 
-class JsonStringify(rf.Actor):
+class JsonStringify(PerMessage):
     """Serialise each packet to JSON text.
 
     Config: ``indent`` (int, default none: compact), ``sort_keys`` (bool).
     Bytes, datetimes and other non-JSON values are written with ``str()``.
     """
 
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        indent: Annotated[int, msgspec.Meta(ge=0, description="Indent")] | None = None
+        sort_keys: Annotated[bool, msgspec.Meta(description="Sort object keys")] = False
+
     description = "Serialises packets to JSON text"
     icon = "code"
     inports = [rf.Port("in", description="Value to serialise")]
     outports = [rf.Port("out", type="string", description="JSON text")]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
-        cfg = Config(ctx)
-        self.indent = cfg.get("indent", "int", None, minimum=0)
-        self.sort_keys = cfg.get("sort_keys", "bool", False)
+    def configure(self, ctx: rf.ActorContext) -> None:
+        cfg = load_config(ctx, JsonStringify.Config)
+        self.indent = cfg.indent
+        self.sort_keys = cfg.sort_keys
 
-    async def process(self, ctx: rf.ActorContext) -> Mapping[str, Any]:
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         text = json.dumps(
             rf.thaw(ctx.inputs["in"]),
             indent=self.indent,
@@ -417,7 +495,7 @@ class JsonStringify(rf.Actor):
         return {"out": text}
 
 
-class Validate(rf.Actor):
+class Validate(PerMessage):
     """Check packets against a JSON Schema; valid ones to ``out``, invalid to ``invalid``.
 
     Config: ``schema`` (required; drafts 4 to 2020-12, chosen by ``$schema``). The
@@ -437,19 +515,22 @@ class Validate(rf.Actor):
         rf.Port("error", type="object", required=False, description="Invalid packets (fallback)"),
     ]
 
-    async def setup(self, ctx: rf.ActorContext) -> None:
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        schema: Annotated[dict[str, Any], msgspec.Meta(description="A JSON Schema")]
+
+    def configure(self, ctx: rf.ActorContext) -> None:
         import jsonschema
 
-        cfg = Config(ctx)
-        schema = cfg.get("schema", "dict")
+        schema = rf.thaw(load_config(ctx, Validate.Config).schema)
         try:
             cls = jsonschema.validators.validator_for(schema)
             cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
-            raise cfg.error("schema", f"is not a valid JSON Schema: {exc.message}") from None
+            raise rf.ConfigError(f"node {ctx.node_id!r}: config key 'schema' is not a valid"
+                                 f" JSON Schema: {exc.message}") from None
         self.validator = cls(schema)
 
-    async def process(self, ctx: rf.ActorContext) -> None:
+    def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
         value = ctx.inputs["in"]
         errors = [
             {"path": "/" + "/".join(str(p) for p in err.absolute_path), "message": err.message}
@@ -457,11 +538,10 @@ class Validate(rf.Actor):
                               key=lambda e: list(map(str, e.absolute_path)))
         ]
         if not errors:
-            await ctx.send("out", value)
-        elif ctx.connected("invalid"):
-            await ctx.send("invalid", {"value": value, "errors": errors})
-        else:
-            first = errors[0]
-            await report(ctx, ValueError(
-                f"node {ctx.node_id!r}: {len(errors)} schema error(s); first at"
-                f" {first['path']!r}: {first['message']}"), value, errors=errors)
+            return {"out": value}
+        if ctx.connected("invalid"):
+            return {"invalid": {"value": value, "errors": errors}}
+        first = errors[0]
+        return error_output(ctx, ValueError(
+            f"node {ctx.node_id!r}: {len(errors)} schema error(s); first at"
+            f" {first['path']!r}: {first['message']}"), value, errors=errors)

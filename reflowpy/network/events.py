@@ -37,6 +37,7 @@ __all__ = [
     "NetworkEvent",
     "NetworkIdle",
     "NetworkShutdown",
+    "NetworkStalled",
     "NetworkStarted",
     "now_ms",
 ]
@@ -74,7 +75,11 @@ class ActorCompleted(_Event, frozen=True, tag="ActorCompleted"):
 
 
 class ActorFailed(_Event, frozen=True, tag="ActorFailed"):
-    """An activation raised. ``attempt`` counts tries of this message (1 = first)."""
+    """An activation raised. ``attempt`` counts tries of this message (1 = first).
+
+    ``error_type`` is the exception's class name, ``traceback`` its formatted
+    traceback, ``reason`` ``failed`` or ``timeout``.
+    """
 
     actor_id: str
     component: str = ""
@@ -84,6 +89,8 @@ class ActorFailed(_Event, frozen=True, tag="ActorFailed"):
     attempt: int = 1
     will_retry: bool = False
     duration_ms: float = 0.0
+    traceback: str = ""
+    reason: str = "failed"
 
 
 class MessageSent(_Event, frozen=True, tag="MessageSent"):
@@ -111,12 +118,30 @@ class MessageReceived(_Event, frozen=True, tag="MessageReceived"):
 
 
 class DeadLettered(_Event, frozen=True, tag="DeadLettered"):
-    """A message was moved to the dead-letter store after its policy was exhausted."""
+    """A message was moved to the dead-letter store: its policy was exhausted, or it
+    was in flight when the network stopped, was cancelled, or lost its node
+    (``reason``: see :class:`~reflowpy.DeadLetter`)."""
 
     actor_id: str
     port: str
     letter_id: int
     error: str = ""
+    error_type: str = ""
+    traceback: str = ""
+    reason: str = "failed"
+
+
+class NetworkStalled(_Event, frozen=True, tag="NetworkStalled"):
+    """Nothing can make progress: every active node is blocked on a full queue.
+
+    ``cycle`` names the nodes of a cycle of full queues (empty when the blocked chain
+    ends at a node waiting for something else), ``nodes`` every blocked node, and
+    ``queues`` maps ``"node.port"`` to ``[depth, capacity]`` of each queue waited on.
+    """
+
+    cycle: tuple[str, ...] = ()
+    nodes: tuple[str, ...] = ()
+    queues: dict[str, tuple[int, int]] = msgspec.field(default_factory=dict)
 
 
 class NetworkIdle(_Event, frozen=True, tag="NetworkIdle"):
@@ -140,6 +165,7 @@ NetworkEvent = (
     | DeadLettered
     | NetworkIdle
     | NetworkShutdown
+    | NetworkStalled
 )
 
 

@@ -253,6 +253,7 @@ class Graph:
         self.port_case: dict[str, str] = {}
         self._edge_index: dict[EdgeKey, Edge] = {}
         self._listeners: list[GraphListener] = []
+        self._validators: list[Callable[[str, Any, Any], None]] = []
         self._undo: deque[_Step] = deque(maxlen=max(0, max_history))
         self._redo: list[_Step] = []
         self._step: _Step | None = None
@@ -274,6 +275,21 @@ class Graph:
                 self._listeners.remove(listener)
 
         return unsubscribe
+
+    def add_validator(self, check: Callable[[str, Any, Any], None]) -> Callable[[], None]:
+        """Call ``check(change_type, before, after)`` before each change is applied.
+
+        If it raises, the change is refused: the graph is unchanged and the error
+        propagates from the mutation (a running Network uses this so an edit it cannot
+        apply fails before the graph changes). Returns a function that removes it.
+        """
+        self._validators.append(check)
+
+        def remove() -> None:
+            if check in self._validators:
+                self._validators.remove(check)
+
+        return remove
 
     def _emit(self, type: str, before: Any = None, after: Any = None) -> None:
         if not self._listeners:
@@ -323,6 +339,8 @@ class Graph:
 
     def _apply(self, change: _Change) -> _Change:
         kind, before, after = change.type, change.before, change.after
+        for check in self._validators:
+            check(kind, before, after)
         pos = change.pos
         if kind == "AddNode":
             self.nodes[after.id] = after

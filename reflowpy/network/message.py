@@ -37,6 +37,7 @@ __all__ = [
     "FrozenDict",
     "FrozenList",
     "freeze",
+    "freeze_decoded",
     "from_reflow",
     "is_frozen",
     "thaw",
@@ -124,6 +125,41 @@ def freeze(value: Any, *, where: str = "") -> Any:
     if type(value) in _LEAVES:
         return value
     return _freeze(value, where, "")
+
+
+def freeze_decoded(value: Any) -> Any:
+    """:func:`freeze` for a value a JSON or msgpack decoder has just built.
+
+    Such a value is a tree of plain ``dict`` (with ``str`` keys), ``list`` and scalars,
+    so each container becomes a ``FrozenDict``/``FrozenList`` in one C-level copy, with
+    no per-key checks and no path bookkeeping; a flat record costs one scan of its
+    values. Anything else (another key or value type) takes :func:`freeze`'s checks.
+    """
+    t = type(value)
+    if t is dict:
+        for v in value.values():
+            if type(v) not in _LEAVES:
+                break
+        else:
+            for k in value:
+                if type(k) is not str:
+                    return _freeze(value, "", "")
+            return FrozenDict(value)
+        out = {}
+        for k, v in value.items():
+            if type(k) is not str:
+                return _freeze(value, "", "")
+            out[k] = v if type(v) in _LEAVES else freeze_decoded(v)
+        return FrozenDict(out)
+    if t is list:
+        for v in value:
+            if type(v) not in _LEAVES:
+                return FrozenList([v if type(v) in _LEAVES else freeze_decoded(v)
+                                   for v in value])
+        return FrozenList(value)
+    if t in _LEAVES:
+        return value
+    return _freeze(value, "", "")
 
 
 def _freeze(value: Any, where: str, path: str) -> Any:

@@ -1,10 +1,26 @@
-"""In-ports and out-ports: bounded FIFO queues, fan-out, backpressure, statistics.
+"""In-ports and out-ports: bounded FIFO queues, the one delivery path, fan-out, statistics.
 
 Every in-port of every node owns one bounded FIFO. All connections into the port
 append to it (**merge**), so order is FIFO per connection and arrival order across
 connections. An out-port holds the list of in-ports it feeds; a value sent out of
 it is appended to each of them (**broadcast**), so the slowest receiver sets the
 pace.
+
+**The delivery path.** An :class:`OutPort` owns sending: the strict type check, the
+counters, broadcast and backpressure. :meth:`OutPort.send_nowait` delivers a value
+to every target or to none (it refuses when a target is full), and
+:meth:`OutPort.send` is built on it exactly as trio's ``MemorySendChannel.send`` is
+built on ``send_nowait``: try, and on refusal wait for room target by target. Every
+sender in the kernel (behaviour outputs, ``ctx.send``, ``Network.send``, IIPs,
+re-sent dead letters) goes through these two methods. The runner's batch hand-over
+(:meth:`InPort.put_batch`) is a specialisation for a plain-``def`` node with one
+unchecked target: it reserves room first, so it cannot block.
+
+**The receiving side** is the :class:`Receiver` protocol: an in-port appends a value,
+notes the arrival order if the receiver keeps one, and calls ``wake`` only when the
+receiver asked for it (it is parked, or has no task yet). A local runner implements it
+(:class:`~reflowpy.network.runner.NodeRunner`); a remote in-port (a bridge) or an
+observed port can implement it too, without another copy of the delivery code.
 
 Why not a ``trio.MemorySendChannel`` per connection? A channel send is a
 checkpoint: every message costs a trip through the scheduler. Here a send that finds
@@ -19,6 +35,15 @@ batch); under heavy load whatever is queued moves together.
 receiver takes a value. Capacity comes from the connection (the largest of the
 connections into the port), else the port's declaration, else the network default.
 If in doubt, keep the default: large queues only add latency and memory.
+
+**Nothing lost.** A value waiting in ``put`` belongs to the port's ledger (``blocked``).
+If the waiting task is cancelled (forced stop, outer cancellation, node removal) the
+value goes to the dead letters with the reason, through :meth:`Receiver.reject`. A
+port whose node was removed (:meth:`InPort.retire`) or whose network stopped
+(:meth:`InPort.close`) no longer queues: a removed port dead-letters what still
+reaches it (``node removed``), a closed port raises
+:class:`~reflowpy.NetworkStopped` so the sender keeps its value (it was never
+accepted).
 """
 
 from __future__ import annotations
@@ -26,18 +51,22 @@ from __future__ import annotations
 import contextlib
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 import trio
 
-from reflowpy.errors import MessageError
+from reflowpy.errors import MessageError, NetworkStopped
 from reflowpy.network.porttypes import PortType, accepts
 
-if TYPE_CHECKING:
-    from reflowpy.network.runner import NodeRunner
-
-__all__ = ["InPort", "OutPort", "OutputSink", "PortStatistics"]
+__all__ = [
+    "InPort",
+    "OutPort",
+    "OutPortStatistics",
+    "OutputSink",
+    "PortStatistics",
+    "Receiver",
+]
 
 _reschedule = trio.lowlevel.reschedule
 _current_task = trio.lowlevel.current_task
@@ -62,8 +91,40 @@ async def _wait_in(waiters: deque[trio.lowlevel.Task]) -> None:
     await _wait_task_rescheduled(abort)
 
 
+class Receiver(Protocol):
+    """What an :class:`InPort` delivers to: a local runner, a remote in-port, a probe.
+
+    The port reads two attributes per value, so the protocol costs no call on the hot
+    path:
+
+    ``order``
+        ``None``, or a deque the port appends itself to once per value (arrival order
+        across the receiver's in-ports).
+    ``parked``
+        True when the receiver wants ``wake(port)`` after an arrival (it waits, or has
+        no task yet); False while it is running and will look at its queues anyway.
+
+    ``wake(port)`` is called with the value already queued. ``reject(port, value,
+    reason)`` takes a value the port could not keep (its blocked sender was cancelled,
+    or the node was removed) to the dead letters.
+    """
+
+    order: deque[InPort] | None
+    parked: bool
+
+    def wake(self, port: InPort) -> None: ...
+
+    def reject(self, port: InPort, value: Any, reason: str | None) -> None: ...
+
+
 class PortStatistics(msgspec.Struct, frozen=True):
-    """A snapshot of one port: queued values, capacity, totals, waiting senders."""
+    """A snapshot of one in-port (or exported out-port sink) and its ledger.
+
+    ``total`` values were queued so far, ``queued`` are waiting now, ``high_water`` is
+    the largest queue length seen (tracked as the queue grows), ``waiting_senders``
+    are blocked in ``put`` right now and ``abandoned`` were dead-lettered without
+    entering the queue (a cancelled blocked sender, or a send into a removed port).
+    """
 
     node: str
     port: str
@@ -72,17 +133,29 @@ class PortStatistics(msgspec.Struct, frozen=True):
     total: int
     waiting_senders: int
     high_water: int
+    abandoned: int = 0
+
+
+class OutPortStatistics(msgspec.Struct, frozen=True):
+    """A snapshot of one out-port: values sent, sent to nobody, and its targets."""
+
+    node: str
+    port: str
+    sent: int
+    unconnected: int
+    targets: int
 
 
 class InPort:
     """The bounded queue of one node's in-port.
 
     ``put_nowait`` is the hot path: it appends, counts, notes the arrival order, and
-    wakes the node only if it was parked (or has no task yet). It never yields.
-    ``put`` waits for room (backpressure).
+    wakes the receiver only if it asked for it. It never yields. ``put`` waits for
+    room (backpressure).
     """
 
     __slots__ = (
+        "abandoned",
         "capacity",
         "high_water",
         "name",
@@ -96,12 +169,13 @@ class InPort:
 
     def __init__(
         self,
-        runner: NodeRunner | None,
+        runner: Any,
         node: str,
         name: str,
         capacity: int,
         strict: PortType | None = None,
     ) -> None:
+        #: The :class:`Receiver` (``None`` for an exported out-port's sink).
         self.runner = runner
         #: The declared type when the port is strict (checked by senders), else None.
         self.strict = strict
@@ -114,31 +188,51 @@ class InPort:
         self.putters: deque[trio.lowlevel.Task] = _NO_WAITERS
         self.total = 0
         self.high_water = 0
+        self.abandoned = 0
 
     def put_nowait(self, value: Any) -> bool:
         """Append ``value`` if there is room and wake the receiver; False when full."""
         queue = self.queue
-        if len(queue) >= self.capacity:
+        depth = len(queue)
+        if depth >= self.capacity:
             return False
         try:
             queue.append(value)
         except AttributeError:  # first value ever: allocate the queue (no cost per put)
             self.queue = deque((value,))
         self.total += 1
+        if depth >= self.high_water:
+            self.high_water = depth + 1
         runner = self.runner
         if runner is not None:
             if runner.order is not None:
                 runner.order.append(self)
-            if runner.waiter is not None or not runner.running:
+            if runner.parked:
                 runner.wake(self)
         return True
 
-    async def put(self, value: Any) -> None:
-        """Append ``value``, waiting while the queue is full (FIFO among waiting senders)."""
+    async def put(self, value: Any, *, abandon: bool = True) -> None:
+        """Append ``value``, waiting while the queue is full (FIFO among waiting senders).
+
+        Cancelled while waiting, the value goes to the dead letters (the ledger keeps
+        it) before the cancellation propagates -- unless ``abandon`` is false: then the
+        value was never accepted and stays the caller's (``Network.send``).
+        """
         while not self.put_nowait(value):
             if self.putters is _NO_WAITERS:
                 self.putters = deque()
-            await _wait_in(self.putters)
+            try:
+                await _wait_in(self.putters)
+            except BaseException:
+                if abandon:
+                    self.abandon(value, None)
+                raise
+
+    def abandon(self, value: Any, reason: str | None) -> None:
+        """``value`` will never be queued here: dead-letter it (with ``reason``)."""
+        self.abandoned += 1
+        if self.runner is not None:
+            self.runner.reject(self, value, reason)
 
     def take(self) -> Any:
         """Remove and return the oldest value, letting one waiting sender proceed."""
@@ -160,28 +254,67 @@ class InPort:
         except AttributeError:
             self.queue = deque(values)
         self.total += len(values)
+        depth = len(self.queue)
+        if depth > self.high_water:
+            self.high_water = depth
         runner = self.runner
         if runner is not None:
             if runner.order is not None:
                 runner.order.extend([self] * len(values))
-            if runner.waiter is not None or not runner.running:
+            if runner.parked:
                 runner.wake(self)
-        elif isinstance(self, OutputSink):
-            self.wake_readers()
+
+    def retire(self) -> None:
+        """The node was removed: from now on values sent here are dead-lettered."""
+        self.__class__ = _RetiredInPort
+        self.wake_putters()
+
+    def close(self) -> None:
+        """The network stopped: senders get :class:`~reflowpy.NetworkStopped`."""
+        self.__class__ = _ClosedInPort
+        self.wake_putters()
 
     def statistics(self) -> PortStatistics:
-        """Queue length, capacity, total values received, senders waiting for room."""
-        depth = len(self.queue)
-        self.high_water = max(self.high_water, depth)
+        """Queue length, capacity, totals, senders waiting for room, high water."""
         return PortStatistics(
             node=self.node,
             port=self.name,
-            queued=depth,
+            queued=len(self.queue),
             capacity=self.capacity,
             total=self.total,
             waiting_senders=len(self.putters),
             high_water=self.high_water,
+            abandoned=self.abandoned,
         )
+
+
+class _RetiredInPort(InPort):
+    """An in-port of a removed node: what still arrives is dead-lettered at once."""
+
+    __slots__ = ()
+
+    def put_nowait(self, value: Any) -> bool:
+        self.abandon(value, "node removed")
+        return True
+
+    def put_batch(self, values: list[Any]) -> None:
+        for value in values:
+            self.abandon(value, "node removed")
+
+
+class _ClosedInPort(InPort):
+    """An in-port of a stopped network: refuses values, so senders keep them."""
+
+    __slots__ = ()
+
+    def put_nowait(self, value: Any) -> bool:
+        raise NetworkStopped(
+            f"node {self.node!r} port {self.name!r}: the network has stopped; the value"
+            " was not accepted")
+
+    def put_batch(self, values: list[Any]) -> None:
+        for value in values:
+            self.abandon(value, "stopped")
 
 
 class OutputSink(InPort):
@@ -189,26 +322,42 @@ class OutputSink(InPort):
 
     Values that reach it have left the network, so they do not keep it busy, but the
     queue is still bounded: a consumer that stops reading slows the graph down instead
-    of growing memory without limit.
+    of growing memory without limit. A sender cancelled while blocked on a full sink
+    dead-letters its value through ``on_abandon`` (set by the network).
     """
 
-    __slots__ = ("closed", "readers")
+    __slots__ = ("closed", "on_abandon", "readers")
 
     def __init__(self, node: str, name: str, capacity: int) -> None:
         super().__init__(None, node, name, capacity)
         self.queue = deque()
         self.readers: deque[trio.lowlevel.Task] = deque()
         self.closed = False
+        self.on_abandon: Callable[[OutputSink, Any, str | None], None] | None = None
 
     def put_nowait(self, value: Any) -> bool:
         queue = self.queue
-        if len(queue) >= self.capacity:
+        depth = len(queue)
+        if depth >= self.capacity:
             return False
         queue.append(value)
         self.total += 1
+        if depth >= self.high_water:
+            self.high_water = depth + 1
         if self.readers:
             _reschedule(self.readers.popleft())
         return True
+
+    def put_batch(self, values: list[Any]) -> None:
+        self.queue.extend(values)
+        self.total += len(values)
+        self.high_water = max(self.high_water, len(self.queue))
+        self.wake_readers()
+
+    def abandon(self, value: Any, reason: str | None) -> None:
+        self.abandoned += 1
+        if self.on_abandon is not None:
+            self.on_abandon(self, value, reason)
 
     def wake_readers(self) -> None:
         """Let every waiting reader look at the queue again."""
@@ -230,16 +379,31 @@ class OutputSink(InPort):
         return self.take()
 
 
+class _Owner(Protocol):
+    """The sender an out-port belongs to (a runner): told when a send waits for room
+    (``waiting_for(target)``, then ``waiting_for(None)``), so time blocked on full
+    queues is counted and stall detection knows who is stuck where."""
+
+    def waiting_for(self, target: InPort | None) -> None: ...
+
+
 class OutPort:
-    """One node's out-port: the in-ports it feeds (broadcast) and a send counter."""
+    """One node's out-port: the in-ports it feeds (broadcast), and sending.
 
-    __slots__ = ("checked", "indices", "name", "node", "sent", "strict", "targets",
-                 "unconnected")
+    ``send_nowait``/``send`` are the one delivery path (see the module docstring).
+    ``owner`` (the sending node's runner, or ``None`` for the network's own sends) is
+    told while a send waits for room (see :class:`_Owner`).
+    """
 
-    def __init__(self, node: str, name: str, strict: PortType | None = None) -> None:
+    __slots__ = ("checked", "indices", "name", "node", "owner", "sent", "strict",
+                 "targets", "unconnected")
+
+    def __init__(self, node: str, name: str, strict: PortType | None = None,
+                 owner: _Owner | None = None) -> None:
         self.node = node
         self.name = name
         self.strict = strict
+        self.owner = owner
         #: Whether sends must be type-checked (this port or a target is strict).
         self.checked = strict is not None
         self.targets: list[InPort] = []
@@ -260,6 +424,62 @@ class OutPort:
                     f" {target.name!r} is strict ({target.strict}) and refuses a"
                     f" {type(value).__name__}: {value!r:.60}")
 
+    def send_nowait(self, value: Any, index: int | None = None) -> bool:
+        """Deliver an already frozen ``value`` to every target (or those with ``index``),
+        all or none: False, and nothing delivered, when a target is full.
+
+        Raises :class:`~reflowpy.MessageError` when a strict type refuses the value.
+        """
+        if self.checked:
+            self.check(value)
+        targets = self.targets
+        if index is None and len(targets) == 1:
+            if not targets[0].put_nowait(value):
+                return False
+            self.sent += 1
+            return True
+        chosen = self._chosen(index)
+        for target in chosen:
+            if len(target.queue) >= target.capacity:
+                return False
+        self.sent += 1
+        if not chosen:
+            self.unconnected += 1
+        for target in chosen:
+            target.put_nowait(value)  # room was checked and nothing yielded since
+        return True
+
+    async def send(self, value: Any, index: int | None = None) -> None:
+        """Deliver ``value``, waiting for room target by target (backpressure).
+
+        Cancelled while waiting, the value is dead-lettered at every target that has
+        not received it yet (with the reason), so the ledger still balances.
+        """
+        if self.send_nowait(value, index):
+            return
+        self.sent += 1
+        owner = self.owner
+        chosen = self._chosen(index)
+        for i, target in enumerate(chosen):
+            if target.put_nowait(value):
+                continue
+            if owner is not None:
+                owner.waiting_for(target)
+            try:
+                await target.put(value)
+            except BaseException:
+                for rest in chosen[i + 1:]:
+                    rest.abandon(value, None)
+                raise
+            finally:
+                if owner is not None:
+                    owner.waiting_for(None)
+
+    def _chosen(self, index: int | None) -> list[InPort]:
+        if index is None:
+            return self.targets
+        return [t for t, i in zip(self.targets, self.indices, strict=True) if i == index]
+
     def _retarget(self, targets: list[InPort], indices: list[int | None]) -> None:
         self.targets = targets
         self.indices = indices
@@ -279,3 +499,8 @@ class OutPort:
             if not (t is target and i == index)
         ]
         self._retarget([t for t, _ in pairs], [i for _, i in pairs])
+
+    def statistics(self) -> OutPortStatistics:
+        """Values sent, values sent while nothing was connected, number of targets."""
+        return OutPortStatistics(node=self.node, port=self.name, sent=self.sent,
+                                 unconnected=self.unconnected, targets=len(self.targets))

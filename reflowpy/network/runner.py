@@ -10,11 +10,29 @@ parks only when nothing is left. Sends that find room are plain appends (see
 :mod:`reflowpy.network.ports`), so a message crosses a hop with no scheduler round
 trip under load, and with one ``reschedule`` when the receiver was parked.
 
-Idle detection counts *active* runners: a runner is active from the moment work is
-handed to it until it parks with nothing it can do. The network is idle when the
-count reaches zero. Per message, nothing is counted.
+**One activation, three phases.** (1) the behaviour runs; (2) its outputs are
+checked: the result must be ``None`` or a mapping (anything else, falsy or not, is an
+:class:`~reflowpy.ActorError` naming node and type), each value is frozen and its
+out-port resolved and type-checked; (3) the outputs are delivered through
+:meth:`OutPort.send <reflowpy.network.ports.OutPort.send>`. A failure in (1) or (2)
+delivers nothing: what the activation sent with ``ctx.send`` is *held back* until it
+succeeds (up to :data:`HOLD_LIMIT` values, beyond which they are released early and a
+later failure says how many), so a retry or a re-sent dead letter never duplicates
+outputs. Failures follow the node's :class:`~reflowpy.Policy` in
+:func:`reflowpy.network.supervision.recover`.
 
-Failures follow the node's :class:`~reflowpy.Policy` in :meth:`NodeRunner._recover`.
+**The ledger.** Each runner counts the messages it took (``taken``), finished
+(``delivered``) and dead-lettered after taking them (``dead_taken``); their
+difference is what is inside an activation right now. A cancellation inside an
+activation (forced stop, drain timeout, outer cancel, node removal) dead-letters the
+activation's inputs with the reason; inside the delivery phase, the values not yet
+delivered are dead-lettered at their targets instead (the activation itself
+succeeded). For a ``run()`` actor a message counts as delivered when ``receive()``
+returns it.
+
+Activity accounting goes through the network's
+:class:`~reflowpy.network.scheduler.Scheduler`; the runner only says when it starts
+work (:meth:`NodeRunner.resume`), parks, and blocks on a full queue.
 """
 
 from __future__ import annotations
@@ -28,6 +46,7 @@ from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import msgspec
 import trio
 
 from reflowpy.errors import (
@@ -41,13 +60,14 @@ from reflowpy.errors import (
 from reflowpy.network import events as ev
 from reflowpy.network.actor import Actor
 from reflowpy.network.message import _LEAVES, freeze
-from reflowpy.network.ports import InPort, OutPort
-from reflowpy.network.supervision import Policy
+from reflowpy.network.ports import InPort, OutPort, OutPortStatistics, PortStatistics
+from reflowpy.network.supervision import Policy, format_traceback, recover
 
 if TYPE_CHECKING:
     from reflowpy.network.network import Network
 
-__all__ = ["NodeRunner", "resolve_config"]
+__all__ = ["HOLD_LIMIT", "LATENCY_BUCKETS", "NodeRunner", "NodeStatistics",
+           "resolve_config"]
 
 _P = TypeVar("_P", InPort, OutPort)
 
@@ -55,14 +75,64 @@ _reschedule = trio.lowlevel.reschedule
 _current_task = trio.lowlevel.current_task
 _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _Abort = trio.lowlevel.Abort
+_perf = time.perf_counter
 
 #: Activations a runner performs before it yields to the scheduler even with work left.
 _BUDGET = 512
 #: How deep inline activations may nest (a chain of plain-``def`` nodes runs inline).
 _MAX_INLINE = 32
+#: Values one activation may hold back (``ctx.send`` before it succeeded).
+HOLD_LIMIT = 1024
+#: Upper bounds (seconds) of the activation-latency histogram buckets; the last
+#: bucket counts everything slower.
+LATENCY_BUCKETS: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
 
 _log = logging.getLogger("reflowpy.node")
 _EMPTY_CONFIG: Mapping[str, Any] = types.MappingProxyType({})
+_NO_HELD: list[Any] = []
+
+#: One output of an activation: (out-port, frozen value, connection index or None).
+_Output = tuple[OutPort, Any, "int | None"]
+
+
+class NodeStatistics(msgspec.Struct, frozen=True):
+    """A snapshot of one node: its ledger, counters and ports.
+
+    Ledger: ``taken`` messages were taken from its queues by activations (or by
+    ``receive()``), ``delivered`` finished, ``dead_lettered`` went to the dead letters
+    (after being taken, from its queues, or from blocked sends into it), and
+    ``in_activation`` are inside an activation now. Counters: ``activations``
+    (``run()`` actors count one per received message), ``failures``, ``messages_out``
+    (values sent on its out-ports), ``busy_s`` (seconds its task was not parked,
+    including ``backpressured_s`` spent blocked on full queues), ``queued`` and
+    ``latency`` (activation counts per :data:`LATENCY_BUCKETS` bucket, measured per
+    batch: a batch of n activations adds n to the bucket of its mean).
+    """
+
+    node: str
+    component: str
+    running: bool
+    activations: int
+    failures: int
+    taken: int
+    delivered: int
+    dead_lettered: int
+    in_activation: int
+    queued: int
+    messages_out: int
+    busy_s: float
+    backpressured_s: float
+    latency: tuple[int, ...]
+    inports: dict[str, PortStatistics]
+    outports: dict[str, OutPortStatistics]
+
+    def __getitem__(self, key: str) -> Any:
+        # Mapping-style reads of the former dict form (``stats["activations"]``).
+        return getattr(self, key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Mapping-style read of a field (the former dict form)."""
+        return getattr(self, key, default)
 
 
 def resolve_config(node_id: str, metadata: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -124,31 +194,44 @@ class _Context:
             self._log = logging.LoggerAdapter(_log, {"node": self.node_id})
         return self._log
 
+    @property
+    def registry(self) -> Any:
+        """The network's component registry (wrappers such as ``flow/Retry`` resolve the
+        components they run here)."""
+        return self._runner.net.registry
+
     async def send(self, port: str, value: Any, *, index: int | None = None) -> None:
-        """Send ``value`` out of ``port`` (to connections with ``index`` only, if given)."""
+        """Send ``value`` out of ``port`` (to connections with ``index`` only, if given).
+
+        Inside an activation of a ``process()`` actor the value is held back until the
+        activation succeeds (see the module docstring); a ``run()`` actor's send is
+        delivered at once.
+        """
         runner = self._runner
         out = runner.outports.get(port)
         if out is None:
             out = runner.outport(port)
         if type(value) not in _LEAVES:
             value = freeze(value, where=f"node {runner.node_id!r} port {port!r}")
-        targets = out.targets
-        if (index is None and len(targets) == 1 and not out.checked
-                and not runner.net.bus.active):
+        if runner.holding:
+            if out.checked:
+                out.check(value)
+            await runner.hold(out, value, index)
+            return
+        sched = runner.sched
+        if index is None and len(out.targets) == 1 and not out.checked \
+                and not runner.net.bus.active:
             # Inline activation of the receiver only for the first send after this node
             # waited (request/response: low latency); a node that sends back to back is
             # under load, and queued batches move faster than inline calls.
-            net = runner.net
-            net.inline_ok = runner.fresh
+            sched.inline_ok = runner.fresh
             runner.fresh = False
-            out.sent += 1
-            target = targets[0]
-            delivered = target.put_nowait(value)
-            net.inline_ok = True
+            delivered = out.send_nowait(value)
+            sched.inline_ok = True
             if not delivered:
-                await target.put(value)
+                await out.send(value)
         else:
-            await runner.emit(out, value, index)
+            await runner.deliver(out, value, index)
         runner.budget -= 1
         if runner.budget <= 0:
             runner.budget = _BUDGET
@@ -160,15 +243,17 @@ class _Context:
         runner.fresh = True  # a reply to what we receive may be activated inline
         order = runner.order
         while True:
+            if runner.removed:
+                raise NetworkStopped(f"node {self.node_id!r}: the node was removed")
             if port is None:
                 if order:
                     inport = order.popleft()
-                    return inport.name, runner.take(inport)
+                    return inport.name, runner.take_received(inport)
             else:
                 inport = runner.inport(port)
                 if inport.queue:
                     order.remove(inport)  # type: ignore[union-attr]
-                    return inport.name, runner.take(inport)
+                    return inport.name, runner.take_received(inport)
             if runner.stop_requested:
                 raise NetworkStopped(f"node {self.node_id!r}: the network is stopping")
             await runner.park()
@@ -179,18 +264,15 @@ class _Context:
         """Like :meth:`receive`, or ``None`` once ``deadline`` (``trio.current_time()``
         scale) passes. While it waits the node counts as busy: a pending timer is work
         the network still has to do, so ``idle()`` waits for it."""
-        runner = self._runner
         if deadline == math.inf:
             return await self.receive(port)
-        net = runner.net
-        net.timers += 1
+        sched = self._runner.sched
+        sched.timer_started()
         try:
             with trio.move_on_at(deadline):
                 return await self.receive(port)
         finally:
-            net.timers -= 1
-            if net.active == 0 and net.timers == 0:
-                net.became_idle()
+            sched.timer_done()
         return None
 
     def connected(self, port: str) -> bool:
@@ -200,47 +282,71 @@ class _Context:
 
     def dead_letter(self, port: str, value: Any, error: BaseException) -> None:
         """Store a message this node cannot process (see ActorContext.dead_letter)."""
-        self._runner.net.dead_letter(self.node_id, port, value, error, 1)
+        # The message was delivered to the actor; this letter is the actor's report, so it
+        # does not count in the ledger a second time (count=0).
+        self._runner.net.dead_letter(self.node_id, port, value, error, 1, reason="failed",
+                                     count=0)
 
     def __repr__(self) -> str:
         return f"<ActorContext node={self.node_id!r}>"
 
 
 class NodeRunner:
-    """Runtime state of one node. Created by the network; not part of the public API."""
+    """Runtime state of one node. Created by the network; not part of the public API.
+
+    It is the :class:`~reflowpy.network.ports.Receiver` of its in-ports (``order``,
+    ``parked``, ``wake``, ``reject``) and the owner of its out-ports
+    (``waiting_for``).
+    """
 
     __slots__ = (
         "activations",
         "actor",
         "await_all",
+        "backpressured",
+        "blocked_since",
         "budget",
+        "busy",
+        "cancel_reason",
         "cls",
         "component",
         "ctx",
+        "dead_taken",
+        "delivered",
         "failed",
         "failures",
         "finished",
         "fn",
+        "folded",
         "fresh",
+        "held",
+        "holding",
         "inline",
         "inports",
+        "latency",
         "net",
         "node_id",
         "optional",
         "order",
         "outports",
         "owns_loop",
+        "parked",
         "policy",
         "proc",
+        "released",
+        "removed",
         "required",
         "restarts",
         "running",
+        "sched",
         "scope",
         "simple",
         "single",
         "stop_requested",
+        "taken",
         "torn_down",
         "waiter",
+        "woke_at",
     )
 
     def __init__(
@@ -254,6 +360,7 @@ class NodeRunner:
         inports: Mapping[str, InPort] | None = None,
     ) -> None:
         self.net = net
+        self.sched = net.scheduler
         self.node_id = node_id
         self.component = component
         self.cls = cls
@@ -268,24 +375,40 @@ class NodeRunner:
         self.inline = False
         self.fresh = True
         self.waiter: trio.lowlevel.Task | None = None
+        #: Receiver protocol: True while a value arriving must call ``wake``.
+        self.parked = True
         self.running = False
         self.finished = False
         self.stop_requested = False
+        self.removed = False
+        self.folded = False
+        self.cancel_reason: str | None = None
         self.torn_down = False
         self.scope: trio.CancelScope | None = None
         self.activations = 0
         self.failures = 0
+        self.taken = 0
+        self.delivered = 0
+        self.dead_taken = 0
+        self.busy = 0.0
+        self.woke_at = 0.0
+        self.backpressured = 0.0
+        self.blocked_since = 0.0
+        self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
+        self.holding = False
+        self.held: list[_Output] = _NO_HELD
+        self.released = 0
         self.restarts: deque[float] | None = None
         self.budget = _BUDGET
         self.await_all = cls.await_all_inports
         self.owns_loop = cls.owns_loop()
         self.required: tuple[InPort, ...] = ()
         self.optional: tuple[InPort, ...] = ()
-        self.simple = policy.timeout is None
         self.ctx = _Context(self, config)
         self.actor = cls()
         self.fn: Callable[[Any], Any] | None = None
         self.proc: Callable[[Any], Any] = self.actor.process
+        self.simple = True
         self._bind_behaviour()
 
     def _bind_behaviour(self) -> None:
@@ -295,13 +418,22 @@ class NodeRunner:
         is_async = getattr(self.cls, "behaviour_is_async", True)
         self.fn = behaviour if behaviour is not None and not is_async else None
         self.proc = behaviour if behaviour is not None and is_async else self.actor.process
+        policy = self.policy
+        if policy.offload and self.fn is None and not self.owns_loop:
+            raise ConfigError(
+                f"{self.net.where()}: node {self.node_id!r} ({self.component}):"
+                " Policy(offload=True) runs a plain-def behaviour in a worker thread; this"
+                " component's behaviour is async (it must not block: await instead)")
+        # The fast loop has no timeout, no offload and no retry (whose state rollback
+        # needs a snapshot per activation): those nodes take the guarded path.
+        self.simple = policy.timeout is None and not policy.offload and policy.retries == 0
         self.update_dispatch()
 
     def update_dispatch(self) -> None:
         """Choose the queueing and dispatch strategy after ports or behaviour changed.
 
         A node with one in-port that fires per message reads that port's queue
-        directly. A node whose behaviour is a plain ``def`` with no timeout may be
+        directly. A node whose behaviour is a plain ``def`` on the fast path may be
         activated *inline*, in the sender's task, when it is parked with nothing queued:
         it cannot be mid-activation then, and a ``def`` cannot suspend, so the actor
         still runs one activation at a time, in arrival order.
@@ -346,7 +478,7 @@ class NodeRunner:
                               or specs[p.name].required)
         self.optional = tuple(p for p in ports if p not in self.required)
 
-    # -- scheduling ---------------------------------------------------------------------
+    # -- the Receiver protocol and the owner of out-ports -------------------------------
 
     def wake(self, port: InPort) -> None:
         """``port`` just received a value and this node is parked or has no task: run it.
@@ -355,18 +487,41 @@ class NodeRunner:
         task or start one.
         """
         order = self.order
+        sched = self.sched
         if (
             self.inline
             and len(port.queue) == 1
             and (order is None or len(order) == 1)
-            and self.net.inline_ok
-            and self.net.inline_depth < _MAX_INLINE
+            and sched.inline_ok
+            and sched.inline_depth < _MAX_INLINE
             and not self.net.bus.active
             and self._room()
         ):
             self._activate_inline(port)
         else:
             self.resume()
+
+    def reject(self, port: InPort, value: Any, reason: str | None) -> None:
+        """A value for ``port`` that will never be queued: to the dead letters."""
+        reason = reason or self.cancel_reason or self.net.stop_reason or "cancelled"
+        if self.folded:  # a removed node's totals were already folded into the network
+            self.net._retired[0] += 1
+        self.net.dead_letter(self.node_id, port.name, value,
+                             ActorError(f"node {self.node_id!r} port {port.name!r}: the"
+                                        f" message was not processed ({reason})",
+                                        node=self.node_id, port=port.name),
+                             0, reason=reason)
+
+    def waiting_for(self, target: InPort | None) -> None:
+        """A send of this node waits for room in ``target`` (``None``: it stopped)."""
+        if target is not None:
+            self.blocked_since = _perf()
+            self.sched.block(self, target)
+        else:
+            self.backpressured += _perf() - self.blocked_since
+            self.sched.unblock(self)
+
+    # -- scheduling ---------------------------------------------------------------------
 
     def resume(self) -> None:
         """Make the node's task run: reschedule it if parked, start it if there is none."""
@@ -380,7 +535,8 @@ class NodeRunner:
         waiter = self.waiter
         if waiter is not None:
             self.waiter = None
-            self.net.active += 1
+            self.parked = False
+            self.sched.enter()
             _reschedule(waiter)
 
     def _room(self) -> bool:
@@ -396,30 +552,16 @@ class NodeRunner:
         value = port.queue.popleft()
         if self.order is not None:
             self.order.popleft()
-        net = self.net
-        net.inline_depth += 1
+        sched = self.sched
+        sched.inline_depth += 1
         inputs = {port.name: value}
+        self.activations += 1
+        self.taken += 1
         try:
             ctx = self.ctx
             ctx.inputs = inputs
-            self.activations += 1
             result = self.fn(ctx)  # type: ignore[misc]
-            if result:
-                for name, out_value in result.items():
-                    out = self.outports.get(name)
-                    if out is None:
-                        out = self.outport(name)
-                    if type(out_value) not in _LEAVES:
-                        out_value = freeze(
-                            out_value, where=f"node {self.node_id!r} port {name!r}")
-                    if out.checked:
-                        out.check(out_value)
-                    out.sent += 1
-                    if not out.targets:
-                        out.unconnected += 1
-                    for target in out.targets:
-                        if not target.put_nowait(out_value):
-                            target.put_batch([out_value])
+            outputs = self.outputs(result) if result is not None else ()
         except Exception as exc:
             # Recovery may sleep (backoff) or restart the actor: the node's own task
             # does it, before it takes the next message.
@@ -427,33 +569,46 @@ class NodeRunner:
                 self.failed = deque()
             self.failed.append((inputs, exc))
             self.resume()
+        else:
+            self.delivered += 1
+            for out, out_value, _ in outputs:
+                if not out.send_nowait(out_value):
+                    for target in out.targets:  # room was promised: past capacity
+                        if not target.put_nowait(out_value):
+                            target.put_batch([out_value])
+                    out.sent += 1
         finally:
-            net.inline_depth -= 1
+            sched.inline_depth -= 1
 
     def spawn(self) -> None:
         """Start the runner's task (lazily, on first work)."""
-        self.running = True
-        self.net.active += 1
-        self.net.spawn_system(self.main, self.node_id)
+        if self.net.spawn_system(self.main, self.node_id):
+            self.running = True
+            self.parked = False
+            self.sched.enter()
 
     async def park(self) -> None:
         """Wait for the next arrival, counting this runner inactive meanwhile."""
-        net = self.net
-        net.active -= 1
-        if net.active == 0 and net.timers == 0:
-            net.became_idle()
+        now = _perf()
+        self.busy += now - self.woke_at
         self.fresh = True
         self.waiter = _current_task()
+        self.parked = True
+        self.sched.leave()
         await _wait_task_rescheduled(self._abort_park)
+        self.woke_at = _perf()
 
     def _abort_park(self, _: Callable[[], Any]) -> _Abort:
         self.waiter = None
-        self.net.active += 1  # the finally in main() balances the books
+        self.parked = False
+        self.sched.enter()  # the finally in main() balances the books
         return _Abort.SUCCEEDED
 
     def take(self, port: InPort) -> Any:
-        """Take the oldest value of ``port``, publishing ``MessageReceived`` if observed."""
+        """Take the oldest value of ``port`` for an activation (``MessageReceived`` if
+        observed)."""
         value = port.take()
+        self.taken += 1
         bus = self.net.bus
         if bus.active:
             bus.publish(ev.MessageReceived(
@@ -461,13 +616,23 @@ class NodeRunner:
                 message=value, queue_depth=len(port.queue)))
         return value
 
+    def take_received(self, port: InPort) -> Any:
+        """Take a value for a ``run()`` actor: taken, activated and delivered at once."""
+        value = self.take(port)
+        self.activations += 1
+        self.delivered += 1
+        return value
+
     async def main(self) -> None:
         """The runner task: dispatch to the loop that fits the actor's firing rule."""
+        self.woke_at = _perf()
         try:
             with trio.CancelScope() as scope:
                 self.scope = scope
+                if self.removed:
+                    return
                 if self.finished:
-                    self._reject_queued("the actor's run() has finished")
+                    self._reject_queued("the actor's run() has finished", "finished")
                 elif self.owns_loop:
                     await self._run_loop()
                 elif self.await_all:
@@ -475,12 +640,14 @@ class NodeRunner:
                 else:
                     await self._fire_loop()
         finally:
+            self.busy += _perf() - self.woke_at
             self.running = False
+            self.parked = True
             self.scope = None
-            net = self.net
-            net.active -= 1
-            if net.active == 0 and net.timers == 0:
-                net.became_idle()
+            self.sched.forget(self)
+            self.sched.leave()
+
+    # -- the firing loops ----------------------------------------------------------------
 
     async def _fire_loop(self) -> None:
         # The hot path: take the whole batch already queued, then park. Keep it flat:
@@ -488,11 +655,13 @@ class NodeRunner:
         ctx = self.ctx
         bus = self.net.bus
         outports = self.outports
-        emit = self.emit
+        latency = self.latency
         while True:
+            if self.removed:
+                return
             if self.failed:
                 inputs, exc = self.failed.popleft()
-                await self._recover(inputs, exc)
+                await self._recover_and_deliver(inputs, exc)
                 continue
             order = self.order
             port = self.single
@@ -503,15 +672,18 @@ class NodeRunner:
             if bus.active or not self.simple:
                 await self._fire_observed(n)
                 continue
-            self.activations += n
+            started = _perf()
+            taken0 = self.taken
             fn = self.fn
             proc = self.proc
             # Batch transfer: a plain-def node with one out-port feeding one queue
             # collects outputs while that queue has room and hands them over in one
-            # extend. Nothing can yield in between, so the room stays reserved; once it
-            # is used up, the rest goes one by one (and may wait: backpressure).
+            # extend (OutPort.send_nowait specialised: the room is reserved up front, and
+            # nothing can yield in between). Once it is used up, the rest goes through
+            # OutPort.send (and may wait: backpressure).
             batch: list[Any] | None = None
-            primary = ""
+            primary: OutPort | None = None
+            primary_name = None
             room = 0
             target_q: InPort | None = None
             if fn is not None and len(outports) == 1:
@@ -521,71 +693,117 @@ class NodeRunner:
                     room = target_q.capacity - len(target_q.queue)
                     if room > 1:
                         batch = []
-                        primary = only.name
-            for _ in range(n):
-                if order is not None:
-                    port = order.popleft()
-                value = port.queue.popleft()  # type: ignore[union-attr]
-                if port.putters:  # type: ignore[union-attr]
-                    _reschedule(port.putters.popleft())  # type: ignore[union-attr]
-                ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
-                try:
-                    result = fn(ctx) if fn is not None else await proc(ctx)
-                    if result:
-                        for name, out_value in result.items():
+                        primary = only
+                        primary_name = next(iter(outports))
+            try:
+                for _ in range(n):
+                    if self.removed:
+                        break
+                    if order is not None:
+                        port = order.popleft()
+                    value = port.queue.popleft()  # type: ignore[union-attr]
+                    if port.putters:  # type: ignore[union-attr]
+                        _reschedule(port.putters.popleft())  # type: ignore[union-attr]
+                    self.taken += 1
+                    ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
+                    out = None
+                    try:
+                        if fn is not None:
+                            result = fn(ctx)
+                        else:
+                            self.holding = True
+                            result = await proc(ctx)
+                            self.holding = False
+                        if result is None:
+                            outputs = self._take_held() if self.held else None
+                        elif type(result) is dict and len(result) == 1 and not self.held:
+                            ((name, out_value),) = result.items()
                             if type(out_value) not in _LEAVES:
                                 out_value = freeze(
                                     out_value, where=f"node {self.node_id!r} port {name!r}")
-                            if batch is not None and name == primary:
-                                batch.append(out_value)
-                                if len(batch) >= room:
-                                    self._flush(target_q, primary, batch)
-                                    batch = None
-                                continue
-                            out = outports.get(name)
-                            if out is None:
-                                out = self.outport(name)
-                            targets = out.targets
-                            if len(targets) == 1 and not out.checked:
-                                out.sent += 1
-                                target = targets[0]
-                                if not target.put_nowait(out_value):
-                                    await target.put(out_value)
+                            if name == primary_name:
+                                out = primary
                             else:
-                                await emit(out, out_value, None)
-                except Exception as exc:
-                    if batch:
-                        self._flush(target_q, primary, batch)
-                    batch = None
-                    await self._recover(inputs, exc)
-                    fn = self.fn  # a restart rebinds the behaviour
-                    proc = self.proc
-            if batch:
-                self._flush(target_q, primary, batch)
+                                out = outports.get(name)
+                                if out is None:
+                                    out = self.outport(name)
+                                if out.checked:
+                                    out.check(out_value)
+                        else:
+                            outputs = self.outputs(result)
+                    except Exception as exc:
+                        self.holding = False
+                        if batch:
+                            self._flush(target_q, primary, batch)
+                        batch = None
+                        primary = primary_name = None
+                        await self._recover_and_deliver(inputs, exc)
+                        fn = self.fn  # a restart rebinds the behaviour
+                        proc = self.proc
+                        continue
+                    except BaseException:
+                        self.holding = False
+                        self._lost(inputs)
+                        raise
+                    self.delivered += 1
+                    if out is None:
+                        if outputs:
+                            await self._deliver_all(outputs)
+                    elif out is primary:
+                        batch.append(out_value)  # type: ignore[union-attr]
+                        if len(batch) >= room:  # type: ignore[arg-type]
+                            self._flush(target_q, primary, batch)  # type: ignore[arg-type]
+                            batch = None
+                            primary = primary_name = None
+                    else:
+                        targets = out.targets
+                        if len(targets) == 1 and not out.checked \
+                                and targets[0].put_nowait(out_value):
+                            out.sent += 1  # OutPort.send_nowait, inlined
+                        else:
+                            await self.deliver(out, out_value, None)
+            finally:
+                # Cancelled part-way, what this batch took and did not finish was
+                # accounted by _lost() or the out-port; the rest is still queued.
+                took = self.taken - taken0
+                self.activations += took
+                if batch:
+                    self._flush(target_q, primary, batch)
+            if took:
+                mean = (_perf() - started) / took
+                i = 0
+                for bound in LATENCY_BUCKETS:
+                    if mean <= bound:
+                        break
+                    i += 1
+                latency[i] += took
             self.budget -= n
             if self.budget <= 0:
                 self.budget = _BUDGET
                 await trio.lowlevel.checkpoint()
 
-    def _flush(self, target: InPort | None, port: str, values: list[Any]) -> None:
-        assert target is not None
-        out = self.outports.get(port) or self.outport(port)
+    def _flush(self, target: InPort | None, out: OutPort | None, values: list[Any]) -> None:
+        assert target is not None and out is not None
         out.sent += len(values)
         target.put_batch(values)
 
     async def _fire_observed(self, n: int) -> None:
-        # The general path: events for every message, per-activation timeouts.
+        # The general path: events for every message, timeouts, offload, retries.
         for _ in range(n):
+            if self.removed:
+                return
             order = self.order
             port = order.popleft() if order is not None else self.single
             assert port is not None
             value = self.take(port)
             self.activations += 1
-            await self._activate_guarded({port.name: value})
+            await self._activate({port.name: value})
 
     async def _join_loop(self) -> None:
         self.refresh_join()
         while True:
+            if self.removed:
+                return
             required = self.required
             if not required or not all(p.queue for p in required):
                 if not required and any(p.queue for p in self.optional):
@@ -598,7 +816,7 @@ class NodeRunner:
                 if p.queue:
                     inputs[p.name] = self.take(p)
             self.activations += 1
-            await self._activate_guarded(inputs)
+            await self._activate(inputs)
             self.budget -= 1
             if self.budget <= 0:
                 self.budget = _BUDGET
@@ -614,121 +832,186 @@ class NodeRunner:
                 pass
             except Exception as exc:
                 self.failures += 1
-                self._publish_failure(exc, None, 1, False, started)
-                if self.policy.restart and self._restart_allowed():
+                self.publish_failure(exc, None, 1, False, started)
+                if self.policy.restart and self.restart_allowed():
                     await self.restart()
                     run = self.actor.run  # type: ignore[attr-defined]
                     continue
                 if self.policy.on_failure == "stop":
-                    self.net.fail(self._wrap(exc, None))
+                    self.net.fail(self.wrap(exc, None))
                 else:
-                    self.net.report_error(self._wrap(exc, None))
+                    self.net.report_error(self.wrap(exc, None))
             break
         self.finished = True
         self._publish(ev.ActorCompleted(network=self.net.name, actor_id=self.node_id,
                                         component=self.component,
                                         activations=self.activations))
-        self._reject_queued("the actor's run() has finished")
+        self._reject_queued("the actor's run() has finished", "finished")
 
     # -- activations and failures -----------------------------------------------------
 
-    async def emit(self, out: OutPort, value: Any, index: int | None) -> None:
-        """Deliver an already frozen ``value`` to every target of ``out``."""
-        if out.checked:
-            out.check(value)
-        out.sent += 1
-        targets = out.targets
-        if not targets:
-            out.unconnected += 1
-            return
+    def outputs(self, result: Any) -> list[_Output]:
+        """Phase 2: the checked outputs of a result (and what the activation held back).
+
+        Raises :class:`~reflowpy.ActorError` for a result that is not ``None`` or a
+        mapping, :class:`~reflowpy.PortNotFound` for an unknown out-port,
+        :class:`~reflowpy.MessageError` for a value that cannot be a message.
+        """
+        outputs = self._take_held() if self.held else []
+        if result is None:
+            return outputs
+        if not isinstance(result, Mapping):
+            raise ActorError(
+                f"{self.net.where()}: node {self.node_id!r} ({self.component}): a behaviour"
+                " must return a mapping of out-port -> value, or None; it returned a"
+                f" {type(result).__name__}",
+                node=self.node_id,
+            )
+        for name, value in result.items():
+            out = self.outports.get(name) if type(name) is str else None
+            if out is None:
+                out = self.outport(str(name))
+            if type(value) not in _LEAVES:
+                value = freeze(value, where=f"node {self.node_id!r} port {name!r}")
+            if out.checked:
+                out.check(value)
+            outputs.append((out, value, None))
+        return outputs
+
+    async def hold(self, out: OutPort, value: Any, index: int | None) -> None:
+        """Hold back a ``ctx.send`` of the running activation (see module docstring)."""
+        if self.held is _NO_HELD:
+            self.held = []
+        self.held.append((out, value, index))
+        if len(self.held) >= HOLD_LIMIT:
+            released = self._take_held()
+            self.released += len(released)
+            self.holding = False
+            try:
+                await self._deliver_all(released)
+            finally:
+                self.holding = True
+
+    def _take_held(self) -> list[_Output]:
+        held, self.held = self.held, _NO_HELD
+        return held
+
+    async def deliver(self, out: OutPort, value: Any, index: int | None) -> None:
+        """Deliver a checked, frozen value: ``OutPort.send`` plus ``MessageSent``."""
+        await out.send(value, index)
         bus = self.net.bus
-        indices = out.indices
-        for i, target in enumerate(targets):
-            if index is not None and indices[i] != index:
-                continue
-            if not target.put_nowait(value):
-                await target.put(value)
-            if bus.active:
+        if bus.active:
+            for target, i in zip(out.targets, out.indices, strict=True):
+                if index is not None and i != index:
+                    continue
                 to_actor = target.node if target.runner is not None else ""
                 bus.publish(ev.MessageSent(
                     network=self.net.name, from_actor=self.node_id, from_port=out.name,
                     to_actor=to_actor, to_port=target.name, message=value,
                     queue_depth=len(target.queue)))
 
-    async def _activate_once(self, inputs: dict[str, Any]) -> None:
-        """One attempt of an activation: behaviour call (with timeout) and its outputs."""
+    async def _deliver_all(self, outputs: list[_Output]) -> None:
+        # Phase 3. Cancelled part-way, the outputs not yet delivered are dead-lettered
+        # at their targets (OutPort.send does it for the one it was sending).
+        for i, (out, value, index) in enumerate(outputs):
+            try:
+                await self.deliver(out, value, index)
+            except BaseException:
+                for later, later_value, later_index in outputs[i + 1:]:
+                    for target in later._chosen(later_index):
+                        target.abandon(later_value, None)
+                raise
+
+    async def attempt(self, inputs: dict[str, Any]) -> list[_Output]:
+        """Phases 1 and 2 of one attempt: the behaviour call (with the policy's timeout,
+        in a worker thread with ``offload``) and its checked outputs."""
         ctx = self.ctx
         ctx.inputs = inputs
-        timeout = self.policy.timeout
-        if timeout is None:
-            result = self.fn(ctx) if self.fn is not None else await self.proc(ctx)
-        else:
-            with trio.move_on_after(timeout) as scope:
-                result = self.fn(ctx) if self.fn is not None else await self.proc(ctx)
-            if scope.cancelled_caught:
-                raise ActivationTimeout(
-                    f"node {self.node_id!r}: activation exceeded the policy timeout of"
-                    f" {timeout:g} s",
-                    node=self.node_id, port=",".join(inputs),
-                )
-        if result:
-            if not isinstance(result, Mapping):
-                raise ActorError(
-                    f"node {self.node_id!r}: process() must return a mapping of out-port"
-                    f" -> value or None, got {type(result).__name__}",
-                    node=self.node_id,
-                )
-            for name, value in result.items():
-                out = self.outports.get(name) or self.outport(name)
-                if type(value) not in _LEAVES:
-                    value = freeze(value, where=f"node {self.node_id!r} port {name!r}")
-                await self.emit(out, value, None)
-
-    async def _activate_guarded(self, inputs: dict[str, Any]) -> None:
-        try:
-            await self._activate_once(inputs)
-        except Exception as exc:
-            await self._recover(inputs, exc)
-
-    async def _recover(self, inputs: dict[str, Any], exc: Exception) -> None:
-        """Apply the failure policy to one failed activation. Never raises ``Exception``."""
         policy = self.policy
-        attempt = 1
-        port = ",".join(inputs)
-        started = time.perf_counter()
-        while True:
-            self.failures += 1
-            will_retry = attempt <= policy.retries
-            self._publish_failure(exc, port, attempt, will_retry, started)
-            if not will_retry:
-                break
-            await trio.sleep(policy.delay(attempt))
-            attempt += 1
-            started = time.perf_counter()
-            try:
-                await self._activate_once(inputs)
-                return
-            except Exception as again:
-                exc = again
-        if policy.restart and self._restart_allowed():
-            await self.restart()
-            attempt += 1
-            try:
-                await self._activate_once(inputs)
-                return
-            except Exception as again:
-                exc = again
-                self.failures += 1
-                self._publish_failure(exc, port, attempt, False, started)
-        value = next(iter(inputs.values())) if len(inputs) == 1 else dict(inputs)
-        letter = self.net.dead_letter(self.node_id, port, value, exc, attempt)
-        if policy.on_failure == "stop":
-            self.net.fail(self._wrap(exc, port))
-        else:
-            _log.warning("node %r: message dead-lettered (id %d) after %d attempt(s): %s",
-                         self.node_id, letter.id, attempt, exc)
+        timeout = policy.timeout
+        fn = self.fn
+        self.held = _NO_HELD
+        self.holding = True
+        try:
+            if policy.offload and fn is not None:
+                with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
+                    result = await trio.to_thread.run_sync(fn, ctx, abandon_on_cancel=True)
+                if scope.cancelled_caught:
+                    raise self._timeout(timeout or math.inf, inputs,
+                                        "its worker thread was abandoned")
+            elif timeout is None:
+                result = fn(ctx) if fn is not None else await self.proc(ctx)
+            elif fn is not None:
+                # A plain def cannot be interrupted: it is timed, and an overrun fails
+                # the activation afterwards (Policy(offload=True) avoids the freeze).
+                started = _perf()
+                result = fn(ctx)
+                if _perf() - started > timeout:
+                    raise self._timeout(timeout, inputs,
+                                        "a plain def cannot be interrupted; it blocked"
+                                        " every node meanwhile (use Policy(offload=True))")
+            else:
+                with trio.move_on_after(timeout) as scope:
+                    result = await self.proc(ctx)
+                if scope.cancelled_caught:
+                    raise self._timeout(timeout, inputs, "it was cancelled")
+        except BaseException:
+            self.held = _NO_HELD
+            raise
+        finally:
+            self.holding = False
+        return self.outputs(result)
 
-    def _wrap(self, exc: BaseException, port: str | None) -> ActorError:
+    def _timeout(self, timeout: float, inputs: Mapping[str, Any], what: str) -> ActivationTimeout:
+        return ActivationTimeout(
+            f"{self.net.where()}: node {self.node_id!r} ({self.component}): activation"
+            f" exceeded the policy timeout of {timeout:g} s; {what}",
+            node=self.node_id, port=",".join(inputs),
+        )
+
+    async def _activate(self, inputs: dict[str, Any]) -> None:
+        # One guarded activation: never raises Exception (the policy decides).
+        snapshot = dict(self.ctx.state) if self.policy.retries else None
+        try:
+            outputs = await self.attempt(inputs)
+        except Exception as exc:
+            await self._recover_and_deliver(inputs, exc, snapshot)
+            return
+        except BaseException:
+            self._lost(inputs)
+            raise
+        self.delivered += len(inputs)
+        if outputs:
+            await self._deliver_all(outputs)
+
+    async def _recover_and_deliver(self, inputs: dict[str, Any], exc: Exception,
+                                   snapshot: dict[str, Any] | None = None) -> None:
+        try:
+            outputs = await recover(self, inputs, exc, snapshot)
+        except BaseException:
+            self._lost(inputs)
+            raise
+        if outputs is None:
+            return
+        self.delivered += len(inputs)
+        if outputs:
+            await self._deliver_all(outputs)
+
+    def _lost(self, inputs: Mapping[str, Any]) -> None:
+        # A cancellation inside an activation: its inputs go to the dead letters.
+        reason = self.cancel_reason or self.net.stop_reason or "cancelled"
+        port = ",".join(inputs)
+        value = next(iter(inputs.values())) if len(inputs) == 1 else dict(inputs)
+        self.dead_taken += len(inputs)
+        self.held = _NO_HELD
+        self.net.dead_letter(
+            self.node_id, port, value,
+            ActorError(f"node {self.node_id!r}: activation interrupted ({reason})",
+                       node=self.node_id, port=port),
+            1, reason=reason, count=len(inputs))
+
+    def wrap(self, exc: BaseException, port: str | None) -> ActorError:
+        """``exc`` as an :class:`~reflowpy.ActorError` naming graph, node and port."""
         if isinstance(exc, ActorError):
             return exc
         kind = "bad message" if isinstance(exc, MessageError) else type(exc).__name__
@@ -740,21 +1023,26 @@ class NodeRunner:
         err.__cause__ = exc
         return err
 
-    def _publish_failure(
+    def publish_failure(
         self, exc: BaseException, port: str | None, attempt: int, will_retry: bool,
         started: float,
     ) -> None:
-        self._publish(ev.ActorFailed(
-            network=self.net.name, actor_id=self.node_id, component=self.component,
-            error=str(exc) or type(exc).__name__, error_type=type(exc).__name__, port=port,
-            attempt=attempt, will_retry=will_retry,
-            duration_ms=(time.perf_counter() - started) * 1000.0))
+        """Announce a failed attempt as ``ActorFailed`` (with the traceback text)."""
+        if self.net.bus.active:
+            self.net.bus.publish(ev.ActorFailed(
+                network=self.net.name, actor_id=self.node_id, component=self.component,
+                error=str(exc) or type(exc).__name__, error_type=type(exc).__name__,
+                port=port, attempt=attempt, will_retry=will_retry,
+                duration_ms=(time.perf_counter() - started) * 1000.0,
+                traceback=format_traceback(exc),
+                reason="failed" if not isinstance(exc, ActivationTimeout) else "timeout"))
 
     def _publish(self, event: Any) -> None:
         if self.net.bus.active:
             self.net.bus.publish(event)
 
-    def _restart_allowed(self) -> bool:
+    def restart_allowed(self) -> bool:
+        """Whether the restart budget allows one more restart now (and count it)."""
         now = time.monotonic()
         window = self.policy.restart_window
         if self.restarts is None:
@@ -780,28 +1068,41 @@ class NodeRunner:
         self._publish(ev.ActorStarted(network=self.net.name, actor_id=self.node_id,
                                       component=self.component))
 
-    def _reject_queued(self, reason: str) -> None:
+    def _reject_queued(self, why: str, reason: str) -> None:
         for port in list(self.inports.values()):
             while port.queue:
                 value = port.take()
                 self.net.dead_letter(self.node_id, port.name, value,
-                                     ActorError(f"node {self.node_id!r}: {reason}",
-                                                node=self.node_id, port=port.name), 0)
+                                     ActorError(f"node {self.node_id!r}: {why}",
+                                                node=self.node_id, port=port.name),
+                                     0, reason=reason)
         if self.order is not None:
             self.order.clear()
+        while self.failed:  # failed inline activations not yet recovered
+            inputs, _ = self.failed.popleft()
+            self._lost(inputs)
 
-    def statistics(self) -> dict[str, Any]:
-        """Activations, failures, and per-port queue statistics of this node."""
-        return {
-            "node": self.node_id,
-            "component": self.component,
-            "activations": self.activations,
-            "failures": self.failures,
-            "running": self.running,
-            "inports": {name: p.statistics() for name, p in self.inports.items()},
-            "outports": {
-                name: {"sent": p.sent, "unconnected": p.unconnected,
-                       "targets": len(p.targets)}
-                for name, p in self.outports.items()
-            },
-        }
+    def statistics(self) -> NodeStatistics:
+        """The node's ledger, counters and per-port statistics (see NodeStatistics)."""
+        inports = {name: p.statistics() for name, p in self.inports.items()}
+        busy = self.busy
+        if self.running and not self.parked:
+            busy += _perf() - self.woke_at
+        return NodeStatistics(
+            node=self.node_id,
+            component=self.component,
+            running=self.running,
+            activations=self.activations,
+            failures=self.failures,
+            taken=self.taken,
+            delivered=self.delivered,
+            dead_lettered=self.net.dead_count(self.node_id),
+            in_activation=self.taken - self.delivered - self.dead_taken,
+            queued=sum(p.queued for p in inports.values()),
+            messages_out=sum(p.sent for p in self.outports.values()),
+            busy_s=busy,
+            backpressured_s=self.backpressured,
+            latency=tuple(self.latency),
+            inports=inports,
+            outports={name: p.statistics() for name, p in self.outports.items()},
+        )

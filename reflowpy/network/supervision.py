@@ -8,6 +8,23 @@ or stop the whole network (``on_failure="stop"``). A per-activation ``timeout``
 turns a slow activation into an :class:`~reflowpy.ActivationTimeout` failure that
 follows the same path.
 
+Recovery lives here too (:func:`recover`): the runner hands a failed activation over
+and gets back the outputs of a successful retry, or ``None`` once the message was
+dead-lettered. Before each retry of a node whose policy retries, the node's
+``ctx.state`` is rolled back to what it was before the failed activation (a shallow
+copy taken per activation: top-level keys are restored, a mutable value changed in
+place is not -- keep state values immutable, or reassign them). Nodes without retries
+skip the snapshot (it costs a dict copy per activation); their failed activations keep
+whatever they changed.
+
+Blocking behaviours: an ``async def`` over its ``timeout`` is cancelled; a plain
+``def`` cannot be interrupted, so it is timed and an overrun fails the activation
+afterwards with :class:`~reflowpy.ActivationTimeout` (the message says it froze the
+network meanwhile). ``offload=True`` runs a plain-``def`` behaviour in a worker thread
+(``trio.to_thread``) so a blocking call does not freeze other nodes; on timeout its
+thread is abandoned. The default is to run behaviours in the trio thread (offloading
+costs ~50 us per activation).
+
 A policy comes from the actor class (``policy = Policy(...)``), from node metadata
 (``{"policy": {"retries": 3, "timeout": 1.5}}``), or from the network default; node
 metadata wins over the class, the class over the network default.
@@ -15,15 +32,23 @@ metadata wins over the class, the class over the network default.
 
 from __future__ import annotations
 
+import logging
 import time
+import traceback
 from collections.abc import Iterator, Mapping
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import msgspec
+import trio
 
-from reflowpy.errors import ConfigError
+from reflowpy.errors import ActivationTimeout, ConfigError
 
-__all__ = ["DeadLetter", "DeadLetterStore", "Policy"]
+if TYPE_CHECKING:
+    from reflowpy.network.runner import NodeRunner
+
+__all__ = ["DeadLetter", "DeadLetterStore", "Policy", "format_traceback", "recover"]
+
+_log = logging.getLogger("reflowpy.node")
 
 
 class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -36,6 +61,7 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     the message once more, at most ``max_restarts`` times per ``restart_window`` seconds.
     ``on_failure``: ``"dead_letter"`` keeps the network running and stores the message;
     ``"stop"`` stops the network with the error.
+    ``offload``: run a plain-``def`` behaviour in a worker thread (for blocking calls).
     """
 
     retries: int = 0
@@ -47,6 +73,7 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_restarts: int = 3
     restart_window: float = 60.0
     on_failure: Literal["dead_letter", "stop"] = "dead_letter"
+    offload: bool = False
 
     def __post_init__(self) -> None:
         if self.retries < 0:
@@ -75,8 +102,20 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ConfigError(f"node {node!r}: metadata key 'policy': {exc}") from None
 
 
+def format_traceback(exc: BaseException) -> str:
+    """The formatted traceback of ``exc`` (with its cause chain), for reports."""
+    return "".join(traceback.format_exception(exc)).rstrip()
+
+
 class DeadLetter(msgspec.Struct, frozen=True):
-    """A message that could not be processed: where it was going, why, and when."""
+    """A message that could not be processed: where it was going, why, and when.
+
+    ``reason`` says how it got here: ``failed`` (the policy gave up), ``timeout`` (an
+    activation timeout, or a stop's drain timeout), ``stopped`` (a forced stop),
+    ``cancelled`` (the scope holding the network was cancelled), ``node removed``,
+    ``finished`` (a ``run()`` actor had returned), ``stalled`` (stopped while stalled).
+    ``error_type`` and ``traceback`` describe the exception.
+    """
 
     id: int
     node: str
@@ -86,6 +125,8 @@ class DeadLetter(msgspec.Struct, frozen=True):
     error_type: str
     attempts: int
     timestamp: float
+    reason: str = "failed"
+    traceback: str = ""
 
 
 class DeadLetterStore:
@@ -102,10 +143,13 @@ class DeadLetterStore:
         self._next_id = 1
 
     def add(
-        self, node: str, port: str, value: Any, error: BaseException, attempts: int
+        self, node: str, port: str, value: Any, error: BaseException, attempts: int,
+        reason: str = "failed",
     ) -> DeadLetter:
         """Store a failed message and return its letter."""
         letter = DeadLetter(
+            reason=reason,
+            traceback=format_traceback(error) if error.__traceback__ is not None else "",
             id=self._next_id,
             node=node,
             port=port,
@@ -140,3 +184,65 @@ class DeadLetterStore:
 
     def __len__(self) -> int:
         return len(self._letters)
+
+
+async def recover(
+    runner: NodeRunner, inputs: dict[str, Any], exc: Exception,
+    snapshot: dict[str, Any] | None,
+) -> list[Any] | None:
+    """Apply ``runner``'s policy to one failed activation.
+
+    Retries with backoff (rolling ``ctx.state`` back to ``snapshot`` first), then a
+    restart within the budget, then the dead letters (or a network stop). Returns the
+    checked outputs of the attempt that succeeded, or ``None`` once the message was
+    dead-lettered. Never raises ``Exception``; a cancellation propagates (the runner
+    dead-letters the inputs then).
+    """
+    policy = runner.policy
+    attempt = 1
+    port = ",".join(inputs)
+    started = time.perf_counter()
+    while True:
+        runner.failures += 1
+        will_retry = attempt <= policy.retries
+        runner.publish_failure(exc, port, attempt, will_retry, started)
+        if snapshot is not None:
+            runner.ctx.state = dict(snapshot)
+        if not will_retry:
+            break
+        await trio.sleep(policy.delay(attempt))
+        attempt += 1
+        started = time.perf_counter()
+        try:
+            return await runner.attempt(inputs)
+        except Exception as again:
+            exc = again
+    if policy.restart and runner.restart_allowed():
+        await runner.restart()
+        attempt += 1
+        try:
+            return await runner.attempt(inputs)
+        except Exception as again:
+            exc = again
+            runner.failures += 1
+            runner.publish_failure(exc, port, attempt, False, started)
+    if runner.released:
+        exc.add_note(f"{runner.released} output(s) of this activation were already"
+                     f" released (more than the hold-back limit); a re-send repeats them")
+        runner.released = 0
+    value = next(iter(inputs.values())) if len(inputs) == 1 else dict(inputs)
+    reason = "timeout" if isinstance(exc, ActivationTimeout) else "failed"
+    runner.dead_taken += len(inputs)
+    letter = runner.net.dead_letter(runner.node_id, port, value, exc, attempt,
+                                    reason=reason, count=len(inputs))
+    if policy.on_failure == "stop":
+        runner.net.fail(runner.wrap(exc, port))
+    elif runner.node_id not in runner.net.dead_warned:  # say so once per node
+        runner.net.dead_warned.add(runner.node_id)
+        _log.warning("node %r: message dead-lettered (id %d) after %d attempt(s): %s;"
+                     " further dead letters of this node are logged at DEBUG level",
+                     runner.node_id, letter.id, attempt, exc)
+    else:
+        _log.debug("node %r: message dead-lettered (id %d) after %d attempt(s): %s",
+                   runner.node_id, letter.id, attempt, exc)
+    return None

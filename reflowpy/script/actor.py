@@ -14,6 +14,10 @@ dynamic: node metadata ``inports`` / ``outports`` (lists of names, default
     image            Docker image (default $REFLOWPY_PYTHON_IMAGE or python:3.11-slim)
     transport        Docker only: "socket" (default, local engine) or "attach"
     network          true to grant network access (default false)
+    user, group      process sandbox: run the worker as this uid/gid (default: a leased
+                     uid per worker when reflowpy runs as root)
+    allow_weaker     process sandbox: layers it may run without (namespaces, uid,
+                     seccomp, cgroup, or "all"); otherwise a missing one refuses to start
     limits           see reflowpy.script.host.Limits (wall_time, memory_mb, cpus, ...)
     config           passed to the function as ``config`` (default {})
 
@@ -194,7 +198,19 @@ class PythonScript(_ScriptActor):
         if sandbox == "process":
             from reflowpy.script.process import ProcessHost
 
-            return ProcessHost(**common)
+            extra: dict[str, Any] = {}
+            for key in ("user", "group"):
+                value = cfg.get(key)
+                if value is not None and (not isinstance(value, int) or isinstance(value, bool)
+                                          or value < 0):
+                    raise ConfigError(f"node {node!r}: metadata key {key!r} must be a uid/gid"
+                                      " number")
+                extra[key] = value
+            weaker = cfg.get("allow_weaker")
+            try:
+                return ProcessHost(**common, **extra, allow_weaker=weaker)
+            except ValueError as exc:
+                raise ConfigError(f"node {node!r}: metadata key 'allow_weaker': {exc}") from None
         raise ConfigError(
             f"node {node!r}: metadata key 'sandbox' must be 'docker' or 'process', got"
             f" {sandbox!r}"

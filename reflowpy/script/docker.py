@@ -6,19 +6,30 @@ worker passed on its command line (``python3 -I -c <worker>``), so users build n
 image. It is created with:
 
 * ``network_mode="none"`` unless the node grants ``network: true``;
-* a read-only root filesystem, a ``tmpfs`` ``/tmp`` (``limits.tmpfs_mb``, noexec) as cwd;
-* user ``65534:65534`` (nobody), all capabilities dropped, ``no-new-privileges``;
+* a read-only root filesystem, a ``tmpfs`` ``/tmp`` (``limits.tmpfs_mb``, noexec) as cwd,
+  and a tmpfs over every ``VOLUME`` the image declares (no writable volume that
+  outlives the container; removal also passes ``v=True``);
+* a distinct uid per container (:mod:`reflowpy.script.uids`; ``user`` overrides it),
+  all capabilities dropped, ``no-new-privileges``;
+* the seccomp profile of :mod:`reflowpy.script.seccomp` (no io_uring, namespaces,
+  ptrace, bpf, keyctl, mount...);
 * ``mem_limit`` = ``memswap_limit`` (``limits.memory_mb``), ``nano_cpus``
-  (``limits.cpus``), ``pids_limit`` (``limits.pids``), ``nofile``/``fsize`` ulimits;
+  (``limits.cpus``), ``pids_limit`` (``limits.pids``), ``nofile``/``fsize``/``core``
+  ulimits, a json-file log capped at 1 MiB (a stdout flood cannot fill the host disk);
 * labels ``reflowpy.script``, ``reflowpy.owner`` (host:pid) and ``reflowpy.node``.
 
 Two transports for the protocol, both driven from trio with no thread per message
 (only the blocking SDK calls — create, start, inspect, remove — run in threads):
 
 * ``socket`` (default with a local engine): the host listens on a Unix socket in a
-  private directory bind-mounted read-only at ``/run/reflowpy``; the worker connects
-  to it, so frames bypass the engine (about twice the attach throughput). The container's
-  stdout/stderr still come through the attach stream, drained into the node's log.
+  0700 directory owned by the container's uid, bind-mounted read-only at
+  ``/run/reflowpy``; the worker connects to it, so frames bypass the engine (about
+  twice the attach throughput). The channel is authenticated before a byte is sent:
+  the peer's ``SO_PEERCRED`` must be the container's init process (its host pid and
+  uid) and its first bytes the per-start nonce passed in the container's
+  environment; anything else is refused, logged and counted
+  (``statistics().rejected_peers``). The container's stdout/stderr still come through
+  the attach stream, drained into the node's log.
 * ``attach`` (``transport: attach``, or a remote ``DOCKER_HOST``): frames travel over
   the container's stdin/stdout through the engine's raw attach socket.
 
@@ -32,7 +43,9 @@ pid is gone) are removed the first time this process starts one, or explicitly w
 from __future__ import annotations
 
 import contextlib
+import hmac
 import os
+import secrets
 import shutil
 import socket
 import struct
@@ -49,6 +62,7 @@ from reflowpy.errors import (
     ScriptError,
     ScriptMemoryExceeded,
 )
+from reflowpy.script import seccomp, uids
 from reflowpy.script.host import Limits, LogSink, WorkerHost
 from reflowpy.script.process import worker_source
 
@@ -61,6 +75,8 @@ LABEL = "reflowpy.script"
 
 _OWNER = f"{socket.gethostname()}:{os.getpid()}"
 _HEADER = struct.Struct(">BxxxI")
+_PEERCRED = struct.Struct("3i")
+_NONCE_BYTES = 32
 _cleaned = False
 _cleaned_lock = threading.Lock()
 
@@ -142,7 +158,7 @@ class DockerHost(WorkerHost):
         image: str | None = None,
         network: bool = False,
         python: str = "python3",
-        user: str = "65534:65534",
+        user: str | None = None,
         transport: str | None = None,
     ) -> None:
         super().__init__(
@@ -157,7 +173,14 @@ class DockerHost(WorkerHost):
         self.image = image or DEFAULT_IMAGE
         self.network = network
         self.python = python
-        self.user = user
+        self._user_override = user
+        self.user = user or ""
+        self._lease: uids.UidLease | None = None
+        self._uid = -1
+        self._nonce = ""
+        self._worker_pid = 0
+        #: Connections to the worker socket refused (wrong peer or nonce).
+        self.rejected_peers = 0
         self._client: Any = None
         self._container: Any = None
         self._response: Any = None
@@ -180,7 +203,7 @@ class DockerHost(WorkerHost):
     def _create_and_start(self) -> socket.socket:
         global _cleaned
         import docker.errors
-        from docker.types import Ulimit
+        from docker.types import LogConfig, Ulimit
 
         try:
             if self._client is None:
@@ -194,9 +217,17 @@ class DockerHost(WorkerHost):
             mem = f"{lim.memory_mb}m"
             command = [self.python, "-I", "-c", worker_source(), str(lim.max_frame)]
             volumes: dict[str, dict[str, str]] = {}
+            environment = {"HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"}
             if self._sockdir is not None:
                 command.append("/run/reflowpy/worker.sock")
                 volumes[self._sockdir] = {"bind": "/run/reflowpy", "mode": "ro"}
+                environment["REFLOWPY_CHANNEL_NONCE"] = self._nonce
+            scratch = f"rw,nosuid,nodev,noexec,size={lim.tmpfs_mb}m,mode=1777"
+            tmpfs = {"/tmp": scratch}
+            # A VOLUME in the image would become a writable, persistent volume.
+            image_volumes = client.images.get(self.image).attrs.get("Config", {}).get("Volumes")
+            for path in image_volumes or {}:
+                tmpfs[str(path)] = scratch
             container = client.containers.create(
                 self.image,
                 command=command,
@@ -206,19 +237,21 @@ class DockerHost(WorkerHost):
                 detach=True,
                 network_mode="bridge" if self.network else "none",
                 read_only=True,
-                tmpfs={"/tmp": f"rw,nosuid,nodev,noexec,size={lim.tmpfs_mb}m,mode=1777"},
+                tmpfs=tmpfs,
                 working_dir="/tmp",
                 user=self.user,
-                environment={"HOME": "/tmp", "LANG": "C.UTF-8", "PYTHONDONTWRITEBYTECODE": "1"},
+                environment=environment,
                 mem_limit=mem,
                 memswap_limit=mem,
                 nano_cpus=int(lim.cpus * 1e9),
                 pids_limit=lim.pids,
                 cap_drop=["ALL"],
-                security_opt=["no-new-privileges"],
+                security_opt=["no-new-privileges", f"seccomp={seccomp.docker_profile()}"],
                 ipc_mode="private",
+                log_config=LogConfig(type="json-file", config={"max-size": "1m", "max-file": "1"}),
                 ulimits=[
                     Ulimit(name="nofile", soft=lim.open_files, hard=lim.open_files),
+                    Ulimit(name="fsize", soft=lim.file_size_mb << 20, hard=lim.file_size_mb << 20),
                     Ulimit(name="core", soft=0, hard=0),
                 ],
                 labels={LABEL: "1", "reflowpy.owner": _OWNER, "reflowpy.node": self.node},
@@ -252,6 +285,7 @@ class DockerHost(WorkerHost):
                 )
             sock = inner.dup()
             container.start()
+            self._worker_pid = int(client.api.inspect_container(container.id)["State"]["Pid"])
         except docker.errors.DockerException as exc:
             self._remove_blocking()
             raise SandboxUnavailable(
@@ -267,7 +301,7 @@ class DockerHost(WorkerHost):
                 response.close()
         if container is not None:
             with contextlib.suppress(Exception):
-                container.remove(force=True)
+                container.remove(force=True, v=True)
 
     def _inspect_blocking(self) -> tuple[bool, int | None]:
         container = self._container
@@ -285,26 +319,71 @@ class DockerHost(WorkerHost):
     async def _spawn(self) -> None:
         self._raw.clear()
         self._frame_left = 0
+        if self._user_override is None:
+            if self._lease is None:
+                self._lease = uids.lease()
+            if self._lease is not None:
+                self._uid = self._lease.uid
+            else:  # not root: no lock dir, a random uid of the range (collisions unlikely)
+                start, count = uids.uid_range()
+                self._uid = start + secrets.randbelow(count)
+            self.user = f"{self._uid}:{self._uid}"
+        else:
+            self._uid = int(self._user_override.split(":")[0])
         if self.transport == "attach":
             sock = await trio.to_thread.run_sync(self._create_and_start)
             self._stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
             return
+        self._nonce = secrets.token_hex(_NONCE_BYTES)
         self._sockdir = tempfile.mkdtemp(prefix="reflowpy-docker-")
-        os.chmod(self._sockdir, 0o755)
         path = os.path.join(self._sockdir, "worker.sock")
         listen_sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
         await listen_sock.bind(path)
-        os.chmod(path, 0o777)  # the container's non-root user must connect
-        listen_sock.listen(1)
+        os.chmod(path, 0o600)
+        if os.geteuid() == 0:
+            os.chown(path, self._uid, self._uid)
+            os.chown(self._sockdir, self._uid, self._uid)
+        else:
+            os.chmod(path, 0o666)  # without root the container's uid cannot own it
+            os.chmod(self._sockdir, 0o711)
+        listen_sock.listen(8)
         self._listener = trio.SocketListener(listen_sock)
         log_sock = await trio.to_thread.run_sync(self._create_and_start)
         self._log_stream = trio.SocketStream(trio.socket.from_stdlib_socket(log_sock))
         trio.lowlevel.spawn_system_task(
             self._drain_logs, self._log_stream, name=f"reflowpy script {self.node} logs"
         )
-        self._stream = await self._listener.accept()
+        while True:
+            stream = await self._listener.accept()
+            why = await self._authenticate(stream)
+            if why is None:
+                break
+            self.rejected_peers += 1
+            self._log("warning", f"node {self.node!r}: refused a connection to the worker"
+                                 f" socket: {why}")
+            await stream.aclose()
+        self._stream = stream
         await self._listener.aclose()
         self._listener = None
+
+    async def _authenticate(self, stream: trio.SocketStream) -> str | None:
+        """``None`` if the peer is this start's container worker, else why not."""
+        raw = stream.socket.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        pid, uid, _ = _PEERCRED.unpack(raw)
+        if pid != self._worker_pid or uid != self._uid:
+            return (f"peer pid {pid} uid {uid} is not the container's worker (pid"
+                    f" {self._worker_pid} uid {self._uid})")
+        want = self._nonce.encode("ascii")
+        got = bytearray()
+        with trio.move_on_after(self.limits.start_timeout):
+            while len(got) < len(want):
+                data = await stream.receive_some(len(want) - len(got))
+                if not data:
+                    break
+                got += data
+        if not hmac.compare_digest(bytes(got), want):
+            return "the peer did not present this start's nonce"
+        return None
 
     async def _drain_logs(self, stream: trio.SocketStream) -> None:
         # Container stdout/stderr (multiplexed) -> the node's log, concurrently with the
@@ -385,6 +464,9 @@ class DockerHost(WorkerHost):
         if self._sockdir is not None:
             shutil.rmtree(self._sockdir, ignore_errors=True)
             self._sockdir = None
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.release()
 
     async def stop(self) -> None:
         await super().stop()

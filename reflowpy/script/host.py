@@ -39,6 +39,7 @@ from reflowpy.errors import (
     ScriptTimeout,
 )
 from reflowpy.script import protocol as P
+from reflowpy.script.bounds import DEFAULT_MAX_DEPTH, DEFAULT_MAX_ITEMS
 
 __all__ = [
     "HostStatistics",
@@ -48,6 +49,7 @@ __all__ = [
     "ScriptHost",
     "SendOutput",
     "WorkerHost",
+    "sanitize_log",
 ]
 
 #: ``await send(port, value)``: deliver one streamed output (may suspend: backpressure).
@@ -77,6 +79,11 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     WASM instructions (roughly) per message. ``max_frame``: largest protocol frame.
     ``log_bytes``: script output forwarded to the log per message (the rest is
     counted and dropped). ``start_timeout``: seconds a worker may take to start.
+    ``max_items`` / ``max_depth``: most values and deepest nesting the host decodes
+    from one frame or WASM payload (see :mod:`reflowpy.script.bounds`).
+    ``output_bytes``: WASM bytes of streamed outputs, state and returned outputs per
+    message. ``idle_cpu_seconds``: CPU the process worker's tree may use between two
+    messages (background threads/children); more is reported on the next message.
     """
 
     wall_time: float = 10.0
@@ -91,12 +98,17 @@ class Limits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_frame: int = P.DEFAULT_MAX_FRAME
     log_bytes: int = 64 * 1024
     start_timeout: float = 30.0
+    max_items: int = DEFAULT_MAX_ITEMS
+    max_depth: int = DEFAULT_MAX_DEPTH
+    output_bytes: int = 16 * 1024 * 1024
+    idle_cpu_seconds: float = 1.0
 
     def __post_init__(self) -> None:
         for name in ("wall_time", "cpus", "start_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"limits.{name} must be > 0")
-        for name in ("memory_mb", "pids", "open_files", "file_size_mb", "tmpfs_mb", "fuel"):
+        for name in ("memory_mb", "pids", "open_files", "file_size_mb", "tmpfs_mb", "fuel",
+                     "max_items", "max_depth", "output_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"limits.{name} must be >= 1")
         if self.max_frame < 1024:
@@ -186,6 +198,21 @@ class ScriptHost(abc.ABC):
             await self.stop()
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F) if c != 0x09}
+_CONTROL.update({0x85: "\\x85", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def sanitize_log(message: str) -> str:
+    """A script's log text as one line: newlines and other control characters escaped.
+
+    A script must not be able to forge a host log line (``"...\\nERROR reflowpy: ..."``)
+    or drive the operator's terminal with escape sequences.
+    """
+    if message.isprintable():
+        return message
+    return message.translate(_CONTROL)
+
+
 def _default_log(node: str) -> LogSink:
     logger = logging.getLogger(f"reflowpy.script.{node}")
 
@@ -259,6 +286,14 @@ class WorkerHost(ScriptHost):
         """Confinement the worker applies to itself before loading the script."""
         return {}
 
+    def _message_starts(self) -> ScriptError | None:
+        """Before a message is sent: a limit the worker broke since the last one."""
+        return None
+
+    def _message_ended(self) -> ScriptError | None:
+        """After a result or script error: a limit the worker's tree hit meanwhile."""
+        return None
+
     def _sandbox_hint(self) -> str:
         """What a user can do when the sandbox cannot confine the worker."""
         return ""
@@ -288,6 +323,13 @@ class WorkerHost(ScriptHost):
             await self._kill()
             raise ConfigError(f"node {self.node!r}: the {self.sandbox} worker failed to start:"
                               f" {exc}") from exc
+        except BaseException:
+            # Cancelled (or anything else) mid-start: nobody will call stop() for a
+            # host that never started, so release the worker, its cgroup and uid now.
+            self._alive = False
+            with trio.CancelScope(shield=True):
+                await self._kill()
+            raise
 
     async def _start_worker(self) -> None:
         self._reader = P.FrameReader(self.limits.max_frame)
@@ -409,6 +451,13 @@ class WorkerHost(ScriptHost):
         self._log_budget = self.limits.log_bytes
         wall = self.limits.wall_time
         clean = False
+        broken = self._message_starts()
+        if broken is not None:
+            stats.failures += 1
+            self._alive = False
+            self._stats.running = False
+            await self._kill()
+            raise broken
         try:
             with trio.CancelScope(deadline=trio.current_time() + wall) as scope:
                 await self._send_all(frame)
@@ -428,6 +477,10 @@ class WorkerHost(ScriptHost):
                     if type(message) is P.Result:
                         if message.id != mid:
                             raise self._protocol(f"result for message {message.id}, not {mid}")
+                        hit = self._message_ended()
+                        if hit is not None:
+                            stats.failures += 1
+                            raise hit
                         clean = True
                         if message.state is None:
                             new_state = state
@@ -465,6 +518,9 @@ class WorkerHost(ScriptHost):
                             raise leak
                         if message.kind not in ("user", "encode"):
                             raise self._protocol(f"error of unexpected kind {message.kind!r}")
+                        hit = self._message_ended()
+                        if hit is not None:
+                            raise hit
                         clean = True
                         if state_arg is not None:
                             self._worker_state = state
@@ -512,7 +568,8 @@ class WorkerHost(ScriptHost):
             try:
                 body = reader.next()
                 if body is not None:
-                    return P.decode_worker_message(body)
+                    return P.decode_worker_message(
+                        body, self.limits.max_items, self.limits.max_depth)
             except ScriptProtocolError as exc:
                 raise self._restarted(str(exc)) from None
             data = await self._receive_some()
@@ -530,7 +587,7 @@ class WorkerHost(ScriptHost):
             self._stats.log_bytes_dropped += size
             return
         self._log_budget -= size
-        self._log(level, message)
+        self._log(level if level in _LEVELS else "info", sanitize_log(message))
 
     def _on_stderr(self, data: bytes) -> None:
         """Script stdout/stderr bytes: keep a tail for crash reports, log whole lines."""

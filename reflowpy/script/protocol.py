@@ -22,8 +22,9 @@ on a stock Python image.
 ``Error.kind`` is ``"user"`` (the script raised), ``"memory"`` (MemoryError; the
 worker exits), ``"encode"`` (a value could not be serialized), or ``"init"`` (the
 script failed to load). A frame larger than the limit, a length that never
-completes, undecodable bytes or an unknown type are protocol errors: the host ends
-the worker and reports :class:`~reflowpy.ScriptProtocolError`.
+completes, undecodable bytes, an unknown type, or a body holding more values or
+deeper nesting than ``limits.max_items`` / ``limits.max_depth`` are protocol errors:
+the host ends the worker and reports :class:`~reflowpy.ScriptProtocolError`.
 """
 
 from __future__ import annotations
@@ -34,6 +35,12 @@ from typing import Any
 import msgspec
 
 from reflowpy.errors import ScriptProtocolError
+from reflowpy.script.bounds import (
+    DEFAULT_MAX_DEPTH,
+    DEFAULT_MAX_ITEMS,
+    PayloadTooComplex,
+    check_msgpack,
+)
 
 __all__ = [
     "DEFAULT_MAX_FRAME",
@@ -151,14 +158,30 @@ def encode_frame(message: Init | Process | Ping, max_frame: int = DEFAULT_MAX_FR
     return _LEN.pack(len(body)) + body
 
 
-def decode_worker_message(body: bytes | memoryview) -> WorkerMessage:
-    """Decode one frame body from a worker; anything malformed is a protocol error."""
+def decode_worker_message(
+    body: bytes, max_items: int = DEFAULT_MAX_ITEMS, max_depth: int = DEFAULT_MAX_DEPTH
+) -> WorkerMessage:
+    """Decode one frame body from a worker; anything malformed is a protocol error.
+
+    The body is pre-scanned (:func:`~reflowpy.script.bounds.check_msgpack`) so a frame
+    of many tiny or deeply nested containers is refused before msgspec builds a
+    single object: the host's memory per frame stays proportional to the limits
+    (``limits.max_items``, ``limits.max_depth``), not to what the bytes expand to.
+    """
     try:
+        check_msgpack(body, max_items, max_depth)
         return _decoder.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except PayloadTooComplex as exc:
+        raise ScriptProtocolError(
+            f"the worker sent a frame over limits.{exc.limit} ({len(body)} bytes): {exc}"
+            if exc.limit != "truncated" else
+            f"the worker sent a malformed frame ({len(body)} bytes): {exc}"
+        ) from None
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError) as exc:
         head = bytes(body[:32])
         raise ScriptProtocolError(
-            f"the worker sent a malformed frame ({len(body)} bytes, starting {head!r}): {exc}"
+            f"the worker sent a malformed frame ({len(body)} bytes, starting {head!r}):"
+            f" {type(exc).__name__}: {exc}"
         ) from None
 
 

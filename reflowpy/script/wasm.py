@@ -10,8 +10,23 @@ memory start over, the node's state kept by the host does not — and is raised 
 :class:`~reflowpy.WasmTrap`, :class:`~reflowpy.ScriptCPUExceeded`,
 :class:`~reflowpy.ScriptTimeout` or :class:`~reflowpy.ScriptMemoryExceeded`.
 
-Calls run on the trio thread (a thread hop per message would cost more than the
-call); the epoch deadline bounds how long one call can hold it.
+Calls start on the trio thread (a thread hop per message would cost more than the
+call) under a short slice deadline (:data:`INLINE_SLICE`); a call that outlasts it is
+re-run off the trio thread under the full ``limits.wall_time`` on a fresh instance
+(its module memory starts over, as after a trap), and that node's calls stay off
+the trio thread from then on. So no plugin holds the network for more than one
+slice, and small fast calls keep their speed.
+
+Every way out of the sandbox is metered: each host call costs fuel
+(:data:`HOST_CALL_FUEL` plus one unit per byte moved), bytes streamed with
+``send_output``, written with ``set_state`` and returned from ``process`` count
+against ``limits.output_bytes`` per message (streamed outputs are buffered until the
+call returns, so this bounds that buffer), logs against ``limits.log_bytes``, and
+every payload is pre-scanned for ``limits.max_items`` / ``limits.max_depth``
+(:mod:`reflowpy.script.bounds`) before it is decoded. The store allows one memory,
+at most 4 tables of :data:`TABLE_ELEMENTS` entries, and ``alloc``/``init`` get fresh
+fuel and a fresh deadline like ``process``. WASI's ``poll_oneoff`` (sleep, wait on
+clocks) answers ``ENOSYS``: a native sleep could not be interrupted by the deadline.
 
 **ABI** (C declarations in ``reflowpy/script/include/reflowpy_plugin.h``). Payloads
 are msgpack (default) or JSON (node metadata ``encoding``).
@@ -42,12 +57,14 @@ no environment and no arguments. A module importing anything else does not start
 from __future__ import annotations
 
 import ctypes
+import functools
 import hashlib
 import threading
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import msgspec
+import trio
 import wasmtime
 from wasmtime import _ffi as _wffi  # the C API, for the per-message fast path
 from wasmtime import _func as _wfunc
@@ -57,16 +74,33 @@ from reflowpy.errors import (
     MessageError,
     ScriptCPUExceeded,
     ScriptError,
+    ScriptLimitExceeded,
     ScriptMemoryExceeded,
     ScriptTimeout,
     WasmTrap,
 )
-from reflowpy.script.host import Limits, LogSink, ProcessResult, ScriptHost, SendOutput
+from reflowpy.script.bounds import PayloadTooComplex, check_json, check_msgpack
+from reflowpy.script.host import (
+    Limits,
+    LogSink,
+    ProcessResult,
+    ScriptHost,
+    SendOutput,
+    sanitize_log,
+)
 
-__all__ = ["EPOCH_TICK", "WasmHost", "compile_module"]
+__all__ = ["EPOCH_TICK", "HOST_CALL_FUEL", "INLINE_SLICE", "TABLE_ELEMENTS", "WasmHost",
+           "compile_module"]
 
 #: Seconds between epoch ticks (the granularity of the wall-time deadline).
 EPOCH_TICK = 0.01
+#: Longest a call runs on the trio thread (seconds; then it moves to a thread).
+INLINE_SLICE = 0.03
+#: Fuel one host import call costs, on top of one unit per byte it moves.
+HOST_CALL_FUEL = 1000
+#: Most elements of one table (``table.grow`` past it returns -1).
+TABLE_ELEMENTS = 100_000
+_WASI_ENOSYS = 52
 _MAX_OUTPUTS_PER_CALL = 100_000
 
 _engine: wasmtime.Engine | None = None
@@ -113,9 +147,11 @@ class _Codec:
         if encoding == "json":
             self.encode: Callable[[Any], bytes] = msgspec.json.Encoder().encode
             self.decode: Callable[[bytes], Any] = msgspec.json.Decoder().decode
+            self.check: Callable[[bytes, int, int], None] = check_json
         else:
             self.encode = msgspec.msgpack.Encoder().encode
             self.decode = msgspec.msgpack.Decoder().decode
+            self.check = check_msgpack
 
 
 class _FastCall:
@@ -144,13 +180,13 @@ class _FastCall:
         self._fuel = fuel
         self._ticks = ticks
 
-    def __call__(self, ptr: int, length: int) -> int:
+    def __call__(self, ptr: int, length: int, ticks: int = 0) -> int:
         context = self._context
         # Fresh fuel and a wall-time deadline relative to the current epoch, per call.
         error = _wffi.wasmtime_context_set_fuel(context, self._fuel)
         if error:
             raise wasmtime.WasmtimeError._from_ptr(error)
-        _wffi.wasmtime_context_set_epoch_deadline(context, self._ticks)
+        _wffi.wasmtime_context_set_epoch_deadline(context, ticks or self._ticks)
         args = self._args
         args[0].i32 = ptr
         args[1].i32 = length
@@ -168,6 +204,10 @@ class _FastCall:
             raise wasmtime.WasmtimeError._from_ptr(error)
         _maybe_raise_host_exception()
         return int(args[0].i64)
+
+
+def _no_poll_oneoff(in_ptr: int, out_ptr: int, count: int, nevents: int) -> int:
+    return _WASI_ENOSYS
 
 
 def _maybe_raise_host_exception() -> None:
@@ -212,6 +252,12 @@ class WasmHost(ScriptHost):
         self._state_changed = False
         self._error: ScriptError | None = None
         self._ticks = max(1, int(self.limits.wall_time / EPOCH_TICK + 0.999))
+        self._slice_ticks = min(self._ticks, max(2, int(INLINE_SLICE / EPOCH_TICK + 0.999)))
+        #: Whether calls run off the trio thread (after one outlasted the inline slice).
+        self.threaded = False
+        self._out_budget = 0
+        self._log_budget = 0
+        self._state_bytes: bytes | None = None
 
     # ------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -242,7 +288,8 @@ class WasmHost(ScriptHost):
         assert module is not None
         engine = _get_engine()
         store = wasmtime.Store(engine)
-        store.set_limits(memory_size=self.limits.memory_mb * 1024 * 1024)
+        store.set_limits(memory_size=self.limits.memory_mb * 1024 * 1024,
+                         table_elements=TABLE_ELEMENTS, tables=4, memories=1)
         linker = wasmtime.Linker(engine)
         i32 = wasmtime.ValType.i32()
         linker.define_func(
@@ -259,6 +306,11 @@ class WasmHost(ScriptHost):
         if self.wasi:
             linker.define_wasi()
             store.set_wasi(wasmtime.WasiConfig())  # no preopens, env or args
+            # A native sleep in poll_oneoff would outlast the epoch deadline.
+            linker.allow_shadowing = True
+            linker.define_func(
+                "wasi_snapshot_preview1", "poll_oneoff",
+                wasmtime.FuncType([i32, i32, i32, i32], [i32]), _no_poll_oneoff)
         self._store = store
         store.set_fuel(self.limits.fuel)
         store.set_epoch_deadline(self._ticks)
@@ -294,11 +346,12 @@ class WasmHost(ScriptHost):
         init = exports.get("init")
         if isinstance(init, wasmtime.Func):
             payload = self.codec.encode(self.config)
-            ptr = self._input_buffer(len(payload))
-            self._write(ptr, payload)
             try:
+                ptr = self._input_buffer(len(payload))
+                self._write(ptr, payload)
+                self._fresh_budget()
                 code = init(store, ptr, len(payload))
-            except wasmtime.Trap as exc:
+            except (wasmtime.Trap, wasmtime.WasmtimeError) as exc:
                 raise ConfigError(f"node {self.node!r}: the WASM init() trapped: {exc}") from None
             if code:
                 raise ConfigError(f"node {self.node!r}: the WASM init() refused the config"
@@ -311,10 +364,17 @@ class WasmHost(ScriptHost):
         self._stats.running = False
 
     # ---------------------------------------------------------------------- memory
+    def _fresh_budget(self) -> None:
+        """Full fuel and a wall-time deadline from now, before any call into the module."""
+        assert self._store is not None
+        self._store.set_fuel(self.limits.fuel)
+        self._store.set_epoch_deadline(self._ticks)
+
     def _input_buffer(self, size: int) -> int:
         if size > self._buf_cap:
             assert self._alloc is not None and self._store is not None
             cap = max(size, 256, self._buf_cap * 2)
+            self._fresh_budget()  # never the previous call's stale fuel and deadline
             ptr = self._alloc(self._store, cap)
             if not isinstance(ptr, int) or ptr <= 0:
                 raise WasmTrap(
@@ -355,15 +415,54 @@ class WasmHost(ScriptHost):
         self._error = error
         raise RuntimeError(str(error))  # becomes a trap; the stored error is reported
 
+    def _charge(self, nbytes: int) -> None:
+        """Host calls cost fuel too: a loop of imports runs out like any other loop."""
+        store = self._store
+        assert store is not None
+        fuel = store.get_fuel()
+        cost = HOST_CALL_FUEL + nbytes
+        if fuel < cost:
+            self._fail_in_import(ScriptCPUExceeded(
+                f"node {self.node!r}: the WASM call ran out of fuel in host calls"
+                f" (limits.fuel={self.limits.fuel}, {HOST_CALL_FUEL} per call + 1 per byte);"
+                " instance reset", node=self.node, sandbox=self.sandbox))
+        store.set_fuel(fuel - cost)
+
+    def _spend_output(self, nbytes: int, what: str) -> None:
+        self._out_budget -= nbytes
+        if self._out_budget < 0:
+            error = ScriptLimitExceeded(
+                f"node {self.node!r}: {what} went over limits.output_bytes="
+                f"{self.limits.output_bytes} bytes in one message; instance reset",
+                node=self.node, sandbox=self.sandbox)
+            error.limit = "output_bytes"
+            self._fail_in_import(error)
+
+    def _decode(self, data: bytes, what: str) -> Any:
+        """Decode a payload from the module, bounded in values and depth."""
+        try:
+            self.codec.check(data, self.limits.max_items, self.limits.max_depth)
+            return self.codec.decode(data)
+        except PayloadTooComplex as exc:
+            error = WasmTrap(
+                f"node {self.node!r}: {what}: a payload of {len(data)} bytes over"
+                f" limits.{exc.limit}: {exc}", node=self.node, sandbox=self.sandbox)
+        except (msgspec.DecodeError, RecursionError) as exc:
+            error = WasmTrap(f"node {self.node!r}: {what}: undecodable value: {exc}",
+                             node=self.node, sandbox=self.sandbox)
+        raise error
+
     def _imp_send_output(self, port_ptr: int, port_len: int, val_ptr: int, val_len: int) -> None:
         try:
+            self._charge(port_len + val_len)
+            self._spend_output(port_len + val_len, "send_output")
             port = self._read(port_ptr, port_len).decode("utf-8")
-            value = self.codec.decode(self._read(val_ptr, val_len))
+            value = self._decode(self._read(val_ptr, val_len), "send_output")
         except ScriptError as exc:
             self._fail_in_import(exc)
-        except (UnicodeDecodeError, msgspec.DecodeError) as exc:
+        except UnicodeDecodeError as exc:
             self._fail_in_import(WasmTrap(
-                f"node {self.node!r}: send_output got an undecodable value: {exc}",
+                f"node {self.node!r}: send_output got a port name that is not UTF-8: {exc}",
                 node=self.node, sandbox=self.sandbox))
         if len(self._outputs) >= _MAX_OUTPUTS_PER_CALL:
             self._fail_in_import(WasmTrap(
@@ -372,35 +471,45 @@ class WasmHost(ScriptHost):
         self._outputs.append((port, value))
 
     def _imp_get_state(self, ptr: int, cap: int) -> int:
-        data = self.codec.encode(self._state)
-        if len(data) <= cap:
-            try:
+        data = self._state_bytes
+        if data is None:
+            data = self._state_bytes = self.codec.encode(self._state)
+        try:
+            self._charge(min(len(data), max(cap, 0)))
+            if len(data) <= cap:
                 self._write(ptr, data)
-            except ScriptError as exc:
-                self._fail_in_import(exc)
+        except ScriptError as exc:
+            self._fail_in_import(exc)
         return len(data)
 
     def _imp_set_state(self, ptr: int, length: int) -> None:
         try:
-            state = self.codec.decode(self._read(ptr, length))
+            self._charge(length)
+            self._spend_output(length, "set_state")
+            data = self._read(ptr, length)
+            state = self._decode(data, "set_state")
         except ScriptError as exc:
             self._fail_in_import(exc)
-        except msgspec.DecodeError as exc:
-            self._fail_in_import(WasmTrap(f"node {self.node!r}: set_state got undecodable"
-                                          f" bytes: {exc}", node=self.node, sandbox=self.sandbox))
         if not isinstance(state, dict):
             self._fail_in_import(WasmTrap(f"node {self.node!r}: set_state needs a map, got"
                                           f" {type(state).__name__}", node=self.node,
                                           sandbox=self.sandbox))
         self._state = state
+        self._state_bytes = data
         self._state_changed = True
 
     def _imp_log(self, level: int, ptr: int, length: int) -> None:
         try:
-            text = self._read(ptr, min(length, self.limits.log_bytes)).decode("utf-8", "replace")
+            self._charge(length)
+            if length > self._log_budget:
+                self._stats.log_bytes_dropped += max(length, 0)
+                self._log_budget = 0
+                return
+            self._log_budget -= length
+            text = self._read(ptr, length).decode("utf-8", "replace")
         except ScriptError as exc:
             self._fail_in_import(exc)
-        self._log(_LOG_LEVELS.get(level, "info"), text)
+        self._log(_LOG_LEVELS.get(level, "info"), sanitize_log(text))
 
     # --------------------------------------------------------------------- process
     async def process(
@@ -410,12 +519,6 @@ class WasmHost(ScriptHost):
         send: SendOutput | None = None,
     ) -> ProcessResult:
         """Call the module's ``process`` on one message (see the module docstring)."""
-        if self._store is None:
-            self._instantiate()
-            self._stats.restarts += 1
-            self._stats.running = True
-        store = self._store
-        assert store is not None
         stats = self._stats
         stats.messages += 1
         try:
@@ -425,22 +528,73 @@ class WasmHost(ScriptHost):
             raise MessageError(
                 f"node {self.node!r}: the message cannot be encoded: {exc}"
             ) from None
+        dropped = stats.log_bytes_dropped
+        try:
+            if self.threaded:
+                returned = await trio.to_thread.run_sync(
+                    functools.partial(self._call_once, payload, state, self._ticks))
+            else:
+                try:
+                    returned = self._call_once(payload, state, self._slice_ticks)
+                except ScriptTimeout:
+                    if self._slice_ticks >= self._ticks:
+                        raise
+                    # Longer than a slice: not on the trio thread. Re-run on a fresh
+                    # instance in a thread, with the full wall time (and from now on).
+                    self._reset()
+                    self._instantiate()
+                    self._stats.running = True
+                    self.threaded = True
+                    self._log("info", f"node {self.node!r}: a WASM call took longer than"
+                                      f" {INLINE_SLICE} s; its calls now run off the trio"
+                                      " thread")
+                    returned = await trio.to_thread.run_sync(
+                        functools.partial(self._call_once, payload, state, self._ticks))
+        except ScriptError:
+            stats.failures += 1
+            raise
+        outputs = self._outputs
+        if stats.log_bytes_dropped > dropped:
+            self._log("warning", f"WASM log output over limits.log_bytes={self.limits.log_bytes}"
+                                 f" per message dropped ({stats.log_bytes_dropped} bytes so far)")
+        if send is not None:
+            for port, value in outputs:
+                await send(port, value)
+        stats.outputs += len(outputs)
+        return ProcessResult(returned, self._state, self._state_changed)
+
+    def _call_once(self, payload: bytes, state: dict[str, Any], ticks: int) -> dict[str, Any]:
+        """One ``process`` call with fresh budgets; any failure resets the instance."""
+        if self._store is None:
+            self._instantiate()
+            self._stats.restarts += 1
+            self._stats.running = True
         self._state = state
+        self._state_bytes = None
         self._state_changed = False
-        outputs: list[tuple[str, Any]] = []
-        self._outputs = outputs
+        self._outputs = []
         self._error = None
+        self._out_budget = self.limits.output_bytes
+        self._log_budget = self.limits.log_bytes
         try:
             ptr = self._input_buffer(len(payload))
             self._write(ptr, payload)
             call = self._call
             assert call is not None
-            packed = call(ptr, len(payload))
+            packed = call(ptr, len(payload), ticks)
             returned: dict[str, Any] = {}
             if packed:
                 out_ptr, out_len = (packed >> 32) & 0xFFFFFFFF, packed & 0xFFFFFFFF
                 if out_len:
-                    value = self.codec.decode(self._read(out_ptr, out_len))
+                    self._out_budget -= out_len
+                    if self._out_budget < 0:
+                        over = ScriptLimitExceeded(
+                            f"node {self.node!r}: process() returned {out_len} bytes, over"
+                            f" limits.output_bytes={self.limits.output_bytes} with what it"
+                            " streamed; instance reset", node=self.node, sandbox=self.sandbox)
+                        over.limit = "output_bytes"
+                        raise over
+                    value = self._decode(self._read(out_ptr, out_len), "process() result")
                     if value is not None:
                         if not isinstance(value, dict):
                             raise WasmTrap(
@@ -449,28 +603,21 @@ class WasmHost(ScriptHost):
                                 node=self.node, sandbox=self.sandbox)
                         returned = value
         except wasmtime.Trap as exc:
-            stats.failures += 1
             error = self._error or self._classify(exc)
             self._reset()
             raise error from None
         except ScriptError:
-            stats.failures += 1
             self._reset()
             raise
         except Exception as exc:
             # A host import failed (its stored error says how) or the C API reported
             # an error; either way the instance is not trusted any more.
-            stats.failures += 1
             error = self._error or WasmTrap(
                 f"node {self.node!r}: {type(exc).__name__}: {exc}; instance reset",
                 node=self.node, sandbox=self.sandbox)
             self._reset()
             raise error from None
-        if send is not None:
-            for port, value in outputs:
-                await send(port, value)
-        stats.outputs += len(outputs)
-        return ProcessResult(returned, self._state, self._state_changed)
+        return returned
 
     def _classify(self, trap: wasmtime.Trap) -> ScriptError:
         code = trap.trap_code

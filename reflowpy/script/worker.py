@@ -478,6 +478,11 @@ def main(argv):
 
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         sock.connect(argv[2])
+        # The host checks the peer's credentials and this per-start nonce before it
+        # sends anything: a process that connected first is refused.
+        nonce = os.environ.pop("REFLOWPY_CHANNEL_NONCE", "")
+        if nonce:
+            sock.sendall(nonce.encode("ascii"))
         rfd = os.dup(sock.fileno())
         wfd = rfd
         sock.close()

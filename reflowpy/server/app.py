@@ -9,12 +9,16 @@
 
 :class:`ServerState` is everything the handlers share: registry, storage, the
 execution manager (whose nursery hosts every network), the FBP runtime, the token
-and the limits. :func:`create_app` wraps the routes in the token middleware.
+and the limits. :func:`create_app` wraps every route — its own and the ``extra_routes``
+other parts of reflowpy add (``/bridge``, ``/metrics``, ``/ui/``) — in one
+:class:`~reflowpy.server.guard.Guard`, so Host, Origin, CORS, authentication and the
+connection caps apply to all of them alike.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import trio
@@ -23,8 +27,11 @@ from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from reflowpy.network.registry import Registry
-from reflowpy.server.auth import TokenAuth
+from reflowpy.server.auth import Sessions
 from reflowpy.server.executions import ExecutionManager
+from reflowpy.server.guard import Guard, GuardConfig
+from reflowpy.server.jsonio import DEFAULT_MAX_DEPTH
+from reflowpy.server.policy import GraphPolicy
 from reflowpy.server.storage import Storage
 
 __all__ = ["ServerState", "create_app"]
@@ -44,18 +51,46 @@ class ServerState:
         setsource_sandbox: str = "process",
         max_body: int = 16 * 1024 * 1024,
         max_connections: int = 1000,
+        max_unauthenticated: int = 64,
+        max_per_peer: int = 32,
         client_queue: int = 10_000,
+        client_queue_bytes: int = 8 * 1024 * 1024,
+        auth_timeout: float = 30.0,
+        max_depth: int = DEFAULT_MAX_DEPTH,
+        allow_hosts: Sequence[str] = (),
+        allow_origins: Sequence[str] = (),
+        cors: bool = False,
         event_buffer: int = 10_000,
         stop_timeout: float = 10.0,
         trace_limit: int = 100_000,
+        extra_routes: Sequence[BaseRoute] = (),
+        allow_components: Sequence[str] = ("*",),
+        deny_components: Sequence[str] = (),
+        scripts: bool | None = None,
+        script_sandboxes: Sequence[str] = ("process", "docker"),
+        script_network: bool = False,
+        workspace: str | Path | None = None,
+        confine_files: bool = True,
+        retention_count: int = 1000,
+        retention_seconds: float = 7 * 24 * 3600,
     ) -> None:
         from reflowpy.server.fbp import FbpRuntime
 
-        self.registry = registry
         self.nursery = nursery
         self.storage = Storage(data_dir)
         self.token = token
         self.allow_setsource = allow_setsource
+        if workspace is None and confine_files and data_dir is not None:
+            workspace = Path(data_dir) / "workspace"
+        #: What posted graphs may use (components, scripts, network, files).
+        self.policy = GraphPolicy(
+            allow=allow_components, deny=deny_components,
+            scripts=allow_setsource if scripts is None else scripts,
+            sandboxes=script_sandboxes, script_network=script_network,
+            workspace=workspace if confine_files else None)
+        #: The registry graphs run against: ``registry`` with the policy built into
+        #: its io and script components.
+        self.registry = self.policy.confine_registry(registry)
         if setsource_sandbox not in ("process", "docker"):
             raise ValueError(f"setsource_sandbox must be 'process' or 'docker', got"
                              f" {setsource_sandbox!r}")
@@ -63,29 +98,58 @@ class ServerState:
         self.setsource_sandbox = setsource_sandbox
         self.max_body = max_body
         self.max_connections = max_connections
+        #: Most messages queued for one WebSocket client ...
         self.client_queue = client_queue
+        #: ... and most bytes: beyond either the client is dropped, told why.
+        self.client_queue_bytes = client_queue_bytes
+        #: Seconds an FBP connection may stay unauthenticated (with a token).
+        self.auth_timeout = auth_timeout
+        #: Deepest JSON nesting accepted in bodies and frames.
+        self.max_depth = max_depth
+        self.guard_config = GuardConfig(
+            token=token, allow_hosts=allow_hosts, allow_origins=allow_origins, cors=cors,
+            max_connections=max_connections, max_unauthenticated=max_unauthenticated,
+            max_per_peer=max_per_peer)
+        self.sessions = Sessions()
+        #: Routes other packages mount on this server (bridge, observability).
+        self.extra_routes = list(extra_routes)
         self.event_buffer = event_buffer
         self.stop_timeout = stop_timeout
         self.trace_limit = trace_limit
         self.started = time.monotonic()
-        self.executions = ExecutionManager(registry, self.storage, nursery)
+        #: Ended executions kept: the newest ``retention_count``, none older than
+        #: ``retention_seconds``.
+        self.executions = ExecutionManager(self.registry, self.storage, nursery,
+                                           retention_count=retention_count,
+                                           retention_seconds=retention_seconds)
         self.fbp = FbpRuntime(self)
         self.reflow_connections = 0
+        self.guard: Guard | None = None
 
 
-def create_app(state: ServerState) -> TokenAuth:
-    """The ASGI app for ``state``: every route behind the bearer-token middleware."""
-    from reflowpy.server import reflow_compat, rest
+def create_app(state: ServerState, extra_routes: Sequence[BaseRoute] = ()) -> Guard:
+    """The ASGI app for ``state``: every route (``state.extra_routes`` and
+    ``extra_routes`` included) behind the :class:`~reflowpy.server.guard.Guard`."""
+    from reflowpy.bridge.endpoint import routes as bridge_routes
+    from reflowpy.observe.asgi import install as observe_routes
+    from reflowpy.server import reflow_compat, rest, session
 
     async def fbp_endpoint(websocket: WebSocket) -> None:
         await state.fbp.serve(websocket)
 
     routes: list[BaseRoute] = [
         *rest.routes(state),
+        *session.routes(state),
         *reflow_compat.routes(state),
+        *observe_routes(state),  # /metrics, /ui/, /events, /traces
         WebSocketRoute("/", fbp_endpoint),
         WebSocketRoute("/fbp", fbp_endpoint),
+        *bridge_routes(state),  # /bridge
+        *state.extra_routes,
+        *extra_routes,
     ]
     app = Starlette(routes=routes)
     app.state.server = state
-    return TokenAuth(app, state.token)
+    guard = Guard(app, state.guard_config, state.sessions)
+    state.guard = guard
+    return guard

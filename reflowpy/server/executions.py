@@ -1,4 +1,4 @@
-"""Hosting running networks: executions, their outputs, their lifecycle.
+"""Hosting running networks: executions, their inputs and outputs, their lifecycle.
 
 An :class:`Execution` is one graph running as a :class:`~reflowpy.Network` inside the
 server's own trio nursery, for as long as it should: until it is stopped (a service),
@@ -7,11 +7,31 @@ or until it first becomes idle after its inputs were delivered (a batch job, pol
 again (with a fresh network: fresh actor state), and the execution is resumed when the
 server restarts.
 
-The :class:`ExecutionManager` owns every execution. It records each one in the
-:class:`~reflowpy.server.storage.Storage` so the record outlives the process, reads
-every exported out-port into a bounded :class:`OutputBuffer` (readers long-poll or
-stream it with a cursor, so several readers see the same values and a slow one only
-loses the oldest values, counted), and drains all networks when the server stops.
+The :class:`ExecutionManager` owns every execution and keeps it **durable**
+(executions started with ``persist=True``, i.e. every REST and Reflow one):
+
+* every input accepted for an execution — its creation ``inputs`` and every later
+  ``POST .../inputs/{port}`` — is written to the store's journal *before* it is
+  acknowledged, under a per-execution lock, so journal order is delivery order;
+* a **checkpoint** is taken whenever the network is idle after new input: one
+  transaction stores the values that left the exported out-ports since the last one
+  and the journal position up to which everything was processed;
+* a restart (of the process, or of a failed network) starts a fresh network, which
+  gets its IIPs again (they are the graph's configuration), the stored outputs back
+  in its buffers, and the journal entries after the checkpoint, in order.
+
+**Dedup rule** (at-least-once): an input acknowledged but not yet covered by a
+checkpoint when the process died is processed again after the restart. Its outputs
+were not stored, so a deterministic graph produces the same values at the same output
+cursors: a reader that keeps its cursor sees each value once. Side effects outside the
+server (files, HTTP calls) may happen twice; make them idempotent.
+
+Executions that ended stay ended: ``finished`` (with its outputs), ``stopped``,
+``failed``; a ``restart: never`` execution that was running when the process died is
+``interrupted`` after the restart and is not run again. Ended executions keep their
+outputs in the store only (memory holds none of their values) and are evicted by the
+retention settings (``retention_count`` newest ended ones, none older than
+``retention_seconds``), or deleted with ``DELETE /executions/{id}``.
 
 Nothing here uses threads: every network, pump and waiter is a task of the server's
 nursery, so a request handler and the networks share one trio run.
@@ -34,7 +54,7 @@ from reflowpy.network.graph import Graph, GraphEvent
 from reflowpy.network.network import Network
 from reflowpy.network.registry import Registry
 from reflowpy.server.schemas import ExecutionPolicy
-from reflowpy.server.storage import Storage
+from reflowpy.server.storage import ExecutionRecord, Storage
 
 __all__ = ["Execution", "ExecutionManager", "OutputBuffer"]
 
@@ -42,51 +62,89 @@ _log = logging.getLogger("reflowpy.server")
 
 #: Seconds between restarts of a failing ``restart: always`` execution (doubling, capped).
 _RESTART_BACKOFF = (0.1, 5.0)
+#: Statuses of an execution that is over ...
+ENDED = frozenset({"finished", "stopped", "failed", "interrupted"})
+#: ... and of one that is never run again (``interrupted`` restart-always ones resume).
+FINAL = frozenset({"finished", "stopped", "failed"})
+
+StoreReader = Callable[[int, int], list[tuple[int, Any]]]
 
 
 class OutputBuffer:
     """The values that left one exported out-port, addressed by an absolute cursor.
 
-    Holds at most ``size`` values; older ones are dropped (``dropped`` counts them).
+    Holds at most ``size`` values in memory; older ones are dropped from memory.
     ``read(after)`` returns the values with index >= ``after``; ``wait(after)`` blocks
-    until such a value exists or the buffer is closed.
+    until such a value exists or the buffer is closed. For a persisted execution the
+    buffer is backed by the store (``store``): values older than what memory holds
+    are read from there, and once the execution ended :meth:`release` frees the
+    memory altogether. ``dropped`` counts the values no longer available anywhere.
     """
 
-    def __init__(self, port: str, size: int) -> None:
+    def __init__(self, port: str, size: int, first: int = 0,
+                 store: StoreReader | None = None) -> None:
         self.port = port
         self.size = size
         self._values: deque[Any] = deque()
-        self._first = 0  # absolute index of _values[0]
+        self._first = first  # absolute index of _values[0]
+        self._end = first
         self._changed = trio.Event()
         self.closed = False
+        #: Values before this index are in the store.
+        self.persisted = first
+        #: Oldest index the store holds (set by the manager after a checkpoint).
+        self.stored_first = 0 if store is not None else first
+        self._store = store
+        self._released = False
 
     @property
     def end(self) -> int:
         """The cursor just past the newest value."""
-        return self._first + len(self._values)
+        return self._end
 
     @property
     def dropped(self) -> int:
-        """How many values were evicted (they are before :attr:`start`)."""
-        return self._first
+        """How many values are gone (before the oldest one kept in memory or store)."""
+        if self._store is None:
+            return self._first
+        return min(self._first, self.stored_first) if self.persisted else self._first
 
     def append(self, value: Any) -> None:
-        """Add a value, evicting the oldest beyond ``size``."""
+        """Add a value, evicting the oldest beyond ``size`` from memory."""
         self._values.append(value)
+        self._end += 1
         if len(self._values) > self.size:
             self._values.popleft()
             self._first += 1
         self._changed.set()
         self._changed = trio.Event()
 
+    def unpersisted(self) -> tuple[int, list[Any]]:
+        """``(first index, values)`` of what is in memory but not yet stored."""
+        start = max(self.persisted, self._first)
+        offset = start - self._first
+        return start, [self._values[i] for i in range(offset, len(self._values))]
+
     def close(self) -> None:
         """No more values will come; wakes every waiter."""
         self.closed = True
         self._changed.set()
 
+    def release(self) -> None:
+        """Free the values kept in memory (all of them are stored)."""
+        if self._store is not None:
+            self._values.clear()
+            self._first = self._end
+            self._released = True
+
     def read(self, after: int, limit: int = 10_000) -> tuple[list[Any], int]:
         """Values from cursor ``after`` (clamped to the oldest kept), and the next cursor."""
-        start = max(after, self._first)
+        start = max(after, self.dropped)
+        if self._store is not None and start < self._first:
+            rows = self._store(start, min(limit, self._first - start))
+            if rows:
+                return [v for _, v in rows], rows[-1][0] + 1
+            start = self._first
         offset = start - self._first
         values = [self._values[i] for i in range(offset, min(len(self._values),
                                                               offset + limit))]
@@ -109,12 +167,17 @@ class Execution:
         graph_id: str | None,
         inputs: Mapping[str, list[Any]],
         policy: ExecutionPolicy,
+        persist: bool = False,
+        meta: Mapping[str, Any] | None = None,
     ) -> None:
         self.id = execution_id
         self.graph = graph
         self.graph_id = graph_id
         self.inputs = {k: list(v) for k, v in inputs.items()}
         self.policy = policy
+        self.persist = persist
+        #: The server's notes (e.g. ``workflow_id`` of a Reflow execution); stored.
+        self.meta: dict[str, Any] = dict(meta or {})
         self.status = "starting"
         self.error = ""
         self.created = time.time()
@@ -136,9 +199,20 @@ class Execution:
         self.user_stopped = False
         self._stop_requested = trio.Event()
         self._started_at: float | None = None
+        #: Uptime of the last network, kept once it is down (``network:stopped``).
+        self.last_uptime = 0.0
         self._nursery: trio.Nursery | None = None
         self._ready = trio.Event()
         self._start_error: BaseException | None = None
+        #: Journal positions: last accepted, last delivered into the network, last
+        #: covered by a checkpoint.
+        self.seq = 0
+        self.sent = 0
+        self.processed = 0
+        self._input_lock = trio.Lock()
+        self._dirty = trio.Event()
+        #: For a persisted execution: the store reader of one out-port's values.
+        self.store_reader: Callable[[str], StoreReader] | None = None
 
     @property
     def uptime(self) -> float:
@@ -167,6 +241,8 @@ class Execution:
             {k: stats[k] for k in ("active", "nodes", "outputs", "events",
                                    "dead_letters_evicted")}, str_keys=True
         )
+        counters["journal"] = {"accepted": self.seq, "delivered": self.sent,
+                               "processed": self.processed}
         return counters
 
     def buffer(self, port: str) -> OutputBuffer:
@@ -176,11 +252,16 @@ class Execution:
         if buf is None:
             if name not in self.graph.outports:
                 raise KeyError(port)
-            buf = self.outputs[name] = OutputBuffer(name, self.policy.output_buffer)
+            store = self.store_reader(name) if self.store_reader is not None else None
+            buf = self.outputs[name] = OutputBuffer(name, self.policy.output_buffer,
+                                                    store=store)
+            if self.done.is_set():
+                buf.close()
         return buf
 
     async def send(self, port: str, value: Any) -> None:
-        """Send into an exported in-port of the running network."""
+        """Send into an exported in-port of the running network (not journaled; the
+        manager's :meth:`ExecutionManager.accept` is the durable path)."""
         net = self.net
         if net is None or net.state != "running":
             raise NetworkError(f"execution {self.id!r} is {self.status}; it takes no input")
@@ -205,18 +286,36 @@ class Execution:
 
 
 class ExecutionManager:
-    """Every execution of one server, hosted in ``nursery``."""
+    """Every execution of one server, hosted in ``nursery`` (see the module docstring)."""
 
-    def __init__(self, registry: Registry, storage: Storage, nursery: trio.Nursery) -> None:
+    def __init__(self, registry: Registry, storage: Storage, nursery: trio.Nursery, *,
+                 retention_count: int = 1000,
+                 retention_seconds: float = 7 * 24 * 3600) -> None:
         self.registry = registry
         self.storage = storage
         self.nursery = nursery
         self.executions: dict[str, Execution] = {}
         self.draining = False
+        self.retention_count = retention_count
+        self.retention_seconds = retention_seconds
 
     def get(self, execution_id: str) -> Execution:
         """The execution ``execution_id``; raises ``KeyError``."""
         return self.executions[execution_id]
+
+    def page(self, *, after: str | None = None, limit: int = 100,
+             status: str | None = None) -> tuple[list[Execution], str | None]:
+        """Executions in creation order after the one with id ``after``, at most
+        ``limit``, optionally only those whose live status is ``status``; and the
+        cursor of the next page (``None`` on the last)."""
+        items = list(self.executions.values())
+        if after is not None:
+            ids = [ex.id for ex in items]
+            items = items[ids.index(after) + 1:] if after in ids else []
+        if status is not None:
+            items = [ex for ex in items if ex.live_status() == status]
+        page = items[:limit]
+        return page, (page[-1].id if len(items) > limit and page else None)
 
     async def start(
         self,
@@ -229,23 +328,40 @@ class ExecutionManager:
         execution_id: str | None = None,
         persist: bool = True,
         on_network: Callable[[Network], None] | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> Execution:
         """Start ``graph`` and return once its network runs.
 
-        Raises what building or starting the network raised (unknown component,
-        missing port, a node's ``ConfigError``); nothing is left running then.
-        ``graph_text`` is the JSON snapshot stored for a restart after a server restart.
+        With ``persist`` and a ``graph_text`` (the JSON snapshot stored for a restart),
+        the record and the creation inputs are stored before anything starts. Raises
+        what building or starting the network raised (unknown component, missing
+        port, a node's ``ConfigError``); nothing is left running or stored then.
         """
         if self.draining:
             raise NetworkError("the server is shutting down; no new executions")
         policy = policy or ExecutionPolicy()
+        persist = persist and graph_text is not None
         ex = Execution(execution_id or uuid.uuid4().hex, graph, graph_id=graph_id,
-                       inputs=inputs or {}, policy=policy)
+                       inputs=inputs or {}, policy=policy, persist=persist, meta=meta)
+        if persist:
+            ex.store_reader = self._store_reader(ex.id)
         for port in (inputs or {}):
             if graph.port_name(port) not in graph.inports:
                 raise NetworkError(
                     f"graph {graph.name!r}: no exported in-port {port!r} for the inputs;"
                     f" exported in-ports: {sorted(graph.inports) or 'none'}")
+        if persist:
+            assert graph_text is not None
+            journal = [(seq, port, value) for seq, (port, value) in enumerate(
+                ((p, v) for p, vs in ex.inputs.items() for v in vs), start=1)]
+            self.storage.put_execution(ex.id, graph_id=graph_id, graph=graph_text,
+                                       inputs=ex.inputs, policy=policy, status="starting",
+                                       journal=journal, created=ex.created, meta=ex.meta)
+            ex.seq = len(journal)
+        return await self._launch(ex, on_network)
+
+    async def _launch(self, ex: Execution, on_network: Callable[[Network], None] | None
+                      ) -> Execution:
         if on_network is not None:
             ex.on_network.append(on_network)
         self.executions[ex.id] = ex
@@ -253,19 +369,111 @@ class ExecutionManager:
         await ex._ready.wait()
         if ex._start_error is not None:
             self.executions.pop(ex.id, None)
+            if ex.persist:
+                self.storage.delete_execution(ex.id)
             raise ex._start_error
-        if persist and graph_text is not None:
-            self.storage.put_execution(ex.id, graph_id=graph_id, graph=graph_text,
-                                       inputs=ex.inputs, policy=policy, status="running")
-            ex.on_done.append(self._record_end)
+        if ex.persist:
+            self.storage.set_execution_status(ex.id, "running", restarts=ex.restarts)
+        ex.on_done.append(self._ended)
         return ex
+
+    # -- inputs -------------------------------------------------------------------------
+
+    async def accept(self, ex: Execution, port: str, values: list[Any]) -> None:
+        """Journal ``values`` for in-port ``port`` (durable when this returns, for a
+        persisted execution), then deliver them in order. Raises ``NetworkError`` if
+        the execution takes no input; a value the network refuses is removed from the
+        journal with every one after it, and its error raised."""
+        async with ex._input_lock:
+            if not ex.running:
+                raise NetworkError(f"execution {ex.id!r} is {ex.status}; it takes no input")
+            first = ex.seq + 1
+            if ex.persist:
+                self.storage.journal(ex.id, [(first + i, port, v)
+                                             for i, v in enumerate(values)])
+            ex.seq += len(values)
+            seq = first
+            try:
+                for value in values:
+                    await ex.send(port, value)
+                    ex.sent = seq
+                    seq += 1
+            except BaseException:
+                ex.seq = seq - 1
+                if ex.persist:
+                    self.storage.unjournal(ex.id, seq)
+                raise
+            finally:
+                ex._dirty.set()
+
+    def _collect(self, ex: Execution, net: Network) -> None:
+        """Move every value waiting behind an exported out-port into its buffer."""
+        for public in list(ex.graph.outports):
+            try:
+                stream = net.outputs(public)
+            except ReflowError:
+                continue
+            values = stream.drain()
+            if values:
+                buf = ex.buffer(public)
+                for value in values:
+                    buf.append(value)
+                    for callback in ex.on_output:
+                        callback(public, value)
+
+    def _checkpoint(self, ex: Execution, net: Network | None, *, status: str | None = None
+                    ) -> None:
+        """Store the new outputs and the processed journal position (one transaction)."""
+        if net is not None:
+            self._collect(ex, net)
+        outputs = {port: buf.unpersisted() for port, buf in ex.outputs.items()}
+        processed = ex.sent
+        self.storage.checkpoint(ex.id, processed, outputs, ex.policy.output_buffer,
+                                status=status, error=ex.error, ended=ex.ended)
+        bounds = self.storage.output_bounds(ex.id)
+        for port, buf in ex.outputs.items():
+            buf.persisted = buf.end
+            buf.stored_first = bounds.get(port, (buf.end, buf.end))[0]
+        ex.processed = max(ex.processed, processed)
+
+    async def _checkpointer(self, ex: Execution, net: Network) -> None:
+        while True:
+            await ex._dirty.wait()
+            await net.idle()
+            # No checkpoint between the test and the snapshot: everything delivered so
+            # far is processed, and its outputs are behind the out-ports.
+            if net.state != "running":
+                return
+            if ex.sent > ex.processed:
+                self._checkpoint(ex, net)
+            ex._dirty = trio.Event()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _ended(self, ex: Execution) -> None:
+        if ex.persist:
+            self._record_end(ex)
+        self.evict()
 
     def _record_end(self, ex: Execution) -> None:
         status = ex.status
-        if self.draining and not ex.user_stopped:
-            # The server stops, not the user: keep restart-always executions resumable.
+        if status != "finished" and self.draining and not ex.user_stopped:
+            # The server stops, not the user: keep the execution resumable (or, for a
+            # restart: never one, marked as interrupted by the shutdown).
             status = "interrupted"
-        self.storage.set_execution_status(ex.id, status, ex.error)
+        if ex.policy.until == "idle" and status == "finished":
+            # a finished batch's inputs are all processed; nothing is replayed
+            ex.sent = ex.seq
+        self._checkpoint(ex, None, status=status)
+        for buf in ex.outputs.values():
+            buf.release()
+
+    def _store_reader(self, execution_id: str) -> Callable[[str], StoreReader]:
+        def for_port(port: str) -> StoreReader:
+            def read(after: int, limit: int) -> list[tuple[int, Any]]:
+                return self.storage.read_outputs(execution_id, port, after, limit)
+            return read
+        return for_port
 
     async def _host(self, ex: Execution) -> None:
         delay = _RESTART_BACKOFF[0]
@@ -292,6 +500,9 @@ class ExecutionManager:
                     or ex.policy.restart != "always" or self.draining):
                 break
             ex.restarts += 1
+            if ex.persist:
+                self.storage.set_execution_status(ex.id, "restarting", ex.error,
+                                                  restarts=ex.restarts)
             with trio.move_on_after(delay):
                 await ex._stop_requested.wait()
             if ex._stop_requested.is_set():
@@ -308,6 +519,13 @@ class ExecutionManager:
                 callback(ex)
             except Exception:  # a broken observer must not take the server down
                 _log.exception("execution %s: on_done callback failed", ex.id)
+
+    def _pending(self, ex: Execution) -> list[tuple[int, str, Any]]:
+        """The inputs a new network of ``ex`` gets: journal entries after the last
+        checkpoint (persisted), or the creation inputs (not persisted)."""
+        if ex.persist:
+            return self.storage.pending_inputs(ex.id, ex.processed)
+        return [(0, port, value) for port, values in ex.inputs.items() for value in values]
 
     async def _run_once(self, ex: Execution) -> None:
         net = Network(ex.graph, self.registry, name=ex.id, capacity=ex.policy.capacity)
@@ -328,19 +546,24 @@ class ExecutionManager:
                 ex.network_changed.set()
                 ex.network_changed = trio.Event()
                 ex._started_at = time.monotonic()
-                ex.status = "running"
                 ex.error = ""
                 for public in list(ex.graph.outports):
                     pumps.start_soon(self._pump, ex, net, public)
-                ex._ready.set()
+                if ex.persist:
+                    pumps.start_soon(self._checkpointer, ex, net)
                 try:
-                    for port, values in ex.inputs.items():
-                        for value in values:
+                    async with ex._input_lock:
+                        ex.status = "running"
+                        ex._ready.set()
+                        for seq, port, value in self._pending(ex):
                             await net.send(port, value)
+                            ex.sent = max(ex.sent, seq)
+                        ex._dirty.set()
                     if ex.policy.until == "idle":
                         with trio.CancelScope() as idle_scope:
                             pumps.start_soon(_cancel_on, ex._stop_requested, idle_scope)
                             await net.idle()
+                            self._collect(ex, net)
                             ex.status = "finished"
                         if ex._stop_mode is None:
                             ex._stop_mode = "drain"
@@ -349,9 +572,11 @@ class ExecutionManager:
                 finally:
                     if ex.status != "finished":
                         ex.status = "stopping"
+                    ex.last_uptime = time.monotonic() - ex._started_at
                     # Not shielded: stop() must exit the network's nursery at the same
                     # cancel-scope depth that start() entered it.
                     await net.stop(drain=ex._stop_mode != "force")
+                    self._collect(ex, net)
             finally:
                 unsubscribe()
                 pumps.cancel_scope.cancel()
@@ -367,31 +592,102 @@ class ExecutionManager:
             for callback in ex.on_output:
                 callback(public, value)
 
+    # -- restart of the server -------------------------------------------------------------
+
     async def resume(self) -> list[str]:
-        """Start again every stored ``restart: always`` execution that was running when
-        the server stopped; returns their ids. One that cannot start is marked failed."""
+        """Load every stored execution: ``restart: always`` ones that were not over are
+        started again (from their last checkpoint); ``restart: never`` ones that were
+        running are marked ``interrupted``; ended ones are listed with their stored
+        outputs. Returns the ids of the resumed ones. One that cannot start is marked
+        failed, with the reason."""
         from reflowpy.server.graphs import load_graph
 
+        self.evict()
         resumed: list[str] = []
         for record in list(self.storage.executions()):
-            policy_value = record.policy_value()
-            if policy_value.get("restart") != "always" or record.status not in (
-                "running", "interrupted", "starting"
-            ):
-                continue
             try:
-                policy = msgspec.convert(policy_value, ExecutionPolicy)
+                policy = msgspec.convert(record.policy_value(), ExecutionPolicy)
                 graph = load_graph(record.graph, "noflo")
-                inputs = msgspec.json.decode(record.inputs)
-                ex = await self.start(graph, graph_id=record.graph_id, graph_text=record.graph,
-                                      inputs=inputs, policy=policy,
-                                      execution_id=record.id)
+            except (ReflowError, msgspec.ValidationError, ValueError) as exc:
+                _log.warning("execution %s cannot be loaded: %s", record.id, exc)
+                self.storage.set_execution_status(record.id, "failed",
+                                                  f"cannot be loaded: {exc}")
+                continue
+            ex = Execution(record.id, graph, graph_id=record.graph_id,
+                           inputs=msgspec.json.decode(record.inputs), policy=policy,
+                           persist=True, meta=record.meta_value())
+            ex.created = record.created
+            ex.restarts = record.restarts
+            ex.processed = ex.sent = record.processed
+            ex.seq = max(record.processed, self.storage.last_seq(record.id))
+            ex.store_reader = self._store_reader(ex.id)
+            for port, (lo, hi) in self.storage.output_bounds(record.id).items():
+                buf = OutputBuffer(port, policy.output_buffer, first=hi,
+                                   store=ex.store_reader(port))
+                buf.stored_first = lo
+                ex.outputs[port] = buf
+            if record.status not in FINAL and policy.restart == "always":
                 ex.restarts += 1
-                resumed.append(record.id)
-            except Exception as exc:
-                _log.warning("execution %s could not be resumed: %s", record.id, exc)
-                self.storage.set_execution_status(record.id, "failed", str(exc))
+                try:
+                    await self._launch(ex, None)
+                    resumed.append(record.id)
+                    continue
+                except Exception as exc:
+                    _log.warning("execution %s could not be resumed: %s", record.id, exc)
+                    self.storage.set_execution_status(record.id, "failed", str(exc),
+                                                      ended=time.time())
+                    record = self.storage.get_execution(record.id) or record
+            elif record.status not in ENDED:
+                self.storage.set_execution_status(
+                    record.id, "interrupted", "the server stopped while it ran (restart:"
+                    " never)", ended=time.time())
+                record = self.storage.get_execution(record.id) or record
+            self._dormant(ex, record)
         return resumed
+
+    def _dormant(self, ex: Execution, record: ExecutionRecord) -> None:
+        """List an ended execution (from the store) without running anything."""
+        ex.status = record.status
+        ex.error = record.error
+        ex.ended = record.ended or record.updated
+        for buf in ex.outputs.values():
+            buf.release()
+            buf.close()
+        ex._ready.set()
+        ex.done.set()
+        self.executions[ex.id] = ex
+
+    # -- retention ----------------------------------------------------------------------
+
+    async def delete(self, ex: Execution) -> None:
+        """Stop ``ex`` if it runs (forced) and forget it, its journal and its outputs."""
+        if not ex.done.is_set():
+            ex.user_stopped = True
+            await ex.stop("force")
+        self.executions.pop(ex.id, None)
+        if ex.persist:
+            self.storage.delete_execution(ex.id)
+
+    def evict(self) -> int:
+        """Forget ended executions beyond the ``retention_count`` newest (by creation)
+        or that ended more than ``retention_seconds`` ago; returns how many."""
+        now = time.time()
+        ended = sorted((ex for ex in self.executions.values() if ex.done.is_set()),
+                       key=lambda ex: ex.created)
+        doomed = [ex for ex in ended if (ex.ended or now) < now - self.retention_seconds]
+        keep = [ex for ex in ended if ex not in doomed]
+        doomed += keep[:max(0, len(keep) - self.retention_count)]
+        for ex in doomed:
+            self.executions.pop(ex.id, None)
+            if ex.persist:
+                self.storage.delete_execution(ex.id)
+        # records only in the store (ended before this process started and not loaded)
+        stored = [r for r in self.storage.executions() if r.status in ENDED
+                  and r.id not in self.executions]
+        for record in stored:
+            if (record.ended or record.updated) < now - self.retention_seconds:
+                self.storage.delete_execution(record.id)
+        return len(doomed)
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Stop every execution (drain, forced after ``timeout`` seconds)."""

@@ -26,15 +26,21 @@ Sub-protocols, as defined by the JSON schemas of the npm package ``fbp-protocol`
   runtime sent for that graph while tracing).
 
 Security: with a server token, a connection whose handshake carried the bearer
-header is authorized; otherwise every message must carry it as the FBP ``secret``.
-An unauthorized ``getruntime`` gets a runtime description with no capabilities;
-anything else gets an ``error``. The secret is stripped from every payload and never
+header (or a session cookie or ticket) is authorized; otherwise it is authorized by
+the first message that carries the token as the FBP ``secret``. Until then it gets
+nothing but ``error`` replies — no runtime description, no broadcast (graph edits,
+packets, data are sent to authorized clients only) — and it is closed after
+``auth_timeout`` seconds; such connections count against the guard's caps for
+unauthenticated connections. The secret is stripped from every payload and never
 sent back.
 
-Robustness: a malformed frame, an unknown command or a failing command gets a
-protocol ``error`` message and the connection stays open; each client has a bounded
-outgoing queue and a client that does not read is disconnected instead of making the
-runtime wait; an oversized frame closes that connection (Hypercorn's frame limit).
+Robustness: a malformed frame, a frame nested deeper than ``max_depth``, an unknown
+command or a failing command gets a protocol ``error`` message and the connection
+stays open; each client has an outgoing queue bounded in messages and bytes
+(:class:`~reflowpy.server.outbox.Outbox`): a client that sends without reading is no
+longer read (so every packet it sent was delivered and acknowledged), and one that
+falls behind on broadcasts is dropped and told why; an oversized frame closes that
+connection (Hypercorn's frame limit).
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ import inspect
 import logging
 import textwrap
 import uuid
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -62,6 +69,8 @@ from reflowpy.script.actor import PythonScript
 from reflowpy.script.host import Limits, ScriptHost
 from reflowpy.server.auth import token_matches
 from reflowpy.server.executions import Execution
+from reflowpy.server.jsonio import decode_json
+from reflowpy.server.outbox import Outbox
 from reflowpy.server.schemas import ExecutionPolicy
 
 if TYPE_CHECKING:
@@ -86,7 +95,6 @@ _ALL_CAPABILITIES = [
 ]
 
 _JSON = msgspec.json.Encoder()
-_DECODE = msgspec.json.Decoder()
 
 
 class FbpError(Exception):
@@ -117,25 +125,24 @@ def _jsonable(value: Any) -> Any:
         return repr(value)
 
 
-class _Client:
-    """One connection: its outgoing queue and authorization."""
+class _Client(Outbox):
+    """One FBP connection: its :class:`~reflowpy.server.outbox.Outbox` and whether it
+    is authorized (only authorized clients receive broadcasts)."""
 
-    def __init__(self, authorized: bool, queue: int) -> None:
+    def __init__(self, authorized: bool, max_messages: int, max_bytes: int,
+                 slot: Any = None) -> None:
+        super().__init__(max_messages, max_bytes)
         self.authorized = authorized
-        self.send_channel, self.receive_channel = trio.open_memory_channel[bytes](queue)
-        self.overflowed = False
+        self.slot = slot
+        #: ``runtime:packet`` data messages of this client that entered a graph.
+        self.delivered = 0
 
-    def push(self, message: dict[str, Any]) -> None:
-        if self.overflowed:
-            return
-        try:
-            self.send_channel.send_nowait(_JSON.encode(message))
-        except trio.WouldBlock:
-            # The client does not read: disconnect it rather than stall the runtime.
-            self.overflowed = True
-            self.send_channel.close()
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
+    def authenticate(self) -> None:
+        """The client proved the secret: it receives broadcasts from now on."""
+        if not self.authorized:
+            self.authorized = True
+            if self.slot is not None:
+                self.slot.authenticate()
 
 
 class _GraphState:
@@ -147,8 +154,26 @@ class _GraphState:
         self.execution: Execution | None = None
         self.events: ev.EventSubscription | None = None
         self.tracing = False
-        self.trace: list[dict[str, Any]] = []
+        self.trace: deque[tuple[int, dict[str, Any]]] = deque()  # (size, event)
+        self.trace_bytes = 0
+        #: ``trace:start``'s ``buffersize`` (bytes of trace kept); ``None``: the server's.
+        self.trace_limit: int | None = None
         self.unsubscribe: Callable[[], None] | None = None
+        #: ``network:debug``: whether the client asked for debug mode (and whether any
+        #: client ever used the command).
+        self.debug = False
+        self.debug_set = False
+        #: ``network:edges``: the edges whose data clients want, as
+        #: ``(src node, src port, tgt node, tgt port)``; ``None``: every edge.
+        self.edges: set[tuple[str, str, str, str]] | None = None
+
+    def wants(self, src: tuple[str, str] | None, tgt: tuple[str, str]) -> bool:
+        """Whether data on this edge is sent (``src`` ``None``: an IIP)."""
+        if self.edges is None:
+            return True
+        if src is None:
+            return False
+        return (src[0], src[1], tgt[0], tgt[1]) in self.edges
 
 
 class FbpRuntime:
@@ -171,6 +196,7 @@ class FbpRuntime:
             ("network", "stop"): self._stop,
             ("network", "getstatus"): self._getstatus,
             ("network", "edges"): self._edges,
+            ("network", "debug"): self._debug,
             ("trace", "start"): self._trace_start,
             ("trace", "stop"): self._trace_stop,
             ("trace", "clear"): self._trace_clear,
@@ -196,35 +222,52 @@ class FbpRuntime:
     async def serve(self, websocket: WebSocket) -> None:
         """Run one WebSocket connection until it closes."""
         protocols = websocket.scope.get("subprotocols") or []
-        if len(self.clients) >= self.state.max_connections:
-            await websocket.close(code=1013)
-            return
         await websocket.accept(subprotocol="noflo" if "noflo" in protocols else None)
-        authorized = bool(websocket.scope.get("state", {}).get("authorized", False))
-        client = _Client(authorized, self.state.client_queue)
+        scope_state = websocket.scope.get("state", {})
+        authorized = bool(scope_state.get("authorized", False))
+        client = _Client(authorized, self.state.client_queue, self.state.client_queue_bytes,
+                         scope_state.get("guard"))
         self.clients.add(client)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._writer, websocket, client, nursery.cancel_scope)
+                if not authorized and self.state.token is not None:
+                    nursery.start_soon(self._auth_deadline, client)
                 await self._reader(websocket, client)
                 nursery.cancel_scope.cancel()
         finally:
             self.clients.discard(client)
 
+    async def _auth_deadline(self, client: _Client) -> None:
+        await trio.sleep(self.state.auth_timeout)
+        if not client.authorized:
+            client.drop(f"closed: no valid secret within {self.state.auth_timeout:g} s")
+
     async def _writer(self, websocket: WebSocket, client: _Client,
                       scope: trio.CancelScope) -> None:
         try:
-            async for data in client.receive_channel:
-                await websocket.send_text(data.decode())
+            while True:
+                batch = await client.next_batch()
+                if batch is None:
+                    break
+                for data in batch:
+                    await websocket.send_text(data.decode())
+                    client.written(len(data))
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass
-        if client.overflowed:
-            with contextlib.suppress(RuntimeError, OSError):
-                await websocket.close(code=1008)
+        if client.dropped is not None:
+            _log.info("FBP client dropped: %s", client.dropped)
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await websocket.send_text(_JSON.encode(_error("runtime", client.dropped)
+                                                       ).decode())
+                await websocket.close(code=1008, reason=client.dropped[:120])
         scope.cancel()
 
     async def _reader(self, websocket: WebSocket, client: _Client) -> None:
         while True:
+            await client.wait_room()
+            if client.dropped is not None:
+                return
             message = await websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
@@ -235,12 +278,23 @@ class FbpRuntime:
                 continue
             await self.handle_text(client, text)
 
+    def statistics(self) -> dict[str, Any]:
+        """Connected clients, how many are authorized, and bytes queued for them."""
+        return {"clients": len(self.clients),
+                "authorized": sum(1 for c in self.clients if c.authorized),
+                "queued_bytes": sum(c.queued_bytes for c in self.clients),
+                "paused": sum(1 for c in self.clients if c.paused),
+                "graphs": len(self.graphs)}
+
     async def handle_text(self, client: _Client, text: str) -> None:
         """Decode, authorize and dispatch one message."""
         try:
-            msg = _DECODE.decode(text)
+            msg = decode_json(text, self.state.max_depth, "the message")
         except msgspec.DecodeError as exc:
             client.push(_error("runtime", f"malformed JSON: {exc}"))
+            return
+        except ValueError as exc:
+            client.push(_error("runtime", str(exc)))
             return
         if not isinstance(msg, dict):
             client.push(_error("runtime", "a message must be a JSON object with protocol,"
@@ -261,22 +315,21 @@ class FbpRuntime:
             return
         secret = msg.get("secret", payload.get("secret"))
         payload = {k: v for k, v in payload.items() if k != "secret"}
-        authorized = client.authorized or token_matches(self.state.token, secret)
-        if not authorized and (protocol, command) != ("runtime", "getruntime"):
-            client.push(_error(reply_protocol, f"{protocol}:{command}: unauthorized; send the"
-                                               " runtime secret"))
-            return
+        if not client.authorized:
+            if self.state.token is not None and token_matches(self.state.token, secret):
+                client.authenticate()
+            else:
+                client.push(_error(reply_protocol, f"{protocol}:{command}: unauthorized;"
+                                                   " send the runtime secret"))
+                return
         handler = self._handlers.get((protocol, command))
         if handler is None:
             client.push(_error(reply_protocol, f"unknown command {protocol}:{command}"))
             return
         try:
-            if (protocol, command) == ("runtime", "getruntime"):
-                await self._getruntime(client, payload, authorized)
-            else:
-                result = handler(client, payload)
-                if inspect.isawaitable(result):
-                    await result
+            result = handler(client, payload)
+            if inspect.isawaitable(result):
+                await result
         except FbpError as exc:
             client.push(_error(reply_protocol, str(exc)))
         except (ReflowError, KeyError, ValueError, TypeError) as exc:
@@ -287,22 +340,26 @@ class FbpRuntime:
         if graph is not None:
             entry = self.graphs.get(graph)
             if entry is not None and entry.tracing and message["protocol"] == "network":
-                entry.trace.append({"protocol": message["protocol"],
-                                    "command": message["command"],
-                                    "payload": message["payload"],
-                                    "time": _now_iso()})
-                del entry.trace[:-self.state.trace_limit]
+                event = {"protocol": message["protocol"], "command": message["command"],
+                         "payload": message["payload"], "time": _now_iso()}
+                size = len(_JSON.encode(event))
+                entry.trace.append((size, event))
+                entry.trace_bytes += size
+                limit = entry.trace_limit
+                while entry.trace and (len(entry.trace) > self.state.trace_limit or (
+                        limit is not None and entry.trace_bytes > limit)):
+                    entry.trace_bytes -= entry.trace.popleft()[0]
         for client in list(self.clients):
-            client.push(message)
+            if client.authorized:
+                client.push(message)
 
     # -- runtime ---------------------------------------------------------------------
 
-    async def _getruntime(self, client: _Client, payload: dict[str, Any],
-                          authorized: bool = True) -> None:
+    async def _getruntime(self, client: _Client, payload: dict[str, Any]) -> None:
         out: dict[str, Any] = {
             "type": "reflowpy",
             "version": PROTOCOL_VERSION,
-            "capabilities": self.capabilities if authorized else [],
+            "capabilities": self.capabilities,
             "allCapabilities": self.capabilities,
             "id": self.id,
             "label": "reflowpy: actor-model dataflow runtime for Python",
@@ -310,7 +367,7 @@ class FbpRuntime:
         if self.main_graph is not None:
             out["graph"] = self.main_graph
         client.push({"protocol": "runtime", "command": "runtime", "payload": out})
-        if authorized and self.main_graph is not None:
+        if self.main_graph is not None:
             client.push(self._ports_message(self.main_graph))
 
     def _ports_message(self, graph_id: str) -> dict[str, Any]:
@@ -348,6 +405,7 @@ class FbpRuntime:
             if entry.graph.port_name(port) not in entry.graph.inports:
                 raise FbpError(f"graph {payload['graph']!r} has no exported in-port {port!r}")
             await ex.send(port, payload.get("payload"))
+            client.delivered += 1
         ack = {k: payload[k] for k in ("port", "event", "type", "schema", "payload", "graph")
                if k in payload}
         client.push({"protocol": "runtime", "command": "packetsent", "payload": ack})
@@ -378,7 +436,18 @@ class FbpRuntime:
         if not isinstance(name, str):
             raise FbpError("component:getsource needs a component name")
         library, _, short = name.rpartition("/")
-        if name in self._sources:
+        graph_entry = None
+        if name not in self._sources and name not in self.state.registry:
+            try:
+                graph_entry = self._entry({"graph": name})
+            except FbpError:
+                graph_entry = None
+        if graph_entry is not None:
+            # a graph is a component too: its source is the graph's JSON
+            from reflowpy.server.graphs import graph_text
+
+            language, code = "json", graph_text(graph_entry.graph)
+        elif name in self._sources:
             language, code = self._sources[name]
         else:
             try:
@@ -520,6 +589,9 @@ class FbpRuntime:
         if not isinstance(node_id, str) or not isinstance(component, str):
             raise FbpError("graph:addnode needs string id and component")
         metadata = payload.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise FbpError("graph:addnode: metadata must be an object")
+        self.state.policy.check_node(self.state.registry, node_id, component, metadata)
         self._edit(entry, None, lambda: entry.graph.add_node(node_id, component, metadata))
 
     def _graph_removenode(self, client: _Client, payload: dict[str, Any]) -> None:
@@ -539,6 +611,10 @@ class FbpRuntime:
         metadata = payload.get("metadata") or {}
         if not isinstance(metadata, dict):
             raise FbpError("graph:changenode: metadata must be an object")
+        node = entry.graph.node(node_id)
+        merged = {**node.metadata, **metadata}
+        self.state.policy.check_node(self.state.registry, node_id, node.component,
+                                     {k: v for k, v in merged.items() if v is not None})
 
         def unchanged() -> dict[str, Any]:
             node = entry.graph.node(node_id)
@@ -695,19 +771,30 @@ class FbpRuntime:
         ex = entry.execution
         started = ex is not None and not ex.done.is_set()
         running = started and ex is not None and ex.net is not None and not ex.net.is_idle()
-        return {"graph": graph_id, "running": running, "started": started}
+        out: dict[str, Any] = {"graph": graph_id, "running": running, "started": started}
+        if entry.debug_set:
+            # only for clients that use network:debug: fbp-protocol's suite compares
+            # the status payload field by field
+            out["debug"] = entry.debug
+            if ex is not None:
+                out["uptime"] = ex.uptime if started else ex.last_uptime
+        return out
 
     async def _start(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         graph_id = payload["graph"]
         if entry.execution is not None and not entry.execution.done.is_set():
             out = self._status(graph_id)
+            out.pop("uptime", None)
             out.update(time=_now_iso())
             client.push({"protocol": "network", "command": "started", "payload": out})
             return
 
+        self.state.policy.check_graph(entry.graph, self.state.registry)
+
         def subscribe(net: Network) -> None:
             entry.events = net.events(self.state.event_buffer)
+            self._traces.network(graph_id, net)  # trace:start recordings (observe)
 
         try:
             ex = await self.state.executions.start(
@@ -726,6 +813,8 @@ class FbpRuntime:
             "graph": graph_id, "time": _now_iso(), "started": True, "running": True}},
             graph_id)
         for iip in entry.graph.iips:
+            if not entry.wants(None, (iip.tgt.node, iip.tgt.port)):
+                continue
             self.broadcast({"protocol": "network", "command": "data", "payload": {
                 "id": edge_id(None, (iip.tgt.node, iip.tgt.port)), "graph": graph_id,
                 "tgt": _port(iip.tgt.node, iip.tgt.port, iip.tgt.index),
@@ -737,6 +826,9 @@ class FbpRuntime:
                               events: ev.EventSubscription) -> None:
         async for event in events:
             if isinstance(event, ev.MessageSent) and event.to_actor:
+                if not entry.wants((event.from_actor, event.from_port),
+                                   (event.to_actor, event.to_port)):
+                    continue
                 self.broadcast({"protocol": "network", "command": "data", "payload": {
                     "id": edge_id((event.from_actor, event.from_port),
                                   (event.to_actor, event.to_port)),
@@ -757,8 +849,8 @@ class FbpRuntime:
         if entry is not None and entry.execution is ex:
             entry.events = None
         self.broadcast({"protocol": "network", "command": "stopped", "payload": {
-            "graph": graph_id, "time": _now_iso(), "uptime": ex.uptime, "running": False,
-            "started": False}}, graph_id)
+            "graph": graph_id, "time": _now_iso(), "uptime": ex.last_uptime,
+            "running": False, "started": False}}, graph_id)
 
     async def _stop(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
@@ -776,34 +868,66 @@ class FbpRuntime:
                      "payload": self._status(payload["graph"])})
 
     def _edges(self, client: _Client, payload: dict[str, Any]) -> None:
-        self._entry(payload)
+        entry = self._entry(payload)
         edges = payload.get("edges")
         if not isinstance(edges, list):
             raise FbpError("network:edges needs a list of edges")
+        selected: set[tuple[str, str, str, str]] = set()
+        for i, edge in enumerate(edges):
+            if not isinstance(edge, dict):
+                raise FbpError(f"network:edges: edge {i} must be an object with src and tgt")
+            src = self._endpoint(edge.get("src"), f"network:edges: edge {i} src")
+            tgt = self._endpoint(edge.get("tgt"), f"network:edges: edge {i} tgt")
+            selected.add((src[0], src[1], tgt[0], tgt[1]))
+        entry.edges = selected
         client.push({"protocol": "network", "command": "edges",
                      "payload": {"graph": payload["graph"], "edges": edges}})
 
+    def _debug(self, client: _Client, payload: dict[str, Any]) -> None:
+        entry = self._entry(payload)
+        enable = payload.get("enable")
+        if not isinstance(enable, bool):
+            raise FbpError("network:debug needs enable: true or false")
+        entry.debug = enable
+        entry.debug_set = True
+        client.push({"protocol": "network", "command": "status",
+                     "payload": self._status(payload["graph"])})
+
     # -- trace -------------------------------------------------------------------------
+
+    @property
+    def _traces(self) -> Any:
+        """The trace store's FBP backing (:class:`reflowpy.observe.flowtrace.FbpTraces`)."""
+        return self.state.observe.fbp  # type: ignore[attr-defined]
 
     def _trace_start(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
+        size = payload.get("buffersize")
+        if size is not None and (not isinstance(size, int) or isinstance(size, bool)
+                                 or size < 0):
+            raise FbpError("trace:start: buffersize must be a number of bytes >= 0")
+        entry.trace_limit = size
         entry.tracing = True
+        self._traces.start(payload["graph"], entry.execution.net if entry.execution else None)
         client.push({"protocol": "trace", "command": "start",
                      "payload": {"graph": payload["graph"]}})
 
     def _trace_stop(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         entry.tracing = False
+        self._traces.stop(payload["graph"])
         client.push({"protocol": "trace", "command": "stop",
                      "payload": {"graph": payload["graph"]}})
 
-    def _trace_clear(self, client: _Client, payload: dict[str, Any]) -> None:
+    async def _trace_clear(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         entry.trace.clear()
+        entry.trace_bytes = 0
+        await self._traces.clear(payload["graph"])
         client.push({"protocol": "trace", "command": "clear",
                      "payload": {"graph": payload["graph"]}})
 
-    def _trace_dump(self, client: _Client, payload: dict[str, Any]) -> None:
+    async def _trace_dump(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
         from reflowpy.server.graphs import dump_graph
 
@@ -811,7 +935,7 @@ class FbpRuntime:
             "header": {"runtime": {"id": self.id, "type": "reflowpy"},
                        "graphs": {payload["graph"]: dump_graph(entry.graph)},
                        "main": payload["graph"]},
-            "events": entry.trace,
+            "events": await self._traces.dump(payload["graph"]),
         }
         client.push({"protocol": "trace", "command": "dump", "payload": {
             "graph": payload["graph"], "type": "flowtrace.json",

@@ -9,24 +9,35 @@ REST (Reflow's ``ApiResponse`` envelope: ``{"success", "data" | "error", "timest
 * ``GET /workflows/{id}``: Reflow's ``ExecutionState`` (``status`` ``Running``,
   ``Completed``, ``Failed``, ``Cancelled``; ``result`` with the exported out-ports'
   values once it is over);
-* ``POST /workflows/{id}/cancel``.
+* ``POST /workflows/{id}/cancel``;
+* ``metadata.webhook_url`` (with ``webhook_headers``): the final ``ExecutionState``
+  is POSTed there, in the ``ApiResponse`` envelope, once the execution is over.
+
+Reflow executions are stored like every other (their workflow id with them), so
+``GET /workflows/{id}`` answers after a restart too. ``GET /health`` answers in the
+envelope as well (see :mod:`reflowpy.server.rest`). Not provided: Reflow's Zeal
+endpoints (``/zeal/convert``, ``/zeal/workflows``) and ``/register-api-tools``.
 
 WebSocket ``/ws`` (JSON text frames with a ``type``): ``start_workflow`` ->
 ``workflow_started`` (the starting connection is subscribed at once, so it misses
 nothing); ``subscribe_workflow`` -> ``subscription_ack``; ``cancel_workflow`` ->
 ``workflow_cancelled``. Subscribers receive ``network_event`` (the kernel's
 ``NetworkEvent`` JSON, Reflow's shape) and ``workflow_event`` (Reflow's
-``EngineEvent``: ``Started``, then ``Completed``/``Failed``/``Cancelled`` only when
-the network really finished). Bad input gets ``{"type": "error", "error": ...}``.
+``EngineEvent`` fields at the top level: ``event_type`` ``Started``, then
+``Completed``/``Failed``/``Cancelled`` only when the network really finished). Bad
+input gets ``{"type": "error", "success": false, "error": ...}``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import time
+import uuid
 from typing import Any
 
+import httpx
 import msgspec
 import trio
 from starlette.requests import Request
@@ -39,12 +50,15 @@ from reflowpy.network.network import Network
 from reflowpy.server.app import ServerState
 from reflowpy.server.executions import Execution
 from reflowpy.server.graphs import graph_text, load_graph
-from reflowpy.server.rest import HttpError, read_body, validate_graph
+from reflowpy.server.jsonio import decode_json
+from reflowpy.server.outbox import Outbox
+from reflowpy.server.rest import HttpError, parse_json, read_body, validate_graph
 from reflowpy.server.schemas import ExecutionPolicy
 
 __all__ = ["ExecutionMetadata", "WorkflowExecutionRequest", "routes"]
 
 _ENCODE = msgspec.json.Encoder()
+_log = logging.getLogger("reflowpy.server.reflow")
 
 
 class ExecutionMetadata(msgspec.Struct):
@@ -83,9 +97,9 @@ def _envelope(data: Any = None, error: str | None = None) -> dict[str, Any]:
 def _status(ex: Execution) -> str:
     if not ex.done.is_set():
         return "Running"
-    if ex.user_stopped:
+    if ex.user_stopped or ex.status == "stopped":
         return "Cancelled"
-    return "Failed" if ex.status == "failed" else "Completed"
+    return "Failed" if ex.status in ("failed", "interrupted") else "Completed"
 
 
 def _iso(ts: float | None) -> str | None:
@@ -116,9 +130,11 @@ def _state(ex: Execution, workflow_id: str) -> dict[str, Any]:
 
 def _engine_event(ex: Execution, workflow_id: str, event_type: Any, data: Any = None
                   ) -> dict[str, Any]:
-    return {"type": "workflow_event", "execution_id": ex.id, "event": {
-        "workflow_id": workflow_id, "execution_id": ex.id, "event_type": event_type,
-        "timestamp": _ms(), "data": data if data is not None else {}}}
+    """A ``workflow_event``: Reflow's ``EngineEvent`` fields at the top level (as
+    Reflow sends them), and the same event under ``event`` for older clients."""
+    event = {"workflow_id": workflow_id, "execution_id": ex.id, "event_type": event_type,
+             "timestamp": _ms(), "data": data if data is not None else {}}
+    return {"type": "workflow_event", **event, "event": event}
 
 
 def _final_event(ex: Execution, workflow_id: str) -> dict[str, Any]:
@@ -144,7 +160,19 @@ class _Workflows:
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
-        self.workflow_of: dict[str, str] = {}
+
+    def workflow_of(self, ex: Execution) -> str | None:
+        """The Reflow workflow id of an execution started here (stored with it, so it
+        survives a restart); ``None`` for executions of the other APIs."""
+        value = ex.meta.get("workflow_id")
+        return value if isinstance(value, str) else None
+
+    def lookup(self, execution_id: object) -> Execution | None:
+        """The Reflow execution ``execution_id``, if there is one."""
+        if not isinstance(execution_id, str):
+            return None
+        ex = self.state.executions.executions.get(execution_id)
+        return ex if ex is not None and self.workflow_of(ex) is not None else None
 
     async def start(self, request: WorkflowExecutionRequest,
                     on_network: Any = None) -> Execution:
@@ -158,18 +186,39 @@ class _Workflows:
             for key, value in request.input.items():
                 if graph.port_name(key) in graph.inports:
                     inputs[key] = [value]
-        ex_id = request.metadata.execution_id or None
-        if ex_id is not None and ex_id in self.state.executions.executions:
+        ex_id = request.metadata.execution_id or uuid.uuid4().hex
+        if ex_id in self.state.executions.executions:
             raise HttpError(409, "conflict", f"execution {ex_id!r} already exists")
+        meta: dict[str, Any] = {"workflow_id": request.metadata.workflow_id or ex_id}
+        if request.metadata.webhook_url:
+            meta["webhook_url"] = request.metadata.webhook_url
+            meta["webhook_headers"] = dict(request.metadata.webhook_headers or {})
         try:
             ex = await self.state.executions.start(
                 graph, graph_text=graph_text(graph), inputs=inputs,
                 policy=ExecutionPolicy(until="idle"), execution_id=ex_id,
-                on_network=on_network)
+                on_network=on_network, meta=meta)
         except (ReflowError, ValueError) as exc:
             raise HttpError(422, "cannot_start", str(exc)) from None
-        self.workflow_of[ex.id] = request.metadata.workflow_id or ex.id
+        if "webhook_url" in meta:
+            self.state.nursery.start_soon(self._webhook, ex)
         return ex
+
+    async def _webhook(self, ex: Execution) -> None:
+        """POST the final ``ExecutionState`` to the request's ``webhook_url`` (with its
+        ``webhook_headers``) once the execution is over; a failure is logged."""
+        await ex.done.wait()
+        url = str(ex.meta["webhook_url"])
+        body = _ENCODE.encode(_envelope(_state(ex, self.workflow_of(ex) or ex.id)))
+        headers = {"content-type": "application/json", **ex.meta.get("webhook_headers", {})}
+        try:
+            async with httpx.AsyncClient(timeout=10) as client:
+                response = await client.post(url, content=body, headers=headers)
+            if response.status_code >= 400:
+                _log.warning("webhook for execution %s: %s answered %d", ex.id, url,
+                             response.status_code)
+        except httpx.HTTPError as exc:
+            _log.warning("webhook for execution %s: %s failed: %s", ex.id, url, exc)
 
 
 def routes(state: ServerState) -> list[BaseRoute]:
@@ -183,12 +232,11 @@ def routes(state: ServerState) -> list[BaseRoute]:
     async def start_workflow(request: Request) -> Response:
         try:
             body = await read_body(request, state.max_body)
+            raw = parse_json(body, state.max_depth)
             try:
-                req = msgspec.json.decode(body, type=WorkflowExecutionRequest)
+                req = msgspec.convert(raw, WorkflowExecutionRequest)
             except msgspec.ValidationError as exc:
                 raise HttpError(422, "invalid_request", f"Invalid request: {exc}") from None
-            except msgspec.DecodeError as exc:
-                raise HttpError(400, "malformed_json", f"Invalid JSON: {exc}") from None
             ex = await workflows.start(req)
         except HttpError as exc:
             return reply(error=exc.body.detail or exc.body.error, status=exc.status)
@@ -196,16 +244,13 @@ def routes(state: ServerState) -> list[BaseRoute]:
                       "message": "Workflow started in background"})
 
     def lookup(request: Request) -> Execution | None:
-        ex_id = request.path_params["id"]
-        if ex_id not in workflows.workflow_of:
-            return None
-        return state.executions.executions.get(ex_id)
+        return workflows.lookup(request.path_params["id"])
 
     async def get_workflow(request: Request) -> Response:
         ex = lookup(request)
         if ex is None:
             return reply(error=f"Execution not found: {request.path_params['id']}", status=404)
-        return reply(_state(ex, workflows.workflow_of[ex.id]))
+        return reply(_state(ex, workflows.workflow_of(ex) or ex.id))
 
     async def cancel_workflow(request: Request) -> Response:
         ex = lookup(request)
@@ -233,22 +278,10 @@ class _WsConnection:
         self.state = state
         self.workflows = workflows
         self.websocket = websocket
-        self.send_channel, self.receive_channel = trio.open_memory_channel[bytes](
-            state.client_queue)
+        self.outbox = Outbox(state.client_queue, state.client_queue_bytes)
+        self.push = self.outbox.push
         self.subscribed: set[str] = set()
-        self.overflowed = False
         self.nursery: trio.Nursery | None = None
-
-    def push(self, message: dict[str, Any]) -> None:
-        if self.overflowed:
-            return
-        try:
-            self.send_channel.send_nowait(_ENCODE.encode(message))
-        except trio.WouldBlock:
-            self.overflowed = True
-            self.send_channel.close()
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            pass
 
     async def run(self) -> None:
         if self.state.reflow_connections >= self.state.max_connections:
@@ -266,44 +299,59 @@ class _WsConnection:
             self.state.reflow_connections -= 1
 
     async def _writer(self, scope: trio.CancelScope) -> None:
+        outbox = self.outbox
         try:
-            async for data in self.receive_channel:
-                await self.websocket.send_text(data.decode())
+            while True:
+                batch = await outbox.next_batch()
+                if batch is None:
+                    break
+                for data in batch:
+                    await self.websocket.send_text(data.decode())
+                    outbox.written(len(data))
         except (WebSocketDisconnect, OSError, RuntimeError):
             pass
-        if self.overflowed:
-            with contextlib.suppress(RuntimeError, OSError):
-                await self.websocket.close(code=1008)
+        if outbox.dropped is not None:
+            with contextlib.suppress(RuntimeError, OSError, WebSocketDisconnect):
+                await self.websocket.send_text(_ENCODE.encode(
+                    {"type": "error", "success": False, "error": outbox.dropped}).decode())
+                await self.websocket.close(code=1008, reason=outbox.dropped[:120])
         scope.cancel()
 
     async def _reader(self) -> None:
         while True:
+            await self.outbox.wait_room()
+            if self.outbox.dropped is not None:
+                return
             message = await self.websocket.receive()
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
             if text is None:
-                self.push({"type": "error", "error": "binary frames are not supported"})
+                self.push({"type": "error", "success": False,
+                           "error": "binary frames are not supported"})
                 continue
             await self.handle(text)
 
     async def handle(self, text: str) -> None:
         try:
-            msg = msgspec.json.decode(text)
+            msg = decode_json(text, self.state.max_depth, "the message")
         except msgspec.DecodeError as exc:
-            self.push({"type": "error", "error": f"Invalid JSON: {exc}"})
+            self.push({"type": "error", "success": False, "error": f"Invalid JSON: {exc}"})
+            return
+        except ValueError as exc:
+            self.push({"type": "error", "success": False, "error": str(exc)})
             return
         if not isinstance(msg, dict) or not isinstance(msg.get("type"), str):
-            self.push({"type": "error", "error": "Missing message type"})
+            self.push({"type": "error", "success": False, "error": "Missing message type"})
             return
         kind = msg["type"]
         if kind == "start_workflow":
             await self._start(msg.get("data"))
         elif kind in ("subscribe_workflow", "cancel_workflow"):
             ex_id = msg.get("execution_id")
-            ex = self.state.executions.executions.get(ex_id) if isinstance(ex_id, str) else None
-            if ex is None or ex_id not in self.workflows.workflow_of:
-                self.push({"type": "error",
+            ex = self.workflows.lookup(ex_id)
+            if ex is None:
+                self.push({"type": "error", "success": False,
                            "error": f"Execution {ex_id} not found or not ready"})
                 return
             if kind == "subscribe_workflow":
@@ -315,13 +363,14 @@ class _WsConnection:
                 self.push({"type": "workflow_cancelled", "success": True,
                            "execution_id": ex.id})
         else:
-            self.push({"type": "error", "error": f"Unknown message type: {kind}"})
+            self.push({"type": "error", "success": False,
+                       "error": f"Unknown message type: {kind}"})
 
     async def _start(self, data: Any) -> None:
         try:
             req = msgspec.convert(data, WorkflowExecutionRequest)
         except msgspec.ValidationError as exc:
-            self.push({"type": "error", "error": f"Invalid request: {exc}"})
+            self.push({"type": "error", "success": False, "error": f"Invalid request: {exc}"})
             return
         holder: dict[str, Any] = {}
 
@@ -331,7 +380,8 @@ class _WsConnection:
         try:
             ex = await self.workflows.start(req, on_network=subscribe_early)
         except HttpError as exc:
-            self.push({"type": "workflow_error", "error": exc.body.detail or exc.body.error})
+            self.push({"type": "workflow_error", "success": False,
+                       "error": exc.body.detail or exc.body.error})
             return
         self.push({"type": "workflow_started", "success": True, "execution_id": ex.id})
         self._subscribe(ex, holder.get("events"))
@@ -345,7 +395,7 @@ class _WsConnection:
         self.nursery.start_soon(self._forward, ex, events)
 
     async def _forward(self, ex: Execution, events: Any) -> None:
-        workflow_id = self.workflows.workflow_of.get(ex.id, ex.id)
+        workflow_id = self.workflows.workflow_of(ex) or ex.id
         self.push(_engine_event(ex, workflow_id, "Started"))
         if events is None and ex.net is not None and not ex.done.is_set():
             events = ex.net.events(self.state.event_buffer)

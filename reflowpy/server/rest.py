@@ -30,6 +30,8 @@ from reflowpy.network.network import Network
 from reflowpy.server.app import ServerState
 from reflowpy.server.executions import Execution
 from reflowpy.server.graphs import graph_text, load_graph, media_format
+from reflowpy.server.jsonio import DEFAULT_MAX_DEPTH, JsonTooDeep, decode_json
+from reflowpy.server.policy import CapabilityRefused
 from reflowpy.server.schemas import (
     ComponentOut,
     ErrorOut,
@@ -49,7 +51,8 @@ from reflowpy.server.schemas import (
 )
 from reflowpy.server.sse import event_stream, output_stream, sse_response
 
-__all__ = ["HttpError", "json_response", "read_body", "routes", "validate_graph"]
+__all__ = ["HttpError", "json_response", "parse_json", "read_body", "routes",
+           "validate_graph"]
 
 T = TypeVar("T")
 _ENCODE = msgspec.json.Encoder()
@@ -84,16 +87,25 @@ async def read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def decode(body: bytes, type: type[T], *, allow_empty: bool = False) -> T:
-    """JSON ``body`` as ``type``: 400 for malformed JSON, 422 for a wrong shape."""
+def parse_json(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
+    """JSON ``body``: 400 for malformed JSON and for nesting deeper than ``max_depth``."""
+    try:
+        return decode_json(body, max_depth, "the request body")
+    except msgspec.DecodeError as exc:
+        raise HttpError(400, "malformed_json", str(exc)) from None
+    except JsonTooDeep as exc:
+        raise HttpError(400, "too_deep", str(exc)) from None
+
+
+def decode(body: bytes, type: type[T], *, allow_empty: bool = False,
+           max_depth: int = DEFAULT_MAX_DEPTH) -> T:
+    """JSON ``body`` as ``type``: 400 for malformed or too deep JSON, 422 for a wrong
+    shape."""
     if not body.strip():
         if allow_empty:
             return msgspec.convert({}, type)
         raise HttpError(400, "empty_body", "this request needs a JSON body")
-    try:
-        raw = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise HttpError(400, "malformed_json", str(exc)) from None
+    raw = parse_json(body, max_depth)
     try:
         return msgspec.convert(raw, type)
     except (msgspec.ValidationError, ValueError) as exc:
@@ -101,13 +113,18 @@ def decode(body: bytes, type: type[T], *, allow_empty: bool = False) -> T:
 
 
 def validate_graph(graph: Graph, state: ServerState) -> None:
-    """Refuse (422 with the report) a graph whose components or ports do not exist.
+    """Refuse a graph the server's policy excludes (403 naming node and rule), or whose
+    components or ports do not exist (422 with the report).
 
     Runs the graph layer's validator against the server's registry (its errors are the
     report; warnings such as unconnected in-ports are allowed, since a graph may be fed
     later), then builds (without starting) a network, which checks what the validator
     cannot (component configuration, port types declared strictly).
     """
+    try:
+        state.policy.check_graph(graph, state.registry)
+    except CapabilityRefused as exc:
+        raise HttpError(403, "capability_refused", str(exc)) from None
     report = analysis.validate(graph, state.registry)
     problems: list[Any] = msgspec.to_builtins(report.errors, str_keys=True)
     if not problems:
@@ -165,10 +182,7 @@ def routes(state: ServerState) -> list[BaseRoute]:
         source: Any = body
         if fmt == "json" or (fmt is None and body.lstrip().startswith(b"{")):
             # a JSON graph document, or the {"graph": ..., "format": ...} wrapper
-            try:
-                raw = msgspec.json.decode(body) if body.strip() else None
-            except msgspec.DecodeError as exc:
-                raise HttpError(400, "malformed_json", str(exc)) from None
+            raw = parse_json(body, state.max_depth) if body.strip() else None
             if not isinstance(raw, dict):
                 raise HttpError(422, "invalid_request",
                                 "expected a JSON graph document or {\"graph\": ...}")
@@ -194,10 +208,15 @@ def routes(state: ServerState) -> list[BaseRoute]:
 
     @endpoint
     async def health(request: Request) -> Response:
+        draining = state.executions.draining
+        running = sum(1 for ex in state.executions.executions.values()
+                      if not ex.done.is_set())
         return json_response(Health(
-            "draining" if state.executions.draining else "ok", reflowpy.__version__,
-            time.monotonic() - state.started,
-            sum(1 for ex in state.executions.executions.values() if not ex.done.is_set())))
+            success=not draining, timestamp=int(time.time() * 1000),
+            status="draining" if draining else "ok", version=reflowpy.__version__,
+            uptime=time.monotonic() - state.started, executions=running,
+            data=None if draining else "Server is healthy",
+            error="Server is draining" if draining else None), 503 if draining else 200)
 
     @endpoint
     async def openapi_json(request: Request) -> Response:
@@ -257,11 +276,26 @@ def routes(state: ServerState) -> list[BaseRoute]:
 
     @endpoint
     async def list_executions(request: Request) -> Response:
-        return json_response([_execution_out(ex) for ex in state.executions.executions.values()])
+        limit = int(query_number(request, "limit", 100, 1, 1000))
+        after = request.query_params.get("after") or None
+        status = request.query_params.get("status") or None
+        page, cursor = state.executions.page(after=after, limit=limit, status=status)
+        response = json_response([_execution_out(ex) for ex in page])
+        if cursor is not None:
+            query = f"after={cursor}&limit={limit}" + (f"&status={status}" if status else "")
+            response.headers["link"] = f'</executions?{query}>; rel="next"'
+            response.headers["x-next-cursor"] = cursor
+        return response
+
+    @endpoint
+    async def delete_execution(request: Request) -> Response:
+        await state.executions.delete(execution(request))
+        return Response(status_code=204)
 
     @endpoint
     async def create_execution(request: Request) -> Response:
-        req = decode(await read_body(request, state.max_body), ExecutionCreate)
+        req = decode(await read_body(request, state.max_body), ExecutionCreate,
+                     max_depth=state.max_depth)
         if (req.graph is None) == (req.graph_id is None):
             raise HttpError(422, "invalid_request", "give exactly one of graph and graph_id")
         if req.graph_id is not None:
@@ -294,7 +328,8 @@ def routes(state: ServerState) -> list[BaseRoute]:
     async def send_inputs(request: Request) -> Response:
         ex = execution(request)
         port = request.path_params["port"]
-        packet = decode(await read_body(request, state.max_body), PacketIn)
+        packet = decode(await read_body(request, state.max_body), PacketIn,
+                        max_depth=state.max_depth)
         if ex.graph.port_name(port) not in ex.graph.inports:
             raise HttpError(404, "not_found", f"execution {ex.id!r} has no exported in-port"
                             f" {port!r}; in-ports: {sorted(ex.graph.inports)}")
@@ -304,8 +339,7 @@ def routes(state: ServerState) -> list[BaseRoute]:
         if not values:
             raise HttpError(422, "invalid_request", "send 'value' or a non-empty 'values'")
         try:
-            for value in values:
-                await ex.send(port, value)
+            await state.executions.accept(ex, port, values)
         except NetworkError as exc:
             raise HttpError(409, "not_running", str(exc)) from None
         except ReflowError as exc:
@@ -414,6 +448,7 @@ def routes(state: ServerState) -> list[BaseRoute]:
         Route("/executions", list_executions, methods=["GET"]),
         Route("/executions", create_execution, methods=["POST"]),
         Route("/executions/{id}", get_execution, methods=["GET"]),
+        Route("/executions/{id}", delete_execution, methods=["DELETE"]),
         Route("/executions/{id}/inputs/{port}", send_inputs, methods=["POST"]),
         Route("/executions/{id}/outputs/{port}", read_outputs, methods=["GET"]),
         Route("/executions/{id}/stop", stop_execution, methods=["POST"]),

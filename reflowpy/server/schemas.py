@@ -45,13 +45,19 @@ class ErrorOut(msgspec.Struct, omit_defaults=True):
     report: Any = None
 
 
-class Health(msgspec.Struct):
-    """``GET /health``."""
+class Health(msgspec.Struct, omit_defaults=True):
+    """``GET /health``: Reflow's ``ApiResponse`` envelope (``success``, ``data`` or
+    ``error``, ``timestamp`` in ms) with reflowpy's own fields beside it, so Reflow
+    clients and reflowpy clients read the same answer. ``503`` while draining."""
 
+    success: bool
+    timestamp: int
     status: Literal["ok", "draining"]
     version: str
     uptime: float
     executions: int
+    data: str | None = None
+    error: str | None = None
 
 
 class PortOut(msgspec.Struct):

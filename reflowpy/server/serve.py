@@ -9,6 +9,10 @@ stops accepting connections, drains every running network (forced after
 
 Hypercorn's access log is off (a request line would carry query strings) and its
 error log goes to the ``reflowpy.server`` logger; the token is never logged.
+
+Binding an address other than loopback without a token is refused
+(:class:`InsecureBind`): anyone who can reach the port could run graphs. ``insecure=True``
+(``--insecure``) overrides that, with a warning on every start.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +28,18 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
+from reflowpy.errors import ReflowError
 from reflowpy.network.registry import Registry, default_registry
 from reflowpy.server.app import ServerState, create_app
 
-__all__ = ["serve", "server_registry"]
+__all__ = ["InsecureBind", "serve", "server_registry"]
+
+_log = logging.getLogger("reflowpy.server")
+
+
+class InsecureBind(ReflowError):
+    """A non-loopback address was to be bound without a token (and without
+    ``insecure=True``)."""
 
 DEFAULT_PORT = 3569
 
@@ -56,6 +69,8 @@ async def serve(
     max_frame: int = 16 * 1024 * 1024,
     drain_timeout: float = 10.0,
     announce: bool = True,
+    insecure: bool = False,
+    on_state: Callable[[ServerState], None] | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
     **limits: Any,
 ) -> None:
@@ -69,6 +84,14 @@ async def serve(
     in the server but in a sandbox per node, ``setsource_sandbox="process"`` (default,
     a confined subprocess) or ``"docker"`` (a container; stronger isolation).
     """
+    if not _is_loopback(host) and token is None:
+        if not insecure:
+            raise InsecureBind(
+                f"refusing to serve {host!r} without a token: anyone who reaches that"
+                " address could run graphs on this machine. Set $REFLOWPY_TOKEN or"
+                " --token-file, bind 127.0.0.1, or pass --insecure to accept the risk")
+        _log.warning("INSECURE: serving %s without a token (--insecure); every client that"
+                     " reaches it may run graphs with this server's rights", host)
     if shutdown is None:
         shutdown = trio.Event()
     registry = registry if registry is not None else server_registry()
@@ -85,6 +108,8 @@ async def serve(
                             stop_timeout=drain_timeout, **limits)
         await state.executions.resume()
         app = create_app(state)
+        if on_state is not None:
+            on_state(state)
         http_done = trio.Event()
 
         async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:

@@ -1,28 +1,42 @@
-"""Persistent state of a server: graphs and execution records in one SQLite file.
+"""Persistent state of a server: graphs, execution records, the input journal and the
+stored outputs, in one SQLite file.
 
 The server keeps what must survive a restart here and nothing else: every stored
-graph (its canonical JSON text, as the graph layer writes it) and every execution
-record (which graph, which inputs, which policy, and its last known status). On
-start the server reads the executions marked ``restart: always`` that were running
-and starts them again.
+graph (its canonical JSON text, as the graph layer writes it), every execution
+record (which graph, which policy, its last known status), the **journal** of every
+input accepted for an execution (written before the client gets its ``202``), and the
+values that left its exported out-ports up to its last **checkpoint**.
 
-Every write is one SQLite transaction (WAL journal, ``synchronous=NORMAL``), so a
-crash or a refused request never leaves half a record behind. Calls are synchronous
-and short; the server runs them on its trio thread, which is fine for the sizes a
-graph store holds (a write is well under a millisecond).
+A checkpoint is one transaction that stores the outputs produced so far together with
+``processed``, the journal position up to which every input was completely processed
+(the network was idle after it). A restart replays the journal after ``processed``, so
+every acknowledged input is processed at least once; the outputs of inputs replayed
+were not stored, so a deterministic graph produces the same values again at the same
+output cursors (readers deduplicate by cursor). See :mod:`reflowpy.server.executions`.
+
+Every write is one SQLite transaction (WAL journal, ``synchronous=NORMAL``: a killed
+process loses nothing committed; a power cut may lose the last transactions), so a
+crash or a refused request never leaves half a record behind. The data dir is 0700
+and the database and its ``-wal``/``-shm`` files 0600. A file that is not a readable
+reflowpy store is refused at open with :class:`StoreDamaged`, saying what to do.
+Calls are synchronous and short; the server runs them on its trio thread.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import stat
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
-__all__ = ["ExecutionRecord", "GraphRecord", "Storage"]
+from reflowpy.errors import ReflowError
+
+__all__ = ["ExecutionRecord", "GraphRecord", "Storage", "StoreDamaged"]
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS graphs (
@@ -43,7 +57,52 @@ CREATE TABLE IF NOT EXISTS executions (
     created REAL NOT NULL,
     updated REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS journal (
+    execution_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    port TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (execution_id, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS outputs (
+    execution_id TEXT NOT NULL,
+    port TEXT NOT NULL,
+    idx INTEGER NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (execution_id, port, idx)
+) WITHOUT ROWID;
 """
+
+#: Columns added after the first release: (name, declaration).
+_ADDED_COLUMNS = (
+    ("processed", "INTEGER NOT NULL DEFAULT 0"),
+    ("restarts", "INTEGER NOT NULL DEFAULT 0"),
+    ("ended", "REAL"),
+    ("meta", "TEXT NOT NULL DEFAULT '{}'"),
+)
+
+_ENCODE = msgspec.json.Encoder()
+
+
+def _json_text(value: Any) -> str:
+    try:
+        return _ENCODE.encode(value).decode()
+    except (TypeError, msgspec.EncodeError):
+        return _ENCODE.encode(repr(value)).decode()
+
+
+class StoreDamaged(ReflowError):
+    """The SQLite store cannot be used (not a database, corrupted, wrong schema)."""
+
+
+def _private(path: Path, mode: int) -> None:
+    """Make ``path`` (if it exists) accessible to its owner only."""
+    try:
+        current = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        return
+    if current & 0o077:
+        path.chmod(mode)
 
 
 class GraphRecord(msgspec.Struct, frozen=True):
@@ -69,6 +128,15 @@ class ExecutionRecord(msgspec.Struct, frozen=True):
     error: str
     created: float
     updated: float
+    processed: int = 0
+    restarts: int = 0
+    ended: float | None = None
+    meta: str = "{}"
+
+    def meta_value(self) -> dict[str, Any]:
+        """The server's own notes on the execution (e.g. its Reflow workflow id)."""
+        value = msgspec.json.decode(self.meta)
+        return value if isinstance(value, dict) else {}
 
     def policy_value(self) -> dict[str, Any]:
         """The policy as a mapping."""
@@ -89,24 +157,56 @@ class Storage:
             target = ":memory:"
         else:
             directory = Path(data_dir)
-            directory.mkdir(parents=True, exist_ok=True)
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private(directory, 0o700)
             self.path = directory / "reflowpy.db"
             target = str(self.path)
-        self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.executescript(_SCHEMA)
+            # Create the file 0600 before SQLite does: its -wal and -shm files take the
+            # database file's permissions.
+            os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
+            for suffix in ("", "-wal", "-shm"):
+                _private(Path(target + suffix), 0o600)
+        try:
+            self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            check = self._db.execute("PRAGMA quick_check").fetchone()
+            if check is None or check[0] != "ok":
+                raise sqlite3.DatabaseError(f"integrity check: {check[0] if check else '?'}")
+            self._db.executescript(_SCHEMA)
+            have = {row[1] for row in self._db.execute("PRAGMA table_info(executions)")}
+            for name, decl in _ADDED_COLUMNS:
+                if name not in have:
+                    self._db.execute(f"ALTER TABLE executions ADD COLUMN {name} {decl}")
+        except sqlite3.DatabaseError as exc:
+            raise StoreDamaged(
+                f"the store {target} cannot be used: {exc}. Stop every server using it,"
+                f" move it aside (mv {target} {target}.damaged, with its -wal and -shm"
+                " files) and start again with an empty store, or restore a backup;"
+                f" 'sqlite3 {target}.damaged .recover' may save what it holds") from None
+        if self.path is not None:
+            for suffix in ("-wal", "-shm"):
+                _private(Path(target + suffix), 0o600)
 
     def close(self) -> None:
         """Close the database file."""
         self._db.close()
 
     def _write(self, sql: str, params: tuple[Any, ...]) -> int:
+        return self._transaction([(sql, [params])])
+
+    def _transaction(self, statements: list[tuple[str, list[tuple[Any, ...]]]]) -> int:
+        """Run ``(sql, rows)`` pairs in one transaction; returns the last rowcount."""
         cur = self._db.cursor()
         cur.execute("BEGIN IMMEDIATE")
+        count = 0
         try:
-            cur.execute(sql, params)
-            count = cur.rowcount
+            for sql, rows in statements:
+                if len(rows) == 1:
+                    cur.execute(sql, rows[0])
+                else:
+                    cur.executemany(sql, rows)
+                count = cur.rowcount
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -148,6 +248,9 @@ class Storage:
 
     # -- executions -----------------------------------------------------------------
 
+    _COLUMNS = ("id, graph_id, graph, inputs, policy, status, error, created, updated,"
+                " processed, restarts, ended, meta")
+
     def put_execution(
         self,
         execution_id: str,
@@ -157,49 +260,126 @@ class Storage:
         inputs: Any,
         policy: Any,
         status: str,
+        journal: Sequence[tuple[int, str, Any]] = (),
+        created: float | None = None,
+        meta: Mapping[str, Any] | None = None,
     ) -> ExecutionRecord:
-        """Record a new execution (or replace one with the same id)."""
+        """Record a new execution (or replace one with the same id), with the first
+        ``journal`` entries ``(seq, port, value)``, in one transaction."""
         now = time.time()
-        self._write(
-            "INSERT OR REPLACE INTO executions (id, graph_id, graph, inputs, policy, status,"
-            " error, created, updated) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?)",
-            (
-                execution_id,
-                graph_id,
-                graph,
-                msgspec.json.encode(inputs).decode(),
-                msgspec.json.encode(policy).decode(),
-                status,
-                now,
-                now,
-            ),
-        )
+        statements: list[tuple[str, list[tuple[Any, ...]]]] = [
+            ("DELETE FROM journal WHERE execution_id = ?", [(execution_id,)]),
+            ("DELETE FROM outputs WHERE execution_id = ?", [(execution_id,)]),
+            ("INSERT OR REPLACE INTO executions (id, graph_id, graph, inputs, policy, status,"
+             " error, created, updated, meta) VALUES (?, ?, ?, ?, ?, ?, '', ?, ?, ?)",
+             [(execution_id, graph_id, graph, _json_text(inputs),
+               msgspec.json.encode(policy).decode(), status, created or now, now,
+               _json_text(dict(meta or {})))]),
+        ]
+        if journal:
+            statements.append((
+                "INSERT INTO journal (execution_id, seq, port, value) VALUES (?, ?, ?, ?)",
+                [(execution_id, seq, port, _json_text(value)) for seq, port, value in journal]))
+        self._transaction(statements)
         record = self.get_execution(execution_id)
         assert record is not None
         return record
 
-    def set_execution_status(self, execution_id: str, status: str, error: str = "") -> None:
-        """Update the recorded status (and error text) of an execution."""
+    def set_execution_status(self, execution_id: str, status: str, error: str = "",
+                             *, ended: float | None = None,
+                             restarts: int | None = None) -> None:
+        """Update the recorded status (and error text, end time, restart count)."""
         self._write(
-            "UPDATE executions SET status = ?, error = ?, updated = ? WHERE id = ?",
-            (status, error, time.time(), execution_id),
+            "UPDATE executions SET status = ?, error = ?, updated = ?,"
+            " ended = COALESCE(?, ended), restarts = COALESCE(?, restarts) WHERE id = ?",
+            (status, error, time.time(), ended, restarts, execution_id),
         )
+
+    def journal(self, execution_id: str, entries: list[tuple[int, str, Any]]) -> None:
+        """Append accepted inputs ``(seq, port, value)`` to the journal (one transaction;
+        durable when this returns)."""
+        self._transaction([(
+            "INSERT INTO journal (execution_id, seq, port, value) VALUES (?, ?, ?, ?)",
+            [(execution_id, seq, port, _json_text(value)) for seq, port, value in entries])])
+
+    def unjournal(self, execution_id: str, from_seq: int) -> None:
+        """Forget journal entries from ``from_seq`` on (inputs that were refused)."""
+        self._write("DELETE FROM journal WHERE execution_id = ? AND seq >= ?",
+                    (execution_id, from_seq))
+
+    def pending_inputs(self, execution_id: str, after: int) -> list[tuple[int, str, Any]]:
+        """Journal entries after position ``after`` (not yet processed), in order."""
+        rows = self._db.execute(
+            "SELECT seq, port, value FROM journal WHERE execution_id = ? AND seq > ?"
+            " ORDER BY seq", (execution_id, after)).fetchall()
+        return [(seq, port, msgspec.json.decode(value)) for seq, port, value in rows]
+
+    def last_seq(self, execution_id: str) -> int:
+        """The newest journal position of an execution (0 when none)."""
+        row = self._db.execute("SELECT MAX(seq) FROM journal WHERE execution_id = ?",
+                               (execution_id,)).fetchone()
+        return int(row[0] or 0)
+
+    def checkpoint(self, execution_id: str, processed: int,
+                   outputs: dict[str, tuple[int, list[Any]]], keep: int,
+                   status: str | None = None, error: str = "",
+                   ended: float | None = None) -> None:
+        """One transaction: store ``outputs`` (port -> (first index, values)), set
+        ``processed``, forget journal entries up to it, keep at most ``keep`` stored
+        values per port, and optionally record the final ``status``."""
+        statements: list[tuple[str, list[tuple[Any, ...]]]] = []
+        for port, (first, values) in outputs.items():
+            if values:
+                statements.append((
+                    "INSERT OR REPLACE INTO outputs (execution_id, port, idx, value)"
+                    " VALUES (?, ?, ?, ?)",
+                    [(execution_id, port, first + i, _json_text(v))
+                     for i, v in enumerate(values)]))
+                statements.append((
+                    "DELETE FROM outputs WHERE execution_id = ? AND port = ? AND idx < ?",
+                    [(execution_id, port, first + len(values) - keep)]))
+        statements.append(("UPDATE executions SET processed = MAX(processed, ?), updated = ?"
+                           " WHERE id = ?", [(processed, time.time(), execution_id)]))
+        statements.append(("DELETE FROM journal WHERE execution_id = ? AND seq <= ?",
+                           [(execution_id, processed)]))
+        if status is not None:
+            statements.append(("UPDATE executions SET status = ?, error = ?, ended = ?"
+                               " WHERE id = ?", [(status, error, ended, execution_id)]))
+        self._transaction(statements)
+
+    def read_outputs(self, execution_id: str, port: str, after: int, limit: int
+                     ) -> list[tuple[int, Any]]:
+        """Stored ``(index, value)`` of one out-port from index ``after`` on."""
+        rows = self._db.execute(
+            "SELECT idx, value FROM outputs WHERE execution_id = ? AND port = ? AND idx >= ?"
+            " ORDER BY idx LIMIT ?", (execution_id, port, after, limit)).fetchall()
+        return [(idx, msgspec.json.decode(value)) for idx, value in rows]
+
+    def output_bounds(self, execution_id: str) -> dict[str, tuple[int, int]]:
+        """Per port: (oldest stored index, index just past the newest)."""
+        rows = self._db.execute(
+            "SELECT port, MIN(idx), MAX(idx) FROM outputs WHERE execution_id = ?"
+            " GROUP BY port", (execution_id,)).fetchall()
+        return {port: (lo, hi + 1) for port, lo, hi in rows}
+
+    def delete_execution(self, execution_id: str) -> bool:
+        """Forget an execution, its journal and its outputs; ``False`` if unknown."""
+        return self._transaction([
+            ("DELETE FROM journal WHERE execution_id = ?", [(execution_id,)]),
+            ("DELETE FROM outputs WHERE execution_id = ?", [(execution_id,)]),
+            ("DELETE FROM executions WHERE id = ?", [(execution_id,)]),
+        ]) > 0
 
     def get_execution(self, execution_id: str) -> ExecutionRecord | None:
         """The execution ``execution_id``, or ``None``."""
         row = self._db.execute(
-            "SELECT id, graph_id, graph, inputs, policy, status, error, created, updated"
-            " FROM executions WHERE id = ?",
-            (execution_id,),
+            f"SELECT {self._COLUMNS} FROM executions WHERE id = ?", (execution_id,),
         ).fetchone()
         return ExecutionRecord(*row) if row else None
 
     def executions(self, *, status: str | None = None) -> Iterator[ExecutionRecord]:
         """Stored executions, oldest first, optionally only those with ``status``."""
-        sql = (
-            "SELECT id, graph_id, graph, inputs, policy, status, error, created, updated"
-            " FROM executions"
-        )
+        sql = f"SELECT {self._COLUMNS} FROM executions"
         params: tuple[Any, ...] = ()
         if status is not None:
             sql += " WHERE status = ?"

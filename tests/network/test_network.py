@@ -458,8 +458,13 @@ async def test_forced_stop_dead_letters_queued_messages(
     await net.stop(drain=False)
     assert net.outputs("result").drain() == []
     letters = net.dead_letters()
-    assert len(letters) == 2  # one was being processed (cancelled), two were still queued
-    assert all("network stopped" in d.error for d in letters)
+    # The one being processed is dead-lettered too (it was lost on main, issue 9), the
+    # other two were still queued; every letter says why.
+    assert len(letters) == 3
+    assert [d.reason for d in letters] == ["stopped"] * 3
+    assert "activation interrupted" in letters[0].error
+    assert all("stopped" in d.error for d in letters)
+    assert net.statistics().ledger.balanced
     with pytest.raises(rf.NetworkStopped):
         await net.send("input", 1)
 

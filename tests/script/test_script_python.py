@@ -174,6 +174,20 @@ def _hostile(attack: str) -> str:
     """) % textwrap.indent(textwrap.dedent(attack), " " * 8)
 
 
+FORGE = """
+    import struct
+    body = b'\\x94\\xa6output\\x01\\xa3out' + %s
+    frame = struct.pack('>I', len(body)) + body
+    for fd in range(3, 16):
+        try:
+            view = memoryview(frame)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            pass
+    time.sleep(5)
+"""
+
 HOSTILE: dict[str, tuple[str, tuple[type[Exception], ...] | type[Exception], str]] = {
     "infinite_loop": ("while True: pass", ScriptTimeout, "wall_time"),
     "sleep_past_timeout": ("time.sleep(3600)", ScriptTimeout, "wall_time"),
@@ -193,8 +207,9 @@ HOSTILE: dict[str, tuple[str, tuple[type[Exception], ...] | type[Exception], str
     # (the script then raised BlockingIOError) or be killed by a limit.
     "fork_bomb_raw": ("while True: os.fork()",
                       (ScriptTimeout, ScriptLimitExceeded, ScriptRaised), ""),
+    # PermissionError (Docker, uid drop) or FileNotFoundError (not in the namespace).
     "read_shadow": ("return {'out': open('/etc/shadow').read()}", ScriptRaised,
-                    "PermissionError"),
+                    "[Errno"),
     "write_outside_tmp": ("open('/usr/reflowpy-pwned', 'w').write('x')", ScriptRaised,
                           "Error"),
     "network_connection": ("""
@@ -210,6 +225,13 @@ HOSTILE: dict[str, tuple[str, tuple[type[Exception], ...] | type[Exception], str
         time.sleep(5)
     """, ScriptProtocolError, "protocol"),
     "exit_worker": ("os._exit(7)", ScriptCrashed, "code 7"),
+    # Forged frames on the protocol channel that would amplify on the host: 2 MiB of
+    # empty arrays (~150 MB of Python lists on main) and 5000-deep nesting
+    # (RecursionError on main). Refused by the pre-scan, named by the limit.
+    "forged_2mib_frame": (FORGE % "b'\\xdd' + struct.pack('>I', 2 << 20) + b'\\x90' * (2 << 20)",
+                          ScriptProtocolError, "max_items"),
+    "forged_deep_frame": (FORGE % "b'\\x91' * 5000 + b'\\xc0'", ScriptProtocolError,
+                          "max_depth"),
 }
 
 

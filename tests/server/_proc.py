@@ -39,10 +39,13 @@ class ServedProcess:
 
 
 @asynccontextmanager
-async def served_process(*args: str, startup: float = 20.0) -> AsyncIterator[ServedProcess]:
+async def served_process(*args: str, startup: float = 20.0, token: str | None = None
+                         ) -> AsyncIterator[ServedProcess]:
     """Start the server on an ephemeral port, yield it, then SIGTERM it and check it
-    exits 0 (drained)."""
+    exits 0 (drained). ``token`` is passed as ``$REFLOWPY_TOKEN`` (never on argv)."""
     env = dict(os.environ, PYTHONPATH=str(ROOT), PYTHONUNBUFFERED="1")
+    if token is not None:
+        env["REFLOWPY_TOKEN"] = token
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "tests.server.testkit", "--port", "0", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=str(ROOT), env=env)

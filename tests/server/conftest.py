@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -21,6 +22,8 @@ class Served:
     token: str | None
     shutdown: trio.Event
     data_dir: Path
+    #: The server's ServerState (in-process servers only), for white-box assertions.
+    state: Any = None
 
     @property
     def url(self) -> str:
@@ -39,11 +42,13 @@ class Served:
 async def start_server(nursery: trio.Nursery, data_dir: Path, token: str | None = None,
                        **limits: object) -> Served:
     shutdown = trio.Event()
+    states: list[Any] = []
     host, port = await nursery.start(
         lambda task_status: serve(host="127.0.0.1", port=0, data_dir=data_dir, token=token,
                                   registry=test_registry(), shutdown=shutdown,
-                                  announce=False, task_status=task_status, **limits))
-    return Served(host, port, token, shutdown, data_dir)
+                                  announce=False, task_status=task_status,
+                                  on_state=states.append, **limits))
+    return Served(host, port, token, shutdown, data_dir, states[0])
 
 
 @pytest.fixture

@@ -133,7 +133,7 @@ async def test_packets_in_and_out_and_live_editing(fbp: Fbp) -> None:
     assert data["src"] == {"node": "a", "port": "out"} and data["data"] == 4
     await fbp.send("network", "stop", {"graph": "g"})
     stopped = await fbp.expect("network", "stopped")
-    assert stopped["started"] is False
+    assert stopped["started"] is False and stopped["uptime"] > 0  # 0.0 on main
     await fbp.send("network", "getstatus", {"graph": "g"})
     assert await fbp.expect("network", "status") == {"graph": "g", "running": False,
                                                       "started": False}
@@ -368,8 +368,7 @@ async def test_secret_is_required_per_message(nursery: trio.Nursery, tmp_path: P
     async with open_websocket_url(f"{served.ws_url}/", subprotocols=["noflo"]) as ws:
         anon = Fbp(ws)
         await anon.send("runtime", "getruntime")
-        rt = await anon.expect("runtime", "runtime")
-        assert rt["capabilities"] == [] and "protocol:graph" in rt["allCapabilities"]
+        assert "unauthorized" in (await anon.expect("runtime", "error"))["message"]
         await anon.send("graph", "clear", {"id": "x"})
         assert "unauthorized" in (await anon.expect("graph", "error"))["message"]
         authed = Fbp(ws, secret="t0ken")
@@ -441,3 +440,97 @@ async def test_structural_edits_follow_the_graph_layer_and_persist(
     await fbp.send("graph", "renamenode", {"from": "b", "to": "first", "graph": "e"})
     error = await fbp.expect("graph", "error")
     assert "'first'" in error["message"] and "exists" in error["message"]
+
+
+# -- protocol fidelity (second pass) -------------------------------------------------------
+
+
+async def _two_stage(fbp: Fbp, gid: str) -> None:
+    await fbp.send("graph", "clear", {"id": gid, "name": gid})
+    await fbp.expect("graph", "clear")
+    for node, component in (("a", "core/Repeat"), ("b", "core/Repeat"), ("c", "core/Drop")):
+        await fbp.send("graph", "addnode", {"id": node, "component": component, "graph": gid})
+        await fbp.expect("graph", "addnode")
+    for src, tgt in (("a", "b"), ("b", "c")):
+        await fbp.send("graph", "addedge", {"src": {"node": src, "port": "out"},
+                                            "tgt": {"node": tgt, "port": "in"}, "graph": gid})
+        await fbp.expect("graph", "addedge")
+    await fbp.send("graph", "addinport", {"public": "in", "node": "a", "port": "in",
+                                          "graph": gid})
+    await fbp.expect("graph", "addinport")
+
+
+async def test_network_edges_selects_which_data_is_sent(fbp: Fbp) -> None:
+    await _two_stage(fbp, "sel")
+    await fbp.send("network", "edges", {"graph": "sel", "edges": [
+        {"src": {"node": "b", "port": "out"}, "tgt": {"node": "c", "port": "in"}}]})
+    await fbp.expect("network", "edges")
+    await fbp.send("network", "start", {"graph": "sel"})
+    await fbp.expect("network", "started")
+    for i in range(3):
+        await fbp.send("runtime", "packet", {"graph": "sel", "port": "in", "event": "data",
+                                             "payload": i})
+    ids = []
+    while len(ids) < 3:
+        msg = await fbp.recv()
+        if msg["command"] == "data":
+            ids.append(msg["payload"]["id"])
+    assert ids == ["b() OUT -> IN c()"] * 3  # nothing from the unselected a -> b
+    await fbp.send("network", "stop", {"graph": "sel"})
+    while True:  # a's data would have come before b's: none arrived
+        msg = await fbp.recv()
+        if msg["command"] == "stopped":
+            break
+        assert msg["command"] != "data" or msg["payload"]["id"] == "b() OUT -> IN c()", msg
+    await fbp.send("network", "edges", {"graph": "sel", "edges": [{"src": {"node": "b"}}]})
+    assert "needs node and port" in (await fbp.expect("network", "error"))["message"]
+
+
+async def test_network_debug_is_known_and_reported(fbp: Fbp) -> None:
+    await _two_stage(fbp, "dbg")
+    await fbp.send("network", "debug", {"graph": "dbg", "enable": True})
+    assert (await fbp.expect("network", "status"))["debug"] is True
+    await fbp.send("network", "start", {"graph": "dbg"})
+    await fbp.expect("network", "started")
+    await fbp.send("network", "stop", {"graph": "dbg"})
+    stopped = await fbp.expect("network", "stopped")
+    await fbp.send("network", "getstatus", {"graph": "dbg"})
+    status = await fbp.expect("network", "status")
+    assert status["debug"] is True and status["uptime"] == stopped["uptime"] > 0
+    await fbp.send("network", "debug", {"graph": "dbg", "enable": "yes"})
+    assert "enable" in (await fbp.expect("network", "error"))["message"]
+
+
+async def test_getsource_of_a_graph_returns_its_json(fbp: Fbp) -> None:
+    await _two_stage(fbp, "lib/flow")
+    await fbp.send("component", "getsource", {"name": "lib/flow"})
+    source = await fbp.expect("component", "source")
+    assert source["language"] == "json" and source["name"] == "flow"
+    assert source["library"] == "lib"
+    doc = json.loads(source["code"])
+    assert set(doc["processes"]) == {"a", "b", "c"}
+    await fbp.send("component", "getsource", {"name": "no/such"})
+    assert "no/such" in (await fbp.expect("component", "error"))["message"]
+
+
+async def test_trace_buffersize_bounds_the_trace(fbp: Fbp) -> None:
+    await _two_stage(fbp, "tr")
+    await fbp.send("trace", "start", {"graph": "tr", "buffersize": 2000})
+    await fbp.expect("trace", "start")
+    await fbp.send("network", "start", {"graph": "tr"})
+    await fbp.expect("network", "started")
+    for i in range(50):
+        await fbp.send("runtime", "packet", {"graph": "tr", "port": "in", "event": "data",
+                                             "payload": i})
+    seen = 0
+    while seen < 100:  # every packet crosses two edges
+        if (await fbp.recv())["command"] == "data":
+            seen += 1
+    await fbp.send("trace", "dump", {"graph": "tr"})
+    dump = await fbp.expect("trace", "dump")
+    events = json.loads(dump["flowtrace"])["events"]
+    size = sum(len(json.dumps(e, separators=(",", ":"))) for e in events)
+    assert 0 < len(events) < 100 and size <= 2000
+    assert events[-1]["payload"]["data"] == 49  # the newest are kept
+    await fbp.send("trace", "start", {"graph": "tr", "buffersize": -1})
+    assert "buffersize" in (await fbp.expect("trace", "error"))["message"]

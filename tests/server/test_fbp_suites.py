@@ -32,9 +32,7 @@ def _counts(output: str) -> tuple[int, int]:
 async def test_fbp_protocol_suite_passes_22_of_22(tmp_path: Path, secret: str | None) -> None:
     suite = node_package("fbp-protocol")
     args = ["--data-dir", str(tmp_path / "data")]
-    if secret:
-        args += ["--token", secret]
-    async with served_process(*args) as served:
+    async with served_process(*args, token=secret) as served:
         (tmp_path / "fbp-config.json").write_text(json.dumps({
             "name": "reflowpy", "host": "127.0.0.1", "port": served.port,
             "collection": "core", "version": "0.7"}))
@@ -50,7 +48,7 @@ async def test_fbp_protocol_suite_passes_22_of_22(tmp_path: Path, secret: str | 
 
 async def test_fbp_protocol_suite_fails_with_a_wrong_secret(tmp_path: Path) -> None:
     suite = node_package("fbp-protocol")
-    async with served_process("--data-dir", str(tmp_path / "data"), "--token", "right"
+    async with served_process("--data-dir", str(tmp_path / "data"), token="right"
                               ) as served:
         (tmp_path / "fbp-config.json").write_text(json.dumps({
             "name": "reflowpy", "host": "127.0.0.1", "port": served.port,
@@ -92,7 +90,7 @@ async def test_fbp_spec_suites_pass(tmp_path: Path) -> None:
     spec = node_package("fbp-spec")
     specs, topics = _suites(tmp_path)
     assert len(topics) >= 10, topics  # at least 10 standard components are exercised
-    async with served_process("--data-dir", str(tmp_path / "data"), "--token", "spec"
+    async with served_process("--data-dir", str(tmp_path / "data"), token="spec"
                               ) as served:
         code, output = await run_node(
             [str(spec / "bin" / "fbp-spec"), "--address", f"ws://127.0.0.1:{served.port}/",

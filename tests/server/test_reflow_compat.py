@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from functools import partial
 from typing import Any
 
 import httpx
@@ -113,3 +114,95 @@ async def test_ws_errors(server: Served) -> None:
             with trio.fail_after(5):
                 msg = json.loads(await ws.get_message())
             assert msg["type"] == "error" and expected in msg["error"], msg
+
+
+# -- second pass: Reflow's shapes, persistence, webhooks ------------------------------------
+
+
+async def test_health_is_reflows_envelope_with_reflowpys_fields(client: httpx.AsyncClient
+                                                                ) -> None:
+    body = (await client.get("/health")).json()
+    assert body["success"] is True and body["data"] == "Server is healthy"
+    assert isinstance(body["timestamp"], int) and body["timestamp"] > 1_700_000_000_000
+    assert body["status"] == "ok" and "version" in body and "error" not in body
+
+
+async def test_ws_workflow_event_has_reflows_top_level_event_type(server: Served) -> None:
+    async with open_websocket_url(f"{server.ws_url}/ws") as ws:
+        await ws.send_message(json.dumps({"type": "start_workflow",
+                                          "data": request("flat-1")}))
+        events = []
+        with trio.fail_after(10):
+            while True:
+                msg = json.loads(await ws.get_message())
+                if msg["type"] == "workflow_event":
+                    events.append(msg)
+                    if isinstance(msg["event_type"], dict) and "Completed" in msg["event_type"]:
+                        break
+        assert events[0]["event_type"] == "Started"
+        final = events[-1]
+        assert final["workflow_id"] == "wf-1" and final["execution_id"] == "flat-1"
+        assert final["event_type"]["Completed"]["nodes_failed"] == 0
+        assert isinstance(final["timestamp"], int) and "data" in final
+        await ws.send_message("{}")
+        error = json.loads(await ws.get_message())
+        assert error == {"type": "error", "success": False, "error": "Missing message type"}
+
+
+async def test_workflows_survive_a_restart(tmp_path: Any) -> None:
+    from tests.server.conftest import start_server
+
+    async with trio.open_nursery() as nursery:
+        served = await start_server(nursery, tmp_path / "data")
+        async with served.client() as c:
+            await c.post("/workflows", json=request("kept-1"))
+            with trio.fail_after(10):
+                while (await c.get("/workflows/kept-1")).json()["data"]["status"] == "Running":
+                    await trio.sleep(0.02)
+        served.shutdown.set()
+    async with trio.open_nursery() as nursery:
+        served = await start_server(nursery, tmp_path / "data")
+        async with served.client() as c:
+            state = (await c.get("/workflows/kept-1")).json()
+            assert state["success"] is True  # 404 on main
+            assert state["data"]["workflow_id"] == "wf-1"
+            assert state["data"]["status"] == "Completed"
+            assert sorted(state["data"]["result"]["results"]["y"]) == [10, 42]
+        served.shutdown.set()
+
+
+async def test_webhook_gets_the_final_state(server: Served) -> None:
+    received: list[tuple[str, bytes]] = []
+    got = trio.Event()
+
+    async def handler(stream: trio.SocketStream) -> None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            data += await stream.receive_some(65536)
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length"))
+        while len(body) < length:
+            body += await stream.receive_some(65536)
+        received.append((head.decode(), body))
+        await stream.send_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+        await stream.aclose()
+        got.set()
+
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, handler, 0, host="127.0.0.1"))
+        port = listeners[0].socket.getsockname()[1]
+        async with server.client() as c:
+            req = request("hook-1")
+            req["metadata"].update(webhook_url=f"http://127.0.0.1:{port}/done",
+                                   webhook_headers={"x-hook": "abc"})
+            assert (await c.post("/workflows", json=req)).status_code == 200
+        with trio.fail_after(10):
+            await got.wait()
+        nursery.cancel_scope.cancel()
+    head, body = received[0]
+    assert head.startswith("POST /done") and "x-hook: abc" in head.lower()
+    state = json.loads(body)
+    assert state["success"] is True and state["data"]["id"] == "hook-1"
+    assert state["data"]["status"] == "Completed"

@@ -39,8 +39,9 @@ async def test_graphs_and_restart_always_executions_survive_a_restart(tmp_path: 
             assert (await c.get("/graphs/kept")).json()["graph"]["processes"]["d"]
             status = (await c.get(f"/executions/{always}")).json()
             assert status["status"] in ("running", "idle") and status["restarts"] >= 1
-            assert (await c.get(f"/executions/{never}")).status_code == 404
-            assert (await c.get(f"/executions/{stopped}")).status_code == 404
+            # ended executions stay listed, and are not run again
+            assert (await c.get(f"/executions/{never}")).json()["status"] == "interrupted"
+            assert (await c.get(f"/executions/{stopped}")).json()["status"] == "stopped"
             await c.post(f"/executions/{always}/inputs/x", json={"value": 7})
             assert await _wait_output(c, always, 0) == [14]
         served.shutdown.set()

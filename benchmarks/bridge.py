@@ -1,0 +1,211 @@
+"""Bridges: throughput and latency across a loopback bridge, and partitions vs one process.
+
+    python -m benchmarks bridge [--n N] [--only NAME,...]
+
+Prints JSON lines (workload, n, seconds, msgs_per_s, peak_rss_mb, ...):
+
+* ``bridge_oneway_small_{receipt,completion}``: small messages from this process to a
+  ``core/Drop`` on a WebSocket peer process, until all are acked (goal >= 100k msgs/s);
+* ``bridge_oneway_64k_{zstd,plain}``: 64 KiB messages (compressible text), with zstd
+  above the 1 KiB threshold and with compression off;
+* ``bridge_rtt``: one message at a time to a ``core/Repeat`` on the peer and back
+  (p50/p99 in microseconds; goal p50 <= 200 us), plus the session's own PING RTT;
+* ``chain4_cpu_one_process`` vs ``chain4_cpu_2_partitions`` vs
+  ``chain4_cpu_local_plus_partition``: four stages of ~50 us CPU each, in one process,
+  over two partition workers (edge between them relayed here), or two stages here and
+  two in one worker (goal >= 1.6x on 2 cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import trio
+
+import reflowpy as rf
+from reflowpy.bridge import BridgedNetwork, Peer, Peers
+
+PLUGIN = "benchmarks._bridge_components:register"
+TOKEN = "bench-token"
+
+
+def _rss_mb() -> float:
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return own
+
+
+def _emit(workload: str, n: int, seconds: float, **extra: Any) -> None:
+    line = {"workload": workload, "n": n, "seconds": round(seconds, 4),
+            "msgs_per_s": round(n / seconds, 1) if seconds > 0 else 0.0,
+            "peak_rss_mb": round(_rss_mb(), 1), **extra}
+    print(json.dumps(line), flush=True)
+
+
+def _registry() -> rf.Registry:
+    from benchmarks._bridge_components import register
+
+    reg = rf.default_registry()
+    register(reg)
+    return reg
+
+
+@contextlib.asynccontextmanager
+async def _peer() -> AsyncIterator[str]:
+    cmd = [sys.executable, "-m", "reflowpy.bridge.worker", "--listen", "ws://127.0.0.1:0",
+           "--serve", "--plugin", PLUGIN, "--id", "bench-peer"]
+    async with trio.open_nursery() as nursery:
+        proc: trio.Process = await nursery.start(lambda task_status: trio.run_process(
+            cmd, env={**os.environ, "REFLOWPY_TOKEN": TOKEN}, stdout=subprocess.PIPE,
+            check=False, task_status=task_status))
+        assert proc.stdout is not None
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = await proc.stdout.receive_some(1)
+            if not chunk:
+                raise RuntimeError("bridge peer exited")
+            line += chunk
+        try:
+            yield line.split()[1].decode()
+        finally:
+            proc.kill()
+            nursery.cancel_scope.cancel()
+
+
+def _oneway_graph() -> rf.Graph:
+    g = rf.Graph("oneway")
+    g.add_node("src", "core/Repeat")
+    g.add_node("sink", "core/Drop", {"remote": "peer"})
+    g.add_edge("src", "out", "sink", "in")
+    g.add_inport("in", "src", "in")
+    return g
+
+
+async def oneway(url: str, n: int, value: Any, workload: str, *, ack_on: str = "receipt",
+                 compress_threshold: int | None = None) -> None:
+    bn = BridgedNetwork(_oneway_graph(), _registry(), peers=Peers({"peer": Peer(url, TOKEN)}),
+                        ack_on={"remote:peer": ack_on}, compress_threshold=compress_threshold)
+    async with bn:
+        start = time.perf_counter()
+        for _ in range(n):
+            await bn.network.send("in", value)
+        await bn.drain()
+        seconds = time.perf_counter() - start
+        s = bn.session("remote:peer").statistics()
+    _emit(workload, n, seconds, ack_on=ack_on, bytes_out=s.bytes_out, frames_out=s.frames_out,
+          msgs_per_frame=round(n / max(1, s.frames_out), 1),
+          mb_per_s=round(s.bytes_out / seconds / 2**20, 1))
+
+
+async def rtt(url: str, n: int) -> None:
+    g = rf.Graph("rtt")
+    g.add_node("a", "core/Repeat")
+    g.add_node("echo", "core/Repeat", {"remote": "peer"})
+    g.add_node("z", "core/Repeat")
+    g.add_edge("a", "out", "echo", "in")
+    g.add_edge("echo", "out", "z", "in")
+    g.add_inport("in", "a", "in")
+    g.add_outport("out", "z", "out")
+    bn = BridgedNetwork(g, _registry(), peers=Peers({"peer": Peer(url, TOKEN)}),
+                        ack_on={"remote:peer": "receipt"}, ping_interval=0.05)
+    samples: list[float] = []
+    async with bn:
+        out = bn.network.outputs("out")
+        for i in range(n):
+            t = time.perf_counter()
+            await bn.network.send("in", i)
+            await out.receive()
+            samples.append(time.perf_counter() - t)
+        ping = bn.session("remote:peer").rtt
+    samples.sort()
+    _emit("bridge_rtt", n, sum(samples),
+          p50_us=round(samples[len(samples) // 2] * 1e6, 1),
+          p99_us=round(samples[int(len(samples) * 0.99)] * 1e6, 1),
+          mean_us=round(statistics.fmean(samples) * 1e6, 1),
+          ping_rtt_us=None if ping is None else round(ping * 1e6, 1))
+
+
+def _chain(where: dict[str, str], work_us: float) -> rf.Graph:
+    g = rf.Graph("chain4")
+    g.add_node("src", "core/Repeat")
+    prev = "src"
+    for i in range(1, 5):
+        meta: dict[str, Any] = {"work_us": work_us, "deterministic": True}
+        loc = where.get(f"s{i}")
+        if loc:
+            meta["partition"] = loc
+        g.add_node(f"s{i}", "bench/Burn", meta)
+        g.add_edge(prev, "out", f"s{i}", "in")
+        prev = f"s{i}"
+    g.add_node("sink", "core/Repeat")
+    g.add_edge(prev, "out", "sink", "in")
+    g.add_inport("in", "src", "in")
+    g.add_outport("out", "sink", "out")
+    return g
+
+
+async def _drive(net: Any, n: int) -> float:
+    start = time.perf_counter()
+    async with trio.open_nursery() as nursery:
+        async def feed() -> None:
+            for i in range(n):
+                await net.send("in", i)
+
+        nursery.start_soon(feed)
+        got = 0
+        async for _ in net.outputs("out"):
+            got += 1
+            if got == n:
+                break
+    return time.perf_counter() - start
+
+
+async def chain(n: int, work_us: float) -> None:
+    async with rf.Network(_chain({}, work_us), _registry()) as net:
+        one = await _drive(net, n)
+    _emit("chain4_cpu_one_process", n, one, work_us=work_us)
+    for workload, where in (
+            ("chain4_cpu_2_partitions", {"s1": "p1", "s2": "p1", "s3": "p2", "s4": "p2"}),
+            ("chain4_cpu_local_plus_partition", {"s3": "p1", "s4": "p1"})):
+        bn = BridgedNetwork(_chain(where, work_us), _registry(), worker_plugins=[PLUGIN])
+        async with bn:
+            seconds = await _drive(bn.network, n)
+        _emit(workload, n, seconds, work_us=work_us, speedup=round(one / seconds, 2))
+
+
+async def _main(n: int, only: set[str]) -> None:
+    def want(name: str) -> bool:
+        return not only or name in only
+
+    if want("oneway") or want("rtt"):
+        async with _peer() as url:
+            if want("oneway"):
+                for ack in ("receipt", "completion"):
+                    await oneway(url, n, 1, f"bridge_oneway_small_{ack}", ack_on=ack)
+                big = (b'{"id": 12345, "name": "reflowpy", "tags": ["a", "b"]} ' * 1200)[:65536]
+                nbig = max(200, n // 50)
+                await oneway(url, nbig, big, "bridge_oneway_64k_zstd")
+                await oneway(url, nbig, big, "bridge_oneway_64k_plain",
+                             compress_threshold=1 << 30)
+            if want("rtt"):
+                await rtt(url, max(500, n // 100))
+    if want("chain"):
+        await chain(max(2000, n // 20), 50.0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks bridge")
+    parser.add_argument("--n", type=int, default=200_000, help="small messages one way")
+    parser.add_argument("--only", default="", help="oneway,rtt,chain (default: all)")
+    args = parser.parse_args(argv)
+    trio.run(_main, args.n, {x for x in args.only.split(",") if x})
+    return 0

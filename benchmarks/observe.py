@@ -1,0 +1,183 @@
+"""Cost of observing W1 (issue 14). Prints one JSON line per variant, all in one run.
+
+    python -m benchmarks observe [--n 200000] [--runs 3] [--only unobserved,live,trace,sampled]
+
+W1 is the kernel benchmark's pipeline: source -> 10 plain-``def`` pass-through actors ->
+sink, ``n`` messages. Variants:
+
+* ``unobserved``: nothing watches the network;
+* ``live``: metrics + a live-page client: the server's observability routes on a real
+  loopback HTTP server (Hypercorn, same trio run, as in ``reflowpy serve``), the monitor
+  ticking at 4 Hz, one client following ``/ui/events`` (SSE) and a Prometheus-style
+  scrape of ``/metrics`` every second;
+* ``trace``: the trace store (SQLite file, WAL, writer thread) records every message;
+* ``sampled``: the trace store records 1 % of the messages (``sample=100``);
+* ``subscriber``: one subscriber that drains ``net.events()`` and does nothing else: the
+  kernel's own cost of per-message events, the ceiling for any full trace.
+
+Rounds are interleaved (every variant once per round, ``--runs`` rounds) so a machine
+whose load drifts treats all variants alike; each figure is the median over rounds.
+Each line has ``ratio``: msgs/s of the variant over msgs/s of ``unobserved`` in the
+same run (the goals: live >= 0.95, trace >= 0.40, sampled >= 0.90), and ``cpu_ratio``,
+the same from the process's CPU time (all threads), steadier on a shared machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import resource
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import trio
+
+import reflowpy as rf
+from benchmarks.kernel import _chain, _registry
+from reflowpy.observe import Collector, SqliteStore
+from reflowpy.observe.asgi import Observability
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+async def _run_plain(net: rf.Network) -> None:
+    async with net:
+        await net.idle()
+
+
+async def _run_traced(net: rf.Network, store: SqliteStore, sample: int) -> dict[str, Any]:
+    async with Collector(store, sample=sample).record(net) as rec, net:
+        await net.idle()
+    return {"events": rec.events, "dropped": rec.dropped, "bursts": rec.bursts}
+
+
+async def _run_live(net: rf.Network) -> dict[str, Any]:
+    from hypercorn.config import Config
+    from hypercorn.trio import serve
+    from starlette.applications import Starlette
+
+    obs = Observability(lambda: {"w1": net}, interval=0.25)
+    app = Starlette(routes=obs.routes())
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    config.accesslog = None
+    shutdown = trio.Event()
+    got = {"views": 0, "scrapes": 0}
+    async with trio.open_nursery() as nursery:
+        binds = await nursery.start(lambda task_status: serve(
+            app, config, shutdown_trigger=shutdown.wait, task_status=task_status))  # type: ignore[arg-type]
+        url = binds[0]
+        nursery.start_soon(obs.monitor.run)
+        connected = trio.Event()
+
+        async def live_client() -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as c, \
+                    c.stream("GET", "/ui/events", params={"network": "w1"}) as r:
+                connected.set()
+                async for line in r.aiter_lines():
+                    if line.startswith("event: view"):
+                        got["views"] += 1
+
+        async def scraper() -> None:
+            async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+                while True:
+                    r = await c.get("/metrics")
+                    assert "reflowpy_node_activations_total" in r.text
+                    got["scrapes"] += 1
+                    await trio.sleep(1.0)
+
+        nursery.start_soon(live_client)
+        await connected.wait()
+        nursery.start_soon(scraper)
+        t0 = time.perf_counter()
+        async with net:
+            await net.idle()
+        got["seconds"] = time.perf_counter() - t0  # type: ignore[assignment]
+        shutdown.set()
+        nursery.cancel_scope.cancel()
+    return got
+
+
+def _once(variant: str, n: int, tmp: Path, i: int) -> tuple[float, dict[str, Any]]:
+    cpu0 = time.process_time()
+    seconds, extra = _once_wall(variant, n, tmp, i)
+    extra["cpu_seconds"] = round(time.process_time() - cpu0, 4)
+    return seconds, extra
+
+
+def _once_wall(variant: str, n: int, tmp: Path, i: int) -> tuple[float, dict[str, Any]]:
+    reg = _registry()
+    net = rf.Network(_chain(n, 10, "bench/Pass"), reg)
+    extra: dict[str, Any] = {}
+    gc.collect()
+
+    async def main() -> float:
+        nonlocal extra
+        t0 = time.perf_counter()
+        if variant == "unobserved":
+            await _run_plain(net)
+        elif variant == "subscriber":
+            async with trio.open_nursery() as nursery:
+                sub = net.events(10_000)
+
+                async def drain() -> None:
+                    async for _ in sub:
+                        extra["events"] = extra.get("events", 0) + 1
+
+                nursery.start_soon(drain)
+                async with net:
+                    await net.idle()
+            extra["dropped"] = sub.dropped
+        elif variant == "live":
+            extra = await _run_live(net)
+            return float(extra.pop("seconds"))
+        else:
+            store = SqliteStore(tmp / f"{variant}-{i}.sqlite")
+            try:
+                extra = await _run_traced(net, store, 1 if variant == "trace" else 100)
+            finally:
+                store.close()
+        return time.perf_counter() - t0
+
+    seconds = trio.run(main)
+    got = net._runners["sink"].actor.n  # type: ignore[attr-defined]
+    if got != n:
+        raise AssertionError(f"{variant}: sink received {got} of {n} messages")
+    return seconds, extra
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks observe")
+    p.add_argument("--n", type=int, default=200_000)
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--only", default="unobserved,live,trace,sampled,subscriber")
+    args = p.parse_args(argv)
+    variants = ["unobserved", *[v for v in args.only.split(",") if v and v != "unobserved"]]
+    results: dict[str, list[tuple[float, dict[str, Any]]]] = {v: [] for v in variants}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        for i in range(args.runs):
+            for variant in variants:
+                results[variant].append(_once(variant, args.n, tmp, i))
+    base = args.n / statistics.median(r[0] for r in results["unobserved"])
+    base_cpu = statistics.median(r[1]["cpu_seconds"] for r in results["unobserved"])
+    for variant in variants:
+        seconds = statistics.median(r[0] for r in results[variant])
+        cpu = statistics.median(r[1]["cpu_seconds"] for r in results[variant])
+        rate = args.n / seconds
+        line = {"workload": f"W1 observe {variant}", "n": args.n,
+                "seconds": round(seconds, 4), "msgs_per_s": round(rate),
+                "peak_rss_mb": round(_peak_rss_mb(), 1), "ratio": round(rate / base, 3),
+                "cpu_ratio": round(base_cpu / cpu, 3), **results[variant][-1][1],
+                "cpu_seconds": round(cpu, 4)}
+        print(json.dumps(line), flush=True)
+    return 0
+
+

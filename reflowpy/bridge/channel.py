@@ -1,0 +1,289 @@
+"""One edge across a bridge: the sender's and the receiver's state machines, without I/O.
+
+A channel carries the messages of one edge from a sender peer to a receiver peer, in
+order, exactly once across connection loss. The two halves are plain objects a
+session feeds with frames and asks for frames, so they can be tested frame by frame
+(``tests/bridge/test_channel.py`` drives them through drops, duplicates, reorders
+and cuts with hypothesis).
+
+**Sequence numbers.** Every message gets the next ``seq`` (1, 2, ...; a channel may
+start later, see ``start``). Gap-free: the receiver accepts only ``received + 1``.
+
+**Credits (Flink).** The receiver owns a bounded buffer of ``capacity`` messages in
+front of the real in-port. It grants ``grant_upto = delivered + capacity``: the
+sender may send up to that seq and no further, so a slow consumer stops the
+producer exactly as a full local queue would, and memory is bounded on both sides.
+
+**Acks and the resend buffer (Akka reliable delivery).** A sent message stays in the
+sender's resend buffer until a CREDIT acks it; the same CREDIT frame carries the ack
+and the window. The resend buffer is bounded (``buffer_limit``), so the sender also
+stops when acks lag.
+
+**Resume (RSocket).** After a reconnect the receiver says ``RESUME(last_received)``
+and the sender retransmits from ``last_received + 1``. A frame that arrives after a
+gap (lost or reordered) is dropped and answered with one RESUME; duplicates (seq at or
+below ``received``) are dropped and counted.
+
+States of a channel (both halves share them; the session sets them)::
+
+    open --link down--> resuming --RESUME/HELLO--> open
+      \\--peer lost / closed--> closed   (undelivered messages become dead letters)
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+
+from reflowpy.bridge.frames import MAX_BATCH, ChannelSpec, Credit, Data, Resume
+from reflowpy.errors import BridgeProtocolError
+
+__all__ = ["ChannelStatistics", "InChannel", "OutChannel"]
+
+
+class ChannelStatistics(msgspec.Struct, frozen=True):
+    """A snapshot of one channel half (see the module docstring for the terms)."""
+
+    channel: int
+    role: str
+    state: str
+    src: str
+    tgt: str
+    next_seq: int
+    acked: int
+    grant_upto: int
+    buffered: int
+    messages: int
+    resent: int
+    duplicates: int
+    gaps: int
+
+
+class OutChannel:
+    """The sending half: assigns seqs, keeps the resend buffer, obeys the credit."""
+
+    def __init__(self, spec: ChannelSpec, *, start: int = 1, buffer_limit: int = 8192,
+                 replay: bool = False) -> None:
+        if start < 1 or buffer_limit < 1:
+            raise ValueError("start and buffer_limit must be >= 1")
+        self.spec = spec
+        self.id = spec.id
+        self.state = "open"
+        self.next_seq = start
+        #: Highest seq the receiver confirmed; the resend buffer holds acked+1 .. next_seq-1.
+        self.acked = start - 1
+        #: Highest seq the receiver allows (its free buffer room).
+        self.grant_upto = start - 1
+        #: Highest seq transmitted on the current connection.
+        self.sent_upto = start - 1
+        self.high_sent = start - 1
+        self.buffer: deque[Any] = deque()
+        self.buffer_limit = buffer_limit
+        self.messages = 0
+        self.resent = 0
+        #: A restarted peer replaying from its checkpoint: the receiver may already hold
+        #: seqs past ``start``; those are skipped here (deterministic outputs, same seqs).
+        self.replay = replay
+        self.skipped = 0
+
+    def room(self) -> int:
+        """How many new messages may be pushed now (credit and resend-buffer bound)."""
+        if self.next_seq <= self.acked:  # replayed seqs the receiver holds need no credit
+            return self.acked - self.next_seq + 1
+        return min(self.grant_upto - (self.next_seq - 1),
+                   self.buffer_limit - len(self.buffer))
+
+    def push(self, value: Any) -> int:
+        """Queue ``value`` for sending and return its seq (the caller checked ``room``)."""
+        if self.room() <= 0:
+            raise RuntimeError(f"channel {self.id}: push without credit")
+        seq = self.next_seq
+        self.next_seq = seq + 1
+        self.messages += 1
+        if seq <= self.acked:  # replay: the receiver has this one already
+            self.skipped += 1
+            return seq
+        self.buffer.append(value)
+        return seq
+
+    def pending(self) -> bool:
+        """Whether a buffered message may be sent now (unsent on this connection, within
+        the credit)."""
+        return self.sent_upto < min(self.next_seq - 1, self.grant_upto)
+
+    def take_data(self, max_batch: int = MAX_BATCH) -> Data | None:
+        """The next DATA frame to transmit (from the first unsent seq), or None."""
+        first = self.sent_upto + 1
+        # never past the credit (after a receiver restart it grants afresh)
+        last = min(self.next_seq - 1, self.sent_upto + max_batch, self.grant_upto)
+        if last < first:
+            return None
+        offset = first - self.acked - 1
+        buf = self.buffer
+        if offset == 0 and last - first + 1 == len(buf):
+            batch = list(buf)
+        else:
+            batch = [buf[i] for i in range(offset, offset + last - first + 1)]
+        if first <= self.high_sent:
+            self.resent += min(last, self.high_sent) - first + 1
+        self.sent_upto = last
+        self.high_sent = max(self.high_sent, last)
+        return Data(self.id, first, batch)
+
+    def on_credit(self, frame: Credit) -> None:
+        """Drop what ``frame`` acks from the resend buffer; widen the window."""
+        if frame.acked > self.next_seq - 1 and self.replay:
+            self.buffer.clear()
+            self.acked = self.sent_upto = self.high_sent = frame.acked
+        elif frame.acked > self.next_seq - 1:
+            raise BridgeProtocolError(
+                f"channel {self.id}: CREDIT acks seq {frame.acked}, but only"
+                f" {self.next_seq - 1} were sent")
+        if frame.acked > self.acked:
+            for _ in range(frame.acked - self.acked):
+                self.buffer.popleft()
+            self.acked = frame.acked
+            self.sent_upto = max(self.sent_upto, self.acked)
+        self.grant_upto = max(self.grant_upto, frame.grant_upto)
+
+    def on_resume(self, frame: Resume) -> None:
+        """Retransmit from ``frame.last_received + 1`` (never below what was acked)."""
+        if frame.last_received > self.next_seq - 1 and not self.replay:
+            raise BridgeProtocolError(
+                f"channel {self.id}: RESUME from seq {frame.last_received}, but only"
+                f" {self.next_seq - 1} were sent")
+        self.sent_upto = max(frame.last_received, self.acked)
+
+    def link_down(self) -> None:
+        """The connection dropped: nothing is known to be in flight any more."""
+        self.sent_upto = self.acked
+        if self.state == "open":
+            self.state = "resuming"
+
+    def unacked(self) -> Iterator[Any]:
+        """Messages sent or queued but not acked (what a lost peer never confirmed)."""
+        return iter(self.buffer)
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            channel=self.id, role="send", state=self.state, src=self.spec.src,
+            tgt=self.spec.tgt, next_seq=self.next_seq, acked=self.acked,
+            grant_upto=self.grant_upto, buffered=len(self.buffer), messages=self.messages,
+            resent=self.resent, duplicates=self.skipped, gaps=0)
+
+
+class InChannel:
+    """The receiving half: drops duplicates, asks for resends, grants credit.
+
+    ``ack_on="receipt"`` acks a message once it is in this buffer (link loss loses
+    nothing, the process keeps it); ``ack_on="completion"`` acks only what
+    :meth:`complete` confirmed (the session confirms once the message's whole effect
+    downstream is safe), so a restarted peer process gets it again.
+    """
+
+    def __init__(self, spec: ChannelSpec, *, start: int = 1, ack_on: str = "receipt"
+                 ) -> None:
+        if ack_on not in ("receipt", "completion"):
+            raise ValueError(f"ack_on must be 'receipt' or 'completion', got {ack_on!r}")
+        self.spec = spec
+        self.id = spec.id
+        self.capacity = spec.capacity
+        self.state = "open"
+        self.ack_on = ack_on
+        self.received = start - 1
+        self.delivered = start - 1
+        self.completed = start - 1
+        self.buffer: deque[Any] = deque()
+        self.messages = 0
+        self.duplicates = 0
+        self.gaps = 0
+        self._resume_asked = -1
+        self._sent_acked = start - 1
+        self._sent_grant = start - 1
+        self.credit_due = True
+        self.resume_due = False
+
+    @property
+    def acked(self) -> int:
+        return self.received if self.ack_on == "receipt" else self.completed
+
+    def grant_upto(self) -> int:
+        return self.delivered + self.capacity
+
+    def on_data(self, frame: Data) -> int:
+        """Take the new messages of ``frame``; return how many were new."""
+        n = len(frame.batch)
+        end = frame.seq + n - 1
+        if end <= self.received:
+            self.duplicates += n
+            self.credit_due = True  # the sender may have missed our ack
+            return 0
+        if frame.seq > self.received + 1:
+            self.gaps += 1
+            if self._resume_asked != self.received:
+                self._resume_asked = self.received
+                self.resume_due = True
+            return 0
+        skip = self.received + 1 - frame.seq
+        if end > self.grant_upto():
+            raise BridgeProtocolError(
+                f"channel {self.id}: DATA up to seq {end} exceeds the credit granted"
+                f" (up to {self.grant_upto()})")
+        self.duplicates += skip
+        self.buffer.extend(frame.batch[skip:] if skip else frame.batch)
+        self.received = end
+        self.messages += n - skip
+        self._note()
+        return n - skip
+
+    def pop(self) -> Any:
+        """The next message to deliver (the caller checked ``buffer``)."""
+        value = self.buffer.popleft()
+        self.delivered += 1
+        self._note()
+        return value
+
+    def complete(self, upto: int) -> None:
+        """Everything up to ``upto`` (delivered) is fully processed and safe."""
+        upto = min(upto, self.delivered)
+        if upto > self.completed:
+            self.completed = upto
+            self._note()
+
+    def _note(self) -> None:
+        threshold = max(1, self.capacity // 4)
+        if (self.grant_upto() - self._sent_grant >= threshold
+                or self.acked - self._sent_acked >= threshold
+                or (not self.buffer and (self.acked != self._sent_acked
+                                         or self.grant_upto() != self._sent_grant))):
+            self.credit_due = True
+
+    def take_credit(self, checkpoint: dict[int, int] | None = None) -> Credit:
+        """The CREDIT frame to send now (ack and window in one)."""
+        self.credit_due = False
+        self._sent_acked = self.acked
+        self._sent_grant = self.grant_upto()
+        return Credit(self.id, self.acked, self._sent_grant, checkpoint or {})
+
+    def take_resume(self) -> Resume:
+        """The RESUME frame: resend from ``received + 1``."""
+        self.resume_due = False
+        return Resume(self.id, self.received)
+
+    def link_down(self) -> None:
+        """The connection dropped: on the next one, say where to resume and re-grant."""
+        self.resume_due = True
+        self.credit_due = True
+        self._resume_asked = -1
+        if self.state == "open":
+            self.state = "resuming"
+
+    def statistics(self) -> ChannelStatistics:
+        return ChannelStatistics(
+            channel=self.id, role="receive", state=self.state, src=self.spec.src,
+            tgt=self.spec.tgt, next_seq=self.received + 1, acked=self.acked,
+            grant_upto=self.grant_upto(), buffered=len(self.buffer),
+            messages=self.messages, resent=0, duplicates=self.duplicates, gaps=self.gaps)

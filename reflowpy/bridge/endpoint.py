@@ -1,0 +1,83 @@
+"""The ``/bridge`` WebSocket endpoint of ``reflowpy serve``: a Host behind Starlette.
+
+Peers dial ``ws://server/bridge``; each connection is handed to the server's one
+:class:`~reflowpy.bridge.host.Host` (created on first use, running its deployments in
+the server's nursery). The HELLO challenge authenticates the peer with the server's
+token (``--token`` / ``REFLOWPY_TOKEN``; none configured: the empty token, loopback
+only), so the token never crosses the wire. ``ServerState.bridge_allow`` (if set) is
+the allow-list of components peers may place here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from starlette.routing import BaseRoute, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from reflowpy.bridge.frames import MAX_FRAME
+from reflowpy.bridge.host import Host
+from reflowpy.bridge.transport import LinkClosed
+from reflowpy.errors import BridgeProtocolError
+
+__all__ = ["StarletteConnection", "routes"]
+
+
+class StarletteConnection:
+    """A bridge :class:`~reflowpy.bridge.transport.Connection` over a Starlette WebSocket."""
+
+    def __init__(self, ws: WebSocket, max_frame: int = MAX_FRAME) -> None:
+        self._ws = ws
+        self._max = max_frame
+        client = ws.client
+        self.description = f"bridge peer {client.host}:{client.port}" if client else "peer"
+
+    async def send(self, frame: bytes) -> None:
+        try:
+            await self._ws.send_bytes(frame)
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            raise LinkClosed(f"{self.description}: closed") from None
+
+    async def receive(self) -> bytes:
+        try:
+            message = await self._ws.receive()
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            raise LinkClosed(f"{self.description}: closed") from None
+        if message["type"] == "websocket.disconnect":
+            raise LinkClosed(f"{self.description}: closed")
+        data = message.get("bytes")
+        if data is None:
+            raise BridgeProtocolError(f"{self.description}: text message; bridge frames are"
+                                      " binary")
+        if len(data) > self._max + 1:
+            raise BridgeProtocolError(f"{self.description}: frame of {len(data)} bytes"
+                                      f" exceeds the limit of {self._max}")
+        return bytes(data)
+
+    async def aclose(self) -> None:
+        with contextlib.suppress(RuntimeError, OSError):
+            await self._ws.close()
+
+
+def _host(state: Any) -> Host:
+    host: Host | None = getattr(state, "bridge_host", None)
+    if host is None:
+        host = Host(state.registry, state.nursery, local_id="server",
+                    token=state.token or "", allow=getattr(state, "bridge_allow", None))
+        state.bridge_host = host
+    return host
+
+
+def routes(state: Any) -> list[BaseRoute]:
+    """The ``/bridge`` route for the server app (``state`` is its ServerState)."""
+
+    async def bridge_endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        conn = StarletteConnection(websocket)
+        try:
+            await _host(state).handle(conn)
+        finally:
+            await conn.aclose()
+
+    return [WebSocketRoute("/bridge", bridge_endpoint)]

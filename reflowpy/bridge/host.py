@@ -1,0 +1,186 @@
+"""Host: the accepting side of bridges -- runs the parts of graphs other peers place here.
+
+A :class:`Host` sits behind ``reflowpy serve``'s ``/bridge`` endpoint and in every
+partition worker process. For each connection it runs the HELLO challenge, then:
+
+* a HELLO naming a session it hosts resumes that session on the new connection;
+* a HELLO with a graph part starts a **deployment**: the part's :class:`Network` plus a
+  :class:`~reflowpy.bridge.binding.Binding` joining it to the session's channels --
+  after checking every component against the allow-list and the registry;
+* anything else (wrong token, replayed handshake, garbage, unknown session, component
+  not allowed) is answered with REJECT and closes that connection only.
+
+A deployment whose peer stays away past ``deadline`` is stopped (its undelivered
+messages become dead letters with the reason ``peer lost``); one whose peer says bye
+stops at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Iterable
+from typing import Any
+
+import trio
+
+from reflowpy.bridge.binding import Binding
+from reflowpy.bridge.frames import Hello
+from reflowpy.bridge.session import Session, accept
+from reflowpy.bridge.transport import Connection, LinkClosed
+from reflowpy.errors import BridgeAuthError, BridgeError, GraphError, PeerLost, ReflowError
+from reflowpy.network.graph import Graph
+from reflowpy.network.network import Network
+from reflowpy.network.registry import Registry
+
+__all__ = ["Host"]
+
+_log = logging.getLogger("reflowpy.bridge")
+
+
+class _Deployment:
+    def __init__(self, host: Host, session: Session, graph: Graph, location: str,
+                 specs: list[Any], deterministic: bool) -> None:
+        self.host = host
+        self.session = session
+        self.graph = graph
+        self.location = location
+        self.net = Network(graph, host.registry, capacity=host.capacity,
+                           output_capacity=host.capacity)
+        self.binding = Binding(self.net)
+        for spec in specs:
+            if spec.sender == location:
+                session.add_out(spec, start=spec.start, replay=deterministic,
+                                buffer_limit=host.buffer_limit)
+                self.binding.send_channel(session, spec.id, spec.src)
+            else:
+                session.add_in(spec, start=spec.start)
+                self.binding.receive_channel(session, spec.id, spec.tgt)
+        self.links = 0
+        self.link: trio.CancelScope | None = None
+        self.down = trio.Event()
+        self.done = trio.Event()
+        self.scope = trio.CancelScope()
+
+    async def run(self) -> None:
+        try:
+            with self.scope:
+                async with self.net, trio.open_nursery() as nursery:
+                    nursery.start_soon(self.binding.run)
+                    nursery.start_soon(self._watch)
+        except ReflowError as exc:
+            _log.error("bridge deployment %s of peer %r failed: %s", self.location,
+                       self.session.remote_id, exc)
+        finally:
+            self.session.close()
+            self.done.set()
+            self.host.deployments.pop(self.session.session_id, None)
+
+    async def _watch(self) -> None:
+        s = self.session
+        while s.state not in ("lost", "closed"):
+            if s.state == "up":
+                await s.changed()
+                continue
+            with trio.move_on_after(self.host.deadline) as timer:
+                while s.state not in ("up", "lost", "closed"):
+                    await s.changed()
+            if timer.cancelled_caught:
+                s.lose(PeerLost(f"peer {s.remote_id!r} stayed away for {self.host.deadline}"
+                                " s (peer lost)"))
+        if s.state == "lost":
+            _log.warning("bridge: peer %r lost; stopping what it placed here (%s)",
+                         s.remote_id, self.location)
+        self.scope.cancel()
+
+
+class Host:
+    """Runs graph parts for peers (see the module docstring).
+
+    ``allow`` is the allow-list of components peers may place here (``None``: any
+    registered component). ``token`` is what dialers must prove (``--token`` /
+    ``REFLOWPY_TOKEN``).
+    """
+
+    def __init__(self, registry: Registry, nursery: trio.Nursery, *, local_id: str,
+                 token: str, allow: Iterable[str] | None = None, deadline: float = 30.0,
+                 capacity: int = 64, buffer_limit: int = 1024,
+                 handshake_timeout: float = 10.0) -> None:
+        self.registry = registry
+        self.nursery = nursery
+        self.local_id = local_id
+        self.token = token
+        self.allow = None if allow is None else frozenset(allow)
+        self.deadline = deadline
+        self.capacity = capacity
+        self.buffer_limit = buffer_limit
+        self.handshake_timeout = handshake_timeout
+        #: Changes with every process start: a dialer seeing a new one knows we restarted.
+        self.incarnation = secrets.token_hex(6)
+        self.deployments: dict[str, _Deployment] = {}
+        self.refused = 0
+        self.accepted = 0
+
+    async def handle(self, conn: Connection) -> None:
+        """Serve one connection until it ends. Never raises for what a peer sends."""
+        try:
+            session, hello = await accept(conn, local_id=self.local_id, token=self.token,
+                                          on_hello=self._on_hello,
+                                          timeout=self.handshake_timeout)
+        except (BridgeError, LinkClosed, trio.TooSlowError) as exc:
+            self.refused += 1
+            _log.warning("bridge: refused %s: %s", conn.description, exc)
+            return
+        self.accepted += 1
+        dep = self.deployments.get(hello.session)
+        if dep is None:
+            return
+        if dep.link is not None:
+            dep.link.cancel()  # a reconnect before we noticed the old link died
+        with trio.CancelScope() as scope:
+            dep.link = scope
+            try:
+                await session.run_link(conn)
+            except (LinkClosed, BridgeError) as exc:
+                _log.info("bridge: link from %r down: %s", hello.peer, exc)
+            finally:
+                if dep.link is scope:
+                    dep.link = None
+
+    async def _on_hello(self, hello: Hello) -> tuple[Session, str]:
+        dep = self.deployments.get(hello.session)
+        if dep is not None:
+            if dep.session.state in ("lost", "closed"):
+                raise BridgeAuthError(f"session {hello.session} has ended")
+            return dep.session, self.incarnation
+        if not isinstance(hello.graph, dict) or "graph" not in hello.graph:
+            raise BridgeAuthError(f"unknown session {hello.session!r} and no graph to host")
+        try:
+            graph = Graph.from_dict(hello.graph["graph"])
+        except (GraphError, TypeError, ValueError) as exc:
+            raise BridgeError(f"the graph part from peer {hello.peer!r} is invalid: {exc}"
+                              ) from None
+        for node in graph.nodes.values():
+            if self.allow is not None and node.component not in self.allow:
+                raise BridgeAuthError(
+                    f"node {node.id!r}: component {node.component!r} is not in this peer's"
+                    f" allow-list ({', '.join(sorted(self.allow)) or 'empty'})")
+            if node.component not in self.registry:
+                raise BridgeError(f"node {node.id!r}: component {node.component!r} is not"
+                                  " registered on this peer")
+        location = str(hello.graph.get("location", ""))
+        session = Session(self.local_id, remote_id=hello.peer, session_id=hello.session)
+        try:
+            dep = _Deployment(self, session, graph, location, list(hello.channels),
+                              bool(hello.graph.get("deterministic", False)))
+        except ReflowError as exc:
+            raise BridgeError(f"cannot host the part from peer {hello.peer!r}: {exc}"
+                              ) from None
+        self.deployments[hello.session] = dep
+        self.nursery.start_soon(dep.run, name=f"bridge deployment {location}")
+        return session, self.incarnation
+
+    def statistics(self) -> list[dict[str, Any]]:
+        """One entry per hosted deployment: its location and its bridge statistics."""
+        return [{"location": d.location, "bridge": d.session.statistics()}
+                for d in self.deployments.values()]

@@ -1,0 +1,124 @@
+"""The peers file: named peers this network may place nodes on, and their tokens.
+
+YAML or JSON::
+
+    peers:
+      gpu-box:
+        url: ws://10.0.0.7:8080/bridge
+        token: s3cret            # optional; else REFLOWPY_BRIDGE_TOKEN
+      edge:
+        url: wss://edge.example/bridge
+
+A node's ``"remote"`` metadata names a peer (``"gpu-box"``) or gives a URL directly;
+the token presented is the peer's own, else ``REFLOWPY_BRIDGE_TOKEN``, else none
+(accepted only by a peer that has no token either).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import trio
+import yaml
+
+from reflowpy.errors import ConfigError
+
+__all__ = ["Peer", "PeerState", "Peers", "load_peers", "probe", "probe_all"]
+
+
+class Peer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One named peer: where its ``/bridge`` is and the token to present."""
+
+    url: str
+    token: str | None = None
+
+
+class Peers(msgspec.Struct, frozen=True):
+    """The configured peers, by name."""
+
+    peers: dict[str, Peer] = {}
+
+    def resolve(self, remote: str) -> tuple[str, str]:
+        """``(url, token)`` for a node's ``remote`` value (a peer name or a URL)."""
+        peer = self.peers.get(remote)
+        default = os.environ.get("REFLOWPY_BRIDGE_TOKEN", "")
+        if peer is not None:
+            return peer.url, peer.token if peer.token is not None else default
+        if "://" in remote or remote.startswith("unix:"):
+            return remote, default
+        raise ConfigError(f"remote {remote!r} is neither a URL nor a peer of the peers file"
+                          f" (known peers: {', '.join(sorted(self.peers)) or 'none'})")
+
+
+def load_peers(source: str | Path | Mapping[str, Any] | None) -> Peers:
+    """Read a peers file (path) or mapping; ``None`` gives no peers."""
+    if source is None:
+        return Peers()
+    where = "peers mapping"
+    data: Any = source
+    if not isinstance(source, Mapping):
+        where = f"peers file {str(source)!r}"
+        try:
+            data = yaml.safe_load(Path(source).read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+    try:
+        return msgspec.convert(data or {}, Peers)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+class PeerState(msgspec.Struct, frozen=True):
+    """What probing one peer found: ``ok`` (reachable, token accepted), ``auth`` (token
+    refused), ``unreachable`` or ``error``; the handshake time in ms."""
+
+    name: str
+    url: str
+    state: str
+    detail: str
+    handshake_ms: float | None = None
+
+
+async def probe(name: str, url: str, token: str, *, timeout: float = 5.0) -> PeerState:
+    """Dial ``url`` and run the HELLO challenge without placing anything."""
+    import secrets
+
+    from reflowpy.bridge.session import dial
+    from reflowpy.bridge.transport import LinkClosed, transport_for
+    from reflowpy.errors import BridgeAuthError, BridgeError
+
+    started = trio.current_time()
+    try:
+        with trio.fail_after(timeout):
+            async with transport_for(url).connect() as conn:
+                await dial(conn, local_id="probe", token=token,
+                           session=f"probe-{secrets.token_hex(4)}", timeout=timeout)
+    except BridgeAuthError as exc:
+        ms = (trio.current_time() - started) * 1000
+        if getattr(exc, "code", "") == "refused":  # token accepted; nothing to host: fine
+            return PeerState(name, url, "ok", "token accepted", ms)
+        return PeerState(name, url, "auth", str(exc), ms)
+    except (OSError, LinkClosed, trio.TooSlowError) as exc:
+        return PeerState(name, url, "unreachable", str(exc) or type(exc).__name__)
+    except BridgeError as exc:
+        return PeerState(name, url, "error", str(exc))
+    return PeerState(name, url, "ok", "handshake complete",
+                     (trio.current_time() - started) * 1000)
+
+
+async def probe_all(peers: Peers, timeout: float = 5.0) -> list[PeerState]:
+    """Probe every configured peer concurrently (sorted by name)."""
+    results: dict[str, PeerState] = {}
+
+    async def one(name: str) -> None:
+        url, token = peers.resolve(name)
+        results[name] = await probe(name, url, token, timeout=timeout)
+
+    async with trio.open_nursery() as nursery:
+        for name in peers.peers:
+            nursery.start_soon(one, name)
+    return [results[n] for n in sorted(results)]

@@ -1,0 +1,659 @@
+"""A session: everything two peers share, across the connections that come and go.
+
+One :class:`Session` per pair of peers holds the channels (edges) between them, in
+both directions, and outlives any single connection. :meth:`Session.run_link` drives
+one live connection: a reader task dispatches frames to the channels, a writer task
+sends what the channels have to say (control frames first: RESUME, CREDIT, PONG; then
+DATA, one frame per channel per round so channels share the link fairly), and a
+pinger measures round-trip time and declares the link dead after ``liveness``
+seconds of silence. When the link ends, for whatever reason, every channel goes to
+``resuming``; the next :meth:`run_link` resumes them (receivers say where they are,
+senders retransmit from there).
+
+:func:`dial` and :func:`accept` add the HELLO handshake (:mod:`reflowpy.bridge.auth`)
+on each side; :class:`Dialer` keeps one session connected with exponential backoff
+and gives up after ``deadline`` seconds away (the session is then **lost**: waiting
+senders and receivers get :class:`~reflowpy.PeerLost`).
+
+Session states: ``connecting`` -> ``up`` <-> ``down`` -> ``lost`` | ``closed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import random
+import secrets
+from collections import deque
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+import trio
+
+from reflowpy.bridge import auth
+from reflowpy.bridge.channel import ChannelStatistics, InChannel, OutChannel
+from reflowpy.bridge.frames import (
+    MAX_BATCH,
+    MAX_FRAME,
+    PROTOCOL_VERSION,
+    ChannelSpec,
+    Credit,
+    Data,
+    Frame,
+    Hello,
+    Ping,
+    Pong,
+    Reject,
+    Resume,
+    decode_frame,
+    encode_frame,
+)
+from reflowpy.bridge.transport import Connection, LinkClosed, Transport
+from reflowpy.errors import BridgeAuthError, BridgeError, BridgeProtocolError, PeerLost
+from reflowpy.network import codec
+
+__all__ = [
+    "BridgeStatistics",
+    "Dialer",
+    "Session",
+    "accept",
+    "dial",
+]
+
+_log = logging.getLogger("reflowpy.bridge")
+
+
+class _Signal:
+    """Wake every current waiter; a waiter that checks then waits never misses a fire."""
+
+    __slots__ = ("_armed", "_event")
+
+    def __init__(self) -> None:
+        self._event = trio.Event()
+        self._armed = False
+
+    def fire(self) -> None:
+        if self._armed:  # nobody waits: firing costs nothing (the hot path)
+            self._armed = False
+            self._event.set()
+            self._event = trio.Event()
+
+    def wait(self) -> Awaitable[None]:
+        self._armed = True
+        return self._event.wait()
+
+    def current(self) -> trio.Event:
+        """The event the next ``fire`` sets (grab it before checking, await it after)."""
+        self._armed = True
+        return self._event
+
+
+def _link_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The error that ended a link (its sibling tasks' Cancelled are only the echo)."""
+    for exc in group.exceptions:
+        if isinstance(exc, BaseExceptionGroup):
+            inner = _link_error(exc)
+            if inner is not None:
+                return inner
+        elif isinstance(exc, (BridgeError, OSError, trio.BrokenResourceError)):
+            return exc
+    return None
+
+
+class BridgeStatistics(msgspec.Struct, frozen=True):
+    """A snapshot of one bridge (session): link state, RTT, credits, buffers, totals."""
+
+    peer: str
+    session: str
+    state: str
+    rtt_ms: float | None
+    reconnects: int
+    credits: int
+    resend_buffer: int
+    receive_buffer: int
+    bytes_in: int
+    bytes_out: int
+    frames_in: int
+    frames_out: int
+    msgs_in: int
+    msgs_out: int
+    duplicates: int
+    channels: list[ChannelStatistics]
+
+
+class Session:
+    """The channels between this peer and one other, and the link that carries them.
+
+    ``send(channel, value)`` waits for credit (backpressure from the remote bounded
+    buffer); ``receive(channel)`` waits for the next message. Both raise
+    :class:`~reflowpy.PeerLost` once the session is lost or closed.
+    """
+
+    def __init__(self, local_id: str, *, remote_id: str = "", session_id: str = "",
+                 ping_interval: float = 1.0, liveness: float = 5.0,
+                 max_batch: int = MAX_BATCH, max_frame: int = MAX_FRAME,
+                 compress_threshold: int = codec.DEFAULT_COMPRESS_THRESHOLD) -> None:
+        self.local_id = local_id
+        self.remote_id = remote_id
+        self.session_id = session_id or secrets.token_hex(8)
+        #: The remote process' incarnation seen at the last HELLO (a restart changes it).
+        self.remote_incarnation = ""
+        self.ping_interval = ping_interval
+        self.liveness = liveness
+        self.max_batch = max_batch
+        self.max_frame = max_frame
+        self.compress_threshold = compress_threshold
+        self.out: dict[int, OutChannel] = {}
+        self.inc: dict[int, InChannel] = {}
+        self.state = "connecting"
+        self.error: BaseException | None = None
+        self.rtt: float | None = None
+        self.reconnects = 0
+        self.links = 0
+        self.bytes_in = self.bytes_out = self.frames_in = self.frames_out = 0
+        #: Called for each CREDIT carrying a checkpoint (completion acks).
+        self.on_checkpoint: Callable[[int, int, dict[int, int]], None] | None = None
+        #: Returns the checkpoint to put in CREDIT frames (completion acks).
+        self.checkpoint: Callable[[], dict[int, int]] | None = None
+        self._writer = _Signal()
+        self._room: dict[int, _Signal] = {}
+        self._arrived: dict[int, _Signal] = {}
+        self._state_changed = _Signal()
+        self._control: deque[Frame] = deque()
+        self._pings: dict[int, float] = {}
+        self._ping_nonce = 0
+        self._last_heard = 0.0
+        self._batch_hint: dict[int, int] = {}
+
+    # -- channels ---------------------------------------------------------------------
+
+    def add_out(self, spec: ChannelSpec, *, start: int = 1, buffer_limit: int = 8192,
+                replay: bool = False) -> OutChannel:
+        """Declare a channel this peer sends on."""
+        ch = OutChannel(spec, start=start, buffer_limit=buffer_limit, replay=replay)
+        self.out[spec.id] = ch
+        self._room[spec.id] = _Signal()
+        self._writer.fire()
+        return ch
+
+    def add_in(self, spec: ChannelSpec, *, start: int = 1) -> InChannel:
+        """Declare a channel this peer receives on (its capacity is the credit)."""
+        ch = InChannel(spec, start=start, ack_on=spec.ack_on)
+        self.inc[spec.id] = ch
+        self._arrived[spec.id] = _Signal()
+        self._writer.fire()
+        return ch
+
+    def _halves(self) -> list[OutChannel | InChannel]:
+        return [*self.out.values(), *self.inc.values()]
+
+    def _check_open(self) -> None:
+        if self.state in ("lost", "closed"):
+            raise PeerLost(f"peer {self.remote_id or '?'} (session {self.session_id}):"
+                           f" {self.state}: {self.error or 'peer lost'}")
+
+    async def send(self, channel: int, value: Any) -> None:
+        """Queue ``value`` on ``channel``; waits while the remote has no room for it."""
+        out = self.out[channel]
+        while out.room() <= 0:
+            self._check_open()
+            await self._room[channel].wait()
+        self._check_open()
+        out.push(value)
+        self._writer.fire()
+
+    async def send_many(self, channel: int, values: list[Any]) -> int:
+        """Queue ``values`` in order, as credit allows (one writer wake per batch);
+        returns how many were queued -- all of them, unless the session ends (then
+        :class:`~reflowpy.PeerLost` is raised on the next call, and the caller owns the
+        rest)."""
+        out = self.out[channel]
+        done = 0
+        total = len(values)
+        while done < total:
+            room = out.room()
+            if room <= 0:
+                if self.state in ("lost", "closed"):
+                    return done
+                await self._room[channel].wait()
+                continue
+            if self.state in ("lost", "closed"):
+                return done
+            for value in values[done:done + room]:
+                out.push(value)
+            done = min(total, done + room)
+            self._writer.fire()
+        return done
+
+    async def receive(self, channel: int) -> Any:
+        """The next message of ``channel`` (waits for one)."""
+        inc = self.inc[channel]
+        while not inc.buffer:
+            self._check_open()
+            await self._arrived[channel].wait()
+        value = inc.pop()
+        if inc.credit_due:
+            self._writer.fire()
+        return value
+
+    def receive_nowait(self, channel: int) -> list[Any]:
+        """Every message of ``channel`` buffered right now (maybe none)."""
+        inc = self.inc[channel]
+        values = [inc.pop() for _ in range(len(inc.buffer))]
+        if inc.credit_due:
+            self._writer.fire()
+        return values
+
+    async def wait_arrival(self, channel: int) -> None:
+        """Wait until ``channel`` holds a message (or the session ends)."""
+        inc = self.inc[channel]
+        while not inc.buffer:
+            self._check_open()
+            await self._arrived[channel].wait()
+
+    def complete(self, channel: int, upto: int) -> None:
+        """Completion acks: everything up to ``upto`` on ``channel`` is safe."""
+        inc = self.inc[channel]
+        inc.complete(upto)
+        if inc.credit_due:
+            self._writer.fire()
+
+    async def wait_acked(self) -> None:
+        """Wait until every out-channel's messages are all acked (or the session ends)."""
+        while any(ch.buffer or ch.next_seq - 1 > ch.acked for ch in self.out.values()):
+            self._check_open()
+            await self._state_changed.wait()
+
+    def all_acked(self) -> bool:
+        return not any(ch.buffer or ch.next_seq - 1 > ch.acked for ch in self.out.values())
+
+    def changed(self) -> Awaitable[None]:
+        """Fires on every ack, link change and state change (for completion tracking)."""
+        return self._state_changed.wait()
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def _set_state(self, state: str) -> None:
+        if self.state in ("lost", "closed"):
+            return
+        self.state = state
+        self._wake_all()
+
+    def _wake_all(self) -> None:
+        self._state_changed.fire()
+        self._writer.fire()
+        for sig in (*self._room.values(), *self._arrived.values()):
+            sig.fire()
+
+    def lose(self, error: BaseException | None = None) -> None:
+        """The peer is gone for good: waiting senders/receivers get ``PeerLost``."""
+        self.error = error or self.error
+        self._set_state("lost")
+        for ch in self._halves():
+            ch.state = "closed"
+
+    async def say_bye(self, timeout: float = 2.0) -> None:
+        """Tell the peer this session ends on purpose (it stops what it hosts), then close."""
+        if self.state == "up":
+            self._control.append(Reject("bye", "the network stopped"))
+            sent = self.frames_out
+            self._writer.fire()
+            with trio.move_on_after(timeout):
+                while self.frames_out == sent and self.state == "up":
+                    await self._state_changed.wait()
+        self.close()
+
+    def close(self) -> None:
+        """Close the session on purpose (the network stopped)."""
+        self._set_state("closed")
+        for ch in self._halves():
+            ch.state = "closed"
+
+    # -- one link -----------------------------------------------------------------------
+
+    async def run_link(self, conn: Connection) -> None:
+        """Carry the channels over ``conn`` until it fails (then return or raise
+        ``LinkClosed``/``BridgeProtocolError``); every channel is then ``resuming``."""
+        self._check_open()
+        for inc in self.inc.values():
+            inc.link_down()  # say where to resume and grant again on this link
+        for ch in self._halves():
+            ch.state = "open"
+        self.links += 1
+        self._last_heard = trio.current_time()
+        self._control.clear()
+        self._pings.clear()
+        self._set_state("up")
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._reader, conn)
+                nursery.start_soon(self._writer_loop, conn)
+                nursery.start_soon(self._pinger)
+        except BaseExceptionGroup as group:
+            reason = _link_error(group)
+            if reason is None:
+                raise
+            raise reason from None
+        finally:
+            for ch in self.out.values():
+                ch.link_down()
+            for inc in self.inc.values():
+                inc.link_down()
+            self._set_state("down")
+
+    async def _reader(self, conn: Connection) -> None:
+        while True:
+            raw = await conn.receive()
+            self._last_heard = trio.current_time()
+            self.bytes_in += len(raw)
+            self.frames_in += 1
+            try:
+                self._dispatch(decode_frame(raw, max_size=self.max_frame))
+            except BridgeProtocolError as exc:
+                with trio.move_on_after(1):
+                    await conn.send(encode_frame(Reject("protocol", str(exc))))
+                raise
+
+    def _dispatch(self, frame: Frame) -> None:
+        if isinstance(frame, Data):
+            inc = self.inc.get(frame.channel)
+            if inc is None:
+                raise BridgeProtocolError(f"DATA on unknown channel {frame.channel}")
+            if inc.on_data(frame):
+                self._arrived[frame.channel].fire()
+            if inc.resume_due or inc.credit_due:
+                self._writer.fire()
+        elif isinstance(frame, Credit):
+            out = self.out.get(frame.channel)
+            if out is None:
+                raise BridgeProtocolError(f"CREDIT for unknown channel {frame.channel}")
+            out.on_credit(frame)
+            if frame.checkpoint and self.on_checkpoint is not None:
+                self.on_checkpoint(frame.channel, frame.acked, dict(frame.checkpoint))
+            self._room[frame.channel].fire()
+            self._state_changed.fire()
+            self._writer.fire()
+        elif isinstance(frame, Resume):
+            out = self.out.get(frame.channel)
+            if out is None:
+                raise BridgeProtocolError(f"RESUME for unknown channel {frame.channel}")
+            out.on_resume(frame)
+            self._writer.fire()
+        elif isinstance(frame, Ping):
+            self._control.append(Pong(frame.nonce, {i: c.received for i, c in self.inc.items()}))
+            self._writer.fire()
+        elif isinstance(frame, Pong):
+            sent = self._pings.pop(frame.nonce, None)
+            if sent is not None:
+                self.rtt = trio.current_time() - sent
+        elif isinstance(frame, Reject) and frame.code == "bye":
+            self.close()
+            raise LinkClosed(f"peer {self.remote_id!r} closed the session")
+        elif isinstance(frame, Reject):
+            raise BridgeError(f"peer {self.remote_id!r} rejected the link: {frame.code}:"
+                              f" {frame.reason}")
+        else:
+            raise BridgeProtocolError("HELLO after the handshake")
+
+    def _collect(self) -> list[bytes]:
+        frames: list[bytes] = []
+        control = self._control
+        while control:
+            frames.append(encode_frame(control.popleft()))
+        checkpoint: dict[int, int] | None = None
+        for inc in self.inc.values():
+            if inc.resume_due:
+                frames.append(encode_frame(inc.take_resume()))
+            if inc.credit_due:
+                if inc.ack_on == "completion" and self.checkpoint is not None:
+                    if checkpoint is None:
+                        checkpoint = self.checkpoint()
+                    frames.append(encode_frame(inc.take_credit(checkpoint)))
+                else:
+                    frames.append(encode_frame(inc.take_credit()))
+        # data: one frame per channel per round, a bounded number of rounds
+        for _ in range(4):
+            progressed = False
+            for out in self.out.values():
+                if not out.pending():
+                    continue
+                frame = self._data_frame(out)
+                if frame is not None:
+                    frames.append(frame)
+                    progressed = True
+            if not progressed:
+                break
+        return frames
+
+    def _data_frame(self, out: OutChannel) -> bytes | None:
+        hint = self._batch_hint.get(out.id, self.max_batch)
+        while True:
+            resent, high = out.resent, out.high_sent
+            data = out.take_data(hint)
+            if data is None:
+                return None
+            encoded = encode_frame(data, compress_threshold=self.compress_threshold)
+            if len(encoded) <= self.max_frame // 2 or len(data.batch) == 1:
+                if len(encoded) > self.max_frame:
+                    raise BridgeError(
+                        f"channel {out.id} ({out.spec.src} -> {out.spec.tgt}): one message"
+                        f" encodes to {len(encoded)} bytes, above the frame limit of"
+                        f" {self.max_frame}")
+                if len(encoded) < self.max_frame // 8 and hint < self.max_batch:
+                    self._batch_hint[out.id] = min(self.max_batch, hint * 2)
+                return encoded
+            out.sent_upto = data.seq - 1  # too large: split and try again
+            out.resent, out.high_sent = resent, high
+            hint = max(1, len(data.batch) // 2)
+            self._batch_hint[out.id] = hint
+
+    async def _writer_loop(self, conn: Connection) -> None:
+        while True:
+            wake = self._writer.current()
+            frames = self._collect()
+            if not frames:
+                await wake.wait()
+                continue
+            for frame in frames:
+                await conn.send(frame)
+                self.bytes_out += len(frame)
+                self.frames_out += 1
+            self._state_changed.fire()
+
+    async def _pinger(self) -> None:
+        while True:
+            await trio.sleep(self.ping_interval)
+            now = trio.current_time()
+            if now - self._last_heard > self.liveness:
+                raise LinkClosed(f"peer {self.remote_id!r}: nothing heard for"
+                                 f" {now - self._last_heard:.1f} s")
+            self._ping_nonce += 1
+            self._pings[self._ping_nonce] = now
+            if len(self._pings) > 16:
+                self._pings.pop(next(iter(self._pings)))
+            self._control.append(Ping(self._ping_nonce))
+            self._writer.fire()
+
+    # -- statistics ---------------------------------------------------------------------
+
+    def statistics(self) -> BridgeStatistics:
+        """State, RTT, credits, buffers and totals of this bridge right now."""
+        return BridgeStatistics(
+            peer=self.remote_id, session=self.session_id, state=self.state,
+            rtt_ms=None if self.rtt is None else self.rtt * 1000,
+            reconnects=self.reconnects,
+            credits=sum(max(0, c.room()) for c in self.out.values()),
+            resend_buffer=sum(len(c.buffer) for c in self.out.values()),
+            receive_buffer=sum(len(c.buffer) for c in self.inc.values()),
+            bytes_in=self.bytes_in, bytes_out=self.bytes_out, frames_in=self.frames_in,
+            frames_out=self.frames_out,
+            msgs_in=sum(c.messages for c in self.inc.values()),
+            msgs_out=sum(c.messages for c in self.out.values()),
+            duplicates=sum(c.duplicates for c in self.inc.values()),
+            channels=[c.statistics() for c in self._halves()])
+
+
+# -- handshake ------------------------------------------------------------------------------
+
+
+async def _receive_frame(conn: Connection, timeout: float) -> Frame:
+    with trio.fail_after(timeout):
+        raw = await conn.receive()
+    return decode_frame(raw, max_size=MAX_FRAME)
+
+
+async def dial(conn: Connection, *, local_id: str, token: str, session: str,
+               incarnation: str = "", channels: list[ChannelSpec] | None = None,
+               graph: Any = None, timeout: float = 10.0) -> Hello:
+    """The dialer's side of the handshake; returns the acceptor's HELLO.
+
+    Raises :class:`~reflowpy.BridgeAuthError` when the acceptor rejects us or cannot
+    prove it holds the token.
+    """
+    try:
+        first = await _receive_frame(conn, timeout)
+    except trio.TooSlowError:
+        raise LinkClosed(f"{conn.description}: no HELLO within {timeout} s") from None
+    if isinstance(first, Reject):
+        raise BridgeAuthError(f"{conn.description} refused us: {first.code}: {first.reason}")
+    if not isinstance(first, Hello) or first.version != PROTOCOL_VERSION:
+        raise BridgeProtocolError(f"{conn.description}: expected HELLO version"
+                                  f" {PROTOCOL_VERSION}, got {first!r:.80}")
+    nonce = auth.new_nonce()
+    proof = auth.proof(token, "dial", first.nonce, nonce, local_id, session)
+    await conn.send(encode_frame(Hello(
+        PROTOCOL_VERSION, local_id, nonce, proof, session, incarnation,
+        list(channels or []), graph,
+    ), compress_threshold=codec.DEFAULT_COMPRESS_THRESHOLD))
+    try:
+        reply = await _receive_frame(conn, timeout)
+    except trio.TooSlowError:
+        raise LinkClosed(f"{conn.description}: no HELLO reply within {timeout} s") from None
+    if isinstance(reply, Reject):
+        error = BridgeAuthError(f"{conn.description} refused us: {reply.code}: {reply.reason}")
+        error.code = reply.code  # type: ignore[attr-defined]
+        raise error
+    if not isinstance(reply, Hello) or not auth.verify(
+            token, "accept", nonce, first.nonce, reply.peer, session, reply.proof):
+        raise BridgeAuthError(f"{conn.description}: the peer could not prove it holds the"
+                              " bridge token (wrong token on one side?)")
+    return reply
+
+
+async def accept(conn: Connection, *, local_id: str, token: str,
+                 on_hello: Callable[[Hello], Awaitable[tuple[Session, str]]],
+                 timeout: float = 10.0) -> tuple[Session, Hello]:
+    """The acceptor's side of the handshake.
+
+    ``on_hello`` gets the dialer's verified HELLO and returns its session and this
+    process' incarnation (it may raise :class:`~reflowpy.BridgeAuthError` to refuse,
+    e.g. for a component outside the allow-list). A wrong proof, a replayed
+    handshake or a bad frame is answered with REJECT and raises.
+    """
+    nonce = auth.new_nonce()
+    await conn.send(encode_frame(Hello(PROTOCOL_VERSION, local_id, nonce)))
+    try:
+        hello = await _receive_frame(conn, timeout)
+    except trio.TooSlowError:
+        raise LinkClosed(f"{conn.description}: no HELLO within {timeout} s") from None
+    except BridgeProtocolError as exc:
+        await _reject(conn, "protocol", str(exc))
+        raise
+    if not isinstance(hello, Hello):
+        await _reject(conn, "protocol", f"expected HELLO, got {type(hello).__name__}")
+        raise BridgeProtocolError(f"{conn.description}: expected HELLO first")
+    if hello.version != PROTOCOL_VERSION:
+        await _reject(conn, "version", f"protocol version {hello.version} unsupported;"
+                                       f" this peer speaks {PROTOCOL_VERSION}")
+        raise BridgeAuthError(f"{conn.description}: version {hello.version}")
+    if not auth.verify(token, "dial", nonce, hello.nonce, hello.peer, hello.session,
+                       hello.proof):
+        await _reject(conn, "auth", "bad token proof (wrong token or replayed handshake)")
+        raise BridgeAuthError(f"{conn.description}: peer {hello.peer!r} gave a bad token"
+                              " proof (wrong token or replayed handshake)")
+    try:
+        session, incarnation = await on_hello(hello)
+    except BridgeError as exc:
+        await _reject(conn, "refused", str(exc))
+        raise
+    proof = auth.proof(token, "accept", hello.nonce, nonce, local_id, hello.session)
+    await conn.send(encode_frame(Hello(PROTOCOL_VERSION, local_id, nonce, proof,
+                                       hello.session, incarnation)))
+    return session, hello
+
+
+async def _reject(conn: Connection, code: str, reason: str) -> None:
+    with trio.move_on_after(1):
+        with contextlib.suppress(LinkClosed):
+            await conn.send(encode_frame(Reject(code, reason)))
+
+
+class Dialer:
+    """Keeps one session connected to ``transport``: handshake, backoff, resume.
+
+    ``hello()`` supplies the channels and graph for each HELLO (they may change after
+    a restart of the remote process: ``on_incarnation`` is told of every new
+    incarnation before the link runs). After ``deadline`` seconds without a link the
+    session is lost.
+    """
+
+    def __init__(self, session: Session, transport: Transport, *, token: str,
+                 hello: Callable[[], tuple[list[ChannelSpec], Any]],
+                 on_incarnation: Callable[[str, str], None] | None = None,
+                 deadline: float = 30.0, backoff: tuple[float, float] = (0.02, 1.0),
+                 handshake_timeout: float = 10.0) -> None:
+        self.session = session
+        self.transport = transport
+        self.token = token
+        self.hello = hello
+        self.on_incarnation = on_incarnation
+        self.deadline = deadline
+        self.backoff = backoff
+        self.handshake_timeout = handshake_timeout
+        self.connected = trio.Event()
+        self.last_error: BaseException | None = None
+
+    async def run(self) -> None:
+        """Connect, run the link, reconnect, ... until lost or closed (then return)."""
+        s = self.session
+        delay = self.backoff[0]
+        down_since = trio.current_time()
+        while s.state not in ("lost", "closed"):
+            linked = False
+            try:
+                async with self.transport.connect() as conn:
+                    channels, graph = self.hello()
+                    reply = await dial(conn, local_id=s.local_id, token=self.token,
+                                       session=s.session_id, channels=channels,
+                                       graph=graph, timeout=self.handshake_timeout)
+                    s.remote_id = reply.peer
+                    if reply.incarnation != s.remote_incarnation:
+                        previous, s.remote_incarnation = s.remote_incarnation, reply.incarnation
+                        if self.on_incarnation is not None:
+                            self.on_incarnation(previous, reply.incarnation)
+                    if s.links:
+                        s.reconnects += 1
+                    delay = self.backoff[0]
+                    linked = True
+                    self.connected.set()
+                    await s.run_link(conn)
+            except BridgeAuthError as exc:
+                self.last_error = exc
+                s.lose(exc)
+                return
+            except (LinkClosed, OSError, BridgeError) as exc:
+                self.last_error = exc
+                _log.info("bridge to %s: link down: %s", self.transport.address, exc)
+            if s.state in ("lost", "closed"):
+                return
+            now = trio.current_time()
+            if linked:
+                down_since = now
+            if now - down_since > self.deadline:
+                s.lose(PeerLost(f"peer {s.remote_id or self.transport.address!r}: no link"
+                                f" for {self.deadline} s (peer lost); last error:"
+                                f" {self.last_error}"))
+                return
+            await trio.sleep(delay * (0.5 + random.random()))
+            delay = min(self.backoff[1], delay * 2)

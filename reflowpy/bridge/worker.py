@@ -1,0 +1,102 @@
+"""The partition worker process: ``python -m reflowpy.bridge.worker --listen unix:PATH``.
+
+A :class:`~reflowpy.bridge.cluster.BridgedNetwork` spawns one per partition. The worker
+listens on a Unix socket (or ``tcp://host:port``, or ``ws://host:port`` as a standalone
+bridge peer without the rest of ``reflowpy serve``), checks every dialer's HELLO against
+``REFLOWPY_TOKEN`` and hosts the graph part it is sent (:class:`~reflowpy.bridge.host.Host`).
+It exits when its parent dies, or once the part it hosted has ended (bye or peer lost).
+``--plugin module:function`` calls ``function(registry)`` first, to register components.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+import trio
+
+from reflowpy.bridge.host import Host
+from reflowpy.bridge.transport import serve_stream, serve_websocket
+from reflowpy.network.registry import Registry, default_registry
+
+__all__ = ["main", "serve"]
+
+
+def _load_plugins(registry: Registry, plugins: Sequence[str]) -> None:
+    for spec in plugins:
+        module, _, func = spec.partition(":")
+        getattr(importlib.import_module(module), func or "register")(registry)
+
+
+async def serve(listen: str, *, local_id: str, token: str, plugins: Sequence[str] = (),
+                deadline: float = 30.0, once: bool = True,
+                allow: Sequence[str] | None = None) -> None:
+    """Host graph parts on ``listen`` until the parent dies or (``once``) the hosted part
+    ends. Prints ``LISTENING <address>`` on stdout once it accepts connections."""
+    registry = default_registry()
+    _load_plugins(registry, plugins)
+    parent = os.getppid()
+    async with trio.open_nursery() as nursery:
+        host = Host(registry, nursery, local_id=local_id, token=token, deadline=deadline,
+                    allow=allow)
+        if listen.startswith("ws://"):
+            host_name, _, port = listen[5:].partition("/")[0].rpartition(":")
+            server = await nursery.start(serve_websocket, host.handle, host_name, int(port))
+            bound = server.port
+            print(f"LISTENING ws://{host_name}:{bound}/bridge", flush=True)
+            await trio.sleep_forever()
+        if listen.startswith("unix:"):
+            path = listen[5:]
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+            await sock.bind(path)
+            sock.listen(16)
+            listeners = [trio.SocketListener(sock)]
+        elif listen.startswith("tcp://"):
+            host_name, _, port = listen[6:].rpartition(":")
+            listeners = await trio.open_tcp_listeners(int(port), host=host_name)
+        else:
+            raise SystemExit(f"--listen {listen!r}: expected unix:PATH or tcp://HOST:PORT")
+        await nursery.start(serve_stream, listeners, host.handle)
+        print(f"LISTENING {listen}", flush=True)
+        hosted = False
+        while True:
+            await trio.sleep(0.2)
+            if os.getppid() != parent:
+                break
+            if host.deployments:
+                hosted = True
+            elif hosted and once:
+                break
+        nursery.cancel_scope.cancel()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m reflowpy.bridge.worker")
+    parser.add_argument("--listen", required=True)
+    parser.add_argument("--id", default="worker")
+    parser.add_argument("--deadline", type=float, default=30.0)
+    parser.add_argument("--plugin", action="append", default=[])
+    parser.add_argument("--allow", default=None,
+                        help="comma-separated components peers may place here (default: any)")
+    parser.add_argument("--serve", action="store_true",
+                        help="keep serving after a hosted part ends (default for ws://)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("REFLOWPY_LOG", "WARNING"),
+                        format=f"[{args.id}] %(levelname)s %(name)s: %(message)s")
+    token = os.environ.get("REFLOWPY_TOKEN", "")
+    allow = None if args.allow is None else [a for a in args.allow.split(",") if a]
+    trio.run(lambda: serve(args.listen, local_id=args.id, token=token,
+                           plugins=args.plugin, deadline=args.deadline,
+                           once=not args.serve, allow=allow))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Causality ids: which message each event is about, and which inputs caused each output.
+
+The kernel does not stamp ids on messages (that would cost on the hot path); the
+observed event stream is enough to assign them exactly, on the collector's side:
+
+* every ``MessageSent`` to a node's in-port gets a fresh id and is appended to a model
+  of that in-port's FIFO queue; the ``MessageReceived`` at that port takes the head of
+  the model. One queue per in-port is also what the kernel has (merge keeps arrival
+  order), so the match is exact.
+* values that enter a queue without a ``MessageSent`` (IIPs, ``Network.send``) are found
+  by the ``queue_depth`` the kernel reports with each event: the model is padded with
+  *external* entries, and a receive of one of them is an ``input`` (a root of lineage).
+* a node's sends are caused by what it received since its previous send (one message
+  for a per-message actor, one per port for a join, a whole window for a batcher); the
+  further sends of the same activation have the same causes.
+* when tracing starts mid-stream (burst sampling), values already queued are marked
+  *unknown*: their receive is recorded with no known origin.
+
+If the event bus dropped events for the collector, the model may be off; the collector
+then marks the execution's lineage as inexact instead of guessing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+
+__all__ = ["EXTERNAL", "UNKNOWN", "Lineage"]
+
+#: Model entries for queued values that arrived without a MessageSent.
+EXTERNAL = -1
+#: Model entries for values queued before tracing started.
+UNKNOWN = -2
+
+
+#: Most causes kept for a ``run()`` actor between two of its sends.
+_MAX_CAUSES = 1000
+
+
+class Lineage:
+    """Assigns message ids and causes from one network's event stream, in order.
+
+    ``rules`` maps node id -> firing rule (``message``: fires per message, ``join``: one
+    message per in-port, ``loop``: owns its loop); unknown nodes fire per message.
+    ``queued`` are the in-port depths when tracing started mid-stream (``None``: tracing
+    sees the network from its start).
+    """
+
+    __slots__ = ("_complete", "_failing", "_last", "_next", "_pending", "_queues", "_rules",
+                 "inexact")
+
+    def __init__(self, rules: Mapping[str, str] | None = None,
+                 queued: Mapping[tuple[str, str], int] | None = None, first_id: int = 1
+                 ) -> None:
+        #: Whether tracing saw the network from its start (then a node that sends
+        #: without having received anything is a source: its causes are ``[]``).
+        self._complete = queued is None
+        self._rules = dict(rules or {})
+        self._next = first_id
+        self._queues: dict[tuple[str, str], deque[int]] = {}
+        self._pending: dict[str, dict[str, int] | list[int]] = {}
+        self._last: dict[str, list[int] | None] = {}
+        self._failing: set[str] = set()
+        #: Set when the model disagreed with a reported queue depth (events were lost).
+        self.inexact = False
+        for key, n in (queued or {}).items():
+            if n > 0:
+                self._queues[key] = deque([UNKNOWN] * n)
+
+    @property
+    def next_id(self) -> int:
+        """The id the next new message will get."""
+        return self._next
+
+    def sent(self, from_node: str, to_node: str, to_port: str, queue_depth: int
+             ) -> tuple[int, list[int] | None]:
+        """A ``MessageSent``: its message id and its causes (``None``: not known)."""
+        pending = self._pending.get(from_node)
+        causes: list[int] | None
+        if pending:
+            causes = list(pending.values()) if isinstance(pending, dict) else pending
+            self._last[from_node] = causes
+            del self._pending[from_node]
+        elif from_node in self._last:
+            causes = self._last[from_node]
+        else:
+            causes = self._last[from_node] = [] if self._complete else None
+        msg = self._next
+        self._next += 1
+        if to_node:
+            q = self._queues.get((to_node, to_port))
+            if q is None:
+                q = self._queues[(to_node, to_port)] = deque()
+            missing = queue_depth - 1 - len(q)
+            if missing > 0:
+                q.extend([EXTERNAL] * missing)
+            elif missing < 0:
+                self.inexact = True
+                for _ in range(-missing):
+                    q.popleft()
+            q.append(msg)
+        return msg, causes
+
+    def _take(self, node: str, port: str, queue_depth: int | None) -> tuple[int, str]:
+        q = self._queues.get((node, port))
+        head = q.popleft() if q else EXTERNAL
+        if q is not None and queue_depth is not None and len(q) > queue_depth:
+            self.inexact = True
+            while len(q) > queue_depth:
+                q.popleft()
+        if head >= 0:
+            return head, "recv"
+        msg = self._next
+        self._next += 1
+        return msg, "input" if head == EXTERNAL else "unknown"
+
+    def received(self, node: str, port: str, queue_depth: int) -> tuple[int, str]:
+        """A ``MessageReceived``: its message id and kind (``recv``, ``input``, ``unknown``)."""
+        msg, kind = self._take(node, port, queue_depth)
+        self._failing.discard(node)
+        rule = self._rules.get(node, "message")
+        if rule == "message":
+            self._pending[node] = [msg]
+        elif rule == "join":
+            pending = self._pending.get(node)
+            if not isinstance(pending, dict) or port in pending:
+                self._pending[node] = {port: msg}
+            else:
+                pending[port] = msg
+        else:
+            pending = self._pending.get(node)
+            if not isinstance(pending, list):
+                self._pending[node] = [msg]
+            else:
+                pending.append(msg)
+                if len(pending) > _MAX_CAUSES:
+                    del pending[:-_MAX_CAUSES]
+        return msg, kind
+
+    def failed(self, node: str) -> list[int]:
+        """An ``ActorFailed``: the messages the node was processing."""
+        self._failing.add(node)
+        return self.current(node)
+
+    def dead_lettered(self, node: str, port: str) -> tuple[list[int], str]:
+        """A ``DeadLettered``: the messages it holds, and ``failed`` (after a failure or a
+        ``run()`` actor's own dead letter) or ``rejected`` (a queued value the network
+        dropped on stop or removal, never received)."""
+        if node in self._failing or (self._rules.get(node) == "loop" and node in self._pending):
+            self._failing.discard(node)
+            msgs = self.current(node)
+            self._pending.pop(node, None)
+            return msgs, "failed"
+        msg, _ = self._take(node, port, None)
+        return [msg], "rejected"
+
+    def current(self, node: str) -> list[int]:
+        """The messages a node is processing now (or last processed)."""
+        pending = self._pending.get(node)
+        if pending:
+            return list(pending.values()) if isinstance(pending, dict) else list(pending)
+        return list(self._last.get(node) or [])

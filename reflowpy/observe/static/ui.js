@@ -1,0 +1,190 @@
+// reflowpy live page: draws the running graph and follows it over Server-Sent Events.
+// No dependencies, no CDN. The token (if the server has one) comes from the URL fragment
+// (#token=...) and is sent as a bearer header, also for the event stream.
+"use strict";
+(function () {
+  const params = new URLSearchParams(location.hash.slice(1));
+  const token = params.get("token") || sessionStorage.getItem("reflowpy-token") || "";
+  if (params.get("token")) sessionStorage.setItem("reflowpy-token", token);
+  const headers = token ? { authorization: "Bearer " + token } : {};
+  const $ = (id) => document.getElementById(id);
+  const SVG = "http://www.w3.org/2000/svg";
+  let current = params.get("network") || "";
+  let selected = null;
+  let lastView = null;
+  let abort = null;
+
+  function el(tag, attrs, text) {
+    const e = document.createElementNS(SVG, tag);
+    for (const k in attrs) e.setAttribute(k, attrs[k]);
+    if (text !== undefined) e.textContent = text;
+    return e;
+  }
+  function h(tag, text, cls) {
+    const e = document.createElement(tag);
+    if (text !== undefined) e.textContent = text;
+    if (cls) e.className = cls;
+    return e;
+  }
+  function fmt(n) { return n >= 1e6 ? (n / 1e6).toFixed(1) + "M" : n >= 1e4 ? (n / 1e3).toFixed(1) + "k" : String(n); }
+
+  async function getJSON(url) {
+    const r = await fetch(url, { headers });
+    if (!r.ok) throw new Error(url + ": HTTP " + r.status);
+    return r.json();
+  }
+
+  // Server-Sent Events read with fetch (EventSource cannot send an Authorization header).
+  async function follow(url, onEvent) {
+    if (abort) abort.abort();
+    abort = new AbortController();
+    const signal = abort.signal;
+    try {
+      const r = await fetch(url, { headers, signal });
+      if (!r.ok) throw new Error("HTTP " + r.status);
+      $("conn").textContent = "live"; $("conn").className = "conn live";
+      const reader = r.body.getReader();
+      const dec = new TextDecoder();
+      let buf = "";
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) break;
+        buf += dec.decode(value, { stream: true });
+        let i;
+        while ((i = buf.indexOf("\n\n")) >= 0) {
+          const rec = buf.slice(0, i); buf = buf.slice(i + 2);
+          let type = "message", data = "";
+          for (const line of rec.split("\n")) {
+            if (line.startsWith("event: ")) type = line.slice(7);
+            else if (line.startsWith("data: ")) data += line.slice(6);
+          }
+          if (data) onEvent(type, JSON.parse(data));
+        }
+      }
+    } catch (e) {
+      if (signal.aborted) return;
+    }
+    $("conn").textContent = "reconnecting…"; $("conn").className = "conn";
+    setTimeout(() => { if (!signal.aborted) start(); }, 1000);
+  }
+
+  function drawGraph(view) {
+    const svg = $("graph");
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+    const W = 150, H = 58;
+    const pos = {};
+    let maxX = 0, maxY = 0;
+    for (const n of view.nodes) { pos[n.id] = n; maxX = Math.max(maxX, n.x); maxY = Math.max(maxY, n.y); }
+    // never zoom in past 1:1 on small graphs: a minimum extent keeps text at its size
+    svg.setAttribute("viewBox", `-20 -20 ${Math.max(maxX + W + 40, 860)} ${Math.max(maxY + H + 60, 480)}`);
+    const defs = el("defs", {});
+    const marker = el("marker", { id: "arrow", viewBox: "0 0 10 10", refX: "10", refY: "5", markerWidth: "6", markerHeight: "6", orient: "auto-start-reverse" });
+    marker.appendChild(el("path", { d: "M 0 0 L 10 5 L 0 10 z", fill: "#99a" }));
+    defs.appendChild(marker); svg.appendChild(defs);
+    for (const e of view.edges) {
+      const a = pos[e.from], b = pos[e.to];
+      if (!a || !b) continue;
+      const x1 = a.x + W, y1 = a.y + H / 2, x2 = b.x, y2 = b.y + H / 2;
+      const mx = (x1 + x2) / 2;
+      svg.appendChild(el("path", { d: `M ${x1} ${y1} C ${mx} ${y1}, ${mx} ${y2}, ${x2} ${y2}`,
+        class: "edge" + (e.fill >= 1 ? " full" : ""), "marker-end": "url(#arrow)" }));
+      const label = el("text", { x: mx, y: (y1 + y2) / 2 - 8, class: "edge-label", "text-anchor": "middle" },
+        `${e.queued}/${e.capacity}` + (e.rate ? ` · ${fmt(Math.round(e.rate))}/s` : ""));
+      label.setAttribute("data-edge", `${e.from}.${e.fromPort}->${e.to}.${e.toPort}`);
+      svg.appendChild(label);
+    }
+    for (const n of view.nodes) {
+      const g = el("g", { class: `node ${n.state}` + (view.rootCause === n.id ? " root" : ""),
+        transform: `translate(${n.x},${n.y})`, "data-node": n.id });
+      g.appendChild(el("rect", { width: W, height: H }));
+      g.appendChild(el("text", { x: 8, y: 17, "font-weight": "bold" }, n.id));
+      g.appendChild(el("text", { x: 8, y: 32 }, n.component));
+      const counts = el("text", { x: 8, y: 47, class: "counts" }, `in ${fmt(n.in)} · out ${fmt(n.out)}`);
+      counts.setAttribute("data-counter", n.id);
+      g.appendChild(counts);
+      if (n.status) g.appendChild(el("text", { x: 8, y: H + 14, class: "status" }, n.status));
+      g.addEventListener("click", () => { selected = n.id; render(lastView); showDetail(n.id); });
+      svg.appendChild(g);
+    }
+  }
+
+  function render(view) {
+    lastView = view;
+    if (!view) return;
+    drawGraph(view);
+    const hint = $("hint");
+    if (view.rootCause) {
+      hint.hidden = false;
+      hint.textContent = `Backpressure root cause: node “${view.rootCause}” is busy and not backpressured while its upstream waits for it.`;
+    } else hint.hidden = true;
+    const tbody = $("nodes").querySelector("tbody");
+    tbody.textContent = "";
+    for (const n of view.nodes) {
+      const tr = h("tr");
+      if (n.id === selected) tr.className = "selected";
+      tr.appendChild(h("td", n.id));
+      tr.appendChild(h("td", n.state));
+      tr.appendChild(h("td", fmt(n.in), "num"));
+      tr.appendChild(h("td", fmt(n.out), "num"));
+      tr.appendChild(h("td", fmt(Math.round(n.rateIn)), "num"));
+      tr.appendChild(h("td", String(n.failures), "num"));
+      tr.addEventListener("click", () => { selected = n.id; render(lastView); showDetail(n.id); });
+      tbody.appendChild(tr);
+    }
+    const ul = $("errors");
+    ul.textContent = "";
+    const errs = view.errors.filter((e) => !selected || e.node === selected);
+    if (!errs.length) ul.appendChild(h("li", "none", "none"));
+    for (const e of errs.slice(0, 20)) {
+      const li = h("li", `#${e.id} ${e.node}.${e.port}: ${e.errorType}: ${e.error} — ${e.value} `);
+      const b = h("button", "re-send", "resend");
+      b.dataset.letter = String(e.id);
+      b.addEventListener("click", () => resend(e.id, b));
+      li.appendChild(b);
+      ul.appendChild(li);
+    }
+  }
+
+  // Dead letters go back to their node and port (the server's REST endpoint).
+  async function resend(id, button) {
+    button.disabled = true;
+    const r = await fetch(`/executions/${encodeURIComponent(current)}/dead-letters/${id}/resend`,
+      { method: "POST", headers });
+    button.textContent = r.ok ? "re-sent" : `failed (${r.status})`;
+  }
+
+  async function showDetail(node) {
+    const box = $("detail");
+    box.textContent = "";
+    const n = lastView && lastView.nodes.find((x) => x.id === node);
+    if (!n) return;
+    box.appendChild(h("h2", `Node ${n.id}`));
+    box.appendChild(h("pre", `component ${n.component}\nstate ${n.state}\nactivations ${n.activations}\n` +
+      `busy ${n.busyS}s · backpressured ${n.backpressuredS}s · idle ${n.idleS}s` + (n.status ? `\nstatus: ${n.status}` : "")));
+    try {
+      const rows = await getJSON(`/traces/${encodeURIComponent(current)}/events?node=${encodeURIComponent(node)}&limit=20`);
+      const pre = h("pre", rows.map((r) => `${r[3]} ${r[4]}.${r[5]} #${r[8] ?? ""} ${JSON.stringify(r[10])}`).join("\n") || "no traced messages");
+      box.appendChild(h("h2", "Recent messages")); box.appendChild(pre);
+    } catch (e) {
+      box.appendChild(h("p", "recent messages: this execution is not traced"));
+    }
+  }
+
+  async function start() {
+    const nets = await getJSON("/ui/api/networks").catch(() => []);
+    const sel = $("network");
+    sel.textContent = "";
+    for (const n of nets) {
+      const o = h("option", `${n.graph || "(unnamed)"} — ${n.name}`); o.value = n.name; sel.appendChild(o);
+    }
+    if (!current && nets.length) current = nets[0].name;
+    sel.value = current;
+    if (!current) {
+      follow("/ui/events", (type, data) => { if (type === "networks" && data.length) { current = data[0].name; start(); } });
+      return;
+    }
+    follow(`/ui/events?network=${encodeURIComponent(current)}`, (type, data) => { if (type === "view") render(data); });
+  }
+  $("network").addEventListener("change", (ev) => { current = ev.target.value; selected = null; start(); });
+  start();
+})();

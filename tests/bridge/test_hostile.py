@@ -1,0 +1,185 @@
+"""Hostile input: fuzzed frames, garbage on a live link, a peer gone past its deadline.
+
+* ``decode_frame`` on mutated corpus frames (``tests/bridge/corpus/``) and random bytes
+  raises only :class:`~reflowpy.BridgeProtocolError` (never another exception, never
+  a huge allocation: sizes are checked before decompression);
+* garbage sent after a valid handshake is answered with REJECT and closes only that
+  connection; a second session on the same host keeps delivering;
+* a peer that stays away past the deadline: the messages it never confirmed and the
+  ones still queued for it become dead letters with the reason ``peer lost``, the
+  node it hosted fails (``ActorFailed``), and with ``on_failure="stop"`` the network
+  stops with that error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import reflowpy as rf
+from reflowpy.bridge import BridgedNetwork, Host, Peer, Peers
+from reflowpy.bridge.frames import MAX_FRAME, Reject, decode_frame
+from reflowpy.bridge.session import dial
+from reflowpy.bridge.transport import LinkClosed, MemoryConnection, MemoryTransport
+from reflowpy.errors import ActorError, BridgeProtocolError
+from tests.bridge.helpers import check_exact, pipeline, registry
+from tests.bridge.test_partitions import feed_and_collect
+from tests.scale import long_scale
+
+CORPUS = [p.read_bytes() for p in sorted((Path(__file__).parent / "corpus").glob("*.bin"))]
+FUZZ = {"inputs": 0, "refused": 0, "accepted": 0}
+
+
+def test_corpus_frames_decode() -> None:
+    assert len(CORPUS) >= 8
+    for raw in CORPUS:
+        decode_frame(raw)
+
+
+@settings(max_examples=long_scale(1500))
+@given(st.sampled_from(CORPUS), st.lists(st.tuples(st.integers(0, 10**6), st.integers(0, 255)),
+                                         max_size=8),
+       st.integers(0, 3), st.binary(max_size=64))
+def test_mutated_frames_raise_only_protocol_errors(seed: bytes, flips: list[tuple[int, int]],
+                                                   cut: int, tail: bytes) -> None:
+    data = bytearray(seed)
+    for pos, byte in flips:
+        if data:
+            data[pos % len(data)] = byte
+    if cut:
+        data = data[: len(data) * cut // 4]
+    data += tail
+    FUZZ["inputs"] += 1
+    try:
+        decode_frame(bytes(data), max_size=1 << 20)
+        FUZZ["accepted"] += 1
+    except BridgeProtocolError:
+        FUZZ["refused"] += 1
+
+
+@settings(max_examples=long_scale(500))
+@given(st.binary(max_size=256))
+def test_random_bytes_raise_only_protocol_errors(data: bytes) -> None:
+    FUZZ["inputs"] += 1
+    with contextlib.suppress(BridgeProtocolError):
+        decode_frame(data)
+
+
+def test_zstd_bomb_is_refused_before_allocation() -> None:
+    import zstandard
+
+    bomb = b"\x01" + zstandard.ZstdCompressor().compress(b"\x00" * (MAX_FRAME + 10))
+    with pytest.raises(BridgeProtocolError, match="larger than|exceeds"):
+        decode_frame(bomb)
+
+
+@contextlib.asynccontextmanager
+async def _host() -> AsyncIterator[tuple[Host, MemoryTransport]]:
+    async with trio.open_nursery() as nursery:
+        host = Host(registry(), nursery, local_id="peer", token="tok", deadline=0.5)
+        yield host, MemoryTransport(host.handle, nursery)
+        nursery.cancel_scope.cancel()
+
+
+async def test_garbage_after_the_handshake_closes_only_that_link() -> None:
+    async with _host() as (_, transport):
+        bn = BridgedNetwork(pipeline({"b": "remote:peer"}), registry(),
+                            transports={"remote:peer": transport},
+                            peers=Peers({"peer": Peer("memory:", "tok")}))
+        async with bn, trio.open_nursery() as nursery:
+            got: list[list[Any]] = []
+
+            async def healthy() -> None:
+                got.append(await feed_and_collect(bn.network, 3000))
+
+            nursery.start_soon(healthy)
+            for i, garbage in enumerate([b"\x00\x93\xa4DATA", b"\xff" * 40, CORPUS[0][:9],
+                                         b"\x00" + b"\x92\xa6CREDIT\x01"]):
+                async with transport.connect() as conn:
+                    g = pipeline({"b": "remote:peer"}).to_dict("reflow")
+                    await dial(conn, local_id="evil", token="tok", session=f"evil{i}",
+                               graph={"graph": g, "location": "remote:peer"})
+                    await conn.send(garbage)
+                    rejects = []
+                    with pytest.raises(LinkClosed):
+                        while True:
+                            frame = decode_frame(await conn.receive())
+                            if isinstance(frame, Reject):
+                                rejects.append(frame.code)
+                    assert rejects == ["protocol"], rejects
+                    FUZZ["refused"] += 1
+        check_exact(got[0], 3000)
+        assert bn.statistics()["bridges"]["remote:peer"].reconnects == 0
+
+
+class _Gone:
+    """A transport whose peer has vanished: every connect fails."""
+
+    address = "memory:gone"
+
+    def __init__(self, inner: MemoryTransport) -> None:
+        self.inner = inner
+        self.gone = False
+
+    @contextlib.asynccontextmanager
+    async def connect(self) -> AsyncIterator[MemoryConnection]:
+        if self.gone:
+            raise OSError("connection refused (peer gone)")
+        async with self.inner.connect() as conn:
+            yield conn  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("on_failure", ["dead_letter", "stop"])
+async def test_peer_lost_past_deadline_dead_letters_and_fails_per_policy(
+        on_failure: str) -> None:
+    async with _host() as (_, inner):
+        transport = _Gone(inner)
+        g = pipeline({"b": "remote:peer"})
+        g.nodes["b"].metadata["policy"] = {"on_failure": on_failure}
+        bn = BridgedNetwork(g, registry(), transports={"remote:peer": transport},
+                            peers=Peers({"peer": Peer("memory:", "tok")}), deadline=0.5,
+                            liveness=0.3, ping_interval=0.1)
+        sent = 0
+
+        def ledger() -> int:
+            out = bn.network.statistics()["outputs"]["out"].total
+            return out + len(bn.network.dead_letters())
+
+        with pytest.raises(ActorError) if on_failure == "stop" else contextlib.nullcontext():
+            async with bn:
+                for i in range(200):
+                    await bn.network.send("in", [0, i])
+                    sent += 1
+                session = bn.session("remote:peer")
+                transport.gone = True
+                for c in inner.connections:
+                    c.cut()
+                while session.state != "lost":
+                    await session.changed()
+                with contextlib.suppress(rf.NetworkStopped):
+                    for i in range(200, 300):
+                        await bn.network.send("in", [0, i])
+                        sent += 1
+                while ledger() < sent:  # every accepted message: delivered or dead letter
+                    await bn.binding.progress()
+        letters = bn.network.dead_letters()
+        assert letters and all("peer lost" in d.error for d in letters)
+        assert bn.binding.lost_letters == len(letters)
+        assert ledger() == sent
+        errors = [e for e in bn.network.errors if e.node == "b"]
+        assert errors and "peer lost" in str(errors[0])
+
+
+def test_zz_fuzz_counts(capsys: pytest.CaptureFixture[str]) -> None:
+    """How many hostile inputs ran (for the report); each one was refused cleanly."""
+    with capsys.disabled():
+        print(f"\nhostile inputs: {FUZZ}")
+    if FUZZ["inputs"]:
+        assert FUZZ["refused"] > 0

@@ -1,0 +1,91 @@
+"""Busy / backpressured / idle derived from the counters, and the root-cause hint, on a
+network really stalled behind a slow node (held on an event: no sleeps)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import trio
+
+import reflowpy as rf
+from reflowpy.observe.live import Monitor
+from reflowpy.observe.stats import StateTracker, snapshot
+
+GATE: dict[str, trio.Event] = {}
+
+
+class Source(rf.Actor):
+    outports = ["out"]
+
+    async def run(self, ctx: Any) -> None:
+        for i in range(int(ctx.config["n"])):
+            await ctx.send("out", i)
+
+
+@rf.actor(inports=["in"], outports=["out"])
+def passthrough(ctx: rf.ActorContext) -> dict[str, Any]:
+    return {"out": ctx.inputs["in"]}
+
+
+class Slow(rf.Actor):
+    """Holds its first message until the test opens the gate."""
+
+    inports = ["in"]
+    outports = ["out"]
+
+    async def process(self, ctx: Any) -> dict[str, Any]:
+        await GATE["slow"].wait()
+        return {"out": ctx.inputs["in"]}
+
+
+def _graph(n: int) -> tuple[rf.Graph, rf.Registry]:
+    reg = rf.Registry()
+    reg.register("t/Source", Source)
+    reg.register("t/Pass", passthrough)
+    reg.register("t/Slow", Slow)
+    g = rf.Graph("stall")
+    g.add_node("src", "t/Source", {"n": n})
+    g.add_node("a", "t/Pass")
+    g.add_node("slow", "t/Slow")
+    g.add_node("b", "t/Pass")
+    g.add_edge("src", "out", "a", "in", capacity=4)
+    g.add_edge("a", "out", "slow", "in", capacity=4)
+    g.add_edge("slow", "out", "b", "in", capacity=4)
+    g.add_outport("out", "b", "out")
+    return g, reg
+
+
+async def test_root_cause_is_the_busy_node_behind_backpressure() -> None:
+    GATE["slow"] = trio.Event()
+    g, reg = _graph(1000)
+    clock = [0.0]
+    net = rf.Network(g, reg, output_capacity=10_000)
+    async with net:
+        tracker = StateTracker(net, clock=lambda: clock[0])
+        tracker.update()
+        # the network can do nothing more until the gate opens: it stalls for real
+        while not (net._runners["src"].waiter is None and all(
+                p.queued >= p.capacity for s in snapshot(net).values() for p in s.inports
+                if s.node in ("a", "slow"))):
+            await trio.testing.wait_all_tasks_blocked()
+        clock[0] = 1.0
+        states = tracker.update()
+        assert states["slow"].state == "busy"
+        assert states["a"].state == "backpressured"
+        assert states["src"].state == "backpressured"
+        assert states["b"].state == "idle"
+        assert tracker.root_cause(["src", "a", "slow", "b"]) == "slow"
+        assert states["a"].backpressured_s == 1.0 and states["b"].idle_s == 1.0
+        view = Monitor(lambda: {"stall": net}).view("stall")
+        assert view is not None and view["rootCause"] == "slow"
+        fills = {(e["from"], e["to"]): e["fill"] for e in view["edges"]}
+        assert fills[("a", "slow")] == 1.0 and fills[("slow", "b")] == 0.0
+        GATE["slow"].set()
+        await net.idle()
+        clock[0] = 2.0
+        tracker.update()
+        clock[0] = 3.0
+        states = tracker.update()
+        assert {st.state for st in states.values()} == {"idle"}
+        assert tracker.root_cause(["src", "a", "slow", "b"]) is None
+    assert len(net.outputs("out").drain()) == 1000

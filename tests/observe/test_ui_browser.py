@@ -1,0 +1,115 @@
+"""The live page in headless Chromium (Debian ``chromium``, installed by
+scripts/setup-chromium.sh): it loads with no console errors, shows the nodes of a running
+graph, updates a counter live over SSE, and a screenshot is saved as a test artifact
+(``$REFLOWPY_ARTIFACTS`` or ``test-artifacts/`` at the repository root)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.observe.cdp import browser_page, chromium_path
+from tests.observe.conftest import feed, start_doubler
+from tests.server.conftest import Served
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(
+    chromium_path() is None and not os.environ.get("CI"),
+    reason="needs Debian chromium (scripts/setup-chromium.sh); required when CI is set")
+
+
+def artifact_dir() -> Path:
+    d = Path(os.environ.get("REFLOWPY_ARTIFACTS") or ROOT / "test-artifacts")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+# Resolves once the page shows ``n`` nodes; the page signals it (no polling from here).
+_WAIT_NODES = """new Promise((resolve, reject) => {
+  const t = setTimeout(() => reject(new Error('nodes never appeared')), 20000);
+  const check = () => {
+    const n = document.querySelectorAll('#graph g.node').length;
+    if (n >= %d) { clearTimeout(t); resolve(n); return true; } return false; };
+  if (!check()) new MutationObserver((_, obs) => { if (check()) obs.disconnect(); })
+    .observe(document.body, {subtree: true, childList: true, characterData: true});
+})"""
+
+_COUNTER = "document.querySelector('[data-counter=\"d\"]').textContent"
+
+_WAIT_CHANGE = """new Promise((resolve, reject) => {
+  const before = %s;
+  const t = setTimeout(() => reject(new Error('counter never changed from ' + before)), 20000);
+  new MutationObserver((_, obs) => {
+    const el = document.querySelector('[data-counter="d"]');
+    if (el && el.textContent !== before && el.textContent.includes(%s)) {
+      obs.disconnect(); clearTimeout(t); resolve(el.textContent); }
+  }).observe(document.body, {subtree: true, childList: true, characterData: true});
+})"""
+
+
+async def _check_page(served: Served, url: str) -> None:
+    async with served.client() as client, browser_page() as page:
+        ex = await start_doubler(client)
+        await feed(client, ex, [1, 2, 3], 3)
+        await page.navigate(url)
+        assert await page.evaluate(_WAIT_NODES % 2) == 2
+        ids = await page.evaluate(
+            "[...document.querySelectorAll('#graph g.node')].map(g => g.dataset.node)")
+        assert sorted(ids) == ["d", "r"]
+        assert "in 3" in await page.evaluate(_COUNTER)
+        # a live update: 7 more messages arrive; the page's counter follows over SSE
+        await feed(client, ex, [4, 5, 6, 7, 8, 9, 10], 10)
+        changed = await page.evaluate(_WAIT_CHANGE % (_COUNTER, json.dumps("in 10")))
+        assert "in 10" in changed
+        rows = await page.evaluate("document.querySelectorAll('#nodes tbody tr').length")
+        assert rows == 2
+        await page.screenshot(str(artifact_dir() / "live-page.png"))
+        assert page.console_errors == [], page.console_errors
+        await client.post(f"/executions/{ex}/stop", json={})
+
+
+async def test_live_page_in_chromium(served: Served) -> None:
+    await _check_page(served, f"{served.url}/ui/")
+    png = artifact_dir() / "live-page.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+FAILER = {
+    "properties": {"name": "failer"},
+    "processes": {"f": {"component": "test/Fail"}},
+    "connections": [],
+    "inports": {"x": {"process": "f", "port": "in"}},
+    "outports": {"y": {"process": "f", "port": "out"}},
+}
+
+_WAIT_ERRORS = """new Promise((resolve, reject) => {
+  const t = setTimeout(() => reject(new Error('errors never reached %d')), 20000);
+  const check = () => {
+    const b = document.querySelectorAll('#errors button.resend');
+    if (b.length >= %d) {
+      clearTimeout(t); resolve([...b].map(x => x.dataset.letter)); return true; }
+    return false; };
+  if (!check()) new MutationObserver((_, obs) => { if (check()) obs.disconnect(); })
+    .observe(document.body, {subtree: true, childList: true});
+})"""
+
+
+async def test_dead_letter_resend_button(served: Served) -> None:
+    async with served.client() as client, browser_page() as page:
+        r = await client.post("/executions", json={"graph": FAILER})
+        ex = r.json()["id"]
+        await client.post(f"/executions/{ex}/inputs/x", json={"value": "boom"})
+        await page.navigate(f"{served.url}/ui/#network={ex}")
+        assert await page.evaluate(_WAIT_ERRORS % (1, 1)) == ["1"]
+        await page.evaluate("document.querySelector('#errors button.resend').click()")
+        # the re-sent message fails again: a new letter replaces the old one
+        assert await page.evaluate(_WAIT_ERRORS.replace(
+            "b.length >= %d", "b.length >= 1 && b[0].dataset.letter === '2'") % (2,)) == ["2"]
+        letters = (await client.get(f"/executions/{ex}/dead-letters")).json()
+        assert [d["id"] for d in letters] == [2]
+        assert page.console_errors == [], page.console_errors
+        await client.post(f"/executions/{ex}/stop", json={})
