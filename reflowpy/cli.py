@@ -162,6 +162,8 @@ def _error_ports(graph: Any, registry: Any) -> dict[str, tuple[str, str]]:
     taken |= {(x.node, x.port) for x in graph.outports.values()}
     found: dict[str, tuple[str, str]] = {}
     for node in graph.nodes.values():
+        if "partition" in node.metadata or "remote" in node.metadata:
+            continue  # placed in another process: its ports cannot be exported here
         try:
             info = registry.describe(node.component)
         except ReflowError:
