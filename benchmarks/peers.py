@@ -43,6 +43,8 @@ GROUPS = ("W1", "W2", "W3", "W4", "W5", "W6")
 FIGURES = {"W1": ("msgs_per_s", True), "W2": ("msgs_per_s", True), "W3": ("p50_us", False),
            "W4": ("kib_per_actor", False), "W5": ("peak_growth_mb", False),
            "W6": ("msgs_per_s", True)}
+#: The peer each goal of issue 15 names, per workload (ratios to it are printed too).
+GOAL_PEER = {"W2": "asyncio+uvloop", "W6": "bytewax"}
 Variant = tuple[str, str, list[str], dict[str, str], str | None]  # group, sys, argv, env, cwd
 
 
@@ -162,31 +164,49 @@ def _figure(group: str, d: dict[str, Any]) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def _ratio(a: float, b: float, bigger: bool) -> float:
+    return round(a / b if bigger else b / a, 3) if a and b else 0.0
+
+
 def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    table: dict[tuple[str, str], list[float]] = {}
+    """Medians per (workload, system), and the ratio to the best peer both of the
+    medians and paired per round (median of each round's own ratio, steadier on a
+    shared, noisy machine)."""
+    table: dict[tuple[str, str], dict[int, float]] = {}
     for d in results:
         group = d["group"]
         value = _figure(group, d)
         if value is None:
             continue
         name = d["sys"] + (f" ({d['behaviour']})" if d.get("behaviour") else "")
-        table.setdefault((group, name), []).append(value)
+        table.setdefault((group, name), {})[d.get("round", 0)] = value
     out = []
     for group in GROUPS:
-        rows = {name: statistics.median(vs) for (g, name), vs in table.items() if g == group}
+        rows = {name: vs for (g, name), vs in table.items() if g == group}
         if not rows:
             continue
         _, bigger = FIGURES[group]
-        peers = {k: v for k, v in rows.items() if not k.startswith("reflowpy")
+        medians = {name: statistics.median(vs.values()) for name, vs in rows.items()}
+        peers = {k: v for k, v in medians.items() if not k.startswith("reflowpy")
                  and k != "python-loop"}
         best = (max if bigger else min)(peers.items(), key=lambda kv: kv[1]) if peers else None
-        for name, value in sorted(rows.items()):
+
+        for name, value in sorted(medians.items()):
             line: dict[str, Any] = {"summary": group, "sys": name, FIGURES[group][0]: value,
-                                    "rounds": len(table[(group, name)])}
+                                    "rounds": len(rows[name])}
             if best is not None and best[1]:
                 line["best_peer"] = best[0]
-                line["ratio_to_best_peer"] = round(
-                    value / best[1] if bigger else best[1] / value if value else 0.0, 3)
+                line["ratio_to_best_peer"] = _ratio(value, best[1], bigger)
+                paired = [_ratio(v, rows[best[0]][r], bigger) for r, v in rows[name].items()
+                          if r in rows[best[0]]]
+                if paired:
+                    line["paired_ratio_to_best_peer"] = round(statistics.median(paired), 3)
+            goal = GOAL_PEER.get(group)
+            if goal in rows:
+                paired = [_ratio(v, rows[goal][r], bigger) for r, v in rows[name].items()
+                          if r in rows[goal]]
+                if paired:
+                    line[f"paired_ratio_to_{goal}"] = round(statistics.median(paired), 3)
             out.append(line)
     return out
 
@@ -202,7 +222,15 @@ def main(argv: list[str] | None = None) -> None:
                                        " working tree (so the tree may change meanwhile)")
     parser.add_argument("--out", help="append every JSON line here too")
     parser.add_argument("--timeout", type=float, default=300)
+    parser.add_argument("--summarize", metavar="FILE",
+                        help="only print the summary of the JSON lines in FILE")
     args = parser.parse_args(argv)
+    if args.summarize:
+        with open(args.summarize) as f:
+            lines = [json.loads(line) for line in f if line.startswith("{")]
+        for line in summarize([d for d in lines if "error" not in d and "summary" not in d]):
+            print(json.dumps(line), flush=True)
+        return
     only = [g for g in GROUPS if g in {w.strip().upper() for w in args.only.split(",")}]
     peers2 = _find_peers2(args.peers2)
     workdir = Path(args.workdir)

@@ -162,8 +162,8 @@ def _error_ports(graph: Any, registry: Any) -> dict[str, tuple[str, str]]:
     taken |= {(x.node, x.port) for x in graph.outports.values()}
     found: dict[str, tuple[str, str]] = {}
     for node in graph.nodes.values():
-        if "partition" in node.metadata or "remote" in node.metadata:
-            continue  # placed in another process: its ports cannot be exported here
+        if node.metadata.get("partition") is not None or node.metadata.get("remote"):
+            continue  # placed in another process: its error port is reported there
         try:
             info = registry.describe(node.component)
         except ReflowError:
@@ -184,35 +184,31 @@ def _print_letter(letter: Any) -> None:
           f" (dead letter {letter.id}, {letter.attempts} attempt(s)):"
           f" {letter.error_type}: {letter.error}", file=sys.stderr)
     trace = getattr(letter, "traceback", "") or getattr(letter, "remote_traceback", "")
-    for line in _user_frames(str(trace or "")):
+    for line in _user_frames(str(trace)):
         print(f"    {line}", file=sys.stderr)
 
 
-_LIBRARY_PARTS = (f"{os.sep}reflowpy{os.sep}", f"{os.sep}trio{os.sep}",
-                  f"{os.sep}site-packages{os.sep}", f"{os.sep}lib{os.sep}python3")
-
-
 def _user_frames(trace: str) -> list[str]:
-    """A traceback with the runtime's own frames left out: the user's code is what to
-    read (a remote script's traceback has only those). Unchanged if nothing is left."""
-    lines = trace.rstrip().splitlines()
+    """The frames of a formatted traceback that are the user's code: ``at FILE:LINE in
+    FUNC: SOURCE`` lines, leaving out reflowpy's own and its libraries' frames (the
+    exception type and message are already on the line above)."""
+    import re
+
+    here = str(Path(__file__).resolve().parent)
+    frame = re.compile(r'\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)')
     out: list[str] = []
-    skip = False
-    for line in lines:
-        stripped = line.lstrip()
-        if stripped.startswith('File "'):
-            path = stripped[6:stripped.find('"', 6)]
-            skip = any(part in path for part in _LIBRARY_PARTS)
-            if not skip:
-                out.append(line)
-        elif line.startswith((" ", "\t")) and not stripped.startswith("^"):
-            if not skip:
-                out.append(line)
-        elif not stripped.startswith("^"):
-            skip = False
-            out.append(line)
-    frames = [x for x in out if x.lstrip().startswith('File "')]
-    return out if frames or not lines else lines
+    lines = trace.splitlines()
+    for i, text in enumerate(lines):
+        m = frame.match(text)
+        if m is None:
+            continue
+        file = m["file"]
+        if file.startswith(here) or "site-packages" in file or file.startswith("<frozen"):
+            continue
+        source = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        source = "" if frame.match(source) or set(source) <= set("^~ ") else source
+        out.append(f"at {file}:{m['line']} in {m['func']}" + (f": {source}" if source else ""))
+    return out
 
 
 async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],

@@ -1,11 +1,12 @@
 """io/*: files, directories, stdin/stdout, CSV, JSON lines and SQLite.
 
 Blocking calls run in worker threads (``trio.to_thread``), a bounded slice at a time
-(``batch`` lines or ``chunk_size`` bytes), and each piece is sent before the next is
-read. A slow consumer therefore stops the reading (backpressure) and memory stays
-bounded whatever the file size. Writers buffer up to ``buffer_size`` bytes and
-flush when that fills, ``flush_interval`` seconds after the first unflushed write,
-on a ``flush`` packet, and when the network stops.
+(``batch`` lines or ``chunk_size`` bytes); readers read the next slice while the
+current one is sent and hold at most three. A slow consumer therefore stops the
+reading (backpressure) and memory stays bounded whatever the file size. Writers
+buffer up to ``buffer_size`` bytes and flush when that fills, ``flush_interval``
+seconds after the first unflushed write, on a ``flush`` packet, and when the network
+stops.
 
 Paths come from config (``path``) or, for readers, from packets on ``in`` (one file
 per packet). A missing or unreadable file is reported on ``error`` (or
@@ -85,6 +86,26 @@ class _Reader(rf.Actor):
         for record in chunk:
             await send("out", record)
 
+    async def _prefetch(self, records: Iterator[Any],
+                        chunks: trio.MemorySendChannel[Any]) -> None:
+        """Read chunks in a worker thread into ``chunks``; a read error is sent as the
+        last item, the end of the file closes the channel."""
+        async with chunks:
+            while True:
+                try:
+                    chunk: Any = await trio.to_thread.run_sync(
+                        lambda: list(islice(records, self.batch)))
+                except (OSError, ValueError, csv.Error) as exc:
+                    chunk = exc
+                if not isinstance(chunk, Exception) and not chunk:
+                    return
+                try:
+                    await chunks.send(chunk)
+                except trio.BrokenResourceError:  # the reader stopped (error or cancel)
+                    return
+                if isinstance(chunk, Exception):
+                    return
+
     async def read(self, ctx: rf.ActorContext, path: Any) -> None:
         if not isinstance(path, str):
             await report_in_loop(ctx, TypeError(f"node {ctx.node_id!r}: a path must be a string,"
@@ -103,18 +124,19 @@ class _Reader(rf.Actor):
         count = 0
         try:
             records = self.records(f)
-            while True:
-                try:
-                    chunk = await trio.to_thread.run_sync(
-                        lambda: list(islice(records, self.batch))
-                    )
-                except (OSError, ValueError, csv.Error) as exc:
-                    await report_in_loop(ctx, exc, path, record=count)
-                    break
-                if not chunk:
-                    break
-                await self.emit(ctx, chunk, count)
-                count += len(chunk)
+            # The worker thread reads the next chunk while this one is sent: the hop to
+            # the thread and back is hidden behind the sending, and at most three
+            # chunks are held (one read, one queued, one being sent).
+            chunks_tx, chunks_rx = trio.open_memory_channel[Any](1)
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._prefetch, records, chunks_tx)
+                async with chunks_rx:
+                    async for chunk in chunks_rx:
+                        if isinstance(chunk, Exception):
+                            await report_in_loop(ctx, chunk, path, record=count)
+                            break
+                        await self.emit(ctx, chunk, count)
+                        count += len(chunk)
         finally:
             await trio.to_thread.run_sync(f.close)
         if ctx.connected("done"):

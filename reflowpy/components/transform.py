@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -167,6 +167,15 @@ _REDUCERS: dict[str, tuple[Any, str]] = {
 }
 
 
+class _ReducerConfig(msgspec.Struct, frozen=True, kw_only=True):
+    expression: Annotated[str | None, msgspec.Meta(
+        description="Over acc (accumulator), x (item) and index")] = None
+    operation: Annotated[Literal["sum", "product", "count", "min", "max", "concat", "first",
+                                 "last"], msgspec.Meta(
+        description="A named fold, when no expression is given")] = "sum"
+    initial: Annotated[Any, msgspec.Meta(description="The accumulator's first value")] = None
+
+
 def _reducer(cfg: Config) -> tuple[Any, Expression]:
     if cfg.has("expression"):
         return cfg.get("initial", "any", None), compile_expression(cfg)
@@ -185,6 +194,7 @@ class Reduce(rf.Actor):
     Example: ``{"expression": "acc + x.amount", "initial": 0}``.
     """
 
+    Config = _ReducerConfig
     description = "Reduces an array to one value"
     icon = "compress"
     inports = [rf.Port("in", type="array", description="Array to reduce")]
@@ -195,6 +205,7 @@ class Reduce(rf.Actor):
     ]
 
     async def setup(self, ctx: rf.ActorContext) -> None:
+        load_config(ctx, Reduce.Config)  # types, with the field path in the error
         self.initial, self.expr = _reducer(Config(ctx))
 
     async def process(self, ctx: rf.ActorContext) -> None:
@@ -222,6 +233,7 @@ class Scan(rf.Actor):
     Example: running total — ``{"operation": "sum"}``: 1, 2, 3 -> 1, 3, 6.
     """
 
+    Config = _ReducerConfig
     description = "Emits the running accumulation of the stream"
     icon = "line-chart"
     inports = [
@@ -234,6 +246,7 @@ class Scan(rf.Actor):
     ]
 
     async def setup(self, ctx: rf.ActorContext) -> None:
+        load_config(ctx, Scan.Config)  # types, with the field path in the error
         self.initial, self.expr = _reducer(Config(ctx))
         ctx.state.update(acc=self.initial, index=0)
 
@@ -258,6 +271,9 @@ class FlatMap(rf.Actor):
     A non-array result goes to ``error``.
     """
 
+    class Config(msgspec.Struct, frozen=True, kw_only=True):
+        expression: Annotated[str, _EXPRESSION] = "x"
+
     description = "Maps each packet to an array and emits its elements"
     icon = "list"
     inports = [rf.Port("in", description="Packet")]
@@ -267,6 +283,7 @@ class FlatMap(rf.Actor):
     ]
 
     async def setup(self, ctx: rf.ActorContext) -> None:
+        load_config(ctx, FlatMap.Config)  # types, with the field path in the error
         self.expr = compile_expression(Config(ctx), default="x")
 
     async def process(self, ctx: rf.ActorContext) -> None:

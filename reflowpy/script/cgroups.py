@@ -63,6 +63,16 @@ def probe() -> str | None:
     return None
 
 
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (an exited, unreaped process)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2:][:1] not in (b"Z", b"X")
+
+
 def cleanup_stale() -> list[str]:
     """Remove the cgroups of reflowpy processes that are gone (named ``*-<pid>-<uid>-<id>``).
 
@@ -232,20 +242,29 @@ class NodeCgroup:
                 (self.dirs["unified"] / "cgroup.kill").write_text("1")
                 return
         freezer = self.dirs.get("freezer")
-        if freezer is not None:
-            with contextlib.suppress(OSError):
-                (freezer / "freezer.state").write_text("FROZEN")
+        killed: set[int] = set()
         for _ in range(50):
+            if freezer is not None:
+                with contextlib.suppress(OSError):
+                    (freezer / "freezer.state").write_text("FROZEN")
             pids = self.pids()
             if not pids:
                 break
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
             if freezer is not None:
                 with contextlib.suppress(OSError):
                     (freezer / "freezer.state").write_text("THAWED")
             time.sleep(0.002)
+        # Gone from the cgroup is not yet gone: wait (bounded) until the killed
+        # processes have finished exiting, so "stopped" means no process is left.
+        deadline = time.monotonic() + 2.0
+        while killed and time.monotonic() < deadline:
+            killed = {pid for pid in killed if _running(pid)}
+            if killed:
+                time.sleep(0.005)
 
     def remove(self) -> None:
         """Kill what is left and delete the cgroup directories (idempotent)."""

@@ -125,6 +125,14 @@ def cleanup_containers(*, all_owners: bool = False, client: Any = None) -> list[
     return removed
 
 
+def _image_volumes(client: Any, image: str) -> tuple[str, tuple[str, ...]]:
+    """``(image id, its VOLUME paths)``: the container is created from the id, so the
+    image whose volumes were covered is the image that runs (a tag can move)."""
+    attrs = client.images.get(image).attrs
+    volumes = tuple(str(p) for p in (attrs.get("Config") or {}).get("Volumes") or {})
+    return str(attrs["Id"]), volumes
+
+
 def _owner_gone(owner: str) -> bool:
     host, _, pid = owner.rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
@@ -225,11 +233,11 @@ class DockerHost(WorkerHost):
             scratch = f"rw,nosuid,nodev,noexec,size={lim.tmpfs_mb}m,mode=1777"
             tmpfs = {"/tmp": scratch}
             # A VOLUME in the image would become a writable, persistent volume.
-            image_volumes = client.images.get(self.image).attrs.get("Config", {}).get("Volumes")
-            for path in image_volumes or {}:
-                tmpfs[str(path)] = scratch
+            image_id, volumes_of_image = _image_volumes(client, self.image)
+            for path in volumes_of_image:
+                tmpfs[path] = scratch
             container = client.containers.create(
-                self.image,
+                image_id,
                 command=command,
                 volumes=volumes,
                 stdin_open=self._sockdir is None,

@@ -302,10 +302,13 @@ class ProcessHost(WorkerHost):
         prefix_dir = os.path.dirname(os.path.dirname(os.path.realpath(self.python)))
         if not prefix_dir.startswith("/usr"):
             args += ["--ro-bind", prefix_dir, prefix_dir]
-        args += ["--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
+        # Everything outside /tmp and /dev/shm is read-only: the root tmpfs is remounted
+        # ro and /etc (holding only ld.so.cache) is 0555, so a write there fails.
+        args += ["--perms", "0555", "--dir", "/etc",
+                 "--ro-bind-try", "/etc/ld.so.cache", "/etc/ld.so.cache",
                  "--proc", "/proc", "--dev", "/dev",
                  "--size", tmp, "--tmpfs", "/tmp", "--size", tmp, "--tmpfs", "/dev/shm",
-                 "--hostname", "sandbox", "--chdir", "/tmp"]
+                 "--hostname", "sandbox", "--chdir", "/tmp", "--remount-ro", "/"]
         fds: tuple[int, ...] = ()
         if "seccomp" in self.confinement and not self.confinement["seccomp"].startswith("MISSING"):
             read_end, write_end = os.pipe()
@@ -448,10 +451,11 @@ class ProcessHost(WorkerHost):
         proc = self._proc
         if proc is not None:
             self._proc = None
-            _killpg(proc.pid)
             with trio.CancelScope(shield=True):
                 if self._cgroup is not None:
+                    # The whole tree (bwrap included), waiting until each has exited.
                     await trio.to_thread.run_sync(self._cgroup.kill)
+                _killpg(proc.pid)
                 with trio.move_on_after(5):
                     await proc.wait()
                 for stream in (proc.stdin, proc.stdout, proc.stderr):

@@ -72,3 +72,45 @@ async def test_read_file_lines_independent_of_batch(tmp_path_factory: pytest.Tem
 async def test_reader_config_errors(component: str, config: dict[str, Any], match: str) -> None:
     with config_error(match):
         await run_node(component, config)
+
+
+@pytest.mark.parametrize("batch", [1, 7, 64, 512])
+async def test_read_error_mid_file_keeps_what_was_read(tmp_path: Path, batch: int) -> None:
+    """A chunk that fails to read (bad UTF-8 after 5,000 good lines) is reported once,
+    after every earlier chunk was sent; the reading stops there, as before the
+    prefetching (text is decoded 8 KiB at a time, so the lines sent are the whole
+    chunks before the failing decode)."""
+    path = tmp_path / "bad.txt"
+    good = [f"line {i}" for i in range(5000)]
+    path.write_bytes(("\n".join(good) + "\n").encode() + b"\xff\xfe\nafter\n")
+    r = await run_node("io/ReadFile", {"path": str(path), "batch": batch})
+    sent = len(r["out"])
+    assert r["out"] == good[:sent]
+    assert sent % batch == 0 and sent > 4000
+    assert len(r["error"]) == 1 and r["error"][0]["record"] == sent
+    assert r["done"] == [{"path": str(path), "count": sent}]
+
+
+async def test_forced_stop_while_reading_a_big_file(tmp_path: Path) -> None:
+    """Stopping mid-file ends the prefetching task and closes the file: nothing hangs."""
+    import reflowpy as rf
+    from tests.components.helpers import REGISTRY
+
+    path = tmp_path / "big.txt"
+    path.write_text("".join(f"{i}\n" for i in range(200_000)))
+    g = rf.Graph("r")
+    g.add_node("n", "io/ReadFile", {"path": str(path), "batch": 64})
+    g.add_node("d", "core/Drop")
+    g.add_edge("n", "out", "d", "in")
+    net = rf.Network(g, REGISTRY)
+    async with net:
+        while net.statistics()["nodes"]["d"]["activations"] < 1000:
+            await trio_sleep0()
+        await net.stop(drain=False)
+    assert net.statistics()["nodes"]["d"]["activations"] < 200_000
+
+
+async def trio_sleep0() -> None:
+    import trio
+
+    await trio.lowlevel.checkpoint()

@@ -148,6 +148,7 @@ async def test_subreaper_daemon_started_by_a_thread_dies_at_stop() -> None:
 
 async def test_shm_sysv_and_tmp_files_do_not_survive_stop(tmp_path: Path) -> None:
     token = f"reflowpy-persist-{os.getpid()}"
+    key = 0x5EED0000 | (os.getpid() & 0xFFFF)  # per run: a leftover of another run differs
     source = f"""
         import ctypes, os
         def process(inputs):
@@ -161,7 +162,7 @@ async def test_shm_sysv_and_tmp_files_do_not_survive_stop(tmp_path: Path) -> Non
                 except OSError:
                     pass
             libc = ctypes.CDLL(None, use_errno=True)
-            shmid = libc.shmget(0x5EED5EED, 4096, 0o1666)   # IPC_CREAT | 0666
+            shmid = libc.shmget({key}, 4096, 0o1666)   # IPC_CREAT | 0666
             return {{"out": [made, shmid]}}
     """
     outs, letters = await _one(source)
@@ -171,8 +172,8 @@ async def test_shm_sysv_and_tmp_files_do_not_survive_stop(tmp_path: Path) -> Non
     for path in (f"/dev/shm/{token}", f"/tmp/{token}", f"/var/tmp/{token}",
                  f"{tmp_path}/{token}"):
         assert not os.path.exists(path), path  # ... and gone, or never on the host
-    sysv = Path("/proc/sysvipc/shm").read_text()
-    assert f"{0x5EED5EED:d}" not in sysv.split() and "5eed5eed" not in sysv
+    keys = [line.split()[0] for line in Path("/proc/sysvipc/shm").read_text().splitlines()[1:]]
+    assert str(key) not in keys
 
 
 # --------------------------------------------------------------- tree limits

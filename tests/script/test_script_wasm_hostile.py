@@ -13,14 +13,11 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 import reflowpy as rf
 from reflowpy.errors import (
     ConfigError,
-    ScriptCPUExceeded,
-    ScriptLimitExceeded,
-    ScriptTimeout,
-    WasmTrap,
 )
 from reflowpy.script.actor import register
 from reflowpy.script.host import Limits
@@ -77,6 +74,9 @@ async def test_a_long_call_does_not_freeze_the_network() -> None:
     meta = {"wasm": LOOP, "limits": {"wall_time": 2.0, "fuel": 10**15}}
     async with rf.Network(_graph(meta), _registry()) as net:
         await net.send("in", 1)
+        # Let the plugin take its message and start the call. On main the call ran
+        # right here on the trio thread: this returned 2 s later, after the dead letter.
+        await trio.testing.wait_all_tasks_blocked()
         hout = net.outputs("hout")
         for i in range(20):
             await net.send("hin", i)
@@ -227,11 +227,3 @@ async def test_alloc_gets_a_fresh_deadline_after_idling() -> None:
         await trio.sleep(0.3)  # the condition under test: idle past wall_time
         big = {"in": "x" * 5000}
         assert (await host.process(big, {})).outputs == big
-
-
-@pytest.mark.parametrize("limit", [ScriptCPUExceeded, ScriptTimeout, ScriptLimitExceeded,
-                                   WasmTrap])
-def test_report_classes_are_script_errors(limit: type[Exception]) -> None:
-    from reflowpy.errors import ScriptError
-
-    assert issubclass(limit, ScriptError)

@@ -202,7 +202,7 @@ async def test_extra_routes_inherit_origin_host_and_auth(nursery: trio.Nursery,
         await websocket.close()
 
     served = await start_server(nursery, tmp_path / "d", token="tok", extra_routes=[
-        Route("/extra", extra, methods=["GET", "POST"]), WebSocketRoute("/bridge", echo)])
+        Route("/extra", extra, methods=["GET", "POST"]), WebSocketRoute("/extra-ws", echo)])
     async with httpx.AsyncClient(base_url=served.url) as c:
         assert (await c.get("/extra")).status_code == 401
         auth = {"authorization": "Bearer tok"}
@@ -211,13 +211,13 @@ async def test_extra_routes_inherit_origin_host_and_auth(nursery: trio.Nursery,
         assert (await c.get("/extra", headers={**auth, "host": "x.evil.example"})
                 ).status_code == 421
     with pytest.raises(HandshakeError):
-        async with open_websocket_url(f"{served.ws_url}/bridge"):
+        async with open_websocket_url(f"{served.ws_url}/extra-ws"):
             pass
     with pytest.raises(HandshakeError):
-        async with open_websocket_url(f"{served.ws_url}/bridge", extra_headers=[
+        async with open_websocket_url(f"{served.ws_url}/extra-ws", extra_headers=[
                 (b"authorization", b"Bearer tok"), (b"origin", EVIL.encode())]):
             pass
-    async with open_websocket_url(f"{served.ws_url}/bridge", extra_headers=[
+    async with open_websocket_url(f"{served.ws_url}/extra-ws", extra_headers=[
             (b"authorization", b"Bearer tok")]) as ws:
         assert await ws.get_message() == "hello"
     served.shutdown.set()

@@ -23,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from reflowpy.errors import GraphFormatError
+from reflowpy.network.message import FrozenDict, FrozenList
 
 __all__ = ["EXPANSION_FACTOR", "MAX_DEPTH", "MAX_INDEX", "MAX_INT", "MIN_INT", "Budget",
            "check_int", "check_text", "check_value", "line_col"]
@@ -80,7 +81,7 @@ def _walk(value: Any, depth: int, budget: Budget) -> None:
         if not value.isascii():
             _check_text(value)
         return
-    if t is dict:
+    if t is dict or t is FrozenDict:  # frozen: metadata of a graph a network runs
         if depth >= MAX_DEPTH:
             raise _Bad(f"nested more than {MAX_DEPTH} levels deep (a YAML alias that"
                        " contains itself does this too)")
@@ -96,7 +97,7 @@ def _walk(value: Any, depth: int, budget: Budget) -> None:
                 exc.path.append(f".{key}")
                 raise
         return
-    if t is list:
+    if t is list or t is FrozenList:
         if depth >= MAX_DEPTH:
             raise _Bad(f"nested more than {MAX_DEPTH} levels deep (a YAML alias that"
                        " contains itself does this too)")
