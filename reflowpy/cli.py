@@ -224,9 +224,12 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
     net: Any = network_for(graph, registry)
     encode = json.JSONEncoder(default=repr, ensure_ascii=False).encode
     failures = 0
+    counts = {name: 0 for name in graph.outports if name not in errors}
 
     def show(name: str, value: Any) -> None:
         nonlocal failures
+        if name in counts:
+            counts[name] += 1
         if name in errors:
             failures += 1
             node, port = errors[name]
@@ -240,10 +243,29 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
             show(name, value)
             sys.stdout.flush()
 
+    async def progress() -> None:
+        """One status line on stderr, rewritten every second (only on a terminal)."""
+        start = trio.current_time()
+        try:
+            while True:
+                await trio.sleep(1)
+                elapsed = trio.current_time() - start
+                nodes = net.statistics().nodes.values()
+                done = sum(n.activations for n in nodes)
+                shown = ", ".join(f"{k}: {v}" for k, v in counts.items()) or "no outputs"
+                sys.stderr.write(f"\r\x1b[Kreflowpy run: {elapsed:.0f} s, {shown};"
+                                 f" {done} messages processed ({done / elapsed:.0f}/s)")
+                sys.stderr.flush()
+        finally:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
     with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
         from reflowpy.observe.cli import traced
 
         async with traced(net, trace, trace_sample), net, trio.open_nursery() as nursery:
+            if _progress_wanted():
+                nursery.start_soon(progress)
             for name in graph.outports:
                 nursery.start_soon(pump, name)
             for port, value in inputs:
@@ -265,6 +287,14 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
               " on unconsumed error ports", file=sys.stderr)
         return EXIT_FAILED
     return 0
+
+
+def _progress_wanted() -> bool:
+    """A progress line is for people watching: stderr is a terminal (and not dumb)."""
+    try:
+        return sys.stderr.isatty() and os.environ.get("TERM") != "dumb"
+    except (AttributeError, ValueError):
+        return False
 
 
 def _workdir(args: argparse.Namespace) -> str | None:
@@ -472,6 +502,9 @@ def _config_of(component: Any) -> dict[str, Any] | None:
     for field in msgspec.structs.fields(config):
         entry: dict[str, Any] = {"name": field.encode_name, "type": _type_name(field.type),
                                  "required": field.required}
+        doc = _unannotated(field.type)[1]
+        if doc:
+            entry["description"] = doc
         if field.default is not msgspec.NODEFAULT:
             entry["default"] = _jsonable(field.default)
         elif field.default_factory is not msgspec.NODEFAULT:
@@ -485,9 +518,24 @@ def _config_of(component: Any) -> dict[str, Any] | None:
 
 
 def _type_name(tp: Any) -> str:
+    tp = _unannotated(tp)[0]
     name = getattr(tp, "__name__", None)
     text = str(tp) if name is None or getattr(tp, "__args__", None) else name
     return text.replace("typing.", "")
+
+
+def _unannotated(tp: Any) -> tuple[Any, str]:
+    """``Annotated[T, msgspec.Meta(description=...)]`` -> (T, description)."""
+    import typing
+
+    import msgspec
+
+    if typing.get_origin(tp) is typing.Annotated:
+        base, *extras = typing.get_args(tp)
+        doc = next((m.description for m in extras
+                    if isinstance(m, msgspec.Meta) and m.description), "")
+        return base, doc or ""
+    return tp, ""
 
 
 def _jsonable(value: Any) -> Any:
@@ -588,7 +636,8 @@ def _component_detail(registry: Any, name: str, aliases: dict[str, list[str]],
         for key in entry["config"]:
             default = f" = {json.dumps(key['default'])}" if "default" in key else ""
             req = " (required)" if key["required"] else ""
-            print(f"    {key['name']}: {key['type']}{default}{req}")
+            doc = f"  {key['description']}" if key.get("description") else ""
+            print(f"    {key['name']}: {key['type']}{default}{req}{doc}")
         print("JSON Schema:")
         for line in json.dumps(entry["config_schema"], indent=2).splitlines():
             print(f"    {line}")

@@ -367,6 +367,13 @@ class Network:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Network:
+        try:  # under asyncio trio fails deep inside with an AttributeError: say why
+            trio.lowlevel.current_task()
+        except RuntimeError:
+            raise NetworkError(
+                "reflowpy runs on trio, not on this event loop: use trio.run(main), or"
+                " from asyncio run the blocking API in a thread:"
+                " await asyncio.to_thread(rf.run, graph, inputs, registry)") from None
         if self._state != "new":
             raise NetworkError(f"{self.where()}: a network can be started once (it is"
                                f" {self._state})")

@@ -317,3 +317,28 @@ def test_deep_data_built_through_the_api_is_refused_when_written() -> None:
     for fmt in ("reflow", "noflo", "yaml"):
         with pytest.raises(rf.GraphFormatError, match="nested too deeply"):
             formats.dumps(g, fmt)
+
+
+_EDGE_LINES = ["a out -> in b", "a OUT[1] -> IN[2] b", "b out -> in c", "c out -> in a",
+               "a(core/Repeat)", "b(x:k=v,red)", "c(y)", "'iip' -> in a", "a out ->",
+               "-> in b", "IN c(z)", "a out -> in b, c out -> in a", "  a  out  ->  in  b  ",
+               "# c\n", "", "A(B) OUT", "OUT -> IN C"]
+
+
+@settings(max_examples=long_scale(600))
+@given(st.lists(st.sampled_from(_EDGE_LINES), max_size=12), st.booleans())
+def test_fbp_fast_path_gives_what_the_full_grammar_gives(lines: list[str], cs: bool) -> None:
+    from reflowpy.network.formats import fbp
+
+    text = "\n".join(lines) + "\n"
+
+    def parse(fast: bool) -> Any:
+        parser = fbp._Parser(text, cs)
+        if not fast:
+            parser._fast_line = lambda: False  # type: ignore[method-assign]
+        try:
+            return parser.parse()
+        except rf.GraphFormatError as exc:
+            return str(exc)
+
+    assert parse(True) == parse(False)

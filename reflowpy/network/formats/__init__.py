@@ -126,8 +126,9 @@ def detect(text: str | bytes) -> str:
 
 
 def from_dict(data: Mapping[str, Any], format: str | None = None, *,
-              source: str | None = None) -> Graph:
-    """Build a graph from a parsed Reflow or NoFlo document (detected if not given)."""
+              source: str | None = None, consume: bool = False) -> Graph:
+    """Build a graph from a parsed Reflow or NoFlo document (detected if not given);
+    ``consume`` empties ``data`` once converted (for readers that parsed it)."""
     if not isinstance(data, Mapping):
         raise GraphFormatError(f"expected a mapping with processes/connections, got"
                                f" {type(data).__name__}", format=source or format or "",
@@ -136,7 +137,8 @@ def from_dict(data: Mapping[str, Any], format: str | None = None, *,
     label = source or fmt
     if source and source != fmt:
         label = f"{source} ({fmt} structure)"
-    return (reflow.from_dict if fmt == "reflow" else noflo.from_dict)(data, label)
+    return (reflow.from_dict if fmt == "reflow" else noflo.from_dict)(data, label,
+                                                                        consume=consume)
 
 
 def to_dict(graph: Graph, format: str = "reflow") -> dict[str, Any]:
@@ -201,7 +203,10 @@ def loads(text: str | bytes, format: str | None = None) -> Graph:
 
 def _from_json(text: str, data: Any, fmt: str) -> Graph:
     check_duplicate_keys(text, data, fmt)
-    return reflow.from_dict(data, fmt) if fmt == "reflow" else noflo.from_dict(data, fmt)
+    if not isinstance(data, dict):
+        return noflo.from_dict(data, fmt)  # refused with the right message
+    read = reflow.from_dict if fmt == "reflow" else noflo.from_dict
+    return read(data, fmt, consume=True)
 
 
 def dumps(graph: Graph, format: str = "reflow") -> str:

@@ -153,7 +153,10 @@ class _Parser:
     # -- lines -------------------------------------------------------------------------
 
     def parse(self) -> dict[str, Any]:
-        while self.pos < len(self.text):
+        end, fast = len(self.text), self._fast_line
+        while self.pos < end:
+            if fast():
+                continue
             start = self.pos
             try:
                 self.line()
@@ -195,10 +198,17 @@ class _Parser:
         m = _FAST_EDGE.match(self.text, self.pos)
         if m is not None:
             src, sport, sidx, tport, tidx, tgt = m.groups()
-            self.edges.append({"src": self._make_port(
-                src, self._port(sport, sidx), self.default_out)})
-            self.edges.append({"tgt": self._make_port(
-                tgt, self._port(tport, tidx), self.default_in)})
+            if not self.cs:
+                sport, tport = sport.lower(), tport.lower()
+            send: dict[str, Any] = {"process": src, "port": sport}
+            tend: dict[str, Any] = {"process": tgt, "port": tport}
+            if sidx is not None:
+                send["index"] = self._index(sidx)
+            if tidx is not None:
+                tend["index"] = self._index(tidx)
+            # Both halves at once: the grammar pairs them with each other whatever came
+            # before (see _flat_edges), so the pair is stored ready-made.
+            self.edges.append({"src": send, "tgt": tend})
             self.pos = m.end()
             return True
         m = _FAST_NODE.match(self.text, self.pos)
@@ -263,11 +273,11 @@ class _Parser:
         self.exports.append((node, port, pub, start))
 
     def _resolve_exports(self) -> None:
+        srcs = {(e["src"]["process"], e["src"]["port"]) for e in self.edges if "src" in e}
+        tgts = {(e["tgt"]["process"], e["tgt"]["port"]) for e in self.edges if "tgt" in e}
         for node, port, pub, pos in self.exports:
             name = node if node in self.nodes else next(
                 (n for n in self.nodes if n.lower() == node.lower()), node)
-            srcs = {(e["src"]["process"], e["src"]["port"]) for e in self.edges if "src" in e}
-            tgts = {(e["tgt"]["process"], e["tgt"]["port"]) for e in self.edges if "tgt" in e}
             key = (name, port)
             if key in srcs and key not in tgts:
                 kind = "out"
@@ -668,13 +678,22 @@ class _Parser:
                                where=f"line {line}, column {col}")
 
     def _flat_edges(self) -> list[dict[str, Any]]:
-        flats, grouped, i = self.edges, [], 1
-        while i < len(flats):
-            prev, cur = flats[i - 1], flats[i]
-            if ("src" in prev or "data" in prev) and "tgt" in cur:
-                prev["tgt"] = cur["tgt"]
-                grouped.append(prev)
+        """Pair each source half (``src`` or ``data``) with the target half after it, as
+        the npm grammar does; items the fast path stored already paired pass through."""
+        flats, grouped, i, n = self.edges, [], 0, len(self.edges)
+        while i < n:
+            item = flats[i]
+            if "src" in item and "tgt" in item:
+                grouped.append(item)
                 i += 1
+                continue
+            if i + 1 < n:
+                nxt = flats[i + 1]
+                if ("src" in item or "data" in item) and "tgt" in nxt and "src" not in nxt:
+                    item["tgt"] = nxt["tgt"]
+                    grouped.append(item)
+                    i += 2
+                    continue
             i += 1
         return grouped
 
@@ -746,7 +765,8 @@ def loads(text: str, *, case_sensitive: bool = False) -> Graph:
     """Read ``.fbp`` text into a :class:`Graph` (strictly: see :func:`parse`)."""
     from reflowpy.network.formats import noflo
 
-    return noflo.from_dict(parse(text, case_sensitive=case_sensitive, strict=True), "fbp")
+    return noflo.from_dict(parse(text, case_sensitive=case_sensitive, strict=True), "fbp",
+                           consume=True)
 
 
 # -- writing ---------------------------------------------------------------------------------

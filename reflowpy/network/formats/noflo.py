@@ -82,9 +82,14 @@ def _check_index(index: int | None, fmt: str, where: str) -> None:
                                format=fmt, where=where)
 
 
-def from_dict(data: Any, fmt: str = "noflo") -> Graph:
-    """Build a :class:`Graph` from a parsed NoFlo JSON document."""
+def from_dict(data: Any, fmt: str = "noflo", *, consume: bool = False) -> Graph:
+    """Build a :class:`Graph` from a parsed NoFlo JSON document.
+
+    ``consume`` (for readers that parsed ``data`` themselves) empties ``data`` once it is
+    converted, so the parsed document and the graph are not both in memory."""
     doc, graph = read_document(data, _Doc, fmt)
+    if consume:
+        data.clear()
     graph._recording = False
     at = ["processes"]  # where the reader is, for a refused graph operation
     try:

@@ -115,9 +115,14 @@ def _check(value: Any, fmt: str, where: str) -> Any:
     return value if value is None else check_value(value, fmt, where)
 
 
-def from_dict(data: Any, fmt: str = "reflow") -> Graph:
-    """Build a :class:`Graph` from a parsed Reflow graph document."""
+def from_dict(data: Any, fmt: str = "reflow", *, consume: bool = False) -> Graph:
+    """Build a :class:`Graph` from a parsed Reflow graph document.
+
+    ``consume`` (for readers that parsed ``data`` themselves) empties ``data`` once it is
+    converted, so the parsed document and the graph are not both in memory."""
     doc, graph = read_document(data, _Doc, fmt)
+    if consume:
+        data.clear()
     graph._recording = False
     at = ["processes"]  # where the reader is, for a refused graph operation
     try:

@@ -118,7 +118,7 @@ def loads(text: str | bytes) -> Graph:
             f"expected a mapping with processes/connections, got {type(data).__name__}",
             format="yaml", where="top level",
         )
-    return from_dict(data, None, source="yaml")
+    return from_dict(data, None, source="yaml", consume=True)
 
 
 _OPTIONAL_END_FIELDS = ("index", "data", "metadata")
