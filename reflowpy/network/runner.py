@@ -897,18 +897,22 @@ class NodeRunner:
         return held
 
     async def deliver(self, out: OutPort, value: Any, index: int | None) -> None:
-        """Deliver a checked, frozen value: ``OutPort.send`` plus ``MessageSent``."""
-        await out.send(value, index)
+        """Deliver a checked, frozen value: ``OutPort.send``, announcing ``MessageSent``
+        as the value enters each target's queue (so the depth is the one right after
+        it, and the send comes before any receive of it)."""
         bus = self.net.bus
-        if bus.active:
-            for target, i in zip(out.targets, out.indices, strict=True):
-                if index is not None and i != index:
-                    continue
-                to_actor = target.node if target.runner is not None else ""
-                bus.publish(ev.MessageSent(
-                    network=self.net.name, from_actor=self.node_id, from_port=out.name,
-                    to_actor=to_actor, to_port=target.name, message=value,
-                    queue_depth=len(target.queue)))
+        if not bus.active:
+            await out.send(value, index)
+            return
+        network, node = self.net.name, self.node_id
+
+        def announce(target: InPort) -> None:
+            bus.publish(ev.MessageSent(
+                network=network, from_actor=node, from_port=out.name,
+                to_actor=target.node if target.runner is not None else "",
+                to_port=target.name, message=value, queue_depth=len(target.queue)))
+
+        await out.send(value, index, announce)
 
     async def _deliver_all(self, outputs: list[_Output]) -> None:
         # Phase 3. Cancelled part-way, the outputs not yet delivered are dead-lettered
