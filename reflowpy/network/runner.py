@@ -519,6 +519,7 @@ class NodeRunner:
             self.sched.block(self, target)
         else:
             self.backpressured += _perf() - self.blocked_since
+            self.blocked_since = 0.0
             self.sched.unblock(self)
 
     # -- scheduling ---------------------------------------------------------------------
@@ -1090,8 +1091,11 @@ class NodeRunner:
         """The node's ledger, counters and per-port statistics (see NodeStatistics)."""
         inports = {name: p.statistics() for name, p in self.inports.items()}
         busy = self.busy
+        backpressured = self.backpressured
         if self.running and not self.parked:
             busy += _perf() - self.woke_at
+        if self.blocked_since:  # blocked right now: count the wait so far, as busy does
+            backpressured += _perf() - self.blocked_since
         return NodeStatistics(
             node=self.node_id,
             component=self.component,
@@ -1105,7 +1109,7 @@ class NodeRunner:
             queued=sum(p.queued for p in inports.values()),
             messages_out=sum(p.sent for p in self.outports.values()),
             busy_s=busy,
-            backpressured_s=self.backpressured,
+            backpressured_s=backpressured,
             latency=tuple(self.latency),
             inports=inports,
             outports={name: p.statistics() for name, p in self.outports.items()},
