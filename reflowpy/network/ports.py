@@ -449,34 +449,44 @@ class OutPort:
             target.put_nowait(value)  # room was checked and nothing yielded since
         return True
 
-    async def send(self, value: Any, index: int | None = None) -> None:
+    async def send(self, value: Any, index: int | None = None,
+                   announce: Callable[[InPort], None] | None = None) -> None:
         """Deliver ``value``, waiting for room target by target (backpressure).
 
         Cancelled while waiting, the value is dead-lettered at every target that has
         not received it yet (with the reason), so the ledger still balances.
+
+        ``announce(target)`` (an observed send: the runner's ``MessageSent``) is called
+        as the value enters each target's queue, before anything can yield: while a
+        broadcast waits for room at a later target, an earlier target may already take
+        the value, and an observer must see the send before that receive.
         """
         if self.send_nowait(value, index):
+            if announce is not None:
+                for target in self._chosen(index):
+                    announce(target)
             return
         self.sent += 1
         owner = self.owner
         chosen = self._chosen(index)
         for i, target in enumerate(chosen):
-            if target.put_nowait(value):
-                continue
-            if owner is not None:
-                owner.waiting_for(target)
-            try:
-                await target.put(value, abandon=False)
-            except BaseException:
-                # The sender's reason (a removed node says "node removed"), else the
-                # network's: this value and the targets not reached yet are dead letters.
-                reason = getattr(owner, "cancel_reason", None)
-                for rest in chosen[i:]:
-                    rest.abandon(value, reason)
-                raise
-            finally:
+            if not target.put_nowait(value):
                 if owner is not None:
-                    owner.waiting_for(None)
+                    owner.waiting_for(target)
+                try:
+                    await target.put(value, abandon=False)
+                except BaseException:
+                    # The sender's reason (a removed node says "node removed"), else the
+                    # network's: this value and the targets not reached yet are dead letters.
+                    reason = getattr(owner, "cancel_reason", None)
+                    for rest in chosen[i:]:
+                        rest.abandon(value, reason)
+                    raise
+                finally:
+                    if owner is not None:
+                        owner.waiting_for(None)
+            if announce is not None:
+                announce(target)
 
     def _chosen(self, index: int | None) -> list[InPort]:
         if index is None:

@@ -523,6 +523,7 @@ class NodeRunner:
             self.sched.block(self, target)
         else:
             self.backpressured += _perf() - self.blocked_since
+            self.blocked_since = 0.0
             self.sched.unblock(self)
 
     # -- scheduling ---------------------------------------------------------------------
@@ -927,18 +928,22 @@ class NodeRunner:
         return held
 
     async def deliver(self, out: OutPort, value: Any, index: int | None) -> None:
-        """Deliver a checked, frozen value: ``OutPort.send`` plus ``MessageSent``."""
-        await out.send(value, index)
+        """Deliver a checked, frozen value: ``OutPort.send``, announcing ``MessageSent``
+        as the value enters each target's queue (so the depth is the one right after
+        it, and the send comes before any receive of it)."""
         bus = self.net.bus
-        if bus.active:
-            for target, i in zip(out.targets, out.indices, strict=True):
-                if index is not None and i != index:
-                    continue
-                to_actor = target.node if target.runner is not None else ""
-                bus.publish(ev.MessageSent(
-                    network=self.net.name, from_actor=self.node_id, from_port=out.name,
-                    to_actor=to_actor, to_port=target.name, message=value,
-                    queue_depth=len(target.queue)))
+        if not bus.active:
+            await out.send(value, index)
+            return
+        network, node = self.net.name, self.node_id
+
+        def announce(target: InPort) -> None:
+            bus.publish(ev.MessageSent(
+                network=network, from_actor=node, from_port=out.name,
+                to_actor=target.node if target.runner is not None else "",
+                to_port=target.name, message=value, queue_depth=len(target.queue)))
+
+        await out.send(value, index, announce)
 
     async def _deliver_all(self, outputs: list[_Output]) -> None:
         # Phase 3. Cancelled part-way, the outputs not yet delivered are dead-lettered
@@ -1116,8 +1121,11 @@ class NodeRunner:
         """The node's ledger, counters and per-port statistics (see NodeStatistics)."""
         inports = {name: p.statistics() for name, p in self.inports.items()}
         busy = self.busy
+        backpressured = self.backpressured
         if self.running and not self.parked:
             busy += _perf() - self.woke_at
+        if self.blocked_since:  # blocked right now: count the wait so far, as busy does
+            backpressured += _perf() - self.blocked_since
         return NodeStatistics(
             node=self.node_id,
             component=self.component,
@@ -1131,7 +1139,7 @@ class NodeRunner:
             queued=sum(p.queued for p in inports.values()),
             messages_out=sum(p.sent for p in self.outports.values()),
             busy_s=busy,
-            backpressured_s=self.backpressured,
+            backpressured_s=backpressured,
             latency=tuple(self.latency or (0,) * (len(LATENCY_BUCKETS) + 1)),
             inports=inports,
             outports={name: p.statistics() for name, p in self.outports.items()},

@@ -24,6 +24,7 @@ exact inside a burst; values queued when a burst starts are recorded as ``unknow
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import time
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Collector", "Recording", "encode_rows"]
 
+_log = logging.getLogger("reflowpy.observe")
 _NOVALUE: Any = msgspec.UNSET
 _ENC = msgspec.json.Encoder(enc_hook=repr)
 
@@ -143,6 +145,9 @@ class Recording:
         #: Events turned into rows.
         self.events = 0
         self.inexact = False
+        #: Times the event stream disagreed with the lineage model (or the model failed
+        #: on an event): each marks the lineage inexact.
+        self.lineage_mismatches = 0
         self.bursts = 0
         #: Set when the network's shutdown has been recorded.
         self.finished = trio.Event()
@@ -242,6 +247,11 @@ class Collector:
             if sub is not None:
                 sub.close()
             with trio.CancelScope(shield=True):
+                sink.note_lineage()
+                if rec.lineage_mismatches:
+                    _log.warning("trace %s: the event stream disagreed with the lineage"
+                                 " model %d time(s); its lineage is marked inexact",
+                                 rec.execution_id, rec.lineage_mismatches)
                 sink.flush()
                 err = net.error if net.error is not None else error
                 status = ("failed" if err is not None
@@ -273,12 +283,13 @@ class Collector:
                        ) -> bool:
         ended = cls._drain(sub, sink)
         rec.bus_dropped = sub.dropped
+        if sub.dropped:
+            rec.inexact = True
+        sink.note_lineage()
         if ended:
             sink.flush()
             rec.finished.set()
         return ended
-        if sub.dropped:
-            rec.inexact = True
 
     async def _follow(self, sub: ev.EventSubscription, rec: Recording, sink: _RowSink
                       ) -> None:
@@ -286,8 +297,6 @@ class Collector:
         while not sub.closed:
             await sub.wait()
             ended = self._take_buffered(sub, rec, sink)
-            if sink.lineage is not None and sink.lineage.inexact:
-                rec.inexact = True
             if ended:
                 return
 
@@ -317,8 +326,9 @@ class Collector:
                 sub.close()
             self._drain(sub, sink)
             rec.bus_dropped += sub.dropped
-            if sub.dropped or lineage.inexact:
+            if sub.dropped:
                 rec.inexact = True
+            sink.note_lineage()
             first_id = lineage.next_id
             sink.dead_letters(net)
             target = stats.messages_moved(net) + self.burst * (self.sample - 1)
@@ -339,7 +349,28 @@ class _RowSink:
         self.seq = 0
         self.dead_seen = 0
         self.lineage: Lineage | None = None
+        #: Mismatches of the lineage models already added to ``rec.lineage_mismatches``.
+        self._counted = 0
         self.handle: Callable[[Any], None] = lambda e: None
+
+    def note_lineage(self) -> None:
+        """Carry the current lineage model's disagreements over to the recording."""
+        lin = self.lineage
+        if lin is not None and lin.mismatches > self._counted:
+            self.rec.lineage_mismatches += lin.mismatches - self._counted
+            self._counted = lin.mismatches
+        if lin is not None and lin.inexact:
+            self.rec.inexact = True
+
+    def model_failed(self, event: Any, exc: Exception) -> None:
+        """The lineage model raised on ``event`` (a bug, not a lost event): the event is
+        still recorded, without lineage, and the trace is marked inexact."""
+        if self.rec.lineage_mismatches == 0:
+            _log.warning("trace %s: the lineage model failed on %s: %s: %s",
+                         self.rec.execution_id, type(event).__name__, type(exc).__name__,
+                         exc)
+        self.rec.lineage_mismatches += 1
+        self.rec.inexact = True
 
     def flush(self) -> None:
         if self.rows:
@@ -377,24 +408,35 @@ class _RowSink:
 
     def handler(self, lin: Lineage) -> Callable[[Any], None]:
         """The per-event function (kept flat: it runs once per traced event)."""
+        self.note_lineage()
         self.lineage = lin
+        self._counted = lin.mismatches
         ex = self.rec.execution_id
         add = self._add
         sent, received = lin.sent, lin.received
+        failed = self.model_failed
 
         def handle(e: Any) -> None:
             t = type(e)
             self.seq += 1
             seq = self.seq
             if t is ev.MessageSent:
-                msg, causes = sent(e.from_actor, e.to_actor, e.to_port, e.queue_depth)
+                try:
+                    msg, causes = sent(e.from_actor, e.to_actor, e.to_port, e.queue_depth)
+                except Exception as exc:
+                    failed(e, exc)
+                    msg, causes = None, None
                 add((ex, seq, e.timestamp, "sent" if e.to_actor else "output", e.from_actor,
                      e.from_port, e.to_actor, e.to_port, msg, causes, e.message, None, None))
             elif t is ev.MessageReceived:
                 # A receive of a sent message only moves the lineage model (the send's
                 # row already holds the message); values that came from outside are
                 # the roots of lineage and get a row.
-                msg, kind = received(e.actor_id, e.port, e.queue_depth)
+                try:
+                    msg, kind = received(e.actor_id, e.port, e.queue_depth)
+                except Exception as exc:
+                    failed(e, exc)
+                    msg, kind = None, "unknown"
                 if kind != "recv":
                     add((ex, seq, e.timestamp, kind, e.actor_id, e.port, "", "", msg, None,
                          e.message, None, None))

@@ -7,6 +7,11 @@ reads the recorded executions back and returns their events in the flowtrace for
 (``network:data`` per message with the FBP edge id, ``runtime:packet`` per value that
 left the graph, ``network:processerror`` per final failure, ``network:error``);
 ``clear`` deletes them from the store.
+
+A dump holds the *newest* events that fit both bounds: at most ``limit`` events (the
+server's ``trace_limit``) and, when ``trace:start`` gave a ``buffersize``, at most that
+many bytes of events (each measured as its compact JSON, as it is sent). The store
+keeps everything recorded (its own retention applies); the bounds only cut the dump.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import datetime
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 
 from reflowpy.observe.collector import Collector, Recording
@@ -23,6 +29,10 @@ if TYPE_CHECKING:
     from reflowpy.network.network import Network
 
 __all__ = ["FbpTraces", "flowtrace_events"]
+
+#: The row kinds :func:`flowtrace_events` can turn into events.
+_DUMPED = ("sent", "output", "failed", "shutdown")
+_JSON = msgspec.json.Encoder()
 
 
 def _iso(ms: float) -> str:
@@ -68,6 +78,8 @@ class FbpTraces:
         self.nursery = nursery
         self.limit = limit
         self.tracing: set[str] = set()
+        #: ``trace:start``'s ``buffersize`` per graph (bytes a dump may hold).
+        self.buffersize: dict[str, int | None] = {}
         self.recorded: dict[str, list[str]] = {}
         self._scopes: dict[str, list[trio.CancelScope]] = {}
         self._recording: set[int] = set()
@@ -78,9 +90,16 @@ class FbpTraces:
         store = self._store() if callable(self._store) else self._store
         return store  # type: ignore[no-any-return]
 
-    def start(self, graph: str, net: Network | None) -> None:
-        """``trace:start``: record ``net`` (if running) and the graph's later networks."""
+    def start(self, graph: str, net: Network | None, *, buffersize: int | None = None
+              ) -> None:
+        """``trace:start``: record ``net`` (if running) and the graph's later networks;
+        ``buffersize`` bounds the graph's dumps in bytes (``None``: only ``limit``)."""
+        if buffersize is not None and (isinstance(buffersize, bool)
+                                       or not isinstance(buffersize, int) or buffersize < 0):
+            raise ValueError(f"buffersize must be a number of bytes >= 0, got"
+                             f" {buffersize!r:.40}")
         self.tracing.add(graph)
+        self.buffersize[graph] = buffersize
         if net is not None and net.state in ("new", "starting", "running"):
             self.network(graph, net)
 
@@ -117,18 +136,43 @@ class FbpTraces:
             scope.cancel()
 
     async def dump(self, graph: str) -> list[dict[str, Any]]:
-        """``trace:dump``: the recorded events of ``graph`` as flowtrace events."""
+        """``trace:dump``: the newest recorded events of ``graph`` that fit the bounds
+        (see the module docstring), as flowtrace events, oldest first."""
         for rec in list(self._live.get(graph, [])):
             await rec.sync()  # what the live recordings hold is written first
         ids = list(self.recorded.get(graph, []))
+        limit = self.limit
+        buffersize = self.buffersize.get(graph)
 
-        def read() -> list[EventRow]:
-            rows: list[EventRow] = []
-            for ex in ids:
-                rows.extend(self.store.events(ex, limit=self.limit))
-            return rows[-self.limit:]
+        def read() -> list[dict[str, Any]]:
+            # newest execution first, each read newest first; rows that make no event
+            # (a retried failure, a clean shutdown) are skipped, so read on until the
+            # bounds are met or the rows run out
+            newest: list[dict[str, Any]] = []
+            size = 0
+            for ex in reversed(ids):
+                want = limit - len(newest)
+                while True:
+                    rows = self.store.events(ex, kinds=_DUMPED, limit=want, newest=True)
+                    events = flowtrace_events(rows, graph)  # the newest rows, in order
+                    if len(events) >= limit - len(newest) or len(rows) < want:
+                        break
+                    want *= 2
+                for event in reversed(events):
+                    if len(newest) >= limit:
+                        break
+                    if buffersize is not None:
+                        size += len(_JSON.encode(event))
+                        if size > buffersize:
+                            return newest
+                    newest.append(event)
+                if len(newest) >= limit:
+                    break
+            return newest
 
-        return flowtrace_events(await trio.to_thread.run_sync(read), graph)
+        newest = await trio.to_thread.run_sync(read)
+        newest.reverse()
+        return newest
 
     async def clear(self, graph: str) -> None:
         """``trace:clear``: delete what the graph's recordings hold (live recordings go

@@ -16,8 +16,19 @@ observed event stream is enough to assign them exactly, on the collector's side:
 * when tracing starts mid-stream (burst sampling), values already queued are marked
   *unknown*: their receive is recorded with no known origin.
 
-If the event bus dropped events for the collector, the model may be off; the collector
-then marks the execution's lineage as inexact instead of guessing.
+The model relies on two things the kernel guarantees (reflowpy.network.ports,
+``OutPort.send``): a ``MessageSent`` is published the moment the value enters that
+target's queue, before anything can yield (so it precedes any receive of the value,
+also while a broadcast still waits for room at a later target), and its
+``queue_depth`` is the queue's length right after that append; a ``MessageReceived``'s
+``queue_depth`` is the length right after the take.
+
+If the event bus dropped events for the collector, or the stream ever disagrees with
+the model (a reported depth it cannot have, a receive from a port it holds nothing
+for while the depth says it should), the model resynchronises to the reported depth,
+counts the disagreement in :attr:`Lineage.mismatches` and sets :attr:`Lineage.inexact`;
+it never raises, and the collector marks the execution's lineage as inexact instead of
+guessing.
 """
 
 from __future__ import annotations
@@ -47,7 +58,7 @@ class Lineage:
     """
 
     __slots__ = ("_complete", "_failing", "_last", "_next", "_pending", "_queues", "_rules",
-                 "inexact")
+                 "inexact", "mismatches")
 
     def __init__(self, rules: Mapping[str, str] | None = None,
                  queued: Mapping[tuple[str, str], int] | None = None, first_id: int = 1
@@ -63,6 +74,8 @@ class Lineage:
         self._failing: set[str] = set()
         #: Set when the model disagreed with a reported queue depth (events were lost).
         self.inexact = False
+        #: How many times the event stream disagreed with the model.
+        self.mismatches = 0
         for key, n in (queued or {}).items():
             if n > 0:
                 self._queues[key] = deque([UNKNOWN] * n)
@@ -95,18 +108,24 @@ class Lineage:
             if missing > 0:
                 q.extend([EXTERNAL] * missing)
             elif missing < 0:
-                self.inexact = True
-                for _ in range(-missing):
+                # the model holds more than the queue can: events were lost
+                self._mismatch()
+                for _ in range(min(-missing, len(q))):
                     q.popleft()
             q.append(msg)
         return msg, causes
 
+    def _mismatch(self) -> None:
+        self.inexact = True
+        self.mismatches += 1
+
     def _take(self, node: str, port: str, queue_depth: int | None) -> tuple[int, str]:
         q = self._queues.get((node, port))
         head = q.popleft() if q else EXTERNAL
-        if q is not None and queue_depth is not None and len(q) > queue_depth:
-            self.inexact = True
-            while len(q) > queue_depth:
+        if q is not None and queue_depth is not None and len(q) > max(queue_depth, 0):
+            # the model holds values the queue no longer has: events were lost
+            self._mismatch()
+            while len(q) > max(queue_depth, 0):
                 q.popleft()
         if head >= 0:
             return head, "recv"

@@ -50,14 +50,16 @@ class NetworkMetrics(Collector):
             "out": CounterMetricFamily(
                 "reflowpy_node_messages_out", "Messages a node sent", labels=node_labels),
             "busy": CounterMetricFamily(
-                "reflowpy_node_busy_seconds", "Sampled time a node was busy",
+                "reflowpy_node_busy_seconds",
+                "Seconds a node was busy (kernel clock, backpressure not included)",
                 labels=node_labels),
             "bp": CounterMetricFamily(
                 "reflowpy_node_backpressured_seconds",
-                "Sampled time a node was blocked by a full downstream queue",
+                "Seconds a node was blocked by a full downstream queue (kernel clock)",
                 labels=node_labels),
             "idle": CounterMetricFamily(
-                "reflowpy_node_idle_seconds", "Sampled time a node was idle",
+                "reflowpy_node_idle_seconds",
+                "Seconds a node was idle between samples (sampled time less busy time)",
                 labels=node_labels),
         }
         g: dict[str, Any] = {

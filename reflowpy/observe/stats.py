@@ -5,17 +5,21 @@ through :func:`snapshot`, which turns the kernel's typed ``Network.statistics()`
 (:class:`~reflowpy.network.network.NetworkStatistics`) into the :class:`NodeSample` values
 they need. This module is the only place that knows the kernel's statistics layout.
 
-What the kernel does not count yet is derived here, from consecutive snapshots
-(:class:`StateTracker`), the way Flink samples its busy/backpressured ratios:
+Time comes from the kernel's exact clocks (``NodeStatistics.busy_s``: seconds the
+node's task was not parked, including ``backpressured_s``: seconds its sends waited for
+room, both counting a wait or run still under way). :class:`StateTracker` reports them as
+exclusive parts: **backpressured_s** is the kernel's, **busy_s** the kernel's busy time
+less it, and **idle_s** the rest of each interval between two updates (the tracker's
+clock less the kernel's busy time in it; from the tracker's first update on).
+
+The *state* is derived from consecutive snapshots (:class:`StateTracker`), the way Flink
+samples its busy/backpressured ratios:
 
 * **backpressured**: a node feeds an in-port that is full (queued >= capacity) or has a
   sender waiting for room;
 * **busy**: not backpressured, and it holds queued input or ran activations since the
   previous sample;
 * **idle**: neither; **failed**: its failure counter grew since the previous sample.
-
-Each sample interval is added to the node's busy / backpressured / idle seconds, so the
-times are estimates with the resolution of the sampling interval, not exact clocks.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ class NodeSample(msgspec.Struct, frozen=True):
     messages_out: int
     inports: tuple[PortSample, ...]
     sent: Mapping[str, int]
+    #: The kernel's clocks: seconds not parked (including backpressure), and seconds
+    #: blocked on full queues.
+    busy_s: float = 0.0
+    backpressured_s: float = 0.0
 
 
 def snapshot(net: Network) -> dict[str, NodeSample]:
@@ -74,7 +82,7 @@ def snapshot(net: Network) -> dict[str, NodeSample]:
             node=node_id, component=node.component,
             activations=node.activations, failures=node.failures,
             messages_in=node.taken, messages_out=node.messages_out, inports=ports,
-            sent=sent)
+            sent=sent, busy_s=node.busy_s, backpressured_s=node.backpressured_s)
     return out
 
 
@@ -84,7 +92,8 @@ def edges_of(net: Network) -> list[tuple[str, str, str, str]]:
 
 
 class NodeState(msgspec.Struct):
-    """Derived per-node state and accumulated times (seconds)."""
+    """Derived per-node state and its times in seconds (exclusive parts; see the module
+    docstring)."""
 
     state: str = "idle"
     busy_s: float = 0.0
@@ -98,7 +107,8 @@ class StateTracker:
     """Derives busy / backpressured / idle / failed per node from successive snapshots.
 
     Call :meth:`update` periodically (metrics scrapes, the live page's ticker); each
-    call classifies every node over the interval since the previous call.
+    call classifies every node over the interval since the previous call and reads its
+    times from the kernel's clocks (idle: the interval's rest).
     """
 
     def __init__(self, net: Network, clock: Any = time.monotonic) -> None:
@@ -131,16 +141,13 @@ class StateTracker:
                 st.state = "busy"
             else:
                 st.state = "idle"
-            if dt > 0:
-                if st.state == "backpressured":
-                    st.backpressured_s += dt
-                elif st.state in ("busy", "failed"):
-                    st.busy_s += dt
-                else:
-                    st.idle_s += dt
-                if prev is not None:
-                    st.rate_in = (s.messages_in - prev.messages_in) / dt
-                    st.rate_out = (s.messages_out - prev.messages_out) / dt
+            # counters never go back (the kernel reads its two clocks one after the other)
+            st.backpressured_s = max(st.backpressured_s, s.backpressured_s)
+            st.busy_s = max(st.busy_s, s.busy_s - s.backpressured_s)
+            if dt > 0 and prev is not None:
+                st.idle_s += max(0.0, dt - (s.busy_s - prev.busy_s))
+                st.rate_in = (s.messages_in - prev.messages_in) / dt
+                st.rate_out = (s.messages_out - prev.messages_out) / dt
         for gone in set(self.states) - set(samples):
             del self.states[gone]
         self._last = samples

@@ -23,7 +23,9 @@ Sub-protocols, as defined by the JSON schemas of the npm package ``fbp-protocol`
   NoFlo edge ids (``A() OUT -> IN B()``, ``DATA -> IN B()`` for IIPs);
   ``processerror`` for failed activations; ``stopped`` when a network ends.
 * ``trace``: ``start``/``stop``/``clear``/``dump`` (Flowtrace JSON of the messages the
-  runtime sent for that graph while tracing).
+  graph's networks moved while tracing, read from the trace store; ``buffersize``
+  bounds a dump to the newest events that fit in that many bytes, the server's
+  ``trace_limit`` to that many events; see :mod:`reflowpy.observe.flowtrace`).
 
 Security: with a server token, a connection whose handshake carried the bearer
 header (or a session cookie or ticket) is authorized; otherwise it is authorized by
@@ -52,7 +54,6 @@ import inspect
 import logging
 import textwrap
 import uuid
-from collections import deque
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -146,18 +147,14 @@ class _Client(Outbox):
 
 
 class _GraphState:
-    """A graph known to the runtime, its network and its trace buffer."""
+    """A graph known to the runtime and its network (its trace is in the trace store:
+    :class:`reflowpy.observe.flowtrace.FbpTraces`)."""
 
     def __init__(self, graph: Graph, main: bool) -> None:
         self.graph = graph
         self.main = main
         self.execution: Execution | None = None
         self.events: ev.EventSubscription | None = None
-        self.tracing = False
-        self.trace: deque[tuple[int, dict[str, Any]]] = deque()  # (size, event)
-        self.trace_bytes = 0
-        #: ``trace:start``'s ``buffersize`` (bytes of trace kept); ``None``: the server's.
-        self.trace_limit: int | None = None
         self.unsubscribe: Callable[[], None] | None = None
         #: ``network:debug``: whether the client asked for debug mode (and whether any
         #: client ever used the command).
@@ -335,20 +332,8 @@ class FbpRuntime:
         except (ReflowError, KeyError, ValueError, TypeError) as exc:
             client.push(_error(reply_protocol, f"{protocol}:{command}: {exc}"))
 
-    def broadcast(self, message: dict[str, Any], graph: str | None = None) -> None:
-        """Send to every client (and to the graph's trace buffer when tracing)."""
-        if graph is not None:
-            entry = self.graphs.get(graph)
-            if entry is not None and entry.tracing and message["protocol"] == "network":
-                event = {"protocol": message["protocol"], "command": message["command"],
-                         "payload": message["payload"], "time": _now_iso()}
-                size = len(_JSON.encode(event))
-                entry.trace.append((size, event))
-                entry.trace_bytes += size
-                limit = entry.trace_limit
-                while entry.trace and (len(entry.trace) > self.state.trace_limit or (
-                        limit is not None and entry.trace_bytes > limit)):
-                    entry.trace_bytes -= entry.trace.popleft()[0]
+    def broadcast(self, message: dict[str, Any]) -> None:
+        """Send to every authorized client (traces are recorded by the trace store)."""
         for client in list(self.clients):
             if client.authorized:
                 client.push(message)
@@ -807,18 +792,17 @@ class FbpRuntime:
         ex.on_output.append(lambda port, value: self.broadcast(
             {"protocol": "runtime", "command": "packet", "payload": {
                 "port": port, "event": "data", "payload": _jsonable(value),
-                "graph": graph_id}}, graph_id))
+                "graph": graph_id}}))
         ex.on_done.append(lambda done: self._network_ended(graph_id, done))
         self.broadcast({"protocol": "network", "command": "started", "payload": {
-            "graph": graph_id, "time": _now_iso(), "started": True, "running": True}},
-            graph_id)
+            "graph": graph_id, "time": _now_iso(), "started": True, "running": True}})
         for iip in entry.graph.iips:
             if not entry.wants(None, (iip.tgt.node, iip.tgt.port)):
                 continue
             self.broadcast({"protocol": "network", "command": "data", "payload": {
                 "id": edge_id(None, (iip.tgt.node, iip.tgt.port)), "graph": graph_id,
                 "tgt": _port(iip.tgt.node, iip.tgt.port, iip.tgt.index),
-                "data": _jsonable(iip.data)}}, graph_id)
+                "data": _jsonable(iip.data)}})
         if entry.events is not None:
             self.state.nursery.start_soon(self._forward_events, graph_id, entry, entry.events)
 
@@ -835,14 +819,14 @@ class FbpRuntime:
                     "graph": graph_id,
                     "src": _port(event.from_actor, event.from_port),
                     "tgt": _port(event.to_actor, event.to_port),
-                    "data": _jsonable(event.message)}}, graph_id)
+                    "data": _jsonable(event.message)}})
             elif isinstance(event, ev.ActorFailed) and not event.will_retry:
                 self.broadcast({"protocol": "network", "command": "processerror", "payload": {
                     "id": event.actor_id, "error": event.error or event.error_type,
-                    "graph": graph_id}}, graph_id)
+                    "graph": graph_id}})
             elif isinstance(event, ev.NetworkShutdown) and event.error:
                 self.broadcast({"protocol": "network", "command": "error", "payload": {
-                    "message": event.error, "graph": graph_id}}, graph_id)
+                    "message": event.error, "graph": graph_id}})
 
     def _network_ended(self, graph_id: str, ex: Execution) -> None:
         entry = self.graphs.get(graph_id)
@@ -850,7 +834,7 @@ class FbpRuntime:
             entry.events = None
         self.broadcast({"protocol": "network", "command": "stopped", "payload": {
             "graph": graph_id, "time": _now_iso(), "uptime": ex.last_uptime,
-            "running": False, "started": False}}, graph_id)
+            "running": False, "started": False}})
 
     async def _stop(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
@@ -902,27 +886,19 @@ class FbpRuntime:
 
     def _trace_start(self, client: _Client, payload: dict[str, Any]) -> None:
         entry = self._entry(payload)
-        size = payload.get("buffersize")
-        if size is not None and (not isinstance(size, int) or isinstance(size, bool)
-                                 or size < 0):
-            raise FbpError("trace:start: buffersize must be a number of bytes >= 0")
-        entry.trace_limit = size
-        entry.tracing = True
-        self._traces.start(payload["graph"], entry.execution.net if entry.execution else None)
+        self._traces.start(payload["graph"], entry.execution.net if entry.execution else None,
+                           buffersize=payload.get("buffersize"))
         client.push({"protocol": "trace", "command": "start",
                      "payload": {"graph": payload["graph"]}})
 
     def _trace_stop(self, client: _Client, payload: dict[str, Any]) -> None:
-        entry = self._entry(payload)
-        entry.tracing = False
+        self._entry(payload)
         self._traces.stop(payload["graph"])
         client.push({"protocol": "trace", "command": "stop",
                      "payload": {"graph": payload["graph"]}})
 
     async def _trace_clear(self, client: _Client, payload: dict[str, Any]) -> None:
-        entry = self._entry(payload)
-        entry.trace.clear()
-        entry.trace_bytes = 0
+        self._entry(payload)
         await self._traces.clear(payload["graph"])
         client.push({"protocol": "trace", "command": "clear",
                      "payload": {"graph": payload["graph"]}})

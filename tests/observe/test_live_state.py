@@ -75,7 +75,18 @@ async def test_root_cause_is_the_busy_node_behind_backpressure() -> None:
         assert states["src"].state == "backpressured"
         assert states["b"].state == "idle"
         assert tracker.root_cause(["src", "a", "slow", "b"]) == "slow"
-        assert states["a"].backpressured_s == 1.0 and states["b"].idle_s == 1.0
+        # times are the kernel's clocks: a block still under way counts, and grows
+        bp = {n: states[n].backpressured_s for n in ("src", "a")}
+        assert all(v > 0 for v in bp.values())
+        assert states["b"].backpressured_s == 0.0 and states["slow"].backpressured_s == 0.0
+        slow_busy = states["slow"].busy_s
+        assert slow_busy > 0  # awaiting inside process(): not parked, so busy
+        assert 0.5 < states["b"].idle_s <= 1.0  # the interval less b's (tiny) busy time
+        kernel = net.statistics().nodes
+        assert kernel["a"].backpressured_s >= bp["a"]
+        states = tracker.update()
+        assert states["a"].backpressured_s > bp["a"] and states["slow"].busy_s > slow_busy
+        assert states["a"].state == "backpressured"
         view = Monitor(lambda: {"stall": net}).view("stall")
         assert view is not None and view["rootCause"] == "slow"
         fills = {(e["from"], e["to"]): e["fill"] for e in view["edges"]}

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import reflowpy as rf
@@ -97,6 +97,9 @@ def _roots(store: SqliteStore, ex: str, msg: int) -> set[Any]:
     externals=st.lists(st.integers(100, 120), max_size=4),
     capacity=st.integers(1, 4),
 )
+# a broadcast waiting for room at d while c already took the value (issue: the kernel
+# announced the send only after every target had it)
+@example(origins=[47, 35, 10, 35, 35, 47, 3, 33, 6], fail_on=[], externals=[], capacity=3)
 def test_lineage_matches_ground_truth(tmp_path_factory: pytest.TempPathFactory,
                                       origins: list[int], fail_on: list[int],
                                       externals: list[int], capacity: int) -> None:
@@ -114,6 +117,7 @@ def test_lineage_matches_ground_truth(tmp_path_factory: pytest.TempPathFactory,
     rec = trio.run(_record, store, net, feed)
     ex = rec.execution_id
     assert rec.dropped == 0
+    assert rec.lineage_mismatches == 0 and not rec.inexact
     outs = query.outputs(store, ex)
     expected = sum((2 * 2 if o not in fail_on else 2) for o in origins) + len(externals)
     assert len(outs) == expected
