@@ -260,18 +260,36 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
             sys.stderr.write("\r\x1b[K")
             sys.stderr.flush()
 
+    interrupted = False
+
+    async def on_ctrl_c(run: trio.CancelScope,
+                        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        # Ctrl-C cancels the run, so the network stops through its own cancellation path
+        # (what is in flight is dead-lettered, teardowns run); a KeyboardInterrupt raised
+        # at an arbitrary point of trio's or the kernel's cleanup could corrupt both.
+        nonlocal interrupted
+        with trio.open_signal_receiver(signal.SIGINT) as signals:
+            task_status.started()
+            async for _ in signals:
+                interrupted = True
+                run.cancel()
+                return
+
     with trio.move_on_after(math.inf if timeout is None else timeout) as scope:
         from reflowpy.observe.cli import traced
 
-        async with traced(net, trace, trace_sample), net, trio.open_nursery() as nursery:
-            if _progress_wanted():
-                nursery.start_soon(progress)
-            for name in graph.outports:
-                nursery.start_soon(pump, name)
-            for port, value in inputs:
-                await net.send(port, value)
-            await net.idle()
-            nursery.cancel_scope.cancel()  # what is left is printed below
+        async with trio.open_nursery() as watch:
+            await watch.start(on_ctrl_c, scope)
+            async with traced(net, trace, trace_sample), net, trio.open_nursery() as nursery:
+                if _progress_wanted():
+                    nursery.start_soon(progress)
+                for name in graph.outports:
+                    nursery.start_soon(pump, name)
+                for port, value in inputs:
+                    await net.send(port, value)
+                await net.idle()
+                nursery.cancel_scope.cancel()  # what is left is printed below
+            watch.cancel_scope.cancel()
     for name in graph.outports:  # values taken after the pumps stopped, and stop-flushes
         for value in net.outputs(name).drain():
             show(name, value)
@@ -279,6 +297,8 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
     letters = net.dead_letters()
     for letter in letters:
         _print_letter(letter)
+    if interrupted:
+        raise KeyboardInterrupt  # reported once by the caller, exit 130
     if scope.cancelled_caught:
         print(f"reflowpy run: not idle after {timeout:g} s; stopped", file=sys.stderr)
         return EXIT_FAILED

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import reflowpy as rf
+from tests.scale import long_scale
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -64,12 +66,18 @@ def test_run_timeout_and_ctrl_c_stop_cleanly(tmp_path: Path) -> None:
     g.save(str(path))
     proc = _run(str(path), "--timeout", "0.5")
     assert proc.returncode == 1 and "not idle after 0.5 s" in proc.stderr
-    child = subprocess.Popen([sys.executable, "-m", "reflowpy.cli", "run", str(path)],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=ENV)
-    assert child.stdout is not None
-    child.stdout.readline()  # it is running and printing ticks
-    child.send_signal(signal.SIGINT)
-    _, err = child.communicate(timeout=30)
-    assert child.returncode == 130, err
-    assert "interrupted; network stopped" in err and "Traceback" not in err
+    # Ctrl-C at seeded random moments of a busy run (a KeyboardInterrupt raised inside
+    # trio's cleanup once crashed trio itself): always a clean stop, exit 130.
+    rng = random.Random(9)
+    for _ in range(long_scale(4)):
+        child = subprocess.Popen([sys.executable, "-m", "reflowpy.cli", "run", str(path)],
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                 env=ENV)
+        assert child.stdout is not None
+        child.stdout.readline()  # it is running and printing ticks
+        for _ in range(rng.randrange(50)):
+            child.stdout.readline()
+        child.send_signal(signal.SIGINT)
+        _, err = child.communicate(timeout=30)
+        assert child.returncode == 130, err
+        assert "interrupted; network stopped" in err and "Traceback" not in err
