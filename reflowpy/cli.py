@@ -831,7 +831,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def _trace(sub: SubParsers) -> None:
     from reflowpy.observe.cli import add_trace_parser
 
-    add_trace_parser(sub)
+    add_trace_parser(sub, _load_registry)
 
 
 # -- peers (reflowpy.bridge) ----------------------------------------------------------------

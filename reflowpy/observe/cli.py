@@ -229,9 +229,7 @@ def _cmd_replay(store: Any, args: argparse.Namespace) -> int:
     r = store.execution(args.execution)
     registry = None
     if args.registry:
-        from reflowpy.cli import _load_registry
-
-        registry = _load_registry(args.registry)
+        registry = args.load_registry(args.registry)
     result = replay(store, r.id, registry=registry, timeout=args.timeout)
     if args.json:
         print(json.dumps(_todict(result)))
@@ -274,10 +272,12 @@ _COMMANDS = {
 }
 
 
-def add_trace_parser(sub: Any) -> None:
-    """Add ``trace`` and its sub-commands to the ``reflowpy`` parser."""
+def add_trace_parser(sub: Any, load_registry: Any) -> None:
+    """Add ``trace`` and its sub-commands to the ``reflowpy`` parser; ``load_registry``
+    turns ``--registry SPEC`` into a registry (the command line's own loader)."""
     p = sub.add_parser("trace", help="query recorded traces: list, show, failures, lineage",
                        description=__doc__.split("\n\n")[1] if __doc__ else None)
+    p.set_defaults(load_registry=load_registry)
     tsub = p.add_subparsers(dest="trace_command", metavar="WHAT", required=True)
 
     def common(q: argparse.ArgumentParser, execution: bool = True) -> None:
