@@ -165,8 +165,10 @@ BIG_SCRIPT = textwrap.dedent("""
     g.add_edge("read", "out", "write", "in")
     g.add_edge("read", "done", "count", "flush")
     g.add_outport("done", "read", "done")
+    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
     result = rf.run(g, timeout=120)
-    print(result["done"][0]["count"], resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+    print(result["done"][0]["count"], peak - base)
 """)
 
 
@@ -185,8 +187,11 @@ def test_large_file_streams_with_bounded_memory(tmp_path: Path) -> None:
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     assert proc.returncode == 0, proc.stderr
-    chunks, peak_mb = map(int, proc.stdout.split())
+    chunks, growth_mb = map(int, proc.stdout.split())
     assert chunks == size_mb
     assert copy.stat().st_size == big.stat().st_size
-    # Bounded: queues hold at most capacity x 1 MiB chunks, far below the file size.
-    assert peak_mb < size_mb / 2, f"peak RSS {peak_mb} MiB for a {size_mb} MiB file"
+    # Bounded: the in-port queue holds at most its capacity (64) of 1 MiB chunks and the
+    # reader at most three more (seen: 25-96 MiB of growth); allow the allocator and a
+    # loaded machine up to half the file. Growth is measured from the imported process, so
+    # the bound does not depend on how much the package imports.
+    assert growth_mb < size_mb / 2, f"RSS grew {growth_mb} MiB for a {size_mb} MiB file"
