@@ -219,18 +219,21 @@ class _Context:
                 out.check(value)
             await runner.hold(out, value, index)
             return
-        sched = runner.sched
-        if index is None and len(out.targets) == 1 and not out.checked \
-                and not runner.net.bus.active:
-            # Inline activation of the receiver only for the first send after this node
-            # waited (request/response: low latency); a node that sends back to back is
-            # under load, and queued batches move faster than inline calls.
+        targets = out.targets if index is None else out._chosen(index)
+        if len(targets) == 1 and not out.checked and not runner.net.bus.active:
+            # OutPort.send_nowait for one target, inlined. Inline activation of the
+            # receiver only for the first send after this node waited (request/response:
+            # low latency); a node that sends back to back is under load, and queued
+            # batches move faster than inline calls.
+            sched = runner.sched
             sched.inline_ok = runner.fresh
             runner.fresh = False
-            delivered = out.send_nowait(value)
+            delivered = targets[0].put_nowait(value)
             sched.inline_ok = True
-            if not delivered:
-                await out.send(value)
+            if delivered:
+                out.sent += 1
+            else:
+                await out.send(value, index)
         else:
             await runner.deliver(out, value, index)
         runner.budget -= 1
@@ -565,13 +568,25 @@ class NodeRunner:
         sched = self.sched
         sched.inline_depth += 1
         inputs = {port.name: value}
-        self.activations += 1
-        self.taken += 1
+        self.fired += 1  # taken, one activation
         try:
             ctx = self.ctx
             ctx.inputs = inputs
             result = self.fn(ctx)  # type: ignore[misc]
-            outputs = self.outputs(result) if result is not None else ()
+            if type(result) is dict and len(result) == 1:
+                ((name, out_value),) = result.items()
+                out = self.outports.get(name) if type(name) is str else None
+                if out is None:
+                    out = self.outport(str(name))
+                if type(out_value) not in _LEAVES:
+                    out_value = freeze(out_value, where=f"node {self.node_id!r} port {name!r}")
+                if out.checked:
+                    out.check(out_value)
+                outputs: Any = None
+            elif result is None:
+                outputs = ()
+            else:
+                outputs = self.outputs(result)
         except Exception as exc:
             # Recovery may sleep (backoff) or restart the actor: the node's own task
             # does it, before it takes the next message.
@@ -581,9 +596,17 @@ class NodeRunner:
             self.resume()
         else:
             self.delivered += 1
+            if outputs is None:
+                outputs = ((out, out_value, None),)
             for out, out_value, _ in outputs:
-                if not out.send_nowait(out_value):
-                    for target in out.targets:  # room was promised: past capacity
+                targets = out.targets
+                if len(targets) == 1:
+                    # room was promised (past capacity if an inline activation filled it)
+                    if not targets[0].put_nowait(out_value):
+                        targets[0].put_batch([out_value])
+                    out.sent += 1
+                elif not out.send_nowait(out_value):
+                    for target in targets:
                         if not target.put_nowait(out_value):
                             target.put_batch([out_value])
                     out.sent += 1
