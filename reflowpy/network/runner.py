@@ -91,6 +91,7 @@ _log = logging.getLogger("reflowpy.node")
 _EMPTY_CONFIG: Mapping[str, Any] = types.MappingProxyType({})
 _NO_HELD: list[Any] = []
 _UNUSED: Any = object()  # no batched out-port (compares equal to no port name)
+_MANY: Any = object()  # a result that is not a one-entry dict (the general check)
 
 #: One output of an activation: (out-port, frozen value, connection index or None).
 _Output = tuple[OutPort, Any, "int | None"]
@@ -804,8 +805,16 @@ class NodeRunner:
                 ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
                 try:
                     result = fn(ctx)
-                    if type(result) is dict and len(result) == 1:
-                        ((name, out_value),) = result.items()
+                    if type(result) is dict:
+                        try:
+                            ((name, out_value),) = result.items()
+                        except ValueError:  # not one output: the general check below
+                            name = _MANY
+                    elif result is None:
+                        continue
+                    else:
+                        name = _MANY
+                    if name is not _MANY:
                         if type(out_value) not in _LEAVES:
                             out_value = freeze(
                                 out_value, where=f"node {self.node_id!r} port {name!r}")
@@ -817,8 +826,6 @@ class NodeRunner:
                                 out = self.outport(str(name))
                             if out.checked:
                                 out.check(out_value)
-                    elif result is None:
-                        continue
                     else:
                         out = None
                         outputs = self.outputs(result)
@@ -881,8 +888,18 @@ class NodeRunner:
                 ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
                 try:
                     result = await proc(ctx)
-                    if type(result) is dict and len(result) == 1 and not self.held:
-                        ((name, out_value),) = result.items()
+                    if self.held:  # what it sent with ctx.send goes first
+                        name = _MANY
+                    elif type(result) is dict:
+                        try:
+                            ((name, out_value),) = result.items()
+                        except ValueError:  # not one output: the general check below
+                            name = _MANY
+                    elif result is None:
+                        continue
+                    else:
+                        name = _MANY
+                    if name is not _MANY:
                         if type(out_value) not in _LEAVES:
                             out_value = freeze(
                                 out_value, where=f"node {self.node_id!r} port {name!r}")
@@ -891,8 +908,6 @@ class NodeRunner:
                             out = self.outport(str(name))
                         if out.checked:
                             out.check(out_value)
-                    elif result is None and not self.held:
-                        continue
                     else:
                         out = None
                         outputs = self.outputs(result)
