@@ -887,7 +887,8 @@ class Network:
                 blocked += p.waiting_senders
         still: list[NodeRunner] = []
         for r in self._removed:  # removed nodes still finishing an activation
-            busy = r.taken + r.fired - r.delivered - r.dead_taken
+            r_taken, r_delivered = r.ledger()
+            busy = r_taken - r_delivered - r.dead_taken
             if busy or r.running:
                 still.append(r)
                 in_activation += busy
@@ -895,7 +896,7 @@ class Network:
         self._removed = still
         for r in still:
             accepted += sum(p.total + p.abandoned for p in r.inports.values())
-            delivered += r.delivered
+            delivered += r.ledger()[1]
         accepted += self._retired[0]
         delivered += self._retired[1]
         outputs = {name: s.statistics() for name, s in self._sinks.items()}

@@ -387,6 +387,9 @@ class _Owner(Protocol):
     def waiting_for(self, target: InPort | None) -> None: ...
 
 
+_NO_TARGETS: list[InPort] = []  # shared, never mutated
+
+
 class OutPort:
     """One node's out-port: the in-ports it feeds (broadcast), and sending.
 
@@ -395,8 +398,8 @@ class OutPort:
     told while a send waits for room (see :class:`_Owner`).
     """
 
-    __slots__ = ("checked", "indices", "name", "node", "owner", "sent", "strict",
-                 "targets", "unconnected")
+    __slots__ = ("by_index", "checked", "indices", "name", "node", "owner", "sent",
+                 "strict", "targets", "unconnected")
 
     def __init__(self, node: str, name: str, strict: PortType | None = None,
                  owner: _Owner | None = None) -> None:
@@ -408,6 +411,8 @@ class OutPort:
         self.checked = strict is not None
         self.targets: list[InPort] = []
         self.indices: list[int | None] = []
+        #: The targets of each connection index (rebuilt with the targets).
+        self.by_index: dict[int | None, list[InPort]] = {}
         self.sent = 0
         self.unconnected = 0
 
@@ -432,13 +437,12 @@ class OutPort:
         """
         if self.checked:
             self.check(value)
-        targets = self.targets
-        if index is None and len(targets) == 1:
-            if not targets[0].put_nowait(value):
+        chosen = self.targets if index is None else self.by_index.get(index, _NO_TARGETS)
+        if len(chosen) == 1:
+            if not chosen[0].put_nowait(value):
                 return False
             self.sent += 1
             return True
-        chosen = self._chosen(index)
         for target in chosen:
             if len(target.queue) >= target.capacity:
                 return False
@@ -491,11 +495,15 @@ class OutPort:
     def _chosen(self, index: int | None) -> list[InPort]:
         if index is None:
             return self.targets
-        return [t for t, i in zip(self.targets, self.indices, strict=True) if i == index]
+        return self.by_index.get(index, _NO_TARGETS)
 
     def _retarget(self, targets: list[InPort], indices: list[int | None]) -> None:
+        by_index: dict[int | None, list[InPort]] = {}
+        for t, i in zip(targets, indices, strict=True):
+            by_index.setdefault(i, []).append(t)
         self.targets = targets
         self.indices = indices
+        self.by_index = by_index
         self.checked = self.strict is not None or any(t.strict is not None for t in targets)
 
     def connect(self, target: InPort, index: int | None = None) -> None:

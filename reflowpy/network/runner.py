@@ -90,6 +90,8 @@ LATENCY_BUCKETS: tuple[float, ...] = (1e-5, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)
 _log = logging.getLogger("reflowpy.node")
 _EMPTY_CONFIG: Mapping[str, Any] = types.MappingProxyType({})
 _NO_HELD: list[Any] = []
+_UNUSED: Any = object()  # no batched out-port (compares equal to no port name)
+_MANY: Any = object()  # a result that is not a one-entry dict (the general check)
 
 #: One output of an activation: (out-port, frozen value, connection index or None).
 _Output = tuple[OutPort, Any, "int | None"]
@@ -218,18 +220,21 @@ class _Context:
                 out.check(value)
             await runner.hold(out, value, index)
             return
-        sched = runner.sched
-        if index is None and len(out.targets) == 1 and not out.checked \
-                and not runner.net.bus.active:
-            # Inline activation of the receiver only for the first send after this node
-            # waited (request/response: low latency); a node that sends back to back is
-            # under load, and queued batches move faster than inline calls.
+        targets = out.targets if index is None else out._chosen(index)
+        if len(targets) == 1 and not out.checked and not runner.net.bus.active:
+            # OutPort.send_nowait for one target, inlined. Inline activation of the
+            # receiver only for the first send after this node waited (request/response:
+            # low latency); a node that sends back to back is under load, and queued
+            # batches move faster than inline calls.
+            sched = runner.sched
             sched.inline_ok = runner.fresh
             runner.fresh = False
-            delivered = out.send_nowait(value)
+            delivered = targets[0].put_nowait(value)
             sched.inline_ok = True
-            if not delivered:
-                await out.send(value)
+            if delivered:
+                out.sent += 1
+            else:
+                await out.send(value, index)
         else:
             await runner.deliver(out, value, index)
         runner.budget -= 1
@@ -304,6 +309,8 @@ class NodeRunner:
         "actor",
         "await_all",
         "backpressured",
+        "batch_it",
+        "batch_n",
         "blocked_since",
         "budget",
         "busy",
@@ -392,6 +399,9 @@ class NodeRunner:
         #: Messages the per-message fire loop took (each one activation): kept apart
         #: from ``taken``/``activations`` so the hot loop updates one counter.
         self.fired = 0
+        #: The running fast-path batch (see _batch_counts).
+        self.batch_it: Any = None
+        self.batch_n = 0
         self.delivered = 0
         self.dead_taken = 0
         self.busy = 0.0
@@ -560,13 +570,25 @@ class NodeRunner:
         sched = self.sched
         sched.inline_depth += 1
         inputs = {port.name: value}
-        self.activations += 1
-        self.taken += 1
+        self.fired += 1  # taken, one activation
         try:
             ctx = self.ctx
             ctx.inputs = inputs
             result = self.fn(ctx)  # type: ignore[misc]
-            outputs = self.outputs(result) if result is not None else ()
+            if type(result) is dict and len(result) == 1:
+                ((name, out_value),) = result.items()
+                out = self.outports.get(name) if type(name) is str else None
+                if out is None:
+                    out = self.outport(str(name))
+                if type(out_value) not in _LEAVES:
+                    out_value = freeze(out_value, where=f"node {self.node_id!r} port {name!r}")
+                if out.checked:
+                    out.check(out_value)
+                outputs: Any = None
+            elif result is None:
+                outputs = ()
+            else:
+                outputs = self.outputs(result)
         except Exception as exc:
             # Recovery may sleep (backoff) or restart the actor: the node's own task
             # does it, before it takes the next message.
@@ -576,9 +598,17 @@ class NodeRunner:
             self.resume()
         else:
             self.delivered += 1
+            if outputs is None:
+                outputs = ((out, out_value, None),)
             for out, out_value, _ in outputs:
-                if not out.send_nowait(out_value):
-                    for target in out.targets:  # room was promised: past capacity
+                targets = out.targets
+                if len(targets) == 1:
+                    # room was promised (past capacity if an inline activation filled it)
+                    if not targets[0].put_nowait(out_value):
+                        targets[0].put_batch([out_value])
+                    out.sent += 1
+                elif not out.send_nowait(out_value):
+                    for target in targets:
                         if not target.put_nowait(out_value):
                             target.put_batch([out_value])
                     out.sent += 1
@@ -657,11 +687,8 @@ class NodeRunner:
     # -- the firing loops ----------------------------------------------------------------
 
     async def _fire_loop(self) -> None:
-        # The hot path: take the whole batch already queued, then park. Keep it flat:
-        # every attribute lookup inside the inner loop is paid per message.
-        ctx = self.ctx
+        # The hot path: take the whole batch already queued, then park.
         bus = self.net.bus
-        outports = self.outports
         latency = self.latency
         while True:
             if self.removed:
@@ -671,8 +698,7 @@ class NodeRunner:
                 await self._recover_and_deliver(inputs, exc)
                 continue
             order = self.order
-            port = self.single
-            n = len(order) if order is not None else len(port.queue)  # type: ignore[union-attr]
+            n = len(order) if order is not None else len(self.single.queue)  # type: ignore[union-attr]
             if n == 0:
                 await self.park()
                 continue
@@ -681,122 +707,10 @@ class NodeRunner:
                 continue
             started = _perf()
             taken0 = self.fired
-            fn = self.fn
-            proc = self.proc
-            # Batch transfer: a plain-def node with one out-port feeding one queue
-            # collects outputs while that queue has room and hands them over in one
-            # extend (OutPort.send_nowait specialised: the room is reserved up front, and
-            # nothing can yield in between). Once it is used up, the rest goes through
-            # OutPort.send (and may wait: backpressure).
-            batch: list[Any] | None = None
-            primary: OutPort | None = None
-            primary_name = None
-            room = 0
-            target_q: InPort | None = None
-            if fn is not None and len(outports) == 1:
-                only = next(iter(outports.values()))
-                if len(only.targets) == 1 and not only.checked:
-                    target_q = only.targets[0]
-                    room = target_q.capacity - len(target_q.queue)
-                    if room > 1:
-                        batch = []
-                        primary = only
-                        primary_name = next(iter(outports))
-            # Ledger counts are kept in locals and folded into the runner before every
-            # await (so a snapshot taken while this task waits is exact) and at the end:
-            # ``t`` taken and ``d`` of them delivered since the last fold.
-            t = d = 0
-            self.holding = fn is None  # an async behaviour's ctx.send is held back
-            try:
-                for _ in range(n):
-                    try:
-                        if order is not None:
-                            port = order.popleft()
-                        value = port.queue.popleft()  # type: ignore[union-attr]
-                    except IndexError:  # the node was removed: its queue is gone
-                        break
-                    t += 1
-                    if port.putters:  # type: ignore[union-attr]
-                        _reschedule(port.putters.popleft())  # type: ignore[union-attr]
-                    ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
-                    out = None
-                    try:
-                        if fn is not None:
-                            result = fn(ctx)
-                        else:
-                            self.fired += t
-                            self.delivered += d
-                            t = d = 0
-                            result = await proc(ctx)
-                        if result is None:
-                            outputs = self._take_held() if self.held else None
-                        elif type(result) is dict and len(result) == 1 and (
-                                fn is not None or not self.held):
-                            ((name, out_value),) = result.items()
-                            if type(out_value) not in _LEAVES:
-                                out_value = freeze(
-                                    out_value, where=f"node {self.node_id!r} port {name!r}")
-                            if name == primary_name:
-                                out = primary
-                            else:
-                                out = outports.get(name)
-                                if out is None:
-                                    out = self.outport(name)
-                                if out.checked:
-                                    out.check(out_value)
-                        else:
-                            outputs = self.outputs(result)
-                    except Exception as exc:
-                        self.fired += t
-                        self.delivered += d
-                        t = d = 0
-                        if batch:
-                            self._flush(target_q, primary, batch)
-                        batch = None
-                        primary = primary_name = None
-                        self.held = _NO_HELD
-                        await self._recover_and_deliver(inputs, exc)
-                        fn = self.fn  # a restart rebinds the behaviour
-                        proc = self.proc
-                        self.holding = fn is None
-                        continue
-                    except BaseException:
-                        self.fired += t
-                        self.delivered += d
-                        t = d = 0
-                        self._lost(inputs)
-                        raise
-                    d += 1
-                    if out is None:
-                        if outputs:
-                            self.fired += t
-                            self.delivered += d
-                            t = d = 0
-                            await self._deliver_all(outputs)
-                    elif out is primary:
-                        batch.append(out_value)  # type: ignore[union-attr]
-                        if len(batch) >= room:  # type: ignore[arg-type]
-                            self._flush(target_q, primary, batch)  # type: ignore[arg-type]
-                            batch = None
-                            primary = primary_name = None
-                    else:
-                        targets = out.targets
-                        if len(targets) == 1 and not out.checked \
-                                and targets[0].put_nowait(out_value):
-                            out.sent += 1  # OutPort.send_nowait, inlined
-                        else:
-                            self.fired += t
-                            self.delivered += d
-                            t = d = 0
-                            await self.deliver(out, out_value, None)
-            finally:
-                # Cancelled part-way, what this batch took and did not finish was
-                # accounted by _lost() or the out-port; the rest is still queued.
-                self.holding = False
-                self.fired += t
-                self.delivered += d
-                if batch:
-                    self._flush(target_q, primary, batch)
+            if self.fn is not None:
+                await self._batch_def(n)
+            else:
+                await self._batch_async(n)
             took = self.fired - taken0
             if took:
                 if latency is None:
@@ -812,6 +726,214 @@ class NodeRunner:
             if self.budget <= 0:
                 self.budget = _BUDGET
                 await trio.lowlevel.checkpoint()
+
+    # The batch ledger. A batch of n messages counts nothing per message: the loop runs
+    # over ``batch_it`` (an iterator of range(n)), so the messages taken since the batch
+    # (re)started are ``batch_n - batch_it.__length_hint__()`` whenever anyone looks
+    # (see _batch_counts); the last of them is the one in an activation, the others are
+    # delivered. The counts are folded into ``fired``/``delivered`` when the batch ends
+    # and before a failure is handed to recovery (which re-bases the batch).
+
+    def _batch_counts(self) -> tuple[int, int]:
+        """(taken, delivered) of the running batch not yet folded into the counters."""
+        it = self.batch_it
+        if it is None:
+            return 0, 0
+        taken = self.batch_n - it.__length_hint__()
+        return taken, taken - 1 if taken else 0
+
+    def _batch_fold(self, unfinished: int) -> None:
+        # Fold what the batch took; the last ``unfinished`` of it are accounted by the
+        # caller (recovery or _lost). The batch continues from here with nothing taken.
+        it = self.batch_it
+        assert it is not None
+        left = it.__length_hint__()
+        taken = self.batch_n - left
+        self.fired += taken
+        self.delivered += taken - unfinished
+        self.batch_n = left
+
+    def _batch_end(self) -> None:
+        # The batch ended (or was cancelled in its delivery phase, where the out-port
+        # dead-letters what it could not deliver): everything it took is delivered.
+        it = self.batch_it
+        if it is not None:
+            taken = self.batch_n - it.__length_hint__()
+            self.fired += taken
+            self.delivered += taken
+            self.batch_it = None
+
+    async def _batch_def(self, n: int) -> None:
+        # Plain def behaviours: nothing suspends between messages unless an output has
+        # to wait, and a def cannot ``await ctx.send``, so nothing is held back.
+        ctx = self.ctx
+        outports = self.outports
+        order = self.order
+        port = self.single
+        fn = self.fn
+        assert fn is not None
+        # Batch transfer: a node with one out-port feeding one queue collects outputs
+        # while that queue has room and hands them over in one extend (OutPort.send_nowait
+        # specialised: the room is reserved up front, and nothing can yield in between).
+        # Once it is used up, the rest goes through OutPort.send (and may wait).
+        batch: list[Any] | None = None
+        primary: Any = _UNUSED  # the batched out-port and its name, while batching
+        primary_name: Any = _UNUSED
+        room = 0
+        target_q: InPort | None = None
+        if len(outports) == 1:
+            only = next(iter(outports.values()))
+            if len(only.targets) == 1 and not only.checked:
+                target_q = only.targets[0]
+                room = target_q.capacity - len(target_q.queue)
+                if room > 1:
+                    batch = []
+                    primary = only
+                    primary_name = next(iter(outports))
+        self.batch_n = n
+        self.batch_it = it = iter(range(n))
+        try:
+            for _ in it:
+                try:
+                    if order is not None:
+                        port = order.popleft()
+                    value = port.queue.popleft()  # type: ignore[union-attr]
+                except IndexError:  # the node was removed: its queue is gone
+                    self.batch_n -= 1
+                    break
+                if port.putters:  # type: ignore[union-attr]
+                    _reschedule(port.putters.popleft())  # type: ignore[union-attr]
+                ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
+                try:
+                    result = fn(ctx)
+                    if type(result) is dict:
+                        try:
+                            ((name, out_value),) = result.items()
+                        except ValueError:  # not one output: the general check below
+                            name = _MANY
+                    elif result is None:
+                        continue
+                    else:
+                        name = _MANY
+                    if name is not _MANY:
+                        if type(out_value) not in _LEAVES:
+                            out_value = freeze(
+                                out_value, where=f"node {self.node_id!r} port {name!r}")
+                        if name == primary_name:
+                            out = primary
+                        else:
+                            out = outports.get(name) if type(name) is str else None
+                            if out is None:
+                                out = self.outport(str(name))
+                            if out.checked:
+                                out.check(out_value)
+                    else:
+                        out = None
+                        outputs = self.outputs(result)
+                except Exception as exc:
+                    self._batch_fold(1)
+                    if batch:
+                        self._flush(target_q, primary, batch)
+                    batch = None
+                    primary = primary_name = _UNUSED
+                    await self._recover_and_deliver(inputs, exc)
+                    fn = self.fn  # a restart rebinds the behaviour
+                    assert fn is not None
+                    continue
+                except BaseException:
+                    self._batch_fold(1)
+                    self._lost(inputs)
+                    raise
+                if out is primary:
+                    batch.append(out_value)  # type: ignore[union-attr]
+                    if len(batch) >= room:  # type: ignore[arg-type]
+                        self._flush(target_q, primary, batch)  # type: ignore[arg-type]
+                        batch = None
+                        primary = primary_name = _UNUSED
+                elif out is not None:
+                    targets = out.targets
+                    if len(targets) != 1 or out.checked \
+                            or not targets[0].put_nowait(out_value):
+                        await self.deliver(out, out_value, None)
+                    else:
+                        out.sent += 1  # OutPort.send_nowait, inlined
+                elif outputs:
+                    await self._deliver_all(outputs)
+        finally:
+            self._batch_end()
+            if batch:
+                self._flush(target_q, primary, batch)
+
+    async def _batch_async(self, n: int) -> None:
+        # async def behaviours: what the activation sends with ctx.send is held back
+        # until it succeeds (the fast path below only runs when nothing was held).
+        ctx = self.ctx
+        outports = self.outports
+        order = self.order
+        port = self.single
+        proc = self.proc
+        self.batch_n = n
+        self.batch_it = it = iter(range(n))
+        self.holding = True
+        try:
+            for _ in it:
+                try:
+                    if order is not None:
+                        port = order.popleft()
+                    value = port.queue.popleft()  # type: ignore[union-attr]
+                except IndexError:  # the node was removed: its queue is gone
+                    self.batch_n -= 1
+                    break
+                if port.putters:  # type: ignore[union-attr]
+                    _reschedule(port.putters.popleft())  # type: ignore[union-attr]
+                ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
+                try:
+                    result = await proc(ctx)
+                    if self.held:  # what it sent with ctx.send goes first
+                        name = _MANY
+                    elif type(result) is dict:
+                        try:
+                            ((name, out_value),) = result.items()
+                        except ValueError:  # not one output: the general check below
+                            name = _MANY
+                    elif result is None:
+                        continue
+                    else:
+                        name = _MANY
+                    if name is not _MANY:
+                        if type(out_value) not in _LEAVES:
+                            out_value = freeze(
+                                out_value, where=f"node {self.node_id!r} port {name!r}")
+                        out = outports.get(name) if type(name) is str else None
+                        if out is None:
+                            out = self.outport(str(name))
+                        if out.checked:
+                            out.check(out_value)
+                    else:
+                        out = None
+                        outputs = self.outputs(result)
+                except Exception as exc:
+                    self._batch_fold(1)
+                    self.held = _NO_HELD
+                    await self._recover_and_deliver(inputs, exc)
+                    proc = self.proc  # a restart rebinds the behaviour
+                    self.holding = True
+                    continue
+                except BaseException:
+                    self._batch_fold(1)
+                    self._lost(inputs)
+                    raise
+                if out is not None:
+                    targets = out.targets
+                    if len(targets) != 1 or not targets[0].put_nowait(out_value):
+                        await self.deliver(out, out_value, None)
+                    else:
+                        out.sent += 1  # OutPort.send_nowait, inlined
+                elif outputs:
+                    await self._deliver_all(outputs)
+        finally:
+            self.holding = False
+            self._batch_end()
 
     def _flush(self, target: InPort | None, out: OutPort | None, values: list[Any]) -> None:
         assert target is not None and out is not None
@@ -1117,11 +1239,18 @@ class NodeRunner:
             inputs, _ = self.failed.popleft()
             self._lost(inputs)
 
+    def ledger(self) -> tuple[int, int]:
+        """(taken, delivered) of this node so far, a running batch included."""
+        batch_taken, batch_delivered = self._batch_counts()
+        return (self.taken + self.fired + batch_taken,
+                self.delivered + batch_delivered)
+
     def statistics(self) -> NodeStatistics:
         """The node's ledger, counters and per-port statistics (see NodeStatistics)."""
         inports = {name: p.statistics() for name, p in self.inports.items()}
         busy = self.busy
         backpressured = self.backpressured
+        taken, delivered = self.ledger()
         if self.running and not self.parked:
             busy += _perf() - self.woke_at
         if self.blocked_since:  # blocked right now: count the wait so far, as busy does
@@ -1130,12 +1259,12 @@ class NodeRunner:
             node=self.node_id,
             component=self.component,
             running=self.running,
-            activations=self.activations + self.fired,
+            activations=self.activations + taken - self.taken,
             failures=self.failures,
-            taken=self.taken + self.fired,
-            delivered=self.delivered,
+            taken=taken,
+            delivered=delivered,
             dead_lettered=self.net.dead_count(self.node_id),
-            in_activation=self.taken + self.fired - self.delivered - self.dead_taken,
+            in_activation=taken - delivered - self.dead_taken,
             queued=sum(p.queued for p in inports.values()),
             messages_out=sum(p.sent for p in self.outports.values()),
             busy_s=busy,
