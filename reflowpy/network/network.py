@@ -527,7 +527,11 @@ class Network:
         try:
             self._runner_nursery.start_soon(fn, name=name)
         except RuntimeError:
-            if self._state != "stopping":
+            # Closed by the stop, or by a cancellation of the scope that holds the network
+            # (its nursery closes before the stop begins, while the caller -- cancelled too
+            # -- still runs to its next checkpoint). Either way the stop follows and
+            # dead-letters what is queued; a send that queued the value has accepted it.
+            if self._state != "stopping" and trio.current_effective_deadline() != -math.inf:
                 raise
             return False
         return True
