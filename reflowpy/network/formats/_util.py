@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import re
 import typing
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from reflowpy.errors import GraphFormatError
+from reflowpy.errors import GraphError, GraphFormatError
 from reflowpy.network.formats._limits import MAX_DEPTH, check_text, check_value, line_col
 from reflowpy.network.graph import Graph
 
@@ -217,6 +217,25 @@ def read_document(data: Any, doc_type: type[D], fmt: str) -> tuple[D, Graph]:
         if key not in _KNOWN_TOP:
             graph.extra[key] = check_value(value, fmt, key)
     return doc, graph
+
+
+def build_graph(data: Any, doc_type: type[D], fmt: str, consume: bool,
+                read_body: Callable[[D, Graph, str, list[str]], None]) -> Graph:
+    """The JSON readers' one build path: convert ``data`` (:func:`read_document`), empty
+    it if ``consume``, then let ``read_body`` fill the graph without recording undo
+    history. ``read_body`` keeps ``at[0]`` on the entry it reads, so a refused graph
+    operation becomes a :class:`GraphFormatError` naming that entry."""
+    doc, graph = read_document(data, doc_type, fmt)
+    if consume:
+        data.clear()
+    graph._recording = False
+    at = ["processes"]
+    try:
+        read_body(doc, graph, fmt, at)
+    except (GraphError, ValueError) as exc:
+        raise building_error(exc, fmt, at[0]) from None
+    graph._recording = True
+    return graph
 
 
 def _locate(data: dict[str, Any], doc_type: type[Any], fmt: str) -> None:

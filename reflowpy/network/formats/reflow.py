@@ -26,14 +26,13 @@ from typing import Any
 
 import msgspec
 
-from reflowpy.errors import GraphError, GraphFormatError, PortTypeError
+from reflowpy.errors import GraphFormatError, PortTypeError
 from reflowpy.network import porttypes
 from reflowpy.network.formats._limits import MAX_INDEX, check_value
 from reflowpy.network.formats._util import (
-    building_error,
+    build_graph,
     document_properties,
     join_capacity,
-    read_document,
     remember_case,
     split_capacity,
 )
@@ -120,17 +119,7 @@ def from_dict(data: Any, fmt: str = "reflow", *, consume: bool = False) -> Graph
 
     ``consume`` (for readers that parsed ``data`` themselves) empties ``data`` once it is
     converted, so the parsed document and the graph are not both in memory."""
-    doc, graph = read_document(data, _Doc, fmt)
-    if consume:
-        data.clear()
-    graph._recording = False
-    at = ["processes"]  # where the reader is, for a refused graph operation
-    try:
-        _read_body(doc, graph, fmt, at)
-    except (GraphError, ValueError) as exc:
-        raise building_error(exc, fmt, at[0]) from None
-    graph._recording = True
-    return graph
+    return build_graph(data, _Doc, fmt, consume, _read_body)
 
 
 def _read_body(doc: _Doc, graph: Graph, fmt: str, at: list[str]) -> None:
