@@ -9,6 +9,8 @@ tests marked ``long`` (soaks, thousands of fault runs).
 - hypothesis profile ``long``: ten times the examples of ``ci``, still derandomized.
 - ``tests.scale.long_scale(n)``: a count for a fault loop or an explicit ``max_examples``:
   ``n`` in CI, ``10 * n`` with ``REFLOWPY_LONG=1``.
+- pytest-timeout: a test that hangs fails alone after ``timeout`` seconds (pyproject),
+  and the run goes on; with ``REFLOWPY_LONG=1`` every test gets an hour.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ settings.load_profile("long" if LONG else "ci")
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     if LONG:
+        for item in items:
+            item.add_marker(pytest.mark.timeout(3600))
         return
     skip = pytest.mark.skip(reason="long run: set REFLOWPY_LONG=1")
     for item in items:

@@ -17,10 +17,11 @@ delivered so far was processed), nothing waits in a pump, and every out-channel 
 fully acked downstream. It then acks everything delivered and records, as the
 checkpoint, how far each out-channel had sent -- where a restarted process resumes.
 
-**Peer lost.** A send to a lost peer raises :class:`~reflowpy.PeerLost`: the value,
-every unacked value of the channel and everything the export still holds become dead
-letters of the source node with the reason ``peer lost``; the remote nodes fail per
-their policy (``on_failure="stop"`` stops this network).
+**Peer lost.** The moment a session is lost, every unacked value of its channels
+becomes a dead letter of the channel's source port with the reason ``peer lost``, and
+the remote nodes fail per their policy (``on_failure="stop"`` stops this network);
+what a pump sends to it afterwards (and everything the export still holds) is
+dead-lettered the same way.
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ class Binding:
                 nursery.start_soon(self._relay, *relay)
             if self.completion:
                 nursery.start_soon(self._track_completion)
+            for session in self.sessions:
+                nursery.start_soon(self._watch, session, name="bridge loss watch")
 
     # -- sender proxy -------------------------------------------------------------------
 
@@ -146,18 +149,37 @@ class Binding:
             self._delivered.set()
 
     def _lost(self, session: Session, node: str, port: str, values: Iterable[Any]) -> None:
-        error = PeerLost(f"peer lost: {session.remote_id or session.session_id}:"
-                         f" {session.error or 'unreachable past its deadline'}")
-        first = id(session) not in self._failed_sessions
-        if first:
-            self._failed_sessions.add(id(session))
-            values = [*(v for out in session.out.values() for v in out.unacked()), *values]
-            for out in session.out.values():
-                out.buffer.clear()
-            self._fail_remote_nodes(session, error)
+        """``values`` of ``node.port`` could not go to the lost ``session``."""
+        error = self._settle_loss(session)
         for value in values:
             self.net.dead_letter(node, port, value, error, 1)
             self.lost_letters += 1
+
+    def _settle_loss(self, session: Session) -> PeerLost:
+        """Once per lost session: every unacked value of its out-channels becomes a dead
+        letter of the channel's source port, and the nodes it hosted fail."""
+        error = PeerLost(f"peer lost: {session.remote_id or session.session_id}:"
+                         f" {session.error or 'unreachable past its deadline'}")
+        if id(session) in self._failed_sessions:
+            return error
+        self._failed_sessions.add(id(session))
+        for out in session.out.values():
+            node, port = split_endpoint(out.spec.src)
+            for value in out.unacked():
+                self.net.dead_letter(node, port, value, error, 1)
+                self.lost_letters += 1
+            out.buffer.clear()
+        self._fail_remote_nodes(session, error)
+        self._delivered.set()  # progress: the books moved
+        return error
+
+    async def _watch(self, session: Session) -> None:
+        """Settle a lost session as soon as it is lost, not at the next send: what it
+        holds unacked would otherwise wait forever, neither delivered nor reported."""
+        while session.state not in ("lost", "closed"):
+            await session.changed()
+        if session.state == "lost":
+            self._settle_loss(session)
 
     def _fail_remote_nodes(self, session: Session, error: PeerLost) -> None:
         nodes, policy_of = self.remote_nodes.get(id(session), ([], lambda _n: "dead_letter"))

@@ -42,7 +42,7 @@ import trio
 
 from reflowpy.bridge.binding import Binding
 from reflowpy.bridge.events import BridgeStatus
-from reflowpy.bridge.frames import ChannelSpec
+from reflowpy.bridge.frames import MAX_FRAME, ChannelSpec
 from reflowpy.bridge.peers import Peers, ssl_context_for
 from reflowpy.bridge.placement import LOCAL, Placement, place
 from reflowpy.bridge.session import BridgeStatistics, Dialer, Session
@@ -90,7 +90,8 @@ class BridgedNetwork:
     ``transports`` replaces the transport of a location (tests: in memory). ``ack_on``
     maps a location to ``"receipt"`` or ``"completion"`` (partitions default to
     completion: a restarted worker loses nothing; receipt is faster, at-most-once on
-    process loss).
+    process loss). ``max_frame`` is the largest decoded frame peers may send us (each
+    side tells the other its limit in HELLO; senders split batches to fit).
     """
 
     def __init__(self, graph: Graph, registry: Registry | None = None, *,
@@ -102,7 +103,8 @@ class BridgedNetwork:
                  liveness: float = 5.0, compress_threshold: int | None = None,
                  python: str = sys.executable, name: str | None = None,
                  transports: Mapping[str, Transport] | None = None,
-                 ack_on: Mapping[str, str] | None = None) -> None:
+                 ack_on: Mapping[str, str] | None = None,
+                 max_frame: int = MAX_FRAME) -> None:
         self.graph = graph
         self.placement: Placement = place(graph, placement, capacity=channel_capacity,
                                           ack_on=ack_on)
@@ -128,7 +130,8 @@ class BridgedNetwork:
             for spec in part.channels:
                 if spec.sender != loc:
                     receiver[spec.id] = loc
-        session_kw: dict[str, Any] = {"ping_interval": ping_interval, "liveness": liveness}
+        session_kw: dict[str, Any] = {"ping_interval": ping_interval, "liveness": liveness,
+                                      "max_frame": max_frame}
         if compress_threshold is not None:
             session_kw["compress_threshold"] = compress_threshold
         for loc in self.placement.remote_locations():

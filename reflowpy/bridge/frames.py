@@ -91,6 +91,8 @@ class Hello(msgspec.Struct, array_like=True, frozen=True, tag="HELLO"):
     incarnation: str = ""
     channels: list[ChannelSpec] = []
     graph: Any = None
+    #: The largest decoded frame this peer accepts (0: the protocol default, MAX_FRAME).
+    max_frame: int = 0
 
 
 class Data(msgspec.Struct, array_like=True, frozen=True, tag="DATA"):

@@ -25,7 +25,7 @@ from typing import Any
 import trio
 
 from reflowpy.bridge.binding import Binding
-from reflowpy.bridge.frames import Hello
+from reflowpy.bridge.frames import MAX_FRAME, Hello
 from reflowpy.bridge.session import Session, accept
 from reflowpy.bridge.transport import Connection, LinkClosed
 from reflowpy.errors import BridgeAuthError, BridgeError, GraphError, PeerLost, ReflowError
@@ -99,13 +99,14 @@ class Host:
 
     ``allow`` is the allow-list of components peers may place here (``None``: any
     registered component). ``token`` is what dialers must prove (``--token`` /
-    ``REFLOWPY_TOKEN``).
+    ``REFLOWPY_TOKEN``). ``max_frame`` is the largest decoded frame a peer may send
+    (told to it in HELLO, so its sender splits batches to fit).
     """
 
     def __init__(self, registry: Registry, nursery: trio.Nursery, *, local_id: str,
                  token: str, allow: Iterable[str] | None = None, deadline: float = 30.0,
                  capacity: int = 64, buffer_limit: int = 1024,
-                 handshake_timeout: float = 10.0) -> None:
+                 handshake_timeout: float = 10.0, max_frame: int = MAX_FRAME) -> None:
         self.registry = registry
         self.nursery = nursery
         self.local_id = local_id
@@ -115,6 +116,7 @@ class Host:
         self.capacity = capacity
         self.buffer_limit = buffer_limit
         self.handshake_timeout = handshake_timeout
+        self.max_frame = max_frame
         #: Changes with every process start: a dialer seeing a new one knows we restarted.
         self.incarnation = secrets.token_hex(6)
         self.deployments: dict[str, _Deployment] = {}
@@ -169,7 +171,8 @@ class Host:
                 raise BridgeError(f"node {node.id!r}: component {node.component!r} is not"
                                   " registered on this peer")
         location = str(hello.graph.get("location", ""))
-        session = Session(self.local_id, remote_id=hello.peer, session_id=hello.session)
+        session = Session(self.local_id, remote_id=hello.peer, session_id=hello.session,
+                          max_frame=self.max_frame)
         try:
             dep = _Deployment(self, session, graph, location, list(hello.channels),
                               bool(hello.graph.get("deterministic", False)))

@@ -152,7 +152,10 @@ class Session:
         self.ping_interval = ping_interval
         self.liveness = liveness
         self.max_batch = max_batch
+        #: The largest decoded frame this side accepts (told to the peer in HELLO).
         self.max_frame = max_frame
+        #: The largest decoded frame the peer accepts (from its HELLO): what we send by.
+        self.peer_max_frame = MAX_FRAME
         self.compress_threshold = compress_threshold
         self.out: dict[int, OutChannel] = {}
         self.inc: dict[int, InChannel] = {}
@@ -445,13 +448,13 @@ class Session:
                 return None
             encoded = encode_frame(data, compress_threshold=self.compress_threshold)
             size = _decoded_size(encoded)  # the receiver limits the decompressed size
-            if size <= self.max_frame // 2 or len(data.batch) == 1:
-                if size > self.max_frame:
+            limit = self.peer_max_frame
+            if size <= limit // 2 or len(data.batch) == 1:
+                if size > limit:
                     raise BridgeError(
                         f"channel {out.id} ({out.spec.src} -> {out.spec.tgt}): one message"
-                        f" encodes to {size} bytes, above the frame limit of"
-                        f" {self.max_frame}")
-                if size < self.max_frame // 8 and hint < self.max_batch:
+                        f" encodes to {size} bytes, above the peer's frame limit of {limit}")
+                if size < limit // 8 and hint < self.max_batch:
                     self._batch_hint[out.id] = min(self.max_batch, hint * 2)
                 return encoded
             out.sent_upto = data.seq - 1  # too large: split and try again
@@ -516,8 +519,11 @@ async def _receive_frame(conn: Connection, timeout: float) -> Frame:
 
 async def dial(conn: Connection, *, local_id: str, token: str, session: str,
                incarnation: str = "", channels: list[ChannelSpec] | None = None,
-               graph: Any = None, timeout: float = 10.0) -> Hello:
+               graph: Any = None, timeout: float = 10.0, max_frame: int = MAX_FRAME) -> Hello:
     """The dialer's side of the handshake; returns the acceptor's HELLO.
+
+    ``max_frame`` is the largest decoded frame we accept; the acceptor's own limit is
+    in the returned HELLO (``max_frame``, 0 for the default).
 
     Raises :class:`~reflowpy.BridgeAuthError` when the acceptor rejects us or cannot
     prove it holds the token.
@@ -535,7 +541,7 @@ async def dial(conn: Connection, *, local_id: str, token: str, session: str,
     proof = auth.proof(token, "dial", first.nonce, nonce, local_id, session)
     await conn.send(encode_frame(Hello(
         PROTOCOL_VERSION, local_id, nonce, proof, session, incarnation,
-        list(channels or []), graph,
+        list(channels or []), graph, max_frame,
     ), compress_threshold=codec.DEFAULT_COMPRESS_THRESHOLD))
     try:
         reply = await _receive_frame(conn, timeout)
@@ -588,9 +594,11 @@ async def accept(conn: Connection, *, local_id: str, token: str,
     except BridgeError as exc:
         await _reject(conn, "refused", str(exc))
         raise
+    session.peer_max_frame = hello.max_frame or MAX_FRAME
     proof = auth.proof(token, "accept", hello.nonce, nonce, local_id, hello.session)
     await conn.send(encode_frame(Hello(PROTOCOL_VERSION, local_id, nonce, proof,
-                                       hello.session, incarnation)))
+                                       hello.session, incarnation,
+                                       max_frame=session.max_frame)))
     return session, hello
 
 
@@ -641,8 +649,10 @@ class Dialer:
                     channels, graph = self.hello()
                     reply = await dial(conn, local_id=s.local_id, token=self.token,
                                        session=s.session_id, channels=channels,
-                                       graph=graph, timeout=self.handshake_timeout)
+                                       graph=graph, timeout=self.handshake_timeout,
+                                       max_frame=s.max_frame)
                     s.remote_id = reply.peer
+                    s.peer_max_frame = reply.max_frame or MAX_FRAME
                     if reply.incarnation != s.remote_incarnation:
                         previous, s.remote_incarnation = s.remote_incarnation, reply.incarnation
                         if self.on_incarnation is not None:

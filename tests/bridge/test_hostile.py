@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -120,25 +121,51 @@ async def test_garbage_after_the_handshake_closes_only_that_link() -> None:
 
 
 class _Gone:
-    """A transport whose peer has vanished: every connect fails."""
+    """A transport whose peer can vanish (every connect fails once ``gone``) or go
+    deaf (once ``deaf``, nothing it sends reaches us: no acks, no credit)."""
 
     address = "memory:gone"
 
     def __init__(self, inner: MemoryTransport) -> None:
         self.inner = inner
         self.gone = False
+        self.deaf = False
 
     @contextlib.asynccontextmanager
-    async def connect(self) -> AsyncIterator[MemoryConnection]:
+    async def connect(self) -> AsyncIterator[_DeafEnd]:
         if self.gone:
             raise OSError("connection refused (peer gone)")
         async with self.inner.connect() as conn:
-            yield conn  # type: ignore[misc]
+            yield _DeafEnd(conn, self)
 
 
+class _DeafEnd:
+    def __init__(self, conn: MemoryConnection, transport: _Gone) -> None:
+        self.conn = conn
+        self.transport = transport
+        self.description = conn.description
+
+    async def send(self, frame: bytes) -> None:
+        await self.conn.send(frame)
+
+    async def receive(self) -> bytes:
+        while True:
+            frame = await self.conn.receive()
+            if not self.transport.deaf:
+                return frame
+
+    async def aclose(self) -> None:
+        await self.conn.aclose()
+
+
+@pytest.mark.parametrize("unacked_only", [False, True], ids=["send-after", "unacked-only"])
 @pytest.mark.parametrize("on_failure", ["dead_letter", "stop"])
 async def test_peer_lost_past_deadline_dead_letters_and_fails_per_policy(
-        on_failure: str) -> None:
+        on_failure: str, unacked_only: bool) -> None:
+    """``unacked-only``: the peer goes deaf after its first credit (none of the sends is
+    ever acked) and nothing is sent after the loss, so every message sits in the resend
+    buffer; they must become dead letters the moment the session is lost (they once
+    waited forever, neither delivered nor reported)."""
     async with _host() as (_, inner):
         transport = _Gone(inner)
         g = pipeline({"b": "remote:peer"})
@@ -154,6 +181,8 @@ async def test_peer_lost_past_deadline_dead_letters_and_fails_per_policy(
 
         with pytest.raises(ActorError) if on_failure == "stop" else contextlib.nullcontext():
             async with bn:
+                await trio.testing.wait_all_tasks_blocked()  # the first credit is in
+                transport.deaf = unacked_only
                 for i in range(200):
                     await bn.network.send("in", [0, i])
                     sent += 1
@@ -164,11 +193,12 @@ async def test_peer_lost_past_deadline_dead_letters_and_fails_per_policy(
                 while session.state != "lost":
                     await session.changed()
                 with contextlib.suppress(rf.NetworkStopped):
-                    for i in range(200, 300):
+                    for i in range(200, 200 if unacked_only else 300):
                         await bn.network.send("in", [0, i])
                         sent += 1
-                while ledger() < sent:  # every accepted message: delivered or dead letter
-                    await bn.binding.progress()
+                with trio.fail_after(30):
+                    while ledger() < sent:  # every accepted message: delivered or lettered
+                        await bn.binding.progress()
         letters = bn.network.dead_letters()
         lost = [d for d in letters if "peer lost" in d.error]
         assert lost and bn.binding.lost_letters == len(lost)

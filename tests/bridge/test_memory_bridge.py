@@ -22,19 +22,21 @@ from tests.scale import long_scale
 async def _run(bn: BridgedNetwork, n: int, sources: int = 1,
                on_progress: Any = None) -> list[Any]:
     got: list[Any] = []
-    async with trio.open_nursery() as nursery:
-        async def feed(src: int) -> None:
-            for i in range(n):
-                await bn.network.send("in", [src, i])
+    # a hang fails here, not at CI's timeout
+    with trio.fail_after(120):
+        async with trio.open_nursery() as nursery:
+            async def feed(src: int) -> None:
+                for i in range(n):
+                    await bn.network.send("in", [src, i])
 
-        for s in range(sources):
-            nursery.start_soon(feed, s)
-        async for v in bn.network.outputs("out"):
-            got.append(v)
-            if on_progress is not None:
-                on_progress(len(got))
-            if len(got) == n * sources:
-                break
+            for s in range(sources):
+                nursery.start_soon(feed, s)
+            async for v in bn.network.outputs("out"):
+                got.append(v)
+                if on_progress is not None:
+                    on_progress(len(got))
+                if len(got) == n * sources:
+                    break
     return got
 
 
@@ -107,8 +109,9 @@ async def test_bridge_status_events_and_statistics() -> None:
         sub = bn.network.events(10_000)
         async with bn:
             await _run(bn, 500)
-            async for event in sub:
-                if isinstance(event, BridgeStatus) and event.msgs_out == 500:
+            async for event in sub:  # reports come once per ping: wait for the final one
+                if (isinstance(event, BridgeStatus) and event.msgs_out == 500
+                        and event.msgs_in == 500):
                     break
         assert event.state == "up" and event.location == "remote:peer"
         assert event.peer == "peer" and event.msgs_in == 500
@@ -124,14 +127,13 @@ async def test_big_compressible_batches_respect_the_decompressed_frame_limit() -
     reg = registry()
     big = b"0123456789abcdef" * 4096  # 64 KiB, compresses ~1000x
     async with trio.open_nursery() as nursery:
-        host = Host(reg, nursery, local_id="peer", token="t0k")
+        limit = 2 << 20  # 2 MiB: 32 messages per frame at most, in both directions
+        host = Host(reg, nursery, local_id="peer", token="t0k", max_frame=limit)
         transport = MemoryTransport(host.handle, nursery)
         g = pipeline({"b": "remote:peer"})
         bn = BridgedNetwork(g, reg, transports={"remote:peer": transport},
-                            peers=Peers({"peer": Peer("memory:", "t0k")}))
+                            peers=Peers({"peer": Peer("memory:", "t0k")}), max_frame=limit)
         async with bn:
-            for part in bn._peers.values():
-                part.session.max_frame = 2 << 20  # 2 MiB: 32 messages per frame at most
             got = []
             async with trio.open_nursery() as inner:
                 async def feed() -> None:
