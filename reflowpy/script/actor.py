@@ -17,7 +17,7 @@ dynamic: node metadata ``inports`` / ``outports`` (lists of names, default
     user, group      process sandbox: run the worker as this uid/gid (default: a leased
                      uid per worker when reflowpy runs as root)
     allow_weaker     process sandbox: layers it may run without (namespaces, uid,
-                     seccomp, cgroup, or "all"); otherwise a missing one refuses to start
+                     seccomp, landlock, cgroup, or "all"); otherwise a missing one refuses to start
     limits           see reflowpy.script.host.Limits (wall_time, memory_mb, cpus, ...)
     config           passed to the function as ``config`` (default {})
 

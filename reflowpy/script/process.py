@@ -17,6 +17,10 @@ scrubbed environment) runs inside these layers, each from the kernel, none from 
 * **seccomp** (:mod:`reflowpy.script.seccomp`): no new namespaces, ptrace,
   ``process_vm_*``, io_uring, bpf, keyctl, mount, modules; plus bwrap's
   ``--disable-userns``.
+* **Landlock** (:mod:`reflowpy.script.landlock`, where the kernel has it): the worker
+  restricts itself before loading the script -- files readable only beneath what the
+  interpreter needs and writable only in its private dirs, no TCP without ``network:
+  true``, no signals or abstract Unix sockets outside its domain.
 * **a cgroup per worker** (:mod:`reflowpy.script.cgroups`, v2 or v1): memory
   (``limits.memory_mb``) and pids (``limits.pids``) over the whole tree, CPU share
   ``limits.cpus``, CPU time metered over the tree: ``limits.cpu_seconds`` over the
@@ -29,14 +33,14 @@ Which layers were used is logged when the node starts and kept in
 :attr:`ProcessHost.confinement`. A missing layer is never silently skipped: the node
 refuses to start (:class:`~reflowpy.SandboxUnavailable` naming it and how to get it)
 unless it was explicitly allowed with node metadata ``allow_weaker`` (a list of
-``namespaces``, ``uid``, ``seccomp``, ``cgroup``, or ``"all"``) or the environment
-variable ``REFLOWPY_SANDBOX_ALLOW_WEAKER`` (same values, comma-separated). Landlock
-is not applied: the mount namespace already limits the filesystem to a read-only
-``/usr`` and private tmpfs, which is stricter than a landlock ruleset would be.
+``namespaces``, ``uid``, ``seccomp``, ``landlock``, ``cgroup``, or ``"all"``) or the
+environment variable ``REFLOWPY_SANDBOX_ALLOW_WEAKER`` (same values, comma-separated).
 
 Without namespaces (``allow_weaker: [namespaces]``) the worker falls back to
-``unshare(CLONE_NEWNET)`` plus the uid drop and rlimits it applies to itself; that
-mode shares the host's filesystem view, ``/tmp`` and pid space.
+``unshare(CLONE_NEWNET)`` plus the uid drop, rlimits and Landlock ruleset it applies
+to itself; that mode shares the host's pid space, and Landlock is then what keeps
+the script out of the host's files (read-only beneath the interpreter, ``/usr`` and
+``/etc``; writable only in its private directory).
 """
 
 from __future__ import annotations
@@ -64,18 +68,19 @@ from reflowpy.errors import (
     ScriptLimitExceeded,
     ScriptMemoryExceeded,
 )
-from reflowpy.script import cgroups, seccomp, uids
+from reflowpy.script import cgroups, landlock, seccomp, uids
 from reflowpy.script.host import Limits, LogSink, WorkerHost
 
 __all__ = ["LAYERS", "ProcessHost", "worker_source"]
 
 #: The confinement layers a node may explicitly do without (``allow_weaker``).
-LAYERS = ("namespaces", "uid", "seccomp", "cgroup")
+LAYERS = ("namespaces", "uid", "seccomp", "landlock", "cgroup")
 _HOW = {
     "namespaces": "install bubblewrap (scripts/setup-sandbox.sh: apt-get install bubblewrap)"
                   " and allow user namespaces",
     "uid": "run reflowpy as root so each node gets its own uid",
     "seccomp": "run on x86-64",
+    "landlock": "run on Linux >= 5.13 with Landlock enabled",
     "cgroup": "run reflowpy as root on a machine with cgroup v2 or the v1 memory, pids"
               " and cpuacct controllers",
 }
@@ -221,6 +226,11 @@ class ProcessHost(WorkerHost):
                 " + bwrap --disable-userns" if _bwrap_has("--disable-userns") else "")
         else:
             missing["seccomp"] = problem
+        problem = landlock.problem()
+        if problem is None:
+            used["landlock"] = landlock.describe(network=self.network)
+        else:
+            missing["landlock"] = problem
         problem = cgroups.probe()
         if problem is None:
             _cleanup_stale_cgroups()
@@ -243,10 +253,13 @@ class ProcessHost(WorkerHost):
                   f"process sandbox for node {self.node!r}: {summary}"
                   + (" (allowed by allow_weaker)" if missing else ""))
 
+    def _layer(self, name: str) -> bool:
+        """Whether layer ``name`` is in use (planned and not missing)."""
+        return name in self.confinement and not self.confinement[name].startswith("MISSING")
+
     @property
     def _bwrap(self) -> bool:
-        return "namespaces" in self.confinement and not self.confinement[
-            "namespaces"].startswith("MISSING")
+        return self._layer("namespaces")
 
     def _sandbox_spec(self) -> dict[str, Any]:
         lim = self.limits
@@ -259,17 +272,26 @@ class ProcessHost(WorkerHost):
         }
         if lim.cpu_seconds is not None:
             rlimits["cpu"] = lim.cpu_seconds
+        rules = None
+        if self._layer("landlock"):
+            read = ["/usr", "/etc", "/proc", _prefix_of(self.python)]
+            if not self._bwrap:
+                read += ["/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"]
+            write = ["/tmp", "/dev/shm"] if self._bwrap else [self._tmpdir or "/nonexistent"]
+            rules = landlock.ruleset(read=read, write=write, network=self.network)
         if self._bwrap:
             # Namespaces and the uid were set up before exec; the worker keeps rlimits.
             return {"unshare_network": False, "uid": None, "gid": None,
-                    "rlimits": rlimits, "cwd": "/tmp"}
-        drop = self.user is not None and self.user != os.geteuid()
+                    "rlimits": rlimits, "cwd": "/tmp", "landlock": rules}
+        # setpriv dropped the uid and gid before exec (see _command): dropping them
+        # again from the new uid would fail with EPERM
         return {
             "unshare_network": not self.network,
-            "uid": self.user if drop else None,
-            "gid": self.group if drop else None,
+            "uid": None,
+            "gid": None,
             "rlimits": rlimits,
             "cwd": self._tmpdir,
+            "landlock": rules,
         }
 
     def _sandbox_hint(self) -> str:
@@ -299,7 +321,7 @@ class ProcessHost(WorkerHost):
         if _bwrap_has("--disable-userns"):
             args.append("--disable-userns")
         args += ["--ro-bind", "/usr", "/usr", *_usr_links()]
-        prefix_dir = os.path.dirname(os.path.dirname(os.path.realpath(self.python)))
+        prefix_dir = _prefix_of(self.python)
         if not prefix_dir.startswith("/usr"):
             args += ["--ro-bind", prefix_dir, prefix_dir]
         # Everything outside /tmp and /dev/shm is read-only: the root tmpfs is remounted
@@ -310,7 +332,7 @@ class ProcessHost(WorkerHost):
                  "--size", tmp, "--tmpfs", "/tmp", "--size", tmp, "--tmpfs", "/dev/shm",
                  "--hostname", "sandbox", "--chdir", "/tmp", "--remount-ro", "/"]
         fds: tuple[int, ...] = ()
-        if "seccomp" in self.confinement and not self.confinement["seccomp"].startswith("MISSING"):
+        if self._layer("seccomp"):
             read_end, write_end = os.pipe()
             program = seccomp.bpf_program()
             os.write(write_end, program)  # < a pipe buffer: never blocks
@@ -336,7 +358,7 @@ class ProcessHost(WorkerHost):
             os.chmod(self._tmpdir, 0o700)
             if self.user is not None and self.user != os.geteuid():
                 os.chown(self._tmpdir, self.user, self.group if self.group is not None else -1)
-        if "cgroup" in self.confinement and not self.confinement["cgroup"].startswith("MISSING"):
+        if self._layer("cgroup"):
             lim = self.limits
             name = f"{_safe(self.node)}-{os.getpid()}-{self.user}-{id(self):x}"
             self._cgroup = await trio.to_thread.run_sync(functools.partial(
@@ -550,6 +572,11 @@ def _world_readable(path: str) -> bool:
         return bool(os.stat(path).st_mode & stat.S_IROTH)
     except OSError:
         return False
+
+
+def _prefix_of(python: str) -> str:
+    """The installation prefix of the interpreter ``python`` (``/usr`` for the system one)."""
+    return os.path.dirname(os.path.dirname(os.path.realpath(python)))
 
 
 def _system_python() -> str:
