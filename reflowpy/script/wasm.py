@@ -20,13 +20,20 @@ slice, and small fast calls keep their speed.
 Every way out of the sandbox is metered: each host call costs fuel
 (:data:`HOST_CALL_FUEL` plus one unit per byte moved), bytes streamed with
 ``send_output``, written with ``set_state`` and returned from ``process`` count
-against ``limits.output_bytes`` per message (streamed outputs are buffered until the
-call returns, so this bounds that buffer), logs against ``limits.log_bytes``, and
+against ``limits.output_bytes`` per message, logs against ``limits.log_bytes``, and
 every payload is pre-scanned for ``limits.max_items`` / ``limits.max_depth``
 (:mod:`reflowpy.script.bounds`) before it is decoded. The store allows one memory,
 at most 4 tables of :data:`TABLE_ELEMENTS` entries, and ``alloc``/``init`` get fresh
 fuel and a fresh deadline like ``process``. WASI's ``poll_oneoff`` (sleep, wait on
 clocks) answers ``ENOSYS``: a native sleep could not be interrupted by the deadline.
+
+**Streamed outputs under backpressure.** Off the trio thread, each ``send_output``
+is delivered at once (``trio.from_thread.run`` of the node's ``send``): a full
+downstream port blocks the module's call, and that wait is not counted against its
+wall time (as for the process sandbox). On the trio thread a call cannot block, so
+its outputs are buffered up to :data:`INLINE_OUTPUTS`; a call that sends more is
+re-run off the trio thread (fresh instance, nothing of the first run sent), and that
+node's calls stay there -- so no call ever buffers more than that many outputs.
 
 **ABI** (C declarations in ``reflowpy/script/include/reflowpy_plugin.h``). Payloads
 are msgpack (default) or JSON (node metadata ``encoding``).
@@ -60,6 +67,7 @@ import ctypes
 import functools
 import hashlib
 import threading
+import time
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -89,13 +97,15 @@ from reflowpy.script.host import (
     sanitize_log,
 )
 
-__all__ = ["EPOCH_TICK", "HOST_CALL_FUEL", "INLINE_SLICE", "TABLE_ELEMENTS", "WasmHost",
-           "compile_module"]
+__all__ = ["EPOCH_TICK", "HOST_CALL_FUEL", "INLINE_OUTPUTS", "INLINE_SLICE", "TABLE_ELEMENTS",
+           "WasmHost", "compile_module"]
 
 #: Seconds between epoch ticks (the granularity of the wall-time deadline).
 EPOCH_TICK = 0.01
 #: Longest a call runs on the trio thread (seconds; then it moves to a thread).
 INLINE_SLICE = 0.03
+#: Most outputs a call on the trio thread may buffer (then it moves off the thread).
+INLINE_OUTPUTS = 256
 #: Fuel one host import call costs, on top of one unit per byte it moves.
 HOST_CALL_FUEL = 1000
 #: Most elements of one table (``table.grow`` past it returns -1).
@@ -206,6 +216,10 @@ class _FastCall:
         return int(args[0].i64)
 
 
+class _Outgrown(ScriptError):
+    """A call on the trio thread sent more than INLINE_OUTPUTS: re-run it off the thread."""
+
+
 def _no_poll_oneoff(in_ptr: int, out_ptr: int, count: int, nevents: int) -> int:
     return _WASI_ENOSYS
 
@@ -258,6 +272,13 @@ class WasmHost(ScriptHost):
         self._out_budget = 0
         self._log_budget = 0
         self._state_bytes: bytes | None = None
+        #: Delivers one output now (off the trio thread; None: buffer in _outputs).
+        self._stream: Callable[[str, Any], None] | None = None
+        #: Why the last streamed delivery failed (re-raised after the call).
+        self._send_error: BaseException | None = None
+        self._call_started = 0.0
+        self._call_ticks = 0
+        self._waited = 0.0
 
     # ------------------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -464,11 +485,33 @@ class WasmHost(ScriptHost):
             self._fail_in_import(WasmTrap(
                 f"node {self.node!r}: send_output got a port name that is not UTF-8: {exc}",
                 node=self.node, sandbox=self.sandbox))
+        if self._stream is not None:
+            self._deliver(port, value)
+            return
+        if not self.threaded and len(self._outputs) >= INLINE_OUTPUTS:
+            self._fail_in_import(_Outgrown(f"node {self.node!r}: over {INLINE_OUTPUTS}"
+                                           " outputs on the trio thread"))
         if len(self._outputs) >= _MAX_OUTPUTS_PER_CALL:
             self._fail_in_import(WasmTrap(
                 f"node {self.node!r}: more than {_MAX_OUTPUTS_PER_CALL} send_output calls in"
                 " one message", node=self.node, sandbox=self.sandbox))
         self._outputs.append((port, value))
+
+    def _deliver(self, port: str, value: Any) -> None:
+        """Deliver a streamed output now; the wait for room downstream is not the
+        module's time, so its epoch deadline moves by that long."""
+        assert self._stream is not None and self._store is not None
+        started = time.monotonic()
+        try:
+            self._stream(port, value)
+        except BaseException as exc:  # cancelled, network stopped: ends the call
+            self._send_error = exc
+            raise RuntimeError("send_output: the output could not be delivered") from None
+        self._stats.outputs += 1
+        now = time.monotonic()
+        self._waited += now - started
+        used = int((now - self._call_started - self._waited) / EPOCH_TICK)
+        self._store.set_epoch_deadline(max(1, self._call_ticks - used))
 
     def _imp_get_state(self, ptr: int, cap: int) -> int:
         data = self._state_bytes
@@ -531,25 +574,25 @@ class WasmHost(ScriptHost):
         dropped = stats.log_bytes_dropped
         try:
             if self.threaded:
-                returned = await trio.to_thread.run_sync(
-                    functools.partial(self._call_once, payload, state, self._ticks))
+                returned = await self._call_in_thread(payload, state, send)
             else:
                 try:
                     returned = self._call_once(payload, state, self._slice_ticks)
-                except ScriptTimeout:
-                    if self._slice_ticks >= self._ticks:
-                        raise
-                    # Longer than a slice: not on the trio thread. Re-run on a fresh
-                    # instance in a thread, with the full wall time (and from now on).
+                except (ScriptTimeout, _Outgrown) as exc:
+                    if isinstance(exc, ScriptTimeout) and self._slice_ticks >= self._ticks:
+                        raise  # the whole wall time, not a slice
+                    # Longer than a slice, or more outputs than the trio thread may
+                    # buffer: re-run on a fresh instance in a thread, with the full
+                    # wall time and streamed outputs (and from now on).
                     self._reset()
                     self._instantiate()
                     self._stats.running = True
                     self.threaded = True
-                    self._log("info", f"node {self.node!r}: a WASM call took longer than"
-                                      f" {INLINE_SLICE} s; its calls now run off the trio"
-                                      " thread")
-                    returned = await trio.to_thread.run_sync(
-                        functools.partial(self._call_once, payload, state, self._ticks))
+                    why = (f"took longer than {INLINE_SLICE} s" if isinstance(exc, ScriptTimeout)
+                           else f"sent more than {INLINE_OUTPUTS} outputs")
+                    self._log("info", f"node {self.node!r}: a WASM call {why}; its calls now"
+                                      " run off the trio thread")
+                    returned = await self._call_in_thread(payload, state, send)
         except ScriptError:
             stats.failures += 1
             raise
@@ -562,6 +605,22 @@ class WasmHost(ScriptHost):
                 await send(port, value)
         stats.outputs += len(outputs)
         return ProcessResult(returned, self._state, self._state_changed)
+
+    async def _call_in_thread(self, payload: bytes, state: dict[str, Any],
+                              send: SendOutput | None) -> dict[str, Any]:
+        """A call off the trio thread, its outputs streamed to ``send`` as they come."""
+        if send is not None:
+            token = trio.lowlevel.current_trio_token()
+            self._stream = lambda port, value: trio.from_thread.run(
+                send, port, value, trio_token=token)
+        try:
+            return await trio.to_thread.run_sync(
+                functools.partial(self._call_once, payload, state, self._ticks))
+        finally:
+            self._stream = None
+            error, self._send_error = self._send_error, None
+            if error is not None:
+                raise error
 
     def _call_once(self, payload: bytes, state: dict[str, Any], ticks: int) -> dict[str, Any]:
         """One ``process`` call with fresh budgets; any failure resets the instance."""
@@ -576,6 +635,7 @@ class WasmHost(ScriptHost):
         self._error = None
         self._out_budget = self.limits.output_bytes
         self._log_budget = self.limits.log_bytes
+        self._call_started, self._call_ticks, self._waited = time.monotonic(), ticks, 0.0
         try:
             ptr = self._input_buffer(len(payload))
             self._write(ptr, payload)
