@@ -25,27 +25,14 @@ from reflowpy.errors import (
 )
 from reflowpy.script.actor import register
 from reflowpy.script.process import ProcessHost
+from tests.script.workers import assert_none_left, workers
 
 pytestmark = pytest.mark.slow
 
-MARK = b"in-sandbox worker of reflowpy"
 
 
 def _src(code: str) -> str:
     return textwrap.dedent(code)
-
-
-def _workers() -> dict[int, int]:
-    """Host pid -> uid of every process running the injected worker (or forked from it)."""
-    found = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if MARK in (entry / "cmdline").read_bytes():
-                    found[int(entry.name)] = entry.stat().st_uid
-            except OSError:
-                continue
-    return found
 
 
 def _registry() -> rf.Registry:
@@ -85,7 +72,7 @@ async def _one(source: str, value: Any = "go", limits: dict[str, Any] | None = N
 
 # ------------------------------------------------------------------ persistence
 async def test_setsid_double_fork_daemon_dies_with_the_node() -> None:
-    before = set(_workers())
+    before = set(workers())
     source = """
         import os, time
         def process(inputs):
@@ -103,7 +90,7 @@ async def test_setsid_double_fork_daemon_dies_with_the_node() -> None:
     assert outs == []
     [letter] = letters
     assert letter.error_type == "ScriptLimitExceeded" and "processes" in letter.error
-    assert set(_workers()) - before == set()
+    await assert_none_left(before)
 
 
 async def test_subreaper_daemon_started_by_a_thread_dies_at_stop() -> None:
@@ -111,7 +98,7 @@ async def test_subreaper_daemon_started_by_a_thread_dies_at_stop() -> None:
     # message sees it: only the pid namespace (bwrap's pid 1 dies with the worker)
     # ends it when the network stops. If the fork wins the race, the worker reports
     # the leftover child instead; both are containment.
-    before = set(_workers())
+    before = set(workers())
     source = """
         import ctypes, os, threading, time
         def daemon():
@@ -136,14 +123,14 @@ async def test_subreaper_daemon_started_by_a_thread_dies_at_stop() -> None:
         with trio.fail_after(10):
             # bwrap, its pid-1 reaper, the worker and the daemon, all as the node's uid
             while not net.dead_letters():
-                new = {p: u for p, u in _workers().items() if p not in before}
+                new = {p: u for p, u in workers().items() if p not in before}
                 uids = list(new.values())
                 if uids and max(uids.count(u) for u in uids) >= 4:
                     break
                 await trio.sleep(0.02)
         outs = list(net.outputs("out").drain())
         assert outs == ["ok"] or net.dead_letters()[0].error_type == "ScriptLimitExceeded"
-    assert set(_workers()) - before == set()
+    await assert_none_left(before)
 
 
 async def test_shm_sysv_and_tmp_files_do_not_survive_stop(tmp_path: Path) -> None:
@@ -332,12 +319,12 @@ async def test_process_node_cannot_kill_read_or_starve_another() -> None:
     """)
     graph = _two_nodes({**PROC, "source": attacker, "limits": LIMITS},
                        {**PROC, "source": victim, "limits": LIMITS})
-    before = _workers()
+    before = workers()
     async with rf.Network(graph, _registry()) as net:
         await net.send("bin", 1)
         [b_uid, _] = await net.outputs("bout").receive()
-        b_pids = [pid for pid, uid in _workers().items() if pid not in before and uid != 0
-                  and uid == max(u for p, u in _workers().items() if p not in before)]
+        b_pids = [pid for pid, uid in workers().items() if pid not in before and uid != 0
+                  and uid == max(u for p, u in workers().items() if p not in before)]
         victims = sorted(set(b_pids) | {os.getpid()})  # (pid 1 is its own reaper)
         await net.send("ain", victims)
         await net.idle()
@@ -495,7 +482,7 @@ async def test_cancel_at_random_points_leaks_no_worker_cgroup_or_uid() -> None:
     from tests.scale import long_scale
 
     rng = random.Random(20261201)
-    before_workers = set(_workers())
+    before_workers = set(workers())
     before_groups = _reflowpy_cgroups()
     src = _src("""
         import time
@@ -518,6 +505,6 @@ async def test_cancel_at_random_points_leaks_no_worker_cgroup_or_uid() -> None:
         with trio.CancelScope(shield=True):
             await host.stop()
         assert host._lease is None and host._cgroup is None
-    assert set(_workers()) - before_workers == set()
+    await assert_none_left(before_workers)
     assert _reflowpy_cgroups() - before_groups == set()
     assert 0 <= completed <= runs

@@ -28,6 +28,7 @@ from reflowpy.errors import (
     ScriptTimeout,
 )
 from reflowpy.script.actor import register
+from tests.script.workers import assert_none_left, workers
 
 pytestmark = pytest.mark.slow
 
@@ -238,7 +239,7 @@ HOSTILE: dict[str, tuple[str, tuple[type[Exception], ...] | type[Exception], str
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 async def test_hostile_code_is_contained(sandbox: dict[str, Any], case: str) -> None:
     attack, error_type, fragment = HOSTILE[case]
-    before = set(_leftover_workers())  # workers of other processes on a shared machine
+    before = set(workers())  # workers of other processes on a shared machine
     listener = (await trio.open_tcp_listeners(0, host="127.0.0.1"))[0]
     port = listener.socket.getsockname()[1]
     meta = {
@@ -265,21 +266,7 @@ async def test_hostile_code_is_contained(sandbox: dict[str, Any], case: str) -> 
     assert fragment in letter.error
     assert letter.node == "script" and letter.value == "attack"
     assert not Path("/usr/reflowpy-pwned").exists()
-    assert set(_leftover_workers()) - before == set()
-
-
-def _leftover_workers() -> list[int]:
-    """Processes still running the injected worker (fork-bomb children included)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if b"in-sandbox worker of reflowpy" in cmdline:
-                found.append(int(entry.name))
-    return found
+    await assert_none_left(before)
 
 
 async def test_host_files_are_out_of_reach(sandbox: dict[str, Any], tmp_path: Path) -> None:
