@@ -25,6 +25,25 @@ BIG = b"0123456789abcdef" * 4096  # 64 KiB, compresses about 1000x
 N = 300  # 19 MiB in all: several frames at either limit
 
 
+async def _link(nursery: trio.Nursery, a: Session, b: Session, specs: list[ChannelSpec],
+                max_refusals: int = 5) -> None:
+    """Dial ``b`` from ``a`` over memory and wait until both sides granted credit."""
+
+    async def on_hello(hello: Hello) -> tuple[Session, str]:
+        return b, "incarnation-1"
+
+    async def serve(conn: Connection) -> None:
+        session, _ = await accept(conn, local_id="b", token="t", on_hello=on_hello)
+        with contextlib.suppress(LinkClosed):  # a dialer that gives up hangs up
+            await session.run_link(conn)
+
+    dialer = Dialer(a, MemoryTransport(serve, nursery), token="t", hello=lambda: (specs, None))
+    dialer.max_refusals = max_refusals
+    nursery.start_soon(dialer.run)
+    await dialer.connected.wait()
+    await trio.testing.wait_all_tasks_blocked()
+
+
 @pytest.mark.parametrize(("dialer_limit", "acceptor_limit"),
                          [(MAX_FRAME, 2 << 20), (2 << 20, MAX_FRAME), (1 << 20, 3 << 20)])
 async def test_batches_fit_the_receivers_limit_in_both_directions(
@@ -38,19 +57,8 @@ async def test_batches_fit_the_receivers_limit_in_both_directions(
     b.add_out(b_to_a)
     a.add_in(b_to_a)
 
-    async def on_hello(hello: Hello) -> tuple[Session, str]:
-        return b, "incarnation-1"
-
-    async def serve(conn: Connection) -> None:
-        session, _ = await accept(conn, local_id="b", token="t", on_hello=on_hello)
-        await session.run_link(conn)
-
     async with trio.open_nursery() as nursery:
-        transport = MemoryTransport(serve, nursery)
-        dialer = Dialer(a, transport, token="t", hello=lambda: ([a_to_b, b_to_a], None))
-        nursery.start_soon(dialer.run)
-        await dialer.connected.wait()
-        await trio.testing.wait_all_tasks_blocked()  # both sides granted their credit
+        await _link(nursery, a, b, [a_to_b, b_to_a])
         assert a.peer_max_frame == acceptor_limit and b.peer_max_frame == dialer_limit
         # The whole backlog is queued before either writer runs: the first DATA frame
         # would hold all of it unless split by the receiver's limit.
@@ -75,21 +83,8 @@ async def test_a_single_message_above_the_peers_limit_is_an_error_naming_the_cha
     a.add_out(spec)
     b.add_in(spec)
 
-    async def on_hello(hello: Hello) -> tuple[Session, str]:
-        return b, "incarnation-1"
-
-    async def serve(conn: Connection) -> None:
-        session, _ = await accept(conn, local_id="b", token="t", on_hello=on_hello)
-        with contextlib.suppress(LinkClosed):  # the dialer gives up and hangs up
-            await session.run_link(conn)
-
     async with trio.open_nursery() as nursery:
-        transport = MemoryTransport(serve, nursery)
-        dialer = Dialer(a, transport, token="t", hello=lambda: ([spec], None))
-        dialer.max_refusals = 1
-        nursery.start_soon(dialer.run)
-        await dialer.connected.wait()
-        await trio.testing.wait_all_tasks_blocked()
+        await _link(nursery, a, b, [spec], max_refusals=1)
         await a.send(1, b"x" * (1 << 17))  # the limit is on the decoded size: 128 KiB
         with trio.fail_after(10):
             while a.state != "lost":
