@@ -73,6 +73,10 @@ class ServerState:
         confine_files: bool = True,
         retention_count: int = 1000,
         retention_seconds: float = 7 * 24 * 3600,
+        sandbox_options: Sequence[str] = (),
+        webhook_allow: Sequence[str] = (),
+        webhook_attempts: int = 4,
+        webhook_backoff: float = 1.0,
     ) -> None:
         from reflowpy.server.fbp import FbpRuntime
 
@@ -87,7 +91,8 @@ class ServerState:
             allow=allow_components, deny=deny_components,
             scripts=allow_setsource if scripts is None else scripts,
             sandboxes=script_sandboxes, script_network=script_network,
-            workspace=workspace if confine_files else None)
+            workspace=workspace if confine_files else None,
+            sandbox_options=sandbox_options)
         #: The registry graphs run against: ``registry`` with the policy built into
         #: its io and script components.
         self.registry = self.policy.confine_registry(registry)
