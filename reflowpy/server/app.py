@@ -33,6 +33,7 @@ from reflowpy.server.guard import Guard, GuardConfig
 from reflowpy.server.jsonio import DEFAULT_MAX_DEPTH
 from reflowpy.server.policy import GraphPolicy
 from reflowpy.server.storage import Storage
+from reflowpy.server.webhooks import WebhookPolicy
 
 __all__ = ["ServerState", "create_app"]
 
@@ -77,6 +78,7 @@ class ServerState:
         webhook_allow: Sequence[str] = (),
         webhook_attempts: int = 4,
         webhook_backoff: float = 1.0,
+        api_tools: str | Path | None = None,
     ) -> None:
         from reflowpy.server.fbp import FbpRuntime
 
@@ -128,6 +130,13 @@ class ServerState:
                                            retention_count=retention_count,
                                            retention_seconds=retention_seconds)
         self.fbp = FbpRuntime(self)
+        #: Where Reflow webhooks may go, and how hard delivery tries.
+        self.webhooks = WebhookPolicy(webhook_allow)
+        self.webhook_attempts = webhook_attempts
+        self.webhook_backoff = webhook_backoff
+        #: The operator's API-tool service registry file (``/register-api-tools``).
+        self.api_tools = api_tools
+        self.api_tool_names: set[str] = set()
         self.reflow_connections = 0
         self.guard: Guard | None = None
 
