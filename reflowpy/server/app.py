@@ -79,6 +79,8 @@ class ServerState:
         webhook_attempts: int = 4,
         webhook_backoff: float = 1.0,
         api_tools: str | Path | None = None,
+        checkpoint_interval: float = 1.0,
+        quiesce_timeout: float = 5.0,
     ) -> None:
         from reflowpy.server.fbp import FbpRuntime
 
@@ -128,7 +130,9 @@ class ServerState:
         #: ``retention_seconds``.
         self.executions = ExecutionManager(self.registry, self.storage, nursery,
                                            retention_count=retention_count,
-                                           retention_seconds=retention_seconds)
+                                           retention_seconds=retention_seconds,
+                                           checkpoint_interval=checkpoint_interval,
+                                           quiesce_timeout=quiesce_timeout)
         self.fbp = FbpRuntime(self)
         #: Where Reflow webhooks may go, and how hard delivery tries.
         self.webhooks = WebhookPolicy(webhook_allow)
