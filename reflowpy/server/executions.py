@@ -207,6 +207,10 @@ class Execution:
         #: Set when a client (not the server shutting down) stopped it.
         self.user_stopped = False
         self._stop_requested = trio.Event()
+        #: The scope a batch waits for idle in (a stop request cancels it).
+        self._idle_scope: trio.CancelScope | None = None
+        #: A network already built (by the acceptance check) for the first run.
+        self.prebuilt: Network | None = None
         self._started_at: float | None = None
         #: Uptime of the last network, kept once it is down (``network:stopped``).
         self.last_uptime = 0.0
@@ -287,6 +291,8 @@ class Execution:
         if self._stop_mode != "force":
             self._stop_mode = mode
         self._stop_requested.set()
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
 
     async def stop(self, mode: str = "drain", timeout: float | None = None) -> None:
         """Stop and wait until the network is down (bounded by ``timeout`` seconds for a
@@ -353,6 +359,7 @@ class ExecutionManager:
         persist: bool = True,
         on_network: Callable[[Network], None] | None = None,
         meta: Mapping[str, Any] | None = None,
+        network: Network | None = None,
     ) -> Execution:
         """Start ``graph`` and return once its network runs.
 
@@ -367,6 +374,7 @@ class ExecutionManager:
         persist = persist and graph_text is not None
         ex = Execution(execution_id or uuid.uuid4().hex, graph, graph_id=graph_id,
                        inputs=inputs or {}, policy=policy, persist=persist, meta=meta)
+        ex.prebuilt = network  # (built for graph, named ex.id, with the policy's capacity)
         if persist:
             ex.store_reader = self._store_reader(ex.id)
         for port in (inputs or {}):
@@ -586,7 +594,9 @@ class ExecutionManager:
         return [(0, port, value) for port, values in ex.inputs.items() for value in values]
 
     async def _run_once(self, ex: Execution) -> None:
-        net = Network(ex.graph, self.registry, name=ex.id, capacity=ex.policy.capacity)
+        net, ex.prebuilt = ex.prebuilt, None
+        if net is None:
+            net = Network(ex.graph, self.registry, name=ex.id, capacity=ex.policy.capacity)
         for hook in ex.on_network:
             hook(net)
         async with trio.open_nursery() as pumps:
@@ -620,10 +630,13 @@ class ExecutionManager:
                         ex._dirty.set()
                     if ex.policy.until == "idle":
                         with trio.CancelScope() as idle_scope:
-                            pumps.start_soon(_cancel_on, ex._stop_requested, idle_scope)
+                            ex._idle_scope = idle_scope
+                            if ex._stop_requested.is_set():
+                                idle_scope.cancel()
                             await net.idle()
                             self._collect(ex, net)
                             ex.status = "finished"
+                        ex._idle_scope = None
                         if ex._stop_mode is None:
                             ex._stop_mode = "drain"
                     else:
@@ -777,6 +790,3 @@ class ExecutionManager:
                 nursery.start_soon(ex.stop, "drain", timeout)
 
 
-async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

@@ -201,14 +201,15 @@ class _Workflows:
                 graph = load_graph(request.graph_json, "json")
             except GraphError as exc:
                 raise HttpError(422, "invalid_graph", str(exc)) from None
-        validate_graph(graph, self.state)
+        ex_id = request.metadata.execution_id or uuid.uuid4().hex
+        net = validate_graph(graph, self.state, name=ex_id,
+                             capacity=ExecutionPolicy().capacity)
         hooks = await self._check_hooks(request.metadata)
         inputs: dict[str, list[Any]] = {}
         if isinstance(request.input, dict):
             for key, value in request.input.items():
                 if graph.port_name(key) in graph.inports:
                     inputs[key] = [value]
-        ex_id = request.metadata.execution_id or uuid.uuid4().hex
         if ex_id in self.state.executions.executions:
             raise HttpError(409, "conflict", f"execution {ex_id!r} already exists")
         meta: dict[str, Any] = {"workflow_id": request.metadata.workflow_id or ex_id,
@@ -219,7 +220,7 @@ class _Workflows:
             ex = await self.state.executions.start(
                 graph, graph_text=graph_text(graph), inputs=inputs,
                 policy=ExecutionPolicy(until="idle"), execution_id=ex_id,
-                on_network=on_network, meta=meta)
+                on_network=on_network, meta=meta, network=net)
         except (ReflowError, ValueError) as exc:
             raise HttpError(422, "cannot_start", str(exc)) from None
         if hooks:
