@@ -757,6 +757,14 @@ def _serve(sub: SubParsers) -> None:
                    help="ended executions kept (newest first; older ones are deleted)")
     p.add_argument("--retention-days", type=float, default=7.0,
                    help="ended executions older than this are deleted")
+    p.add_argument("--allow-sandbox-option", action="append", default=[], metavar="KEY",
+                   help="a sandbox-weakening script option posted graphs may set (allow_weaker,"
+                   " user, group, image, wasi, limits, limits.NAME); default none")
+    p.add_argument("--webhook-allow", action="append", default=[], metavar="CIDR",
+                   help="non-public networks Reflow webhooks may be sent to (e.g."
+                   " 127.0.0.1/32; '*' any); default public addresses only")
+    p.add_argument("--api-tools", default=None, metavar="FILE",
+                   help="service registry (JSON/YAML) for POST /register-api-tools")
     p.set_defaults(func=cmd_serve)
 
 
@@ -788,7 +796,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         "script_sandboxes": args.script_sandbox or ["process", "docker"],
         "workspace": args.workspace, "confine_files": not args.no_workspace,
         "retention_count": args.retention_count,
-        "retention_seconds": args.retention_days * 86400}
+        "retention_seconds": args.retention_days * 86400,
+        "sandbox_options": args.allow_sandbox_option, "webhook_allow": args.webhook_allow,
+        "api_tools": args.api_tools}
     if args.no_scripts or args.no_setsource:
         limits["scripts"] = False
     if args.no_setsource:

@@ -33,6 +33,7 @@ from reflowpy.server.guard import Guard, GuardConfig
 from reflowpy.server.jsonio import DEFAULT_MAX_DEPTH
 from reflowpy.server.policy import GraphPolicy
 from reflowpy.server.storage import Storage
+from reflowpy.server.webhooks import WebhookPolicy
 
 __all__ = ["ServerState", "create_app"]
 
@@ -73,6 +74,13 @@ class ServerState:
         confine_files: bool = True,
         retention_count: int = 1000,
         retention_seconds: float = 7 * 24 * 3600,
+        sandbox_options: Sequence[str] = (),
+        webhook_allow: Sequence[str] = (),
+        webhook_attempts: int = 4,
+        webhook_backoff: float = 1.0,
+        api_tools: str | Path | None = None,
+        checkpoint_interval: float = 1.0,
+        quiesce_timeout: float = 5.0,
     ) -> None:
         from reflowpy.server.fbp import FbpRuntime
 
@@ -87,7 +95,8 @@ class ServerState:
             allow=allow_components, deny=deny_components,
             scripts=allow_setsource if scripts is None else scripts,
             sandboxes=script_sandboxes, script_network=script_network,
-            workspace=workspace if confine_files else None)
+            workspace=workspace if confine_files else None,
+            sandbox_options=sandbox_options)
         #: The registry graphs run against: ``registry`` with the policy built into
         #: its io and script components.
         self.registry = self.policy.confine_registry(registry)
@@ -121,8 +130,17 @@ class ServerState:
         #: ``retention_seconds``.
         self.executions = ExecutionManager(self.registry, self.storage, nursery,
                                            retention_count=retention_count,
-                                           retention_seconds=retention_seconds)
+                                           retention_seconds=retention_seconds,
+                                           checkpoint_interval=checkpoint_interval,
+                                           quiesce_timeout=quiesce_timeout)
         self.fbp = FbpRuntime(self)
+        #: Where Reflow webhooks may go, and how hard delivery tries.
+        self.webhooks = WebhookPolicy(webhook_allow)
+        self.webhook_attempts = webhook_attempts
+        self.webhook_backoff = webhook_backoff
+        #: The operator's API-tool service registry file (``/register-api-tools``).
+        self.api_tools = api_tools
+        self.api_tool_names: set[str] = set()
         self.reflow_connections = 0
         self.guard: Guard | None = None
 

@@ -15,7 +15,15 @@ The :class:`ExecutionManager` owns every execution and keeps it **durable**
   acknowledged, under a per-execution lock, so journal order is delivery order;
 * a **checkpoint** is taken whenever the network is idle after new input: one
   transaction stores the values that left the exported out-ports since the last one
-  and the journal position up to which everything was processed;
+  and the journal position up to which everything was processed. A network that
+  stays busy for ``checkpoint_interval`` seconds (a steady input stream never lets it
+  go idle) is *quiesced*: new inputs wait (the input lock is held; their clients see
+  backpressure) until what is in flight has drained and the checkpoint is taken, at
+  most ``quiesce_timeout`` seconds; so a restart replays at most about
+  ``checkpoint_interval`` seconds of input. A network busy on its own (an internal
+  source) cannot drain: that is logged as a warning naming the execution, counted in
+  ``checkpoint_stalls``, and retried with a doubling interval (a restart then
+  replays everything since its last idle moment);
 * a restart (of the process, or of a failed network) starts a fresh network, which
   gets its IIPs again (they are the graph's configuration), the stored outputs back
   in its buffers, and the journal entries after the checkpoint, in order.
@@ -199,6 +207,10 @@ class Execution:
         #: Set when a client (not the server shutting down) stopped it.
         self.user_stopped = False
         self._stop_requested = trio.Event()
+        #: The scope a batch waits for idle in (a stop request cancels it).
+        self._idle_scope: trio.CancelScope | None = None
+        #: A network already built (by the acceptance check) for the first run.
+        self.prebuilt: Network | None = None
         self._started_at: float | None = None
         #: Uptime of the last network, kept once it is down (``network:stopped``).
         self.last_uptime = 0.0
@@ -212,6 +224,9 @@ class Execution:
         self.processed = 0
         self._input_lock = trio.Lock()
         self._dirty = trio.Event()
+        #: Checkpoints taken while running, and quiesce attempts that timed out.
+        self.checkpoints = 0
+        self.checkpoint_stalls = 0
         #: For a persisted execution: the store reader of one out-port's values.
         self.store_reader: Callable[[str], StoreReader] | None = None
         self._first_pending: list[tuple[int, str, Any]] | None = None
@@ -244,7 +259,9 @@ class Execution:
                                    "dead_letters_evicted")}, str_keys=True
         )
         counters["journal"] = {"accepted": self.seq, "delivered": self.sent,
-                               "processed": self.processed}
+                               "processed": self.processed,
+                               "checkpoints": self.checkpoints,
+                               "checkpoint_stalls": self.checkpoint_stalls}
         return counters
 
     def buffer(self, port: str) -> OutputBuffer:
@@ -274,6 +291,8 @@ class Execution:
         if self._stop_mode != "force":
             self._stop_mode = mode
         self._stop_requested.set()
+        if self._idle_scope is not None:
+            self._idle_scope.cancel()
 
     async def stop(self, mode: str = "drain", timeout: float | None = None) -> None:
         """Stop and wait until the network is down (bounded by ``timeout`` seconds for a
@@ -292,8 +311,14 @@ class ExecutionManager:
 
     def __init__(self, registry: Registry, storage: Storage, nursery: trio.Nursery, *,
                  retention_count: int = 1000,
-                 retention_seconds: float = 7 * 24 * 3600) -> None:
+                 retention_seconds: float = 7 * 24 * 3600,
+                 checkpoint_interval: float = 1.0,
+                 quiesce_timeout: float = 5.0) -> None:
         self.registry = registry
+        #: Seconds a busy network runs before it is quiesced for a checkpoint ...
+        self.checkpoint_interval = checkpoint_interval
+        #: ... and how long new inputs wait for it to drain.
+        self.quiesce_timeout = quiesce_timeout
         self.storage = storage
         self.nursery = nursery
         self.executions: dict[str, Execution] = {}
@@ -334,6 +359,7 @@ class ExecutionManager:
         persist: bool = True,
         on_network: Callable[[Network], None] | None = None,
         meta: Mapping[str, Any] | None = None,
+        network: Network | None = None,
     ) -> Execution:
         """Start ``graph`` and return once its network runs.
 
@@ -348,6 +374,7 @@ class ExecutionManager:
         persist = persist and graph_text is not None
         ex = Execution(execution_id or uuid.uuid4().hex, graph, graph_id=graph_id,
                        inputs=inputs or {}, policy=policy, persist=persist, meta=meta)
+        ex.prebuilt = network  # (built for graph, named ex.id, with the policy's capacity)
         if persist:
             ex.store_reader = self._store_reader(ex.id)
         for port in (inputs or {}):
@@ -445,16 +472,42 @@ class ExecutionManager:
         ex.processed = max(ex.processed, processed)
 
     async def _checkpointer(self, ex: Execution, net: Network) -> None:
+        interval = self.checkpoint_interval
         while True:
             await ex._dirty.wait()
-            await net.idle()
-            # No checkpoint between the test and the snapshot: everything delivered so
-            # far is processed, and its outputs are behind the out-ports.
+            with trio.move_on_after(interval) as busy:
+                await net.idle()
             if net.state != "running":
                 return
-            if ex.sent > ex.processed:
-                self._checkpoint(ex, net)
-            ex._dirty = trio.Event()
+            if busy.cancelled_caught:
+                # busy for a whole interval: hold new inputs back until it drains
+                async with ex._input_lock:
+                    with trio.move_on_after(self.quiesce_timeout) as stuck:
+                        await net.idle()
+                    if net.state != "running":
+                        return
+                    if stuck.cancelled_caught:
+                        ex.checkpoint_stalls += 1
+                        _log.warning(
+                            "execution %s stayed busy for %.1f s with its inputs held back"
+                            " (it keeps itself busy); its journal position cannot advance,"
+                            " so a restart replays every input since it was last idle;"
+                            " next try in %.0f s", ex.id, self.quiesce_timeout,
+                            interval * 2)
+                        interval = min(interval * 2, 300.0)
+                        continue
+                    self._checkpoint_if_new(ex, net)
+                continue
+            # No checkpoint between the test and the snapshot: everything delivered so
+            # far is processed, and its outputs are behind the out-ports.
+            self._checkpoint_if_new(ex, net)
+            interval = self.checkpoint_interval
+
+    def _checkpoint_if_new(self, ex: Execution, net: Network) -> None:
+        if ex.sent > ex.processed:
+            self._checkpoint(ex, net)
+            ex.checkpoints += 1
+        ex._dirty = trio.Event()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -541,7 +594,9 @@ class ExecutionManager:
         return [(0, port, value) for port, values in ex.inputs.items() for value in values]
 
     async def _run_once(self, ex: Execution) -> None:
-        net = Network(ex.graph, self.registry, name=ex.id, capacity=ex.policy.capacity)
+        net, ex.prebuilt = ex.prebuilt, None
+        if net is None:
+            net = Network(ex.graph, self.registry, name=ex.id, capacity=ex.policy.capacity)
         for hook in ex.on_network:
             hook(net)
         async with trio.open_nursery() as pumps:
@@ -575,10 +630,13 @@ class ExecutionManager:
                         ex._dirty.set()
                     if ex.policy.until == "idle":
                         with trio.CancelScope() as idle_scope:
-                            pumps.start_soon(_cancel_on, ex._stop_requested, idle_scope)
+                            ex._idle_scope = idle_scope
+                            if ex._stop_requested.is_set():
+                                idle_scope.cancel()
                             await net.idle()
                             self._collect(ex, net)
                             ex.status = "finished"
+                        ex._idle_scope = None
                         if ex._stop_mode is None:
                             ex._stop_mode = "drain"
                     else:
@@ -732,6 +790,3 @@ class ExecutionManager:
                 nursery.start_soon(ex.stop, "drain", timeout)
 
 
-async def _cancel_on(event: trio.Event, scope: trio.CancelScope) -> None:
-    await event.wait()
-    scope.cancel()

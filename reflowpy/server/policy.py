@@ -12,6 +12,12 @@ grants:
   ``component:source`` module is), only in the sandboxes listed in ``sandboxes``
   (``--script-sandbox``), and with ``network: true`` only when ``script_network`` is
   granted (``--script-network``);
+* **sandbox options**: a client graph may not weaken the sandbox its script node runs
+  in. The options that would (:data:`SANDBOX_OPTIONS`: ``allow_weaker``, ``user``,
+  ``group``, ``image``, ``wasi``, and ``limits`` above the defaults of
+  :class:`~reflowpy.script.host.Limits`) are refused unless the operator lists them
+  in ``sandbox_options`` (``--allow-sandbox-option KEY``; ``limits`` grants every
+  limit, ``limits.NAME`` one of them). Lowering a limit is always allowed;
 * **files**: with a ``workspace`` (``--workspace DIR``; by default ``DATA_DIR/workspace``)
   every file path of an ``io/*`` node (``path``, ``database``, and paths that arrive
   on a reader's ``in`` port) and of a script node (``file``, ``module``) must lie
@@ -41,13 +47,21 @@ from reflowpy.network.actor import Actor, ActorContext
 from reflowpy.network.graph import Graph
 from reflowpy.network.registry import Registry
 
-__all__ = ["CapabilityRefused", "GraphPolicy"]
+__all__ = ["SANDBOX_OPTIONS", "CapabilityRefused", "GraphPolicy"]
 
 #: Metadata keys that name files, per component family.
 _IO_PATH_KEYS = ("path", "database")
 _SCRIPT_PATH_KEYS = ("file", "module")
 #: Values of ``database`` that are not files.
 _NOT_FILES = frozenset({":memory:", ""})
+#: Script-node metadata that would weaken the sandbox, with why (for the refusal).
+SANDBOX_OPTIONS: dict[str, str] = {
+    "allow_weaker": "runs the process sandbox without some of its confinement layers",
+    "user": "picks the uid the worker runs as (0 is root)",
+    "group": "picks the gid the worker runs as",
+    "image": "picks the container image the code runs in",
+    "wasi": "grants the WASM plugin WASI (clocks, random, stdio)",
+}
 
 
 class CapabilityRefused(ReflowError):
@@ -79,8 +93,16 @@ class GraphPolicy:
         sandboxes: Iterable[str] = ("process", "docker"),
         script_network: bool = False,
         workspace: str | Path | None = None,
+        sandbox_options: Iterable[str] = (),
     ) -> None:
         self.allow = tuple(allow) or ("*",)
+        self.sandbox_options = frozenset(sandbox_options)
+        unknown = {o for o in self.sandbox_options if o not in SANDBOX_OPTIONS
+                   and o != "limits" and not (o.startswith("limits.")
+                                             and o[7:] in _limit_defaults())}
+        if unknown:
+            raise ValueError(f"sandbox_options: unknown option(s) {sorted(unknown)} (known:"
+                             f" {', '.join([*SANDBOX_OPTIONS, 'limits', 'limits.NAME'])})")
         self.deny = tuple(deny)
         self.scripts = scripts
         self.sandboxes = frozenset(sandboxes)
@@ -95,6 +117,7 @@ class GraphPolicy:
         """The policy as plain values (for logs and ``/health``-style reports)."""
         return {"allow": list(self.allow), "deny": list(self.deny), "scripts": self.scripts,
                 "sandboxes": sorted(self.sandboxes), "script_network": self.script_network,
+                "sandbox_options": sorted(self.sandbox_options),
                 "workspace": str(self.workspace) if self.workspace else None}
 
     # -- the rules --------------------------------------------------------------------
@@ -133,6 +156,35 @@ class GraphPolicy:
                 f"node {node!r}: scripts may not have network access on this server"
                 " (rule: --script-network not granted)", node=node, component=component,
                 rule="script_network")
+        self._check_sandbox_options(node, component, config)
+
+    def _check_sandbox_options(self, node: str, component: str,
+                               config: Mapping[str, Any]) -> None:
+        for key, why in SANDBOX_OPTIONS.items():
+            value = config.get(key)
+            if value is None or value is False or key in self.sandbox_options:
+                continue
+            raise CapabilityRefused(
+                f"node {node!r}: metadata {key!r} {why}, which weakens the sandbox; this"
+                f" server does not let posted graphs set it (rule: sandbox option {key};"
+                f" the operator may allow it with --allow-sandbox-option {key})",
+                node=node, component=component, rule=f"sandbox option {key}")
+        limits = config.get("limits")
+        if not isinstance(limits, Mapping) or "limits" in self.sandbox_options:
+            return  # a malformed ``limits`` is the component's to report
+        defaults = _limit_defaults()
+        for name, value in limits.items():
+            default = defaults.get(name)
+            if (default is None or isinstance(value, bool)
+                    or not isinstance(value, int | float) or value <= default
+                    or f"limits.{name}" in self.sandbox_options):
+                continue
+            raise CapabilityRefused(
+                f"node {node!r}: metadata limits.{name} = {value!r} is above this server's"
+                f" limit {default!r}, which weakens the sandbox (rule: sandbox option"
+                f" limits.{name}; the operator may allow it with --allow-sandbox-option"
+                f" limits.{name})", node=node, component=component,
+                rule=f"sandbox option limits.{name}")
 
     def confine(self, node: str, key: str, value: Any) -> Any:
         """``value`` (a path from metadata or a packet) inside the workspace, absolute;
@@ -196,6 +248,18 @@ class GraphPolicy:
             if keys or _is_script(cls):
                 out.register(name, _confined_class(self, name, cls, keys), replace=True)
         return out
+
+
+def _limit_defaults() -> dict[str, float]:
+    """The numeric defaults of the script limits (the ceiling for posted graphs)."""
+    from reflowpy.script.host import Limits
+
+    out: dict[str, float] = {}
+    for name in Limits.__struct_fields__:
+        value = getattr(Limits(), name)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[name] = value
+    return out
 
 
 class _ConfinedContext:

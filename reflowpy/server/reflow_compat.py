@@ -10,13 +10,31 @@ REST (Reflow's ``ApiResponse`` envelope: ``{"success", "data" | "error", "timest
   ``Completed``, ``Failed``, ``Cancelled``; ``result`` with the exported out-ports'
   values once it is over);
 * ``POST /workflows/{id}/cancel``;
-* ``metadata.webhook_url`` (with ``webhook_headers``): the final ``ExecutionState``
-  is POSTed there, in the ``ApiResponse`` envelope, once the execution is over.
+* ``POST /zeal/convert`` with a Zeal workflow: ``{reflow_graph, required_actors,
+  conversion_metadata}`` (see :mod:`reflowpy.server.zeal`); ``POST /zeal/workflows``
+  with ``{workflow, input}``: converts and starts it (execution id
+  ``zeal_exec_<uuid>``, workflow id the Zeal id), ``input`` going to the exported
+  in-ports it names and into the metadata of server-request nodes;
+* ``POST /register-api-tools``: registers the API tools of the operator's service
+  registry file (``api_tools``, JSON or YAML; see :mod:`reflowpy.server.api_tools`)
+  as components and answers ``{registered_actors, message}``; with no file
+  configured it registers none, as Reflow does without its registry file;
+* ``metadata.webhook_url`` (with ``webhook_headers``): once the execution is over, its
+  final ``WorkflowEvent`` (``workflow_id``, ``execution_id``, ``event_type``
+  ``Completed`` / ``{"Failed": {"error"}}`` / ``Cancelled``, ``timestamp``, ``data``
+  with the results) is POSTed there with Reflow's ``X-Reflow-Event-Type``,
+  ``X-Reflow-Execution-ID`` and ``X-Reflow-Workflow-ID`` headers;
+  ``metadata.trace_webhook_url`` with ``enable_tracing`` gets Reflow's trace events
+  (``Started``, then the final one, ``source: "reflow_server"``). Delivery is real,
+  retried a bounded number of times, survives a server restart (a pending webhook is
+  recorded with the execution and sent after the restart), and goes only where
+  :class:`~reflowpy.server.webhooks.WebhookPolicy` allows: public addresses unless
+  the operator allows more (``--webhook-allow``); a refused URL is ``403`` when the
+  workflow is posted.
 
 Reflow executions are stored like every other (their workflow id with them), so
 ``GET /workflows/{id}`` answers after a restart too. ``GET /health`` answers in the
-envelope as well (see :mod:`reflowpy.server.rest`). Not provided: Reflow's Zeal
-endpoints (``/zeal/convert``, ``/zeal/workflows``) and ``/register-api-tools``.
+envelope as well (see :mod:`reflowpy.server.rest`).
 
 WebSocket ``/ws`` (JSON text frames with a ``type``): ``start_workflow`` ->
 ``workflow_started`` (the starting connection is subscribed at once, so it misses
@@ -37,7 +55,6 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 import msgspec
 import trio
 from starlette.requests import Request
@@ -52,8 +69,11 @@ from reflowpy.server.executions import Execution
 from reflowpy.server.graphs import graph_text, load_graph
 from reflowpy.server.jsonio import decode_json
 from reflowpy.server.outbox import Outbox
+from reflowpy.server.policy import CapabilityRefused
 from reflowpy.server.rest import HttpError, parse_json, read_body, validate_graph
 from reflowpy.server.schemas import ExecutionPolicy
+from reflowpy.server.webhooks import check_headers, deliver
+from reflowpy.server.zeal import ZealError, ZealWorkflow, convert, inject_request, required_actors
 
 __all__ = ["ExecutionMetadata", "WorkflowExecutionRequest", "routes"]
 
@@ -175,55 +195,116 @@ class _Workflows:
         return ex if ex is not None and self.workflow_of(ex) is not None else None
 
     async def start(self, request: WorkflowExecutionRequest,
-                    on_network: Any = None) -> Execution:
-        try:
-            graph = load_graph(request.graph_json, "json")
-        except GraphError as exc:
-            raise HttpError(422, "invalid_graph", str(exc)) from None
-        validate_graph(graph, self.state)
+                    on_network: Any = None, graph: Any = None) -> Execution:
+        if graph is None:
+            try:
+                graph = load_graph(request.graph_json, "json")
+            except GraphError as exc:
+                raise HttpError(422, "invalid_graph", str(exc)) from None
+        ex_id = request.metadata.execution_id or uuid.uuid4().hex
+        net = validate_graph(graph, self.state, name=ex_id,
+                             capacity=ExecutionPolicy().capacity)
+        hooks = await self._check_hooks(request.metadata)
         inputs: dict[str, list[Any]] = {}
         if isinstance(request.input, dict):
             for key, value in request.input.items():
                 if graph.port_name(key) in graph.inports:
                     inputs[key] = [value]
-        ex_id = request.metadata.execution_id or uuid.uuid4().hex
         if ex_id in self.state.executions.executions:
             raise HttpError(409, "conflict", f"execution {ex_id!r} already exists")
-        meta: dict[str, Any] = {"workflow_id": request.metadata.workflow_id or ex_id}
-        if request.metadata.webhook_url:
-            meta["webhook_url"] = request.metadata.webhook_url
-            meta["webhook_headers"] = dict(request.metadata.webhook_headers or {})
+        meta: dict[str, Any] = {"workflow_id": request.metadata.workflow_id or ex_id,
+                                **hooks}
+        if request.metadata.source:
+            meta["source"] = request.metadata.source
         try:
             ex = await self.state.executions.start(
                 graph, graph_text=graph_text(graph), inputs=inputs,
                 policy=ExecutionPolicy(until="idle"), execution_id=ex_id,
-                on_network=on_network, meta=meta)
+                on_network=on_network, meta=meta, network=net)
         except (ReflowError, ValueError) as exc:
             raise HttpError(422, "cannot_start", str(exc)) from None
-        if "webhook_url" in meta:
-            self.state.nursery.start_soon(self._webhook, ex)
+        if hooks:
+            self.state.nursery.start_soon(self.notify, ex, True)
         return ex
 
-    async def _webhook(self, ex: Execution) -> None:
-        """POST the final ``ExecutionState`` to the request's ``webhook_url`` (with its
-        ``webhook_headers``) once the execution is over; a failure is logged."""
+    async def _check_hooks(self, metadata: ExecutionMetadata) -> dict[str, Any]:
+        """The webhook fields to record with the execution, after checking them
+        against the server's webhook policy (403) and header rules (422)."""
+        out: dict[str, Any] = {}
+        urls = []
+        if metadata.webhook_url:
+            try:
+                headers = check_headers(metadata.webhook_headers)
+            except ValueError as exc:
+                raise HttpError(422, "invalid_request", str(exc)) from None
+            out.update(webhook_url=metadata.webhook_url, webhook_headers=headers,
+                       webhook_pending=True)
+            urls.append(("webhook_url", metadata.webhook_url))
+        if metadata.enable_tracing and metadata.trace_webhook_url:
+            out["trace_webhook_url"] = metadata.trace_webhook_url
+            urls.append(("trace_webhook_url", metadata.trace_webhook_url))
+        for what, url in urls:
+            try:
+                await self.state.webhooks.resolve(url, what=what)
+            except CapabilityRefused as exc:
+                raise HttpError(403, "capability_refused", str(exc)) from None
+            except OSError as exc:  # DNS may recover before delivery: retried then
+                _log.warning("%s %r does not resolve yet (%s); delivery will retry",
+                             what, url, exc)
+        return out
+
+    async def notify(self, ex: Execution, started: bool) -> None:
+        """Send the execution's trace events (``started``: also the ``Started`` one)
+        and, once it is over, its final event to ``webhook_url``; record that the
+        webhook is no longer pending (so a restart does not send it again)."""
+        workflow_id = self.workflow_of(ex) or ex.id
+        trace_url = ex.meta.get("trace_webhook_url")
+        if started and isinstance(trace_url, str):
+            await self._trace(trace_url, ex, workflow_id, "Started", {})
         await ex.done.wait()
-        url = str(ex.meta["webhook_url"])
-        body = _ENCODE.encode(_envelope(_state(ex, self.workflow_of(ex) or ex.id)))
-        headers = {"content-type": "application/json", **ex.meta.get("webhook_headers", {})}
-        try:
-            async with httpx.AsyncClient(timeout=10) as client:
-                response = await client.post(url, content=body, headers=headers)
-            if response.status_code >= 400:
-                _log.warning("webhook for execution %s: %s answered %d", ex.id, url,
-                             response.status_code)
-        except httpx.HTTPError as exc:
-            _log.warning("webhook for execution %s: %s failed: %s", ex.id, url, exc)
+        event = _webhook_event(ex, workflow_id)
+        url = ex.meta.get("webhook_url")
+        if isinstance(url, str) and ex.meta.get("webhook_pending"):
+            name = next(iter(event["event_type"])) if isinstance(event["event_type"], dict) \
+                else str(event["event_type"])
+            headers = {**ex.meta.get("webhook_headers", {}), "X-Reflow-Event-Type": name,
+                       "X-Reflow-Execution-ID": ex.id, "X-Reflow-Workflow-ID": workflow_id}
+            delivered = await deliver(
+                url, _ENCODE.encode(event), headers, policy=self.state.webhooks,
+                attempts=self.state.webhook_attempts, backoff=self.state.webhook_backoff,
+                what=f"webhook of execution {ex.id}")
+            ex.meta.update(webhook_pending=False, webhook_delivered=delivered)
+            self.state.storage.set_execution_meta(ex.id, ex.meta)
+        if started and isinstance(trace_url, str):
+            await self._trace(trace_url, ex, workflow_id, event["event_type"], event["data"])
+
+    async def _trace(self, url: str, ex: Execution, workflow_id: str, event_type: Any,
+                     data: Any) -> None:
+        name = next(iter(event_type)) if isinstance(event_type, dict) else str(event_type)
+        body = {"execution_id": ex.id, "workflow_id": workflow_id, "event_type": name,
+                "timestamp": _ms(), "data": data, "source": "reflow_server"}
+        await deliver(url, _ENCODE.encode(body), {}, policy=self.state.webhooks,
+                      attempts=self.state.webhook_attempts,
+                      backoff=self.state.webhook_backoff,
+                      what=f"trace event of execution {ex.id}")
+
+
+def _webhook_event(ex: Execution, workflow_id: str) -> dict[str, Any]:
+    """Reflow's final ``WorkflowEvent`` of an execution (the webhook body)."""
+    status = _status(ex)
+    event_type: Any = status
+    if status == "Failed":
+        event_type = {"Failed": {"error": ex.error or "failed"}}
+    return {"workflow_id": workflow_id, "execution_id": ex.id, "event_type": event_type,
+            "timestamp": _ms(), "data": _results(ex)}
 
 
 def routes(state: ServerState) -> list[BaseRoute]:
-    """The ``/workflows`` and ``/ws`` routes."""
+    """The ``/workflows``, ``/zeal/*``, ``/register-api-tools`` and ``/ws`` routes."""
     workflows = _Workflows(state)
+    for ex in list(state.executions.executions.values()):  # pending across a restart
+        if ex.meta.get("webhook_pending") and workflows.workflow_of(ex) is not None:
+            state.nursery.start_soon(workflows.notify, ex, False)
 
     def reply(data: Any = None, error: str | None = None, status: int = 200) -> Response:
         return Response(_ENCODE.encode(_envelope(data, error)), status_code=status,
@@ -246,6 +327,67 @@ def routes(state: ServerState) -> list[BaseRoute]:
     def lookup(request: Request) -> Execution | None:
         return workflows.lookup(request.path_params["id"])
 
+    async def zeal_body(request: Request) -> Any:
+        body = await read_body(request, state.max_body)
+        return parse_json(body, state.max_depth)
+
+    def zeal_workflow(raw: Any, where: str = "") -> ZealWorkflow:
+        try:
+            return msgspec.convert(raw, ZealWorkflow)
+        except msgspec.ValidationError as exc:
+            raise HttpError(400, "invalid_request",
+                            f"Invalid Zeal workflow{where}: {exc}") from None
+
+    async def zeal_convert(request: Request) -> Response:
+        try:
+            workflow = zeal_workflow(await zeal_body(request))
+            try:
+                graph = convert(workflow)
+            except ZealError as exc:
+                raise HttpError(400, "invalid_request", str(exc)) from None
+        except HttpError as exc:
+            return reply(error=exc.body.detail or exc.body.error, status=exc.status)
+        return reply({
+            "reflow_graph": msgspec.to_builtins(graph.to_dict("reflow")),
+            "required_actors": required_actors(workflow),
+            "conversion_metadata": {
+                "source_workflow_id": workflow.id,
+                "source_workflow_name": workflow.name,
+                "node_count": sum(len(g.nodes) for g in workflow.graphs),
+                "connection_count": sum(len(g.connections) for g in workflow.graphs)}})
+
+    async def zeal_execute(request: Request) -> Response:
+        try:
+            raw = await zeal_body(request)
+            if not isinstance(raw, dict) or "workflow" not in raw:
+                raise HttpError(400, "invalid_request",
+                                "the body must be {\"workflow\": <Zeal workflow>, \"input\": ...}")
+            workflow = zeal_workflow(raw["workflow"], " at $.workflow")
+            try:
+                graph = convert(workflow)
+            except ZealError as exc:
+                raise HttpError(400, "invalid_request", str(exc)) from None
+            inject_request(graph, raw.get("input"))
+            req = WorkflowExecutionRequest(
+                graph_json={}, input=raw.get("input"), metadata=ExecutionMetadata(
+                    execution_id=f"zeal_exec_{uuid.uuid4()}", workflow_id=workflow.id,
+                    source="zeal_integration", enable_tracing=True))
+            ex = await workflows.start(req, graph=graph)
+        except HttpError as exc:
+            return reply(error=exc.body.detail or exc.body.error, status=exc.status)
+        return reply({"execution_id": ex.id, "status": "started",
+                      "message": "Zeal workflow converted and started"})
+
+    async def register_api_tools(request: Request) -> Response:
+        from reflowpy.server.api_tools import register_api_tools as register
+
+        try:
+            names = register(state)
+        except ReflowError as exc:
+            return reply(error=f"Failed to register API tools: {exc}", status=500)
+        return reply({"registered_actors": len(names),
+                      "message": f"Registered {len(names)} API tool actors"})
+
     async def get_workflow(request: Request) -> Response:
         ex = lookup(request)
         if ex is None:
@@ -267,6 +409,9 @@ def routes(state: ServerState) -> list[BaseRoute]:
         Route("/workflows", start_workflow, methods=["POST"]),
         Route("/workflows/{id}", get_workflow, methods=["GET"]),
         Route("/workflows/{id}/cancel", cancel_workflow, methods=["POST"]),
+        Route("/zeal/convert", zeal_convert, methods=["POST"]),
+        Route("/zeal/workflows", zeal_execute, methods=["POST"]),
+        Route("/register-api-tools", register_api_tools, methods=["POST"]),
         WebSocketRoute("/ws", ws),
     ]
 

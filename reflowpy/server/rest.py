@@ -112,14 +112,16 @@ def decode(body: bytes, type: type[T], *, allow_empty: bool = False,
         raise HttpError(422, "invalid_request", str(exc)) from None
 
 
-def validate_graph(graph: Graph, state: ServerState) -> None:
+def validate_graph(graph: Graph, state: ServerState, *, name: str = "",
+                   capacity: int | None = None) -> Network:
     """Refuse a graph the server's policy excludes (403 naming node and rule), or whose
     components or ports do not exist (422 with the report).
 
     Runs the graph layer's validator against the server's registry (its errors are the
     report; warnings such as unconnected in-ports are allowed, since a graph may be fed
     later), then builds (without starting) a network, which checks what the validator
-    cannot (component configuration, port types declared strictly).
+    cannot (component configuration, port types declared strictly). That network
+    (named ``name``, with ``capacity``) is returned: the execution runs it.
     """
     try:
         state.policy.check_graph(graph, state.registry)
@@ -127,16 +129,19 @@ def validate_graph(graph: Graph, state: ServerState) -> None:
         raise HttpError(403, "capability_refused", str(exc)) from None
     report = analysis.validate(graph, state.registry)
     problems: list[Any] = msgspec.to_builtins(report.errors, str_keys=True)
+    net: Network | None = None
     if not problems:
         try:
-            Network(graph, state.registry)
+            net = Network(graph, state.registry, name=name or None) if capacity is None \
+                else Network(graph, state.registry, name=name or None, capacity=capacity)
         except (ReflowError, ValueError) as exc:
             problems.append(str(exc))
-    if problems:
+    if problems or net is None:
         first = problems[0]
         detail = first["message"] if isinstance(first, dict) else first
         raise HttpError(422, "invalid_graph",
                         f"graph {graph.name!r} does not validate: {detail}", problems)
+    return net
 
 
 def _summary(record: Any) -> GraphSummary:
@@ -311,10 +316,12 @@ def routes(state: ServerState) -> list[BaseRoute]:
             except GraphError as exc:
                 raise HttpError(422, "invalid_graph", str(exc), [str(exc)]) from None
             text = graph_text(graph)
-        validate_graph(graph, state)
+        ex_id = uuid.uuid4().hex
+        net = validate_graph(graph, state, name=ex_id, capacity=req.policy.capacity)
         try:
             ex = await state.executions.start(graph, graph_id=req.graph_id, graph_text=text,
-                                              inputs=req.inputs, policy=req.policy)
+                                              inputs=req.inputs, policy=req.policy,
+                                              execution_id=ex_id, network=net)
         except (ReflowError, ValueError) as exc:
             raise HttpError(422, "cannot_start", str(exc)) from None
         return json_response(ExecutionCreated(ex.id, ex.live_status(), f"/executions/{ex.id}"),

@@ -295,6 +295,11 @@ class Storage:
             (status, error, time.time(), ended, restarts, execution_id),
         )
 
+    def set_execution_meta(self, execution_id: str, meta: Mapping[str, Any]) -> None:
+        """Replace the recorded metadata of an execution (e.g. a webhook delivered)."""
+        self._write("UPDATE executions SET meta = ?, updated = ? WHERE id = ?",
+                    (_json_text(dict(meta)), time.time(), execution_id))
+
     def journal(self, execution_id: str, entries: list[tuple[int, str, Any]]) -> None:
         """Append accepted inputs ``(seq, port, value)`` to the journal (one transaction;
         durable when this returns)."""
