@@ -86,7 +86,8 @@ class _Parser:
         self.cs = case_sensitive
         self.default_in = "IN"
         self.default_out = "OUT"
-        self.nodes: dict[str, dict[str, Any]] = {}
+        # name -> the grammar's entry, or (fast path) the offset of its declaration
+        self.nodes: dict[str, dict[str, Any] | int] = {}
         # The statements' halves in order: dicts {"src"/"data", "tgt"} from the grammar,
         # and from the fast path 6-tuples (complete edges) and 2-tuples (target halves).
         self.edges: list[Any] = []
@@ -103,6 +104,7 @@ class _Parser:
         #: Whether to use the fast path (the fuzz suite turns it off to compare).
         self.fast = True
         self._folded: dict[str, str] = {}
+        self._names: dict[str, str] = {}
 
     # -- terminals ------------------------------------------------------------------
 
@@ -165,13 +167,29 @@ class _Parser:
         return self.result()
 
     def _scan(self) -> None:
-        """Read every statement: runs of the two shapes the writer emits in one tight
-        loop over one compiled regex (:data:`_FAST`), anything else by the grammar."""
+        """Read every statement: runs of the two shapes the writer emits,
+        ``a out[1] -> in b`` and ``a(comp)``, in one tight loop over one compiled regex
+        (:data:`_FAST`), anything else by the grammar. The grammar gives exactly these
+        results for them (worked through rule by rule; the fuzz suite compares both,
+        ``fast=False``); anything followed by more than spaces and a newline takes the
+        general path.
+
+        What the fast path stores is small, since a 50 MB file holds millions of
+        statements: an edge as the :class:`Edge` it becomes (node names shared through
+        ``names``, port names through ``_folded``); a node as ``name -> offset`` of its
+        declaration (component and place are read again from the text when needed, see
+        :meth:`_node_entry`); a node statement's target half (the grammar's ``IN`` of a
+        lone ``a(comp)``) only where something can pair with it or an ``EXPORT=`` may
+        look at it."""
         text, end = self.text, len(self.text)
         fast = _FAST.match if self.fast else None
-        append = self.edges.append
+        flats = self.edges
+        append = flats.append
         fold, folded = self._fold, self._folded
-        nodes, node_pos = self.nodes, self.node_pos
+        nodes, names = self.nodes, self._names
+        intern = names.setdefault
+        halves = "EXPORT=" in text  # keep every half: export resolution reads them
+        ends: dict[tuple[str, int | None], dict[str, Endpoint]] = {}
         while self.pos < end:
             if fast is not None:
                 m = fast(text, self.pos)
@@ -181,18 +199,36 @@ class _Parser:
                     if src is not None:
                         # Both halves at once: the grammar pairs them with each other
                         # whatever came before (see _flat_edges): stored ready-made.
-                        append((src, folded.get(sport) or fold(sport),
-                                None if sidx is None else self._index(sidx), tgt,
-                                folded.get(tport) or fold(tport),
-                                None if tidx is None else self._index(tidx)))
+                        # Endpoints are shared: one per (node, port, index), found by
+                        # node name in a table per (port, index).
+                        sport = folded.get(sport) or fold(sport)
+                        sidx = None if sidx is None else self._index(sidx)
+                        table = ends.get((sport, sidx))
+                        if table is None:
+                            table = ends[sport, sidx] = {}
+                        a = table.get(src)
+                        if a is None:
+                            src = intern(src, src)
+                            a = table[src] = Endpoint(src, sport, sidx)
+                        tport = folded.get(tport) or fold(tport)
+                        tidx = None if tidx is None else self._index(tidx)
+                        table = ends.get((tport, tidx))
+                        if table is None:
+                            table = ends[tport, tidx] = {}
+                        b = table.get(tgt)
+                        if b is None:
+                            tgt = intern(tgt, tgt)
+                            b = table[tgt] = Endpoint(tgt, tport, tidx)
+                        append(Edge(a, b, {}, None))
                     else:
                         if meta is None and name not in nodes:  # _add_node's first case
-                            nodes[name] = {"component": comp}
-                            node_pos[name] = m.start(7)
+                            nodes[intern(name, name)] = m.start(7)
                         else:
                             self._add_node(name, {"comp": comp, "meta": meta.split(",")
                                                   if meta else None}, m.start(7))
-                        append((name, default_in))
+                        if halves or (flats and type(flats[-1]) is dict
+                                      and ("src" in flats[-1] or "data" in flats[-1])):
+                            append((name, default_in))
                     self.pos = m.end()
                     m = fast(text, self.pos)
                 if self.pos >= end:
@@ -203,8 +239,24 @@ class _Parser:
             except _Fail:
                 self.pos = start
                 break
+        names.clear()  # only the fast path shares names; the edges hold them now
         if self.pos < len(self.text):
             self._syntax_error()
+
+    def _node_entry(self, name: str) -> dict[str, Any]:
+        """The grammar's entry for node ``name`` (``{"component", "metadata"?}``),
+        turning a fast-path ``offset`` into one (and noting its place)."""
+        node = self.nodes.get(name)
+        if isinstance(node, dict):
+            return node
+        entry: dict[str, Any] = {}
+        if node is not None:
+            m = _FAST_NODE.match(self.text, node)
+            assert m is not None
+            self.node_pos.setdefault(name, node)
+            entry["component"] = m.group(2)
+        self.nodes[name] = entry
+        return entry
 
     def _fold(self, port: str) -> str:
         """A port name as stored (lower case unless case sensitive), one string object
@@ -218,8 +270,6 @@ class _Parser:
         # The grammar's ordered choice, skipping alternatives whose leading literal
         # cannot match here (same result, far fewer failed attempts).
         text = self.text
-        if self._fast_line():
-            return
         start = _SPACES.match(text, self.pos).end()  # type: ignore[union-attr]
         head = text[start:start + 1]
         rules: list[Callable[[], Any]] = []
@@ -236,29 +286,6 @@ class _Parser:
             rules.append(self.line_blank)
         rules.append(self.line_connection)
         self.choice(*rules)
-
-    def _fast_line(self) -> bool:
-        """The two statement shapes the writer emits, ``a out[1] -> in b`` and
-        ``a(comp:meta)``, recognised by one regex (:data:`_FAST`). The full grammar
-        gives exactly these results for them (worked through rule by rule; the fuzz
-        suite compares both with ``fast=False``); anything else, or anything followed by
-        more than spaces and a newline, takes the general path."""
-        if not self.fast:
-            return False
-        m = _FAST.match(self.text, self.pos)
-        if m is None:
-            return False
-        src, sport, sidx, tport, tidx, tgt, name, comp, meta = m.groups()
-        if src is not None:
-            self.edges.append((src, self._fold(sport),
-                               None if sidx is None else self._index(sidx), tgt,
-                               self._fold(tport), None if tidx is None else self._index(tidx)))
-        else:
-            self._add_node(name, {"comp": comp, "meta": meta.split(",") if meta else None},
-                           m.start(7))
-            self.edges.append((name, self._fold(self.default_in)))
-        self.pos = m.end()
-        return True
 
     def _port(self, name: str, index: str | None) -> dict[str, Any]:
         return {"port": name if self.cs else name.lower(),
@@ -526,7 +553,7 @@ class _Parser:
         return {"comp": comp, "meta": meta}
 
     def _add_node(self, name: str, comp: dict[str, Any], pos: int) -> None:
-        node = self.nodes.setdefault(name, {})
+        node = self._node_entry(name)
         if comp["comp"]:
             old = node.get("component")
             if (self.strict and old is not None and old != comp["comp"]
@@ -729,14 +756,16 @@ class _Parser:
 
     def _flat_edges(self) -> list[Any]:
         """Pair each source half (``src`` or ``data``) with the target half after it, as
-        the npm grammar does; items the fast path stored already paired (6-tuples) pass
-        through, its target halves (2-tuples) pair like the grammar's."""
+        the npm grammar does; edges the fast path stored pass through, its target halves
+        (2-tuples) pair like the grammar's."""
         flats, grouped, i, n = self.edges, [], 0, len(self.edges)
         while i < n:
             item = flats[i]
-            if type(item) is tuple:
-                if len(item) == 6:
-                    grouped.append(item)
+            if type(item) is Edge:
+                grouped.append(item)
+                i += 1
+                continue
+            if type(item) is tuple:  # a lone target half: pairs only with what is before
                 i += 1
                 continue
             if "src" in item and "tgt" in item:
@@ -773,8 +802,9 @@ class _Parser:
             "inports": self.inports or {},
             "outports": self.outports or {},
             "groups": [],
-            "processes": self.nodes,
-            "connections": [_as_dict(c) if type(c) is tuple else c for c in grouped],
+            "processes": {name: self._node_entry(name) if type(node) is int else node
+                          for name, node in list(self.nodes.items())},
+            "connections": [_as_dict(c) for c in grouped],
         }
         if self.properties is not None:
             out["properties"] = self.properties
@@ -783,19 +813,18 @@ class _Parser:
 
 
 def _as_dict(item: Any) -> dict[str, Any]:
-    """A fast-path tuple as the grammar's dict (dicts pass through)."""
-    if type(item) is not tuple:
-        return item  # type: ignore[no-any-return]
-    if len(item) == 2:
+    """A fast-path item as the grammar's dict (dicts pass through)."""
+    if type(item) is tuple:
         return {"tgt": {"process": item[0], "port": item[1]}}
-    src, sport, sidx, tgt, tport, tidx = item
-    send: dict[str, Any] = {"process": src, "port": sport}
-    tend: dict[str, Any] = {"process": tgt, "port": tport}
-    if sidx is not None:
-        send["index"] = sidx
-    if tidx is not None:
-        tend["index"] = tidx
-    return {"src": send, "tgt": tend}
+    if type(item) is not Edge:
+        return item  # type: ignore[no-any-return]
+    ends = []
+    for end in (item.src, item.tgt):
+        out: dict[str, Any] = {"process": end.node, "port": end.port}
+        if end.index is not None:
+            out["index"] = end.index
+        ends.append(out)
+    return {"src": ends[0], "tgt": ends[1]}
 
 
 def _parse_float(value: str) -> float | None:
@@ -814,7 +843,7 @@ def _validate_contents(processes: dict[str, Any], inports: dict[str, Any],
         return GraphFormatError(message, format="fbp")
 
     for name, node in processes.items():
-        if not node.get("component"):
+        if type(node) is not int and not node.get("component"):  # int: a fast-path node
             raise fail(f'node "{name}" does not have a component defined; write'
                        f" {name}(Component) once")
     for kind, table in (("inports", inports), ("outports", outports)):
@@ -823,8 +852,8 @@ def _validate_contents(processes: dict[str, Any], inports: dict[str, Any],
                 raise fail(f'{kind[:-1]} "{public}" is connected to an undefined node'
                            f' "{exp["process"]}"')
     for conn in connections:
-        if type(conn) is tuple:
-            if conn[0] in processes and conn[3] in processes:
+        if type(conn) is Edge:
+            if conn.src.node in processes and conn.tgt.node in processes:
                 continue
             conn = _as_dict(conn)
         tgt, src = conn.get("tgt"), conn.get("src")
@@ -854,7 +883,9 @@ def loads(text: str, *, case_sensitive: bool = False) -> Graph:
     built straight from the parser's records: the NoFlo document is never made."""
     parser = _Parser(text, case_sensitive, strict=True)
     parser._scan()
-    return _graph(parser, parser._finish())
+    connections = parser._finish()
+    parser.edges = []  # the halves: paired into ``connections`` now
+    return _graph(parser, connections)
 
 
 def _graph(parser: _Parser, connections: list[Any]) -> Graph:
@@ -864,26 +895,23 @@ def _graph(parser: _Parser, connections: list[Any]) -> Graph:
     graph = Graph(name, case_sensitive=parser.cs, properties=props)
     graph._recording = False
     nodes, parser.nodes = parser.nodes, {}
+    text, comps = parser.text, dict[str, str]()  # one string per component name
     where = "processes"
+
+    def node(node_id: str, proc: Any) -> Node:
+        if type(proc) is int:
+            comp = _FAST_NODE.match(text, proc).group(2)  # type: ignore[union-attr]
+            return Node(node_id, comps.setdefault(comp, comp), {})
+        return Node(node_id, proc["component"], proc.get("metadata") or {})
+
     try:
-        graph._extend(Node(node_id, proc["component"], proc.get("metadata") or {})
-                      for node_id, proc in nodes.items())
+        graph._extend(node(node_id, proc) for node_id, proc in nodes.items())
         del nodes
-        # One Endpoint per distinct (node, port, index): edges share them.
-        ends: dict[tuple[str, str, int | None], Endpoint] = {}
         edges: list[Edge] = []
         add_edge = edges.append
         for i, conn in enumerate(connections):
-            if type(conn) is tuple:
-                key = conn[0], conn[1], conn[2]
-                src = ends.get(key)
-                if src is None:
-                    src = ends[key] = Endpoint(*key)
-                key = conn[3], conn[4], conn[5]
-                tgt = ends.get(key)
-                if tgt is None:
-                    tgt = ends[key] = Endpoint(*key)
-                add_edge(Edge(src, tgt, {}, None))
+            if type(conn) is Edge:
+                add_edge(conn)
                 continue
             where = f"connections[{i}]"
             t = conn["tgt"]
