@@ -408,3 +408,50 @@ def test_npm_parse_keeps_the_last_key_but_loads_refuses() -> None:
     assert fbp.parse(text)["connections"][0]["data"] == {"k": 2}  # as npm fbp does
     with pytest.raises(rf.GraphFormatError, match="defined twice"):
         rf.Graph.loads(text)
+
+
+_KEYTEXT = st.sampled_from(["a", "b", "k", 'q"', "\":", " : ", "é", "processes"])
+_PAIRS = st.recursive(
+    st.none() | st.integers(-5, 5) | st.sampled_from(["x", '":', '\\":', " : ", "\u0022:"]),
+    lambda inner: st.lists(inner, max_size=3).map(lambda v: ("list", v))
+    | st.lists(st.tuples(_KEYTEXT, inner), max_size=4).map(lambda v: ("obj", v)),
+    max_leaves=12)
+
+
+def _write(value: Any, quote_escape: bool) -> str:
+    """JSON text of a pairs tree, keys written as given (duplicates kept)."""
+    def s(text: str) -> str:
+        out = json.dumps(text, ensure_ascii=False)
+        return out[0] + out[1:-1].replace('\\"', "\\u0022") + out[-1] if quote_escape else out
+
+    if isinstance(value, tuple) and value[0] == "list":
+        return "[" + ", ".join(_write(v, quote_escape) for v in value[1]) + "]"
+    if isinstance(value, tuple):
+        return "{" + ",\n".join(f"{s(k)}: {_write(v, quote_escape)}" for k, v in value[1]) + "}"
+    return s(value) if isinstance(value, str) else json.dumps(value)
+
+
+def _has_duplicate(value: Any) -> bool:
+    if isinstance(value, tuple) and value[0] == "list":
+        return any(_has_duplicate(v) for v in value[1])
+    if isinstance(value, tuple):
+        keys = [k for k, _ in value[1]]
+        return len(set(keys)) != len(keys) or any(_has_duplicate(v) for _, v in value[1])
+    return False
+
+
+@settings(max_examples=long_scale(500))
+@given(_PAIRS, st.booleans())
+def test_duplicate_keys_are_found_wherever_they_are(tree: Any, quote_escape: bool) -> None:
+    """A key written twice in any object of a JSON graph file is refused, with both
+    places; no document without one is refused (strings full of '":' included)."""
+    from reflowpy.network.formats._util import check_duplicate_keys, json_loads
+
+    text = '{"processes": {}, "properties": {"x": ' + _write(tree, quote_escape) + "}}"
+    data = json_loads(text, "noflo")
+    if _has_duplicate(tree):
+        with pytest.raises(rf.GraphFormatError, match="defined twice") as info:
+            check_duplicate_keys(text, data, "noflo")
+        assert str(info.value).count("line ") == 2  # the first and the second
+    else:
+        check_duplicate_keys(text, data, "noflo")
