@@ -238,6 +238,15 @@ async def _run_graph(graph: Any, registry: Any, inputs: list[tuple[str, Any]],
             return
         sys.stdout.write(encode({"port": name, "value": value}) + "\n")
 
+    def printed(node: str, value: Any, text: str) -> None:
+        """core/Output's lines, through the same JSON-lines stdout as exported ports."""
+        sys.stdout.write(encode({"node": node, "value": value, "text": text}) + "\n")
+        sys.stdout.flush()
+
+    from reflowpy.components.core import output_sink
+
+    output_sink.set(printed)
+
     async def pump(name: str) -> None:
         async for value in net.outputs(name):
             show(name, value)

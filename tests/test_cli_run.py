@@ -81,3 +81,36 @@ def test_run_timeout_and_ctrl_c_stop_cleanly(tmp_path: Path) -> None:
         _, err = child.communicate(timeout=30)
         assert child.returncode == 130, err
         assert "interrupted; network stopped" in err and "Traceback" not in err
+
+
+def test_core_output_lines_join_the_json_lines_stdout(tmp_path: Path) -> None:
+    """Every stdout line of ``reflowpy run`` is JSON: core/Output's as
+    ``{"node", "value", "text"}`` (text as the node formats it), exported ports' as
+    ``{"port", "value"}``; used as a library, core/Output still prints its text."""
+    g = rf.Graph("show")
+    g.add_node("rep", "core/Repeat")
+    g.add_node("show", "core/Output", {"prefix": "got: "})
+    g.add_edge("rep", "out", "show", "in")
+    g.add_iip({"a": [1, "é"]}, "rep", "in")
+    g.add_iip("plain", "rep", "in")
+    g.add_outport("shown", "show", "out")
+    path = tmp_path / "show.json"
+    g.save(str(path))
+    proc = _run(str(path))
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]  # all JSON
+    printed = [x for x in lines if "node" in x]
+    assert printed == [{"node": "show", "value": {"a": [1, "é"]}, "text": 'got: {"a": [1, "é"]}'},
+                       {"node": "show", "value": "plain", "text": "got: plain"}]
+    assert [x for x in lines if "port" in x] == [{"port": "shown", "value": {"a": [1, "é"]}},
+                                                 {"port": "shown", "value": "plain"}]
+    code = ("import reflowpy as rf, trio\n"
+            f"g = rf.Graph.load({str(path)!r})\n"
+            "async def main():\n"
+            "    async with rf.Network(g) as net:\n"
+            "        await net.idle()\n"
+            "trio.run(main)\n")
+    lib = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120, env=ENV)
+    assert lib.returncode == 0, lib.stderr
+    assert lib.stdout.splitlines() == ['got: {"a": [1, "é"]}', "got: plain"]

@@ -11,9 +11,10 @@ coroutine (:class:`~reflowpy.components._common.PerMessage`).
 
 from __future__ import annotations
 
+import contextvars
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -115,11 +116,21 @@ class Drop(PerMessage):
         return None
 
 
+#: Where :class:`Output` writes. ``None`` (the default, library use): its text line to
+#: stdout. ``reflowpy run`` sets a function ``(node id, value, text)`` so the lines join
+#: its JSON-lines stdout as ``{"node": ..., "value": ..., "text": ...}`` beside the
+#: exported ports' ``{"port": ..., "value": ...}``, and stdout stays parseable.
+output_sink: contextvars.ContextVar[Callable[[str, Any, str], None] | None] = \
+    contextvars.ContextVar("reflowpy_output_sink", default=None)
+
+
 class Output(PerMessage):
     """Print each packet to stdout and forward it on ``out``.
 
     Config: ``format`` — ``"text"`` (default: strings as they are, other values as
     JSON), ``"json"`` or ``"repr"``; ``prefix`` — text put in front of each line.
+    Under ``reflowpy run`` each line is a JSON line ``{"node", "value", "text"}`` on
+    the run's stdout instead (see :data:`output_sink`).
 
     Example: ``{"component": "core/Output", "metadata": {"prefix": "got: "}}``.
     """
@@ -147,7 +158,11 @@ class Output(PerMessage):
             text = json.dumps(rf.thaw(value), default=_to_str, ensure_ascii=False)
         else:
             text = value
-        print(self.prefix + text, file=sys.stdout, flush=True)
+        sink = output_sink.get()
+        if sink is None:
+            print(self.prefix + text, file=sys.stdout, flush=True)
+        else:
+            sink(ctx.node_id, value, self.prefix + text)
         if ctx.connected("out"):
             return {"out": value}
         return None

@@ -146,11 +146,20 @@ def test_seed_corpus_only_reflow_errors_within_1gb() -> None:
     ("billion_laughs.yaml", "yaml", ["expands to more than", "aliases"]),
     ("merge_bomb.yaml", "yaml", ["expands to more than"]),
     ("recursive_alias.yaml", "yaml", ["processes.a.metadata.k", "contains itself"]),
-    ("duplicate_process.json", "noflo", ["'a' is defined twice (line 1 and line 2)"]),
-    ("duplicate_process_reflow.json", "reflow", ["line 1 and line 3"]),
+    ("duplicate_process.json", "noflo", ["'a' is defined twice (line 1, column 16 and"
+                                         " line 2, column 2)"]),
+    ("duplicate_process_reflow.json", "reflow", ["line 1, column 16 and line 3, column 3"]),
     ("duplicate_process.yaml", "yaml", ["'a' is defined twice", "line 2 and line 3"]),
     ("duplicate_process.fbp", "fbp", ["'A' is declared twice", "line 1, column 1",
                                       "line 2, column 1"]),
+    ("duplicate_inport.json", "noflo", ["inports.p", "inport 'p' is defined twice",
+                                        "line 2, column 14 and line 3, column 14"]),
+    ("duplicate_metadata_key_reflow.json", "reflow", [
+        "processes.a.metadata.label", "line 2, column 16 and line 2, column 30"]),
+    ("duplicate_tgt.json", "noflo", ["connections[0].tgt", "line 2, column 14 and line 3"]),
+    ("duplicate_iip_key.fbp", "fbp", ["key 'k' is defined twice",
+                                      "line 1, column 2 and line 2, column 2"]),
+    ("duplicate_inport.yaml", "yaml", ["key 'p' is defined twice", "line 4 and line 5"]),
     ("tag_error.yaml", "yaml", ["line 2"]),
     ("python_tag.yaml", "yaml", ["python/object"]),
     ("export_ambiguous.fbp", "fbp", ["INPORT=A.config:cfg"]),
@@ -335,10 +344,114 @@ def test_fbp_fast_path_gives_what_the_full_grammar_gives(lines: list[str], cs: b
     def parse(fast: bool) -> Any:
         parser = fbp._Parser(text, cs)
         if not fast:
-            parser._fast_line = lambda: False  # type: ignore[method-assign]
+            parser.fast = False
         try:
             return parser.parse()
         except rf.GraphFormatError as exc:
             return str(exc)
 
     assert parse(True) == parse(False)
+
+
+_BUILD_LINES = [*_EDGE_LINES, "INPORT=a.in:start", "OUTPORT=c.out:done", "EXPORT=b.out:res",
+                "{\"k\": [1, \"\\ud800\"]} -> cfg c", "DEFAULT_INPORT=X", "a out -> in a",
+                "(core/Repeat) out -> in b", "a OUT[0] -> IN b", "# @name G1", "d(q:x=5)"]
+
+
+@settings(max_examples=long_scale(600))
+@given(st.lists(st.sampled_from(_BUILD_LINES), max_size=14), st.booleans(), st.booleans())
+def test_fbp_direct_build_gives_the_graph_of_the_noflo_document(
+        lines: list[str], cs: bool, fast: bool) -> None:
+    """``fbp.loads`` builds the graph straight from the parser's records; it must be the
+    graph (or the error) that reading the NoFlo document ``parse`` returns gives."""
+    from reflowpy.network.formats import fbp, noflo
+
+    text = "\n".join(lines) + "\n"
+
+    def direct() -> Any:
+        parser = fbp._Parser(text, cs, strict=True)
+        parser.fast = fast
+        try:
+            parser._scan()
+            return fbp._graph(parser, parser._finish())
+        except rf.GraphFormatError as exc:
+            return str(exc)
+
+    def via_document() -> Any:
+        try:
+            return noflo.from_dict(fbp.parse(text, case_sensitive=cs, strict=True), "fbp")
+        except rf.GraphFormatError as exc:
+            return str(exc)
+
+    a, b = direct(), via_document()
+    assert a == b
+    if isinstance(a, str):
+        return
+    assert a.edges == b.edges and a.iips == b.iips  # order too
+    assert a.inports == b.inports and a.outports == b.outports
+    assert a.to_dict("reflow") == b.to_dict("reflow")
+
+
+def test_a_string_holding_key_syntax_is_no_duplicate() -> None:
+    # '":' inside values makes the text hold more key ends than the document has keys:
+    # the exact scan runs and finds no duplicate, so the graph loads.
+    text = ('{"processes": {"a": {"component": "x", "metadata": {"label": "\\":\\"",'
+            ' "k\\"": "a\\":b", "n": {"k\\"": 1}}}}}')
+    g = rf.Graph.loads(text)
+    assert g.nodes["a"].metadata["label"] == '":"'
+
+
+def test_npm_parse_keeps_the_last_key_but_loads_refuses() -> None:
+    from reflowpy.network.formats import fbp
+
+    text = '{"k": 1, "k": 2} -> IN A(core/Repeat)\n'
+    assert fbp.parse(text)["connections"][0]["data"] == {"k": 2}  # as npm fbp does
+    with pytest.raises(rf.GraphFormatError, match="defined twice"):
+        rf.Graph.loads(text)
+
+
+_KEYTEXT = st.sampled_from(["a", "b", "k", 'q"', "\":", " : ", "é", "processes"])
+_PAIRS = st.recursive(
+    st.none() | st.integers(-5, 5) | st.sampled_from(["x", '":', '\\":', " : ", "\u0022:"]),
+    lambda inner: st.lists(inner, max_size=3).map(lambda v: ("list", v))
+    | st.lists(st.tuples(_KEYTEXT, inner), max_size=4).map(lambda v: ("obj", v)),
+    max_leaves=12)
+
+
+def _write(value: Any, quote_escape: bool) -> str:
+    """JSON text of a pairs tree, keys written as given (duplicates kept)."""
+    def s(text: str) -> str:
+        out = json.dumps(text, ensure_ascii=False)
+        return out[0] + out[1:-1].replace('\\"', "\\u0022") + out[-1] if quote_escape else out
+
+    if isinstance(value, tuple) and value[0] == "list":
+        return "[" + ", ".join(_write(v, quote_escape) for v in value[1]) + "]"
+    if isinstance(value, tuple):
+        return "{" + ",\n".join(f"{s(k)}: {_write(v, quote_escape)}" for k, v in value[1]) + "}"
+    return s(value) if isinstance(value, str) else json.dumps(value)
+
+
+def _has_duplicate(value: Any) -> bool:
+    if isinstance(value, tuple) and value[0] == "list":
+        return any(_has_duplicate(v) for v in value[1])
+    if isinstance(value, tuple):
+        keys = [k for k, _ in value[1]]
+        return len(set(keys)) != len(keys) or any(_has_duplicate(v) for _, v in value[1])
+    return False
+
+
+@settings(max_examples=long_scale(500))
+@given(_PAIRS, st.booleans())
+def test_duplicate_keys_are_found_wherever_they_are(tree: Any, quote_escape: bool) -> None:
+    """A key written twice in any object of a JSON graph file is refused, with both
+    places; no document without one is refused (strings full of '":' included)."""
+    from reflowpy.network.formats._util import check_duplicate_keys, json_loads
+
+    text = '{"processes": {}, "properties": {"x": ' + _write(tree, quote_escape) + "}}"
+    data = json_loads(text, "noflo")
+    if _has_duplicate(tree):
+        with pytest.raises(rf.GraphFormatError, match="defined twice") as info:
+            check_duplicate_keys(text, data, "noflo")
+        assert str(info.value).count("line ") == 2  # the first and the second
+    else:
+        check_duplicate_keys(text, data, "noflo")

@@ -25,7 +25,7 @@ from reflowpy.errors import GraphFormatError
 from reflowpy.network.formats import fbp, noflo, reflow
 from reflowpy.network.formats import yaml as yamlfmt
 from reflowpy.network.formats._limits import check_text
-from reflowpy.network.formats._util import check_duplicate_keys, json_dumps, json_loads
+from reflowpy.network.formats._util import bulk, check_duplicate_keys, json_dumps, json_loads
 from reflowpy.network.graph import Graph
 
 __all__ = [
@@ -166,7 +166,13 @@ def loads(text: str | bytes, format: str | None = None) -> Graph:
 
     Whatever the input, the only exception is :class:`~reflowpy.GraphFormatError`
     (naming the format read, the place and what was expected), and reading takes time
-    and memory in proportion to the text: see ``reflowpy.network.formats._limits``."""
+    and memory in proportion to the text: see ``reflowpy.network.formats._limits``.
+    The cyclic garbage collector pauses while it reads (:func:`._util.bulk`)."""
+    with bulk():
+        return _loads(text, format)
+
+
+def _loads(text: str | bytes, format: str | None) -> Graph:
     text = _text(text, format)
     detected = format is None
     if format is None:

@@ -7,10 +7,12 @@ that names the format, the place (``line 3, column 7`` or a field path such as
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import json
 import re
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -53,6 +55,21 @@ _LONE_SURROGATE = re.compile(
     r"\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
     r"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2}")
 _LONG_INT = re.compile(r"-?[0-9]{20,}(?![0-9.eE])")
+
+
+@contextlib.contextmanager
+def bulk() -> Iterator[None]:
+    """Pause the cyclic garbage collector while a reader builds a graph: millions of
+    new containers, none of them garbage, would otherwise start full collections
+    that walk all of them again and again (almost half of a large load's time).
+    Collection resumes, as it was, when the block ends, whatever happens in it."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def json_loads(text: str | bytes, fmt: str) -> Any:
@@ -109,52 +126,92 @@ def _json_error(text: str | bytes, fmt: str, exc: BaseException) -> GraphFormatE
 
 
 def check_duplicate_keys(text: str | bytes, data: Any, fmt: str) -> None:
-    """Refuse a JSON document that names one process twice.
+    """Refuse a JSON document with a key written twice in one object, anywhere (two
+    processes with one id, two exported ports with one name, two ``tgt`` in one
+    connection, a metadata key), naming the object and the lines of both.
 
     JSON parsers keep the last of two equal keys; a graph file doing so almost
-    certainly lost a node. The check costs one byte count in the common case: only
-    when ``"component"`` appears more often than there are processes is the text
-    parsed again, keeping every key, to find the duplicate and both its lines.
-    """
-    if not isinstance(data, dict):
+    certainly lost a node or a setting. The check costs one count in the common case:
+    the keys the parsed document holds against the ``"...":`` the text holds (at least
+    as many, more when a string value contains ``":``); only when the text holds more
+    is it scanned token by token (:func:`_duplicate_key`) to find the duplicate."""
+    raw = text.encode("utf-8") if isinstance(text, str) else bytes(text)
+    keys = len(_KEY_END.findall(raw))
+    if _QUOTE_ESCAPE.search(raw) is None:
+        # Re-encoded, the document has the same '":' inside strings as the text (a
+        # quote in a string is '\"' in both) plus one per key it holds: counted in C.
+        if keys <= len(_KEY_END.findall(msgspec.json.encode(data))):
+            return
+    elif keys <= _count_keys(data):  # '\u0022' quotes: count the keys one by one
         return
-    procs = data.get("processes")
-    raw = text.encode("utf-8") if isinstance(text, str) else text
-    if not isinstance(procs, dict) or raw.count(b'"component"') <= len(procs):
+    found = _duplicate_key(raw)
+    if found is None:
         return
-    pairs_of: dict[int, list[tuple[str, Any]]] = {}
+    path, key, first, second = found
+    lines = f"{line_col(raw, first)} and {line_col(raw, second)}"
+    table = path.split(".")[-1] if path else ""
+    if path in ("processes", "inports", "outports"):
+        what = f"{'process' if table == 'processes' else table[:-1]} {key!r} is"
+    else:
+        what = f"key {key!r} {'in ' + path + ' ' if path else 'at the top level '}is"
+    raise GraphFormatError(
+        f"{what} defined twice ({lines}); JSON keeps only the last, so the first would"
+        " be lost silently: rename or remove one",
+        format=fmt, where=f"{path}.{key}".lstrip("."))
 
-    def keep(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        obj = dict(pairs)
-        if len(obj) != len(pairs):
-            pairs_of[id(obj)] = pairs
-        return obj
 
-    try:
-        doc = json.loads(raw, object_pairs_hook=keep)
-    except (ValueError, RecursionError):
-        return
-    for table in ("processes", "inports", "outports"):
-        obj = doc.get(table) if isinstance(doc, dict) else None
-        pairs = pairs_of.get(id(obj)) if isinstance(obj, dict) else None
-        if not pairs:
+_KEY_END = re.compile(rb'"[ \t\r\n]*:')
+_QUOTE_ESCAPE = re.compile(rb"\\u0022", re.I)
+_TOKEN = re.compile(rb'"(?:[^"\\]|\\.)*"|[{}\[\],:]')
+
+
+def _count_keys(data: Any) -> int:
+    """How many keys the objects of a parsed JSON document hold, all levels."""
+    count, stack = 0, [data]
+    pop, push = stack.pop, stack.extend
+    while stack:
+        value = pop()
+        t = type(value)
+        if t is dict:
+            count += len(value)
+            push(value.values())
+        elif t is list:
+            push(value)
+    return count
+
+
+def _duplicate_key(raw: bytes) -> tuple[str, str, int, int] | None:
+    """The first key written twice in one object of the (valid) JSON text ``raw``:
+    (path of the object, key, offset of the first, offset of the second)."""
+    # One frame per open container: [keys seen -> offset, current key] for an object,
+    # [None, index] for an array.
+    stack: list[list[Any]] = []
+    last: re.Match[bytes] | None = None
+    for m in _TOKEN.finditer(raw):
+        c = raw[m.start()]
+        if c == 0x22:  # a string: a key if a ':' follows
+            last = m
             continue
-        seen: set[str] = set()
-        for key, _ in pairs:
-            if key in seen:
-                lines = _key_lines(raw, key)
-                where = " and ".join(f"line {n}" for n in lines[:2]) or table
-                raise GraphFormatError(
-                    f"{table[:-2] if table == 'processes' else table[:-1]} {key!r} is"
-                    f" defined twice ({where}); JSON keeps only the last, so one"
-                    " definition would be lost: rename or remove one",
-                    format=fmt, where=f"{table}.{key}")
-            seen.add(key)
-
-
-def _key_lines(raw: bytes, key: str) -> list[int]:
-    pattern = re.escape(json.dumps(key).encode("utf-8")) + rb"\s*:"
-    return [raw.count(b"\n", 0, m.start()) + 1 for m in re.finditer(pattern, raw)]
+        if c == 0x3A and last is not None and stack and stack[-1][0] is not None:
+            key = json.loads(last.group())
+            frame = stack[-1]
+            if key in frame[0]:
+                path = "".join(f"[{f[1]}]" if f[0] is None else f".{f[1]}"
+                               for f in stack[:-1]).lstrip(".")
+                return path, key, frame[0][key], last.start()
+            frame[0][key] = last.start()
+            frame[1] = key
+        elif c == 0x7B:
+            stack.append([{}, ""])
+        elif c == 0x5B:
+            stack.append([None, 0])
+        elif c in (0x7D, 0x5D):
+            if stack:
+                stack.pop()
+        elif c == 0x2C and stack and stack[-1][0] is None:
+            stack[-1][1] += 1
+        last = None
+    return None
 
 
 def json_dumps(data: Any, fmt: str) -> str:

@@ -33,16 +33,17 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from reflowpy.errors import GraphFormatError
+from reflowpy.errors import GraphError, GraphFormatError
 from reflowpy.network.formats._limits import (
     MAX_DEPTH,
     MAX_INDEX,
     MAX_INT,
     MIN_INT,
     check_int,
+    check_value,
     line_col,
 )
-from reflowpy.network.graph import Graph
+from reflowpy.network.graph import Edge, Endpoint, Graph, Node
 
 __all__ = ["dumps", "loads", "losses", "parse"]
 
@@ -65,6 +66,8 @@ _FAST_EDGE = re.compile(
 _FAST_NODE = re.compile(
     r" *([a-zA-Z_][a-zA-Z0-9_\-]*)\(([a-zA-Z/\-0-9_]+)(?::([a-zA-Z/=_,0-9]+))?\) *(?:\n|\Z)"
 )
+# The fast path's two statement shapes in one pattern: groups 1-6 an edge, 7-9 a node.
+_FAST = re.compile(f"(?:{_FAST_EDGE.pattern})|(?:{_FAST_NODE.pattern})")
 _ANON = re.compile(r"[^a-zA-Z0-9]+")
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
             "t": "\t"}
@@ -83,8 +86,11 @@ class _Parser:
         self.cs = case_sensitive
         self.default_in = "IN"
         self.default_out = "OUT"
-        self.nodes: dict[str, dict[str, Any]] = {}
-        self.edges: list[dict[str, Any]] = []
+        # name -> the grammar's entry, or (fast path) the offset of its declaration
+        self.nodes: dict[str, dict[str, Any] | int] = {}
+        # The statements' halves in order: dicts {"src"/"data", "tgt"} from the grammar,
+        # and from the fast path 6-tuples (complete edges) and 2-tuples (target halves).
+        self.edges: list[Any] = []
         self.inports: dict[str, dict[str, Any]] | None = None
         self.outports: dict[str, dict[str, Any]] | None = None
         self.properties: dict[str, Any] | None = None
@@ -95,6 +101,10 @@ class _Parser:
         self.depth = 0
         self.node_pos: dict[str, int] = {}
         self.exports: list[tuple[str, str, str, int]] = []
+        #: Whether to use the fast path (the fuzz suite turns it off to compare).
+        self.fast = True
+        self._folded: dict[str, str] = {}
+        self._names: dict[str, str] = {}
 
     # -- terminals ------------------------------------------------------------------
 
@@ -153,26 +163,113 @@ class _Parser:
     # -- lines -------------------------------------------------------------------------
 
     def parse(self) -> dict[str, Any]:
-        end, fast = len(self.text), self._fast_line
+        self._scan()
+        return self.result()
+
+    def _scan(self) -> None:
+        """Read every statement: runs of the two shapes the writer emits,
+        ``a out[1] -> in b`` and ``a(comp)``, in one tight loop over one compiled regex
+        (:data:`_FAST`), anything else by the grammar. The grammar gives exactly these
+        results for them (worked through rule by rule; the fuzz suite compares both,
+        ``fast=False``); anything followed by more than spaces and a newline takes the
+        general path.
+
+        What the fast path stores is small, since a 50 MB file holds millions of
+        statements: an edge as the :class:`Edge` it becomes (node names shared through
+        ``names``, port names through ``_folded``); a node as ``name -> offset`` of its
+        declaration (component and place are read again from the text when needed, see
+        :meth:`_node_entry`); a node statement's target half (the grammar's ``IN`` of a
+        lone ``a(comp)``) only where something can pair with it or an ``EXPORT=`` may
+        look at it."""
+        text, end = self.text, len(self.text)
+        fast = _FAST.match if self.fast else None
+        flats = self.edges
+        append = flats.append
+        fold, folded = self._fold, self._folded
+        nodes, names = self.nodes, self._names
+        intern = names.setdefault
+        halves = "EXPORT=" in text  # keep every half: export resolution reads them
+        ends: dict[tuple[str, int | None], dict[str, Endpoint]] = {}
         while self.pos < end:
-            if fast():
-                continue
+            if fast is not None:
+                m = fast(text, self.pos)
+                default_in = fold(self.default_in)
+                while m is not None:
+                    src, sport, sidx, tport, tidx, tgt, name, comp, meta = m.groups()
+                    if src is not None:
+                        # Both halves at once: the grammar pairs them with each other
+                        # whatever came before (see _flat_edges): stored ready-made.
+                        # Endpoints are shared: one per (node, port, index), found by
+                        # node name in a table per (port, index).
+                        sport = folded.get(sport) or fold(sport)
+                        sidx = None if sidx is None else self._index(sidx)
+                        table = ends.get((sport, sidx))
+                        if table is None:
+                            table = ends[sport, sidx] = {}
+                        a = table.get(src)
+                        if a is None:
+                            src = intern(src, src)
+                            a = table[src] = Endpoint(src, sport, sidx)
+                        tport = folded.get(tport) or fold(tport)
+                        tidx = None if tidx is None else self._index(tidx)
+                        table = ends.get((tport, tidx))
+                        if table is None:
+                            table = ends[tport, tidx] = {}
+                        b = table.get(tgt)
+                        if b is None:
+                            tgt = intern(tgt, tgt)
+                            b = table[tgt] = Endpoint(tgt, tport, tidx)
+                        append(Edge(a, b, {}, None))
+                    else:
+                        if meta is None and name not in nodes:  # _add_node's first case
+                            nodes[intern(name, name)] = m.start(7)
+                        else:
+                            self._add_node(name, {"comp": comp, "meta": meta.split(",")
+                                                  if meta else None}, m.start(7))
+                        if halves or (flats and type(flats[-1]) is dict
+                                      and ("src" in flats[-1] or "data" in flats[-1])):
+                            append((name, default_in))
+                    self.pos = m.end()
+                    m = fast(text, self.pos)
+                if self.pos >= end:
+                    break
             start = self.pos
             try:
                 self.line()
             except _Fail:
                 self.pos = start
                 break
+        names.clear()  # only the fast path shares names; the edges hold them now
         if self.pos < len(self.text):
             self._syntax_error()
-        return self.result()
+
+    def _node_entry(self, name: str) -> dict[str, Any]:
+        """The grammar's entry for node ``name`` (``{"component", "metadata"?}``),
+        turning a fast-path ``offset`` into one (and noting its place)."""
+        node = self.nodes.get(name)
+        if isinstance(node, dict):
+            return node
+        entry: dict[str, Any] = {}
+        if node is not None:
+            m = _FAST_NODE.match(self.text, node)
+            assert m is not None
+            self.node_pos.setdefault(name, node)
+            entry["component"] = m.group(2)
+        self.nodes[name] = entry
+        return entry
+
+    def _fold(self, port: str) -> str:
+        """A port name as stored (lower case unless case sensitive), one string object
+        per distinct spelling, so a million edges share a few port-name strings."""
+        folded = self._folded.get(port)
+        if folded is None:
+            folded = self._folded[port] = port if self.cs else port.lower()
+        return folded
 
     def line(self) -> None:
         # The grammar's ordered choice, skipping alternatives whose leading literal
         # cannot match here (same result, far fewer failed attempts).
         text = self.text
-        if self._fast_line():
-            return
         start = _SPACES.match(text, self.pos).end()  # type: ignore[union-attr]
         head = text[start:start + 1]
         rules: list[Callable[[], Any]] = []
@@ -189,37 +286,6 @@ class _Parser:
             rules.append(self.line_blank)
         rules.append(self.line_connection)
         self.choice(*rules)
-
-    def _fast_line(self) -> bool:
-        """The two statement shapes the writer emits, ``a out[1] -> in b`` and
-        ``a(comp:meta)``, recognised by one regex each. The full grammar gives exactly
-        these results for them (worked through rule by rule); anything else, or
-        anything followed by more than spaces and a newline, takes the general path."""
-        m = _FAST_EDGE.match(self.text, self.pos)
-        if m is not None:
-            src, sport, sidx, tport, tidx, tgt = m.groups()
-            if not self.cs:
-                sport, tport = sport.lower(), tport.lower()
-            send: dict[str, Any] = {"process": src, "port": sport}
-            tend: dict[str, Any] = {"process": tgt, "port": tport}
-            if sidx is not None:
-                send["index"] = self._index(sidx)
-            if tidx is not None:
-                tend["index"] = self._index(tidx)
-            # Both halves at once: the grammar pairs them with each other whatever came
-            # before (see _flat_edges), so the pair is stored ready-made.
-            self.edges.append({"src": send, "tgt": tend})
-            self.pos = m.end()
-            return True
-        m = _FAST_NODE.match(self.text, self.pos)
-        if m is not None:
-            name, comp, meta = m.groups()
-            self._add_node(name, {"comp": comp, "meta": meta.split(",") if meta else None},
-                           m.start(1))
-            self.edges.append({"tgt": self._make_port(name, None, self.default_in)})
-            self.pos = m.end()
-            return True
-        return False
 
     def _port(self, name: str, index: str | None) -> dict[str, Any]:
         return {"port": name if self.cs else name.lower(),
@@ -273,8 +339,9 @@ class _Parser:
         self.exports.append((node, port, pub, start))
 
     def _resolve_exports(self) -> None:
-        srcs = {(e["src"]["process"], e["src"]["port"]) for e in self.edges if "src" in e}
-        tgts = {(e["tgt"]["process"], e["tgt"]["port"]) for e in self.edges if "tgt" in e}
+        items = [_as_dict(e) for e in self.edges]
+        srcs = {(e["src"]["process"], e["src"]["port"]) for e in items if "src" in e}
+        tgts = {(e["tgt"]["process"], e["tgt"]["port"]) for e in items if "tgt" in e}
         for node, port, pub, pos in self.exports:
             name = node if node in self.nodes else next(
                 (n for n in self.nodes if n.lower() == node.lower()), node)
@@ -486,7 +553,7 @@ class _Parser:
         return {"comp": comp, "meta": meta}
 
     def _add_node(self, name: str, comp: dict[str, Any], pos: int) -> None:
-        node = self.nodes.setdefault(name, {})
+        node = self._node_entry(name)
         if comp["comp"]:
             old = node.get("component")
             if (self.strict and old is not None and old != comp["comp"]
@@ -608,10 +675,20 @@ class _Parser:
 
     def json_object(self) -> dict[str, Any]:
         result: dict[str, Any] = {}
+        seen: dict[str, int] = {}
         self._nest()
 
         def member() -> None:
+            at = self.pos
             key = self.json_string()
+            if self.strict and key in seen:
+                # JSON.parse (and so npm's parser) keeps the last silently.
+                raise GraphFormatError(
+                    f"key {key!r} is defined twice in one JSON object, at"
+                    f" {line_col(self.text, seen[key])} and {line_col(self.text, at)};"
+                    " JSON keeps only the last: rename or remove one",
+                    format="fbp", where=line_col(self.text, at))
+            seen[key] = at
             self.ws()
             self.lit(":")
             self.ws()
@@ -677,19 +754,33 @@ class _Parser:
         raise GraphFormatError(f"expected {expected} but found {found}", format="fbp",
                                where=f"line {line}, column {col}")
 
-    def _flat_edges(self) -> list[dict[str, Any]]:
+    def _flat_edges(self) -> list[Any]:
         """Pair each source half (``src`` or ``data``) with the target half after it, as
-        the npm grammar does; items the fast path stored already paired pass through."""
+        the npm grammar does; edges the fast path stored pass through, its target halves
+        (2-tuples) pair like the grammar's."""
         flats, grouped, i, n = self.edges, [], 0, len(self.edges)
         while i < n:
             item = flats[i]
+            if type(item) is Edge:
+                grouped.append(item)
+                i += 1
+                continue
+            if type(item) is tuple:  # a lone target half: pairs only with what is before
+                i += 1
+                continue
             if "src" in item and "tgt" in item:
                 grouped.append(item)
                 i += 1
                 continue
-            if i + 1 < n:
+            if i + 1 < n and ("src" in item or "data" in item):
                 nxt = flats[i + 1]
-                if ("src" in item or "data" in item) and "tgt" in nxt and "src" not in nxt:
+                if type(nxt) is tuple:
+                    if len(nxt) == 2:
+                        item["tgt"] = _as_dict(nxt)["tgt"]
+                        grouped.append(item)
+                        i += 2
+                        continue
+                elif "tgt" in nxt and "src" not in nxt:
                     item["tgt"] = nxt["tgt"]
                     grouped.append(item)
                     i += 2
@@ -697,23 +788,43 @@ class _Parser:
             i += 1
         return grouped
 
+    def _finish(self) -> list[Any]:
+        """The paired connections, with exports resolved and every reference checked."""
+        grouped = self._flat_edges()
+        if self.exports:
+            self._resolve_exports()
+        _validate_contents(self.nodes, self.inports or {}, self.outports or {}, grouped)
+        return grouped
+
     def result(self) -> dict[str, Any]:
+        grouped = self._finish()
         out: dict[str, Any] = {
             "inports": self.inports or {},
             "outports": self.outports or {},
             "groups": [],
-            "processes": self.nodes,
-            "connections": self._flat_edges(),
+            "processes": {name: self._node_entry(name) if type(node) is int else node
+                          for name, node in list(self.nodes.items())},
+            "connections": [_as_dict(c) for c in grouped],
         }
         if self.properties is not None:
             out["properties"] = self.properties
         out["caseSensitive"] = self.cs
-        if self.exports:
-            self._resolve_exports()
-            out["inports"] = self.inports or {}
-            out["outports"] = self.outports or {}
-        _validate_contents(out)
         return out
+
+
+def _as_dict(item: Any) -> dict[str, Any]:
+    """A fast-path item as the grammar's dict (dicts pass through)."""
+    if type(item) is tuple:
+        return {"tgt": {"process": item[0], "port": item[1]}}
+    if type(item) is not Edge:
+        return item  # type: ignore[no-any-return]
+    ends = []
+    for end in (item.src, item.tgt):
+        out: dict[str, Any] = {"process": end.node, "port": end.port}
+        if end.index is not None:
+            out["index"] = end.index
+        ends.append(out)
+    return {"src": ends[0], "tgt": ends[1]}
 
 
 def _parse_float(value: str) -> float | None:
@@ -726,21 +837,25 @@ def _parse_float(value: str) -> float | None:
     return number if math.isfinite(number) else None
 
 
-def _validate_contents(graph: dict[str, Any]) -> None:
+def _validate_contents(processes: dict[str, Any], inports: dict[str, Any],
+                       outports: dict[str, Any], connections: list[Any]) -> None:
     def fail(message: str) -> GraphFormatError:
         return GraphFormatError(message, format="fbp")
 
-    processes = graph["processes"]
     for name, node in processes.items():
-        if not node.get("component"):
+        if type(node) is not int and not node.get("component"):  # int: a fast-path node
             raise fail(f'node "{name}" does not have a component defined; write'
                        f" {name}(Component) once")
-    for kind in ("inports", "outports"):
-        for public, exp in graph[kind].items():
+    for kind, table in (("inports", inports), ("outports", outports)):
+        for public, exp in table.items():
             if exp["process"] not in processes:
                 raise fail(f'{kind[:-1]} "{public}" is connected to an undefined node'
                            f' "{exp["process"]}"')
-    for conn in graph["connections"]:
+    for conn in connections:
+        if type(conn) is Edge:
+            if conn.src.node in processes and conn.tgt.node in processes:
+                continue
+            conn = _as_dict(conn)
         tgt, src = conn.get("tgt"), conn.get("src")
         if tgt and tgt["process"] not in processes:
             what = (f"IIP {json.dumps(conn['data'])}" if "data" in conn
@@ -762,11 +877,64 @@ def parse(text: str, *, case_sensitive: bool = False, strict: bool = False) -> d
 
 
 def loads(text: str, *, case_sensitive: bool = False) -> Graph:
-    """Read ``.fbp`` text into a :class:`Graph` (strictly: see :func:`parse`)."""
-    from reflowpy.network.formats import noflo
+    """Read ``.fbp`` text into a :class:`Graph` (strictly: see :func:`parse`).
 
-    return noflo.from_dict(parse(text, case_sensitive=case_sensitive, strict=True), "fbp",
-                           consume=True)
+    The same graph as ``noflo.from_dict(parse(text))`` (the fuzz suite compares them),
+    built straight from the parser's records: the NoFlo document is never made."""
+    parser = _Parser(text, case_sensitive, strict=True)
+    parser._scan()
+    connections = parser._finish()
+    parser.edges = []  # the halves: paired into ``connections`` now
+    return _graph(parser, connections)
+
+
+def _graph(parser: _Parser, connections: list[Any]) -> Graph:
+    fmt = "fbp"
+    props = dict(check_value(parser.properties or {}, fmt, "properties"))
+    name = props.pop("name", "") if isinstance(props.get("name"), str) else ""
+    graph = Graph(name, case_sensitive=parser.cs, properties=props)
+    graph._recording = False
+    nodes, parser.nodes = parser.nodes, {}
+    text, comps = parser.text, dict[str, str]()  # one string per component name
+    where = "processes"
+
+    def node(node_id: str, proc: Any) -> Node:
+        if type(proc) is int:
+            comp = _FAST_NODE.match(text, proc).group(2)  # type: ignore[union-attr]
+            return Node(node_id, comps.setdefault(comp, comp), {})
+        return Node(node_id, proc["component"], proc.get("metadata") or {})
+
+    try:
+        graph._extend(node(node_id, proc) for node_id, proc in nodes.items())
+        del nodes
+        edges: list[Edge] = []
+        add_edge = edges.append
+        for i, conn in enumerate(connections):
+            if type(conn) is Edge:
+                add_edge(conn)
+                continue
+            where = f"connections[{i}]"
+            t = conn["tgt"]
+            if "src" in conn:
+                s = conn["src"]
+                add_edge(Edge(Endpoint(s["process"], s["port"], s.get("index")),
+                              Endpoint(t["process"], t["port"], t.get("index")), {}, None))
+            else:
+                data = conn["data"]
+                if data is not None:
+                    check_value(data, fmt, f"{where}.data")
+                graph.add_iip(data, t["process"], t["port"], index=t.get("index"))
+        connections.clear()
+        where = "connections"
+        graph._extend(edges=edges)
+        for table, add in (("inports", graph.add_inport), ("outports", graph.add_outport)):
+            for public, exp in (getattr(parser, table) or {}).items():
+                where = f"{table}.{public}"
+                add(public, exp["process"], exp["port"])
+    except (GraphError, ValueError) as exc:
+        raise GraphFormatError(str(exc), format=fmt, where=where) from None
+    graph._recording = True
+    return graph
 
 
 # -- writing ---------------------------------------------------------------------------------
