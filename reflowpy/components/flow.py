@@ -596,6 +596,9 @@ class _InnerContext:
     def dead_letter(self, port: str, value: Any, error: BaseException) -> None:
         self._outer.dead_letter(port, value, error)
 
+    def status(self, text: str) -> None:
+        self._outer.status(text)
+
 
 def _registry() -> rf.Registry:
     """Where wrapped components are looked up (a seam tests replace)."""

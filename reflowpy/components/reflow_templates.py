@@ -249,6 +249,9 @@ class _PortView:
     def dead_letter(self, port: str, value: Any, error: BaseException) -> None:
         self._ctx.dead_letter(self._ports.get(port, port), value, error)
 
+    def status(self, text: str) -> None:
+        self._ctx.status(text)
+
 
 class Passthrough(rf.Actor):
     """Reflow ``tpl_passthrough``: ``input`` -> ``output`` unchanged."""

@@ -105,6 +105,12 @@ class ActorContext(Protocol):
         """Whether an out-port has at least one receiver (connection or exported port)."""
         ...
 
+    def status(self, text: str) -> None:
+        """Set the node's status line, shown on the live page and in its statistics
+        (as Node-RED's node status): one line, at most 200 characters, kept until the
+        next call (``""`` clears it)."""
+        ...
+
     def dead_letter(self, port: str, value: Any, error: BaseException) -> None:
         """For ``run()`` actors: put a message that cannot be processed in the dead-letter
         store (with the error), instead of dropping it."""

@@ -108,7 +108,8 @@ class NodeStatistics(msgspec.Struct, frozen=True):
     (values sent on its out-ports), ``busy_s`` (seconds its task was not parked,
     including ``backpressured_s`` spent blocked on full queues), ``queued`` and
     ``latency`` (activation counts per :data:`LATENCY_BUCKETS` bucket, measured per
-    batch: a batch of n activations adds n to the bucket of its mean).
+    batch: a batch of n activations adds n to the bucket of its mean). ``status`` is
+    the line the actor last set with ``ctx.status()``.
     """
 
     node: str
@@ -127,6 +128,7 @@ class NodeStatistics(msgspec.Struct, frozen=True):
     latency: tuple[int, ...]
     inports: dict[str, PortStatistics]
     outports: dict[str, OutPortStatistics]
+    status: str = ""
 
     def __getitem__(self, key: str) -> Any:
         # Mapping-style reads of the former dict form (``stats["activations"]``).
@@ -176,10 +178,14 @@ def resolve_config(node_id: str, metadata: Mapping[str, Any]) -> Mapping[str, An
     return types.MappingProxyType(config)
 
 
+#: Longest status line a node keeps (longer ones are cut, with "...").
+_STATUS_MAX = 200
+
+
 class _Context:
     """The :class:`~reflowpy.ActorContext` of one node (reused across firings)."""
 
-    __slots__ = ("_log", "_runner", "config", "inputs", "node_id", "state")
+    __slots__ = ("_log", "_runner", "config", "inputs", "node_id", "state", "status_text")
 
     def __init__(self, runner: NodeRunner, config: Mapping[str, Any]) -> None:
         self._runner = runner
@@ -188,6 +194,16 @@ class _Context:
         self.state: dict[str, Any] = {}
         self.config = config
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
+        self.status_text = ""
+
+    def status(self, text: str) -> None:
+        """Set this node's status line (see ActorContext.status)."""
+        if not isinstance(text, str):
+            raise TypeError(f"node {self.node_id!r}: ctx.status() takes a str, got"
+                            f" {type(text).__name__}")
+        # one line of printable text: a newline or an escape cannot forge another line
+        line = " ".join("".join(c if c.isprintable() else " " for c in text).split())
+        self.status_text = line if len(line) <= _STATUS_MAX else line[:_STATUS_MAX - 3] + "..."
 
     @property
     def log(self) -> logging.LoggerAdapter[logging.Logger]:
@@ -1272,4 +1288,5 @@ class NodeRunner:
             latency=tuple(self.latency or (0,) * (len(LATENCY_BUCKETS) + 1)),
             inports=inports,
             outports={name: p.statistics() for name, p in self.outports.items()},
+            status=self.ctx.status_text,
         )

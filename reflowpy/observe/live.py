@@ -107,7 +107,7 @@ class Monitor:
                 "busyS": round(st.busy_s, 3) if st else 0.0,
                 "backpressuredS": round(st.backpressured_s, 3) if st else 0.0,
                 "idleS": round(st.idle_s, 3) if st else 0.0,
-                "status": _status(net, node_id),
+                "status": s.status if s else "",
             })
         depth: dict[tuple[str, str], tuple[int, int]] = {}
         for s in samples.values():
@@ -132,14 +132,6 @@ class Monitor:
                         "errorType": d.error_type, "value": _preview(d.value),
                         "timestamp": d.timestamp * 1000.0} for d in reversed(letters)],
         }
-
-
-def _status(net: Network, node_id: str) -> str:
-    """The status text an actor set with ``ctx.status(...)``, where the kernel keeps one."""
-    runner = net._runners.get(node_id)
-    ctx = getattr(runner, "ctx", None)
-    text = getattr(ctx, "status_text", None)
-    return text if isinstance(text, str) else ""
 
 
 def _preview(value: Any, limit: int = 200) -> str:

@@ -66,6 +66,8 @@ class NodeSample(msgspec.Struct, frozen=True):
     #: blocked on full queues.
     busy_s: float = 0.0
     backpressured_s: float = 0.0
+    #: The actor's own status line (``ctx.status()``).
+    status: str = ""
 
 
 def snapshot(net: Network) -> dict[str, NodeSample]:
@@ -82,7 +84,8 @@ def snapshot(net: Network) -> dict[str, NodeSample]:
             node=node_id, component=node.component,
             activations=node.activations, failures=node.failures,
             messages_in=node.taken, messages_out=node.messages_out, inports=ports,
-            sent=sent, busy_s=node.busy_s, backpressured_s=node.backpressured_s)
+            sent=sent, busy_s=node.busy_s, backpressured_s=node.backpressured_s,
+            status=node.status)
     return out
 
 

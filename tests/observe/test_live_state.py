@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import trio
+import trio.testing
 
 import reflowpy as rf
 from reflowpy.observe.live import Monitor
@@ -100,3 +102,43 @@ async def test_root_cause_is_the_busy_node_behind_backpressure() -> None:
         assert {st.state for st in states.values()} == {"idle"}
         assert tracker.root_cause(["src", "a", "slow", "b"]) is None
     assert len(net.outputs("out").drain()) == 1000
+
+
+class Reporter(rf.Actor):
+    """Says what it is doing in its status line (Node-RED's node status)."""
+
+    inports = ["in"]
+    outports = ["out"]
+
+    async def process(self, ctx: Any) -> dict[str, Any]:
+        ctx.status(f"working on {ctx.inputs['in']}\n\x1b[2J" + "x" * 500)
+        await GATE["reporter"].wait()
+        ctx.status("done")
+        return {"out": ctx.inputs["in"]}
+
+
+async def test_ctx_status_reaches_statistics_and_the_live_view() -> None:
+    GATE["reporter"] = trio.Event()
+    reg = rf.Registry()
+    reg.register("t/Reporter", Reporter)
+    g = rf.Graph("status")
+    g.add_node("r", "t/Reporter")
+    g.add_inport("in", "r", "in")
+    g.add_outport("out", "r", "out")
+    with trio.fail_after(30):
+        async with rf.Network(g, reg) as net:
+            assert net.statistics().nodes["r"].status == ""
+            await net.send("in", 7)
+            await trio.testing.wait_all_tasks_blocked()
+            line = net.statistics().nodes["r"].status
+            # one line, no control characters, cut at 200 characters
+            assert line.startswith("working on 7 [2J") and "\n" not in line
+            assert "\x1b" not in line
+            assert len(line) == 200 and line.endswith("...")
+            view = Monitor(lambda: {"status": net}).view("status")
+            assert view is not None and view["nodes"][0]["status"] == line
+            GATE["reporter"].set()
+            assert await net.outputs("out").receive() == 7
+            assert net.statistics().nodes["r"].status == "done"
+            with pytest.raises(TypeError, match="ctx.status\\(\\) takes a str"):
+                net._runners["r"].ctx.status(42)  # type: ignore[arg-type]
