@@ -139,4 +139,5 @@ async def test_a_thousand_anonymous_connections_do_not_lock_out_the_token_holder
         assert rss_during - rss_before < 150, (rss_before, rss_during)
         async with httpx.AsyncClient(base_url=base, headers=headers, timeout=30) as c:
             assert (await c.get("/health")).status_code == 200
-        print(answered, f"rss before {rss_before:.1f} MB, with 1,000 connections {rss_during:.1f} MB")
+        print(answered, f"rss before {rss_before:.1f} MB, with 1,000 connections"
+              f" {rss_during:.1f} MB")
