@@ -24,7 +24,10 @@ anything. In order, for each HTTP request and WebSocket handshake:
    (WebSocket, ``403``). The FBP WebSockets are the exception the protocol needs:
    they are accepted unauthenticated and authenticate per message by the secret;
    until then they count as *unauthenticated* connections and receive nothing but
-   the auth error.
+   the auth error. A browser asking for a page under ``/ui/`` (``Accept: text/html``)
+   is redirected to the login form ``/ui/login`` instead (see
+   :mod:`reflowpy.server.session`), which with ``POST /auth/login`` is served
+   unauthenticated (``PUBLIC_PATHS``).
 5. **Caps**: at most ``max_connections`` requests and WebSockets in flight in total,
    ``max_unauthenticated`` unauthenticated ones, ``max_per_peer`` unauthenticated ones
    from one peer address. Beyond a cap a request gets ``503`` and a handshake is
@@ -54,7 +57,7 @@ from reflowpy.server.auth import (
     token_matches,
 )
 
-__all__ = ["SELF_AUTH_PATHS", "Guard", "GuardConfig", "Slot"]
+__all__ = ["LOGIN_PAGE", "PUBLIC_PATHS", "SELF_AUTH_PATHS", "Guard", "GuardConfig", "Slot"]
 
 _log = logging.getLogger("reflowpy.server.guard")
 
@@ -62,6 +65,12 @@ _log = logging.getLogger("reflowpy.server.guard")
 #: secret), the bridge by its HELLO challenge on the token. Until they do, they count
 #: against the unauthenticated connection caps.
 SELF_AUTH_PATHS = frozenset({"/", "/fbp", "/bridge"})
+#: HTTP paths served without authentication: the browser login (its form and the
+#: ``POST`` that checks the token and sets the session cookie). They count against
+#: the unauthenticated caps like every anonymous request.
+PUBLIC_PATHS = frozenset({"/ui/login", "/auth/login"})
+#: Where a browser that asks for a page under ``/ui/`` without a session is sent.
+LOGIN_PAGE = "/ui/login"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -249,8 +258,18 @@ class Guard:
                 await self._preflight(send, cors_origin, scope)
                 return
         authenticated = self.config.token is None or self._authenticated(scope)
-        if not authenticated and not (kind == "websocket"
-                                      and scope.get("path", "") in SELF_AUTH_PATHS):
+        path = scope.get("path", "")
+        if not authenticated and not (kind == "websocket" and path in SELF_AUTH_PATHS) \
+                and not (kind == "http" and path in PUBLIC_PATHS):
+            if kind == "http" and method == "GET" and (path == "/ui" or path.startswith(
+                    "/ui/")) and _wants_html(scope):
+                # a browser opening the dashboard: to the login form (no token in URLs)
+                self.refused["login_redirect"] += 1
+                await send({"type": "http.response.start", "status": 303, "headers": [
+                    (b"location", LOGIN_PAGE.encode()), (b"content-length", b"0"),
+                    (b"cache-control", b"no-store")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
             await self._refuse(scope, receive, send, 401, "unauthorized",
                                "send Authorization: Bearer <token> (or a session cookie"
                                " or ticket from POST /auth/session, /auth/ticket)",
@@ -331,6 +350,13 @@ class Guard:
             extra += [(b"access-control-allow-origin", cors_origin.encode("latin-1")),
                       (b"access-control-allow-credentials", b"true"), (b"vary", b"Origin")]
         await _json(send, status, error, detail, extra)
+
+
+def _wants_html(scope: Scope) -> bool:
+    for name, value in scope.get("headers", ()):
+        if name == b"accept":
+            return b"text/html" in value
+    return False
 
 
 def _body(error: str, detail: str) -> bytes:
