@@ -11,8 +11,8 @@ one JSON line; ``msgs_per_s`` is nodes per second for graph work.
 ``--file-mb`` instead writes, for each format, a file of about that size (the same
 layered graph, scaled), and loads each in a fresh child process (``loads.file.FMT``):
 ``seconds`` is the load (format detected, as ``reflowpy run`` does; ``cpu_seconds`` its
-CPU time), ``peak_rss_mb``
-the child's peak, text included, ``n`` the node count and ``msgs_per_s`` nodes/s.
+CPU time), ``peak_rss_mb`` the child's own peak (``VmHWM``), text included, ``n`` the
+node count and ``msgs_per_s`` nodes/s.
 """
 
 from __future__ import annotations
@@ -75,8 +75,13 @@ from reflowpy.network import formats
 t0, c0 = time.perf_counter(), time.process_time()
 g = formats.load(sys.argv[1])
 dt, cpu = time.perf_counter() - t0, time.process_time() - c0
-print(json.dumps({"nodes": len(g.nodes), "seconds": dt, "cpu": cpu,
-                  "rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}))
+# VmHWM: this process's own peak. ru_maxrss would not do: Linux carries the parent's
+# peak across fork and exec, and the parent held the big graph it wrote.
+with open("/proc/self/status") as f:
+    hwm = [line for line in f if line.startswith("VmHWM:")]
+rss = (int(hwm[0].split()[1]) if hwm
+       else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024.0
+print(json.dumps({"nodes": len(g.nodes), "seconds": dt, "cpu": cpu, "rss": rss}))
 """
 
 
@@ -93,6 +98,8 @@ def file_loads(mb: float, fmts: Sequence[str]) -> Iterator[dict[str, Any]]:
             path = os.path.join(tmp, f"graph.{fmt}")
             with open(path, "w", encoding="utf-8") as f:
                 f.write(text)
+            file_mb = len(text.encode("utf-8")) / 1e6
+            del text
             proc = subprocess.run([sys.executable, "-c", _CHILD, path], capture_output=True,
                                   text=True, check=True)
             r = json.loads(proc.stdout)
@@ -100,8 +107,7 @@ def file_loads(mb: float, fmts: Sequence[str]) -> Iterator[dict[str, Any]]:
                    "seconds": round(r["seconds"], 3), "cpu_seconds": round(r["cpu"], 3),
                    "msgs_per_s": round(r["nodes"] / r["seconds"]),
                    "peak_rss_mb": round(r["rss"], 1),
-                   "file_mb": round(len(text.encode("utf-8")) / 1e6, 1)}
-            del text
+                   "file_mb": round(file_mb, 1)}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
