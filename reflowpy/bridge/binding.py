@@ -281,7 +281,7 @@ class Binding:
                 continue
             waits = [s for s in self.sessions if not s.all_acked()]
             if waits:
-                await waits[0].changed()
+                await waits[0].progressed()
                 continue
             # a pump is about to take (or send) values: it sets _delivered when done
             self._delivered = trio.Event()

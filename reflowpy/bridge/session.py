@@ -143,7 +143,8 @@ class Session:
     def __init__(self, local_id: str, *, remote_id: str = "", session_id: str = "",
                  ping_interval: float = 1.0, liveness: float = 5.0,
                  max_batch: int = MAX_BATCH, max_frame: int = MAX_FRAME,
-                 compress_threshold: int = codec.DEFAULT_COMPRESS_THRESHOLD) -> None:
+                 compress_threshold: int = codec.DEFAULT_COMPRESS_THRESHOLD,
+                 ack_delay: float = 0.002) -> None:
         self.local_id = local_id
         self.remote_id = remote_id
         self.session_id = session_id or secrets.token_hex(8)
@@ -157,6 +158,9 @@ class Session:
         #: The largest decoded frame the peer accepts (from its HELLO): what we send by.
         self.peer_max_frame = MAX_FRAME
         self.compress_threshold = compress_threshold
+        #: How long an idle credit (see :class:`~reflowpy.bridge.channel.InChannel`)
+        #: waits for a frame to ride on before it is sent alone.
+        self.ack_delay = ack_delay
         self.out: dict[int, OutChannel] = {}
         self.inc: dict[int, InChannel] = {}
         self.state = "connecting"
@@ -173,6 +177,7 @@ class Session:
         self._room: dict[int, _Signal] = {}
         self._arrived: dict[int, _Signal] = {}
         self._state_changed = _Signal()
+        self._progress = _Signal()
         self._control: deque[Frame] = deque()
         self._pings: dict[int, float] = {}
         self._ping_nonce = 0
@@ -246,7 +251,7 @@ class Session:
             self._check_open()
             await self._arrived[channel].wait()
         value = inc.pop()
-        if inc.credit_due:
+        if inc.credit_due or inc.credit_idle:
             self._writer.fire()
         return value
 
@@ -254,7 +259,7 @@ class Session:
         """Every message of ``channel`` buffered right now (maybe none)."""
         inc = self.inc[channel]
         values = [inc.pop() for _ in range(len(inc.buffer))]
-        if inc.credit_due:
+        if inc.credit_due or inc.credit_idle:
             self._writer.fire()
         return values
 
@@ -269,21 +274,27 @@ class Session:
         """Completion acks: everything up to ``upto`` on ``channel`` is safe."""
         inc = self.inc[channel]
         inc.complete(upto)
-        if inc.credit_due:
+        if inc.credit_due or inc.credit_idle:
             self._writer.fire()
 
     async def wait_acked(self) -> None:
         """Wait until every out-channel's messages are all acked (or the session ends)."""
         while any(ch.buffer or ch.next_seq - 1 > ch.acked for ch in self.out.values()):
             self._check_open()
-            await self._state_changed.wait()
+            await self._progress.wait()
 
     def all_acked(self) -> bool:
         return not any(ch.buffer or ch.next_seq - 1 > ch.acked for ch in self.out.values())
 
     def changed(self) -> Awaitable[None]:
-        """Fires on every ack, link change and state change (for completion tracking)."""
+        """Fires on every state change (``up``, ``down``, ``lost``, ...)."""
         return self._state_changed.wait()
+
+    def progressed(self) -> Awaitable[None]:
+        """Fires on every ack and every write to the link, and on state changes (for
+        completion tracking). Separate from :meth:`changed`, so state watchers do not
+        wake for every frame."""
+        return self._progress.wait()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -295,6 +306,7 @@ class Session:
 
     def _wake_all(self) -> None:
         self._state_changed.fire()
+        self._progress.fire()
         self._writer.fire()
         for sig in (*self._room.values(), *self._arrived.values()):
             sig.fire()
@@ -314,7 +326,7 @@ class Session:
             self._writer.fire()
             with trio.move_on_after(timeout):
                 while self.frames_out == sent and self.state == "up":
-                    await self._state_changed.wait()
+                    await self._progress.wait()
         self.close()
 
     def close(self) -> None:
@@ -385,7 +397,7 @@ class Session:
             if frame.checkpoint and self.on_checkpoint is not None:
                 self.on_checkpoint(frame.channel, frame.acked, dict(frame.checkpoint))
             self._room[frame.channel].fire()
-            self._state_changed.fire()
+            self._progress.fire()
             self._writer.fire()
         elif isinstance(frame, Resume):
             out = self.out.get(frame.channel)
@@ -409,22 +421,22 @@ class Session:
         else:
             raise BridgeProtocolError("HELLO after the handshake")
 
-    def _collect(self) -> list[bytes]:
+    def _collect(self, flush: bool = False) -> list[bytes]:
+        """The frames to write now: control, resumes and due credits first, then data
+        (one frame per channel per round). Idle credits ride along when anything is
+        written, or go alone with ``flush`` (the ack delay ran out)."""
         frames: list[bytes] = []
         control = self._control
         while control:
             frames.append(encode_frame(control.popleft()))
-        checkpoint: dict[int, int] | None = None
+        idle: list[InChannel] = []
         for inc in self.inc.values():
             if inc.resume_due:
                 frames.append(encode_frame(inc.take_resume()))
             if inc.credit_due:
-                if inc.ack_on == "completion" and self.checkpoint is not None:
-                    if checkpoint is None:
-                        checkpoint = self.checkpoint()
-                    frames.append(encode_frame(inc.take_credit(checkpoint)))
-                else:
-                    frames.append(encode_frame(inc.take_credit()))
+                frames.append(self._credit_frame(inc))
+            elif inc.credit_idle:
+                idle.append(inc)
         # data: one frame per channel per round, a bounded number of rounds
         for _ in range(4):
             progressed = False
@@ -437,7 +449,17 @@ class Session:
                     progressed = True
             if not progressed:
                 break
+        if idle and (frames or flush):
+            frames.extend(self._credit_frame(inc) for inc in idle)
         return frames
+
+    def _credit_frame(self, inc: InChannel) -> bytes:
+        if inc.ack_on == "completion" and self.checkpoint is not None:
+            return encode_frame(inc.take_credit(self.checkpoint()))
+        return encode_frame(inc.take_credit())
+
+    def _idle_credit(self) -> bool:
+        return any(inc.credit_idle for inc in self.inc.values())
 
     def _data_frame(self, out: OutChannel) -> bytes | None:
         hint = self._batch_hint.get(out.id, self.max_batch)
@@ -466,14 +488,25 @@ class Session:
         while True:
             wake = self._writer.current()
             frames = self._collect()
+            if not frames and self._idle_credit():
+                with trio.move_on_after(self.ack_delay):
+                    await wake.wait()
+                if not wake.is_set():
+                    frames = self._collect(flush=True)
             if not frames:
-                await wake.wait()
+                if not wake.is_set():
+                    await wake.wait()
+                if not any(out.pending() for out in self.out.values()):
+                    # Woken for credit only: let the tasks woken with us run first. A
+                    # delivery that freed credit is usually followed by its node's
+                    # output, and both then leave in one write (one syscall, one
+                    # wakeup on the other side) instead of two.
+                    await trio.lowlevel.checkpoint()
                 continue
-            for frame in frames:
-                await conn.send(frame)
-                self.bytes_out += len(frame)
-                self.frames_out += 1
-            self._state_changed.fire()
+            await conn.send_frames(frames)
+            self.bytes_out += sum(map(len, frames))
+            self.frames_out += len(frames)
+            self._progress.fire()
 
     async def _pinger(self) -> None:
         while True:

@@ -3,8 +3,9 @@
 A :class:`Connection` moves whole frames (``bytes``) both ways; a :class:`Transport`
 opens connections to one address. The session above never knows which one it has:
 
-* :class:`WebSocketTransport` (``ws://`` / ``wss://``, trio-websocket): peers on other
-  machines, and ``reflowpy serve``'s ``/bridge`` endpoint;
+* :class:`~reflowpy.bridge.websocket.WebSocketTransport` (``ws://`` / ``wss://``, in
+  :mod:`reflowpy.bridge.websocket`): peers on other machines, and ``reflowpy serve``'s
+  ``/bridge`` endpoint;
 * :class:`StreamTransport` (``unix:/path`` or ``tcp://host:port``): length-prefixed
   frames over a byte stream, for local partition workers;
 * :func:`memory_pair`: an in-process pair for tests, which can be cut at will.
@@ -19,11 +20,10 @@ from __future__ import annotations
 import contextlib
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol
 
 import trio
-import trio_websocket
 
 from reflowpy.bridge.frames import MAX_FRAME
 from reflowpy.errors import BridgeError, BridgeProtocolError
@@ -36,11 +36,8 @@ __all__ = [
     "StreamConnection",
     "StreamTransport",
     "Transport",
-    "WebSocketConnection",
-    "WebSocketTransport",
     "memory_pair",
     "serve_stream",
-    "serve_websocket",
     "transport_for",
 ]
 
@@ -58,6 +55,11 @@ class Connection(Protocol):
 
     async def send(self, frame: bytes) -> None:
         """Send one frame; raises :class:`LinkClosed` if the connection is gone."""
+        ...
+
+    async def send_frames(self, frames: Sequence[bytes]) -> None:
+        """Send ``frames`` in order, in as few writes as the transport allows (the
+        session's writer sends each round's frames this way)."""
         ...
 
     async def receive(self) -> bytes:
@@ -99,6 +101,10 @@ class MemoryConnection:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise LinkClosed(f"{self.description}: closed") from None
         self.sent_frames += 1
+
+    async def send_frames(self, frames: Sequence[bytes]) -> None:
+        for frame in frames:
+            await self.send(frame)
 
     async def receive(self) -> bytes:
         try:
@@ -159,6 +165,42 @@ def memory_pair(buffer: int = 64) -> tuple[MemoryConnection, MemoryConnection]:
 # -- byte streams (Unix sockets, TCP) -----------------------------------------------------
 
 
+class _Writer:
+    """Writes to a trio stream from more than one task without a lock's checkpoint:
+    a write while another is under way is queued and sent by that one (the session's
+    writer sends nearly everything; the reader answers the odd ping or close)."""
+
+    __slots__ = ("_out", "_stream", "_writing", "broken")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._out = bytearray()
+        self._writing = False
+        self.broken = False
+
+    async def write(self, data: bytes, description: str) -> None:
+        if self.broken:
+            raise LinkClosed(f"{description}: closed")
+        if self._writing:
+            self._out += data
+            return
+        self._writing = True
+        try:
+            await self._stream.send_all(data)
+            while self._out:
+                data = bytes(self._out)
+                self._out.clear()
+                await self._stream.send_all(data)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+            self.broken = True
+            raise LinkClosed(f"{description}: {exc or type(exc).__name__}") from None
+        except BaseException:  # cancelled mid-write: the stream is unusable
+            self.broken = True
+            raise
+        finally:
+            self._writing = False
+
+
 class StreamConnection:
     """Length-prefixed frames over a trio byte stream; checks the size before buffering."""
 
@@ -168,15 +210,15 @@ class StreamConnection:
         self.description = description
         self._max = max_frame
         self._buf = bytearray()
-        self._send_lock = trio.Lock()
+        self._writer = _Writer(stream)
 
     async def send(self, frame: bytes) -> None:
-        async with self._send_lock:
-            try:
-                await self._stream.send_all(_LENGTH.pack(len(frame)) + frame)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise LinkClosed(f"{self.description}: {exc or type(exc).__name__}"
-                                 ) from None
+        await self._writer.write(_LENGTH.pack(len(frame)) + frame, self.description)
+
+    async def send_frames(self, frames: Sequence[bytes]) -> None:
+        pack = _LENGTH.pack
+        await self._writer.write(b"".join([b for f in frames for b in (pack(len(f)), f)]),
+                                 self.description)
 
     async def receive(self) -> bytes:
         buf = self._buf
@@ -249,85 +291,11 @@ async def serve_stream(
     await trio.serve_listeners(handle, listeners)
 
 
-# -- WebSocket ---------------------------------------------------------------------------
-
-
-class WebSocketConnection:
-    """Binary WebSocket messages, one frame each (trio-websocket)."""
-
-    def __init__(self, ws: trio_websocket.WebSocketConnection, description: str) -> None:
-        self._ws = ws
-        self.description = description
-
-    async def send(self, frame: bytes) -> None:
-        try:
-            await self._ws.send_message(frame)
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError):
-            raise LinkClosed(f"{self.description}: closed") from None
-
-    async def receive(self) -> bytes:
-        try:
-            message = await self._ws.get_message()
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError):
-            raise LinkClosed(f"{self.description}: closed") from None
-        if isinstance(message, str):
-            raise BridgeProtocolError(f"{self.description}: text message; bridge frames are"
-                                      " binary")
-        return message
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._ws.aclose()
-
-
-class WebSocketTransport:
-    """``ws://host:port/bridge`` or ``wss://`` (then ``ssl_context`` or the system CAs)."""
-
-    def __init__(self, address: str, *, ssl_context: ssl.SSLContext | None = None,
-                 max_frame: int = MAX_FRAME, connect_timeout: float = 10.0) -> None:
-        self.address = address
-        self.ssl_context = ssl_context
-        self.max_frame = max_frame
-        self.connect_timeout = connect_timeout
-
-    @contextlib.asynccontextmanager
-    async def connect(self) -> AsyncIterator[Connection]:
-        try:
-            async with trio_websocket.open_websocket_url(
-                    self.address, self.ssl_context, max_message_size=self.max_frame + 16,
-                    connect_timeout=self.connect_timeout, disconnect_timeout=2,
-                    message_queue_size=4) as ws:
-                yield WebSocketConnection(ws, self.address)
-        except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
-            cause = exc.__cause__ or exc.__context__
-            why = str(exc) or (f"{type(cause).__name__}: {cause}" if cause else "")
-            raise LinkClosed(f"{self.address}: {type(exc).__name__}"
-                             f"{': ' + why if why else ''}") from None
-
-
-async def serve_websocket(
-    handler: Callable[[Connection], Awaitable[None]], host: str, port: int, *,
-    ssl_context: ssl.SSLContext | None = None, max_frame: int = MAX_FRAME,
-    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """A bare WebSocket bridge listener (``reflowpy serve`` mounts ``/bridge`` instead)."""
-
-    async def on_request(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
-        conn = WebSocketConnection(ws, f"ws peer {ws.remote}")
-        try:
-            await handler(conn)
-        finally:
-            await conn.aclose()
-
-    await trio_websocket.serve_websocket(
-        on_request, host, port, ssl_context, max_message_size=max_frame + 16,
-        message_queue_size=4, task_status=task_status)
-
-
 def transport_for(address: str, *, ssl_context: ssl.SSLContext | None = None) -> Transport:
     """The transport an address names (``ws://``, ``wss://``, ``unix:``, ``tcp://``)."""
     if address.startswith(("ws://", "wss://")):
+        from reflowpy.bridge.websocket import WebSocketTransport
+
         return WebSocketTransport(address, ssl_context=ssl_context)
     if address.startswith(("unix:", "tcp://")):
         return StreamTransport(address)
