@@ -8,9 +8,13 @@ Prints JSON lines (workload, n, seconds, msgs_per_s, peak_rss_mb, ...):
   ``core/Drop`` on a WebSocket peer process, until all are acked (goal >= 100k msgs/s);
 * ``bridge_oneway_64k_{zstd,plain}``: 64 KiB messages (compressible text), with zstd
   above the 1 KiB threshold and with compression off;
-* ``bridge_rtt``: one message at a time to a ``core/Repeat`` on the peer and back
-  (p50/p99 in microseconds; goal p50 <= 200 us), plus the session's own PING RTT;
-  ``bridge_rtt_partition`` the same to a partition worker over a Unix socket;
+* ``transport_rtt_{tcp,wsproto,trio-websocket,bridge-ws}``: baselines, a 16-byte
+  message to a bare echo process and back over each transport alone;
+* ``bridge_rtt``: one message at a time to a ``core/Repeat`` on a WebSocket peer and
+  back (p50/p99 in microseconds; goal p50 <= 200 us), plus the session's own
+  PING/PONG round trip on the same link (``ping_p50_us``); ``bridge_rtt_partition``
+  the same to a partition worker over a Unix socket; ``bridge_rtt_serve`` to
+  ``reflowpy serve``'s ``/bridge`` (Hypercorn + Starlette);
 * ``chain4_cpu_one_process`` vs ``chain4_cpu_2_partitions`` vs
   ``chain4_cpu_local_plus_partition``: four stages of ~50 us CPU each, in one process,
   over two partition workers (edge between them relayed here), or two stages here and
@@ -108,9 +112,21 @@ async def oneway(url: str, n: int, value: Any, workload: str, *, ack_on: str = "
           mb_per_s=round(s.bytes_out / seconds / 2**20, 1))
 
 
-async def rtt(url: str | None, n: int) -> None:
-    """Request/response latency; ``url=None``: the echo runs in a partition worker
-    (Unix socket) instead of on the WebSocket peer."""
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    samples = sorted(samples)
+    return {"p50_us": round(samples[len(samples) // 2] * 1e6, 1),
+            "p99_us": round(samples[int(len(samples) * 0.99)] * 1e6, 1),
+            "mean_us": round(statistics.fmean(samples) * 1e6, 1)}
+
+
+async def rtt(url: str | None, n: int, workload: str) -> None:
+    """Two round trips on one live session (``url=None``: to a partition worker over a
+    Unix socket). The *message* round trip: one value into this network, through
+    ``core/Repeat`` on the peer and back out, one at a time (two bridge crossings, a
+    node on each side, credits riding along). The *PING* round trip: the session's
+    own PING/PONG frames on the same idle link (transport + one session hop each
+    side), 200 samples 2 ms apart. Also the CPU this process spent per
+    message round trip."""
     g = rf.Graph("rtt")
     g.add_node("a", "core/Repeat")
     g.add_node("echo", "core/Repeat",
@@ -122,22 +138,61 @@ async def rtt(url: str | None, n: int) -> None:
     g.add_outport("out", "z", "out")
     where = "remote:peer" if url is not None else "partition:p1"
     bn = BridgedNetwork(g, _registry(), peers=Peers({"peer": Peer(url or "", TOKEN)}),
-                        ack_on={where: "receipt"}, ping_interval=0.05)
+                        ack_on={where: "receipt"}, ping_interval=1.0)
     samples: list[float] = []
     async with bn:
         out = bn.network.outputs("out")
+        for i in range(50):  # warm up
+            await bn.network.send("in", i)
+            await out.receive()
+        cpu0 = time.process_time()
         for i in range(n):
             t = time.perf_counter()
             await bn.network.send("in", i)
             await out.receive()
             samples.append(time.perf_counter() - t)
-        ping = bn.session(where).rtt
-    samples.sort()
-    _emit("bridge_rtt" if url is not None else "bridge_rtt_partition", n, sum(samples),
-          p50_us=round(samples[len(samples) // 2] * 1e6, 1),
-          p99_us=round(samples[int(len(samples) * 0.99)] * 1e6, 1),
-          mean_us=round(statistics.fmean(samples) * 1e6, 1),
-          ping_rtt_us=None if ping is None else round(ping * 1e6, 1))
+        cpu = time.process_time() - cpu0
+        session = bn.session(where)
+        session.rtt_samples.clear()
+        session.ping_interval = 0.002
+        with trio.move_on_after(3):  # the pinger first sleeps out its old interval
+            while len(session.rtt_samples) < 200:
+                await trio.sleep(0.05)
+        pings = list(session.rtt_samples)
+        session.ping_interval = 1.0
+    ping = _percentiles(pings) if pings else {}
+    _emit(workload, n, sum(samples), **_percentiles(samples),
+          local_cpu_us_per_rt=round(cpu / n * 1e6, 1),
+          ping_p50_us=ping.get("p50_us"), ping_p99_us=ping.get("p99_us"),
+          ping_samples=len(pings))
+
+
+@contextlib.asynccontextmanager
+async def _serve() -> AsyncIterator[str]:
+    """``reflowpy serve`` in a child process; yields its ``/bridge`` URL."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="reflowpy-bench-") as tmp:
+        cmd = [sys.executable, "-m", "reflowpy.cli", "serve", "--port", "0",
+               "--data-dir", tmp]
+        env = {**os.environ, "REFLOWPY_TOKEN": TOKEN}
+        async with trio.open_nursery() as nursery:
+            proc: trio.Process = await nursery.start(lambda task_status: trio.run_process(
+                cmd, env=env, stdout=subprocess.PIPE, check=False,
+                task_status=task_status))
+            assert proc.stdout is not None
+            out = b""
+            while b"listening on " not in out or not out.endswith(b"\n"):
+                chunk = await proc.stdout.receive_some(4096)
+                if not chunk:
+                    raise RuntimeError(f"reflowpy serve exited: {out!r}")
+                out += chunk
+            url = out.split(b"listening on ", 1)[1].split()[0].decode()
+            try:
+                yield url.replace("http://", "ws://") + "/bridge"
+            finally:
+                proc.terminate()
+                nursery.cancel_scope.cancel()
 
 
 def _chain(where: dict[str, str], work_us: float) -> rf.Graph:
@@ -320,9 +375,11 @@ async def _main(n: int, only: set[str], rounds: int) -> None:
                 await oneway(url, nbig, big, "bridge_oneway_64k_plain",
                              compress_threshold=1 << 30)
             if want("rtt"):
-                await rtt(url, max(500, n // 100))
+                await rtt(url, max(1000, n // 100), "bridge_rtt")
     if want("rtt"):
-        await rtt(None, max(500, n // 100))
+        await rtt(None, max(1000, n // 100), "bridge_rtt_partition")
+        async with _serve() as url:
+            await rtt(url, max(1000, n // 100), "bridge_rtt_serve")
     if want("chain"):
         await chain(max(2000, n // 20), 50.0, rounds=rounds)
 

@@ -166,6 +166,8 @@ class Session:
         self.state = "connecting"
         self.error: BaseException | None = None
         self.rtt: float | None = None
+        #: The most recent PING round trips (seconds), newest last.
+        self.rtt_samples: deque[float] = deque(maxlen=256)
         self.reconnects = 0
         self.links = 0
         self.bytes_in = self.bytes_out = self.frames_in = self.frames_out = 0
@@ -412,6 +414,7 @@ class Session:
             sent = self._pings.pop(frame.nonce, None)
             if sent is not None:
                 self.rtt = trio.current_time() - sent
+                self.rtt_samples.append(self.rtt)
         elif isinstance(frame, Reject) and frame.code == "bye":
             self.close()
             raise LinkClosed(f"peer {self.remote_id!r} closed the session")
