@@ -18,6 +18,7 @@ them all as "link down" and resumes on a new connection.
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -165,20 +166,81 @@ def memory_pair(buffer: int = 64) -> tuple[MemoryConnection, MemoryConnection]:
 # -- byte streams (Unix sockets, TCP) -----------------------------------------------------
 
 
-class _Writer:
-    """Writes to a trio stream from more than one task without a lock's checkpoint:
-    a write while another is under way is queued and sent by that one (the session's
-    writer sends nearly everything; the reader answers the odd ping or close)."""
+_CHUNK = 65536
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
 
-    __slots__ = ("_out", "_stream", "_writing", "broken")
+
+class _Pipe:
+    """Reads and writes the byte stream under one connection.
+
+    On a plain socket (a ``trio.SocketStream``) it calls ``os.read``/``os.write`` on
+    the descriptor and waits with ``wait_readable``/``wait_writable`` only when the
+    socket is not ready: trio's stream methods add a scheduling round trip after every
+    successful call, and a bridge round trip makes four of them. A pipe still yields
+    after 16 calls in a row that did not have to wait, and checks for cancellation on
+    every call, so a peer that floods cannot starve the other tasks. Other streams
+    (TLS) go through their own ``receive_some``/``send_all``.
+
+    Writes come from the session's writer and, rarely, from its reader (answers to a
+    ping or a close); a write while another is under way is queued and sent by that
+    one, so no lock (and no lock's checkpoint) is needed.
+    """
+
+    __slots__ = ("_out", "_socket", "_streak", "_stream", "_writing", "broken")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
         self._out = bytearray()
         self._writing = False
+        self._streak = 0
         self.broken = False
 
+    async def _ready(self) -> None:
+        self._streak += 1
+        if self._streak >= 16:
+            self._streak = 0
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def read(self, description: str) -> bytes | bytearray:
+        """The next bytes (at least one); raises :class:`LinkClosed` at the end."""
+        try:
+            sock = self._socket
+            if sock is None:
+                chunk = await self._stream.receive_some(_CHUNK)
+            else:
+                while True:
+                    try:
+                        chunk = os.read(sock.fileno(), _CHUNK)
+                        break
+                    except BlockingIOError:
+                        self._streak = 0
+                        await trio.lowlevel.wait_readable(sock)
+                await self._ready()
+        except _STREAM_ERRORS as exc:
+            raise LinkClosed(f"{description}: {exc or type(exc).__name__}") from None
+        if not chunk:
+            raise LinkClosed(f"{description}: connection closed by the peer")
+        return chunk
+
+    async def _send_all(self, data: bytes) -> None:
+        sock = self._socket
+        if sock is None:
+            await self._stream.send_all(data)
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(sock.fileno(), view):]
+            except BlockingIOError:
+                self._streak = 0
+                await trio.lowlevel.wait_writable(sock)
+        await self._ready()
+
     async def write(self, data: bytes, description: str) -> None:
+        """Send ``data`` (or queue it behind a write under way)."""
         if self.broken:
             raise LinkClosed(f"{description}: closed")
         if self._writing:
@@ -186,12 +248,12 @@ class _Writer:
             return
         self._writing = True
         try:
-            await self._stream.send_all(data)
+            await self._send_all(data)
             while self._out:
                 data = bytes(self._out)
                 self._out.clear()
-                await self._stream.send_all(data)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
+                await self._send_all(data)
+        except _STREAM_ERRORS as exc:
             self.broken = True
             raise LinkClosed(f"{description}: {exc or type(exc).__name__}") from None
         except BaseException:  # cancelled mid-write: the stream is unusable
@@ -210,15 +272,15 @@ class StreamConnection:
         self.description = description
         self._max = max_frame
         self._buf = bytearray()
-        self._writer = _Writer(stream)
+        self._pipe = _Pipe(stream)
 
     async def send(self, frame: bytes) -> None:
-        await self._writer.write(_LENGTH.pack(len(frame)) + frame, self.description)
+        await self._pipe.write(_LENGTH.pack(len(frame)) + frame, self.description)
 
     async def send_frames(self, frames: Sequence[bytes]) -> None:
         pack = _LENGTH.pack
-        await self._writer.write(b"".join([b for f in frames for b in (pack(len(f)), f)]),
-                                 self.description)
+        await self._pipe.write(b"".join([b for f in frames for b in (pack(len(f)), f)]),
+                               self.description)
 
     async def receive(self) -> bytes:
         buf = self._buf
@@ -233,17 +295,10 @@ class StreamConnection:
                     frame = bytes(buf[4:4 + size])
                     del buf[:4 + size]
                     return frame
-            try:
-                chunk = await self._stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise LinkClosed(f"{self.description}: {exc or type(exc).__name__}"
-                                 ) from None
-            if not chunk:
-                raise LinkClosed(f"{self.description}: closed by the peer")
-            buf += chunk
+            buf += await self._pipe.read(self.description)
 
     async def aclose(self) -> None:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        with contextlib.suppress(*_STREAM_ERRORS):
             await self._stream.aclose()
 
 

@@ -41,7 +41,7 @@ import wsproto.events as wse
 from wsproto.utilities import RemoteProtocolError
 
 from reflowpy.bridge.frames import MAX_FRAME
-from reflowpy.bridge.transport import Connection, LinkClosed, _Writer
+from reflowpy.bridge.transport import Connection, LinkClosed, _Pipe
 from reflowpy.errors import BridgeError, BridgeProtocolError
 
 __all__ = ["WebSocketConnection", "WebSocketServer", "WebSocketTransport", "serve_websocket"]
@@ -202,7 +202,7 @@ class WebSocketConnection:
         self._client = client
         self._reader = _FrameReader(masked=not client, limit=max_frame + 1)
         self._reader.feed(pending)
-        self._writer = _Writer(stream)
+        self._pipe = _Pipe(stream)
         self._closed = False
 
     async def send(self, frame: bytes) -> None:
@@ -216,7 +216,7 @@ class WebSocketConnection:
         parts: list[bytes | bytearray] = []
         for frame in frames:
             _encode(parts, 0x2, frame, self._client)
-        await self._writer.write(b"".join(parts), self.description)
+        await self._pipe.write(b"".join(parts), self.description)
 
     async def receive(self) -> bytes:
         """The next frame; raises :class:`LinkClosed` when the connection ends, and
@@ -247,21 +247,16 @@ class WebSocketConnection:
             if self._closed:
                 raise LinkClosed(f"{self.description}: closed")
             try:
-                chunk = await self._stream.receive_some(_CHUNK)
-            except _STREAM_ERRORS as exc:
+                reader.feed(await self._pipe.read(self.description))
+            except LinkClosed:
                 self._closed = True
-                raise LinkClosed(f"{self.description}: {exc or type(exc).__name__}"
-                                 ) from None
-            if not chunk:
-                self._closed = True
-                raise LinkClosed(f"{self.description}: connection closed by the peer")
-            reader.feed(chunk)
+                raise
 
     async def _control(self, opcode: int, payload: bytes) -> None:
         parts: list[bytes | bytearray] = []
         _encode(parts, opcode, payload, self._client)
         with contextlib.suppress(LinkClosed):
-            await self._writer.write(b"".join(parts), self.description)
+            await self._pipe.write(b"".join(parts), self.description)
 
     async def _close(self, code: int, reason: str) -> None:
         """Send a close frame (once) and stop sending."""
