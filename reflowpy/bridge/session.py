@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import secrets
 from collections import deque
@@ -185,6 +186,10 @@ class Session:
         self._ping_nonce = 0
         self._last_heard = 0.0
         self._batch_hint: dict[int, int] = {}
+        self._sleep: trio.CancelScope | None = None  # the writer's, while it sleeps
+        self._conn: Connection | None = None  # the live link's connection
+        self._inline = False
+        self._inline_error: BridgeError | None = None
 
     # -- channels ---------------------------------------------------------------------
 
@@ -221,7 +226,7 @@ class Session:
             await self._room[channel].wait()
         self._check_open()
         out.push(value)
-        self._writer.fire()
+        await self._write_now()
 
     async def send_many(self, channel: int, values: list[Any]) -> int:
         """Queue ``values`` in order, as credit allows (one writer wake per batch);
@@ -243,7 +248,7 @@ class Session:
             for value in values[done:done + room]:
                 out.push(value)
             done = min(total, done + room)
-            self._writer.fire()
+            await self._write_now()
         return done
 
     async def receive(self, channel: int) -> Any:
@@ -253,16 +258,14 @@ class Session:
             self._check_open()
             await self._arrived[channel].wait()
         value = inc.pop()
-        if inc.credit_due or inc.credit_idle:
-            self._writer.fire()
+        self._credit_moved(inc)
         return value
 
     def receive_nowait(self, channel: int) -> list[Any]:
         """Every message of ``channel`` buffered right now (maybe none)."""
         inc = self.inc[channel]
         values = [inc.pop() for _ in range(len(inc.buffer))]
-        if inc.credit_due or inc.credit_idle:
-            self._writer.fire()
+        self._credit_moved(inc)
         return values
 
     async def wait_arrival(self, channel: int) -> None:
@@ -276,8 +279,18 @@ class Session:
         """Completion acks: everything up to ``upto`` on ``channel`` is safe."""
         inc = self.inc[channel]
         inc.complete(upto)
-        if inc.credit_due or inc.credit_idle:
+        self._credit_moved(inc)
+
+    def _credit_moved(self, inc: InChannel) -> None:
+        """``inc`` may owe a CREDIT: wake the writer if it is due; if it is only idle,
+        give the writer's sleep a deadline (no wakeup now: the next frame written
+        carries it, or the writer sends it when the ack delay runs out)."""
+        if inc.credit_due:
             self._writer.fire()
+        elif inc.credit_idle:
+            sleep = self._sleep
+            if sleep is not None and sleep.deadline == math.inf:
+                sleep.deadline = trio.current_time() + self.ack_delay
 
     async def wait_acked(self) -> None:
         """Wait until every out-channel's messages are all acked (or the session ends)."""
@@ -348,6 +361,8 @@ class Session:
         for ch in self._halves():
             ch.state = "open"
         self.links += 1
+        self._conn = conn
+        self._inline_error = None
         self._last_heard = trio.current_time()
         self._control.clear()
         self._pings.clear()
@@ -363,6 +378,7 @@ class Session:
                 raise
             raise reason from None
         finally:
+            self._conn = None
             for ch in self.out.values():
                 ch.link_down()
             for inc in self.inc.values():
@@ -400,7 +416,8 @@ class Session:
                 self.on_checkpoint(frame.channel, frame.acked, dict(frame.checkpoint))
             self._room[frame.channel].fire()
             self._progress.fire()
-            self._writer.fire()
+            if out.pending():  # data held back for want of credit may go now
+                self._writer.fire()
         elif isinstance(frame, Resume):
             out = self.out.get(frame.channel)
             if out is None:
@@ -490,15 +507,21 @@ class Session:
     async def _writer_loop(self, conn: Connection) -> None:
         while True:
             wake = self._writer.current()
+            if self._inline_error is not None:
+                raise self._inline_error
             frames = self._collect()
-            if not frames and self._idle_credit():
-                with trio.move_on_after(self.ack_delay):
+            if not frames:
+                # Sleep until woken; an idle credit (now, or set while we sleep: see
+                # _credit_moved) puts a deadline on the sleep instead of waking us.
+                deadline = (trio.current_time() + self.ack_delay if self._idle_credit()
+                            else math.inf)
+                with trio.CancelScope(deadline=deadline) as sleep:
+                    self._sleep = sleep
                     await wake.wait()
-                if not wake.is_set():
+                self._sleep = None
+                if sleep.cancelled_caught:  # the ack delay ran out
                     frames = self._collect(flush=True)
             if not frames:
-                if not wake.is_set():
-                    await wake.wait()
                 if not any(out.pending() for out in self.out.values()):
                     # Woken for credit only: let the tasks woken with us run first. A
                     # delivery that freed credit is usually followed by its node's
@@ -506,10 +529,35 @@ class Session:
                     # wakeup on the other side) instead of two.
                     await trio.lowlevel.checkpoint()
                 continue
-            await conn.send_frames(frames)
-            self.bytes_out += sum(map(len, frames))
-            self.frames_out += len(frames)
-            self._progress.fire()
+            await self._flush(conn, frames)
+
+    async def _flush(self, conn: Connection, frames: list[bytes]) -> None:
+        await conn.send_frames(frames)
+        self.bytes_out += sum(map(len, frames))
+        self.frames_out += len(frames)
+        self._progress.fire()
+
+    async def _write_now(self) -> None:
+        """After a push: if the writer sleeps, write from the calling task (a sender's
+        output leaves without waiting for the writer task's turn: one task switch less
+        per message on a quiet link); otherwise wake the writer. A failed write is left
+        to the link's own tasks: they see the connection gone and end the link."""
+        conn = self._conn
+        if conn is None or self._sleep is None or self._inline:
+            self._writer.fire()
+            return
+        self._inline = True
+        try:
+            frames = self._collect()
+            if frames:
+                await self._flush(conn, frames)
+        except LinkClosed:
+            self._writer.fire()
+        except BridgeError as exc:  # e.g. a message above the peer's frame limit
+            self._inline_error = exc
+            self._writer.fire()
+        finally:
+            self._inline = False
 
     async def _pinger(self) -> None:
         while True:
