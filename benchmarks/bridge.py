@@ -8,9 +8,13 @@ Prints JSON lines (workload, n, seconds, msgs_per_s, peak_rss_mb, ...):
   ``core/Drop`` on a WebSocket peer process, until all are acked (goal >= 100k msgs/s);
 * ``bridge_oneway_64k_{zstd,plain}``: 64 KiB messages (compressible text), with zstd
   above the 1 KiB threshold and with compression off;
-* ``bridge_rtt``: one message at a time to a ``core/Repeat`` on the peer and back
-  (p50/p99 in microseconds; goal p50 <= 200 us), plus the session's own PING RTT;
-  ``bridge_rtt_partition`` the same to a partition worker over a Unix socket;
+* ``transport_rtt_{tcp,wsproto,trio-websocket,bridge-ws}``: baselines, a 16-byte
+  message to a bare echo process and back over each transport alone;
+* ``bridge_rtt``: one message at a time to a ``core/Repeat`` on a WebSocket peer and
+  back (p50/p99 in microseconds; goal p50 <= 200 us), plus the session's own
+  PING/PONG round trip on the same link (``ping_p50_us``); ``bridge_rtt_partition``
+  the same to a partition worker over a Unix socket; ``bridge_rtt_serve`` to
+  ``reflowpy serve``'s ``/bridge`` (Hypercorn + Starlette);
 * ``chain4_cpu_one_process`` vs ``chain4_cpu_2_partitions`` vs
   ``chain4_cpu_local_plus_partition``: four stages of ~50 us CPU each, in one process,
   over two partition workers (edge between them relayed here), or two stages here and
@@ -29,6 +33,7 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import trio
@@ -107,9 +112,21 @@ async def oneway(url: str, n: int, value: Any, workload: str, *, ack_on: str = "
           mb_per_s=round(s.bytes_out / seconds / 2**20, 1))
 
 
-async def rtt(url: str | None, n: int) -> None:
-    """Request/response latency; ``url=None``: the echo runs in a partition worker
-    (Unix socket) instead of on the WebSocket peer."""
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    samples = sorted(samples)
+    return {"p50_us": round(samples[len(samples) // 2] * 1e6, 1),
+            "p99_us": round(samples[int(len(samples) * 0.99)] * 1e6, 1),
+            "mean_us": round(statistics.fmean(samples) * 1e6, 1)}
+
+
+async def rtt(url: str | None, n: int, workload: str) -> None:
+    """Two round trips on one live session (``url=None``: to a partition worker over a
+    Unix socket). The *message* round trip: one value into this network, through
+    ``core/Repeat`` on the peer and back out, one at a time (two bridge crossings, a
+    node on each side, credits riding along). The *PING* round trip: the session's
+    own PING/PONG frames on the same idle link (transport + one session hop each
+    side), 200 samples 2 ms apart. Also the CPU this process spent per
+    message round trip."""
     g = rf.Graph("rtt")
     g.add_node("a", "core/Repeat")
     g.add_node("echo", "core/Repeat",
@@ -121,22 +138,61 @@ async def rtt(url: str | None, n: int) -> None:
     g.add_outport("out", "z", "out")
     where = "remote:peer" if url is not None else "partition:p1"
     bn = BridgedNetwork(g, _registry(), peers=Peers({"peer": Peer(url or "", TOKEN)}),
-                        ack_on={where: "receipt"}, ping_interval=0.05)
+                        ack_on={where: "receipt"}, ping_interval=1.0)
     samples: list[float] = []
     async with bn:
         out = bn.network.outputs("out")
+        for i in range(50):  # warm up
+            await bn.network.send("in", i)
+            await out.receive()
+        cpu0 = time.process_time()
         for i in range(n):
             t = time.perf_counter()
             await bn.network.send("in", i)
             await out.receive()
             samples.append(time.perf_counter() - t)
-        ping = bn.session(where).rtt
-    samples.sort()
-    _emit("bridge_rtt" if url is not None else "bridge_rtt_partition", n, sum(samples),
-          p50_us=round(samples[len(samples) // 2] * 1e6, 1),
-          p99_us=round(samples[int(len(samples) * 0.99)] * 1e6, 1),
-          mean_us=round(statistics.fmean(samples) * 1e6, 1),
-          ping_rtt_us=None if ping is None else round(ping * 1e6, 1))
+        cpu = time.process_time() - cpu0
+        session = bn.session(where)
+        session.rtt_samples.clear()
+        session.ping_interval = 0.002
+        with trio.move_on_after(3):  # the pinger first sleeps out its old interval
+            while len(session.rtt_samples) < 200:
+                await trio.sleep(0.05)
+        pings = list(session.rtt_samples)
+        session.ping_interval = 1.0
+    ping = _percentiles(pings) if pings else {}
+    _emit(workload, n, sum(samples), **_percentiles(samples),
+          local_cpu_us_per_rt=round(cpu / n * 1e6, 1),
+          ping_p50_us=ping.get("p50_us"), ping_p99_us=ping.get("p99_us"),
+          ping_samples=len(pings))
+
+
+@contextlib.asynccontextmanager
+async def _serve() -> AsyncIterator[str]:
+    """``reflowpy serve`` in a child process; yields its ``/bridge`` URL."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="reflowpy-bench-") as tmp:
+        cmd = [sys.executable, "-m", "reflowpy.cli", "serve", "--port", "0",
+               "--data-dir", tmp]
+        env = {**os.environ, "REFLOWPY_TOKEN": TOKEN}
+        async with trio.open_nursery() as nursery:
+            proc: trio.Process = await nursery.start(lambda task_status: trio.run_process(
+                cmd, env=env, stdout=subprocess.PIPE, check=False,
+                task_status=task_status))
+            assert proc.stdout is not None
+            out = b""
+            while b"listening on " not in out or not out.endswith(b"\n"):
+                chunk = await proc.stdout.receive_some(4096)
+                if not chunk:
+                    raise RuntimeError(f"reflowpy serve exited: {out!r}")
+                out += chunk
+            url = out.split(b"listening on ", 1)[1].split()[0].decode()
+            try:
+                yield url.replace("http://", "ws://") + "/bridge"
+            finally:
+                proc.terminate()
+                nursery.cancel_scope.cancel()
 
 
 def _chain(where: dict[str, str], work_us: float) -> rf.Graph:
@@ -174,23 +230,140 @@ async def _drive(net: Any, n: int) -> float:
     return time.perf_counter() - start
 
 
-async def chain(n: int, work_us: float) -> None:
-    async with rf.Network(_chain({}, work_us), _registry()) as net:
-        one = await _drive(net, n)
-    _emit("chain4_cpu_one_process", n, one, work_us=work_us)
-    for workload, where in (
-            ("chain4_cpu_2_partitions", {"s1": "p1", "s2": "p1", "s3": "p2", "s4": "p2"}),
-            ("chain4_cpu_local_plus_partition", {"s3": "p1", "s4": "p1"})):
-        bn = BridgedNetwork(_chain(where, work_us), _registry(), worker_plugins=[PLUGIN])
-        async with bn:
-            seconds = await _drive(bn.network, n)
-        _emit(workload, n, seconds, work_us=work_us, speedup=round(one / seconds, 2))
+def _cpu_of(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _main(n: int, only: set[str]) -> None:
+async def chain(n: int, work_us: float, rounds: int = 1) -> None:
+    """``rounds`` interleaved rounds of one process vs partitions; each line has the
+    round's speedup, the last line of each workload the median. ``cpu_us_per_msg``
+    counts every process (this one and the workers): what the split costs in CPU,
+    which a loaded machine does not distort as it does wall-clock time."""
+    splits = (("chain4_cpu_2_partitions", {"s1": "p1", "s2": "p1", "s3": "p2", "s4": "p2"}),
+              ("chain4_cpu_local_plus_partition", {"s3": "p1", "s4": "p1"}))
+    ratios: dict[str, list[float]] = {name: [] for name, _ in splits}
+    for r in range(rounds):
+        async with rf.Network(_chain({}, work_us), _registry()) as net:
+            cpu0 = time.process_time()
+            one = await _drive(net, n)
+            one_cpu = time.process_time() - cpu0
+        _emit("chain4_cpu_one_process", n, one, work_us=work_us, round=r,
+              cpu_us_per_msg=round(one_cpu / n * 1e6, 1))
+        for workload, where in splits:
+            bn = BridgedNetwork(_chain(where, work_us), _registry(), worker_plugins=[PLUGIN])
+            async with bn:
+                workers = [p for p in (bn.process(f"partition:{x}") for x in ("p1", "p2"))
+                           if p is not None]
+                before = [_cpu_of(p.pid) for p in workers]
+                cpu0 = time.process_time()
+                seconds = await _drive(bn.network, n)
+                own = time.process_time() - cpu0
+                worker_cpu = [_cpu_of(p.pid) - b for p, b in zip(workers, before,
+                                                                 strict=True)]
+            ratio = one / seconds
+            ratios[workload].append(ratio)
+            _emit(workload, n, seconds, work_us=work_us, round=r, speedup=round(ratio, 2),
+                  cpu_us_per_msg=round((own + sum(worker_cpu)) / n * 1e6, 1),
+                  local_cpu_us_per_msg=round(own / n * 1e6, 1),
+                  worker_cpu_us_per_msg=[round(c / n * 1e6, 1) for c in worker_cpu],
+                  **({"median_speedup": round(statistics.median(ratios[workload]), 2)}
+                     if r == rounds - 1 else {}))
+
+
+@contextlib.asynccontextmanager
+async def _echo_server(kind: str) -> AsyncIterator[int]:
+    cmd = [sys.executable, "-m", "benchmarks._echo", kind]
+    async with trio.open_nursery() as nursery:
+        proc: trio.Process = await nursery.start(lambda task_status: trio.run_process(
+            cmd, stdout=subprocess.PIPE, check=False, task_status=task_status))
+        assert proc.stdout is not None
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = await proc.stdout.receive_some(1)
+            if not chunk:
+                raise RuntimeError(f"echo server {kind} exited")
+            line += chunk
+        try:
+            yield int(line.split()[1])
+        finally:
+            proc.kill()
+            nursery.cancel_scope.cancel()
+
+
+async def transport_rtt(kind: str, n: int) -> None:
+    """One 16-byte message to a bare echo process and back, ``n`` times (baselines)."""
+    import struct
+
+    import trio_websocket
+    import wsproto
+    import wsproto.events as wse
+
+    from reflowpy.bridge.websocket import WebSocketTransport
+
+    payload = b"x" * 16
+    samples: list[float] = []
+    async with _echo_server(kind) as port:
+        if kind == "tcp":
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            frame = struct.pack(">I", len(payload)) + payload
+            for _ in range(n):
+                t = time.perf_counter()
+                await stream.send_all(frame)
+                got = 0
+                while got < len(frame):
+                    got += len(await stream.receive_some(65536))
+                samples.append(time.perf_counter() - t)
+            await stream.aclose()
+        elif kind == "wsproto":
+            stream = await trio.open_tcp_stream("127.0.0.1", port)
+            ws = wsproto.WSConnection(wsproto.ConnectionType.CLIENT)
+            await stream.send_all(ws.send(wse.Request(host="127.0.0.1", target="/")))
+            accepted = False
+            while not accepted:
+                ws.receive_data(await stream.receive_some(65536))
+                accepted = any(isinstance(e, wse.AcceptConnection) for e in ws.events())
+            for _ in range(n):
+                t = time.perf_counter()
+                await stream.send_all(ws.send(wse.Message(data=payload)))
+                done = False
+                while not done:
+                    ws.receive_data(await stream.receive_some(65536))
+                    done = any(isinstance(e, wse.BytesMessage) for e in ws.events())
+                samples.append(time.perf_counter() - t)
+            await stream.aclose()
+        elif kind == "trio-websocket":
+            async with trio_websocket.open_websocket_url(
+                    f"ws://127.0.0.1:{port}/") as conn:
+                for _ in range(n):
+                    t = time.perf_counter()
+                    await conn.send_message(payload)
+                    await conn.get_message()
+                    samples.append(time.perf_counter() - t)
+        else:
+            async with WebSocketTransport(f"ws://127.0.0.1:{port}/bridge").connect() as c:
+                for _ in range(n):
+                    t = time.perf_counter()
+                    await c.send(payload)
+                    await c.receive()
+                    samples.append(time.perf_counter() - t)
+    samples.sort()
+    _emit(f"transport_rtt_{kind}", n, sum(samples),
+          p50_us=round(samples[len(samples) // 2] * 1e6, 1),
+          p99_us=round(samples[int(len(samples) * 0.99)] * 1e6, 1))
+
+
+async def _main(n: int, only: set[str], rounds: int) -> None:
     def want(name: str) -> bool:
         return not only or name in only
 
+    if want("transport"):
+        for kind in ("tcp", "wsproto", "trio-websocket", "bridge-ws"):
+            await transport_rtt(kind, max(2000, n // 50))
     if want("oneway") or want("rtt"):
         async with _peer() as url:
             if want("oneway"):
@@ -202,17 +375,22 @@ async def _main(n: int, only: set[str]) -> None:
                 await oneway(url, nbig, big, "bridge_oneway_64k_plain",
                              compress_threshold=1 << 30)
             if want("rtt"):
-                await rtt(url, max(500, n // 100))
+                await rtt(url, max(1000, n // 100), "bridge_rtt")
     if want("rtt"):
-        await rtt(None, max(500, n // 100))
+        await rtt(None, max(1000, n // 100), "bridge_rtt_partition")
+        async with _serve() as url:
+            await rtt(url, max(1000, n // 100), "bridge_rtt_serve")
     if want("chain"):
-        await chain(max(2000, n // 20), 50.0)
+        await chain(max(2000, n // 20), 50.0, rounds=rounds)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks bridge")
     parser.add_argument("--n", type=int, default=200_000, help="small messages one way")
-    parser.add_argument("--only", default="", help="oneway,rtt,chain (default: all)")
+    parser.add_argument("--only", default="",
+                        help="transport,oneway,rtt,chain (default: all)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="interleaved rounds of the chain workloads (median reported)")
     args = parser.parse_args(argv)
-    trio.run(_main, args.n, {x for x in args.only.split(",") if x})
+    trio.run(_main, args.n, {x for x in args.only.split(",") if x}, args.rounds)
     return 0

@@ -19,3 +19,15 @@ if ! command -v ip >/dev/null 2>&1 || ! command -v tc >/dev/null 2>&1 \
 fi
 command -v modprobe >/dev/null 2>&1 && as_root modprobe sch_netem 2>/dev/null || true
 say "ip: $(ip -V 2>&1 | head -1)"
+# Say loudly whether tc netem works here (the netns test falls back without it).
+ns="rfbsetup$$"
+if as_root ip netns add "$ns" 2>/dev/null; then
+    if err=$(as_root ip netns exec "$ns" tc qdisc add dev lo root netem delay 5ms loss 1% 2>&1); then
+        say "tc netem: available"
+    else
+        cfg=$(zcat /proc/config.gz 2>/dev/null | grep CONFIG_NET_SCH_NETEM || true)
+        say "NOTICE: tc netem unavailable in a network namespace: '$err'${cfg:+ (kernel $(uname -r): $cfg)};" \
+            "tests/bridge/test_netns.py falls back to iptables loss + tbf"
+    fi
+    as_root ip netns del "$ns" 2>/dev/null || true
+fi

@@ -14,7 +14,8 @@ Where things live:
 * :mod:`~reflowpy.bridge.frames` -- the wire frames and their limits;
 * :mod:`~reflowpy.bridge.channel` -- one edge's state machine (seq, credit, resend, resume);
 * :mod:`~reflowpy.bridge.session` -- the channels between two peers and the live link;
-* :mod:`~reflowpy.bridge.transport` -- WebSocket, Unix/TCP stream and in-memory links;
+* :mod:`~reflowpy.bridge.transport` -- the link interface; Unix/TCP stream and in-memory links;
+* :mod:`~reflowpy.bridge.websocket` -- the WebSocket link (wsproto over a trio stream);
 * :mod:`~reflowpy.bridge.auth` -- the HELLO challenge;
 * :mod:`~reflowpy.bridge.placement` -- cutting a graph by location;
 * :mod:`~reflowpy.bridge.binding` -- the sender and receiver proxies on a Network;
@@ -34,8 +35,8 @@ from reflowpy.bridge.transport import (
     MemoryTransport,
     StreamTransport,
     Transport,
-    WebSocketTransport,
 )
+from reflowpy.bridge.websocket import WebSocketTransport
 
 __all__ = [
     "BridgeStatistics",

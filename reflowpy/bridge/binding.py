@@ -81,6 +81,7 @@ class Binding:
         self.completion = False
         self.lost_letters = 0
         self._failed_sessions: set[int] = set()
+        self._relaying = 0  # values a relay took and has not handed on yet
 
     def _add_session(self, session: Session) -> None:
         if all(s is not session for s in self.sessions):
@@ -217,17 +218,24 @@ class Binding:
 
     async def _relay(self, src: Session, src_channel: int, dst: Session, dst_channel: int
                      ) -> None:
+        """Forward what arrives on ``src_channel`` to ``dst_channel``, a batch at a time
+        (whatever is buffered moves together, in order, as credit allows)."""
+        spec = src.inc[src_channel].spec
+        node, port = split_endpoint(spec.src)
         while True:
             try:
-                value = await src.receive(src_channel)
+                await src.wait_arrival(src_channel)
             except PeerLost:
                 return
+            values = src.receive_nowait(src_channel)
+            self._relaying += len(values)
             try:
-                await dst.send(dst_channel, value)
-            except PeerLost:
-                spec = src.inc[src_channel].spec
-                node, port = split_endpoint(spec.src)
-                self._lost(dst, node, port, [value, *src.receive_nowait(src_channel)])
+                sent = await dst.send_many(dst_channel, values)
+                if sent < len(values):
+                    self._lost(dst, node, port, values[sent:])
+            finally:
+                self._relaying -= len(values)
+            self._delivered.set()
 
     # -- quiescence ---------------------------------------------------------------------
 
@@ -235,7 +243,8 @@ class Binding:
         """Whether a proxy holds or is about to take a message (export queues included)."""
         if any(p.holding or not p.waiting for p in self._pumps.values()):
             return True
-        if any(s.inc[c].buffer for s, c, _, _ in self._inputs):
+        if any(s.inc[c].buffer for s, c, _, _ in self._inputs) or self._relaying or any(
+                s.inc[c].buffer for s, c, _, _ in self._relays):
             return True
         if not self._pumps:
             return False
@@ -281,7 +290,7 @@ class Binding:
                 continue
             waits = [s for s in self.sessions if not s.all_acked()]
             if waits:
-                await waits[0].changed()
+                await waits[0].progressed()
                 continue
             # a pump is about to take (or send) values: it sets _delivered when done
             self._delivered = trio.Event()

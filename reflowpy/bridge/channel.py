@@ -13,6 +13,9 @@ start later, see ``start``). Gap-free: the receiver accepts only ``received + 1`
 front of the real in-port. It grants ``grant_upto = delivered + capacity``: the
 sender may send up to that seq and no further, so a slow consumer stops the
 producer exactly as a full local queue would, and memory is bounded on both sides.
+A CREDIT is due at once when the window or the acks moved by a quarter of the
+capacity; a smaller move (the buffer drained) is *idle* and may wait a little for a
+frame to ride on (delayed acks, as TCP's).
 
 **Acks and the resend buffer (Akka reliable delivery).** A sent message stays in the
 sender's resend buffer until a CREDIT acks it; the same CREDIT frame carries the ack
@@ -203,7 +206,13 @@ class InChannel:
         self._resume_asked = -1
         self._sent_acked = start - 1
         self._sent_grant = start - 1
+        #: A CREDIT must go out now (window or acks moved by a quarter of the capacity,
+        #: a duplicate arrived, a new link).
         self.credit_due = True
+        #: A CREDIT may wait: the buffer drained with less than a quarter moved. It
+        #: rides on the next frame the session writes, or leaves after the session's
+        #: ``ack_delay`` (so a request/response exchange sends one frame each way).
+        self.credit_idle = False
         self.resume_due = False
 
     @property
@@ -256,14 +265,15 @@ class InChannel:
     def _note(self) -> None:
         threshold = max(1, self.capacity // 4)
         if (self.grant_upto() - self._sent_grant >= threshold
-                or self.acked - self._sent_acked >= threshold
-                or (not self.buffer and (self.acked != self._sent_acked
-                                         or self.grant_upto() != self._sent_grant))):
+                or self.acked - self._sent_acked >= threshold):
             self.credit_due = True
+        elif not self.buffer and (self.acked != self._sent_acked
+                                  or self.grant_upto() != self._sent_grant):
+            self.credit_idle = True
 
     def take_credit(self, checkpoint: dict[int, int] | None = None) -> Credit:
         """The CREDIT frame to send now (ack and window in one)."""
-        self.credit_due = False
+        self.credit_due = self.credit_idle = False
         self._sent_acked = self.acked
         self._sent_grant = self.grant_upto()
         return Credit(self.id, self.acked, self._sent_grant, checkpoint or {})

@@ -11,6 +11,7 @@ the allow-list of components peers may place here.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 from starlette.routing import BaseRoute, WebSocketRoute
@@ -38,6 +39,10 @@ class StarletteConnection:
             await self._ws.send_bytes(frame)
         except (WebSocketDisconnect, RuntimeError, OSError):
             raise LinkClosed(f"{self.description}: closed") from None
+
+    async def send_frames(self, frames: Sequence[bytes]) -> None:
+        for frame in frames:  # ASGI has no way to send several messages at once
+            await self.send(frame)
 
     async def receive(self) -> bytes:
         try:

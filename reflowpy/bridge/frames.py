@@ -38,6 +38,10 @@ import msgspec
 
 from reflowpy.errors import BridgeProtocolError, CodecError
 from reflowpy.network import codec
+from reflowpy.network.message import freeze_decoded
+
+#: What msgpack decodes into that is mutable (everything else is a leaf or bytes).
+_CONTAINERS = (dict, list)
 
 __all__ = [
     "MAX_BATCH",
@@ -139,29 +143,35 @@ def encode_frame(frame: Frame, *, compress_threshold: int = codec.DEFAULT_COMPRE
     return codec.encode(frame, compress_threshold=compress_threshold)
 
 
+_frame_decoder = msgspec.msgpack.Decoder(Frame)
+
+
 def decode_frame(data: bytes | memoryview, *, max_size: int = MAX_FRAME,
                  max_batch: int = MAX_BATCH) -> Frame:
-    """The frame ``data`` holds; :class:`~reflowpy.BridgeProtocolError` if it is none."""
+    """The frame ``data`` holds; :class:`~reflowpy.BridgeProtocolError` if it is none.
+
+    One typed msgpack pass checks the tag and every field's type; only the messages of a
+    DATA batch are frozen afterwards (they become message values)."""
     try:
-        raw = codec.decode(data, max_size=max_size)
+        frame: Frame = _frame_decoder.decode(codec.payload(data, max_size=max_size))
     except CodecError as exc:
         raise BridgeProtocolError(f"undecodable frame: {exc}") from None
-    if not isinstance(raw, list) or not raw or not isinstance(raw[0], str):
-        raise BridgeProtocolError(
-            f"not a bridge frame: expected an array starting with a tag, got"
-            f" {type(raw).__name__}")
-    try:
-        frame: Frame = msgspec.convert(raw, Frame)
     except msgspec.ValidationError as exc:
-        raise BridgeProtocolError(f"bad {raw[0]!r:.20} frame: {exc}") from None
-    if isinstance(frame, Data):
-        if not frame.batch or len(frame.batch) > max_batch:
+        raise BridgeProtocolError(f"not a valid bridge frame: {exc}") from None
+    except msgspec.DecodeError as exc:
+        raise BridgeProtocolError(f"undecodable frame: bad msgpack payload: {exc}") from None
+    if type(frame) is Data:
+        batch = frame.batch
+        if not batch or len(batch) > max_batch:
             raise BridgeProtocolError(
-                f"DATA on channel {frame.channel} carries {len(frame.batch)} messages;"
+                f"DATA on channel {frame.channel} carries {len(batch)} messages;"
                 f" 1..{max_batch} allowed")
         if frame.seq < 1:
             raise BridgeProtocolError(f"DATA on channel {frame.channel}: seq {frame.seq} < 1")
-    elif isinstance(frame, Hello) and len(frame.channels) > MAX_CHANNELS:
+        for i, value in enumerate(batch):
+            if type(value) in _CONTAINERS:
+                batch[i] = freeze_decoded(value)
+    elif type(frame) is Hello and len(frame.channels) > MAX_CHANNELS:
         raise BridgeProtocolError(
             f"HELLO declares {len(frame.channels)} channels; at most {MAX_CHANNELS}")
     return frame

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import random
 import secrets
 from collections import deque
@@ -143,7 +144,8 @@ class Session:
     def __init__(self, local_id: str, *, remote_id: str = "", session_id: str = "",
                  ping_interval: float = 1.0, liveness: float = 5.0,
                  max_batch: int = MAX_BATCH, max_frame: int = MAX_FRAME,
-                 compress_threshold: int = codec.DEFAULT_COMPRESS_THRESHOLD) -> None:
+                 compress_threshold: int = codec.DEFAULT_COMPRESS_THRESHOLD,
+                 ack_delay: float = 0.002) -> None:
         self.local_id = local_id
         self.remote_id = remote_id
         self.session_id = session_id or secrets.token_hex(8)
@@ -157,11 +159,16 @@ class Session:
         #: The largest decoded frame the peer accepts (from its HELLO): what we send by.
         self.peer_max_frame = MAX_FRAME
         self.compress_threshold = compress_threshold
+        #: How long an idle credit (see :class:`~reflowpy.bridge.channel.InChannel`)
+        #: waits for a frame to ride on before it is sent alone.
+        self.ack_delay = ack_delay
         self.out: dict[int, OutChannel] = {}
         self.inc: dict[int, InChannel] = {}
         self.state = "connecting"
         self.error: BaseException | None = None
         self.rtt: float | None = None
+        #: The most recent PING round trips (seconds), newest last.
+        self.rtt_samples: deque[float] = deque(maxlen=256)
         self.reconnects = 0
         self.links = 0
         self.bytes_in = self.bytes_out = self.frames_in = self.frames_out = 0
@@ -173,11 +180,16 @@ class Session:
         self._room: dict[int, _Signal] = {}
         self._arrived: dict[int, _Signal] = {}
         self._state_changed = _Signal()
+        self._progress = _Signal()
         self._control: deque[Frame] = deque()
         self._pings: dict[int, float] = {}
         self._ping_nonce = 0
         self._last_heard = 0.0
         self._batch_hint: dict[int, int] = {}
+        self._sleep: trio.CancelScope | None = None  # the writer's, while it sleeps
+        self._conn: Connection | None = None  # the live link's connection
+        self._inline = False
+        self._inline_error: BridgeError | None = None
 
     # -- channels ---------------------------------------------------------------------
 
@@ -214,7 +226,7 @@ class Session:
             await self._room[channel].wait()
         self._check_open()
         out.push(value)
-        self._writer.fire()
+        await self._write_now()
 
     async def send_many(self, channel: int, values: list[Any]) -> int:
         """Queue ``values`` in order, as credit allows (one writer wake per batch);
@@ -236,7 +248,7 @@ class Session:
             for value in values[done:done + room]:
                 out.push(value)
             done = min(total, done + room)
-            self._writer.fire()
+            await self._write_now()
         return done
 
     async def receive(self, channel: int) -> Any:
@@ -246,16 +258,14 @@ class Session:
             self._check_open()
             await self._arrived[channel].wait()
         value = inc.pop()
-        if inc.credit_due:
-            self._writer.fire()
+        self._credit_moved(inc)
         return value
 
     def receive_nowait(self, channel: int) -> list[Any]:
         """Every message of ``channel`` buffered right now (maybe none)."""
         inc = self.inc[channel]
         values = [inc.pop() for _ in range(len(inc.buffer))]
-        if inc.credit_due:
-            self._writer.fire()
+        self._credit_moved(inc)
         return values
 
     async def wait_arrival(self, channel: int) -> None:
@@ -269,21 +279,37 @@ class Session:
         """Completion acks: everything up to ``upto`` on ``channel`` is safe."""
         inc = self.inc[channel]
         inc.complete(upto)
+        self._credit_moved(inc)
+
+    def _credit_moved(self, inc: InChannel) -> None:
+        """``inc`` may owe a CREDIT: wake the writer if it is due; if it is only idle,
+        give the writer's sleep a deadline (no wakeup now: the next frame written
+        carries it, or the writer sends it when the ack delay runs out)."""
         if inc.credit_due:
             self._writer.fire()
+        elif inc.credit_idle:
+            sleep = self._sleep
+            if sleep is not None and sleep.deadline == math.inf:
+                sleep.deadline = trio.current_time() + self.ack_delay
 
     async def wait_acked(self) -> None:
         """Wait until every out-channel's messages are all acked (or the session ends)."""
         while any(ch.buffer or ch.next_seq - 1 > ch.acked for ch in self.out.values()):
             self._check_open()
-            await self._state_changed.wait()
+            await self._progress.wait()
 
     def all_acked(self) -> bool:
         return not any(ch.buffer or ch.next_seq - 1 > ch.acked for ch in self.out.values())
 
     def changed(self) -> Awaitable[None]:
-        """Fires on every ack, link change and state change (for completion tracking)."""
+        """Fires on every state change (``up``, ``down``, ``lost``, ...)."""
         return self._state_changed.wait()
+
+    def progressed(self) -> Awaitable[None]:
+        """Fires on every ack and every write to the link, and on state changes (for
+        completion tracking). Separate from :meth:`changed`, so state watchers do not
+        wake for every frame."""
+        return self._progress.wait()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -295,6 +321,7 @@ class Session:
 
     def _wake_all(self) -> None:
         self._state_changed.fire()
+        self._progress.fire()
         self._writer.fire()
         for sig in (*self._room.values(), *self._arrived.values()):
             sig.fire()
@@ -314,7 +341,7 @@ class Session:
             self._writer.fire()
             with trio.move_on_after(timeout):
                 while self.frames_out == sent and self.state == "up":
-                    await self._state_changed.wait()
+                    await self._progress.wait()
         self.close()
 
     def close(self) -> None:
@@ -334,6 +361,8 @@ class Session:
         for ch in self._halves():
             ch.state = "open"
         self.links += 1
+        self._conn = conn
+        self._inline_error = None
         self._last_heard = trio.current_time()
         self._control.clear()
         self._pings.clear()
@@ -349,6 +378,7 @@ class Session:
                 raise
             raise reason from None
         finally:
+            self._conn = None
             for ch in self.out.values():
                 ch.link_down()
             for inc in self.inc.values():
@@ -385,8 +415,9 @@ class Session:
             if frame.checkpoint and self.on_checkpoint is not None:
                 self.on_checkpoint(frame.channel, frame.acked, dict(frame.checkpoint))
             self._room[frame.channel].fire()
-            self._state_changed.fire()
-            self._writer.fire()
+            self._progress.fire()
+            if out.pending():  # data held back for want of credit may go now
+                self._writer.fire()
         elif isinstance(frame, Resume):
             out = self.out.get(frame.channel)
             if out is None:
@@ -400,6 +431,7 @@ class Session:
             sent = self._pings.pop(frame.nonce, None)
             if sent is not None:
                 self.rtt = trio.current_time() - sent
+                self.rtt_samples.append(self.rtt)
         elif isinstance(frame, Reject) and frame.code == "bye":
             self.close()
             raise LinkClosed(f"peer {self.remote_id!r} closed the session")
@@ -409,22 +441,22 @@ class Session:
         else:
             raise BridgeProtocolError("HELLO after the handshake")
 
-    def _collect(self) -> list[bytes]:
+    def _collect(self, flush: bool = False) -> list[bytes]:
+        """The frames to write now: control, resumes and due credits first, then data
+        (one frame per channel per round). Idle credits ride along when anything is
+        written, or go alone with ``flush`` (the ack delay ran out)."""
         frames: list[bytes] = []
         control = self._control
         while control:
             frames.append(encode_frame(control.popleft()))
-        checkpoint: dict[int, int] | None = None
+        idle: list[InChannel] = []
         for inc in self.inc.values():
             if inc.resume_due:
                 frames.append(encode_frame(inc.take_resume()))
             if inc.credit_due:
-                if inc.ack_on == "completion" and self.checkpoint is not None:
-                    if checkpoint is None:
-                        checkpoint = self.checkpoint()
-                    frames.append(encode_frame(inc.take_credit(checkpoint)))
-                else:
-                    frames.append(encode_frame(inc.take_credit()))
+                frames.append(self._credit_frame(inc))
+            elif inc.credit_idle:
+                idle.append(inc)
         # data: one frame per channel per round, a bounded number of rounds
         for _ in range(4):
             progressed = False
@@ -437,7 +469,17 @@ class Session:
                     progressed = True
             if not progressed:
                 break
+        if idle and (frames or flush):
+            frames.extend(self._credit_frame(inc) for inc in idle)
         return frames
+
+    def _credit_frame(self, inc: InChannel) -> bytes:
+        if inc.ack_on == "completion" and self.checkpoint is not None:
+            return encode_frame(inc.take_credit(self.checkpoint()))
+        return encode_frame(inc.take_credit())
+
+    def _idle_credit(self) -> bool:
+        return any(inc.credit_idle for inc in self.inc.values())
 
     def _data_frame(self, out: OutChannel) -> bytes | None:
         hint = self._batch_hint.get(out.id, self.max_batch)
@@ -465,15 +507,57 @@ class Session:
     async def _writer_loop(self, conn: Connection) -> None:
         while True:
             wake = self._writer.current()
+            if self._inline_error is not None:
+                raise self._inline_error
             frames = self._collect()
             if not frames:
-                await wake.wait()
+                # Sleep until woken; an idle credit (now, or set while we sleep: see
+                # _credit_moved) puts a deadline on the sleep instead of waking us.
+                deadline = (trio.current_time() + self.ack_delay if self._idle_credit()
+                            else math.inf)
+                with trio.CancelScope(deadline=deadline) as sleep:
+                    self._sleep = sleep
+                    await wake.wait()
+                self._sleep = None
+                if sleep.cancelled_caught:  # the ack delay ran out
+                    frames = self._collect(flush=True)
+            if not frames:
+                if not any(out.pending() for out in self.out.values()):
+                    # Woken for credit only: let the tasks woken with us run first. A
+                    # delivery that freed credit is usually followed by its node's
+                    # output, and both then leave in one write (one syscall, one
+                    # wakeup on the other side) instead of two.
+                    await trio.lowlevel.checkpoint()
                 continue
-            for frame in frames:
-                await conn.send(frame)
-                self.bytes_out += len(frame)
-                self.frames_out += 1
-            self._state_changed.fire()
+            await self._flush(conn, frames)
+
+    async def _flush(self, conn: Connection, frames: list[bytes]) -> None:
+        await conn.send_frames(frames)
+        self.bytes_out += sum(map(len, frames))
+        self.frames_out += len(frames)
+        self._progress.fire()
+
+    async def _write_now(self) -> None:
+        """After a push: if the writer sleeps, write from the calling task (a sender's
+        output leaves without waiting for the writer task's turn: one task switch less
+        per message on a quiet link); otherwise wake the writer. A failed write is left
+        to the link's own tasks: they see the connection gone and end the link."""
+        conn = self._conn
+        if conn is None or self._sleep is None or self._inline:
+            self._writer.fire()
+            return
+        self._inline = True
+        try:
+            frames = self._collect()
+            if frames:
+                await self._flush(conn, frames)
+        except LinkClosed:
+            self._writer.fire()
+        except BridgeError as exc:  # e.g. a message above the peer's frame limit
+            self._inline_error = exc
+            self._writer.fire()
+        finally:
+            self._inline = False
 
     async def _pinger(self) -> None:
         while True:

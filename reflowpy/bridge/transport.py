@@ -3,8 +3,9 @@
 A :class:`Connection` moves whole frames (``bytes``) both ways; a :class:`Transport`
 opens connections to one address. The session above never knows which one it has:
 
-* :class:`WebSocketTransport` (``ws://`` / ``wss://``, trio-websocket): peers on other
-  machines, and ``reflowpy serve``'s ``/bridge`` endpoint;
+* :class:`~reflowpy.bridge.websocket.WebSocketTransport` (``ws://`` / ``wss://``, in
+  :mod:`reflowpy.bridge.websocket`): peers on other machines, and ``reflowpy serve``'s
+  ``/bridge`` endpoint;
 * :class:`StreamTransport` (``unix:/path`` or ``tcp://host:port``): length-prefixed
   frames over a byte stream, for local partition workers;
 * :func:`memory_pair`: an in-process pair for tests, which can be cut at will.
@@ -17,13 +18,13 @@ them all as "link down" and resumes on a new connection.
 from __future__ import annotations
 
 import contextlib
+import os
 import ssl
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Protocol
 
 import trio
-import trio_websocket
 
 from reflowpy.bridge.frames import MAX_FRAME
 from reflowpy.errors import BridgeError, BridgeProtocolError
@@ -36,11 +37,8 @@ __all__ = [
     "StreamConnection",
     "StreamTransport",
     "Transport",
-    "WebSocketConnection",
-    "WebSocketTransport",
     "memory_pair",
     "serve_stream",
-    "serve_websocket",
     "transport_for",
 ]
 
@@ -58,6 +56,11 @@ class Connection(Protocol):
 
     async def send(self, frame: bytes) -> None:
         """Send one frame; raises :class:`LinkClosed` if the connection is gone."""
+        ...
+
+    async def send_frames(self, frames: Sequence[bytes]) -> None:
+        """Send ``frames`` in order, in as few writes as the transport allows (the
+        session's writer sends each round's frames this way)."""
         ...
 
     async def receive(self) -> bytes:
@@ -99,6 +102,10 @@ class MemoryConnection:
         except (trio.ClosedResourceError, trio.BrokenResourceError):
             raise LinkClosed(f"{self.description}: closed") from None
         self.sent_frames += 1
+
+    async def send_frames(self, frames: Sequence[bytes]) -> None:
+        for frame in frames:
+            await self.send(frame)
 
     async def receive(self) -> bytes:
         try:
@@ -159,6 +166,103 @@ def memory_pair(buffer: int = 64) -> tuple[MemoryConnection, MemoryConnection]:
 # -- byte streams (Unix sockets, TCP) -----------------------------------------------------
 
 
+_CHUNK = 65536
+_STREAM_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, OSError)
+
+
+class _Pipe:
+    """Reads and writes the byte stream under one connection.
+
+    On a plain socket (a ``trio.SocketStream``) it calls ``os.read``/``os.write`` on
+    the descriptor and waits with ``wait_readable``/``wait_writable`` only when the
+    socket is not ready: trio's stream methods add a scheduling round trip after every
+    successful call, and a bridge round trip makes four of them. A pipe still yields
+    after 16 calls in a row that did not have to wait, and checks for cancellation on
+    every call, so a peer that floods cannot starve the other tasks. Other streams
+    (TLS) go through their own ``receive_some``/``send_all``.
+
+    Writes come from the session's writer and, rarely, from its reader (answers to a
+    ping or a close); a write while another is under way is queued and sent by that
+    one, so no lock (and no lock's checkpoint) is needed.
+    """
+
+    __slots__ = ("_out", "_socket", "_streak", "_stream", "_writing", "broken")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        self._stream = stream
+        self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._out = bytearray()
+        self._writing = False
+        self._streak = 0
+        self.broken = False
+
+    async def _ready(self) -> None:
+        self._streak += 1
+        if self._streak >= 16:
+            self._streak = 0
+            await trio.lowlevel.checkpoint()
+        else:
+            await trio.lowlevel.checkpoint_if_cancelled()
+
+    async def read(self, description: str) -> bytes | bytearray:
+        """The next bytes (at least one); raises :class:`LinkClosed` at the end."""
+        try:
+            sock = self._socket
+            if sock is None:
+                chunk = await self._stream.receive_some(_CHUNK)
+            else:
+                while True:
+                    try:
+                        chunk = os.read(sock.fileno(), _CHUNK)
+                        break
+                    except BlockingIOError:
+                        self._streak = 0
+                        await trio.lowlevel.wait_readable(sock)
+                await self._ready()
+        except _STREAM_ERRORS as exc:
+            raise LinkClosed(f"{description}: {exc or type(exc).__name__}") from None
+        if not chunk:
+            raise LinkClosed(f"{description}: connection closed by the peer")
+        return chunk
+
+    async def _send_all(self, data: bytes) -> None:
+        sock = self._socket
+        if sock is None:
+            await self._stream.send_all(data)
+            return
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(sock.fileno(), view):]
+            except BlockingIOError:
+                self._streak = 0
+                await trio.lowlevel.wait_writable(sock)
+        await self._ready()
+
+    async def write(self, data: bytes, description: str) -> None:
+        """Send ``data`` (or queue it behind a write under way)."""
+        if self.broken:
+            raise LinkClosed(f"{description}: closed")
+        if self._writing:
+            self._out += data
+            return
+        self._writing = True
+        try:
+            await self._send_all(data)
+            while self._out:
+                data = bytes(self._out)
+                self._out.clear()
+                await self._send_all(data)
+        except _STREAM_ERRORS as exc:
+            self.broken = True
+            raise LinkClosed(f"{description}: {exc or type(exc).__name__}") from None
+        except BaseException:  # cancelled mid-write: the stream is unusable
+            self.broken = True
+            raise
+        finally:
+            self._writing = False
+
+
 class StreamConnection:
     """Length-prefixed frames over a trio byte stream; checks the size before buffering."""
 
@@ -168,15 +272,15 @@ class StreamConnection:
         self.description = description
         self._max = max_frame
         self._buf = bytearray()
-        self._send_lock = trio.Lock()
+        self._pipe = _Pipe(stream)
 
     async def send(self, frame: bytes) -> None:
-        async with self._send_lock:
-            try:
-                await self._stream.send_all(_LENGTH.pack(len(frame)) + frame)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise LinkClosed(f"{self.description}: {exc or type(exc).__name__}"
-                                 ) from None
+        await self._pipe.write(_LENGTH.pack(len(frame)) + frame, self.description)
+
+    async def send_frames(self, frames: Sequence[bytes]) -> None:
+        pack = _LENGTH.pack
+        await self._pipe.write(b"".join([b for f in frames for b in (pack(len(f)), f)]),
+                               self.description)
 
     async def receive(self) -> bytes:
         buf = self._buf
@@ -191,17 +295,10 @@ class StreamConnection:
                     frame = bytes(buf[4:4 + size])
                     del buf[:4 + size]
                     return frame
-            try:
-                chunk = await self._stream.receive_some(65536)
-            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError) as exc:
-                raise LinkClosed(f"{self.description}: {exc or type(exc).__name__}"
-                                 ) from None
-            if not chunk:
-                raise LinkClosed(f"{self.description}: closed by the peer")
-            buf += chunk
+            buf += await self._pipe.read(self.description)
 
     async def aclose(self) -> None:
-        with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+        with contextlib.suppress(*_STREAM_ERRORS):
             await self._stream.aclose()
 
 
@@ -249,85 +346,11 @@ async def serve_stream(
     await trio.serve_listeners(handle, listeners)
 
 
-# -- WebSocket ---------------------------------------------------------------------------
-
-
-class WebSocketConnection:
-    """Binary WebSocket messages, one frame each (trio-websocket)."""
-
-    def __init__(self, ws: trio_websocket.WebSocketConnection, description: str) -> None:
-        self._ws = ws
-        self.description = description
-
-    async def send(self, frame: bytes) -> None:
-        try:
-            await self._ws.send_message(frame)
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError):
-            raise LinkClosed(f"{self.description}: closed") from None
-
-    async def receive(self) -> bytes:
-        try:
-            message = await self._ws.get_message()
-        except (trio_websocket.ConnectionClosed, trio.BrokenResourceError, OSError):
-            raise LinkClosed(f"{self.description}: closed") from None
-        if isinstance(message, str):
-            raise BridgeProtocolError(f"{self.description}: text message; bridge frames are"
-                                      " binary")
-        return message
-
-    async def aclose(self) -> None:
-        with contextlib.suppress(Exception):
-            await self._ws.aclose()
-
-
-class WebSocketTransport:
-    """``ws://host:port/bridge`` or ``wss://`` (then ``ssl_context`` or the system CAs)."""
-
-    def __init__(self, address: str, *, ssl_context: ssl.SSLContext | None = None,
-                 max_frame: int = MAX_FRAME, connect_timeout: float = 10.0) -> None:
-        self.address = address
-        self.ssl_context = ssl_context
-        self.max_frame = max_frame
-        self.connect_timeout = connect_timeout
-
-    @contextlib.asynccontextmanager
-    async def connect(self) -> AsyncIterator[Connection]:
-        try:
-            async with trio_websocket.open_websocket_url(
-                    self.address, self.ssl_context, max_message_size=self.max_frame + 16,
-                    connect_timeout=self.connect_timeout, disconnect_timeout=2,
-                    message_queue_size=4) as ws:
-                yield WebSocketConnection(ws, self.address)
-        except (trio_websocket.HandshakeError, trio_websocket.ConnectionClosed) as exc:
-            cause = exc.__cause__ or exc.__context__
-            why = str(exc) or (f"{type(cause).__name__}: {cause}" if cause else "")
-            raise LinkClosed(f"{self.address}: {type(exc).__name__}"
-                             f"{': ' + why if why else ''}") from None
-
-
-async def serve_websocket(
-    handler: Callable[[Connection], Awaitable[None]], host: str, port: int, *,
-    ssl_context: ssl.SSLContext | None = None, max_frame: int = MAX_FRAME,
-    task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
-) -> None:
-    """A bare WebSocket bridge listener (``reflowpy serve`` mounts ``/bridge`` instead)."""
-
-    async def on_request(request: trio_websocket.WebSocketRequest) -> None:
-        ws = await request.accept()
-        conn = WebSocketConnection(ws, f"ws peer {ws.remote}")
-        try:
-            await handler(conn)
-        finally:
-            await conn.aclose()
-
-    await trio_websocket.serve_websocket(
-        on_request, host, port, ssl_context, max_message_size=max_frame + 16,
-        message_queue_size=4, task_status=task_status)
-
-
 def transport_for(address: str, *, ssl_context: ssl.SSLContext | None = None) -> Transport:
     """The transport an address names (``ws://``, ``wss://``, ``unix:``, ``tcp://``)."""
     if address.startswith(("ws://", "wss://")):
+        from reflowpy.bridge.websocket import WebSocketTransport
+
         return WebSocketTransport(address, ssl_context=ssl_context)
     if address.startswith(("unix:", "tcp://")):
         return StreamTransport(address)

@@ -23,7 +23,8 @@ from functools import partial
 import trio
 
 from reflowpy.bridge.host import Host
-from reflowpy.bridge.transport import serve_stream, serve_websocket
+from reflowpy.bridge.transport import serve_stream
+from reflowpy.bridge.websocket import serve_websocket
 from reflowpy.network.registry import Registry, default_registry
 
 __all__ = ["main", "serve"]

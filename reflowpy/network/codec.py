@@ -39,6 +39,7 @@ __all__ = [
     "decode_event",
     "encode",
     "encode_frame",
+    "payload",
 ]
 
 #: Payloads at least this large are zstd-compressed (Reflow uses the same 1 KiB).
@@ -90,6 +91,13 @@ def _payload(frame: bytes | memoryview, max_size: int) -> bytes | memoryview:
             raise CodecError(f"bad zstd payload (or larger than {max_size} bytes): {exc}"
                              ) from None
     raise CodecError(f"unknown frame flag 0x{flag:02x}; expected 0x00 (plain) or 0x01 (zstd)")
+
+
+def payload(frame: bytes | memoryview, *, max_size: int = DEFAULT_MAX_FRAME
+            ) -> bytes | memoryview:
+    """The checked, decompressed msgpack payload of a frame, for a caller that decodes
+    it with its own typed ``msgspec`` decoder (the bridge's frames)."""
+    return _payload(frame, max_size)
 
 
 def decode(frame: bytes | memoryview, *, max_size: int = DEFAULT_MAX_FRAME) -> Any:

@@ -29,6 +29,7 @@ __all__ = [
     "ActorCompleted",
     "ActorFailed",
     "ActorStarted",
+    "BridgeStatus",
     "DeadLettered",
     "EventBus",
     "EventSubscription",
@@ -155,6 +156,26 @@ class NetworkShutdown(_Event, frozen=True, tag="NetworkShutdown"):
     error: str | None = None
 
 
+class BridgeStatus(_Event, frozen=True, tag="BridgeStatus"):
+    """One bridge (a session to a partition or remote peer) right now: its state
+    (``connecting``/``up``/``down``/``lost``/``closed``), RTT, credits, buffers and
+    totals. Published by :mod:`reflowpy.bridge` on state changes and once per ping
+    interval; defined here so every consumer of the event stream can decode it."""
+
+    peer: str
+    location: str
+    state: str
+    rtt_ms: float | None
+    credits: int
+    resend_buffer: int
+    receive_buffer: int
+    reconnects: int
+    bytes_in: int
+    bytes_out: int
+    msgs_in: int
+    msgs_out: int
+
+
 NetworkEvent = (
     NetworkStarted
     | ActorStarted
@@ -166,6 +187,7 @@ NetworkEvent = (
     | NetworkIdle
     | NetworkShutdown
     | NetworkStalled
+    | BridgeStatus
 )
 
 

@@ -44,7 +44,9 @@ class _Link:
             self.to_rx.append(encode_frame(frame))
         if self.inc.resume_due:
             self.to_tx.append(encode_frame(self.inc.take_resume()))
-        if self.inc.credit_due:
+        # an idle credit rides on another frame, or leaves once the link is quiet
+        # (the session's ack delay)
+        if self.inc.credit_due or (self.inc.credit_idle and (self.to_tx or not self.to_rx)):
             self.to_tx.append(encode_frame(self.inc.take_credit()))
 
     def consume(self, k: int) -> None:

@@ -14,7 +14,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -147,6 +147,9 @@ class _DeafEnd:
 
     async def send(self, frame: bytes) -> None:
         await self.conn.send(frame)
+
+    async def send_frames(self, frames: Sequence[bytes]) -> None:
+        await self.conn.send_frames(frames)
 
     async def receive(self) -> bytes:
         while True:

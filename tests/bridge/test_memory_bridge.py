@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import msgspec
 import pytest
 import trio
 
@@ -15,6 +16,8 @@ from reflowpy.bridge.events import BridgeStatus
 from reflowpy.bridge.host import Host
 from reflowpy.bridge.transport import MemoryTransport
 from reflowpy.errors import BridgeAuthError
+from reflowpy.network import codec
+from reflowpy.network.events import NetworkEvent
 from tests.bridge.helpers import check_exact, pipeline, registry
 from tests.scale import long_scale
 
@@ -115,6 +118,12 @@ async def test_bridge_status_events_and_statistics() -> None:
                     break
         assert event.state == "up" and event.location == "remote:peer"
         assert event.peer == "peer" and event.msgs_in == 500
+        # a consumer of the event stream decodes it like any kernel event: msgpack
+        # (codec.decode_event) and JSON (NetworkEvent, as the trace store's /events)
+        assert codec.decode_event(codec.encode(event)) == event
+        wire = msgspec.json.encode(event)
+        assert b'"_type":"BridgeStatus"' in wire and b'"rttMs"' in wire
+        assert msgspec.json.decode(wire, type=NetworkEvent) == event
         s = bn.statistics()["bridges"]["remote:peer"]
         assert {c.role for c in s.channels} == {"send", "receive"}
         assert s.resend_buffer == 0 and s.bytes_out > 0 and s.frames_in > 0

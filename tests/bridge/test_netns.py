@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import warnings
 from collections.abc import Iterator
 
@@ -32,6 +33,22 @@ def sh(*cmd: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, check=check, capture_output=True, text=True)
 
 
+def _netem_missing_why(error: str) -> str:
+    """Why ``tc netem`` failed, as precisely as this machine can tell."""
+    why = f"`tc qdisc add dev {VETH} root netem delay 3ms 1ms loss 2%` failed: {error!r}"
+    try:
+        config = subprocess.run(["zcat", "/proc/config.gz"], capture_output=True,
+                                text=True, check=False).stdout
+    except OSError:
+        config = ""
+    line = next((x for x in config.splitlines() if "CONFIG_NET_SCH_NETEM" in x), "")
+    if line:
+        why += f"; kernel {os.uname().release} has {line!r}"
+    if not os.path.isdir(f"/lib/modules/{os.uname().release}"):
+        why += " and no loadable modules (/lib/modules missing), so sch_netem cannot be loaded"
+    return why
+
+
 def _impair() -> str:
     """Loss + delay both ways; returns how it was done."""
     netem = sh("tc", "qdisc", "add", "dev", VETH, "root", "netem", "delay", "3ms", "1ms",
@@ -40,8 +57,13 @@ def _impair() -> str:
         sh("ip", "netns", "exec", NS, "tc", "qdisc", "add", "dev", VPEER, "root", "netem",
            "delay", "3ms", "1ms", "loss", "2%")
         return "tc netem: delay 3ms +-1ms, loss 2% each way"
-    warnings.warn(f"tc netem unavailable here ({netem.stderr.strip()}): using iptables"
-                  " statistic loss 2% and a tbf rate limit for delay instead", stacklevel=2)
+    why = _netem_missing_why(netem.stderr.strip())
+    if os.environ.get("REFLOWPY_REQUIRE_NETEM") == "1":
+        pytest.fail(f"tc netem is required (REFLOWPY_REQUIRE_NETEM=1): {why}")
+    notice = (f"NOTICE: tc netem unavailable: {why}. Using iptables statistic loss 2% and"
+              " a tbf rate limit for delay instead (set REFLOWPY_REQUIRE_NETEM=1 to fail).")
+    print(notice, file=sys.stderr)
+    warnings.warn(notice, stacklevel=2)
     for prefix in ([], ["ip", "netns", "exec", NS]):
         sh(*prefix, "iptables", "-A", "INPUT", "-i", VETH if not prefix else VPEER,
            "-m", "statistic", "--mode", "random", "--probability", "0.02", "-j", "DROP")

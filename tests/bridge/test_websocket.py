@@ -18,7 +18,7 @@ import trio_websocket
 from reflowpy.bridge import BridgedNetwork, Peer, Peers
 from reflowpy.bridge.frames import Hello, Reject, decode_frame, encode_frame
 from reflowpy.bridge.session import dial
-from reflowpy.bridge.transport import WebSocketConnection
+from reflowpy.bridge.websocket import WebSocketTransport
 from reflowpy.errors import BridgeAuthError, BridgeError
 from tests.bridge.helpers import check_exact, pipeline, registry
 from tests.bridge.procs import CuttingProxy, peer_process
@@ -95,8 +95,7 @@ async def test_wrong_token_replay_and_garbage_are_refused_and_only_that_link_clo
                     pass
 
             # 2. replay: record a good dialer HELLO, send it on a new connection
-            async with trio_websocket.open_websocket_url(url) as ws:
-                conn = WebSocketConnection(ws, url)
+            async with WebSocketTransport(url).connect() as conn:
                 sent: list[bytes] = []
                 real_send = conn.send
 
