@@ -43,10 +43,10 @@ import trio
 from reflowpy.bridge.binding import Binding
 from reflowpy.bridge.events import BridgeStatus
 from reflowpy.bridge.frames import MAX_FRAME, ChannelSpec
-from reflowpy.bridge.peers import Peers, ssl_context_for
+from reflowpy.bridge.peers import Peers, ssl_context_for, transport_for
 from reflowpy.bridge.placement import LOCAL, Placement, place
 from reflowpy.bridge.session import BridgeStatistics, Dialer, Session
-from reflowpy.bridge.transport import Transport, transport_for
+from reflowpy.bridge.transport import Transport
 from reflowpy.errors import BridgeAuthError, BridgeError
 from reflowpy.network.graph import Graph
 from reflowpy.network.network import Network, OutputStream

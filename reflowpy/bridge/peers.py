@@ -18,6 +18,7 @@ the token presented is the peer's own, else ``REFLOWPY_BRIDGE_TOKEN``, else none
 from __future__ import annotations
 
 import os
+import secrets
 import ssl
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,10 +28,13 @@ import msgspec
 import trio
 import yaml
 
-from reflowpy.errors import ConfigError
+from reflowpy.bridge.session import dial
+from reflowpy.bridge.transport import LinkClosed, StreamTransport, Transport
+from reflowpy.bridge.websocket import WebSocketTransport
+from reflowpy.errors import BridgeAuthError, BridgeError, ConfigError
 
 __all__ = ["Peer", "PeerState", "Peers", "load_peers", "probe", "probe_all",
-           "ssl_context_for"]
+           "ssl_context_for", "transport_for"]
 
 
 class Peer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -58,6 +62,16 @@ class Peers(msgspec.Struct, frozen=True):
             return remote, default
         raise ConfigError(f"remote {remote!r} is neither a URL nor a peer of the peers file"
                           f" (known peers: {', '.join(sorted(self.peers)) or 'none'})")
+
+
+def transport_for(address: str, *, ssl_context: ssl.SSLContext | None = None) -> Transport:
+    """The transport an address names (``ws://``, ``wss://``, ``unix:``, ``tcp://``)."""
+    if address.startswith(("ws://", "wss://")):
+        return WebSocketTransport(address, ssl_context=ssl_context)
+    if address.startswith(("unix:", "tcp://")):
+        return StreamTransport(address)
+    raise BridgeError(f"unknown bridge address {address!r}: expected ws://, wss://, unix: or"
+                      " tcp://")
 
 
 def ssl_context_for(peers: Peers, remote: str) -> ssl.SSLContext | None:
@@ -101,12 +115,6 @@ class PeerState(msgspec.Struct, frozen=True):
 async def probe(name: str, url: str, token: str, *, timeout: float = 5.0,
                 ssl_context: ssl.SSLContext | None = None) -> PeerState:
     """Dial ``url`` and run the HELLO challenge without placing anything."""
-    import secrets
-
-    from reflowpy.bridge.session import dial
-    from reflowpy.bridge.transport import LinkClosed, transport_for
-    from reflowpy.errors import BridgeAuthError, BridgeError
-
     started = trio.current_time()
     try:
         with trio.fail_after(timeout):

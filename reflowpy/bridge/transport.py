@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import ssl
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
@@ -39,7 +38,6 @@ __all__ = [
     "Transport",
     "memory_pair",
     "serve_stream",
-    "transport_for",
 ]
 
 _LENGTH = struct.Struct(">I")
@@ -344,15 +342,3 @@ async def serve_stream(
 
     task_status.started()
     await trio.serve_listeners(handle, listeners)
-
-
-def transport_for(address: str, *, ssl_context: ssl.SSLContext | None = None) -> Transport:
-    """The transport an address names (``ws://``, ``wss://``, ``unix:``, ``tcp://``)."""
-    if address.startswith(("ws://", "wss://")):
-        from reflowpy.bridge.websocket import WebSocketTransport
-
-        return WebSocketTransport(address, ssl_context=ssl_context)
-    if address.startswith(("unix:", "tcp://")):
-        return StreamTransport(address)
-    raise BridgeError(f"unknown bridge address {address!r}: expected ws://, wss://, unix: or"
-                      " tcp://")
