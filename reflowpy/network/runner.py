@@ -91,7 +91,7 @@ _log = logging.getLogger("reflowpy.node")
 _EMPTY_CONFIG: Mapping[str, Any] = types.MappingProxyType({})
 _NO_HELD: list[Any] = []
 _UNUSED: Any = object()  # no batched out-port (compares equal to no port name)
-_MANY: Any = object()  # a result that is not a one-entry dict (the general check)
+_MANY: Any = object()  # no value for the node's only out-port in a one-entry result
 
 #: One output of an activation: (out-port, frozen value, connection index or None).
 _Output = tuple[OutPort, Any, "int | None"]
@@ -777,19 +777,23 @@ class NodeRunner:
         # specialised: the room is reserved up front, and nothing can yield in between).
         # Once it is used up, the rest goes through OutPort.send (and may wait).
         batch: list[Any] | None = None
-        primary: Any = _UNUSED  # the batched out-port and its name, while batching
-        primary_name: Any = _UNUSED
+        primary: Any = _UNUSED  # the batched out-port, while batching
         room = 0
         target_q: InPort | None = None
+        # A node with one out-port: a one-entry result for it needs no lookup (the
+        # out-ports of a node never change).
+        only_name: Any = _UNUSED
+        only: Any = None
         if len(outports) == 1:
-            only = next(iter(outports.values()))
+            only_name = next(iter(outports))
+            only = outports[only_name]
             if len(only.targets) == 1 and not only.checked:
                 target_q = only.targets[0]
                 room = target_q.capacity - len(target_q.queue)
                 if room > 1:
                     batch = []
                     primary = only
-                    primary_name = next(iter(outports))
+        dict_ = dict
         self.batch_n = n
         self.batch_it = it = iter(range(n))
         try:
@@ -806,27 +810,22 @@ class NodeRunner:
                 ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
                 try:
                     result = fn(ctx)
-                    if type(result) is dict:
-                        try:
+                    if result.__class__ is dict_ and len(result) == 1:
+                        out_value = result.get(only_name, _MANY)
+                        if out_value is _MANY:
                             ((name, out_value),) = result.items()
-                        except ValueError:  # not one output: the general check below
-                            name = _MANY
-                    elif result is None:
-                        continue
-                    else:
-                        name = _MANY
-                    if name is not _MANY:
-                        if type(out_value) not in _LEAVES:
-                            out_value = freeze(
-                                out_value, where=f"node {self.node_id!r} port {name!r}")
-                        if name == primary_name:
-                            out = primary
-                        else:
-                            out = outports.get(name) if type(name) is str else None
+                            out = outports.get(name)
                             if out is None:
                                 out = self.outport(str(name))
-                            if out.checked:
-                                out.check(out_value)
+                        else:
+                            out = only
+                        if type(out_value) not in _LEAVES:
+                            out_value = freeze(
+                                out_value, where=f"node {self.node_id!r} port {out.name!r}")
+                        if out.checked:
+                            out.check(out_value)
+                    elif result is None:
+                        continue
                     else:
                         out = None
                         outputs = self.outputs(result)
@@ -835,7 +834,7 @@ class NodeRunner:
                     if batch:
                         self._flush(target_q, primary, batch)
                     batch = None
-                    primary = primary_name = _UNUSED
+                    primary = _UNUSED
                     await self._recover_and_deliver(inputs, exc)
                     fn = self.fn  # a restart rebinds the behaviour
                     assert fn is not None
@@ -849,7 +848,7 @@ class NodeRunner:
                     if len(batch) >= room:  # type: ignore[arg-type]
                         self._flush(target_q, primary, batch)  # type: ignore[arg-type]
                         batch = None
-                        primary = primary_name = _UNUSED
+                        primary = _UNUSED
                 elif out is not None:
                     targets = out.targets
                     if len(targets) != 1 or out.checked \
@@ -872,6 +871,11 @@ class NodeRunner:
         order = self.order
         port = self.single
         proc = self.proc
+        # A node with one out-port: a one-entry result for it needs no lookup (the
+        # out-ports of a node never change; its targets may, so they are read per value).
+        only_name: Any = next(iter(outports)) if len(outports) == 1 else _UNUSED
+        only: Any = outports[only_name] if only_name is not _UNUSED else None
+        dict_ = dict
         self.batch_n = n
         self.batch_it = it = iter(range(n))
         self.holding = True
@@ -890,25 +894,24 @@ class NodeRunner:
                 try:
                     result = await proc(ctx)
                     if self.held:  # what it sent with ctx.send goes first
-                        name = _MANY
-                    elif type(result) is dict:
-                        try:
+                        out = None
+                        outputs = self.outputs(result)
+                    elif result.__class__ is dict_ and len(result) == 1:
+                        out_value = result.get(only_name, _MANY)
+                        if out_value is _MANY:
                             ((name, out_value),) = result.items()
-                        except ValueError:  # not one output: the general check below
-                            name = _MANY
-                    elif result is None:
-                        continue
-                    else:
-                        name = _MANY
-                    if name is not _MANY:
+                            out = outports.get(name)
+                            if out is None:
+                                out = self.outport(str(name))
+                        else:
+                            out = only
                         if type(out_value) not in _LEAVES:
                             out_value = freeze(
-                                out_value, where=f"node {self.node_id!r} port {name!r}")
-                        out = outports.get(name) if type(name) is str else None
-                        if out is None:
-                            out = self.outport(str(name))
+                                out_value, where=f"node {self.node_id!r} port {out.name!r}")
                         if out.checked:
                             out.check(out_value)
+                    elif result is None:
+                        continue
                     else:
                         out = None
                         outputs = self.outputs(result)
