@@ -76,6 +76,7 @@ _current_task = trio.lowlevel.current_task
 _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _Abort = trio.lowlevel.Abort
 _perf = time.perf_counter
+_time = time.time  # event timestamps (ms since the epoch, as events.now_ms)
 
 #: Activations a runner performs before it yields to the scheduler even with work left.
 _BUDGET = 512
@@ -647,8 +648,8 @@ class NodeRunner:
         bus = self.net.bus
         if bus.active:
             bus.publish(ev.MessageReceived(
-                network=self.net.name, actor_id=self.node_id, port=port.name,
-                message=value, queue_depth=len(port.queue)))
+                network=self.net.name, timestamp=_time() * 1000.0, actor_id=self.node_id,
+                port=port.name, message=value, queue_depth=len(port.queue)))
         return value
 
     def take_received(self, port: InPort) -> Any:
@@ -1016,7 +1017,7 @@ class NodeRunner:
         outputs = self._take_held() if self.held else []
         if result is None:
             return outputs
-        if not isinstance(result, Mapping):
+        if type(result) is not dict and not isinstance(result, Mapping):  # ABC check: slow
             raise ActorError(
                 f"{self.net.where()}: node {self.node_id!r} ({self.component}): a behaviour"
                 " must return a mapping of out-port -> value, or None; it returned a"
@@ -1064,7 +1065,8 @@ class NodeRunner:
 
         def announce(target: InPort) -> None:
             bus.publish(ev.MessageSent(
-                network=network, from_actor=node, from_port=out.name,
+                network=network, timestamp=_time() * 1000.0, from_actor=node,
+                from_port=out.name,
                 to_actor=target.node if target.runner is not None else "",
                 to_port=target.name, message=value, queue_depth=len(target.queue)))
 
