@@ -403,6 +403,7 @@ class _Owner(Protocol):
 
 
 _NO_TARGETS: list[InPort] = []  # shared, never mutated
+_NO_INDEX: dict[int | None, list[InPort]] = {}  # shared, never mutated
 
 
 class OutPort:
@@ -427,7 +428,7 @@ class OutPort:
         self.targets: list[InPort] = []
         self.indices: list[int | None] = []
         #: The targets of each connection index (rebuilt with the targets).
-        self.by_index: dict[int | None, list[InPort]] = {}
+        self.by_index: dict[int | None, list[InPort]] = _NO_INDEX
         self.sent = 0
         self.unconnected = 0
 
@@ -513,9 +514,14 @@ class OutPort:
         return self.by_index.get(index, _NO_TARGETS)
 
     def _retarget(self, targets: list[InPort], indices: list[int | None]) -> None:
-        by_index: dict[int | None, list[InPort]] = {}
+        # Only indexed connections are looked up by index (index None reads targets):
+        # most out-ports have none and share one empty table.
+        by_index: dict[int | None, list[InPort]] = _NO_INDEX
         for t, i in zip(targets, indices, strict=True):
-            by_index.setdefault(i, []).append(t)
+            if i is not None:
+                if by_index is _NO_INDEX:
+                    by_index = {}
+                by_index.setdefault(i, []).append(t)
         self.targets = targets
         self.indices = indices
         self.by_index = by_index

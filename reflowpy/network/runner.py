@@ -94,6 +94,11 @@ _NO_HELD: list[Any] = []
 _UNUSED: Any = object()  # no batched out-port (compares equal to no port name)
 _MANY: Any = object()  # no value for the node's only out-port in a one-entry result
 
+async def _no_proc(ctx: Any) -> Any:
+    # The async behaviour slot of a node whose behaviour is a plain def (never called).
+    raise AssertionError(f"{ctx!r}: a plain-def behaviour has no async process")
+
+
 #: One output of an activation: (out-port, frozen value, connection index or None).
 _Output = tuple[OutPort, Any, "int | None"]
 
@@ -185,7 +190,7 @@ class _Context:
     def __init__(self, runner: NodeRunner, config: Mapping[str, Any]) -> None:
         self._runner = runner
         self.node_id = runner.node_id
-        self.inputs: Mapping[str, Any] = {}
+        self.inputs: Mapping[str, Any] = _EMPTY_CONFIG  # shared until the first activation
         self.state: dict[str, Any] = {}
         self.config = config
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
@@ -422,7 +427,7 @@ class NodeRunner:
         self.ctx = _Context(self, config)
         self.actor = cls()
         self.fn: Callable[[Any], Any] | None = None
-        self.proc: Callable[[Any], Any] = self.actor.process
+        self.proc: Callable[[Any], Any] = _no_proc
         self.simple = True
         self._bind_behaviour()
 
@@ -432,7 +437,9 @@ class NodeRunner:
         behaviour = getattr(self.cls, "behaviour", None)
         is_async = getattr(self.cls, "behaviour_is_async", True)
         self.fn = behaviour if behaviour is not None and not is_async else None
-        self.proc = behaviour if behaviour is not None and is_async else self.actor.process
+        # (a plain def never takes the async path: no bound method kept for it)
+        self.proc = (behaviour if behaviour is not None and is_async
+                     else self.actor.process if self.fn is None else _no_proc)
         policy = self.policy
         if policy.offload and self.fn is None and not self.owns_loop:
             raise ConfigError(
