@@ -94,6 +94,16 @@ _NO_HELD: list[Any] = []
 _UNUSED: Any = object()  # no batched out-port (compares equal to no port name)
 _MANY: Any = object()  # no value for the node's only out-port in a one-entry result
 
+def _put_promised(out: OutPort, value: Any) -> None:
+    # An inline activation's output: every target has room promised (see _room), past
+    # capacity if a nested inline activation filled it meanwhile.
+    if not out.send_nowait(value):
+        for target in out.targets:
+            if not target.put_nowait(value):
+                target.put_batch([value])
+        out.sent += 1
+
+
 async def _no_proc(ctx: Any) -> Any:
     # The async behaviour slot of a node whose behaviour is a plain def (never called).
     raise AssertionError(f"{ctx!r}: a plain-def behaviour has no async process")
@@ -583,9 +593,9 @@ class NodeRunner:
             ctx = self.ctx
             ctx.inputs = inputs
             result = self.fn(ctx)  # type: ignore[misc]
-            if type(result) is dict and len(result) == 1:
+            if result.__class__ is dict and len(result) == 1:
                 ((name, out_value),) = result.items()
-                out = self.outports.get(name) if type(name) is str else None
+                out: Any = self.outports.get(name)
                 if out is None:
                     out = self.outport(str(name))
                 if type(out_value) not in _LEAVES:
@@ -606,20 +616,18 @@ class NodeRunner:
             self.resume()
         else:
             self.delivered += 1
-            if outputs is None:
-                outputs = ((out, out_value, None),)
-            for out, out_value, _ in outputs:
+            if outputs is None:  # one output (the common case): no tuple, no loop
                 targets = out.targets
                 if len(targets) == 1:
                     # room was promised (past capacity if an inline activation filled it)
                     if not targets[0].put_nowait(out_value):
                         targets[0].put_batch([out_value])
                     out.sent += 1
-                elif not out.send_nowait(out_value):
-                    for target in targets:
-                        if not target.put_nowait(out_value):
-                            target.put_batch([out_value])
-                    out.sent += 1
+                else:
+                    _put_promised(out, out_value)
+            else:
+                for out, out_value, _ in outputs:
+                    _put_promised(out, out_value)
         finally:
             sched.inline_depth -= 1
 
