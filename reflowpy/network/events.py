@@ -254,6 +254,17 @@ class EventSubscription:
                 self._waiter = trio.Event()
             await self._waiter.wait()
 
+    def take_all(self) -> deque[Any]:
+        """Every buffered event, oldest first, in one go (the buffer starts empty)."""
+        events, self._buffer = self._buffer, deque()
+        return events
+
+    def put_back(self, events: deque[Any]) -> None:
+        """Return events taken with :meth:`take_all` but not handled, ahead of newer ones."""
+        if events:
+            events.extend(self._buffer)
+            self._buffer = events
+
     def get_nowait(self) -> Any:
         """The next buffered event; raises ``trio.WouldBlock`` if none is waiting."""
         if not self._buffer:

@@ -338,9 +338,8 @@ class Network:
         out = src.outport(edge.src.port)
         target = self._runner(edge.tgt.node).inport(edge.tgt.port)
         if edge.capacity is not None:
-            target.capacity = max(self._explicit_capacity.get(target, 0), edge.capacity)
+            target.set_capacity(max(self._explicit_capacity.get(target, 0), edge.capacity))
             self._explicit_capacity[target] = target.capacity
-            target.wake_putters()
         out.connect(target, edge.src.index)
 
     def _disconnect(self, edge: Edge) -> None:

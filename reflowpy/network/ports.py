@@ -158,6 +158,7 @@ class InPort:
         "abandoned",
         "capacity",
         "high_water",
+        "mark",
         "name",
         "node",
         "putters",
@@ -188,21 +189,34 @@ class InPort:
         self.putters: deque[trio.lowlevel.Task] = _NO_WAITERS
         self.total = 0
         self.high_water = 0
+        #: ``min(high_water, capacity)``: below it a put neither fills the queue nor
+        #: raises the high water, so the hot path compares once (see put_nowait).
+        self.mark = 0
         self.abandoned = 0
+
+    def set_capacity(self, capacity: int) -> None:
+        """Change the bound; senders waiting for room retry (the owner keeps the
+        invariants: ``mark`` follows, and a larger queue lets waiting senders in)."""
+        self.capacity = capacity
+        self.mark = min(self.high_water, capacity)
+        self.wake_putters()
 
     def put_nowait(self, value: Any) -> bool:
         """Append ``value`` if there is room and wake the receiver; False when full."""
         queue = self.queue
         depth = len(queue)
-        if depth >= self.capacity:
-            return False
+        if depth >= self.mark:
+            # Full, or the queue grows past its high water (rare: only while it grows).
+            if depth >= self.capacity:
+                return False
+            if depth >= self.high_water:
+                self.high_water = depth + 1
+            self.mark = min(self.high_water, self.capacity)
         try:
             queue.append(value)
         except AttributeError:  # first value ever: allocate the queue (no cost per put)
             self.queue = deque((value,))
         self.total += 1
-        if depth >= self.high_water:
-            self.high_water = depth + 1
         runner = self.runner
         if runner is not None:
             if runner.order is not None:
@@ -257,6 +271,7 @@ class InPort:
         depth = len(self.queue)
         if depth > self.high_water:
             self.high_water = depth
+            self.mark = min(depth, self.capacity)
         runner = self.runner
         if runner is not None:
             if runner.order is not None:
@@ -388,6 +403,7 @@ class _Owner(Protocol):
 
 
 _NO_TARGETS: list[InPort] = []  # shared, never mutated
+_NO_INDEX: dict[int | None, list[InPort]] = {}  # shared, never mutated
 
 
 class OutPort:
@@ -412,7 +428,7 @@ class OutPort:
         self.targets: list[InPort] = []
         self.indices: list[int | None] = []
         #: The targets of each connection index (rebuilt with the targets).
-        self.by_index: dict[int | None, list[InPort]] = {}
+        self.by_index: dict[int | None, list[InPort]] = _NO_INDEX
         self.sent = 0
         self.unconnected = 0
 
@@ -498,9 +514,14 @@ class OutPort:
         return self.by_index.get(index, _NO_TARGETS)
 
     def _retarget(self, targets: list[InPort], indices: list[int | None]) -> None:
-        by_index: dict[int | None, list[InPort]] = {}
+        # Only indexed connections are looked up by index (index None reads targets):
+        # most out-ports have none and share one empty table.
+        by_index: dict[int | None, list[InPort]] = _NO_INDEX
         for t, i in zip(targets, indices, strict=True):
-            by_index.setdefault(i, []).append(t)
+            if i is not None:
+                if by_index is _NO_INDEX:
+                    by_index = {}
+                by_index.setdefault(i, []).append(t)
         self.targets = targets
         self.indices = indices
         self.by_index = by_index

@@ -76,6 +76,7 @@ _current_task = trio.lowlevel.current_task
 _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _Abort = trio.lowlevel.Abort
 _perf = time.perf_counter
+_time = time.time  # event timestamps (ms since the epoch, as events.now_ms)
 
 #: Activations a runner performs before it yields to the scheduler even with work left.
 _BUDGET = 512
@@ -91,7 +92,22 @@ _log = logging.getLogger("reflowpy.node")
 _EMPTY_CONFIG: Mapping[str, Any] = types.MappingProxyType({})
 _NO_HELD: list[Any] = []
 _UNUSED: Any = object()  # no batched out-port (compares equal to no port name)
-_MANY: Any = object()  # a result that is not a one-entry dict (the general check)
+_MANY: Any = object()  # no value for the node's only out-port in a one-entry result
+
+def _put_promised(out: OutPort, value: Any) -> None:
+    # An inline activation's output: every target has room promised (see _room), past
+    # capacity if a nested inline activation filled it meanwhile.
+    if not out.send_nowait(value):
+        for target in out.targets:
+            if not target.put_nowait(value):
+                target.put_batch([value])
+        out.sent += 1
+
+
+async def _no_proc(ctx: Any) -> Any:
+    # The async behaviour slot of a node whose behaviour is a plain def (never called).
+    raise AssertionError(f"{ctx!r}: a plain-def behaviour has no async process")
+
 
 #: One output of an activation: (out-port, frozen value, connection index or None).
 _Output = tuple[OutPort, Any, "int | None"]
@@ -190,7 +206,7 @@ class _Context:
     def __init__(self, runner: NodeRunner, config: Mapping[str, Any]) -> None:
         self._runner = runner
         self.node_id = runner.node_id
-        self.inputs: Mapping[str, Any] = {}
+        self.inputs: Mapping[str, Any] = _EMPTY_CONFIG  # shared until the first activation
         self.state: dict[str, Any] = {}
         self.config = config
         self._log: logging.LoggerAdapter[logging.Logger] | None = None
@@ -437,7 +453,7 @@ class NodeRunner:
         self.ctx = _Context(self, config)
         self.actor = cls()
         self.fn: Callable[[Any], Any] | None = None
-        self.proc: Callable[[Any], Any] = self.actor.process
+        self.proc: Callable[[Any], Any] = _no_proc
         self.simple = True
         self._bind_behaviour()
 
@@ -447,7 +463,9 @@ class NodeRunner:
         behaviour = getattr(self.cls, "behaviour", None)
         is_async = getattr(self.cls, "behaviour_is_async", True)
         self.fn = behaviour if behaviour is not None and not is_async else None
-        self.proc = behaviour if behaviour is not None and is_async else self.actor.process
+        # (a plain def never takes the async path: no bound method kept for it)
+        self.proc = (behaviour if behaviour is not None and is_async
+                     else self.actor.process if self.fn is None else _no_proc)
         policy = self.policy
         if policy.offload and self.fn is None and not self.owns_loop:
             raise ConfigError(
@@ -591,9 +609,9 @@ class NodeRunner:
             ctx = self.ctx
             ctx.inputs = inputs
             result = self.fn(ctx)  # type: ignore[misc]
-            if type(result) is dict and len(result) == 1:
+            if result.__class__ is dict and len(result) == 1:
                 ((name, out_value),) = result.items()
-                out = self.outports.get(name) if type(name) is str else None
+                out: Any = self.outports.get(name)
                 if out is None:
                     out = self.outport(str(name))
                 if type(out_value) not in _LEAVES:
@@ -614,20 +632,18 @@ class NodeRunner:
             self.resume()
         else:
             self.delivered += 1
-            if outputs is None:
-                outputs = ((out, out_value, None),)
-            for out, out_value, _ in outputs:
+            if outputs is None:  # one output (the common case): no tuple, no loop
                 targets = out.targets
                 if len(targets) == 1:
                     # room was promised (past capacity if an inline activation filled it)
                     if not targets[0].put_nowait(out_value):
                         targets[0].put_batch([out_value])
                     out.sent += 1
-                elif not out.send_nowait(out_value):
-                    for target in targets:
-                        if not target.put_nowait(out_value):
-                            target.put_batch([out_value])
-                    out.sent += 1
+                else:
+                    _put_promised(out, out_value)
+            else:
+                for out, out_value, _ in outputs:
+                    _put_promised(out, out_value)
         finally:
             sched.inline_depth -= 1
 
@@ -663,15 +679,24 @@ class NodeRunner:
         bus = self.net.bus
         if bus.active:
             bus.publish(ev.MessageReceived(
-                network=self.net.name, actor_id=self.node_id, port=port.name,
-                message=value, queue_depth=len(port.queue)))
+                network=self.net.name, timestamp=_time() * 1000.0, actor_id=self.node_id,
+                port=port.name, message=value, queue_depth=len(port.queue)))
         return value
 
     def take_received(self, port: InPort) -> Any:
         """Take a value for a ``run()`` actor: taken, activated and delivered at once."""
-        value = self.take(port)
+        # InPort.take and self.take, inlined (one receive per round trip of a run() actor)
+        value = port.queue.popleft()
+        if port.putters:
+            _reschedule(port.putters.popleft())
+        self.taken += 1
         self.activations += 1
         self.delivered += 1
+        bus = self.net.bus
+        if bus.active:
+            bus.publish(ev.MessageReceived(
+                network=self.net.name, timestamp=_time() * 1000.0, actor_id=self.node_id,
+                port=port.name, message=value, queue_depth=len(port.queue)))
         return value
 
     async def main(self) -> None:
@@ -793,19 +818,23 @@ class NodeRunner:
         # specialised: the room is reserved up front, and nothing can yield in between).
         # Once it is used up, the rest goes through OutPort.send (and may wait).
         batch: list[Any] | None = None
-        primary: Any = _UNUSED  # the batched out-port and its name, while batching
-        primary_name: Any = _UNUSED
+        primary: Any = _UNUSED  # the batched out-port, while batching
         room = 0
         target_q: InPort | None = None
+        # A node with one out-port: a one-entry result for it needs no lookup (the
+        # out-ports of a node never change).
+        only_name: Any = _UNUSED
+        only: Any = None
         if len(outports) == 1:
-            only = next(iter(outports.values()))
+            only_name = next(iter(outports))
+            only = outports[only_name]
             if len(only.targets) == 1 and not only.checked:
                 target_q = only.targets[0]
                 room = target_q.capacity - len(target_q.queue)
                 if room > 1:
                     batch = []
                     primary = only
-                    primary_name = next(iter(outports))
+        dict_ = dict
         self.batch_n = n
         self.batch_it = it = iter(range(n))
         try:
@@ -822,27 +851,22 @@ class NodeRunner:
                 ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
                 try:
                     result = fn(ctx)
-                    if type(result) is dict:
-                        try:
+                    if result.__class__ is dict_ and len(result) == 1:
+                        out_value = result.get(only_name, _MANY)
+                        if out_value is _MANY:
                             ((name, out_value),) = result.items()
-                        except ValueError:  # not one output: the general check below
-                            name = _MANY
-                    elif result is None:
-                        continue
-                    else:
-                        name = _MANY
-                    if name is not _MANY:
-                        if type(out_value) not in _LEAVES:
-                            out_value = freeze(
-                                out_value, where=f"node {self.node_id!r} port {name!r}")
-                        if name == primary_name:
-                            out = primary
-                        else:
-                            out = outports.get(name) if type(name) is str else None
+                            out = outports.get(name)
                             if out is None:
                                 out = self.outport(str(name))
-                            if out.checked:
-                                out.check(out_value)
+                        else:
+                            out = only
+                        if type(out_value) not in _LEAVES:
+                            out_value = freeze(
+                                out_value, where=f"node {self.node_id!r} port {out.name!r}")
+                        if out.checked:
+                            out.check(out_value)
+                    elif result is None:
+                        continue
                     else:
                         out = None
                         outputs = self.outputs(result)
@@ -851,7 +875,7 @@ class NodeRunner:
                     if batch:
                         self._flush(target_q, primary, batch)
                     batch = None
-                    primary = primary_name = _UNUSED
+                    primary = _UNUSED
                     await self._recover_and_deliver(inputs, exc)
                     fn = self.fn  # a restart rebinds the behaviour
                     assert fn is not None
@@ -865,7 +889,7 @@ class NodeRunner:
                     if len(batch) >= room:  # type: ignore[arg-type]
                         self._flush(target_q, primary, batch)  # type: ignore[arg-type]
                         batch = None
-                        primary = primary_name = _UNUSED
+                        primary = _UNUSED
                 elif out is not None:
                     targets = out.targets
                     if len(targets) != 1 or out.checked \
@@ -888,6 +912,11 @@ class NodeRunner:
         order = self.order
         port = self.single
         proc = self.proc
+        # A node with one out-port: a one-entry result for it needs no lookup (the
+        # out-ports of a node never change; its targets may, so they are read per value).
+        only_name: Any = next(iter(outports)) if len(outports) == 1 else _UNUSED
+        only: Any = outports[only_name] if only_name is not _UNUSED else None
+        dict_ = dict
         self.batch_n = n
         self.batch_it = it = iter(range(n))
         self.holding = True
@@ -906,25 +935,24 @@ class NodeRunner:
                 try:
                     result = await proc(ctx)
                     if self.held:  # what it sent with ctx.send goes first
-                        name = _MANY
-                    elif type(result) is dict:
-                        try:
+                        out = None
+                        outputs = self.outputs(result)
+                    elif result.__class__ is dict_ and len(result) == 1:
+                        out_value = result.get(only_name, _MANY)
+                        if out_value is _MANY:
                             ((name, out_value),) = result.items()
-                        except ValueError:  # not one output: the general check below
-                            name = _MANY
-                    elif result is None:
-                        continue
-                    else:
-                        name = _MANY
-                    if name is not _MANY:
+                            out = outports.get(name)
+                            if out is None:
+                                out = self.outport(str(name))
+                        else:
+                            out = only
                         if type(out_value) not in _LEAVES:
                             out_value = freeze(
-                                out_value, where=f"node {self.node_id!r} port {name!r}")
-                        out = outports.get(name) if type(name) is str else None
-                        if out is None:
-                            out = self.outport(str(name))
+                                out_value, where=f"node {self.node_id!r} port {out.name!r}")
                         if out.checked:
                             out.check(out_value)
+                    elif result is None:
+                        continue
                     else:
                         out = None
                         outputs = self.outputs(result)
@@ -1029,7 +1057,7 @@ class NodeRunner:
         outputs = self._take_held() if self.held else []
         if result is None:
             return outputs
-        if not isinstance(result, Mapping):
+        if type(result) is not dict and not isinstance(result, Mapping):  # ABC check: slow
             raise ActorError(
                 f"{self.net.where()}: node {self.node_id!r} ({self.component}): a behaviour"
                 " must return a mapping of out-port -> value, or None; it returned a"
@@ -1077,7 +1105,8 @@ class NodeRunner:
 
         def announce(target: InPort) -> None:
             bus.publish(ev.MessageSent(
-                network=network, from_actor=node, from_port=out.name,
+                network=network, timestamp=_time() * 1000.0, from_actor=node,
+                from_port=out.name,
                 to_actor=target.node if target.runner is not None else "",
                 to_port=target.name, message=value, queue_depth=len(target.queue)))
 

@@ -269,14 +269,19 @@ class Collector:
     def _drain(sub: ev.EventSubscription, sink: _RowSink) -> bool:
         """Handle what is buffered; True once the network's shutdown was handled."""
         handle = sink.handle
+        shutdown = ev.NetworkShutdown
         while True:
-            try:
-                event = sub.get_nowait()
-            except trio.WouldBlock:
+            events = sub.take_all()
+            if not events:
                 return False
-            handle(event)
-            if type(event) is ev.NetworkShutdown:
-                return True
+            try:
+                while events:
+                    event = events.popleft()
+                    handle(event)
+                    if type(event) is shutdown:
+                        return True
+            finally:
+                sub.put_back(events)  # what was not handled stays for the next drain
 
     @classmethod
     def _take_buffered(cls, sub: ev.EventSubscription, rec: Recording, sink: _RowSink
