@@ -79,20 +79,22 @@ async def test_outputs_reach_the_consumer_while_the_call_runs() -> None:
 
 
 async def test_waiting_for_a_slow_consumer_is_not_the_modules_time() -> None:
-    logs: list[str] = []
-    host = _host(logs, wall_time=0.2)
+    # 500 outputs: the module's own work (500 host calls) stays far below its wall time
+    # even on a loaded machine, while the consumer takes 2x that wall time in all
+    few = STREAM.replace(f"(i32.const {N})", "(i32.const 500)")
+    host = WasmHost(node="w", wasm=few, limits=Limits(wall_time=0.5))
     taken = 0
 
     async def slow(port: str, value: Any) -> None:
         nonlocal taken
         taken += 1
-        if taken % 10 == 0:
-            await trio.sleep(0.002)  # a slow consumer: >= 1 s in all, 5x the wall time
+        if taken % 5 == 0:
+            await trio.sleep(0.01)  # 100 waits of 10 ms: 1 s, twice the wall time
 
     with trio.fail_after(120):
         async with host:
             await host.process({"in": 1}, {}, slow)
-    assert host.statistics().outputs == N
+    assert taken == 500 and host.statistics().outputs == 500
 
 
 async def test_a_consumer_that_fails_ends_the_call_with_its_error() -> None:
