@@ -34,7 +34,7 @@ import reflowpy as rf
 from reflowpy.components._common import Config as ConfigReader
 from reflowpy.components._common import load_config, report, report_in_loop
 from reflowpy.components.expression import _to_str
-from reflowpy.network.message import freeze_decoded
+from reflowpy.network.codec import decode_json
 
 __all__ = [
     "CsvRead", "CsvWrite", "JsonLinesRead", "JsonLinesWrite", "ReadDir", "ReadFile",
@@ -246,13 +246,13 @@ class JsonLinesRead(_Reader):
             if not line:
                 continue
             try:
-                value = json.loads(line)
+                value = decode_json(line)  # built immutable: no copy at send
             except ValueError as exc:
                 await report_in_loop(ctx, ValueError(f"node {ctx.node_id!r}: line {index + 1}"
                                                      f" is not JSON: {exc}"), record,
                                      line=index + 1)
                 continue
-            await send("out", freeze_decoded(value))  # built immutable: no copy at send
+            await send("out", value)
 
 
 # -- writers -----------------------------------------------------------------------------
@@ -556,7 +556,7 @@ class Stdin(rf.Actor):
             count += 1
             if self.json:
                 try:
-                    value = json.loads(line)
+                    value = decode_json(line)
                 except ValueError as exc:
                     await report_in_loop(ctx, exc, line, line=count)
                     continue

@@ -35,7 +35,7 @@ from reflowpy.components._common import (
     set_path,
 )
 from reflowpy.components.expression import Expression, Template, _to_str
-from reflowpy.network.message import freeze_decoded
+from reflowpy.network.codec import decode_json
 
 _EXPRESSION = msgspec.Meta(description="A safe expression over the packet (x, msg, its fields)")
 _POINTER = msgspec.Meta(description="A JSON pointer (/a/b/0) or dotted path (a.b.0)")
@@ -450,7 +450,8 @@ class RenderTemplate(PerMessage):
 class JsonParse(PerMessage):
     """Parse JSON text (str or bytes) into a value; bad JSON goes to ``error``.
 
-    The parsed value is built immutable directly (no freeze-copy at send).
+    The parsed value is ``json.loads``'s, built immutable by
+    :func:`~reflowpy.network.codec.decode_json` (msgspec; no freeze-copy at send).
     """
 
     class Config(msgspec.Struct, frozen=True, kw_only=True):
@@ -472,11 +473,11 @@ class JsonParse(PerMessage):
         try:
             if not isinstance(text, (str, bytes)):
                 raise TypeError(f"expected str or bytes, got {type(text).__name__}")
-            value = json.loads(text)
+            value = decode_json(text)
         except (ValueError, TypeError) as exc:
             return error_output(ctx, ValueError(f"node {ctx.node_id!r}: invalid JSON: {exc}"),
                                 text)
-        return {"out": freeze_decoded(value)}
+        return {"out": value}
 
 
 class JsonStringify(PerMessage):

@@ -116,50 +116,38 @@ def is_frozen(value: Any) -> bool:
     return type(value) in _LEAVES
 
 
+#: Types a dict key may have (scalars; not the containers, though they are leaves).
+_KEYS: frozenset[type] = _LEAVES - {FrozenDict, FrozenList}
+
+
 def freeze(value: Any, *, where: str = "") -> Any:
     """Return ``value`` as an immutable message, copying only what is mutable.
 
     Raises :class:`~reflowpy.MessageError` for values that cannot be messages; ``where``
     (e.g. ``"node 'a' port 'out'"``) is put in front of the message.
+
+    A flat ``dict`` or ``list`` (every item already a leaf, the common record) is
+    checked in one C-level pass over its types and copied in one more; only nested or
+    unusual values take the recursive walk, which names the path of what it refuses.
     """
-    if type(value) in _LEAVES:
+    t = type(value)
+    if t in _LEAVES:
         return value
+    if t is dict:
+        if _LEAVES.issuperset(map(type, value.values())) and _KEYS.issuperset(map(type, value)):
+            return FrozenDict(value)
+    elif t is list and _LEAVES.issuperset(map(type, value)):
+        return FrozenList(value)
     return _freeze(value, where, "")
 
 
 def freeze_decoded(value: Any) -> Any:
     """:func:`freeze` for a value a JSON or msgpack decoder has just built.
 
-    Such a value is a tree of plain ``dict`` (with ``str`` keys), ``list`` and scalars,
-    so each container becomes a ``FrozenDict``/``FrozenList`` in one C-level copy, with
-    no per-key checks and no path bookkeeping; a flat record costs one scan of its
-    values. Anything else (another key or value type) takes :func:`freeze`'s checks.
+    The same result as :func:`freeze` (whose flat-container check is what made this
+    faster once); kept so decoders say what they hand over.
     """
-    t = type(value)
-    if t is dict:
-        for v in value.values():
-            if type(v) not in _LEAVES:
-                break
-        else:
-            for k in value:
-                if type(k) is not str:
-                    return _freeze(value, "", "")
-            return FrozenDict(value)
-        out = {}
-        for k, v in value.items():
-            if type(k) is not str:
-                return _freeze(value, "", "")
-            out[k] = v if type(v) in _LEAVES else freeze_decoded(v)
-        return FrozenDict(out)
-    if t is list:
-        for v in value:
-            if type(v) not in _LEAVES:
-                return FrozenList([v if type(v) in _LEAVES else freeze_decoded(v)
-                                   for v in value])
-        return FrozenList(value)
-    if t in _LEAVES:
-        return value
-    return _freeze(value, "", "")
+    return freeze(value)
 
 
 def _freeze(value: Any, where: str, path: str) -> Any:
@@ -167,13 +155,18 @@ def _freeze(value: Any, where: str, path: str) -> Any:
     if t in _LEAVES:
         return value
     if t is dict or isinstance(value, dict):
+        if t is dict and _LEAVES.issuperset(map(type, value.values())) \
+                and _KEYS.issuperset(map(type, value)):
+            return FrozenDict(value)  # flat: one check, one copy (as in freeze)
         out = {}
         for k, v in value.items():
-            if type(k) not in _LEAVES or type(k) in (FrozenDict, FrozenList):
+            if type(k) not in _KEYS:
                 _refuse(k, where, f"{path} key", "a dict key must be a str, int or other scalar")
             out[k] = v if type(v) in _LEAVES else _freeze(v, where, f"{path}.{k}")
         return FrozenDict(out)
     if t is list or isinstance(value, list):
+        if t is list and _LEAVES.issuperset(map(type, value)):
+            return FrozenList(value)
         return FrozenList(
             [v if type(v) in _LEAVES else _freeze(v, where, f"{path}[{i}]")
              for i, v in enumerate(value)]
