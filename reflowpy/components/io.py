@@ -1,8 +1,9 @@
 """io/*: files, directories, stdin/stdout, CSV, JSON lines and SQLite.
 
 Blocking calls run in worker threads (``trio.to_thread``), a bounded slice at a time
-(``batch`` lines or ``chunk_size`` bytes); readers read the next slice while the
-current one is sent and hold at most three. A slow consumer therefore stops the
+(about 1 MiB of text for the line readers, ``batch`` rows or ``chunk_size`` bytes for
+the others); readers read the next slice while the current one is sent and hold at
+most three. A slow consumer therefore stops the
 reading (backpressure) and memory stays bounded whatever the file size. Writers
 buffer up to ``buffer_size`` bytes and flush when that fills, ``flush_interval``
 seconds after the first unflushed write, on a ``flush`` packet, and when the network
@@ -63,7 +64,8 @@ class _Reader(rf.Actor):
             description="File read at start (more paths may arrive on in)")] = None
         encoding: Annotated[str, msgspec.Meta(description="Text encoding")] = "utf-8"
         batch: Annotated[int, msgspec.Meta(
-            ge=1, description="Records read per worker-thread hop")] = 512
+            ge=1, description="Records read per worker-thread hop (CSV rows; the line"
+                              " readers take about 1 MiB of text per hop)")] = 512
 
     async def setup(self, ctx: rf.ActorContext) -> None:
         load_config(ctx, type(self).Config)  # types, with the field path in the error
@@ -80,21 +82,26 @@ class _Reader(rf.Actor):
         """Yield records from an open file (runs in a worker thread)."""
         raise NotImplementedError
 
+    def puller(self, f: IO[Any]) -> Callable[[], list[Any]]:
+        """What one worker-thread hop runs: the next records (``[]`` at the end).
+        By default ``batch`` records from :meth:`records`."""
+        records = self.records(f)
+        return lambda: list(islice(records, self.batch))
+
     async def emit(self, ctx: rf.ActorContext, chunk: list[Any], first: int) -> None:
         """Send one chunk of records (``first`` is the index of its first record)."""
         send = ctx.send
         for record in chunk:
             await send("out", record)
 
-    async def _prefetch(self, records: Iterator[Any],
+    async def _prefetch(self, pull: Callable[[], list[Any]],
                         chunks: trio.MemorySendChannel[Any]) -> None:
         """Read chunks in a worker thread into ``chunks``; a read error is sent as the
         last item, the end of the file closes the channel."""
         async with chunks:
             while True:
                 try:
-                    chunk: Any = await trio.to_thread.run_sync(
-                        lambda: list(islice(records, self.batch)))
+                    chunk: Any = await trio.to_thread.run_sync(pull)
                 except (OSError, ValueError, csv.Error) as exc:
                     chunk = exc
                 if not isinstance(chunk, Exception) and not chunk:
@@ -123,13 +130,13 @@ class _Reader(rf.Actor):
             return
         count = 0
         try:
-            records = self.records(f)
+            pull = self.puller(f)
             # The worker thread reads the next chunk while this one is sent: the hop to
             # the thread and back is hidden behind the sending, and at most three
             # chunks are held (one read, one queued, one being sent).
             chunks_tx, chunks_rx = trio.open_memory_channel[Any](1)
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._prefetch, records, chunks_tx)
+                nursery.start_soon(self._prefetch, pull, chunks_tx)
                 async with chunks_rx:
                     async for chunk in chunks_rx:
                         if isinstance(chunk, Exception):
@@ -148,6 +155,74 @@ class _Reader(rf.Actor):
         while True:
             _, path = await ctx.receive("in")
             await self.read(ctx, path)
+
+
+#: Text a line reader takes per worker-thread hop, and the piece it decodes at a time
+#: (as iterating a text file does, so a decode error costs no line decoded before it).
+_HOP_CHARS = 1 << 20
+_DECODE_CHARS = 8192
+
+
+class _Lines:
+    """The lines of a text file, about 1 MiB per call (one worker-thread hop).
+
+    Splits as iterating a file opened with ``newline=""`` does, at ``\\n``, ``\\r\\n``
+    and a lone ``\\r``, and drops the line ends; in C string operations, not a Python
+    step per line, and with few hops (each hop hands the GIL back and forth). A read or
+    decode error is raised on the call after the one returning the complete lines
+    read before it, so those are still sent.
+    """
+
+    __slots__ = ("eof", "error", "f", "hold")
+
+    def __init__(self, f: IO[str]) -> None:
+        self.f = f
+        self.hold = ""  # the start of a line whose end is not read yet
+        self.error: Exception | None = None
+        self.eof = False
+
+    def __call__(self) -> list[str]:
+        lines: list[str] = []
+        while not lines:
+            if self.error is not None:
+                raise self.error
+            if self.eof:
+                return lines
+            lines = self._hop()
+        return lines
+
+    def _hop(self) -> list[str]:
+        parts = [self.hold]
+        size = 0
+        read = self.f.read
+        try:
+            while size < _HOP_CHARS:
+                part = read(_DECODE_CHARS)
+                if not part:
+                    self.eof = True
+                    break
+                parts.append(part)
+                size += len(part)
+        except (OSError, ValueError) as exc:
+            self.error = exc
+        text = "".join(parts)
+        cr = ""
+        if not self.eof and self.error is None and text.endswith("\r"):
+            # perhaps the first half of a \r\n: decided by the next hop
+            text, cr = text[:-1], "\r"
+        if "\r" in text:
+            text = text.replace("\r\n", "\n").replace("\r", "\n")
+        lines = text.split("\n")
+        rest = lines.pop()  # after the last line end: a line not ended yet, or ""
+        if self.eof:
+            if rest:
+                lines.append(rest)
+            self.hold = ""
+        elif self.error is not None:
+            self.hold = ""  # cut by the error: not a whole line
+        else:
+            self.hold = rest + cr
+        return lines
 
 
 class ReadFile(_Reader):
@@ -179,9 +254,10 @@ class ReadFile(_Reader):
     def records(self, f: IO[Any]) -> Iterator[Any]:
         if self.mode == "bytes":
             return iter(lambda: f.read(self.chunk_size), b"")
-        if self.mode == "text":
-            return iter([f.read()])
-        return (line.rstrip("\r\n") for line in f)
+        return iter([f.read()])
+
+    def puller(self, f: IO[Any]) -> Callable[[], list[Any]]:
+        return _Lines(f) if self.mode == "lines" else super().puller(f)
 
 
 class CsvRead(_Reader):
@@ -236,8 +312,8 @@ class JsonLinesRead(_Reader):
     description = "Streams values from a JSON-lines file"
     icon = "file-code-o"
 
-    def records(self, f: IO[Any]) -> Iterator[Any]:
-        return iter(f)
+    def puller(self, f: IO[Any]) -> Callable[[], list[Any]]:
+        return _Lines(f)
 
     async def emit(self, ctx: rf.ActorContext, chunk: list[Any], first: int) -> None:
         send = ctx.send

@@ -74,21 +74,66 @@ async def test_reader_config_errors(component: str, config: dict[str, Any], matc
         await run_node(component, config)
 
 
+@pytest.mark.parametrize("component", ["io/ReadFile", "io/JsonLinesRead"])
 @pytest.mark.parametrize("batch", [1, 7, 64, 512])
-async def test_read_error_mid_file_keeps_what_was_read(tmp_path: Path, batch: int) -> None:
-    """A chunk that fails to read (bad UTF-8 after 5,000 good lines) is reported once,
-    after every earlier chunk was sent; the reading stops there, as before the
-    prefetching (text is decoded 8 KiB at a time, so the lines sent are the whole
-    chunks before the failing decode)."""
+async def test_read_error_mid_file_keeps_what_was_read(tmp_path: Path, batch: int,
+                                                       component: str) -> None:
+    """A piece of text that fails to decode (bad UTF-8 after 5,000 good lines) is
+    reported once, after every line decoded before it was sent; the reading stops
+    there. Text is decoded 8 KiB at a time (as iterating a text file does), so the
+    lines sent are those wholly inside the pieces before the failing one, whatever
+    the batch."""
     path = tmp_path / "bad.txt"
-    good = [f"line {i}" for i in range(5000)]
+    good = [f"{i:>8}" for i in range(5000)]  # 9 bytes a line
     path.write_bytes(("\n".join(good) + "\n").encode() + b"\xff\xfe\nafter\n")
-    r = await run_node("io/ReadFile", {"path": str(path), "batch": batch})
+    r = await run_node(component, {"path": str(path), "batch": batch})
     sent = len(r["out"])
-    assert r["out"] == good[:sent]
-    assert sent % batch == 0 and sent > 4000
+    want = good if component == "io/ReadFile" else [int(x) for x in good]
+    assert r["out"] == want[:sent]
+    assert sent == (45_000 // 8192 * 8192) // 9  # the lines of the five good pieces
     assert len(r["error"]) == 1 and r["error"][0]["record"] == sent
     assert r["done"] == [{"path": str(path), "count": sent}]
+
+
+_text = st.lists(st.sampled_from(["a", "bc", " ", "\r", "\n", "\r\n", "\u00e9", "\u2028",
+                                  "\x0c", "\x85", "{}"]), max_size=60).map("".join)
+
+
+@settings(max_examples=long_scale(300), deadline=None)
+@given(_text, st.integers(1, 9), st.integers(1, 5))
+def test_line_splitter_equals_iterating_the_file(text: str, hop: int, piece: int) -> None:
+    """The reader's line splitter (whole hops of text, split with str operations)
+    gives the lines that iterating the file with ``newline=""`` and stripping the line
+    ends gives, wherever its hop and decode boundaries fall (a \\r\\n split across two
+    hops included)."""
+    import io
+
+    from reflowpy.components import io as rio
+
+    want = [line.rstrip("\r\n") for line in io.StringIO(text, newline="")]
+    old = rio._HOP_CHARS, rio._DECODE_CHARS
+    rio._HOP_CHARS, rio._DECODE_CHARS = hop, piece
+    try:
+        pull = rio._Lines(io.StringIO(text, newline=""))
+        got: list[str] = []
+        while chunk := pull():
+            got.extend(chunk)
+    finally:
+        rio._HOP_CHARS, rio._DECODE_CHARS = old
+    assert got == want
+
+
+@settings(max_examples=long_scale(30), deadline=None)
+@given(_text)
+async def test_read_file_lines_with_any_line_ends(tmp_path_factory: pytest.TempPathFactory,
+                                                  text: str) -> None:
+    path: Path = tmp_path_factory.mktemp("le") / "in.txt"
+    path.write_bytes(text.encode())
+    with open(path, encoding="utf-8", newline="") as f:
+        want = [line.rstrip("\r\n") for line in f]
+    r = await run_node("io/ReadFile", {"path": str(path)})
+    assert r["out"] == want
+    assert r["done"] == [{"path": str(path), "count": len(want)}]
 
 
 async def test_forced_stop_while_reading_a_big_file(tmp_path: Path) -> None:
