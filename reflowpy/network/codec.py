@@ -138,7 +138,16 @@ def decode_json(text: str | bytes) -> Any:
     except (msgspec.DecodeError, UnicodeEncodeError, RecursionError):
         value = json.loads(text)
     t = type(value)
-    if t is dict or t is list:
+    if t is dict:
+        # An object whose text has one "{" and no "[" holds no container (each would
+        # need one of them, in any encoding JSON may have): its dict is frozen by one
+        # copy, without looking at its values.
+        if isinstance(text, str):
+            flat = "[" not in text and text.count("{") == 1
+        else:
+            flat = b"[" not in text and text.count(b"{") == 1
+        return FrozenDict(value) if flat else _frozen_json(value)
+    if t is list:
         return _frozen_json(value)
     return value
 

@@ -271,6 +271,11 @@ JSON_EDGES: list[str | bytes] = [
     b"\xef\xbb\xbf[1]", "1.0".encode("utf-16"), '"a\x01b"', "[1,]", "01", "1.", "", " ", "\x0c1",
     b'"\xff"', '"\\u0000"', "tru", "[" * 3000 + "]" * 3000, '{"a": [1, {"b": null}]}',
     '[{"x": [[], {}]}, "s", 1.5, true, false, null]',
+    # the flat-object shortcut: braces and brackets in strings, nesting in any encoding
+    '{"a": "[x", "b": 1}', '{"a": "{"}', '{"a": {"b": 1}}', '{"a": [1]}', '{"a": "}"}',
+    '{"a": {}}', '{"\\u007b": []}', '{"a": "\\u005b"}', '{"a": {"b": [{}]}}',
+    '{"a": {"b": 1}}'.encode("utf-16"), '{"a": [2]}'.encode("utf-32"), b'{"a": {"b": 1}}',
+    b'{"a": "x"}',
 ]
 
 
