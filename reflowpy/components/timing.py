@@ -245,12 +245,6 @@ class Window(rf.Actor):
                 out["items"] = items
             await ctx.send("out", out)
 
-    def _end_of(self, t: float) -> float:
-        """When the last window a packet at ``t`` belongs to ends (event time)."""
-        if self.kind == "session":
-            return float(t + self.gap)
-        return float(math.floor(t / self.step) * self.step + self.size)
-
     def _deadline(self) -> float:
         if self.time_path is not None or not self.open:
             return math.inf
@@ -264,9 +258,11 @@ class Window(rf.Actor):
         return math.inf
 
     async def run(self, ctx: rf.ActorContext) -> None:
-        watermark = -math.inf
-        time_of, key_of = self.time_of, self.key_of
-        event_time = self.time_path is not None
+        if self.time_path is not None:
+            await self._run_event_time(ctx)
+            return
+        # processing time: windows close when their end comes on trio's clock
+        key_of = self.key_of
         while True:
             got = await _receive_until(ctx, self._deadline())
             if got is None:
@@ -276,32 +272,55 @@ class Window(rf.Actor):
             if port == "flush":
                 await self._close(ctx, math.inf)
                 continue
-            if event_time:
-                t = time_of(value)
-                if isinstance(t, bool) or not isinstance(t, (int, float)):
-                    await report_in_loop(ctx, ValueError(
-                        f"node {ctx.node_id!r}: packet has no numeric time at"
-                        f" {'/'.join(self.time_path)!r}"), value)  # type: ignore[arg-type]
-                    continue
-                t = float(t)
-            else:
-                t = trio.current_time()
-                if self.origin is None:
-                    self.origin = t
+            t = trio.current_time()
+            if self.origin is None:
+                self.origin = t
             key = key_of(value)
             self._current = value
-            if event_time:
-                if self._end_of(t) <= watermark - self.lateness:
-                    await report_in_loop(ctx, ValueError(
-                        f"node {ctx.node_id!r}: packet at t={t} is later than the"
-                        f" allowed lateness ({self.lateness}s)"), value)
-                    continue
-                self._assign(key, t)
-                if t > watermark:
-                    watermark = t
-                await self._close(ctx, watermark - self.lateness)
-            else:
-                self._assign(key, t)
+            self._assign(key, t)
+
+    async def _run_event_time(self, ctx: rf.ActorContext) -> None:
+        # The loop of run() for event time, with its steps inlined (one pass per
+        # packet of a log stream): no timer can be due (windows close when a later
+        # packet moves the watermark), so it waits with a plain receive, and it looks
+        # for closed windows only when the heap's first end has passed.
+        watermark = -math.inf
+        time_of, key_of = self.time_of, self.key_of
+        lateness, due, assign = self.lateness, self.due, self._assign
+        session = self.kind == "session"
+        gap = self.gap if session else 0.0
+        step = 0.0 if session else self.step
+        size = 0.0 if session else self.size
+        floor = math.floor
+        receive = ctx.receive
+        while True:
+            port, value = await receive()
+            if port == "flush":
+                await self._close(ctx, math.inf)
+                continue
+            t = time_of(value)
+            kind = type(t)
+            if kind is not float and kind is not int and (
+                    isinstance(t, bool) or not isinstance(t, (int, float))):
+                await report_in_loop(ctx, ValueError(
+                    f"node {ctx.node_id!r}: packet has no numeric time at"
+                    f" {'/'.join(self.time_path)!r}"), value)  # type: ignore[arg-type]
+                continue
+            t = float(t)
+            key = key_of(value)
+            self._current = value
+            # when the last window holding t ends
+            end = float(t + gap) if session else float(floor(t / step) * step + size)
+            if end <= watermark - lateness:
+                await report_in_loop(ctx, ValueError(
+                    f"node {ctx.node_id!r}: packet at t={t} is later than the"
+                    f" allowed lateness ({self.lateness}s)"), value)
+                continue
+            assign(key, t)
+            if t > watermark:
+                watermark = t
+            if due and due[0][0] <= watermark - lateness:  # as _close's first test
+                await self._close(ctx, watermark - lateness)
 
     async def teardown(self, ctx: rf.ActorContext) -> None:
         for key in sorted(self.open, key=lambda k: (k[1], str(k[0]), self.open[k][3])):

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -120,11 +120,32 @@ class Expr(Map):
                                  " (or 'fields')")
 
 
+#: Where a Filter node keeps its compiled expression (in its state, as PerMessage's step).
+_FILTER = "\x00filter"
+
+
+def _filter(ctx: rf.ActorContext) -> Mapping[str, Any] | None:
+    # Filter's behaviour, called by the kernel directly (no bound step in between: it
+    # sees every packet of a stream)
+    value = ctx.inputs["in"]
+    try:
+        keep = ctx.state[_FILTER](value)
+    except rf.ExpressionError as exc:
+        return error_output(ctx, exc, value)
+    if keep:
+        return {"out": value}
+    if ctx.connected("rejected"):
+        return {"rejected": value}
+    return None
+
+
 class Filter(PerMessage):
     """Pass packets for which ``expression`` is truthy; others go to ``rejected``.
 
     Config: ``expression`` (required), e.g. ``"level in ['error', 'fatal']"``.
     """
+
+    behaviour: ClassVar[Callable[[rf.ActorContext], Any]] = staticmethod(_filter)
 
     class Config(msgspec.Struct, frozen=True, kw_only=True):
         expression: Annotated[str, _EXPRESSION]
@@ -140,19 +161,10 @@ class Filter(PerMessage):
 
     def configure(self, ctx: rf.ActorContext) -> None:
         cfg = load_config(ctx, Filter.Config)
-        self.call = expression_at(ctx, "expression", cfg.expression).call
+        ctx.state[_FILTER] = expression_at(ctx, "expression", cfg.expression).call
 
     def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
-        value = ctx.inputs["in"]
-        try:
-            keep = self.call(value)
-        except rf.ExpressionError as exc:
-            return error_output(ctx, exc, value)
-        if keep:
-            return {"out": value}
-        if ctx.connected("rejected"):
-            return {"rejected": value}
-        return None
+        return _filter(ctx)
 
 
 _REDUCERS: dict[str, tuple[Any, str]] = {
@@ -447,6 +459,18 @@ class RenderTemplate(PerMessage):
             return error_output(ctx, exc, value)
 
 
+def _parse_json(ctx: rf.ActorContext) -> Mapping[str, Any] | None:
+    # JsonParse's behaviour, called by the kernel directly (it has no per-node state)
+    text = ctx.inputs["in"]
+    try:
+        if not isinstance(text, (str, bytes)):
+            raise TypeError(f"expected str or bytes, got {type(text).__name__}")
+        value = decode_json(text)
+    except (ValueError, TypeError) as exc:
+        return error_output(ctx, ValueError(f"node {ctx.node_id!r}: invalid JSON: {exc}"), text)
+    return {"out": value}
+
+
 class JsonParse(PerMessage):
     """Parse JSON text (str or bytes) into a value; bad JSON goes to ``error``.
 
@@ -465,19 +489,13 @@ class JsonParse(PerMessage):
         rf.Port("error", type="object", required=False, description="Text that is not JSON"),
     ]
 
+    behaviour: ClassVar[Callable[[rf.ActorContext], Any]] = staticmethod(_parse_json)
+
     def configure(self, ctx: rf.ActorContext) -> None:
         load_config(ctx, JsonParse.Config)
 
     def step(self, ctx: rf.ActorContext) -> Mapping[str, Any] | None:
-        text = ctx.inputs["in"]
-        try:
-            if not isinstance(text, (str, bytes)):
-                raise TypeError(f"expected str or bytes, got {type(text).__name__}")
-            value = decode_json(text)
-        except (ValueError, TypeError) as exc:
-            return error_output(ctx, ValueError(f"node {ctx.node_id!r}: invalid JSON: {exc}"),
-                                text)
-        return {"out": value}
+        return _parse_json(ctx)
 
 
 class JsonStringify(PerMessage):
