@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import json
 import os
+import resource
 import shutil
 import signal
 import statistics
@@ -97,7 +98,8 @@ def variants(peers2: Path, peers_py: str, bytewax_py: str, logs: str,
               ("W5", label, [*k, "W5"], {}, cwd)]
         w6 = [me, "-m", "benchmarks", "w6", "--path", logs, "--runs", "1", "--only"]
         v += [("W6", f"{label}(plain)", [*w6, "plain"], {}, cwd),
-              ("W6", f"{label}(std)", [*w6, "std,expr"], {}, cwd)]
+              ("W6", f"{label}(std)", [*w6, "std"], {}, cwd),
+              ("W6", f"{label}(expr)", [*w6, "expr"], {}, cwd)]
     uv = {"PEERBENCH_UVLOOP": "1"}
     for lib, env in (("asyncio", {}), ("asyncio+uvloop", uv)):
         script = str(old / "asyncio_raw.py")
@@ -122,6 +124,7 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None,
          timeout: float) -> tuple[list[dict[str, Any]], str | None]:
     full = dict(os.environ, PYTHONDONTWRITEBYTECODE="1", **env)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        cpu0 = _child_cpu()
         p = subprocess.Popen(argv, stdout=out, stderr=err, env=full, cwd=cwd,
                              start_new_session=True)
         status = None
@@ -133,18 +136,27 @@ def _run(argv: list[str], env: dict[str, str], cwd: str | None,
             status = f"timeout {timeout:g}s"
             os.killpg(p.pid, signal.SIGKILL)  # the group of the process started above
             p.wait()
+        cpu = round(_child_cpu() - cpu0, 3)
         out.seek(0)
         err.seek(0)
         lines = []
         for line in out.read().splitlines():
             if line.startswith("{"):
                 with contextlib.suppress(ValueError):
-                    lines.append(json.loads(line))
+                    lines.append(json.loads(line) | {"process_cpu_s": cpu})
         if status:
             lines.append({"error": status, "stderr_tail": err.read()[-600:]})
         elif not lines:
             lines.append({"error": "no output", "stderr_tail": err.read()[-600:]})
         return lines, status
+
+
+def _child_cpu() -> float:
+    """CPU seconds (user + system) of the children waited for so far: around one
+    child's run, its whole process (start-up and imports included; the machine's
+    load inflates wall times, much less CPU times)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def _figure(group: str, d: dict[str, Any]) -> float | None:
@@ -173,6 +185,7 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     medians and paired per round (median of each round's own ratio, steadier on a
     shared, noisy machine)."""
     table: dict[tuple[str, str], dict[int, float]] = {}
+    cpus: dict[tuple[str, str], list[float]] = {}
     for d in results:
         group = d["group"]
         value = _figure(group, d)
@@ -180,6 +193,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
             continue
         name = d["sys"] + (f" ({d['behaviour']})" if d.get("behaviour") else "")
         table.setdefault((group, name), {})[d.get("round", 0)] = value
+        if isinstance(d.get("process_cpu_s"), (int, float)):
+            cpus.setdefault((group, name), []).append(d["process_cpu_s"])
     out = []
     for group in GROUPS:
         rows = {name: vs for (g, name), vs in table.items() if g == group}
@@ -194,6 +209,8 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
         for name, value in sorted(medians.items()):
             line: dict[str, Any] = {"summary": group, "sys": name, FIGURES[group][0]: value,
                                     "rounds": len(rows[name])}
+            if cpus.get((group, name)):
+                line["process_cpu_s"] = statistics.median(cpus[(group, name)])
             if best is not None and best[1]:
                 line["best_peer"] = best[0]
                 line["ratio_to_best_peer"] = _ratio(value, best[1], bigger)

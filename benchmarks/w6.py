@@ -187,8 +187,14 @@ def build(path: str, std: bool) -> rf.Graph:
     return g
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def run_once(path: str, std: bool, reg: rf.Registry | None = None) -> tuple[float, dict[str, Any]]:
-    """One timed run (start + drain + stop): seconds and the output digest."""
+    """One timed run (start + drain + stop): seconds and the output digest (with the
+    run's CPU seconds, all threads, under ``cpu_seconds``)."""
     graph = build(path, std)
     registry = reg if reg is not None else _registry(std)
 
@@ -202,8 +208,10 @@ def run_once(path: str, std: bool, reg: rf.Registry | None = None) -> tuple[floa
         return seconds, net._runners["sink"].actor.rows  # type: ignore[attr-defined]
 
     gc.collect()
+    cpu0 = _cpu()
     seconds, rows = trio.run(main)
-    return seconds, digest(rows)
+    cpu = _cpu() - cpu0
+    return seconds, {**digest(rows), "cpu_seconds": cpu}
 
 
 def _emit(line: dict[str, Any]) -> None:
@@ -214,16 +222,18 @@ def _emit(line: dict[str, Any]) -> None:
 
 def pipeline(path: str, n: int, std: bool, runs: int, expected: dict[str, Any]) -> None:
     reg = _registry(std)
-    times = []
+    times, cpus = [], []
     for _ in range(runs):
         seconds, got = run_once(path, std, reg)
+        cpus.append(got.pop("cpu_seconds"))
         if got != expected:
             raise AssertionError(f"W6 {'std' if std else 'plain'}: output {got} != {expected}")
         times.append(seconds)
     seconds = statistics.median(times)
     _emit({"workload": "W6 log pipeline", "n": n, "seconds": round(seconds, 4),
            "msgs_per_s": round(n / seconds), "variant": "std" if std else "plain",
-           "runs": [round(t, 4) for t in times], **expected})
+           "runs": [round(t, 4) for t in times],
+           "cpu_seconds": round(statistics.median(cpus), 4), **expected})
 
 
 def _per_call(fn: Callable[[Any], Any], value: Any, k: int) -> float:
