@@ -380,14 +380,33 @@ class WebSocketServer:
 async def serve_websocket(
     handler: Callable[[Connection], Awaitable[None]], host: str, port: int, *,
     ssl_context: ssl.SSLContext | None = None, max_frame: int = MAX_FRAME,
-    handshake_timeout: float = 10.0,
+    handshake_timeout: float = 10.0, max_connections: int = 1000,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """A bare WebSocket bridge listener on ``host:port`` (any path); reports a
-    :class:`WebSocketServer` through ``task_status``."""
+    :class:`WebSocketServer` through ``task_status``.
+
+    Only bridge peers are served: an upgrade request carrying ``Origin`` comes from a
+    browser page (browsers always send it on WebSocket handshakes, peers never do)
+    and is refused with 403, so a web page cannot reach the bridge through the
+    user's browser, whatever the token. Beyond ``max_connections`` connections at
+    once a new one is closed before its handshake is read."""
     listeners = await trio.open_tcp_listeners(port, host=host)
+    live = 0
 
     async def handle(raw: trio.SocketStream) -> None:
+        nonlocal live
+        stream: trio.abc.Stream = raw
+        if live >= max_connections:
+            await _close_quietly(stream)
+            return
+        live += 1
+        try:
+            await serve_one(raw)
+        finally:
+            live -= 1
+
+    async def serve_one(raw: trio.SocketStream) -> None:
         stream: trio.abc.Stream = raw
         peer = raw.socket.getpeername()
         what = f"ws peer {peer[0]}:{peer[1]}"
@@ -402,6 +421,9 @@ async def serve_websocket(
                 request = _handshake_event(ws, head, what)
                 if not isinstance(request, wse.Request):
                     raise LinkClosed(f"{what}: expected an upgrade request")
+                if any(name.lower() == b"origin" for name, _ in request.extra_headers):
+                    await stream.send_all(ws.send(wse.RejectConnection(status_code=403)))
+                    raise LinkClosed(f"{what}: a browser (Origin header); bridge peers only")
                 await stream.send_all(ws.send(wse.AcceptConnection()))
         except (trio.TooSlowError, LinkClosed, *_STREAM_ERRORS, ssl.SSLError):
             await _close_quietly(stream)
