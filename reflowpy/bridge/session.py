@@ -436,6 +436,8 @@ class Session:
 
     def _dispatch(self, frame: Frame) -> None:
         if isinstance(frame, Data):
+            for credit in frame.credits:  # riding along: window first, then the data
+                self._on_credit(credit)
             inc = self.inc.get(frame.channel)
             if inc is None:
                 raise BridgeProtocolError(f"DATA on unknown channel {frame.channel}")
@@ -446,16 +448,7 @@ class Session:
             if inc.resume_due or inc.credit_due:
                 self._writer.fire()
         elif isinstance(frame, Credit):
-            out = self.out.get(frame.channel)
-            if out is None:
-                raise BridgeProtocolError(f"CREDIT for unknown channel {frame.channel}")
-            out.on_credit(frame)
-            if frame.checkpoint and self.on_checkpoint is not None:
-                self.on_checkpoint(frame.channel, frame.acked, dict(frame.checkpoint))
-            self._room[frame.channel].fire()
-            self._progress.fire()
-            if out.pending():  # data held back for want of credit may go now
-                self._writer.fire()
+            self._on_credit(frame)
         elif isinstance(frame, Resume):
             out = self.out.get(frame.channel)
             if out is None:
@@ -479,10 +472,22 @@ class Session:
         else:
             raise BridgeProtocolError("HELLO after the handshake")
 
+    def _on_credit(self, frame: Credit) -> None:
+        out = self.out.get(frame.channel)
+        if out is None:
+            raise BridgeProtocolError(f"CREDIT for unknown channel {frame.channel}")
+        out.on_credit(frame)
+        if frame.checkpoint and self.on_checkpoint is not None:
+            self.on_checkpoint(frame.channel, frame.acked, dict(frame.checkpoint))
+        self._room[frame.channel].fire()
+        self._progress.fire()
+        if out.pending():  # data held back for want of credit may go now
+            self._writer.fire()
+
     def _collect(self, flush: bool = False) -> list[bytes]:
         """The frames to write now: control, resumes and due credits first, then data
-        (one frame per channel per round). Idle credits ride along when anything is
-        written, or go alone with ``flush`` (the ack delay ran out)."""
+        (one frame per channel per round). Idle credits ride along, ahead of the data,
+        when anything is written, or go alone with ``flush`` (the ack delay ran out)."""
         frames: list[bytes] = []
         control = self._control
         while control:
@@ -495,37 +500,47 @@ class Session:
                 frames.append(self._credit_frame(inc))
             elif inc.credit_idle:
                 idle.append(inc)
-        # data: one frame per channel per round, a bounded number of rounds
+        # data: one frame per channel per round, a bounded number of rounds; idle
+        # credits ride inside the first DATA (its peer takes them before the batch)
         for _ in range(4):
             progressed = False
             for out in self.out.values():
                 if not out.pending():
                     continue
-                frame = self._data_frame(out)
+                riders = [self._credit(inc) for inc in idle] if idle else []
+                idle = []
+                frame = self._data_frame(out, riders)
                 if frame is not None:
                     frames.append(frame)
                     progressed = True
+                else:  # no DATA after all: the credits go alone
+                    frames.extend(encode_frame(c) for c in riders)
             if not progressed:
                 break
         if idle and (frames or flush):
             frames.extend(self._credit_frame(inc) for inc in idle)
         return frames
 
-    def _credit_frame(self, inc: InChannel) -> bytes:
+    def _credit(self, inc: InChannel) -> Credit:
         if inc.ack_on == "completion" and self.checkpoint is not None:
-            return encode_frame(inc.take_credit(self.checkpoint()))
-        return encode_frame(inc.take_credit())
+            return inc.take_credit(self.checkpoint())
+        return inc.take_credit()
+
+    def _credit_frame(self, inc: InChannel) -> bytes:
+        return encode_frame(self._credit(inc))
 
     def _idle_credit(self) -> bool:
         return any(inc.credit_idle for inc in self.inc.values())
 
-    def _data_frame(self, out: OutChannel) -> bytes | None:
+    def _data_frame(self, out: OutChannel, credits: list[Credit]) -> bytes | None:
         hint = self._batch_hint.get(out.id, self.max_batch)
         while True:
             resent, high = out.resent, out.high_sent
             data = out.take_data(hint)
             if data is None:
                 return None
+            if credits:
+                data = Data(data.channel, data.seq, data.batch, credits)
             encoded = encode_frame(data, compress_threshold=self.compress_threshold)
             size = _decoded_size(encoded)  # the receiver limits the decompressed size
             limit = self.peer_max_frame
