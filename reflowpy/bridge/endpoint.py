@@ -7,12 +7,13 @@ token (``--token`` / ``REFLOWPY_TOKEN``; none configured: the empty token, loopb
 only), so the token never crosses the wire. ``ServerState.bridge_allow`` (if set) is
 the allow-list of components peers may place here.
 
-Through Hypercorn and Starlette every bridge frame is one ASGI message, some five times
-slower than the bridge's own WebSocket listener. :func:`serve_port` (``reflowpy serve
---bridge-listen HOST:PORT``) runs that listener on a port of its own, in front of the
-same Host: same token challenge, same allow-list, TLS with its own cert/key, and
-browsers refused (a request with ``Origin``), as the guard refuses cross-site ones on
-``/bridge``. A session may move between the two (both reach the same deployments).
+Through Hypercorn and Starlette every bridge frame is one ASGI message (1.5-2x the
+round trip of the bridge's own WebSocket listener, ``python -m benchmarks bridge``).
+:func:`serve_port` (``reflowpy serve --bridge-listen HOST:PORT``) runs that listener
+on a port of its own, in front of the same Host: same token challenge, same
+allow-list, TLS with its own cert/key, and browsers refused (a request with
+``Origin``), as the guard refuses cross-site ones on ``/bridge``. A session may move
+between the two (both reach the same deployments).
 """
 
 from __future__ import annotations

@@ -15,8 +15,8 @@ Binding an address other than loopback without a token is refused
 (``--insecure``) overrides that, with a warning on every start.
 
 ``bridge_listen="HOST:PORT"`` (``--bridge-listen``) also serves the bridge on a port of
-its own, with the bridge's own WebSocket listener instead of Hypercorn (about five
-times faster per frame; :func:`reflowpy.bridge.endpoint.serve_port`), under the same
+its own, with the bridge's own WebSocket listener instead of Hypercorn (faster per
+frame; :func:`reflowpy.bridge.endpoint.serve_port`), under the same
 rules: the same token and allow-list as ``/bridge``, the loopback-or-token rule above,
 TLS when ``bridge_ssl`` is given. It prints ``bridge listening on ws://HOST:PORT/bridge``
 after the ``listening on`` line.
