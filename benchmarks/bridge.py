@@ -14,7 +14,8 @@ Prints JSON lines (workload, n, seconds, msgs_per_s, peak_rss_mb, ...):
   back (p50/p99 in microseconds; goal p50 <= 200 us), plus the session's own
   PING/PONG round trip on the same link (``ping_p50_us``); ``bridge_rtt_partition``
   the same to a partition worker over a Unix socket; ``bridge_rtt_serve`` to
-  ``reflowpy serve``'s ``/bridge`` (Hypercorn + Starlette);
+  ``reflowpy serve``'s ``/bridge`` (Hypercorn + Starlette), ``bridge_rtt_serve_port``
+  to the same server's ``--bridge-listen`` port (the bridge's own listener);
 * ``chain4_cpu_one_process`` vs ``chain4_cpu_2_partitions`` vs
   ``chain4_cpu_local_plus_partition``: four stages of ~50 us CPU each, in one process,
   over two partition workers (edge between them relayed here), or two stages here and
@@ -168,13 +169,14 @@ async def rtt(url: str | None, n: int, workload: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _serve() -> AsyncIterator[str]:
-    """``reflowpy serve`` in a child process; yields its ``/bridge`` URL."""
+async def _serve() -> AsyncIterator[tuple[str, str]]:
+    """``reflowpy serve --bridge-listen 127.0.0.1:0`` in a child process; yields its
+    ``/bridge`` URL (through Hypercorn) and its bridge port's URL."""
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="reflowpy-bench-") as tmp:
         cmd = [sys.executable, "-m", "reflowpy.cli", "serve", "--port", "0",
-               "--data-dir", tmp]
+               "--data-dir", tmp, "--bridge-listen", "127.0.0.1:0"]
         env = {**os.environ, "REFLOWPY_TOKEN": TOKEN}
         async with trio.open_nursery() as nursery:
             proc: trio.Process = await nursery.start(lambda task_status: trio.run_process(
@@ -182,14 +184,15 @@ async def _serve() -> AsyncIterator[str]:
                 task_status=task_status))
             assert proc.stdout is not None
             out = b""
-            while b"listening on " not in out or not out.endswith(b"\n"):
+            while out.count(b"listening on ") < 2 or not out.endswith(b"\n"):
                 chunk = await proc.stdout.receive_some(4096)
                 if not chunk:
                     raise RuntimeError(f"reflowpy serve exited: {out!r}")
                 out += chunk
-            url = out.split(b"listening on ", 1)[1].split()[0].decode()
+            http, port = (line.split(b"listening on ", 1)[1].split()[0].decode()
+                          for line in out.splitlines() if b"listening on " in line)
             try:
-                yield url.replace("http://", "ws://") + "/bridge"
+                yield http.replace("http://", "ws://") + "/bridge", port
             finally:
                 proc.terminate()
                 nursery.cancel_scope.cancel()
@@ -378,8 +381,9 @@ async def _main(n: int, only: set[str], rounds: int) -> None:
                 await rtt(url, max(1000, n // 100), "bridge_rtt")
     if want("rtt"):
         await rtt(None, max(1000, n // 100), "bridge_rtt_partition")
-        async with _serve() as url:
-            await rtt(url, max(1000, n // 100), "bridge_rtt_serve")
+        async with _serve() as (http_url, port_url):
+            await rtt(http_url, max(1000, n // 100), "bridge_rtt_serve")
+            await rtt(port_url, max(1000, n // 100), "bridge_rtt_serve_port")
     if want("chain"):
         await chain(max(2000, n // 20), 50.0, rounds=rounds)
 

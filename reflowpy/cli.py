@@ -774,6 +774,14 @@ def _serve(sub: SubParsers) -> None:
                    " 127.0.0.1/32; '*' any); default public addresses only")
     p.add_argument("--api-tools", default=None, metavar="FILE",
                    help="service registry (JSON/YAML) for POST /register-api-tools")
+    p.add_argument("--bridge-listen", default=None, metavar="HOST:PORT",
+                   help="also serve the bridge on its own port with the bridge's own"
+                   " WebSocket listener (faster than /bridge through HTTP; same token and"
+                   " allow-list; port 0: any free port)")
+    p.add_argument("--bridge-certfile", default=None,
+                   help="TLS certificate of the --bridge-listen port (wss://)")
+    p.add_argument("--bridge-keyfile", default=None,
+                   help="TLS private key of the --bridge-listen port")
     p.set_defaults(func=cmd_serve)
 
 
@@ -812,6 +820,23 @@ def cmd_serve(args: argparse.Namespace) -> int:
         limits["scripts"] = False
     if args.no_setsource:
         limits["allow_setsource"] = False
+    if args.bridge_listen is not None:
+        limits["bridge_listen"] = args.bridge_listen
+    if args.bridge_certfile or args.bridge_keyfile:
+        import ssl
+
+        if args.bridge_listen is None or not (args.bridge_certfile and args.bridge_keyfile):
+            print("reflowpy serve: --bridge-certfile and --bridge-keyfile go together, with"
+                  " --bridge-listen", file=sys.stderr)
+            return 2
+        try:
+            context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            context.load_cert_chain(args.bridge_certfile, args.bridge_keyfile)
+        except (OSError, ssl.SSLError) as exc:
+            print(f"reflowpy serve: --bridge-certfile/--bridge-keyfile: {exc}",
+                  file=sys.stderr)
+            return 2
+        limits["bridge_ssl"] = context
 
     async def main() -> None:
         shutdown = trio.Event()

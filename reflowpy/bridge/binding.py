@@ -200,21 +200,54 @@ class Binding:
     # -- receiver proxy -------------------------------------------------------------------
 
     async def _deliver(self, session: Session, channel: int, node: str, port: str) -> None:
+        """The receiver proxy of one in-channel. What arrives is put into the in-port
+        while it has room, straight from the session's reader task (no task switch; a
+        parked plain-``def`` node even runs inline there); this task takes over only
+        for what found the port full: it waits for room (backpressure), in order."""
         net = self.net
         target = (node, port)
-        while True:
+        # The in-port itself, for the non-waiting half of ``Network.send`` (the kernel
+        # has no public ``send_nowait`` yet). Values arrive frozen (decode_frame).
+        put_nowait = net._resolve_input(target).put_nowait
+        holding = False
+
+        def deliver_nowait() -> bool:
+            """Put what fits; False when the rest is for this task (it holds a value
+            that must go first, the port is full, or the network stops)."""
+            if holding or net.state != "running":
+                return False
             try:
-                value = await session.receive(channel)
-            except PeerLost:
-                return
-            try:
-                await net.send(target, value)
-            except NetworkStopped as exc:
-                net.dead_letter(node, port, value, exc, 1)
-                for value in session.receive_nowait(channel):
+                if session.take_nowait(channel, put_nowait):
+                    self._delivered.set()
+            except NetworkStopped:
+                return False  # the task below dead-letters the rest
+            return not session.inc[channel].buffer
+
+        session.on_arrival(channel, deliver_nowait)
+        try:
+            while True:
+                try:
+                    await session.wait_arrival(channel)
+                except PeerLost:
+                    return
+                if deliver_nowait():
+                    continue
+                if not session.inc[channel].buffer:
+                    continue
+                holding = True
+                value = session.take(channel)
+                try:
+                    await net.send(target, value)  # waits for room; raises once stopped
+                except NetworkStopped as exc:
                     net.dead_letter(node, port, value, exc, 1)
-                return
-            self._delivered.set()
+                    for value in session.receive_nowait(channel):
+                        net.dead_letter(node, port, value, exc, 1)
+                    return
+                finally:
+                    holding = False
+                self._delivered.set()
+        finally:
+            session.on_arrival(channel, None)
 
     async def _relay(self, src: Session, src_channel: int, dst: Session, dst_channel: int
                      ) -> None:

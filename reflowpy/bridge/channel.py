@@ -112,6 +112,25 @@ class OutChannel:
         self.buffer.append(value)
         return seq
 
+    def push_many(self, values: list[Any], start: int = 0) -> int:
+        """Queue ``values[start:]`` in order while there is room; returns how many
+        were queued (one bound check for the lot: a batch costs one call, not one per
+        message)."""
+        if self.next_seq <= self.acked:  # replaying seqs the receiver holds: one by one
+            done = start
+            while done < len(values) and self.room() > 0:
+                self.push(values[done])
+                done += 1
+            return done - start
+        k = min(len(values) - start, self.grant_upto - (self.next_seq - 1),
+                self.buffer_limit - len(self.buffer))
+        if k <= 0:
+            return 0
+        self.buffer.extend(values[start:start + k] if start or k < len(values) else values)
+        self.next_seq += k
+        self.messages += k
+        return k
+
     def pending(self) -> bool:
         """Whether a buffered message may be sent now (unsent on this connection, within
         the credit)."""
@@ -254,6 +273,27 @@ class InChannel:
         self.delivered += 1
         self._note()
         return value
+
+    def skip(self, n: int) -> None:
+        """The first ``n`` buffered messages were delivered (the caller handed them on
+        from ``buffer`` itself): drop them, as ``n`` calls of :meth:`pop` would."""
+        buffer = self.buffer
+        if n == len(buffer):
+            buffer.clear()
+        else:
+            for _ in range(n):
+                buffer.popleft()
+        self.delivered += n
+        self._note()
+
+    def pop_all(self) -> list[Any]:
+        """Every buffered message, delivered at once."""
+        values = list(self.buffer)
+        if values:
+            self.buffer.clear()
+            self.delivered += len(values)
+            self._note()
+        return values
 
     def complete(self, upto: int) -> None:
         """Everything up to ``upto`` (delivered) is fully processed and safe."""

@@ -6,23 +6,34 @@ the server's nursery). The HELLO challenge authenticates the peer with the serve
 token (``--token`` / ``REFLOWPY_TOKEN``; none configured: the empty token, loopback
 only), so the token never crosses the wire. ``ServerState.bridge_allow`` (if set) is
 the allow-list of components peers may place here.
+
+Through Hypercorn and Starlette every bridge frame is one ASGI message (1.5-2x the
+round trip of the bridge's own WebSocket listener, ``python -m benchmarks bridge``).
+:func:`serve_port` (``reflowpy serve --bridge-listen HOST:PORT``) runs that listener
+on a port of its own, in front of the same Host: same token challenge, same
+allow-list, TLS with its own cert/key, and browsers refused (a request with
+``Origin``), as the guard refuses cross-site ones on ``/bridge``. A session may move
+between the two (both reach the same deployments).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ssl
 from collections.abc import Sequence
 from typing import Any
 
+import trio
 from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from reflowpy.bridge.frames import MAX_FRAME
 from reflowpy.bridge.host import Host
 from reflowpy.bridge.transport import LinkClosed
-from reflowpy.errors import BridgeProtocolError
+from reflowpy.bridge.websocket import WebSocketServer, serve_websocket
+from reflowpy.errors import BridgeError, BridgeProtocolError
 
-__all__ = ["StarletteConnection", "routes"]
+__all__ = ["StarletteConnection", "parse_listen", "routes", "serve_port"]
 
 
 class StarletteConnection:
@@ -86,3 +97,25 @@ def routes(state: Any) -> list[BaseRoute]:
             await conn.aclose()
 
     return [WebSocketRoute("/bridge", bridge_endpoint)]
+
+
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT``; port 0: any free port) of ``--bridge-listen``."""
+    host, sep, port = listen.rpartition(":")
+    host = host.strip("[]")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        raise BridgeError(f"--bridge-listen {listen!r}: expected HOST:PORT, e.g."
+                          " 127.0.0.1:3570 (port 0: any free port)")
+    return host, int(port)
+
+
+async def serve_port(state: Any, host: str, port: int, *,
+                     ssl_context: ssl.SSLContext | None = None, max_frame: int = MAX_FRAME,
+                     task_status: trio.TaskStatus[WebSocketServer] = trio.TASK_STATUS_IGNORED
+                     ) -> None:
+    """The bridge's own WebSocket listener on ``host:port`` for the server's Host (see
+    the module docstring); reports the :class:`WebSocketServer` once it listens."""
+    await serve_websocket(_host(state).handle, host, port, ssl_context=ssl_context,
+                          max_frame=max_frame,
+                          max_connections=getattr(state, "max_connections", 1000),
+                          task_status=task_status)

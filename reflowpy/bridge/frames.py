@@ -12,7 +12,9 @@ HELLO      ``(version, peer, nonce, proof, session, incarnation, channels, graph
            the handshake. The acceptor speaks first with a fresh nonce; the dialer
            answers with an HMAC proof over both nonces; the acceptor proves itself
            back. ``channels`` declares the edges, ``graph`` the part to host.
-DATA       ``(channel, seq, batch)``: messages ``seq .. seq+len(batch)-1``.
+DATA       ``(channel, seq, batch, credits)``: messages ``seq .. seq+len(batch)-1``;
+           ``credits`` are CREDIT frames for the sender's own in-channels riding
+           along (taken first), so a request/response exchange is one frame each way.
 CREDIT     ``(channel, acked, grant_upto, checkpoint)``: everything ``<= acked`` is
            safe at the receiver (drop it from the resend buffer); the sender may send
            up to ``grant_upto`` (the free room of the receiver's bounded buffer). One
@@ -61,8 +63,9 @@ __all__ = [
     "encode_frame",
 ]
 
-#: Version of the frame set; a HELLO with another version is refused.
-PROTOCOL_VERSION = 1
+#: Version of the frame set; a HELLO with another version is refused. (2: DATA carries
+#: credits.)
+PROTOCOL_VERSION = 2
 #: Largest encoded frame accepted from a peer, before and after decompression.
 MAX_FRAME = 16 * 1024 * 1024
 #: Most messages one DATA frame may carry.
@@ -99,12 +102,6 @@ class Hello(msgspec.Struct, array_like=True, frozen=True, tag="HELLO"):
     max_frame: int = 0
 
 
-class Data(msgspec.Struct, array_like=True, frozen=True, tag="DATA"):
-    channel: int
-    seq: int
-    batch: list[Any]
-
-
 class Credit(msgspec.Struct, array_like=True, frozen=True, tag="CREDIT"):
     channel: int
     acked: int
@@ -113,6 +110,14 @@ class Credit(msgspec.Struct, array_like=True, frozen=True, tag="CREDIT"):
     #: sent when everything up to ``acked`` was complete (where a restarted peer
     #: resumes its outputs, so a deterministic node's replayed outputs are dropped).
     checkpoint: dict[int, int] = {}
+
+
+class Data(msgspec.Struct, array_like=True, frozen=True, tag="DATA"):
+    channel: int
+    seq: int
+    batch: list[Any]
+    #: CREDIT frames riding along (for channels the other way), taken before the batch.
+    credits: list[Credit] = []
 
 
 class Resume(msgspec.Struct, array_like=True, frozen=True, tag="RESUME"):
@@ -168,6 +173,10 @@ def decode_frame(data: bytes | memoryview, *, max_size: int = MAX_FRAME,
                 f" 1..{max_batch} allowed")
         if frame.seq < 1:
             raise BridgeProtocolError(f"DATA on channel {frame.channel}: seq {frame.seq} < 1")
+        if len(frame.credits) > MAX_CHANNELS:
+            raise BridgeProtocolError(
+                f"DATA on channel {frame.channel} carries {len(frame.credits)} credits;"
+                f" at most {MAX_CHANNELS}")
         for i, value in enumerate(batch):
             if type(value) in _CONTAINERS:
                 batch[i] = freeze_decoded(value)

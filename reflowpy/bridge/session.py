@@ -190,6 +190,9 @@ class Session:
         self._conn: Connection | None = None  # the live link's connection
         self._inline = False
         self._inline_error: BridgeError | None = None
+        #: Per in-channel: called by the reader right after new messages arrived, to
+        #: deliver what it can without waiting (see :meth:`on_arrival`).
+        self._arrival: dict[int, Callable[[], bool]] = {}
 
     # -- channels ---------------------------------------------------------------------
 
@@ -245,9 +248,7 @@ class Session:
                 continue
             if self.state in ("lost", "closed"):
                 return done
-            for value in values[done:done + room]:
-                out.push(value)
-            done = min(total, done + room)
+            done += out.push_many(values, done)
             await self._write_now()
         return done
 
@@ -261,11 +262,19 @@ class Session:
         self._credit_moved(inc)
         return value
 
+    def take(self, channel: int) -> Any:
+        """The next buffered message of ``channel`` (the caller checked there is one)."""
+        inc = self.inc[channel]
+        value = inc.pop()
+        self._credit_moved(inc)
+        return value
+
     def receive_nowait(self, channel: int) -> list[Any]:
         """Every message of ``channel`` buffered right now (maybe none)."""
         inc = self.inc[channel]
-        values = [inc.pop() for _ in range(len(inc.buffer))]
-        self._credit_moved(inc)
+        values = inc.pop_all()
+        if values:
+            self._credit_moved(inc)
         return values
 
     async def wait_arrival(self, channel: int) -> None:
@@ -274,6 +283,33 @@ class Session:
         while not inc.buffer:
             self._check_open()
             await self._arrived[channel].wait()
+
+    def on_arrival(self, channel: int, hook: Callable[[], bool] | None) -> None:
+        """Let ``hook`` take what arrives on ``channel`` in the reader's task, before
+        any receiver is woken (``None`` removes it). The hook must not wait: it takes
+        what it can (:meth:`take_nowait`) and returns True when the buffer is empty, or
+        False to wake the receivers for the rest. One task switch less per message on a
+        quiet link: the message reaches its in-port straight from the socket read."""
+        if hook is None:
+            self._arrival.pop(channel, None)
+        else:
+            self._arrival[channel] = hook
+
+    def take_nowait(self, channel: int, put: Callable[[Any], bool]) -> int:
+        """Hand buffered messages of ``channel`` to ``put`` in order while it accepts
+        them (returns True); returns how many it took. A refused message stays first."""
+        inc = self.inc[channel]
+        taken = 0
+        try:
+            for value in inc.buffer:
+                if not put(value):
+                    break
+                taken += 1
+        finally:  # also when ``put`` raised: what it took is delivered
+            if taken:
+                inc.skip(taken)
+                self._credit_moved(inc)
+        return taken
 
     def complete(self, channel: int, upto: int) -> None:
         """Completion acks: everything up to ``upto`` on ``channel`` is safe."""
@@ -400,24 +436,19 @@ class Session:
 
     def _dispatch(self, frame: Frame) -> None:
         if isinstance(frame, Data):
+            for credit in frame.credits:  # riding along: window first, then the data
+                self._on_credit(credit)
             inc = self.inc.get(frame.channel)
             if inc is None:
                 raise BridgeProtocolError(f"DATA on unknown channel {frame.channel}")
             if inc.on_data(frame):
-                self._arrived[frame.channel].fire()
+                hook = self._arrival.get(frame.channel)
+                if hook is None or not hook():
+                    self._arrived[frame.channel].fire()
             if inc.resume_due or inc.credit_due:
                 self._writer.fire()
         elif isinstance(frame, Credit):
-            out = self.out.get(frame.channel)
-            if out is None:
-                raise BridgeProtocolError(f"CREDIT for unknown channel {frame.channel}")
-            out.on_credit(frame)
-            if frame.checkpoint and self.on_checkpoint is not None:
-                self.on_checkpoint(frame.channel, frame.acked, dict(frame.checkpoint))
-            self._room[frame.channel].fire()
-            self._progress.fire()
-            if out.pending():  # data held back for want of credit may go now
-                self._writer.fire()
+            self._on_credit(frame)
         elif isinstance(frame, Resume):
             out = self.out.get(frame.channel)
             if out is None:
@@ -441,10 +472,22 @@ class Session:
         else:
             raise BridgeProtocolError("HELLO after the handshake")
 
+    def _on_credit(self, frame: Credit) -> None:
+        out = self.out.get(frame.channel)
+        if out is None:
+            raise BridgeProtocolError(f"CREDIT for unknown channel {frame.channel}")
+        out.on_credit(frame)
+        if frame.checkpoint and self.on_checkpoint is not None:
+            self.on_checkpoint(frame.channel, frame.acked, dict(frame.checkpoint))
+        self._room[frame.channel].fire()
+        self._progress.fire()
+        if out.pending():  # data held back for want of credit may go now
+            self._writer.fire()
+
     def _collect(self, flush: bool = False) -> list[bytes]:
         """The frames to write now: control, resumes and due credits first, then data
-        (one frame per channel per round). Idle credits ride along when anything is
-        written, or go alone with ``flush`` (the ack delay ran out)."""
+        (one frame per channel per round). Idle credits ride along, ahead of the data,
+        when anything is written, or go alone with ``flush`` (the ack delay ran out)."""
         frames: list[bytes] = []
         control = self._control
         while control:
@@ -457,37 +500,47 @@ class Session:
                 frames.append(self._credit_frame(inc))
             elif inc.credit_idle:
                 idle.append(inc)
-        # data: one frame per channel per round, a bounded number of rounds
+        # data: one frame per channel per round, a bounded number of rounds; idle
+        # credits ride inside the first DATA (its peer takes them before the batch)
         for _ in range(4):
             progressed = False
             for out in self.out.values():
                 if not out.pending():
                     continue
-                frame = self._data_frame(out)
+                riders = [self._credit(inc) for inc in idle] if idle else []
+                idle = []
+                frame = self._data_frame(out, riders)
                 if frame is not None:
                     frames.append(frame)
                     progressed = True
+                else:  # no DATA after all: the credits go alone
+                    frames.extend(encode_frame(c) for c in riders)
             if not progressed:
                 break
         if idle and (frames or flush):
             frames.extend(self._credit_frame(inc) for inc in idle)
         return frames
 
-    def _credit_frame(self, inc: InChannel) -> bytes:
+    def _credit(self, inc: InChannel) -> Credit:
         if inc.ack_on == "completion" and self.checkpoint is not None:
-            return encode_frame(inc.take_credit(self.checkpoint()))
-        return encode_frame(inc.take_credit())
+            return inc.take_credit(self.checkpoint())
+        return inc.take_credit()
+
+    def _credit_frame(self, inc: InChannel) -> bytes:
+        return encode_frame(self._credit(inc))
 
     def _idle_credit(self) -> bool:
         return any(inc.credit_idle for inc in self.inc.values())
 
-    def _data_frame(self, out: OutChannel) -> bytes | None:
+    def _data_frame(self, out: OutChannel, credits: list[Credit]) -> bytes | None:
         hint = self._batch_hint.get(out.id, self.max_batch)
         while True:
             resent, high = out.resent, out.high_sent
             data = out.take_data(hint)
             if data is None:
                 return None
+            if credits:
+                data = Data(data.channel, data.seq, data.batch, credits)
             encoded = encode_frame(data, compress_threshold=self.compress_threshold)
             size = _decoded_size(encoded)  # the receiver limits the decompressed size
             limit = self.peer_max_frame
@@ -550,6 +603,9 @@ class Session:
         try:
             frames = self._collect()
             if frames:
+                sleep = self._sleep
+                if sleep is not None and not self._idle_credit():
+                    sleep.deadline = math.inf  # the idle credits rode along: no timer
                 await self._flush(conn, frames)
         except LinkClosed:
             self._writer.fire()

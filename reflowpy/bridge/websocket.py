@@ -10,7 +10,8 @@ most of a loopback round trip (``python -m benchmarks bridge --only transport``)
 The connection has no task of its own: the session's reader task parses what arrives
 (:meth:`WebSocketConnection.receive`) and its writer task writes
 (:meth:`WebSocketConnection.send_frames`, a round's frames in one ``send_all``).
-Clients mask every frame with a fresh key from ``os.urandom``, servers never do, and
+Clients mask every frame with a fresh key from ``os.urandom`` (drawn 4 KiB at a time:
+one system call per 1024 frames, not one per frame), servers never do, and
 each side refuses frames masked the wrong way (RFC 6455 5.1); pings are answered.
 
 Limits: a message larger than ``max_frame`` (+ the codec's flag byte) is refused as
@@ -85,12 +86,34 @@ _U16 = struct.Struct(">H")
 _U64 = struct.Struct(">Q")
 
 
+class _Keys:
+    """Fresh unpredictable masking keys (RFC 6455 5.3), from ``os.urandom`` in bulk."""
+
+    __slots__ = ("_pool", "_pos")
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._pos = 0
+
+    def next(self) -> bytes:
+        pos = self._pos
+        if pos + 4 > len(self._pool):
+            self._pool, pos = os.urandom(4096), 0
+        self._pos = pos + 4
+        return self._pool[pos:pos + 4]
+
+
+_keys = _Keys()
+# a forked child draws its own keys, never the parent's
+os.register_at_fork(after_in_child=lambda: setattr(_keys, "_pool", b""))
+
+
 def _encode(parts: list[bytes | bytearray], opcode: int, payload: bytes, masked: bool
             ) -> None:
     """Append the pieces of one unfragmented frame to ``parts``."""
     parts.append(_header(opcode, len(payload), masked))
     if masked:  # clients mask every frame (RFC 6455 5.3), with a fresh unpredictable key
-        key = os.urandom(4)
+        key = _keys.next()
         parts.append(key)
         parts.append(_mask(key, payload))
     else:
@@ -380,14 +403,33 @@ class WebSocketServer:
 async def serve_websocket(
     handler: Callable[[Connection], Awaitable[None]], host: str, port: int, *,
     ssl_context: ssl.SSLContext | None = None, max_frame: int = MAX_FRAME,
-    handshake_timeout: float = 10.0,
+    handshake_timeout: float = 10.0, max_connections: int = 1000,
     task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """A bare WebSocket bridge listener on ``host:port`` (any path); reports a
-    :class:`WebSocketServer` through ``task_status``."""
+    :class:`WebSocketServer` through ``task_status``.
+
+    Only bridge peers are served: an upgrade request carrying ``Origin`` comes from a
+    browser page (browsers always send it on WebSocket handshakes, peers never do)
+    and is refused with 403, so a web page cannot reach the bridge through the
+    user's browser, whatever the token. Beyond ``max_connections`` connections at
+    once a new one is closed before its handshake is read."""
     listeners = await trio.open_tcp_listeners(port, host=host)
+    live = 0
 
     async def handle(raw: trio.SocketStream) -> None:
+        nonlocal live
+        stream: trio.abc.Stream = raw
+        if live >= max_connections:
+            await _close_quietly(stream)
+            return
+        live += 1
+        try:
+            await serve_one(raw)
+        finally:
+            live -= 1
+
+    async def serve_one(raw: trio.SocketStream) -> None:
         stream: trio.abc.Stream = raw
         peer = raw.socket.getpeername()
         what = f"ws peer {peer[0]}:{peer[1]}"
@@ -402,6 +444,9 @@ async def serve_websocket(
                 request = _handshake_event(ws, head, what)
                 if not isinstance(request, wse.Request):
                     raise LinkClosed(f"{what}: expected an upgrade request")
+                if any(name.lower() == b"origin" for name, _ in request.extra_headers):
+                    await stream.send_all(ws.send(wse.RejectConnection(status_code=403)))
+                    raise LinkClosed(f"{what}: a browser (Origin header); bridge peers only")
                 await stream.send_all(ws.send(wse.AcceptConnection()))
         except (trio.TooSlowError, LinkClosed, *_STREAM_ERRORS, ssl.SSLError):
             await _close_quietly(stream)

@@ -13,12 +13,20 @@ error log goes to the ``reflowpy.server`` logger; the token is never logged.
 Binding an address other than loopback without a token is refused
 (:class:`InsecureBind`): anyone who can reach the port could run graphs. ``insecure=True``
 (``--insecure``) overrides that, with a warning on every start.
+
+``bridge_listen="HOST:PORT"`` (``--bridge-listen``) also serves the bridge on a port of
+its own, with the bridge's own WebSocket listener instead of Hypercorn (faster per
+frame; :func:`reflowpy.bridge.endpoint.serve_port`), under the same
+rules: the same token and allow-list as ``/bridge``, the loopback-or-token rule above,
+TLS when ``bridge_ssl`` is given. It prints ``bridge listening on ws://HOST:PORT/bridge``
+after the ``listening on`` line.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import ssl
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +79,8 @@ async def serve(
     announce: bool = True,
     insecure: bool = False,
     on_state: Callable[[ServerState], None] | None = None,
+    bridge_listen: str | None = None,
+    bridge_ssl: ssl.SSLContext | None = None,
     task_status: trio.TaskStatus[tuple[str, int]] = trio.TASK_STATUS_IGNORED,
     **limits: Any,
 ) -> None:
@@ -92,6 +102,19 @@ async def serve(
                 " --token-file, bind 127.0.0.1, or pass --insecure to accept the risk")
         _log.warning("INSECURE: serving %s without a token (--insecure); every client that"
                      " reaches it may run graphs with this server's rights", host)
+    bridge_at: tuple[str, int] | None = None
+    if bridge_listen is not None:
+        from reflowpy.bridge.endpoint import parse_listen
+
+        bridge_at = parse_listen(bridge_listen)
+        if not _is_loopback(bridge_at[0]) and token is None:
+            if not insecure:
+                raise InsecureBind(
+                    f"refusing to serve the bridge on {bridge_at[0]!r} without a token:"
+                    " anyone who reaches that address could place nodes here. Set"
+                    " $REFLOWPY_TOKEN or --token-file, bind 127.0.0.1, or pass --insecure")
+            _log.warning("INSECURE: bridge listener on %s without a token (--insecure)",
+                         bridge_at[0])
     if shutdown is None:
         shutdown = trio.Event()
     registry = registry if registry is not None else server_registry()
@@ -125,8 +148,24 @@ async def serve(
         if announce:
             print(f"listening on {bound}", flush=True)
             sys.stdout.flush()
+        bridge_scope = trio.CancelScope()
+        if bridge_at is not None:
+            from reflowpy.bridge.endpoint import serve_port
+
+            async def run_bridge(task_status: trio.TaskStatus[Any]) -> None:
+                with bridge_scope:
+                    await serve_port(state, *bridge_at, ssl_context=bridge_ssl,
+                                     max_frame=max_frame, task_status=task_status)
+
+            server = await nursery.start(run_bridge)
+            scheme = "wss" if bridge_ssl is not None else "ws"
+            name = f"[{bridge_at[0]}]" if ":" in bridge_at[0] else bridge_at[0]
+            if announce:
+                print(f"bridge listening on {scheme}://{name}:{server.port}/bridge",
+                      flush=True)
         task_status.started((bound_host.strip("[]"), int(bound_port)))
         await shutdown.wait()
+        bridge_scope.cancel()  # stop accepting bridge links, as HTTP does
         with trio.move_on_after(config.graceful_timeout + 1):
             await http_done.wait()
         await state.executions.drain(drain_timeout)

@@ -147,6 +147,62 @@ def test_completion_mode_keeps_unconfirmed_messages_for_resend() -> None:
     assert out.acked == 3 and list(out.buffer) == [3, 4]
 
 
+def _state(out: OutChannel, inc: InChannel) -> tuple[Any, ...]:
+    return (out.next_seq, out.acked, list(out.buffer), out.messages, out.skipped,
+            out.room(), inc.delivered, list(inc.buffer), inc.credit_due, inc.credit_idle,
+            inc.grant_upto())
+
+
+@settings(max_examples=long_scale(150))
+@given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 30),
+       st.lists(st.tuples(st.sampled_from(["push", "deliver", "credit", "all"]),
+                          st.integers(0, 50)), max_size=40))
+def test_batch_operations_equal_one_at_a_time(capacity: int, buffer_limit: int,
+                                              replayed: int, ops: list[Any]) -> None:
+    """push_many / skip / pop_all (the session's batch paths) leave both halves exactly
+    as the same number of push / pop calls would, in every state: no credit, a full
+    resend buffer, a replay (a restarted deterministic peer whose receiver already
+    holds ``replayed`` seqs), an empty or partly taken receive buffer."""
+    spec = ChannelSpec(6, "a", "s.out", "t.in", capacity)
+    pairs = []
+    for _ in range(2):  # [0] batch operations, [1] one at a time
+        out = OutChannel(spec, buffer_limit=buffer_limit, replay=replayed > 0)
+        if replayed:  # the receiver acks past what this fresh sender numbered
+            out.on_credit(Credit(6, replayed, replayed + capacity))
+            out.next_seq, out.acked = 1, replayed
+        inc = InChannel(spec)
+        out.on_credit(inc.take_credit())
+        pairs.append((out, inc))
+    pushed = 0
+    for op, k in ops:
+        (bout, binc), (sout, sinc) = pairs
+        if op == "push":
+            values = list(range(pushed, pushed + k))
+            taken = bout.push_many(values, 0)
+            single = 0
+            while single < k and sout.room() > 0:
+                sout.push(values[single])
+                single += 1
+            assert taken == single
+            pushed += k
+        elif op == "deliver":
+            for o, i in pairs:
+                frame = o.take_data()
+                if frame is not None:
+                    i.on_data(frame)
+            n = min(k, len(binc.buffer))
+            binc.skip(n)
+            for _ in range(n):
+                sinc.pop()
+        elif op == "all":
+            assert binc.pop_all() == [sinc.pop() for _ in range(len(sinc.buffer))]
+        else:
+            for o, i in pairs:
+                o.on_credit(i.take_credit())
+        assert _state(bout, binc) == _state(sout, sinc)
+        assert len(bout.buffer) <= buffer_limit and len(binc.buffer) <= capacity
+
+
 def test_zz_fault_counts_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
     """The hostile-link property really exercised every kind of fault (and says how many)."""
     if STATS["examples"]:

@@ -73,6 +73,23 @@ def test_random_bytes_raise_only_protocol_errors(data: bytes) -> None:
         decode_frame(data)
 
 
+def test_credits_riding_in_data_are_checked() -> None:
+    """DATA may carry CREDIT frames (protocol 2): at most one per channel a link may
+    declare, each for a channel the receiver sends on, else a protocol error."""
+    from reflowpy.bridge.frames import MAX_CHANNELS, ChannelSpec, Credit, Data, encode_frame
+    from reflowpy.bridge.session import Session
+
+    flood = Data(1, 1, [0], [Credit(i, 0, 1) for i in range(MAX_CHANNELS + 1)])
+    with pytest.raises(BridgeProtocolError, match=f"credits; at most {MAX_CHANNELS}"):
+        decode_frame(encode_frame(flood))
+    session = Session("a")
+    session.add_in(ChannelSpec(1, "b", "x.out", "y.in", 8))
+    stray = decode_frame(encode_frame(Data(1, 1, [0], [Credit(9, 0, 1)])))
+    with pytest.raises(BridgeProtocolError, match="CREDIT for unknown channel 9"):
+        session._dispatch(stray)
+    assert not session.inc[1].buffer  # refused before the batch was taken
+
+
 def test_zstd_bomb_is_refused_before_allocation() -> None:
     import zstandard
 

@@ -86,6 +86,58 @@ async def test_cuts_at_random_moments_lose_and_duplicate_nothing() -> None:
         nursery.cancel_scope.cancel()
 
 
+class _Steps(trio.abc.Instrument):
+    """Counts task steps per task name."""
+
+    def __init__(self) -> None:
+        self.steps: dict[str, int] = {}
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps[task.name] = self.steps.get(task.name, 0) + 1
+
+
+async def test_a_quiet_link_delivers_from_the_reader_without_a_task_switch() -> None:
+    """One message at a time through a remote node and back: each arrival reaches its
+    in-port from the session's reader task (the receiver proxies' own tasks never
+    run), the writer task does not wake per message (the sender writes inline), and
+    each side writes one frame per message (the idle credit rides inside the next
+    DATA). Ledger: every message back, in order."""
+    reg = registry()
+    async with trio.open_nursery() as nursery:
+        host = Host(reg, nursery, local_id="peer", token="t0k")
+        transport = MemoryTransport(host.handle, nursery)
+        g = pipeline({"b": "remote:peer", "c": "remote:peer"})
+        bn = BridgedNetwork(g, reg, transports={"remote:peer": transport},
+                            peers=Peers({"peer": Peer("memory:", "t0k")}),
+                            ping_interval=3600)
+        async with bn:
+            (dep,) = host.deployments.values()
+            for s in (bn.session("remote:peer"), dep.session):
+                s.ack_delay = 3600  # an idle credit may only ride along, not time out
+            out = bn.network.outputs("out")
+            sessions = (bn.session("remote:peer"), dep.session)
+            with trio.fail_after(60):
+                await bn.network.send("in", [0, -1])
+                await out.receive()
+                steps = _Steps()
+                frames = [s.frames_out for s in sessions]
+                trio.lowlevel.add_instrument(steps)
+                got = []
+                for i in range(200):
+                    await bn.network.send("in", [0, i])
+                    got.append(await out.receive())
+                trio.lowlevel.remove_instrument(steps)
+                frames = [s.frames_out - f for s, f in zip(sessions, frames, strict=True)]
+        check_exact(got, 200)
+        # one frame each way per message: the credit rides inside the next DATA
+        assert frames == [200, 200], frames
+        delivery = {k: v for k, v in steps.steps.items() if k.startswith("bridge delivery")}
+        assert len(delivery) == 0, delivery  # neither side's receiver proxy ran
+        writers = sum(v for k, v in steps.steps.items() if k.endswith("_writer_loop"))
+        assert writers <= 4, steps.steps
+        nursery.cancel_scope.cancel()
+
+
 async def test_allow_list_refuses_components_not_listed() -> None:
     reg = registry()
     async with trio.open_nursery() as nursery:
