@@ -3,7 +3,8 @@
 :meth:`Collector.record` subscribes to a network (before it starts, so it sees
 ``NetworkStarted``), turns each event into a row with the message's causality id
 (:mod:`reflowpy.observe.lineage`) and hands rows in batches to one writer thread, which
-encodes values to JSON and writes them in one transaction per batch. Nothing here can
+encodes each batch as one chunk (:mod:`reflowpy.observe.store`) and writes it in one
+transaction. Nothing here can
 make the dataflow wait:
 
 * the subscription is bounded (``buffer`` events); when the collector lags, the bus
@@ -32,46 +33,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
-import msgspec
 import trio
 
 from reflowpy.network import events as ev
 from reflowpy.observe import stats
 from reflowpy.observe.lineage import Lineage
-from reflowpy.observe.store import ExecutionRecord, TraceStore, new_execution_id
+from reflowpy.observe.store import NOVALUE, ExecutionRecord, TraceStore, new_execution_id
 
 if TYPE_CHECKING:
     from reflowpy.network.network import Network
 
-__all__ = ["Collector", "Recording", "encode_rows"]
+__all__ = ["Collector", "Recording"]
 
 _log = logging.getLogger("reflowpy.observe")
-_NOVALUE: Any = msgspec.UNSET
-_ENC = msgspec.json.Encoder(enc_hook=repr)
-
-
-def _encode_value(value: Any, limit: int) -> str | None:
-    if value is _NOVALUE:
-        return None
-    try:
-        data = _ENC.encode(value)
-    except (TypeError, ValueError, OverflowError):
-        data = _ENC.encode(repr(value))
-    if len(data) > limit:
-        return _ENC.encode({"$truncated": len(data),
-                            "head": data[:limit].decode("utf-8", "replace")}).decode()
-    return data.decode()
-
-
-def encode_rows(rows: list[tuple[Any, ...]], limit: int) -> list[tuple[Any, ...]]:
-    """Rows as the store takes them: causes, value and extra as JSON text."""
-    enc = _encode_value
-    out = []
-    for r in rows:
-        causes = None if r[9] is None else _ENC.encode(r[9]).decode()
-        extra = None if r[12] is None else _ENC.encode(r[12]).decode()
-        out.append((*r[:9], causes, enc(r[10], limit), r[11], extra))
-    return out
+_NOVALUE: Any = NOVALUE
 
 
 class _Writer:
@@ -115,7 +90,7 @@ class _Writer:
             op, arg = self.queue.get()
             try:
                 if op == "rows":
-                    self.store.append(encode_rows(arg, self.limit))
+                    self.store.append(arg, self.limit)
                 elif op == "begin":
                     self.store.begin(arg)
                 elif op == "finish":

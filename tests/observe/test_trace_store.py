@@ -187,9 +187,9 @@ class _BlockedStore(SqliteStore):
         super().__init__(path)
         self.release = threading.Event()
 
-    def append(self, rows: Any) -> None:
+    def append(self, rows: Any, max_value_bytes: int = 4096) -> None:
         self.release.wait(30)
-        super().append(rows)
+        super().append(rows, max_value_bytes)
 
 
 async def test_stalled_store_drops_batches_not_the_dataflow(tmp_path: Path) -> None:
