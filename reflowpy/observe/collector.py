@@ -47,6 +47,8 @@ __all__ = ["Collector", "Recording"]
 
 _log = logging.getLogger("reflowpy.observe")
 _NOVALUE: Any = NOVALUE
+#: Seconds between the burst sampler's looks at the counters: busy, and at most (idle).
+_POLL = (0.01, 0.5)
 
 
 class _Writer:
@@ -311,10 +313,17 @@ class Collector:
             sink.note_lineage()
             first_id = lineage.next_id
             sink.dead_letters(net)
-            target = stats.messages_moved(net) + self.burst * (self.sample - 1)
-            while net.state == "running" and stats.messages_moved(net) < target:
-                await trio.sleep(0.01)
+            moved = stats.messages_moved(net)
+            target = moved + self.burst * (self.sample - 1)
+            delay = _POLL[0]
+            while net.state == "running" and moved < target:
+                await trio.sleep(delay)
                 sink.dead_letters(net)
+                now = stats.messages_moved(net)
+                # a quiet network is polled less and less often (a server may host
+                # many idle ones)
+                delay = _POLL[0] if now != moved else min(delay * 2, _POLL[1])
+                moved = now
         rec.finished.set()
 
 
