@@ -319,10 +319,14 @@ class _SqlStore:
         r, i, b = self._REAL, self._INT, self._BLOB
         tables = self._tables()
         layout = 1 if "events" in tables else LAYOUT
+        stored = None
         if "trace_meta" in tables:
             rows = self._execute("SELECT value FROM trace_meta WHERE key = 'layout'")
             if rows:
-                layout = int(rows[0][0])
+                layout = stored = int(rows[0][0])
+        if stored == LAYOUT and {"executions", "chunks"} <= tables:
+            self._commit()  # (ends PostgreSQL's read transaction)
+            return  # nothing to create or migrate: a reader opens without writing
         if layout > LAYOUT:
             raise TraceStoreError(
                 f"{self.where}: written in layout {layout} by a newer reflowpy; this one"
