@@ -19,8 +19,11 @@ Both counts end up in the execution's ``dropped``, and a drop marks its lineage
 collector is subscribed only for bursts of ``burst`` message events, one burst per
 ``burst * N`` messages the network moves (read from the counters through
 :mod:`reflowpy.observe.stats`); between bursts the network runs unobserved, on its fast
-paths. Failures between bursts are still recorded, from the dead-letter store. Lineage is
-exact inside a burst; values queued when a burst starts are recorded as ``unknown``.
+paths. Failures between bursts are still recorded, from the dead-letter store. Values
+queued when a burst starts are recorded as ``unknown``. Inside a burst the lineage model
+can still disagree with the queue depths the kernel reports (seen in W1 bursts, a few
+times per run; likely a node part-way through a batch on the unobserved path when the
+burst opened): each disagreement is counted and marks the execution ``inexact``.
 """
 
 from __future__ import annotations
