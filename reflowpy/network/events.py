@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from types import TracebackType
 from typing import Any
 
@@ -290,27 +290,41 @@ class EventSubscription:
 
 
 class EventBus:
-    """Fan-out of network events to bounded subscriptions; never blocks the publisher."""
+    """Fan-out of network events to bounded subscriptions; never blocks the publisher.
+
+    ``publish(event)`` delivers ``event`` to every subscription (dropping it where a
+    buffer is full). It is an attribute, rewired whenever the subscriptions change: with
+    exactly one subscriber (a trace collector, the usual case) it *is* that
+    subscription's push, so a traced message pays no fan-out loop.
+    """
 
     def __init__(self) -> None:
         self._subscriptions: list[EventSubscription] = []
         #: True when at least one subscriber listens; the hot path reads only this.
         self.active = False
+        self.publish: Callable[[Any], None] = self._publish_all
 
     def subscribe(self, buffer: int = 1000) -> EventSubscription:
         """A new subscription holding at most ``buffer`` undelivered events."""
-        sub = EventSubscription(self, buffer)
-        self._subscriptions.append(sub)
-        self.active = True
+        return self._add(EventSubscription(self, buffer))
+
+    def _add(self, sub: EventSubscription) -> EventSubscription:
+        # A new list, never the one a publish may be walking right now.
+        self._subscriptions = [*self._subscriptions, sub]
+        self._rewire()
         return sub
 
     def _remove(self, sub: EventSubscription) -> None:
         if sub in self._subscriptions:
-            self._subscriptions.remove(sub)
-        self.active = bool(self._subscriptions)
+            self._subscriptions = [s for s in self._subscriptions if s is not sub]
+        self._rewire()
 
-    def publish(self, event: Any) -> None:
-        """Deliver ``event`` to every subscription (dropping it where a buffer is full)."""
+    def _rewire(self) -> None:
+        subs = self._subscriptions
+        self.active = bool(subs)
+        self.publish = subs[0]._push if len(subs) == 1 else self._publish_all
+
+    def _publish_all(self, event: Any) -> None:
         for sub in self._subscriptions:
             sub._push(event)
 

@@ -17,7 +17,9 @@ Store queries run in worker threads, never on the trio thread.
 from __future__ import annotations
 
 import importlib.resources
+import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,9 +31,10 @@ from starlette.routing import BaseRoute, Route
 
 from reflowpy.errors import ReflowError
 from reflowpy.observe import query
+from reflowpy.observe.collector import Collector
 from reflowpy.observe.flowtrace import FbpTraces
 from reflowpy.observe.ingest import IngestError, Ingestor
-from reflowpy.observe.live import Monitor
+from reflowpy.observe.live import Monitor, PacketTap, peer_rows
 from reflowpy.observe.metrics import CONTENT_TYPE, render
 from reflowpy.observe.store import TraceStore, TraceStoreError, open_store
 
@@ -40,6 +43,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Observability", "install"]
 
+_log = logging.getLogger("reflowpy.observe")
 _ENC = msgspec.json.Encoder(enc_hook=repr)
 _STATIC = {"index.html": "text/html; charset=utf-8", "ui.js": "text/javascript; charset=utf-8",
            "ui.css": "text/css; charset=utf-8"}
@@ -58,9 +62,15 @@ class Observability:
 
     def __init__(self, networks: Callable[[], Mapping[str, Network]], *,
                  store: str | Path | None = None, interval: float = 0.25,
-                 max_body: int = 16 * 1024 * 1024) -> None:
-        self.monitor = Monitor(networks, interval)
+                 max_body: int = 16 * 1024 * 1024,
+                 peers: Callable[[], list[dict[str, Any]]] | None = None,
+                 retention: Mapping[str, Any] | None = None, record_sample: int = 0) -> None:
+        self.monitor = Monitor(networks, interval, peers)
         self._store_spec = store
+        self._retention = dict(retention or {})
+        #: Executions recorded by :meth:`record_execution`: 1 in ``record_sample``
+        #: messages (1: every message; 0: not recorded).
+        self.record_sample = record_sample
         self._store: TraceStore | None = None
         self._ingestor: Ingestor | None = None
         self.max_body = max_body
@@ -72,8 +82,28 @@ class Observability:
         """The trace store (opened on first use)."""
         if self._store is None:
             self._store = open_store(self._store_spec if self._store_spec is not None
-                                     else ":memory:")
+                                     else ":memory:", **self._retention)
         return self._store
+
+    @asynccontextmanager
+    async def record_execution(self, execution_id: str, net: Network) -> AsyncIterator[None]:
+        """Record ``net`` into the store while the block runs (``record_sample``); a
+        store that fails is logged and the execution goes on (its trace is marked)."""
+        if self.record_sample <= 0:
+            yield
+            return
+        try:
+            store = self.store
+        except TraceStoreError as exc:
+            _log.warning("execution %s is not recorded: %s", execution_id, exc)
+            yield
+            return
+        collector = Collector(store, sample=self.record_sample)
+        try:
+            async with collector.record(net, execution_id=execution_id, source="server"):
+                yield
+        except TraceStoreError as exc:
+            _log.warning("execution %s: its trace recording failed: %s", execution_id, exc)
 
     @property
     def ingestor(self) -> Ingestor:
@@ -125,21 +155,50 @@ class Observability:
 
     async def events(self, request: Request) -> Response:
         name = request.query_params.get("network")
+        tap_node = request.query_params.get("tapNode") or None
+        tap_edge = request.query_params.get("tapEdge") or None
+        edge = None
+        if tap_edge is not None:
+            edge = _parse_edge(tap_edge)
+            if edge is None:
+                return _error(422, "invalid_request", f"tapEdge {tap_edge!r}: expected"
+                              " SRC.PORT->TGT.PORT")
+        if (tap_node or edge) and not name:
+            return _error(422, "invalid_request", "a packet tap needs ?network=NAME")
 
         async def body() -> AsyncIterator[bytes]:
-            yield b": reflowpy live view\n\n"
+            with self.monitor.watching():
+                async for chunk in self._stream(name, tap_node, edge):
+                    yield chunk
+
+        return StreamingResponse(body(), media_type="text/event-stream", headers={
+            "cache-control": "no-cache", "x-accel-buffering": "no"})
+
+    async def _stream(self, name: str | None, tap_node: str | None,
+                      edge: tuple[str, str, str, str] | None) -> AsyncIterator[bytes]:
+        yield b": reflowpy live view\n\n"
+        tap: PacketTap | None = None
+        try:
             while True:
                 if name:
                     view = self.monitor.view(name)
                     data = _ENC.encode(view) if view is not None else b"null"
                     yield b"event: view\ndata: " + data + b"\n\n"
+                    net = self.monitor.networks().get(name)
+                    if (tap_node or edge) and net is not None:
+                        if tap is None or tap.net is not net:
+                            if tap is not None:
+                                tap.close()
+                            tap = PacketTap(net, node=tap_node, edge=edge)
+                        tap.poll()
+                        yield b"event: packets\ndata: " + _ENC.encode(tap.as_json()) + b"\n\n"
                 else:
                     yield b"event: networks\ndata: " + _ENC.encode(self.monitor.names()) + b"\n\n"
                 with trio.move_on_after(max(self.monitor.interval * 4, 1.0)):
                     await self.monitor.changed()
-
-        return StreamingResponse(body(), media_type="text/event-stream", headers={
-            "cache-control": "no-cache", "x-accel-buffering": "no"})
+        finally:
+            if tap is not None:
+                tap.close()
 
     async def post_events(self, request: Request) -> Response:
         declared = request.headers.get("content-length")
@@ -225,11 +284,42 @@ def _int(request: Request, name: str, default: int) -> int:
                           ) from None
 
 
+def _env_int(name: str, default: int) -> int:
+    import os
+
+    text = os.environ.get(name)
+    if text is None or text == "":
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        raise ReflowError(f"${name} must be an integer, got {text!r}") from None
+    if value < 0:
+        raise ReflowError(f"${name} must be >= 0, got {value}")
+    return value
+
+
+def _parse_edge(text: str) -> tuple[str, str, str, str] | None:
+    src, arrow, tgt = text.partition("->")
+    snode, _, sport = src.rpartition(".")
+    tnode, _, tport = tgt.rpartition(".")
+    if not arrow or not (snode and sport and tnode and tport):
+        return None
+    return snode, sport, tnode, tport
+
+
 def install(state: Any) -> list[BaseRoute]:
     """Set up observability for a server (``state`` is its ``ServerState``): a monitor
-    ticking in the server's nursery over every hosted network, the trace store in the
-    data dir (``traces.sqlite``; ``$REFLOWPY_TRACE_STORE`` may name another file or a
-    ``postgresql://`` URL), and the routes to add to the app."""
+    ticking in the server's nursery over every hosted network (while a page watches),
+    the trace store in the data dir (``traces.sqlite``; ``$REFLOWPY_TRACE_STORE`` may name
+    another file or a ``postgresql://`` URL), and the routes to add to the app.
+
+    Every execution the server runs is recorded into the store under its id, 1 in
+    ``$REFLOWPY_TRACE_SAMPLE`` messages (default 100: about 5 % of the throughput; 1
+    records every message, 0 nothing; failures and dead letters are recorded either
+    way). Retention: executions older than the server's ``retention_seconds`` and,
+    oldest first, beyond ``$REFLOWPY_TRACE_MAX_EVENTS`` events (default 2,000,000; 0:
+    no limit)."""
     import os
 
     spec: str | Path | None = os.environ.get("REFLOWPY_TRACE_STORE") or None
@@ -241,7 +331,23 @@ def install(state: Any) -> list[BaseRoute]:
         return {ex.id: ex.net for ex in state.executions.executions.values()
                 if ex.net is not None}
 
-    obs = Observability(networks, store=spec, max_body=state.max_body)
+    def peers() -> list[dict[str, Any]]:
+        host = getattr(state, "bridge_host", None)
+        if host is None:
+            return []
+        return peer_rows({d["location"]: d["bridge"] for d in host.statistics()})
+
+    sample = _env_int("REFLOWPY_TRACE_SAMPLE", 100)
+    retention = {"max_events": _env_int("REFLOWPY_TRACE_MAX_EVENTS", 2_000_000) or None,
+                 "max_age": float(state.executions.retention_seconds)}
+    obs = Observability(networks, store=spec, max_body=state.max_body, peers=peers,
+                        retention=retention, record_sample=sample)
+
+    def recorder(ex: Any, net: Network) -> Any:
+        run_id = ex.id if not ex.restarts else f"{ex.id}-restart{ex.restarts}"
+        return obs.record_execution(run_id, net)
+
+    state.executions.recorder = recorder
     obs.fbp = FbpTraces(lambda: obs.store, state.nursery, limit=state.trace_limit)
     state.observe = obs
     state.nursery.start_soon(obs.monitor.run)

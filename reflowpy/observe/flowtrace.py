@@ -23,7 +23,7 @@ import msgspec
 import trio
 
 from reflowpy.observe.collector import Collector, Recording
-from reflowpy.observe.store import EventRow, TraceStore
+from reflowpy.observe.store import EventRow, TraceStore, new_execution_id
 
 if TYPE_CHECKING:
     from reflowpy.network.network import Network
@@ -114,8 +114,10 @@ class FbpTraces:
         async def record() -> None:
             try:
                 with scope:
+                    # its own id: the server records every execution under net.name
                     async with Collector(self.store).record(
-                            net, execution_id=net.name, source="fbp") as rec:
+                            net, execution_id=f"{net.name}.fbp-{new_execution_id()}",
+                            source="fbp") as rec:
                         self.recorded.setdefault(graph, []).append(rec.execution_id)
                         self._live.setdefault(graph, []).append(rec)
                         try:

@@ -5,38 +5,50 @@ A :class:`Monitor` samples every running network's counters a few times a second
 keeps, per network, the derived busy / backpressured / idle / failed states, rates,
 queue fill and the Flink-style root-cause hint. It never subscribes to per-message
 events, so watching a network costs a statistics snapshot per tick, not a cost per
-message. :meth:`Monitor.view` is the JSON-ready picture the page draws: the graph laid
+message; and it ticks only while someone watches (a live page's event stream holds
+:meth:`Monitor.watching`): with no page open it costs nothing. A Prometheus scrape
+takes its own sample. :meth:`Monitor.view` is the JSON-ready picture the page draws: the graph laid
 out with :func:`reflowpy.network.analysis.layout`, plus the live numbers.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from reflowpy.network import analysis
+from reflowpy.network import events as ev
+from reflowpy.observe import stats
 from reflowpy.observe.stats import StateTracker, edges_of
 
 if TYPE_CHECKING:
     from reflowpy.network.network import Network
 
-__all__ = ["Monitor"]
+__all__ = ["Monitor", "PacketTap", "peer_rows"]
 
 
 class Monitor:
     """Samples the networks ``networks()`` returns (name -> network) every ``interval``."""
 
     def __init__(self, networks: Callable[[], Mapping[str, Network]],
-                 interval: float = 0.25) -> None:
+                 interval: float = 0.25,
+                 peers: Callable[[], list[dict[str, Any]]] | None = None) -> None:
         self.networks = networks
         self.interval = interval
+        #: The bridge peers of this process (see :func:`peer_rows`), or ``None``.
+        self.peers = peers
         self.trackers: dict[str, StateTracker] = {}
         self._layouts: dict[str, tuple[int, dict[str, tuple[float, float]], list[str]]] = {}
         self.version = 0
         self._changed = trio.Event()
+        #: Live views open now (event streams); the monitor ticks only while > 0.
+        self.watchers = 0
+        self._watched = trio.Event()
 
     def tick(self) -> None:
         """Sample every running network once."""
@@ -55,10 +67,25 @@ class Monitor:
         self._changed = trio.Event()
 
     async def run(self) -> None:
-        """Tick forever (a task of the server's nursery)."""
+        """Tick every ``interval`` while someone watches (a task of the server's
+        nursery); sleep without sampling while nobody does."""
         while True:
+            if not self.watchers:
+                await self._watched.wait()
             self.tick()
             await trio.sleep(self.interval)
+
+    @contextmanager
+    def watching(self) -> Iterator[None]:
+        """Held by each live view (an SSE client) while it is open."""
+        self.watchers += 1
+        self._watched.set()
+        try:
+            yield
+        finally:
+            self.watchers -= 1
+            if not self.watchers:
+                self._watched = trio.Event()
 
     async def changed(self) -> None:
         """Return after the next tick."""
@@ -123,7 +150,9 @@ class Monitor:
                           "fill": round(q / cap, 3) if cap else 0.0,
                           "rate": round(st.rate_in, 1) if st else 0.0})
         letters = net.dead_letters()[-20:]
+        peers = self.peers() if self.peers is not None else []
         return {
+            "peers": peers,
             "name": name, "graph": net.graph.name, "state": net.state,
             "time": time.time() * 1000.0, "version": self.version,
             "rootCause": tracker.root_cause(order),
@@ -137,3 +166,82 @@ class Monitor:
 def _preview(value: Any, limit: int = 200) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def peer_rows(bridges: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Bridge statistics (location -> :class:`~reflowpy.bridge.session.BridgeStatistics`,
+    as a host's or a cluster's ``statistics()`` give them) as the page's peer rows."""
+    rows = []
+    for location, st in bridges.items():
+        rows.append({
+            "location": location, "peer": st.peer, "state": st.state,
+            "rttMs": None if st.rtt_ms is None else round(st.rtt_ms, 2),
+            "credits": st.credits, "resendBuffer": st.resend_buffer,
+            "receiveBuffer": st.receive_buffer, "reconnects": st.reconnects,
+            "msgsIn": st.msgs_in, "msgsOut": st.msgs_out, "bytesIn": st.bytes_in,
+            "bytesOut": st.bytes_out})
+    return rows
+
+
+class PacketTap:
+    """Recent packets on one node or edge, for the page's packet timeline (noflo-ui's
+    edge inspector): numbered in the order they were seen (``seq``), at most ``keep``.
+
+    The monitor never subscribes to per-message events, and a tap does so only in
+    bursts: :meth:`poll` (once per monitor tick, while the page watches) takes what the
+    last burst saw and opens the next one of at most ``burst`` message events
+    (:func:`~reflowpy.observe.stats.burst_subscription`), which detaches itself when
+    full. So a page inspecting a node costs at most ``burst`` observed events per tick,
+    and the network runs on its fast paths the rest of the time (the timeline is a
+    sample of the traffic, numbered as seen).
+
+    ``node``: packets into or out of that node; ``edge``: ``(src, sport, tgt, tport)``.
+    """
+
+    def __init__(self, net: Network, *, node: str | None = None,
+                 edge: tuple[str, str, str, str] | None = None, keep: int = 50,
+                 burst: int = 200) -> None:
+        if (node is None) == (edge is None):
+            raise ValueError("a packet tap watches one node or one edge")
+        self.net = net
+        self.node = node
+        self.edge = edge
+        self.burst = burst
+        self.packets: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.seq = 0
+        self._sub: ev.EventSubscription | None = None
+
+    def _match(self, e: ev.MessageSent) -> bool:
+        if self.node is not None:
+            return self.node in (e.from_actor, e.to_actor)
+        return (e.from_actor, e.from_port, e.to_actor, e.to_port) == self.edge
+
+    def poll(self) -> list[dict[str, Any]]:
+        """Packets seen since the previous poll (also appended to :attr:`packets`)."""
+        new = []
+        sub = self._sub
+        if sub is not None:
+            sent = ev.MessageSent
+            for e in sub.take_all():
+                if type(e) is sent and self._match(e):
+                    self.seq += 1
+                    packet = {"seq": self.seq, "time": e.timestamp, "from": e.from_actor,
+                              "fromPort": e.from_port, "to": e.to_actor,
+                              "toPort": e.to_port, "queueDepth": e.queue_depth,
+                              "value": _preview(e.message)}
+                    self.packets.append(packet)
+                    new.append(packet)
+        if (sub is None or sub.closed) and self.net.state == "running":
+            self._sub = stats.burst_subscription(self.net, self.burst)
+        return new
+
+    def close(self) -> None:
+        """Stop watching (the current burst ends now)."""
+        if self._sub is not None:
+            self._sub.close()
+            self._sub = None
+
+    def as_json(self) -> dict[str, Any]:
+        """What the page draws: the target and the recent packets, oldest first."""
+        return {"node": self.node, "edge": list(self.edge) if self.edge else None,
+                "packets": list(self.packets)}

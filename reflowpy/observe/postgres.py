@@ -39,11 +39,13 @@ class PostgresStore(_SqlStore):
     _P = "%s"
     _REAL = "DOUBLE PRECISION"
     _INT = "BIGINT"
+    _BLOB = "BYTEA"
 
     def __init__(self, dsn: str, *, max_age: float | None = None,
                  max_events: int | None = None) -> None:
         super().__init__(max_age=max_age, max_events=max_events)
         self.dsn = dsn
+        self.where = f"trace store {self._safe_dsn()}"
         self._pg = _psycopg()
         try:
             self._db = self._pg.connect(dsn, autocommit=False)
@@ -65,6 +67,14 @@ class PostgresStore(_SqlStore):
             self._db.rollback()
             raise TraceStoreError(f"trace store {self._safe_dsn()}: {str(exc).strip()}"
                                   ) from None
+
+    def _tables(self) -> set[str]:
+        rows = self._execute("SELECT table_name FROM information_schema.tables"
+                             " WHERE table_schema = current_schema()")
+        return {str(r[0]) for r in rows}
+
+    def _rollback(self) -> None:
+        self._db.rollback()
 
     def _executemany(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         try:

@@ -212,11 +212,7 @@ class _BurstSubscription(ev.EventSubscription):
                 self._detach()
 
     def _detach(self) -> None:
-        # The bus may be iterating its list right now: give it a new list, never change
-        # the one it walks.
-        bus = self._bus
-        bus._subscriptions = [s for s in bus._subscriptions if s is not self]
-        bus.active = bool(bus._subscriptions)
+        self._bus._remove(self)  # a new list: the bus may be walking the old one now
         self.closed = True
         if self._waiter is not None:
             self._waiter.set()
@@ -225,7 +221,4 @@ class _BurstSubscription(ev.EventSubscription):
 
 def burst_subscription(net: Network, events: int) -> ev.EventSubscription:
     """Subscribe to ``net`` for the next ``events`` message events only (burst sampling)."""
-    sub = _BurstSubscription(net.bus, events)
-    net.bus._subscriptions.append(sub)
-    net.bus.active = True
-    return sub
+    return net.bus._add(_BurstSubscription(net.bus, events))

@@ -1,6 +1,6 @@
 """The trace store: executions and their events in SQL (SQLite by default).
 
-One table of executions and one of events. An event row is::
+An event is::
 
     (execution, seq, ts, kind, node, port, peer_node, peer_port, msg, causes, value,
      error, extra)
@@ -10,8 +10,24 @@ One table of executions and one of events. An event row is::
 ``unknown`` (queued before sampling started), ``failed``, ``dead``, ``started``,
 ``actor_started``, ``actor_completed``, ``idle``, ``shutdown`` and ``ingest`` (an
 event posted by another process that has no message). ``msg`` is the causality id
-assigned by :mod:`reflowpy.observe.lineage`, ``causes`` a JSON array of the ids that
-produced it. ``value`` is the message as JSON, cut at ``max_value_bytes``.
+assigned by :mod:`reflowpy.observe.lineage`, ``causes`` the ids that produced it.
+``value`` is the message as JSON, cut at ``max_value_bytes``.
+
+**Layout (version 2).** Events are not stored one row each: a traced message makes a
+row per hop, and a SQL insert per hop costs several times the hop itself. Each batch
+the collector writes becomes one row of the ``chunks`` table: its events as columns
+(one list per field) in one msgpack blob encoded in a single call, each distinct
+message value encoded once and referenced by every hop that carried it (a pass-through
+chain sends the same immutable object on, so a message crossing ten nodes stores its
+value once per chunk, not ten times). Beside the blob, a chunk row keeps what queries
+filter on: its seq range, its range of causality ids and a bit set of the kinds it
+holds, so "the failures of X", "the hops of message 42" or "events after seq N" read
+only the chunks that can match. Chunks of one execution never overlap in seq
+(:meth:`_SqlStore.append` refuses a batch that would), so reading them in ``first_seq``
+order gives the events in order.
+
+A file of the first layout (one ``events`` row per event) is migrated in place when
+opened; a store written by a newer layout is refused with an error that says so.
 
 :class:`SqliteStore` opens the file in WAL mode, so the collector's writer thread and
 any number of readers (CLI, server) work at once. Writes come in batches, one
@@ -27,7 +43,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -35,11 +51,11 @@ import msgspec
 
 from reflowpy.errors import ReflowError
 
-__all__ = ["EventRow", "ExecutionRecord", "SqliteStore", "TraceStore", "TraceStoreError",
-           "new_execution_id", "open_store"]
+__all__ = ["LAYOUT", "EventRow", "ExecutionRecord", "SqliteStore", "TraceStore",
+           "TraceStoreError", "encode_value", "new_execution_id", "open_store"]
 
-_COLUMNS = ("execution, seq, ts, kind, node, port, peer_node, peer_port, msg, causes,"
-            " value, error, extra")
+#: The store layout this code writes and reads (see the module docstring).
+LAYOUT = 2
 
 
 class TraceStoreError(ReflowError):
@@ -86,11 +102,180 @@ class EventRow(msgspec.Struct, frozen=True, array_like=True):
     extra: dict[str, Any] | None
 
 
+#: A row's ``value`` when the event carries no message (lifecycle, failures).
+NOVALUE: Any = msgspec.UNSET
+
+_ENC_JSON = msgspec.json.Encoder(enc_hook=repr)
 _DECODE_JSON = msgspec.json.Decoder()
+
+
+def encode_value(value: Any, limit: int) -> str:
+    """A message value as stored: JSON (``repr`` for what JSON cannot hold), replaced
+    by ``{"$truncated": size, "head": ...}`` beyond ``limit`` bytes."""
+    try:
+        data = _ENC_JSON.encode(value)
+    except (TypeError, ValueError, OverflowError):
+        data = _ENC_JSON.encode(repr(value))
+    if len(data) > limit:
+        return _ENC_JSON.encode({"$truncated": len(data),
+                                 "head": data[:limit].decode("utf-8", "replace")}).decode()
+    return data.decode()
+
+
+class _Chunk(msgspec.Struct, array_like=True):
+    """One batch of events of one execution, as columns (the blob of a ``chunks`` row).
+
+    ``vref[i]`` indexes ``values`` (the distinct values of the chunk, as JSON text), or
+    is -1 for an event without a value."""
+
+    seq: list[int]
+    ts: list[float]
+    kind: list[str]
+    node: list[str]
+    port: list[str]
+    peer_node: list[str]
+    peer_port: list[str]
+    msg: list[int | None]
+    causes: list[list[int] | None]
+    vref: list[int]
+    values: list[str]
+    error: list[str | None]
+    extra: list[dict[str, Any] | None]
+
+
+_ENC_CHUNK = msgspec.msgpack.Encoder(enc_hook=repr)
+_DEC_CHUNK = msgspec.msgpack.Decoder(_Chunk)
+
+#: One bit per known kind in a chunk's ``kinds`` column; anything else sets _OTHER.
+_KIND_BITS = {k: 1 << i for i, k in enumerate((
+    "sent", "output", "input", "recv", "unknown", "failed", "dead", "started",
+    "actor_started", "actor_completed", "idle", "shutdown", "ingest", "event"))}
+_OTHER = 1 << 30
+
+
+def _kind_mask(kinds: Iterable[str]) -> int:
+    mask = 0
+    for k in kinds:
+        mask |= _KIND_BITS.get(k, _OTHER)
+    return mask
+
+
+class _ChunkRow(msgspec.Struct, frozen=True):
+    """A chunk ready to insert: the blob and the columns queries filter on."""
+
+    execution: str
+    first_seq: int
+    last_seq: int
+    n: int
+    msg_lo: int | None
+    msg_hi: int | None
+    kinds: int
+    data: bytes
+
+
+def _seal(ex: str, cols: list[tuple[Any, ...]], vref: list[int], values: list[str]
+          ) -> _ChunkRow:
+    """Columns of one execution's rows (seq ascending) -> one chunk row."""
+    _, seq, ts, kind, node, port, pnode, pport, msg, causes, _, error, extra = cols
+    msgs = [m for m in msg if m is not None]
+    chunk = _Chunk(seq=list(seq), ts=list(ts), kind=list(kind), node=list(node),
+                   port=list(port), peer_node=list(pnode), peer_port=list(pport),
+                   msg=list(msg), causes=list(causes), vref=vref, values=values,
+                   error=list(error), extra=list(extra))
+    return _ChunkRow(ex, seq[0], seq[-1], len(seq), min(msgs) if msgs else None,
+                     max(msgs) if msgs else None, _kind_mask(set(kind)),
+                     _ENC_CHUNK.encode(chunk))
+
+
+def _columns(rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
+    """Rows -> (execution, its columns in seq order), one per execution. Everything per
+    row runs in C (zip, set, sorted); the rows of one batch rarely need sorting."""
+    cols = list(zip(*rows, strict=True))
+    exs = set(cols[0])
+    parts = [(next(iter(exs)), cols)] if len(exs) == 1 else [
+        (ex, list(zip(*[r for r in rows if r[0] == ex], strict=True))) for ex in exs]
+    for ex, part in parts:
+        seq = part[1]
+        if len(set(seq)) != len(seq):
+            raise TraceStoreError(f"execution {ex!r}: two events with the same seq in one"
+                                  " batch")
+        if sorted(seq) != list(seq):
+            part = list(zip(*sorted(zip(*part, strict=True), key=lambda r: int(r[1])),
+                            strict=True))
+        yield ex, part
+
+
+def encode_chunks(rows: Sequence[Sequence[Any]], limit: int) -> list[_ChunkRow]:
+    """Rows (tuples in column order; ``value`` a Python object or :data:`NOVALUE`) ->
+    one chunk per execution, each distinct value object encoded once."""
+    out: list[_ChunkRow] = []
+    if not rows:
+        return out
+    for ex, cols in _columns(rows):
+        value = cols[10]
+        # The rows hold every value while this runs, so no id() is reused: equal ids
+        # are one object (a message passed on unchanged), encoded once.
+        ids = list(map(id, value))
+        objects = dict(zip(ids, value, strict=True))
+        objects.pop(id(NOVALUE), None)
+        pos = {k: i for i, k in enumerate(objects)}
+        pos[id(NOVALUE)] = -1
+        values = [encode_value(v, limit) for v in objects.values()]
+        out.append(_seal(ex, cols, list(map(pos.__getitem__, ids)), values))
+    return out
+
+
+def _json_chunks(rows: Sequence[Sequence[Any]]) -> list[_ChunkRow]:
+    """Rows of the first layout (causes, value, extra as JSON text) -> chunks."""
+    out = []
+    for ex, cols in _columns(rows):
+        index: dict[str, int] = {}
+        values: list[str] = []
+        vref = []
+        for v in cols[10]:
+            if v is None:
+                vref.append(-1)
+                continue
+            i = index.get(v)
+            if i is None:
+                i = index[v] = len(values)
+                values.append(v)
+            vref.append(i)
+        cols[1] = tuple(int(s) for s in cols[1])
+        cols[2] = tuple(float(t) for t in cols[2])
+        cols[8] = tuple(None if m is None else int(m) for m in cols[8])
+        cols[9] = tuple(_loads(c) for c in cols[9])
+        cols[12] = tuple(_loads(e) for e in cols[12])
+        out.append(_seal(ex, cols, vref, values))
+    return out
 
 
 def _loads(text: str | None) -> Any:
     return None if text is None else _DECODE_JSON.decode(text)
+
+
+def _chunk_rows(chunk: _Chunk, execution: str, keep: Iterable[int]) -> list[EventRow]:
+    """The events ``keep`` (indexes into the chunk) as rows."""
+    decoded: dict[int, Any] = {}
+    out = []
+    for i in keep:
+        ref = chunk.vref[i]
+        if ref < 0:
+            value = None
+        elif ref in decoded:
+            value = decoded[ref]
+        else:
+            value = decoded[ref] = _DECODE_JSON.decode(chunk.values[ref])
+        out.append(EventRow(execution, chunk.seq[i], chunk.ts[i], chunk.kind[i],
+                            chunk.node[i], chunk.port[i], chunk.peer_node[i],
+                            chunk.peer_port[i], chunk.msg[i], chunk.causes[i], value,
+                            chunk.error[i], chunk.extra[i]))
+    return out
+
+
+_CHUNK_COLS = "execution, first_seq, last_seq, n, msg_lo, msg_hi, kinds, data"
+#: Chunks read per query round trip (a query stops reading once it has its limit).
+_PAGE = 16
 
 
 class _SqlStore:
@@ -100,8 +285,9 @@ class _SqlStore:
     _P = "?"
     _REAL = "REAL"
     _INT = "INTEGER"
-    #: Prefix that keeps the planner from using an index on a column (SQLite's ``+``).
-    _NOINDEX = ""
+    _BLOB = "BLOB"
+    #: Where the store is, for error messages.
+    where = "trace store"
 
     def __init__(self, *, max_age: float | None = None, max_events: int | None = None) -> None:
         self.max_age = max_age
@@ -119,6 +305,10 @@ class _SqlStore:
     def _commit(self) -> None:
         raise NotImplementedError
 
+    def _tables(self) -> set[str]:
+        """Names of the tables that exist."""
+        raise NotImplementedError
+
     def close(self) -> None:
         """Close the connection."""
 
@@ -126,28 +316,57 @@ class _SqlStore:
         return sql if self._P == "?" else sql.replace("?", self._P)
 
     def _schema(self) -> None:
-        r, i = self._REAL, self._INT
+        r, i, b = self._REAL, self._INT, self._BLOB
+        tables = self._tables()
+        layout = 1 if "events" in tables else LAYOUT
+        stored = None
+        if "trace_meta" in tables:
+            rows = self._execute("SELECT value FROM trace_meta WHERE key = 'layout'")
+            if rows:
+                layout = stored = int(rows[0][0])
+        if stored == LAYOUT and {"executions", "chunks"} <= tables:
+            self._commit()  # (ends PostgreSQL's read transaction)
+            return  # nothing to create or migrate: a reader opens without writing
+        if layout > LAYOUT:
+            raise TraceStoreError(
+                f"{self.where}: written in layout {layout} by a newer reflowpy; this one"
+                f" reads layouts 1 and {LAYOUT} (upgrade reflowpy, or use another store)")
         self._execute(f"""CREATE TABLE IF NOT EXISTS executions (
             id TEXT PRIMARY KEY, graph TEXT NOT NULL, started {r} NOT NULL, ended {r},
             status TEXT NOT NULL, source TEXT NOT NULL, sample {i} NOT NULL,
             dropped {i} NOT NULL, inexact {i} NOT NULL, error TEXT, graph_json TEXT,
             events {i} NOT NULL)""")
-        self._execute(f"""CREATE TABLE IF NOT EXISTS events (
-            execution TEXT NOT NULL, seq {i} NOT NULL, ts {r} NOT NULL, kind TEXT NOT NULL,
-            node TEXT NOT NULL, port TEXT NOT NULL, peer_node TEXT NOT NULL,
-            peer_port TEXT NOT NULL, msg {i}, causes TEXT, value TEXT, error TEXT,
-            extra TEXT, PRIMARY KEY (execution, seq))""")
-        self._execute("CREATE INDEX IF NOT EXISTS events_msg ON events (execution, msg)")
-        self._execute("CREATE INDEX IF NOT EXISTS events_kind ON events (execution, kind)")
+        self._execute(f"""CREATE TABLE IF NOT EXISTS chunks (
+            execution TEXT NOT NULL, first_seq {i} NOT NULL, last_seq {i} NOT NULL,
+            n {i} NOT NULL, msg_lo {i}, msg_hi {i}, kinds {i} NOT NULL, data {b} NOT NULL,
+            PRIMARY KEY (execution, first_seq))""")
         self._execute("CREATE INDEX IF NOT EXISTS executions_started ON executions (started)")
+        self._execute("CREATE TABLE IF NOT EXISTS trace_meta (key TEXT PRIMARY KEY,"
+                      " value TEXT NOT NULL)")
+        if layout == 1:
+            self._migrate_v1()
+        self._execute("DELETE FROM trace_meta WHERE key = 'layout'")
+        self._execute(self._q("INSERT INTO trace_meta (key, value) VALUES ('layout', ?)"),
+                      (str(LAYOUT),))
         self._commit()
+
+    def _migrate_v1(self) -> None:
+        """Move the first layout's ``events`` rows into chunks (one transaction)."""
+        cols = ("execution, seq, ts, kind, node, port, peer_node, peer_port, msg, causes,"
+                " value, error, extra")
+        for (ex,) in self._execute("SELECT DISTINCT execution FROM events"):
+            rows = self._execute(self._q(
+                f"SELECT {cols} FROM events WHERE execution = ? ORDER BY seq"), (ex,))
+            for k in range(0, len(rows), 2000):
+                self._insert_chunks(_json_chunks(rows[k:k + 2000]), count=False)
+        self._execute("DROP TABLE events")
 
     # -- writing (the collector's writer thread) ----------------------------------------
 
     def begin(self, rec: ExecutionRecord) -> None:
         """Record a new execution (or replace a record with the same id)."""
         with self._lock:
-            self._execute(self._q("DELETE FROM events WHERE execution = ?"), (rec.id,))
+            self._execute(self._q("DELETE FROM chunks WHERE execution = ?"), (rec.id,))
             self._execute(self._q("DELETE FROM executions WHERE id = ?"), (rec.id,))
             self._execute(self._q(
                 "INSERT INTO executions (id, graph, started, ended, status, source, sample,"
@@ -157,22 +376,40 @@ class _SqlStore:
                  rec.sample, rec.dropped, int(rec.inexact), rec.error, rec.graph_json, 0))
             self._commit()
 
-    def append(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Insert encoded event rows (tuples in column order), one transaction."""
+    def append(self, rows: Sequence[Sequence[Any]], max_value_bytes: int = 4096) -> None:
+        """Store event rows (tuples in column order, Python values; ``value``
+        :data:`NOVALUE` for none) as one chunk per execution, one transaction.
+
+        Raises :class:`TraceStoreError` if a batch's seqs overlap what an execution
+        already holds (events are appended in order)."""
         if not rows:
             return
+        chunks = encode_chunks(rows, max_value_bytes)  # outside the lock: CPU only
         with self._lock:
-            self._executemany(self._q(
-                f"INSERT INTO events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"),
-                rows)
-            counts: dict[str, int] = {}
-            for row in rows:
-                counts[row[0]] = counts.get(row[0], 0) + 1
-            for ex, n in counts.items():
-                self._execute(self._q("UPDATE executions SET events = events + ? WHERE id = ?"),
-                              (n, ex))
+            self._insert_chunks(chunks)
             self._commit()
-            self._notify(list(counts))
+            self._notify([c.execution for c in chunks])
+
+    def _insert_chunks(self, chunks: Sequence[_ChunkRow], count: bool = True) -> None:
+        for c in chunks:
+            last = self._execute(self._q(
+                "SELECT last_seq FROM chunks WHERE execution = ? ORDER BY first_seq DESC"
+                " LIMIT 1"), (c.execution,))
+            if last and int(last[0][0]) >= c.first_seq:
+                self._rollback()
+                raise TraceStoreError(
+                    f"execution {c.execution!r}: events from seq {c.first_seq} arrived after"
+                    f" seq {int(last[0][0])} was stored (events are appended in order)")
+        self._executemany(self._q(
+            f"INSERT INTO chunks ({_CHUNK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+            [(c.execution, c.first_seq, c.last_seq, c.n, c.msg_lo, c.msg_hi, c.kinds,
+              c.data) for c in chunks])
+        for c in chunks if count else ():
+            self._execute(self._q("UPDATE executions SET events = events + ? WHERE id = ?"),
+                          (c.n, c.execution))
+
+    def _rollback(self) -> None:
+        """Abandon the open transaction (driver hook)."""
 
     def _notify(self, executions: list[str]) -> None:
         """Hook for stores that push live updates (PostgreSQL NOTIFY)."""
@@ -215,13 +452,13 @@ class _SqlStore:
         return removed
 
     def _delete(self, execution: str) -> None:
-        self._execute(self._q("DELETE FROM events WHERE execution = ?"), (execution,))
+        self._execute(self._q("DELETE FROM chunks WHERE execution = ?"), (execution,))
         self._execute(self._q("DELETE FROM executions WHERE id = ?"), (execution,))
 
     def clear_events(self, execution: str) -> None:
         """Delete an execution's events, keeping its record."""
         with self._lock:
-            self._execute(self._q("DELETE FROM events WHERE execution = ?"), (execution,))
+            self._execute(self._q("DELETE FROM chunks WHERE execution = ?"), (execution,))
             self._execute(self._q("UPDATE executions SET events = 0 WHERE id = ?"),
                           (execution,))
             self._commit()
@@ -279,60 +516,105 @@ class _SqlStore:
                 else f"no execution {execution!r} in the trace store")
         return self._record(rows[0])
 
+    def _chunks(self, execution: str, where: list[str], params: list[Any], newest: bool
+                ) -> Iterator[_Chunk]:
+        """The execution's chunks that pass ``where``, in seq order (newest first if
+        ``newest``), read a page at a time."""
+        order = "DESC" if newest else "ASC"
+        cmp = "<" if newest else ">"
+        after: int | None = None
+        while True:
+            w = ["execution = ?", *where]
+            p: list[Any] = [execution, *params]
+            if after is not None:
+                w.append(f"first_seq {cmp} ?")
+                p.append(after)
+            p.append(_PAGE)
+            with self._lock:
+                rows = self._execute(self._q(
+                    f"SELECT first_seq, data FROM chunks WHERE {' AND '.join(w)}"
+                    f" ORDER BY first_seq {order} LIMIT ?"), p)
+            for first, data in rows:
+                try:
+                    yield _DEC_CHUNK.decode(bytes(data))
+                except msgspec.DecodeError as exc:
+                    raise TraceStoreError(f"{self.where}: execution {execution!r}: the chunk"
+                                          f" from seq {first} is damaged: {exc}") from None
+            if len(rows) < _PAGE:
+                return
+            after = int(rows[-1][0])
+
     def events(
         self, execution: str, *, kinds: Sequence[str] | None = None, node: str | None = None,
         msgs: Sequence[int] | None = None, after_seq: int = 0, limit: int = 10_000,
         newest: bool = False,
     ) -> list[EventRow]:
         """Events of one execution in order, filtered by kind, node or message ids."""
-        where = ["execution = ?"]
-        params: list[Any] = [execution]
+        where: list[str] = []
+        params: list[Any] = []
         if after_seq:
-            where.append("seq > ?")
+            where.append("last_seq > ?")
             params.append(after_seq)
+        kind_set = None
         if kinds:
-            # with message ids, the (execution, msg) index is the selective one
-            col = self._NOINDEX + "kind" if msgs is not None else "kind"
-            where.append(f"{col} IN ({', '.join('?' * len(kinds))})")
-            params.extend(kinds)
-        if node is not None:
-            where.append("(node = ? OR peer_node = ?)")
-            params.extend([node, node])
+            kind_set = set(kinds)
+            where.append("(kinds & ?) != 0")
+            params.append(_kind_mask(kind_set) | _OTHER)
+        msg_set = None
         if msgs is not None:
             if not msgs:
                 return []
-            where.append(f"msg IN ({', '.join('?' * len(msgs))})")
-            params.extend(msgs)
-        order = "DESC" if newest else "ASC"
-        # sorting a handful of rows beats walking the primary key to find them
-        seq = self._NOINDEX + "seq" if msgs is not None else "seq"
-        params.append(limit)
-        with self._lock:
-            rows = self._execute(self._q(
-                f"SELECT {_COLUMNS} FROM events WHERE {' AND '.join(where)}"
-                f" ORDER BY {seq} {order} LIMIT ?"), params)
-        out = [EventRow(r[0], int(r[1]), float(r[2]), r[3], r[4], r[5], r[6], r[7],
-                        None if r[8] is None else int(r[8]), _loads(r[9]), _loads(r[10]),
-                        r[11], _loads(r[12])) for r in rows]
+            msg_set = set(msgs)
+            where.append("msg_lo <= ? AND msg_hi >= ?")
+            params.extend([max(msg_set), min(msg_set)])
+        out: list[EventRow] = []
+        if limit <= 0:
+            return out
+        for chunk in self._chunks(execution, where, params, newest):
+            idx: Iterable[int] = range(len(chunk.seq))
+            if after_seq:
+                idx = [i for i in idx if chunk.seq[i] > after_seq]
+            if kind_set is not None:
+                ks = chunk.kind
+                idx = [i for i in idx if ks[i] in kind_set]
+            if msg_set is not None:
+                ms = chunk.msg
+                idx = [i for i in idx if ms[i] in msg_set]
+            if node is not None:
+                ns, ps = chunk.node, chunk.peer_node
+                idx = [i for i in idx if ns[i] == node or ps[i] == node]
+            idx = list(idx)
+            if newest:
+                idx.reverse()
+            want = limit - len(out)
+            out.extend(_chunk_rows(chunk, execution, idx[:want]))
+            if len(out) >= limit:
+                break
         if newest:
             out.reverse()
         return out
 
     def caused_by(self, execution: str, msg: int, limit: int = 1000) -> list[EventRow]:
         """Sends whose causes include ``msg`` (forward lineage)."""
-        pattern_rows = self.events(execution, kinds=("sent", "output"), limit=1_000_000)
-        return [r for r in pattern_rows if r.causes and msg in r.causes][:limit]
+        out: list[EventRow] = []
+        for chunk in self._chunks(execution, ["(kinds & ?) != 0"],
+                                  [_kind_mask(("sent", "output"))], False):
+            keep = [i for i, (k, c) in enumerate(zip(chunk.kind, chunk.causes, strict=True))
+                    if c and msg in c and k in ("sent", "output")]
+            out.extend(_chunk_rows(chunk, execution, keep[:limit - len(out)]))
+            if len(out) >= limit:
+                break
+        return out
 
 
 class SqliteStore(_SqlStore):
     """The trace store in one SQLite file (WAL mode; safe for one writer + readers)."""
 
-    _NOINDEX = "+"
-
     def __init__(self, path: str | Path, *, max_age: float | None = None,
                  max_events: int | None = None) -> None:
         super().__init__(max_age=max_age, max_events=max_events)
         self.path = Path(path)
+        self.where = f"trace store {str(self.path)!r}"
         try:
             if self.path.parent and not self.path.parent.exists():
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -345,6 +627,10 @@ class SqliteStore(_SqlStore):
         except (sqlite3.Error, OSError) as exc:
             raise TraceStoreError(f"trace store {str(self.path)!r}: cannot open: {exc}"
                                   ) from None
+
+    def _tables(self) -> set[str]:
+        rows = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        return {str(r[0]) for r in rows.fetchall()}
 
     def _begin(self) -> None:
         if not self._in_tx:

@@ -47,12 +47,14 @@ nursery, so a request handler and the networks share one trio run.
 
 from __future__ import annotations
 
+import contextlib
 import heapq
 import logging
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import msgspec
@@ -328,6 +330,10 @@ class ExecutionManager:
         self._ended_heap: list[tuple[float, str]] = []
         self._ended_count = 0
         self._last_sweep = time.time()
+        #: Wraps each run of a network (entered before it starts, left after it
+        #: stopped): the observability layer's trace recording, or ``None``.
+        self.recorder: (Callable[[Execution, Network], AbstractAsyncContextManager[Any]]
+                        | None) = None
 
     def get(self, execution_id: str) -> Execution:
         """The execution ``execution_id``; raises ``KeyError``."""
@@ -599,7 +605,9 @@ class ExecutionManager:
             net = Network(ex.graph, self.registry, name=ex.id, capacity=ex.policy.capacity)
         for hook in ex.on_network:
             hook(net)
-        async with trio.open_nursery() as pumps:
+        recording = (self.recorder(ex, net) if self.recorder is not None
+                     else contextlib.nullcontext())
+        async with recording, trio.open_nursery() as pumps:
             ex._nursery = pumps
 
             def follow_graph(event: GraphEvent) -> None:

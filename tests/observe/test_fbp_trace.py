@@ -66,8 +66,11 @@ async def test_fbp_trace_is_backed_by_the_store(served: Served) -> None:
         assert all(e["time"].endswith("Z") for e in events)
         async with served.client() as c:
             traces = (await c.get("/traces")).json()
-            assert [t["source"] for t in traces] == ["fbp"]
-            assert traces[0]["id"].startswith("fbp-g-")
+            # the FBP trace beside the server's own recording of the same network
+            by_source = {t["source"]: t["id"] for t in traces}
+            assert sorted(by_source) == ["fbp", "server"]
+            assert by_source["server"].startswith("fbp-g-")
+            assert by_source["fbp"].startswith(by_source["server"] + ".fbp-")
         await _send(ws, "trace", "clear", {"graph": "g"})
         await _expect(ws, "trace", "clear")
         assert await _dump(ws) == []

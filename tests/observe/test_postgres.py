@@ -8,14 +8,18 @@ import os
 import threading
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import trio
+from hypothesis import HealthCheck, given, settings
 
 import reflowpy as rf
 from reflowpy.observe import Collector, TraceStoreError, open_store, query
 from reflowpy.observe.postgres import PostgresStore
 from tests.observe.components import failing_graph, registry
+from tests.observe.test_store_layout import _queries, check_store_against_model, streams
+from tests.scale import long_scale
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -81,3 +85,18 @@ def test_postgres_errors_name_the_server(pg_dsn: str) -> None:
     with pytest.raises(TraceStoreError, match=r"postgresql://\.\.\.@127\.0\.0\.1") as err:
         PostgresStore(bad)
     assert "wrong" not in str(err.value)  # the password is never echoed
+
+
+@settings(max_examples=long_scale(8), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@given(stream=streams(), queries=_queries)
+def test_postgres_chunked_store_answers_like_the_event_list(pg_dsn: str, stream: Any,
+                                                            queries: Any) -> None:
+    # the same model check as SQLite's (tests/observe/test_store_layout.py): the chunk
+    # layout's bit-set and range filters in PostgreSQL's SQL, BYTEA blobs
+    rows, batches = stream
+    store = PostgresStore(pg_dsn)
+    try:
+        check_store_against_model(store, rows, batches, queries)
+    finally:
+        store.close()

@@ -7,8 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
+from reflowpy.observe import SqliteStore
 from tests.observe.components import failing_graph
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -92,14 +94,16 @@ def test_replay_reproduces_a_deterministic_graph(recorded: tuple[Path, Path]) ->
 
 
 def test_replay_detects_a_changed_graph(tmp_path: Path, recorded: tuple[Path, Path]) -> None:
-    import sqlite3
-
     trace = tmp_path / "changed.trace"
     trace.write_bytes(recorded[1].read_bytes())
-    db = sqlite3.connect(trace)  # the recorded output 4 becomes 5: replay must notice
-    db.execute("UPDATE events SET value = '5' WHERE kind = 'output' AND value = '4'")
-    db.commit()
-    db.close()
+    store = SqliteStore(trace)  # the recorded output 4 becomes 5: replay must notice
+    ex = store.execution().id
+    rows = [msgspec.structs.astuple(r) for r in store.events(ex, limit=10**6)]
+    assert any(r[3] == "output" and r[10] == 4 for r in rows)
+    store.clear_events(ex)
+    store.append([(*r[:10], 5 if r[3] == "output" and r[10] == 4 else r[10], *r[11:])
+                  for r in rows])
+    store.close()
     r = _cli("trace", "replay", "--store", str(trace),
              "--registry", "tests.observe.components:registry")
     assert r.returncode == 1

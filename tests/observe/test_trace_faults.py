@@ -60,7 +60,7 @@ async def test_cancel_at_random_points(tmp_path: Path, sample: int) -> None:
 
 
 class _FailingStore(SqliteStore):
-    def append(self, rows: Any) -> None:
+    def append(self, rows: Any, max_value_bytes: int = 4096) -> None:
         raise TraceStoreError(f"trace store {str(self.path)!r}: disk I/O error (injected)")
 
 

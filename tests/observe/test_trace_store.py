@@ -96,13 +96,18 @@ def _roots(store: SqliteStore, ex: str, msg: int) -> set[Any]:
     fail_on=st.lists(st.integers(0, 50), max_size=4),
     externals=st.lists(st.integers(100, 120), max_size=4),
     capacity=st.integers(1, 4),
+    # rows per written batch: 1 and 3 cut every message's hops over several chunks
+    batch=st.sampled_from([1, 3, 2000]),
 )
 # a broadcast waiting for room at d while c already took the value (issue: the kernel
 # announced the send only after every target had it)
-@example(origins=[47, 35, 10, 35, 35, 47, 3, 33, 6], fail_on=[], externals=[], capacity=3)
+@example(origins=[47, 35, 10, 35, 35, 47, 3, 33, 6], fail_on=[], externals=[], capacity=3,
+         batch=2000)
+@example(origins=[1, 2, 3, 4], fail_on=[2], externals=[101, 102], capacity=1, batch=1)
 def test_lineage_matches_ground_truth(tmp_path_factory: pytest.TempPathFactory,
                                       origins: list[int], fail_on: list[int],
-                                      externals: list[int], capacity: int) -> None:
+                                      externals: list[int], capacity: int,
+                                      batch: int) -> None:
     store = SqliteStore(tmp_path_factory.mktemp("t") / "trace.sqlite")
 
     async def feed(net: rf.Network) -> None:
@@ -114,9 +119,11 @@ def test_lineage_matches_ground_truth(tmp_path_factory: pytest.TempPathFactory,
             await net.send(("e", "in"), (o, ("ext",)))
 
     net = rf.Network(_graph(fail_on, capacity), _registry(), capacity=capacity)
-    rec = trio.run(_record, store, net, feed)
+    rec = trio.run(lambda: _record(store, net, feed, batch=batch))
     ex = rec.execution_id
     assert rec.dropped == 0
+    chunks = store._execute("SELECT COUNT(*) FROM chunks")[0][0]
+    assert chunks >= (rec.events if batch == 1 else 1)
     assert rec.lineage_mismatches == 0 and not rec.inexact
     outs = query.outputs(store, ex)
     expected = sum((2 * 2 if o not in fail_on else 2) for o in origins) + len(externals)
@@ -187,9 +194,9 @@ class _BlockedStore(SqliteStore):
         super().__init__(path)
         self.release = threading.Event()
 
-    def append(self, rows: Any) -> None:
+    def append(self, rows: Any, max_value_bytes: int = 4096) -> None:
         self.release.wait(30)
-        super().append(rows)
+        super().append(rows, max_value_bytes)
 
 
 async def test_stalled_store_drops_batches_not_the_dataflow(tmp_path: Path) -> None:

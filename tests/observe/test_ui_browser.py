@@ -1,16 +1,22 @@
 """The live page in headless Chromium (Debian ``chromium``, installed by
 scripts/setup-chromium.sh): it loads with no console errors, shows the nodes of a running
-graph, updates a counter live over SSE, and a screenshot is saved as a test artifact
-(``$REFLOWPY_ARTIFACTS`` or ``test-artifacts/`` at the repository root)."""
+graph, updates a counter live over SSE, follows a clicked node's packets in the packet
+timeline, lists a real bridge peer connected to the server's ``/bridge``, and a
+screenshot is saved as a test artifact (``$REFLOWPY_ARTIFACTS`` or ``test-artifacts/``
+at the repository root)."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
+import trio
 
+import reflowpy as rf
+from reflowpy.bridge import BridgedNetwork, Peer, Peers
 from tests.observe.cdp import browser_page, chromium_path
 from tests.observe.conftest import feed, start_doubler
 from tests.server.conftest import Served
@@ -20,6 +26,29 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
     chromium_path() is None and not os.environ.get("CI"),
     reason="needs Debian chromium (scripts/setup-chromium.sh); required when CI is set")
+
+
+@pytest.fixture(autouse=True)
+def _hypercorn_close_takes_the_send_lock(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Hypercorn 0.18 (trio) closes a connection with ``send_eof()`` outside the lock
+    its senders hold; ``send_eof`` keeps trio's conflict detector across a checkpoint,
+    so a frame sent at that moment (here: the bridge host answering the peer's close
+    while the server closes its side) raises BusyResourceError, and that error takes
+    the whole in-process server down (about 1 run in 5 on a loaded machine). Reported
+    to the lead for reflowpy/server/serve.py; patched here so this test checks the
+    page, not the race."""
+    from hypercorn.trio.tcp_server import TCPServer
+
+    original = TCPServer._close
+
+    async def close(self: Any) -> None:
+        if self.send_lock.statistics().owner is trio.lowlevel.current_task():
+            await original(self)
+            return
+        async with self.send_lock:
+            await original(self)
+
+    monkeypatch.setattr(TCPServer, "_close", close)
 
 
 def artifact_dir() -> Path:
@@ -53,6 +82,24 @@ _WAIT_TEXT = """new Promise((resolve, reject) => {
 })"""
 
 
+_TIMELINE_ROWS = "document.querySelectorAll('#timeline tbody tr').length"
+_TIMELINE_TEXT = ("[...document.querySelectorAll('#timeline tbody tr')]"
+                  ".map(tr => [...tr.children].map(td => td.textContent).join(' '))")
+
+# Resolves with the peer rows once the (hidden until then) peers panel shows one up.
+_WAIT_PEERS = """new Promise((resolve, reject) => {
+  const t = setTimeout(() => reject(new Error('no bridge peer appeared')), 30000);
+  const check = () => {
+    const box = document.getElementById('peers');
+    const rows = [...box.querySelectorAll('tbody tr')];
+    if (!box.hidden && rows.length && box.querySelector('tbody td.up')) {
+      clearTimeout(t); resolve(rows.map(r => r.textContent)); return true; }
+    return false; };
+  if (!check()) new MutationObserver((_, obs) => { if (check()) obs.disconnect(); })
+    .observe(document.body, {subtree: true, childList: true, attributes: true});
+})"""
+
+
 def _wait_text(text: str) -> str:
     return _WAIT_TEXT % (json.dumps(text), json.dumps(text))
 
@@ -73,7 +120,50 @@ async def _check_page(served: Served, url: str) -> None:
         assert "in 10" in await page.evaluate(_wait_text("in 10"))
         rows = await page.evaluate("document.querySelectorAll('#nodes tbody tr').length")
         assert rows == 2
-        await page.screenshot(str(artifact_dir() / "live-page.png"))
+        # the packet timeline: click node d, keep packets coming until the panel has some
+        await page.evaluate("document.querySelector('#graph g.node[data-node=\"d\"]')"
+                            ".dispatchEvent(new MouseEvent('click', {bubbles: true}))")
+        k = 11
+        with trio.fail_after(30):
+            while await page.evaluate(_TIMELINE_ROWS) < 2:
+                await feed(client, ex, [k], k)
+                k += 1
+                await trio.sleep(0.05)
+        rows = await page.evaluate(_TIMELINE_TEXT)
+        assert all(" d." in r or "d.in" in r for r in rows), rows
+        seqs = [int(r.split()[0]) for r in rows]
+        assert seqs == sorted(seqs, reverse=True) and len(set(seqs)) == len(seqs), rows
+        assert "node d" in await page.evaluate(
+            "document.getElementById('timeline-title').textContent")
+        # a bridge peer: a network with a node placed on this server's /bridge
+        async with trio.open_nursery() as nursery:
+            done = trio.Event()
+            up = trio.Event()
+
+            async def bridged() -> None:
+                g = rf.Graph("bridged")
+                g.add_node("a", "core/Repeat")
+                g.add_node("b", "core/Repeat", {"remote": "srv"})
+                g.add_node("c", "core/Repeat")
+                g.add_edge("a", "out", "b", "in")
+                g.add_edge("b", "out", "c", "in")
+                g.add_inport("in", "a", "in")
+                g.add_outport("out", "c", "out")
+                peers = Peers({"srv": Peer(served.ws_url + "/bridge", served.token)})
+                async with BridgedNetwork(g, peers=peers) as bn:
+                    await bn.network.send("in", 1)
+                    async for _ in bn.network.outputs("out"):
+                        break
+                    up.set()
+                    await done.wait()
+
+            nursery.start_soon(bridged)
+            with trio.fail_after(60):
+                await up.wait()
+            peers = await page.evaluate(_WAIT_PEERS)
+            assert len(peers) == 1 and "remote:srv" in peers[0] and "up" in peers[0], peers
+            await page.screenshot(str(artifact_dir() / "live-page.png"))
+            done.set()
         assert page.console_errors == [], page.console_errors
         await client.post(f"/executions/{ex}/stop", json={})
 

@@ -13,6 +13,8 @@
   let selected = null;
   let lastView = null;
   let abort = null;
+  // what the packet timeline follows: {node: id} or {edge: "src.port->tgt.port"}
+  let tap = null;
 
   function el(tag, attrs, text) {
     const e = document.createElementNS(SVG, tag);
@@ -90,11 +92,15 @@
         class: "edge" + (e.fill >= 1 ? " full" : ""), "marker-end": "url(#arrow)" }));
       const label = el("text", { x: mx, y: (y1 + y2) / 2 - 8, class: "edge-label", "text-anchor": "middle" },
         `${e.queued}/${e.capacity}` + (e.rate ? ` · ${fmt(Math.round(e.rate))}/s` : ""));
-      label.setAttribute("data-edge", `${e.from}.${e.fromPort}->${e.to}.${e.toPort}`);
+      const edgeId = `${e.from}.${e.fromPort}->${e.to}.${e.toPort}`;
+      label.setAttribute("data-edge", edgeId);
+      if (tap && tap.edge === edgeId) label.setAttribute("class", "edge-label tapped");
+      label.addEventListener("click", () => follow_tap({ edge: edgeId }));
       svg.appendChild(label);
     }
     for (const n of view.nodes) {
-      const g = el("g", { class: `node ${n.state}` + (view.rootCause === n.id ? " root" : ""),
+      const g = el("g", { class: `node ${n.state}` + (view.rootCause === n.id ? " root" : "") +
+        (tap && tap.node === n.id ? " tapped" : ""),
         transform: `translate(${n.x},${n.y})`, "data-node": n.id });
       g.appendChild(el("rect", { width: W, height: H }));
       g.appendChild(el("text", { x: 8, y: 17, "font-weight": "bold" }, n.id));
@@ -103,7 +109,7 @@
       counts.setAttribute("data-counter", n.id);
       g.appendChild(counts);
       if (n.status) g.appendChild(el("text", { x: 8, y: H + 14, class: "status" }, n.status));
-      g.addEventListener("click", () => { selected = n.id; render(lastView); showDetail(n.id); });
+      g.addEventListener("click", () => { selected = n.id; render(lastView); showDetail(n.id); follow_tap({ node: n.id }); });
       svg.appendChild(g);
     }
   }
@@ -128,7 +134,7 @@
       tr.appendChild(h("td", fmt(n.out), "num"));
       tr.appendChild(h("td", fmt(Math.round(n.rateIn)), "num"));
       tr.appendChild(h("td", String(n.failures), "num"));
-      tr.addEventListener("click", () => { selected = n.id; render(lastView); showDetail(n.id); });
+      tr.addEventListener("click", () => { selected = n.id; render(lastView); showDetail(n.id); follow_tap({ node: n.id }); });
       tbody.appendChild(tr);
     }
     const ul = $("errors");
@@ -143,6 +149,55 @@
       li.appendChild(b);
       ul.appendChild(li);
     }
+    renderPeers(view.peers || []);
+  }
+
+  // Bridge peers of this server (its /bridge host), shown only when there are any.
+  function renderPeers(peers) {
+    const box = $("peers");
+    box.hidden = peers.length === 0;
+    const tbody = box.querySelector("tbody");
+    tbody.textContent = "";
+    for (const p of peers) {
+      const tr = h("tr");
+      tr.dataset.peer = p.peer;
+      tr.appendChild(h("td", p.peer));
+      tr.appendChild(h("td", p.location));
+      tr.appendChild(h("td", p.state, p.state));
+      tr.appendChild(h("td", p.rttMs == null ? "–" : String(p.rttMs), "num"));
+      tr.appendChild(h("td", fmt(p.msgsIn), "num"));
+      tr.appendChild(h("td", fmt(p.msgsOut), "num"));
+      tr.appendChild(h("td", String(p.credits), "num"));
+      tbody.appendChild(tr);
+    }
+  }
+
+  // The packet timeline (noflo-ui's edge inspector): the server taps the node or edge
+  // in short bursts and sends its recent packets, numbered as seen, with each view.
+  function renderPackets(data) {
+    const target = data.node ? `node ${data.node}` : `edge ${data.edge[0]}.${data.edge[1]} → ${data.edge[2]}.${data.edge[3]}`;
+    $("timeline-title").textContent = `Packet timeline — ${target}`;
+    const table = $("timeline");
+    $("timeline-hint").hidden = data.packets.length > 0;
+    $("timeline-hint").textContent = data.packets.length ? "" : "waiting for packets…";
+    table.hidden = data.packets.length === 0;
+    const tbody = table.querySelector("tbody");
+    tbody.textContent = "";
+    for (const p of data.packets.slice().reverse()) {
+      const tr = h("tr");
+      tr.dataset.seq = String(p.seq);
+      tr.appendChild(h("td", String(p.seq), "num"));
+      tr.appendChild(h("td", new Date(p.time).toISOString().slice(11, 23)));
+      tr.appendChild(h("td", `${p.from}.${p.fromPort} → ${p.to ? p.to + "." : ""}${p.toPort}`));
+      tr.appendChild(h("td", p.value, "value"));
+      tbody.appendChild(tr);
+    }
+  }
+
+  function follow_tap(t) {
+    tap = t;
+    render(lastView);
+    start();
   }
 
   // Dead letters go back to their node and port (the server's REST endpoint).
@@ -183,8 +238,14 @@
       follow("/ui/events", (type, data) => { if (type === "networks" && data.length) { current = data[0].name; start(); } });
       return;
     }
-    follow(`/ui/events?network=${encodeURIComponent(current)}`, (type, data) => { if (type === "view") render(data); });
+    let url = `/ui/events?network=${encodeURIComponent(current)}`;
+    if (tap && tap.node) url += `&tapNode=${encodeURIComponent(tap.node)}`;
+    else if (tap && tap.edge) url += `&tapEdge=${encodeURIComponent(tap.edge)}`;
+    follow(url, (type, data) => {
+      if (type === "view") render(data);
+      else if (type === "packets") renderPackets(data);
+    });
   }
-  $("network").addEventListener("change", (ev) => { current = ev.target.value; selected = null; start(); });
+  $("network").addEventListener("change", (ev) => { current = ev.target.value; selected = null; tap = null; start(); });
   start();
 })();
