@@ -39,6 +39,7 @@ from hypercorn.trio import serve as hypercorn_serve
 from reflowpy.errors import ReflowError
 from reflowpy.network.registry import Registry, default_registry
 from reflowpy.server.app import ServerState, create_app
+from reflowpy.server.hypercorn_fix import apply_hypercorn_fix
 
 __all__ = ["InsecureBind", "serve", "server_registry"]
 
@@ -119,6 +120,7 @@ async def serve(
         shutdown = trio.Event()
     registry = registry if registry is not None else server_registry()
     limits.setdefault("allow_setsource", _is_loopback(host) or token is not None)
+    apply_hypercorn_fix()
     config = Config()
     config.bind = [f"[{host}]:{port}" if ":" in host else f"{host}:{port}"]
     config.accesslog = None

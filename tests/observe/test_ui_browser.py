@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 import trio
@@ -26,29 +25,6 @@ ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(
     chromium_path() is None and not os.environ.get("CI"),
     reason="needs Debian chromium (scripts/setup-chromium.sh); required when CI is set")
-
-
-@pytest.fixture(autouse=True)
-def _hypercorn_close_takes_the_send_lock(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Hypercorn 0.18 (trio) closes a connection with ``send_eof()`` outside the lock
-    its senders hold; ``send_eof`` keeps trio's conflict detector across a checkpoint,
-    so a frame sent at that moment (here: the bridge host answering the peer's close
-    while the server closes its side) raises BusyResourceError, and that error takes
-    the whole in-process server down (about 1 run in 5 on a loaded machine). Reported
-    to the lead for reflowpy/server/serve.py; patched here so this test checks the
-    page, not the race."""
-    from hypercorn.trio.tcp_server import TCPServer
-
-    original = TCPServer._close
-
-    async def close(self: Any) -> None:
-        if self.send_lock.statistics().owner is trio.lowlevel.current_task():
-            await original(self)
-            return
-        async with self.send_lock:
-            await original(self)
-
-    monkeypatch.setattr(TCPServer, "_close", close)
 
 
 def artifact_dir() -> Path:
