@@ -172,6 +172,11 @@ def test_deep_indentation_is_refused_by_the_limits_not_the_stack() -> None:
 
     text = "processes:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(200)) + \
         "  " * 201 + "z: 1\n"
-    assert _yaml_block.read(text, _Loader) is not None
+    # The block reader answers only within the depth limit (so its data need no second
+    # walk): deeper text goes to the full loader, whose check names the limit.
+    assert _yaml_block.read(text, _Loader) is None
+    shallow = "processes:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(60)) + \
+        "  " * 61 + "z: 1\n"
+    assert _yaml_block.read(shallow, _Loader) is not None
     with pytest.raises(rf.GraphFormatError, match="nested more than 64"):
         rf.Graph.loads(text, "yaml")

@@ -246,16 +246,17 @@ class _Parser:
         rows become edges through C-level maps; a new spelling is read once."""
         chunk = self.text[start:end]
         rows = chunk.count("->")
+        lowered = chunk.islower()  # then the port names need no folding
         if (chunk.count(" -> ") == rows and "  " not in chunk and "[" not in chunk
                 and "\n " not in chunk and " \n" not in chunk
                 and chunk[0] != " " and chunk[-1] != " "):
             # Written as the writer writes (one space apart, no index): the words are
             # node, port, port, node per row, split apart by C-level string methods.
-            words = chunk.replace(" -> ", " ").replace("\n", " ").split(" ")
+            words = chunk.rstrip("\n").replace(" -> ", " ").replace("\n", " ").split(" ")
             del chunk
             src, sport, tport, tgt = words[0::4], words[1::4], words[2::4], words[3::4]
             del words
-            if not self.cs:
+            if not self.cs and not lowered:
                 sport = " ".join(sport).lower().split(" ")
                 tport = " ".join(tport).lower().split(" ")
             intern, shared = self._names.setdefault, self._ports.setdefault
