@@ -28,6 +28,7 @@ import contextlib
 import copy
 import logging
 import operator
+import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -61,8 +62,11 @@ __all__ = [
 _log = logging.getLogger("reflowpy.graph")
 
 
-class Endpoint(msgspec.Struct, frozen=True):
-    """One side of a connection: a node's port, optionally an index of an addressable port."""
+class Endpoint(msgspec.Struct, frozen=True, gc=False):
+    """One side of a connection: a node's port, optionally an index of an addressable port.
+
+    Not tracked by the garbage collector (it holds only strings and an integer, so it
+    can be in no cycle): 16 bytes less each, and a million edges add nothing to scan."""
 
     node: str
     port: str
@@ -318,8 +322,9 @@ class Graph:
             raise NodeNotFound(f"{self._where()}: no node {node_id!r}") from None
 
     def port_name(self, port: str) -> str:
-        """A port name as stored: lower-cased unless the graph is case sensitive."""
-        return port if self.case_sensitive else port.lower()
+        """A port name as stored: lower-cased unless the graph is case sensitive; one
+        string object per name (interned), so a million edges share a few of them."""
+        return sys.intern(port if self.case_sensitive else port.lower())
 
     def spelled(self, port: str) -> str:
         """A stored port name as its file spelled it (see :attr:`port_case`)."""
@@ -664,8 +669,9 @@ class Graph:
         Both nodes must exist. Adding a connection that already exists returns the
         existing one unchanged (as NoFlo does).
         """
-        self.node(src_node)
-        self.node(tgt_node)
+        # The endpoints hold the stored nodes' own id strings, not the caller's copies.
+        src_node = self.node(src_node).id
+        tgt_node = self.node(tgt_node).id
         src = Endpoint(src_node, self.port_name(src_port), src_index)
         tgt = Endpoint(tgt_node, self.port_name(tgt_port), tgt_index)
         if src_index is not None or tgt_index is not None:  # the text only when needed

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from reflowpy.network.formats import _yaml_block
 from reflowpy.network.formats import yaml as yamlfmt
+from reflowpy.network.formats._limits import Budget, check_value
 from tests.scale import long_scale
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +46,8 @@ def _check(text: str) -> bool:
     full = _full(text)
     assert full is not _NOTHING, f"fast reader accepted what PyYAML refuses: {text!r}"
     assert fast == full and _types(fast) == _types(full), (text, fast, full)
+    # What it answers skips the limits walk, so it must be within them already.
+    check_value(fast, "yaml", "", Budget(len(text)))
     return True
 
 
