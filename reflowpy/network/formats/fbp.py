@@ -275,15 +275,17 @@ class _Parser:
         except GraphFormatError:
             # An index out of range: find the first in text order for its message.
             for m in _EDGE_ROW.finditer(self.text, start, end):
-                self.pos = m.start()
-                self._side(m.group(1), True)
-                self._side(m.group(2), False)
+                self._side(m.group(1), True, m.start(1))
+                self._side(m.group(2), False, m.start(2))
             raise
         self.edges.extend(map(Edge, map(src_ends.__getitem__, srcs),
                               map(tgt_ends.__getitem__, tgts)))
 
-    def _side(self, side: str, source: bool) -> Endpoint:
-        """The endpoint one side of an edge row spells (``a out[1]`` / ``in[2] b``)."""
+    def _side(self, side: str, source: bool, at: int = 0) -> Endpoint:
+        """The endpoint one side of an edge row spells (``a out[1]`` / ``in[2] b``);
+        ``at``, its offset in the text, places an index out of range as the grammar
+        does (on its digits)."""
+        self.pos = at + side.find("[") + 1
         if source:
             node, port, index = _SRC_SIDE.fullmatch(side).groups()  # type: ignore[union-attr]
         else:
