@@ -87,7 +87,8 @@ with open("/proc/self/status") as f:
     hwm = [line for line in f if line.startswith("VmHWM:")]
 rss = (int(hwm[0].split()[1]) if hwm
        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024.0
-print(json.dumps({"nodes": len(g.nodes), "seconds": dt, "cpu": cpu, "rss": rss}))
+print(json.dumps({"nodes": len(g.nodes), "seconds": dt, "cpu": cpu, "rss": rss,
+                  "package": __import__("reflowpy").__file__}))
 """
 
 
@@ -119,7 +120,9 @@ def file_loads(mb: float, fmts: Sequence[str], base: str | None = None,
             del text
             for _ in range(rounds):
                 for variant, env in _variants(base):
-                    proc = subprocess.run([sys.executable, "-c", _CHILD, path],
+                    # cwd=tmp: ``-c`` puts the working directory first on sys.path, where
+                    # it would shadow the variant's PYTHONPATH.
+                    proc = subprocess.run([sys.executable, "-c", _CHILD, path], cwd=tmp,
                                           capture_output=True, text=True, check=True, env=env)
                     r = json.loads(proc.stdout)
                     yield {"workload": f"graph.loads.file.{fmt}", "n": r["nodes"],
@@ -127,7 +130,7 @@ def file_loads(mb: float, fmts: Sequence[str], base: str | None = None,
                            "msgs_per_s": round(r["nodes"] / r["seconds"]),
                            "peak_rss_mb": round(r["rss"], 1),
                            "file_mb": round(file_mb, 1),
-                           **({"variant": variant} if base else {})}
+                           **({"variant": variant, "package": r["package"]} if base else {})}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
