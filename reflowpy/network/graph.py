@@ -729,7 +729,7 @@ class Graph:
                 fresh = dict(zip(zip(map(_SRC, edges), map(_TGT, edges), strict=True),
                                  edges, strict=True))
                 if len(fresh) == len(edges):  # no repeats: taken as they are
-                    index.update(fresh)
+                    self._edge_index = fresh  # (not copied: a second big dict at the peak)
                     out.extend(edges)
                     return
                 del fresh
