@@ -7,12 +7,18 @@ one JSON line; ``msgs_per_s`` is nodes per second for graph work.
 
     python -m benchmarks graph [--nodes 10000] [--repeat 3]
     python -m benchmarks graph --file-mb 50 [--formats reflow,noflo,fbp,yaml]
+        [--base DIR] [--rounds 1]
 
 ``--file-mb`` instead writes, for each format, a file of about that size (the same
 layered graph, scaled), and loads each in a fresh child process (``loads.file.FMT``):
 ``seconds`` is the load (format detected, as ``reflowpy run`` does; ``cpu_seconds`` its
 CPU time), ``peak_rss_mb`` the child's own peak (``VmHWM``), text included, ``n`` the
 node count and ``msgs_per_s`` nodes/s.
+
+``--base DIR`` (a directory holding another ``reflowpy`` package, e.g. ``git archive
+REV reflowpy | tar -x -C DIR``) loads the same file with that version too, interleaved
+with this one in each of ``--rounds`` rounds, so a before/after pair comes from one run
+on one file (``variant`` is ``base`` or ``head``; the JSON line is as above).
 """
 
 from __future__ import annotations
@@ -81,14 +87,26 @@ with open("/proc/self/status") as f:
     hwm = [line for line in f if line.startswith("VmHWM:")]
 rss = (int(hwm[0].split()[1]) if hwm
        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024.0
-print(json.dumps({"nodes": len(g.nodes), "seconds": dt, "cpu": cpu, "rss": rss}))
+print(json.dumps({"nodes": len(g.nodes), "seconds": dt, "cpu": cpu, "rss": rss,
+                  "package": __import__("reflowpy").__file__}))
 """
 
 
-def file_loads(mb: float, fmts: Sequence[str]) -> Iterator[dict[str, Any]]:
+def _variants(base: str | None) -> list[tuple[str, dict[str, str]]]:
+    """(name, environment) of each version to load with: this one, and ``base``."""
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = [("head", {**os.environ, "PYTHONPATH": here})]
+    if base:
+        out.insert(0, ("base", {**os.environ, "PYTHONPATH": os.path.abspath(base)}))
+    return out
+
+
+def file_loads(mb: float, fmts: Sequence[str], base: str | None = None,
+               rounds: int = 1) -> Iterator[dict[str, Any]]:
     """Load a ``mb``-megabyte file of each format in a child process; one line each,
     as each load ends. ``cpu_seconds`` is the child's CPU time for the load: on a
-    shared machine it says what the wall-clock ``seconds`` cannot."""
+    shared machine it says what the wall-clock ``seconds`` cannot. With ``base``, each
+    round loads the file with both versions, one after the other."""
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in fmts:
             probe = 2000
@@ -100,14 +118,19 @@ def file_loads(mb: float, fmts: Sequence[str]) -> Iterator[dict[str, Any]]:
                 f.write(text)
             file_mb = len(text.encode("utf-8")) / 1e6
             del text
-            proc = subprocess.run([sys.executable, "-c", _CHILD, path], capture_output=True,
-                                  text=True, check=True)
-            r = json.loads(proc.stdout)
-            yield {"workload": f"graph.loads.file.{fmt}", "n": r["nodes"],
-                   "seconds": round(r["seconds"], 3), "cpu_seconds": round(r["cpu"], 3),
-                   "msgs_per_s": round(r["nodes"] / r["seconds"]),
-                   "peak_rss_mb": round(r["rss"], 1),
-                   "file_mb": round(file_mb, 1)}
+            for _ in range(rounds):
+                for variant, env in _variants(base):
+                    # cwd=tmp: ``-c`` puts the working directory first on sys.path, where
+                    # it would shadow the variant's PYTHONPATH.
+                    proc = subprocess.run([sys.executable, "-c", _CHILD, path], cwd=tmp,
+                                          capture_output=True, text=True, check=True, env=env)
+                    r = json.loads(proc.stdout)
+                    yield {"workload": f"graph.loads.file.{fmt}", "n": r["nodes"],
+                           "seconds": round(r["seconds"], 3), "cpu_seconds": round(r["cpu"], 3),
+                           "msgs_per_s": round(r["nodes"] / r["seconds"]),
+                           "peak_rss_mb": round(r["rss"], 1),
+                           "file_mb": round(file_mb, 1),
+                           **({"variant": variant, "package": r["package"]} if base else {})}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -117,9 +140,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--file-mb", type=float, default=None,
                         help="load a file of about this many MB per format instead")
     parser.add_argument("--formats", default="reflow,noflo,fbp,yaml")
+    parser.add_argument("--base", default=None,
+                        help="also load each file with the reflowpy package under DIR")
+    parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args(argv)
     if args.file_mb:
-        for line in file_loads(args.file_mb, args.formats.split(",")):
+        for line in file_loads(args.file_mb, args.formats.split(","), args.base,
+                               args.rounds):
             print(json.dumps(line), flush=True)
         return 0
     n, r = args.nodes, args.repeat

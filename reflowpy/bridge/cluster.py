@@ -330,8 +330,12 @@ class BridgedNetwork:
             assert self._nursery is not None
             proc: trio.Process = await self._nursery.start(
                 lambda task_status: trio.run_process(cmd, env=env, check=False,
-                                                     stdout=subprocess.DEVNULL,
+                                                     stdout=subprocess.PIPE,
                                                      task_status=task_status))
+            from reflowpy.bridge.worker import relay_output  # here: worker runs as __main__
+
+            assert proc.stdout is not None
+            self._nursery.start_soon(relay_output, proc.stdout)  # core/Output's lines
             peer.process = proc
             if not started:
                 started = True

@@ -5,6 +5,8 @@ listens on a Unix socket (or ``tcp://host:port``, or ``ws://host:port`` as a sta
 bridge peer without the rest of ``reflowpy serve``), checks every dialer's HELLO against
 ``REFLOWPY_TOKEN`` and hosts the graph part it is sent (:class:`~reflowpy.bridge.host.Host`).
 It exits when its parent dies, or once the part it hosted has ended (bye or peer lost).
+A core/Output node hosted here writes its lines to the worker's stdout, marked, and the
+parent's :func:`relay_output` hands them to its own sink (``reflowpy run``'s JSON lines).
 ``--plugin module:function`` calls ``function(registry)`` first, to register components.
 """
 
@@ -13,12 +15,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
+import json
 import logging
 import os
 import ssl
 import sys
 from collections.abc import Sequence
 from functools import partial
+from typing import Any
 
 import trio
 
@@ -27,7 +31,52 @@ from reflowpy.bridge.transport import serve_stream
 from reflowpy.bridge.websocket import serve_websocket
 from reflowpy.network.registry import Registry, default_registry
 
-__all__ = ["main", "serve"]
+__all__ = ["main", "relay_output", "serve"]
+
+#: How a worker's stdout line carries one core/Output line to its parent.
+_OUTPUT = b"OUTPUT "
+_encode = json.JSONEncoder(default=repr, ensure_ascii=False).encode
+
+
+def _to_parent(node: str, value: Any, text: str) -> None:
+    """core/Output's sink in a worker: the line goes to the parent (see relay_output)."""
+    line = _encode({"node": node, "value": value, "text": text})
+    sys.stdout.buffer.write(_OUTPUT + line.encode("utf-8", "backslashreplace") + b"\n")
+    sys.stdout.flush()
+
+
+async def relay_output(stream: trio.abc.ReceiveStream) -> None:
+    """Read a partition worker's stdout until it closes and hand each core/Output line
+    to this process's sink, as the node would if it ran here: ``reflowpy run``'s
+    JSON-lines stdout, or the text on stdout in library use. Other lines are ignored.
+
+    Cancelled (the network is stopping), it still hands on what the pipe holds: the
+    worker writes a line before the node's output leaves it, so every line of a value
+    that arrived here is in the pipe already and is read without waiting."""
+    from reflowpy.components.core import output_sink
+
+    def hand(data: bytes) -> bytes:
+        *lines, rest = data.split(b"\n")
+        for line in lines:
+            if line.startswith(_OUTPUT):
+                item = json.loads(line[len(_OUTPUT):])
+                sink = output_sink.get()
+                if sink is None:
+                    print(item["text"], flush=True)
+                else:
+                    sink(item["node"], item["value"], item["text"])
+        return rest
+
+    rest = b""
+    try:
+        async for chunk in stream:
+            rest = hand(rest + chunk)
+    finally:
+        fileno = getattr(stream, "fileno", None)
+        if fileno is not None:
+            with contextlib.suppress(OSError):  # BlockingIOError: the pipe is empty
+                while data := os.read(fileno(), 1 << 16):
+                    rest = hand(rest + data)
 
 
 def _load_plugins(registry: Registry, plugins: Sequence[str]) -> None:
@@ -42,6 +91,9 @@ async def serve(listen: str, *, local_id: str, token: str, plugins: Sequence[str
                 ssl_context: ssl.SSLContext | None = None) -> None:
     """Host graph parts on ``listen`` until the parent dies or (``once``) the hosted part
     ends. Prints ``LISTENING <address>`` on stdout once it accepts connections."""
+    from reflowpy.components.core import output_sink
+
+    output_sink.set(_to_parent)  # core/Output's lines reach the parent's stdout
     registry = default_registry()
     _load_plugins(registry, plugins)
     parent = os.getppid()

@@ -17,6 +17,7 @@ from typing import Any
 import msgspec
 
 from reflowpy.errors import GraphFormatError
+from reflowpy.network.formats import check_duplicate_keys
 from reflowpy.network.graph import Graph
 
 __all__ = ["FORMATS", "dump_graph", "graph_text", "load_graph", "media_format"]
@@ -73,6 +74,7 @@ def load_graph(source: Mapping[str, Any] | str | bytes, format: str | None = Non
         except msgspec.DecodeError as exc:
             raise GraphFormatError(f"{exc} (the text is not valid JSON)",
                                    format="json") from None
+        check_duplicate_keys(source, doc, "json")  # as for a file
         if not isinstance(doc, dict):
             raise GraphFormatError("expected a JSON object with processes/connections,"
                                    f" got {type(doc).__name__}", format="json",

@@ -30,7 +30,12 @@ from reflowpy.network.network import Network
 from reflowpy.server.app import ServerState
 from reflowpy.server.executions import Execution
 from reflowpy.server.graphs import graph_text, load_graph, media_format
-from reflowpy.server.jsonio import DEFAULT_MAX_DEPTH, JsonTooDeep, decode_json
+from reflowpy.server.jsonio import (
+    DEFAULT_MAX_DEPTH,
+    JsonDuplicateKey,
+    JsonTooDeep,
+    decode_json,
+)
 from reflowpy.server.policy import CapabilityRefused
 from reflowpy.server.schemas import (
     ComponentOut,
@@ -88,13 +93,16 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 def parse_json(body: bytes, max_depth: int = DEFAULT_MAX_DEPTH) -> Any:
-    """JSON ``body``: 400 for malformed JSON and for nesting deeper than ``max_depth``."""
+    """JSON ``body``: 400 for malformed JSON, for nesting deeper than ``max_depth`` and
+    for a key written twice in one object (``duplicate_key``, naming both places)."""
     try:
         return decode_json(body, max_depth, "the request body")
     except msgspec.DecodeError as exc:
         raise HttpError(400, "malformed_json", str(exc)) from None
     except JsonTooDeep as exc:
         raise HttpError(400, "too_deep", str(exc)) from None
+    except JsonDuplicateKey as exc:
+        raise HttpError(400, "duplicate_key", str(exc)) from None
 
 
 def decode(body: bytes, type: type[T], *, allow_empty: bool = False,

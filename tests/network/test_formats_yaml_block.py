@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 
 from reflowpy.network.formats import _yaml_block
 from reflowpy.network.formats import yaml as yamlfmt
+from reflowpy.network.formats._limits import Budget, check_value
 from tests.scale import long_scale
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,6 +46,8 @@ def _check(text: str) -> bool:
     full = _full(text)
     assert full is not _NOTHING, f"fast reader accepted what PyYAML refuses: {text!r}"
     assert fast == full and _types(fast) == _types(full), (text, fast, full)
+    # What it answers skips the limits walk, so it must be within them already.
+    check_value(fast, "yaml", "", Budget(len(text)))
     return True
 
 
@@ -172,6 +175,11 @@ def test_deep_indentation_is_refused_by_the_limits_not_the_stack() -> None:
 
     text = "processes:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(200)) + \
         "  " * 201 + "z: 1\n"
-    assert _yaml_block.read(text, _Loader) is not None
+    # The block reader answers only within the depth limit (so its data need no second
+    # walk): deeper text goes to the full loader, whose check names the limit.
+    assert _yaml_block.read(text, _Loader) is None
+    shallow = "processes:\n" + "".join("  " * (i + 1) + f"k{i}:\n" for i in range(60)) + \
+        "  " * 61 + "z: 1\n"
+    assert _yaml_block.read(shallow, _Loader) is not None
     with pytest.raises(rf.GraphFormatError, match="nested more than 64"):
         rf.Graph.loads(text, "yaml")

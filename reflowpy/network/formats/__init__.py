@@ -30,6 +30,7 @@ from reflowpy.network.graph import Graph
 
 __all__ = [
     "FORMATS",
+    "check_duplicate_keys",
     "detect",
     "detect_dialect",
     "dumps",

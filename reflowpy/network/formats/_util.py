@@ -19,7 +19,7 @@ import msgspec
 
 from reflowpy.errors import GraphError, GraphFormatError
 from reflowpy.network.formats._limits import MAX_DEPTH, check_text, check_value, line_col
-from reflowpy.network.graph import Graph
+from reflowpy.network.graph import Edge, Endpoint, Graph
 
 T = TypeVar("T")
 
@@ -227,6 +227,49 @@ def json_dumps(data: Any, fmt: str) -> str:
     except RecursionError:
         raise GraphFormatError("cannot be written as JSON: data nested too deeply",
                                format=fmt) from None
+
+
+class EdgeBuffer:
+    """A JSON reader's edges, made as :meth:`Graph.add_edge` makes them and stored in
+    bulk by :meth:`flush` (``Graph._extend``): per edge, two node look-ups and two
+    small objects instead of add_edge's checks and bookkeeping. An edge add_edge would
+    refuse (a missing node, an empty port, a bad index or capacity) goes to add_edge
+    at once, which raises its own error, so errors come in file order as before."""
+
+    __slots__ = ("edges", "graph", "nodes", "ports")
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.nodes = graph.nodes
+        self.edges: list[Edge] = []
+        self.ports: dict[str, str] = {}  # port name as written -> as stored
+
+    def add(self, src_node: str, src_port: str, tgt_node: str, tgt_port: str,
+            src_index: int | None, tgt_index: int | None, meta: dict[str, Any],
+            cap: int | None) -> None:
+        nodes, ports = self.nodes, self.ports
+        src, tgt = nodes.get(src_node), nodes.get(tgt_node)
+        if (src is None or tgt is None or not src_port or not tgt_port
+                or (cap is None and "capacity" in meta)
+                or (src_index is not None and (type(src_index) is not int or src_index < 0))
+                or (tgt_index is not None and (type(tgt_index) is not int or tgt_index < 0))):
+            self.flush()  # keeps the order, should add_edge take the edge after all
+            self.graph.add_edge(src_node, src_port, tgt_node, tgt_port, src_index=src_index,
+                                tgt_index=tgt_index, metadata=meta, capacity=cap)
+            return
+        sport = ports.get(src_port)
+        if sport is None:
+            sport = ports[src_port] = self.graph.port_name(src_port)
+        tport = ports.get(tgt_port)
+        if tport is None:
+            tport = ports[tgt_port] = self.graph.port_name(tgt_port)
+        self.edges.append(Edge(Endpoint(src.id, sport, src_index),
+                               Endpoint(tgt.id, tport, tgt_index), meta, cap))
+
+    def flush(self) -> None:
+        """Store the edges (a repeated one once, the first, as add_edge keeps it)."""
+        self.graph._extend(edges=self.edges, checked=True)
+        self.edges = []
 
 
 def split_capacity(metadata: Mapping[str, Any] | None) -> tuple[dict[str, Any], int | None]:

@@ -28,6 +28,12 @@ loader, which also gives the errors. What it reads:
   PyYAML says), single-quoted and backslash-free double-quoted one-line strings,
   ``[]`` and ``{}``.
 
+What it answers is within the limits of :mod:`~reflowpy.network.formats._limits` by
+construction, so the caller need not walk it again: no aliases (nothing to expand),
+containers at most ``MAX_DEPTH - 2`` deep, integers in the 64-bit range, keys that are
+strings, no lone surrogates (see ``_ODD``); anything beyond goes to the full loader,
+whose check names it.
+
 Not read (so left to the full loader): anchors, aliases and tags, flow collections
 with content, multi-line scalars, ``? `` keys, merges, directives and document
 markers, tabs, CR line ends, duplicate keys (refused there, with both lines) and
@@ -39,6 +45,8 @@ from __future__ import annotations
 
 import re
 from typing import Any
+
+from reflowpy.network.formats._limits import MAX_DEPTH, MAX_INT, MIN_INT
 
 __all__ = ["read"]
 
@@ -55,6 +63,13 @@ _VALUE = rf"(?:{_PLAIN}|{_SQUOTED}|{_DQUOTED}|\[\]|\{{\}})"
 # the subset only after "- "); or a blank or comment line (groups None but the indent).
 _LINE = re.compile(
     rf"( *)(?:(- +)?(?:({_KEY}):(?: +({_VALUE}))?|({_VALUE}))? *|#[^\n]*)(?:\n|\Z)")
+# _LINE for findall: every line matches, one outside the subset in the last group (a
+# group that is never empty), so the matches follow each other with no gap.
+_ROWS = re.compile(rf"{_LINE.pattern}|([^\n])[^\n]*(?:\n|\Z)")
+_SLICE = 1 << 16  # characters per findall: bounds the rows held at once
+# Deepest stack of open containers read here; deeper goes to the full loader, whose
+# check (reflowpy.network.formats._limits.MAX_DEPTH) gives the error.
+_MAX_STACK = MAX_DEPTH - 2
 # Characters outside what the full reader takes unquestioned (control characters, DEL,
 # C1, the YAML 1.1 line breaks NEL/LS/PS, BOM, surrogates, non-characters): full path.
 _ODD = re.compile("[^\n\x20-\x7e\u00a0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd"
@@ -93,6 +108,8 @@ class _Scalars:
             value: Any = text
         elif tag in _SIMPLE_TAGS:
             value = self._construct(tag, text)
+            if type(value) is int and not MIN_INT <= value <= MAX_INT:
+                raise _NotSubset  # the full loader's check names it
         else:  # merge, value, yaml, timestamp...: the full loader decides
             raise _NotSubset
         self.cache[text] = value
@@ -134,72 +151,113 @@ def _read(text: str, scalars: _Scalars) -> Any:
     stack: list[tuple[int, Any, bool]] = []
     pending: tuple[dict[str, Any], str, int] | None = None  # "key:" awaiting its value
     root: Any = None
-    pos, end = 0, len(text)
-    match = _LINE.match
+    # The innermost open container, as stack[-1] holds it once a line has set it.
+    top: Any = None
+    top_ind, top_map = -1, False
+    findall, pos, end = _ROWS.findall, 0, len(text)
     while pos < end:
-        m = match(text, pos)
-        if m is None or m.end() == pos:
-            raise _NotSubset
-        pos = m.end()
-        spaces, dash, key, value, item = m.groups()
-        if key is None:
-            if item is None:
-                if dash is None:
-                    continue  # blank or comment line
-                raise _NotSubset  # "- " alone: a nested block or null
-            if dash is None:
-                raise _NotSubset  # a bare value: a continued scalar or an error
-        ind = len(spaces)
-        if pending is not None:
-            owner, pkey, pind = pending
-            pending = None
-            if ind > pind or (dash is not None and ind == pind):
-                child: Any = [] if dash is not None else {}
-                owner[pkey] = child
-                stack.append((ind, child, dash is None))
-            else:
-                owner[pkey] = None
-        elif root is None:
-            if ind or dash is not None:
-                raise _NotSubset
-            root = {}
-            stack.append((0, root, True))
-        while stack:
-            top = stack[-1]
-            if top[0] == ind and top[2] == (dash is None):
-                break
-            if top[0] < ind:
-                raise _NotSubset
-            stack.pop()
-        else:
-            raise _NotSubset
-        container = stack[-1][1]
-        if dash is not None:
-            if key is None:
-                container.append(_scalar(item, plain, cache))
+        # The lines in slices of about _SLICE characters (ending at a line end), each
+        # read by one findall: no Python per line but the structure below.
+        stop = text.find("\n", pos + _SLICE)
+        stop = end if stop < 0 else stop + 1
+        rows = findall(text, pos, stop)
+        pos = stop
+        for spaces, dash, key, value, item, bad in rows:
+            if value and pending is None and not dash and top_map and len(spaces) == top_ind:
+                # The common line: "key: value" in the mapping open at this indent.
+                name = cache.get(key)
+                if name is None:
+                    name = plain(key)
+                    if type(name) is not str:
+                        raise _NotSubset
+                if name in top:
+                    raise _NotSubset  # a duplicate: the full loader names both lines
+                first = value[0]
+                if first == "'" or first == '"':
+                    top[name] = _quoted(value)
+                elif first == "[":
+                    top[name] = []
+                elif first == "{":
+                    top[name] = {}
+                else:
+                    scalar = cache.get(value, cache)
+                    top[name] = plain(value) if scalar is cache else scalar
                 continue
-            ind += len(dash)
-            mapping: dict[str, Any] = {}
-            container.append(mapping)
-            stack.append((ind, mapping, True))
-            container = mapping
-        name = cache.get(key)
-        if name is None:
-            name = plain(key)
-            if type(name) is not str:
+            if not key:
+                if bad:
+                    raise _NotSubset  # a line outside the subset
+                if not item:
+                    if not dash:
+                        continue  # blank or comment line
+                    raise _NotSubset  # "- " alone: a nested block or null
+                if not dash:
+                    raise _NotSubset  # a bare value: a continued scalar or an error
+            ind = len(spaces)
+            if pending is not None:
+                owner, pkey, pind = pending
+                pending = None
+                if ind > pind or (dash and ind == pind):
+                    if len(stack) >= _MAX_STACK:
+                        raise _NotSubset  # the full loader reports the depth
+                    child: Any = [] if dash else {}
+                    owner[pkey] = child
+                    stack.append((ind, child, not dash))
+                else:
+                    owner[pkey] = None
+            elif root is None:
+                if ind or dash:
+                    raise _NotSubset
+                root = {}
+                stack.append((0, root, True))
+            while stack:
+                top_ind, container, top_map = stack[-1]
+                if top_ind == ind and top_map is not bool(dash):
+                    break
+                if top_ind < ind:
+                    raise _NotSubset
+                stack.pop()
+            else:
                 raise _NotSubset
-        if name in container:
-            raise _NotSubset  # a duplicate: the full loader names both lines
-        if value is None:
-            pending = (container, name, ind)
-        else:
-            container[name] = _scalar(value, plain, cache)
+            top = container
+            if dash:
+                if not key:
+                    container.append(_scalar(item, plain, cache))
+                    continue
+                if len(stack) >= _MAX_STACK:
+                    raise _NotSubset
+                ind += len(dash)
+                mapping: dict[str, Any] = {}
+                container.append(mapping)
+                stack.append((ind, mapping, True))
+                top_ind, top, top_map = ind, mapping, True
+                container = mapping
+            name = cache.get(key)
+            if name is None:
+                name = plain(key)
+                if type(name) is not str:
+                    raise _NotSubset
+            if name in container:
+                raise _NotSubset  # a duplicate: the full loader names both lines
+            if not value:
+                pending = (container, name, ind)
+                continue
+            first = value[0]
+            if first == "'" or first == '"':
+                container[name] = _quoted(value)
+            elif first == "[":
+                container[name] = []
+            elif first == "{":
+                container[name] = {}
+            else:
+                scalar = cache.get(value, cache)
+                container[name] = plain(value) if scalar is cache else scalar
     if pending is not None:
         pending[0][pending[1]] = None
     return root
 
 
 def _scalar(text: str, plain: Any, cache: dict[str, Any]) -> Any:
+    """A value written after ``- `` (the same as the inline code for ``key: value``)."""
     first = text[0]
     if first == "'" or first == '"':
         return _quoted(text)

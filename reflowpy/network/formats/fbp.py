@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from reflowpy.errors import GraphError, GraphFormatError
@@ -59,15 +59,32 @@ _SPACES1 = re.compile(r" +")
 _WS = re.compile(r"[ \t\n\r]*")
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
 _NEWLINES = "\n\r\u2028\u2029"
-_FAST_EDGE = re.compile(
-    r" *([a-zA-Z_][a-zA-Z0-9_\-]*) +([a-zA-Z_][a-zA-Z.0-9_]*)(?:\[([0-9]+)\])? *-> *"
-    r"([a-zA-Z_][a-zA-Z.0-9_]*)(?:\[([0-9]+)\])? +([a-zA-Z_][a-zA-Z0-9_\-]*) *(?:\n|\Z)"
-)
 _FAST_NODE = re.compile(
     r" *([a-zA-Z_][a-zA-Z0-9_\-]*)\(([a-zA-Z/\-0-9_]+)(?::([a-zA-Z/=_,0-9]+))?\) *(?:\n|\Z)"
 )
-# The fast path's two statement shapes in one pattern: groups 1-6 an edge, 7-9 a node.
-_FAST = re.compile(f"(?:{_FAST_EDGE.pattern})|(?:{_FAST_NODE.pattern})")
+# The fast path: runs of the statements the writer emits, each run matched at once and
+# its rows read with ``findall`` (no Python per row but a few C-level passes).
+_N = r"[a-zA-Z_][a-zA-Z0-9_\-]*"  # a node name
+_P = r"[a-zA-Z_][a-zA-Z.0-9_]*"  # a port name
+# The rows, with their groups capturing ("(") or not ("(?:", inside a run).
+_EDGE_T = (r" *{o}{n} +{p}(?:\[[0-9]+\])?) *-> *{o}{p}(?:\[[0-9]+\])? +{n}) *(?:\n|\Z)")
+_NODE_T = r" *{o}{n})\({o}[a-zA-Z/\-0-9_]+)\) *(?:\n|\Z)"
+# ``a out[1] -> in[2] b``: (source side, target side) as written; ``a(comp)``: (name,
+# component).
+_EDGE_ROW = re.compile(_EDGE_T.format(o="(", n=_N, p=_P))
+_NODE_ROW = re.compile(_NODE_T.format(o="(", n=_N, p=_P))
+_SRC_SIDE = re.compile(rf"({_N}) +({_P})(?:\[([0-9]+)\])?")
+_TGT_SIDE = re.compile(rf"({_P})(?:\[([0-9]+)\])? +({_N})")
+_RUN = 4096  # rows per run: bounds the rows held at once
+# One ``finditer`` over the text: a run of edges (group 1), a run of plain nodes (2),
+# a node with metadata (3 name, 4 component, 5 metadata, as _FAST_NODE), or, where none
+# of them matches, the empty alternative: matches are contiguous, and the first empty
+# one hands the statement there to the grammar.
+_BULK = re.compile(
+    f"((?:{_EDGE_T.format(o='(?:', n=_N, p=_P)}){{1,{_RUN}}})"
+    f"|((?:{_NODE_T.format(o='(?:', n=_N, p=_P)}){{1,{_RUN}}})"
+    f"|{_FAST_NODE.pattern}|")
+
 _ANON = re.compile(r"[^a-zA-Z0-9]+")
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
             "t": "\t"}
@@ -87,7 +104,9 @@ class _Parser:
         self.default_in = "IN"
         self.default_out = "OUT"
         # name -> the grammar's entry, or (fast path) the offset of its declaration
-        self.nodes: dict[str, dict[str, Any] | int] = {}
+        # name -> the grammar's entry, or (fast path) the offset of its declaration, or
+        # (a run of plain nodes) its component
+        self.nodes: dict[str, dict[str, Any] | int | str] = {}
         # The statements' halves in order: dicts {"src"/"data", "tgt"} from the grammar,
         # and from the fast path 6-tuples (complete edges) and 2-tuples (target halves).
         self.edges: list[Any] = []
@@ -105,6 +124,14 @@ class _Parser:
         self.fast = True
         self._folded: dict[str, str] = {}
         self._names: dict[str, str] = {}
+        self._src_ends: dict[str, Endpoint] = {}
+        #: Whether ``edges`` holds anything but fast-path :class:`Edge` objects.
+        self.mixed = False
+        self._comps: dict[str, str] = {}  # one string per component name
+        self._ports: dict[str, str] = {}  # one string per folded port name
+        self._halves = "EXPORT=" in text  # keep every half: export resolution reads them
+        self._node_runs: list[tuple[int, int]] = []
+        self._tgt_ends: dict[str, Endpoint] = {}
 
     # -- terminals ------------------------------------------------------------------
 
@@ -168,70 +195,40 @@ class _Parser:
 
     def _scan(self) -> None:
         """Read every statement: runs of the two shapes the writer emits,
-        ``a out[1] -> in b`` and ``a(comp)``, in one tight loop over one compiled regex
-        (:data:`_FAST`), anything else by the grammar. The grammar gives exactly these
-        results for them (worked through rule by rule; the fuzz suite compares both,
-        ``fast=False``); anything followed by more than spaces and a newline takes the
-        general path.
+        ``a out[1] -> in b`` and ``a(comp)``, in one ``finditer`` of one compiled
+        regex (:data:`_BULK`) over the text, anything else by the grammar. The grammar
+        gives exactly these results for them (worked through rule by rule; the fuzz
+        suite compares both, ``fast=False``); anything followed by more than spaces and
+        a newline takes the general path.
 
         What the fast path stores is small, since a 50 MB file holds millions of
-        statements: an edge as the :class:`Edge` it becomes (node names shared through
-        ``names``, port names through ``_folded``); a node as ``name -> offset`` of its
-        declaration (component and place are read again from the text when needed, see
-        :meth:`_node_entry`); a node statement's target half (the grammar's ``IN`` of a
-        lone ``a(comp)``) only where something can pair with it or an ``EXPORT=`` may
-        look at it."""
+        statements: an edge as the :class:`Edge` it becomes (endpoints shared per
+        spelling, node names through ``names``, port names through ``_folded``); a
+        node as ``name -> component`` (a run of plain nodes, see :meth:`_node_run`) or
+        ``name -> offset`` of its declaration (component and place are read again from
+        the text when needed, see :meth:`_node_entry`); a node statement's target half
+        (the grammar's ``IN`` of a lone ``a(comp)``) only where something can pair with
+        it or an ``EXPORT=`` may look at it."""
         text, end = self.text, len(self.text)
-        fast = _FAST.match if self.fast else None
-        flats = self.edges
-        append = flats.append
-        fold, folded = self._fold, self._folded
-        nodes, names = self.nodes, self._names
-        intern = names.setdefault
-        halves = "EXPORT=" in text  # keep every half: export resolution reads them
-        ends: dict[tuple[str, int | None], dict[str, Endpoint]] = {}
+        fast = self.fast
         while self.pos < end:
-            if fast is not None:
-                m = fast(text, self.pos)
-                default_in = fold(self.default_in)
-                while m is not None:
-                    src, sport, sidx, tport, tidx, tgt, name, comp, meta = m.groups()
-                    if src is not None:
-                        # Both halves at once: the grammar pairs them with each other
-                        # whatever came before (see _flat_edges): stored ready-made.
-                        # Endpoints are shared: one per (node, port, index), found by
-                        # node name in a table per (port, index).
-                        sport = folded.get(sport) or fold(sport)
-                        sidx = None if sidx is None else self._index(sidx)
-                        table = ends.get((sport, sidx))
-                        if table is None:
-                            table = ends[sport, sidx] = {}
-                        a = table.get(src)
-                        if a is None:
-                            src = intern(src, src)
-                            a = table[src] = Endpoint(src, sport, sidx)
-                        tport = folded.get(tport) or fold(tport)
-                        tidx = None if tidx is None else self._index(tidx)
-                        table = ends.get((tport, tidx))
-                        if table is None:
-                            table = ends[tport, tidx] = {}
-                        b = table.get(tgt)
-                        if b is None:
-                            tgt = intern(tgt, tgt)
-                            b = table[tgt] = Endpoint(tgt, tport, tidx)
-                        append(Edge(a, b, {}, None))
-                    else:
-                        if meta is None and name not in nodes:  # _add_node's first case
-                            nodes[intern(name, name)] = m.start(7)
-                        else:
-                            self._add_node(name, {"comp": comp, "meta": meta.split(",")
-                                                  if meta else None}, m.start(7))
-                        if halves or (flats and type(flats[-1]) is dict
-                                      and ("src" in flats[-1] or "data" in flats[-1])):
-                            append((name, default_in))
-                    self.pos = m.end()
-                    m = fast(text, self.pos)
-                if self.pos >= end:
+            if fast:
+                pos = self.pos
+                for m in _BULK.finditer(text, pos):
+                    last = m.lastindex
+                    if last is None:
+                        break
+                    if last == 1:
+                        self._edge_run(m.start(), m.end())
+                    elif last == 2:
+                        self._node_run(m.start(), m.end())
+                    else:  # a node with metadata
+                        self.pos = m.start()
+                        name, comp, meta = m.group(3, 4, 5)
+                        self._fast_node(name, comp, meta, m.start(3))
+                    pos = m.end()
+                self.pos = pos
+                if pos >= end:
                     break
             start = self.pos
             try:
@@ -239,9 +236,126 @@ class _Parser:
             except _Fail:
                 self.pos = start
                 break
-        names.clear()  # only the fast path shares names; the edges hold them now
         if self.pos < len(self.text):
             self._syntax_error()
+
+    def _edge_run(self, start: int, end: int) -> None:
+        """Store a run of ``a out -> in b`` rows as :class:`Edge` objects. Both halves
+        at once: the grammar pairs them with each other whatever came before (see
+        :meth:`_flat_edges`). Endpoints are shared, one per spelling of a side, so the
+        rows become edges through C-level maps; a new spelling is read once."""
+        chunk = self.text[start:end]
+        rows = chunk.count("->")
+        lowered = chunk.islower()  # then the port names need no folding
+        if (chunk.count(" -> ") == rows and "  " not in chunk and "[" not in chunk
+                and "\n " not in chunk and " \n" not in chunk
+                and chunk[0] != " " and chunk[-1] != " "):
+            # Written as the writer writes (one space apart, no index): the words are
+            # node, port, port, node per row, split apart by C-level string methods.
+            words = chunk.rstrip("\n").replace(" -> ", " ").replace("\n", " ").split(" ")
+            del chunk
+            src, sport, tport, tgt = words[0::4], words[1::4], words[2::4], words[3::4]
+            del words
+            if not self.cs and not lowered:
+                sport = " ".join(sport).lower().split(" ")
+                tport = " ".join(tport).lower().split(" ")
+            intern, shared = self._names.setdefault, self._ports.setdefault
+            self.edges.extend(map(Edge,
+                                  map(Endpoint, map(intern, src, src), map(shared, sport, sport)),
+                                  map(Endpoint, map(intern, tgt, tgt), map(shared, tport, tport))))
+            return
+        del chunk
+        srcs, tgts = zip(*_EDGE_ROW.findall(self.text, start, end), strict=True)
+        src_ends, tgt_ends = self._src_ends, self._tgt_ends
+        try:
+            for side in set(srcs).difference(src_ends):
+                src_ends[side] = self._side(side, True)
+            for side in set(tgts).difference(tgt_ends):
+                tgt_ends[side] = self._side(side, False)
+        except GraphFormatError:
+            # An index out of range: find the first in text order for its message.
+            for m in _EDGE_ROW.finditer(self.text, start, end):
+                self._side(m.group(1), True, m.start(1))
+                self._side(m.group(2), False, m.start(2))
+            raise
+        self.edges.extend(map(Edge, map(src_ends.__getitem__, srcs),
+                              map(tgt_ends.__getitem__, tgts)))
+
+    def _side(self, side: str, source: bool, at: int = 0) -> Endpoint:
+        """The endpoint one side of an edge row spells (``a out[1]`` / ``in[2] b``);
+        ``at``, its offset in the text, places an index out of range as the grammar
+        does (on its digits)."""
+        self.pos = at + side.find("[") + 1
+        if source:
+            node, port, index = _SRC_SIDE.fullmatch(side).groups()  # type: ignore[union-attr]
+        else:
+            port, index, node = _TGT_SIDE.fullmatch(side).groups()  # type: ignore[union-attr]
+        return Endpoint(self._names.setdefault(node, node), self._fold(port),
+                        None if index is None else self._index(index))
+
+    def _node_run(self, start: int, end: int) -> None:
+        """Store a run of ``a(comp)`` rows: ``name -> component`` at once when each
+        name is new (the usual case), else row by row as :meth:`_fast_node` does."""
+        text, nodes = self.text, self.nodes
+        chunk = text[start:end]
+        ids: Sequence[str]
+        comps: Sequence[str]
+        if " " not in chunk:  # ``name(comp)`` lines: split at the parentheses
+            parts = chunk.rstrip("\n")[:-1].replace(")\n", "(").split("(")
+            ids, comps = parts[0::2], parts[1::2]
+            del parts
+        else:
+            ids, comps = zip(*_NODE_ROW.findall(text, start, end), strict=True)
+        del chunk
+        flats = self.edges
+        if (self._halves or len(set(ids)) != len(ids)
+                or not nodes.keys().isdisjoint(ids)):
+            for m in _NODE_ROW.finditer(text, start, end):
+                self.pos = m.start()
+                self._fast_node(m.group(1), m.group(2), None, m.start(1))
+            return
+        if flats and type(flats[-1]) is dict and ("src" in flats[-1] or "data" in flats[-1]):
+            flats.append((ids[0], self._fold(self.default_in)))  # pairs with that half
+            self.mixed = True
+        intern, shared = self._names.setdefault, self._comps.setdefault
+        nodes.update(zip(map(intern, ids, ids), map(shared, comps, comps), strict=True))
+        self._node_runs.append((start, end))
+
+    def _fast_node(self, name: str, comp: str, meta: str | None, pos: int) -> None:
+        """One ``a(comp[:meta])`` statement: the grammar's result for it."""
+        nodes = self.nodes
+        if meta is None and name not in nodes:  # _add_node's first case
+            nodes[self._names.setdefault(name, name)] = pos
+        else:
+            self._add_node(name, {"comp": comp, "meta": meta.split(",") if meta else None},
+                           pos)
+        flats = self.edges
+        if self._halves or (flats and type(flats[-1]) is dict
+                                      and ("src" in flats[-1] or "data" in flats[-1])):
+            flats.append((name, self._fold(self.default_in)))  # export resolution reads it
+            self.mixed = True
+
+    def _run_pos(self, name: str) -> int:
+        """Where a node stored by :meth:`_node_run` is declared (for error messages)."""
+        first = re.compile(rf" *({re.escape(name)})\(")
+        later = re.compile(rf"\n *({re.escape(name)})\(")
+        for start, end in self._node_runs:
+            m = first.match(self.text, start, end) or later.search(self.text, start, end)
+            if m is not None:
+                return m.start(1)
+        return 0  # pragma: no cover - every such node comes from a run
+
+    def _end(self, m: re.Match[str], group: int, intern: Callable[[str, str], str]
+             ) -> Endpoint:
+        """The endpoint an edge match of :data:`_BULK` names from group ``group`` on
+        (2: node, port, index of the source; 6: port, index, node of the target)."""
+        self.pos = m.start()  # where an index out of range is looked for
+        if group == 2:
+            node, port, index = m.group(2, 3, 4)
+        else:
+            port, index, node = m.group(6, 7, 8)
+        return Endpoint(intern(node, node), self._fold(port),
+                        None if index is None else self._index(index))
 
     def _node_entry(self, name: str) -> dict[str, Any]:
         """The grammar's entry for node ``name`` (``{"component", "metadata"?}``),
@@ -250,7 +364,10 @@ class _Parser:
         if isinstance(node, dict):
             return node
         entry: dict[str, Any] = {}
-        if node is not None:
+        if type(node) is str:  # from a run of plain nodes: the component itself
+            self.node_pos.setdefault(name, self._run_pos(name))
+            entry["component"] = node
+        elif type(node) is int:
             m = _FAST_NODE.match(self.text, node)
             assert m is not None
             self.node_pos.setdefault(name, node)
@@ -412,6 +529,7 @@ class _Parser:
         self._()
         self.opt(self.line_terminator)
         self.edges.extend(items)
+        self.mixed = True
 
     # -- connections ------------------------------------------------------------------
 
@@ -758,34 +876,35 @@ class _Parser:
         """Pair each source half (``src`` or ``data``) with the target half after it, as
         the npm grammar does; edges the fast path stored pass through, its target halves
         (2-tuples) pair like the grammar's."""
-        flats, grouped, i, n = self.edges, [], 0, len(self.edges)
-        while i < n:
+        if not self.mixed:
+            return self.edges  # only ready-made edges: nothing to pair
+        flats, n = self.edges, len(self.edges)
+        grouped: list[Any] = []
+        done = 0  # flats[:done] are handled
+        # Only the grammar's items and the target halves need looking at: the edges
+        # between them pass through in slices.
+        for i in [i for i, item in enumerate(flats) if type(item) is not Edge]:
+            if i < done:
+                continue  # the target half of the pair before
+            grouped += flats[done:i]
+            done = i + 1
             item = flats[i]
-            if type(item) is Edge:
-                grouped.append(item)
-                i += 1
-                continue
             if type(item) is tuple:  # a lone target half: pairs only with what is before
-                i += 1
                 continue
             if "src" in item and "tgt" in item:
                 grouped.append(item)
-                i += 1
-                continue
-            if i + 1 < n and ("src" in item or "data" in item):
+            elif i + 1 < n and ("src" in item or "data" in item):
                 nxt = flats[i + 1]
                 if type(nxt) is tuple:
                     if len(nxt) == 2:
                         item["tgt"] = _as_dict(nxt)["tgt"]
                         grouped.append(item)
-                        i += 2
-                        continue
-                elif "tgt" in nxt and "src" not in nxt:
+                        done = i + 2
+                elif type(nxt) is dict and "tgt" in nxt and "src" not in nxt:
                     item["tgt"] = nxt["tgt"]
                     grouped.append(item)
-                    i += 2
-                    continue
-            i += 1
+                    done = i + 2
+        grouped += flats[done:]
         return grouped
 
     def _finish(self) -> list[Any]:
@@ -793,7 +912,14 @@ class _Parser:
         grouped = self._flat_edges()
         if self.exports:
             self._resolve_exports()
-        _validate_contents(self.nodes, self.inports or {}, self.outports or {}, grouped)
+        nodes, check = self.nodes, grouped
+        # Every node name a fast-path edge names went through ``_names``: when each of
+        # them is declared, none of those edges can fail the per-connection check.
+        if self._names.keys() <= nodes.keys():
+            check = [c for c in grouped if type(c) is not Edge] if self.mixed else []
+        self._src_ends, self._tgt_ends = {}, {}  # the edges hold the endpoints now
+        self._names.clear()
+        _validate_contents(nodes, self.inports or {}, self.outports or {}, check)
         return grouped
 
     def result(self) -> dict[str, Any]:
@@ -802,7 +928,7 @@ class _Parser:
             "inports": self.inports or {},
             "outports": self.outports or {},
             "groups": [],
-            "processes": {name: self._node_entry(name) if type(node) is int else node
+            "processes": {name: node if type(node) is dict else self._node_entry(name)
                           for name, node in list(self.nodes.items())},
             "connections": [_as_dict(c) for c in grouped],
         }
@@ -843,7 +969,7 @@ def _validate_contents(processes: dict[str, Any], inports: dict[str, Any],
         return GraphFormatError(message, format="fbp")
 
     for name, node in processes.items():
-        if type(node) is not int and not node.get("component"):  # int: a fast-path node
+        if type(node) is dict and not node.get("component"):  # else a fast-path node
             raise fail(f'node "{name}" does not have a component defined; write'
                        f" {name}(Component) once")
     for kind, table in (("inports", inports), ("outports", outports)):
@@ -899,14 +1025,36 @@ def _graph(parser: _Parser, connections: list[Any]) -> Graph:
     where = "processes"
 
     def node(node_id: str, proc: Any) -> Node:
+        if type(proc) is str:  # from a run of plain nodes
+            return Node(node_id, proc, {})
         if type(proc) is int:
             comp = _FAST_NODE.match(text, proc).group(2)  # type: ignore[union-attr]
             return Node(node_id, comps.setdefault(comp, comp), {})
         return Node(node_id, proc["component"], proc.get("metadata") or {})
 
     try:
-        graph._extend(node(node_id, proc) for node_id, proc in nodes.items())
+        if set(map(type, nodes.values())) <= {str}:  # all from runs: built in C loops
+            graph._extend(list(map(Node, nodes.keys(), nodes.values())),  # type: ignore[arg-type]
+                          checked=True)
+        else:
+            graph._extend(node(node_id, proc) for node_id, proc in nodes.items())
         del nodes
+        # Every connection's ends were checked in _finish. Without edges from the
+        # grammar (the usual big file: only IIPs besides the fast path's edges), the
+        # edges are kept in bulk and only the IIPs are looked at one by one.
+        others = ([i for i, c in enumerate(connections) if type(c) is not Edge]
+                  if parser.mixed else [])
+        if not any("src" in connections[i] for i in others):
+            for i in others:
+                where = f"connections[{i}]"
+                t, data = connections[i]["tgt"], connections[i]["data"]
+                if data is not None:
+                    check_value(data, fmt, f"{where}.data")
+                graph.add_iip(data, t["process"], t["port"], index=t.get("index"))
+            where = "connections"
+            graph._extend(edges=[c for c in connections if type(c) is Edge] if others
+                          else connections, checked=True)
+            connections = []
         edges: list[Edge] = []
         add_edge = edges.append
         for i, conn in enumerate(connections):

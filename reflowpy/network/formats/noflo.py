@@ -23,6 +23,7 @@ import msgspec
 from reflowpy.errors import GraphFormatError
 from reflowpy.network.formats._limits import MAX_INDEX, check_value
 from reflowpy.network.formats._util import (
+    EdgeBuffer,
     build_graph,
     document_properties,
     join_capacity,
@@ -90,7 +91,9 @@ def from_dict(data: Any, fmt: str = "noflo", *, consume: bool = False) -> Graph:
 
 
 def _read_body(doc: _Doc, graph: Graph, fmt: str, at: list[str]) -> None:
-    add_edge, add_iip = graph.add_edge, graph.add_iip
+    add_iip = graph.add_iip
+    edges = EdgeBuffer(graph)
+    add_edge = edges.add
     for node_id, proc in doc.processes.items():
         at[0] = f"processes.{node_id}"
         meta = proc.metadata
@@ -117,8 +120,8 @@ def _read_body(doc: _Doc, graph: Graph, fmt: str, at: list[str]) -> None:
             _check_index(src.index, fmt, f"{where}.src.index")
         remember_case(graph, src.port, tgt.port)
         meta, cap = split_capacity(conn.metadata)
-        add_edge(src.process, src.port, tgt.process, tgt.port, src_index=src.index,
-                 tgt_index=tgt.index, metadata=meta, capacity=cap)
+        add_edge(src.process, src.port, tgt.process, tgt.port, src.index, tgt.index, meta, cap)
+    edges.flush()
     for table, add in (("inports", graph.add_inport), ("outports", graph.add_outport)):
         exports: dict[str, _Exported] = getattr(doc, table)
         for public, exp in exports.items():

@@ -30,6 +30,7 @@ from reflowpy.errors import GraphFormatError, PortTypeError
 from reflowpy.network import porttypes
 from reflowpy.network.formats._limits import MAX_INDEX, check_value
 from reflowpy.network.formats._util import (
+    EdgeBuffer,
     build_graph,
     document_properties,
     join_capacity,
@@ -130,6 +131,7 @@ def _read_body(doc: _Doc, graph: Graph, fmt: str, at: list[str]) -> None:
                                    format=fmt, where=f"processes.{key}.id")
         graph.add_node(key, proc.component,
                        _check(proc.metadata, fmt, f"processes.{key}.metadata"))
+    edges = EdgeBuffer(graph)
     for i, conn in enumerate(doc.connections):
         where = at[0] = f"connections[{i}]"
         to, src = conn.to, conn.from_
@@ -167,8 +169,8 @@ def _read_body(doc: _Doc, graph: Graph, fmt: str, at: list[str]) -> None:
                                               ("to", _end_extras(to))) if x}
             if extras:
                 meta["reflow"] = extras
-        graph.add_edge(src.node_id, src.port, to.node_id, to.port, src_index=src.index,
-                       tgt_index=to.index, metadata=meta, capacity=cap)
+        edges.add(src.node_id, src.port, to.node_id, to.port, src.index, to.index, meta, cap)
+    edges.flush()
     for table, add in (("inports", graph.add_inport), ("outports", graph.add_outport)):
         ends: dict[str, _End] = getattr(doc, table)
         for public, end in ends.items():

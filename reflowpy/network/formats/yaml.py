@@ -98,8 +98,8 @@ def load_data(text: str | bytes) -> Any:
     line/column. The result is checked against the limits of
     :mod:`reflowpy.network.formats._limits` (depth, integers, text, alias expansion)."""
     data = _yaml_block.read(text, _Loader) if isinstance(text, str) else None
-    if data is not None:  # the plain block subset, read fast with _Loader's meaning
-        return check_value(data, "yaml", "", Budget(len(text)))
+    if data is not None:  # the plain block subset, read fast with _Loader's meaning;
+        return data  # within the limits by construction (see _yaml_block)
     try:
         data = _yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
     except _yaml.MarkedYAMLError as exc:
