@@ -628,6 +628,7 @@ class ExecutionManager:
                 if ex.persist and ex.policy.until != "idle":
                     # (a batch is checkpointed once, when it finishes)
                     pumps.start_soon(self._checkpointer, ex, net)
+                went_idle = False
                 try:
                     async with ex._input_lock:
                         ex.status = "running"
@@ -643,20 +644,23 @@ class ExecutionManager:
                                 idle_scope.cancel()
                             await net.idle()
                             self._collect(ex, net)
-                            ex.status = "finished"
+                            went_idle = True
                         ex._idle_scope = None
                         if ex._stop_mode is None:
                             ex._stop_mode = "drain"
                     else:
                         await ex._stop_requested.wait()
                 finally:
-                    if ex.status != "finished":
-                        ex.status = "stopping"
+                    ex.status = "stopping"
                     ex.last_uptime = time.monotonic() - ex._started_at
                     # Not shielded: stop() must exit the network's nursery at the same
                     # cancel-scope depth that start() entered it.
                     await net.stop(drain=ex._stop_mode != "force")
                     self._collect(ex, net)
+                    # A batch has finished only once its nodes' teardowns ran (a writer
+                    # flushes its buffer there), never at the idle point before the stop.
+                    if went_idle:
+                        ex.status = "finished"
             finally:
                 unsubscribe()
                 pumps.cancel_scope.cancel()

@@ -67,6 +67,32 @@ async def test_relative_paths_live_in_the_workspace(server: Served) -> None:
     assert (workspace / "out.txt").read_text().strip() == "hello"
 
 
+async def test_finished_means_the_nodes_are_done(server: Served) -> None:
+    """A batch is "finished" only once its nodes are done: a writer still inside its
+    write (a FIFO nobody reads yet blocks its open) keeps the execution "stopping",
+    and "finished" comes after the data is out."""
+    workspace = server.data_dir / "workspace"
+    fifo = workspace / "late.fifo"
+    os.mkfifo(fifo)
+    r = await _post(server, _graph("io/WriteFile", {"path": "late.fifo"}, "w",
+                                   iip="buffered"))
+    assert r.status_code == 201, r.text
+    ex = r.json()["id"]
+    async with server.client() as c:
+        async def status() -> str:
+            return str((await c.get(f"/executions/{ex}")).json()["status"])
+
+        with trio.fail_after(30):
+            while await status() in ("starting", "running"):
+                await trio.sleep(0.02)
+            assert await status() == "stopping"
+            data = await trio.to_thread.run_sync(fifo.read_text)
+            while (now := await status()) == "stopping":
+                await trio.sleep(0.02)
+    assert data == "buffered\n"
+    assert now == "finished"
+
+
 async def test_a_symlink_out_of_the_workspace_is_refused(server: Served) -> None:
     workspace = server.data_dir / "workspace"
     os.symlink("/etc", workspace / "etc-link")
