@@ -43,6 +43,7 @@ from reflowpy.network.formats._limits import (
     check_value,
     line_col,
 )
+from reflowpy.network.formats._util import building_error
 from reflowpy.network.graph import Edge, Endpoint, Graph, Node
 
 __all__ = ["dumps", "loads", "losses", "parse"]
@@ -1080,7 +1081,7 @@ def _graph(parser: _Parser, connections: list[Any]) -> Graph:
                 where = f"{table}.{public}"
                 add(public, exp["process"], exp["port"])
     except (GraphError, ValueError) as exc:
-        raise GraphFormatError(str(exc), format=fmt, where=where) from None
+        raise building_error(exc, fmt, where) from None
     graph._recording = True
     return graph
 
