@@ -37,6 +37,7 @@ from hypothesis import strategies as st
 
 import reflowpy as rf
 from reflowpy.network import formats
+from tests.network.test_graph_bulk import fbp_graph
 from tests.scale import long_scale
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -368,22 +369,13 @@ def test_fbp_direct_build_gives_the_graph_of_the_noflo_document(
 
     text = "\n".join(lines) + "\n"
 
-    def direct() -> Any:
-        parser = fbp._Parser(text, cs, strict=True)
-        parser.fast = fast
-        try:
-            parser._scan()
-            return fbp._graph(parser, parser._finish())
-        except rf.GraphFormatError as exc:
-            return str(exc)
-
     def via_document() -> Any:
         try:
             return noflo.from_dict(fbp.parse(text, case_sensitive=cs, strict=True), "fbp")
         except rf.GraphFormatError as exc:
             return str(exc)
 
-    a, b = direct(), via_document()
+    a, b = fbp_graph(text, cs, fast), via_document()
     assert a == b
     if isinstance(a, str):
         return

@@ -89,7 +89,9 @@ def _fbp_text(draw: st.DrawFn) -> str:
     return "\n".join(lines) + end
 
 
-def _fbp_graph(text: str, cs: bool, fast: bool) -> Any:
+def fbp_graph(text: str, cs: bool, fast: bool) -> Any:
+    """The graph ``.fbp`` text gives when built straight from the parser's records (with
+    or without the bulk fast path), or the error's text."""
     parser = fbp._Parser(text, cs, strict=True)
     parser.fast = fast
     try:
@@ -109,8 +111,8 @@ def _fbp_via_document(text: str, cs: bool) -> Any:
 @settings(max_examples=long_scale(500), deadline=None)
 @given(_fbp_text(), st.booleans())
 def test_fbp_bulk_runs_give_the_grammar_graph(text: str, cs: bool) -> None:
-    bulk = _fbp_graph(text, cs, fast=True)
-    _same(bulk, _fbp_graph(text, cs, fast=False))
+    bulk = fbp_graph(text, cs, fast=True)
+    _same(bulk, fbp_graph(text, cs, fast=False))
     _same(bulk, _fbp_via_document(text, cs))
 
 
@@ -131,8 +133,8 @@ def test_fbp_written_graphs_read_back_in_bulk_as_by_the_grammar(n: int, seed: in
                    rng.choice(["in", "IN"]))
     g.add_iip(1, ids[0], "in")
     text = g.dumps("fbp")
-    bulk = _fbp_graph(text, cs, fast=True)
-    _same(bulk, _fbp_graph(text, cs, fast=False))
+    bulk = fbp_graph(text, cs, fast=True)
+    _same(bulk, fbp_graph(text, cs, fast=False))
     assert not isinstance(bulk, str) and bulk.edges == fbp.loads(text, case_sensitive=cs).edges
 
 
@@ -140,11 +142,11 @@ def test_fbp_bulk_errors_name_the_first_bad_row() -> None:
     rows = "".join(f"n{i}(c)\n" for i in range(5)) + "n0 out -> in n1\n" \
         "n1 out[99999999999] -> in n2\nn2 out[88888888888] -> in n3\n"
     for fast in (True, False):
-        got = _fbp_graph(rows, False, fast)
+        got = fbp_graph(rows, False, fast)
         assert isinstance(got, str) and "99999999999" in got and "line 7" in got, got
     undeclared = "n0(c)\nn0 out -> in n1\nn0 out -> in n2\n"
-    assert _fbp_graph(undeclared, False, True) == _fbp_graph(undeclared, False, False)
-    assert "undefined target node \"n1\"" in _fbp_graph(undeclared, False, True)
+    assert fbp_graph(undeclared, False, True) == fbp_graph(undeclared, False, False)
+    assert "undefined target node \"n1\"" in fbp_graph(undeclared, False, True)
 
 
 # -- JSON: EdgeBuffer against add_edge -------------------------------------------------------
