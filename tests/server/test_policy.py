@@ -67,29 +67,35 @@ async def test_relative_paths_live_in_the_workspace(server: Served) -> None:
     assert (workspace / "out.txt").read_text().strip() == "hello"
 
 
-async def test_finished_means_the_nodes_are_done(server: Served) -> None:
-    """A batch is "finished" only once its nodes are done: a writer still inside its
-    write (a FIFO nobody reads yet blocks its open) keeps the execution "stopping",
-    and "finished" comes after the data is out."""
-    workspace = server.data_dir / "workspace"
-    fifo = workspace / "late.fifo"
+async def test_finished_means_the_teardowns_ran(server: Served) -> None:
+    """A batch is "finished" only once its network stopped and every teardown ran: a
+    node whose teardown is still writing (to a FIFO nobody reads yet) keeps the
+    execution "stopping". The status used to say "finished" at the idle point, before
+    the stop, so a client could read a writer's file before it was flushed."""
+    fifo = server.data_dir / "teardown.fifo"
     os.mkfifo(fifo)
-    r = await _post(server, _graph("io/WriteFile", {"path": "late.fifo"}, "w",
-                                   iip="buffered"))
+    r = await _post(server, _graph("test/TeardownWrites", {"path": str(fifo)}, "t",
+                                   iip="x"))
     assert r.status_code == 201, r.text
     ex = r.json()["id"]
     async with server.client() as c:
         async def status() -> str:
             return str((await c.get(f"/executions/{ex}")).json()["status"])
 
-        with trio.fail_after(30):
-            while await status() in ("starting", "running"):
-                await trio.sleep(0.02)
-            assert await status() == "stopping"
-            data = await trio.to_thread.run_sync(fifo.read_text)
-            while (now := await status()) == "stopping":
-                await trio.sleep(0.02)
-    assert data == "buffered\n"
+        data = b""
+        try:
+            with trio.fail_after(30):
+                while await status() in ("starting", "running"):
+                    await trio.sleep(0.02)
+                assert await status() == "stopping"
+                data = await trio.to_thread.run_sync(fifo.read_bytes)
+                while (now := await status()) == "stopping":
+                    await trio.sleep(0.02)
+        finally:
+            if not data:  # a failed check: let the blocked write through, or the
+                # server's stop waits on the FIFO for ever
+                os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))
+    assert data == b"done"
     assert now == "finished"
 
 
