@@ -1,33 +1,43 @@
 """Binding: the two proxies that join a local Network to bridge channels.
 
-Built only on the Network's public API, so it can later become a kernel ``Receiver``:
+Built only on the Network's public API (a kernel ``Receiver`` on an exported out-port,
+``Network.send_nowait`` / ``Network.send`` into an in-port):
 
-* a **sender proxy** (:class:`_Pump`) reads the private exported out-port of a source
-  port (``net.outputs("__bridge/node.port")``, a bounded queue) and sends each value
-  on every channel of that port, waiting for credit -- a slow remote consumer holds
-  the pump, the full export queue holds the producer (backpressure, flat memory);
-  several channels from one port are a **broadcast**, the slowest sets the pace;
-* a **receiver proxy** (:class:`_Deliverer`) takes the next message of an in-channel
-  and puts it into the real in-port with ``net.send((node, port), value)``, which
-  waits while the port is full; the channel grants credit as its buffer frees.
+* a **sender proxy** (:class:`_Export`) is the kernel ``Receiver`` of the private
+  exported out-port of a source port (``__bridge/node.port``, a bounded queue,
+  ``Network.attach_receiver``): the moment a value is queued there it is pushed on
+  every channel of that port and written to the socket, from the producing task (no
+  task of its own, no task switch). What finds no credit stays queued in the export
+  and is pushed when a CREDIT arrives (the session's room hook): a slow remote
+  consumer leaves it there, the full export queue holds the producer (backpressure,
+  flat memory); several channels from one port are a **broadcast**, the slowest sets
+  the pace;
+* a **receiver proxy** (:meth:`Binding._deliver`) puts the messages of an in-channel
+  into the real in-port: straight from the session's reader task with
+  ``Network.send_nowait`` while the port has room (a parked plain-``def`` node runs
+  inline there, for at most :data:`INLINE_BUDGET` seconds in a row), and from its own
+  task with ``Network.send`` (which waits for room) for what found the port full.
 
 **Completion acks.** For channels with ``ack_on="completion"`` a tracker confirms a
 message only once its whole effect is safe: the network is idle (every message
-delivered so far was processed), nothing waits in a pump, and every out-channel is
+delivered so far was processed), nothing waits in an export, and every out-channel is
 fully acked downstream. It then acks everything delivered and records, as the
 checkpoint, how far each out-channel had sent -- where a restarted process resumes.
 
 **Peer lost.** The moment a session is lost, every unacked value of its channels
 becomes a dead letter of the channel's source port with the reason ``peer lost``, and
 the remote nodes fail per their policy (``on_failure="stop"`` stops this network);
-what a pump sends to it afterwards (and everything the export still holds) is
+what reaches the export for it afterwards (and everything it still holds) is
 dead-lettered the same way.
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections import deque
 from collections.abc import Callable, Iterable
+from functools import partial
 from typing import Any
 
 import trio
@@ -36,9 +46,15 @@ from reflowpy.bridge.placement import export_name, split_endpoint
 from reflowpy.bridge.session import Session
 from reflowpy.errors import ActorError, NetworkStopped, PeerLost
 from reflowpy.network import events as ev
-from reflowpy.network.network import Network, OutputStream
+from reflowpy.network.network import Network
+from reflowpy.network.ports import InPort, OutputSink
 
-__all__ = ["Binding"]
+__all__ = ["INLINE_BUDGET", "Binding"]
+
+#: How long the reader task may deliver (and run plain-``def`` nodes inline) in a row
+#: before it leaves the rest of the buffer to the receiver proxy's own task, so a
+#: slow node does not hold the socket (credits, pings, other channels) for long.
+INLINE_BUDGET = 0.002
 
 _log = logging.getLogger("reflowpy.bridge")
 
@@ -53,13 +69,43 @@ class _Frozen:
         return self.value
 
 
-class _Pump:
-    def __init__(self, src: str, stream: OutputStream) -> None:
+class _Export:
+    """The sender proxy of one source port: the kernel ``Receiver`` of its exported
+    out-port's sink (see the module docstring). ``order``/``parked`` are the protocol's:
+    woken on every value."""
+
+    sink: OutputSink
+
+
+    def __init__(self, binding: Binding, src: str) -> None:
+        self.binding = binding
         self.src = src
-        self.stream = stream
+        self.node, self.port = split_endpoint(src)
         self.targets: list[tuple[Session, int]] = []
-        self.holding = 0
-        self.waiting = False
+        self.order: deque[InPort] | None = None
+        self.parked = True
+        #: A push is deferred to a session's writer (see :meth:`wake`).
+        self.deferred = False
+
+    def wake(self, port: InPort) -> None:
+        """A value arrived: push it now if every target link is quiet (it leaves from
+        this task at once), else leave it queued for the writer's next round (a busy
+        link batches: one frame and one write for all that arrived meanwhile)."""
+        if self.deferred:
+            return
+        for session, _ in self.targets:
+            if session.state == "up" and not session.quiet():
+                self.deferred = True
+                session.defer(self.push)
+                return
+        self.binding._push(self)
+
+    def push(self) -> None:
+        self.deferred = False
+        self.binding._push(self)
+
+    def reject(self, port: InPort, value: Any, reason: str | None) -> None:
+        raise AssertionError("an exported out-port's sink dead-letters by itself")
 
 
 class Binding:
@@ -72,7 +118,7 @@ class Binding:
 
     def __init__(self, net: Network) -> None:
         self.net = net
-        self._pumps: dict[str, _Pump] = {}
+        self._exports: dict[str, _Export] = {}
         self._inputs: list[tuple[Session, int, str, str]] = []
         self._relays: list[tuple[Session, int, Session, int]] = []
         self.sessions: list[Session] = []
@@ -90,10 +136,12 @@ class Binding:
     def send_channel(self, session: Session, channel: int, src: str) -> None:
         """Feed out-channel ``channel`` from the source port ``src`` ("node.port")."""
         self._add_session(session)
-        pump = self._pumps.get(src)
-        if pump is None:
-            pump = self._pumps[src] = _Pump(src, self.net.outputs(export_name(src)))
-        pump.targets.append((session, channel))
+        export = self._exports.get(src)
+        if export is None:
+            export = self._exports[src] = _Export(self, src)
+            export.sink = self.net.attach_receiver(export_name(src), export)
+        export.targets.append((session, channel))
+        session.on_room(channel, export.push)
 
     def receive_channel(self, session: Session, channel: int, tgt: str) -> None:
         """Deliver in-channel ``channel`` into the in-port ``tgt`` ("node.port")."""
@@ -111,9 +159,18 @@ class Binding:
 
     async def run(self) -> None:
         """Run every proxy until cancelled."""
+        try:
+            for export in self._exports.values():
+                self._push(export)  # what was queued before we attached
+            await self._run_tasks()
+        finally:
+            for export in self._exports.values():
+                export.parked = False  # no pushes from a stopped binding
+                for session, channel in export.targets:
+                    session.on_room(channel, None)
+
+    async def _run_tasks(self) -> None:
         async with trio.open_nursery() as nursery:
-            for pump in self._pumps.values():
-                nursery.start_soon(self._pump, pump, name=f"bridge pump {pump.src}")
             for session, channel, node, port in self._inputs:
                 nursery.start_soon(self._deliver, session, channel, node, port,
                                    name=f"bridge delivery {node}.{port}")
@@ -126,28 +183,33 @@ class Binding:
 
     # -- sender proxy -------------------------------------------------------------------
 
-    async def _pump(self, pump: _Pump) -> None:
-        stream = pump.stream
-        node, port = split_endpoint(pump.src)
-        while True:
-            pump.waiting = True
-            try:
-                first = await stream.receive()
-            except trio.EndOfChannel:
-                return
-            finally:
-                pump.waiting = False
-            values = [first, *stream.drain()]
-            pump.holding = len(values)
-            for session, channel in pump.targets:
-                if session.state in ("lost", "closed"):
-                    self._lost(session, node, port, values)
-                    continue
-                sent = await session.send_many(channel, values)
-                if sent < len(values):
-                    self._lost(session, node, port, values[sent:])
-            pump.holding = 0
-            self._delivered.set()
+    def _push(self, export: _Export) -> None:
+        """Move what the export holds into its channels, as far as every live channel
+        has room (a broadcast goes at the pace of the slowest); a lost session's share
+        is dead-lettered. Called from the producing task (a value arrived), from the
+        reader (a CREDIT) or on a state change; never waits."""
+        sink = export.sink
+        queue = sink.queue
+        if not queue or not export.parked:
+            return
+        k = len(queue)
+        for session, channel in export.targets:
+            if session.state not in ("lost", "closed"):
+                k = min(k, session.out[channel].room())
+        if k <= 0:
+            return
+        take = sink.take
+        values = [take() for _ in range(k)]
+        for session, channel in export.targets:
+            if session.state in ("lost", "closed"):
+                self._lost(session, export.node, export.port, values)
+                continue
+            pushed = session.push_nowait(channel, values)
+            if pushed < k:  # room was checked above: never, but never silently either
+                _log.error("bridge %s: channel %d took %d of %d values", export.src,
+                           channel, pushed, k)
+                self._lost(session, export.node, export.port, values[pushed:])
+        self._delivered.set()
 
     def _lost(self, session: Session, node: str, port: str, values: Iterable[Any]) -> None:
         """``values`` of ``node.port`` could not go to the lost ``session``."""
@@ -202,22 +264,33 @@ class Binding:
     async def _deliver(self, session: Session, channel: int, node: str, port: str) -> None:
         """The receiver proxy of one in-channel. What arrives is put into the in-port
         while it has room, straight from the session's reader task (no task switch; a
-        parked plain-``def`` node even runs inline there); this task takes over only
-        for what found the port full: it waits for room (backpressure), in order."""
+        parked plain-``def`` node even runs inline there, for at most
+        :data:`INLINE_BUDGET` seconds in a row); this task takes over for what found
+        the port full (it waits for room: backpressure) or the budget left, in order."""
         net = self.net
         target = (node, port)
-        # The in-port itself, for the non-waiting half of ``Network.send`` (the kernel
-        # has no public ``send_nowait`` yet). Values arrive frozen (decode_frame).
-        put_nowait = net._resolve_input(target).put_nowait
+        send_nowait = partial(net.send_nowait, target)  # values arrive frozen
         holding = False
+        clock = time.perf_counter
 
         def deliver_nowait() -> bool:
             """Put what fits; False when the rest is for this task (it holds a value
-            that must go first, the port is full, or the network stops)."""
+            that must go first, the port is full, the time budget ran out, or the
+            network stops)."""
             if holding or net.state != "running":
                 return False
+            until = 0.0
+
+            def put(value: Any) -> bool:  # the first always goes: progress
+                nonlocal until
+                if not until:
+                    until = clock() + INLINE_BUDGET
+                elif clock() > until:
+                    return False
+                return send_nowait(value)
+
             try:
-                if session.take_nowait(channel, put_nowait):
+                if session.take_nowait(channel, put):
                     self._delivered.set()
             except NetworkStopped:
                 return False  # the task below dead-letters the rest
@@ -232,6 +305,9 @@ class Binding:
                     return
                 if deliver_nowait():
                     continue
+                if not session.inc[channel].buffer:
+                    continue
+                await trio.lowlevel.checkpoint()  # the budget ran out: let others run
                 if not session.inc[channel].buffer:
                     continue
                 holding = True
@@ -273,36 +349,23 @@ class Binding:
     # -- quiescence ---------------------------------------------------------------------
 
     def busy(self) -> bool:
-        """Whether a proxy holds or is about to take a message (export queues included)."""
-        if any(p.holding or not p.waiting for p in self._pumps.values()):
+        """Whether a proxy holds a message (export queues included)."""
+        if any(e.sink.queue for e in self._exports.values()):
             return True
-        if any(s.inc[c].buffer for s, c, _, _ in self._inputs) or self._relaying or any(
-                s.inc[c].buffer for s, c, _, _ in self._relays):
-            return True
-        if not self._pumps:
-            return False
-        outputs = self.net.statistics()["outputs"]
-        return any(outputs[self.net.graph.port_name(export_name(p.src))].queued
-                   for p in self._pumps.values())
+        return bool(any(s.inc[c].buffer for s, c, _, _ in self._inputs) or self._relaying
+                    or any(s.inc[c].buffer for s, c, _, _ in self._relays))
 
     async def progress(self) -> None:
-        """Wait until a proxy moved something (a pump sent a batch, a delivery was made)."""
+        """Wait until a proxy moved something (an export pushed, a delivery was made)."""
         self._delivered = trio.Event()
         await self._delivered.wait()
 
     # -- completion acks ----------------------------------------------------------------
 
     def _quiet(self) -> bool:
-        if not (self.net.is_idle()
-                and all(p.holding == 0 and p.waiting for p in self._pumps.values())
-                and all(s.all_acked() for s in self.sessions)):
-            return False
-        if not self._pumps:
-            return True
         # values an export holds have left the kernel's idle accounting: look at them
-        outputs = self.net.statistics()["outputs"]
-        return all(outputs[self.net.graph.port_name(export_name(p.src))].queued == 0
-                   for p in self._pumps.values())
+        return (self.net.is_idle() and all(s.all_acked() for s in self.sessions)
+                and not any(e.sink.queue for e in self._exports.values()))
 
     async def _track_completion(self) -> None:
         net = self.net
@@ -325,6 +388,6 @@ class Binding:
             if waits:
                 await waits[0].progressed()
                 continue
-            # a pump is about to take (or send) values: it sets _delivered when done
+            # an export waits for credit: a push sets _delivered
             self._delivered = trio.Event()
             await self._delivered.wait()

@@ -36,7 +36,7 @@ States of a channel (both halves share them; the session sets them)::
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import msgspec
@@ -274,17 +274,30 @@ class InChannel:
         self._note()
         return value
 
-    def skip(self, n: int) -> None:
-        """The first ``n`` buffered messages were delivered (the caller handed them on
-        from ``buffer`` itself): drop them, as ``n`` calls of :meth:`pop` would."""
+    def deliver(self, put: Callable[[Any], bool]) -> int:
+        """Hand buffered messages to ``put`` in order while it accepts them (returns
+        True); returns how many it took. Each counts as delivered *before* the call:
+        a node answering inline writes from inside ``put``, and its DATA should carry
+        the credit for what it answers. A message ``put`` refuses (or raises on) was
+        not taken: it goes back first and the count with it."""
         buffer = self.buffer
-        if n == len(buffer):
-            buffer.clear()
-        else:
-            for _ in range(n):
-                buffer.popleft()
-        self.delivered += n
-        self._note()
+        taken = 0
+        while buffer:
+            value = buffer.popleft()
+            self.delivered += 1
+            self._note()
+            try:
+                accepted = put(value)
+            except BaseException:
+                buffer.appendleft(value)
+                self.delivered -= 1
+                raise
+            if not accepted:
+                buffer.appendleft(value)
+                self.delivered -= 1
+                break
+            taken += 1
+        return taken
 
     def pop_all(self) -> list[Any]:
         """Every buffered message, delivered at once."""

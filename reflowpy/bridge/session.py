@@ -188,6 +188,15 @@ class Session:
         self._batch_hint: dict[int, int] = {}
         self._sleep: trio.CancelScope | None = None  # the writer's, while it sleeps
         self._conn: Connection | None = None  # the live link's connection
+        #: The live connection's ``send_frames_nowait``, if its transport has one.
+        self._send_nowait: Callable[[list[bytes]], bool] | None = None
+        self._flush_due = False  # bytes a non-waiting write left for the writer
+        #: Written since the last frame arrived (a stream: batch; see :meth:`_kick`).
+        self._wrote = False
+        #: Per out-channel: called when it may have room again (a CREDIT, a state change).
+        self._room_hooks: dict[int, Callable[[], None]] = {}
+        #: Called by the writer before it collects its next round (see :meth:`defer`).
+        self._deferred: list[Callable[[], None]] = []
         self._inline = False
         self._inline_error: BridgeError | None = None
         #: Per in-channel: called by the reader right after new messages arrived, to
@@ -252,6 +261,40 @@ class Session:
             await self._write_now()
         return done
 
+    def push_nowait(self, channel: int, values: list[Any]) -> int:
+        """Queue ``values`` in order as far as credit and the resend buffer allow,
+        without waiting, and write them now from this task when the transport can
+        (else the writer task does); returns how many were queued."""
+        n = self.out[channel].push_many(values)
+        if n:
+            self._kick()
+        return n
+
+    def quiet(self) -> bool:
+        """Whether a push now would be written at once from the pushing task: the link
+        is up, its transport writes without waiting, the writer sleeps and a frame
+        arrived since the last write. Otherwise a producer had better :meth:`defer`."""
+        return (self._send_nowait is not None and self._sleep is not None
+                and not self._inline and not self._wrote)
+
+    def defer(self, hook: Callable[[], None]) -> None:
+        """Have the writer call ``hook`` (which pushes) before it collects its next
+        round: a producer that finds the link busy leaves its values queued, and they
+        all leave in the writer's next write (one frame per batch, not per message).
+        The hook runs on this or a later link; the caller keeps it from being deferred
+        twice, and calls it itself if the session ends first."""
+        self._deferred.append(hook)
+        self._writer.fire()
+
+    def on_room(self, channel: int, hook: Callable[[], None] | None) -> None:
+        """Call ``hook`` (in the reader's task, must not wait) whenever ``channel``
+        may have room again: a CREDIT arrived, or the session changed state (then
+        :meth:`push_nowait` may refuse everything, e.g. once lost). ``None`` removes it."""
+        if hook is None:
+            self._room_hooks.pop(channel, None)
+        else:
+            self._room_hooks[channel] = hook
+
     async def receive(self, channel: int) -> Any:
         """The next message of ``channel`` (waits for one)."""
         inc = self.inc[channel]
@@ -297,19 +340,16 @@ class Session:
 
     def take_nowait(self, channel: int, put: Callable[[Any], bool]) -> int:
         """Hand buffered messages of ``channel`` to ``put`` in order while it accepts
-        them (returns True); returns how many it took. A refused message stays first."""
+        them (returns True); returns how many it took. A refused message stays first.
+        (:meth:`InChannel.deliver`: each is counted before ``put`` runs, so an answer
+        written from inside ``put`` carries its credit.)"""
         inc = self.inc[channel]
-        taken = 0
+        before = inc.delivered
         try:
-            for value in inc.buffer:
-                if not put(value):
-                    break
-                taken += 1
+            return inc.deliver(put)
         finally:  # also when ``put`` raised: what it took is delivered
-            if taken:
-                inc.skip(taken)
+            if inc.delivered != before:
                 self._credit_moved(inc)
-        return taken
 
     def complete(self, channel: int, upto: int) -> None:
         """Completion acks: everything up to ``upto`` on ``channel`` is safe."""
@@ -361,6 +401,8 @@ class Session:
         self._writer.fire()
         for sig in (*self._room.values(), *self._arrived.values()):
             sig.fire()
+        for hook in list(self._room_hooks.values()):
+            hook()
 
     def lose(self, error: BaseException | None = None) -> None:
         """The peer is gone for good: waiting senders/receivers get ``PeerLost``."""
@@ -398,6 +440,8 @@ class Session:
             ch.state = "open"
         self.links += 1
         self._conn = conn
+        self._send_nowait = getattr(conn, "send_frames_nowait", None)
+        self._flush_due = self._wrote = False
         self._inline_error = None
         self._last_heard = trio.current_time()
         self._control.clear()
@@ -415,6 +459,7 @@ class Session:
             raise reason from None
         finally:
             self._conn = None
+            self._send_nowait = None
             for ch in self.out.values():
                 ch.link_down()
             for inc in self.inc.values():
@@ -424,6 +469,7 @@ class Session:
     async def _reader(self, conn: Connection) -> None:
         while True:
             raw = await conn.receive()
+            self._wrote = False
             self._last_heard = trio.current_time()
             self.bytes_in += len(raw)
             self.frames_in += 1
@@ -480,6 +526,9 @@ class Session:
         if frame.checkpoint and self.on_checkpoint is not None:
             self.on_checkpoint(frame.channel, frame.acked, dict(frame.checkpoint))
         self._room[frame.channel].fire()
+        hook = self._room_hooks.get(frame.channel)
+        if hook is not None:
+            hook()
         self._progress.fire()
         if out.pending():  # data held back for want of credit may go now
             self._writer.fire()
@@ -562,6 +611,17 @@ class Session:
             wake = self._writer.current()
             if self._inline_error is not None:
                 raise self._inline_error
+            if self._flush_due:  # what a non-waiting write could not send
+                self._flush_due = False
+                await conn.send_frames([])
+            if self._deferred:
+                deferred, self._deferred = self._deferred, []
+                self._inline = True  # the pushes' writes are this round's
+                try:
+                    for hook in deferred:
+                        hook()
+                finally:
+                    self._inline = False
             frames = self._collect()
             if not frames:
                 # Sleep until woken; an idle credit (now, or set while we sleep: see
@@ -585,16 +645,54 @@ class Session:
             await self._flush(conn, frames)
 
     async def _flush(self, conn: Connection, frames: list[bytes]) -> None:
+        self._wrote = True
         await conn.send_frames(frames)
         self.bytes_out += sum(map(len, frames))
         self.frames_out += len(frames)
         self._progress.fire()
+
+    def _kick(self) -> None:
+        """After a push from a task that must not wait: if the writer sleeps, the
+        transport can write without waiting and the peer said something since our
+        last write (an exchange, not a stream: as Nagle's rule, with "heard from"
+        for "acked", so completion acks that come late do not count), write this
+        round's frames from here (the message leaves from the task that produced it:
+        no task switch, no wait); otherwise wake the writer, which runs once the
+        producer yields and sends all it produced meanwhile in one write (batching
+        under load). What the socket did not take is left for the writer."""
+        send = self._send_nowait
+        sleep = self._sleep
+        if send is None or sleep is None or self._inline or self._wrote:
+            self._writer.fire()
+            return
+        self._inline = True
+        try:
+            frames = self._collect()
+            if frames:
+                if not self._idle_credit():
+                    sleep.deadline = math.inf  # the idle credits rode along: no timer
+                self._wrote = True
+                if send(frames):
+                    self._flush_due = True
+                    self._writer.fire()
+                self.bytes_out += sum(map(len, frames))
+                self.frames_out += len(frames)
+                self._progress.fire()
+        except BridgeError as exc:  # e.g. a message above the peer's frame limit
+            self._inline_error = exc
+            self._writer.fire()
+        finally:
+            self._inline = False
 
     async def _write_now(self) -> None:
         """After a push: if the writer sleeps, write from the calling task (a sender's
         output leaves without waiting for the writer task's turn: one task switch less
         per message on a quiet link); otherwise wake the writer. A failed write is left
         to the link's own tasks: they see the connection gone and end the link."""
+        if self._send_nowait is not None:
+            self._kick()
+            await trio.lowlevel.checkpoint_if_cancelled()
+            return
         conn = self._conn
         if conn is None or self._sleep is None or self._inline:
             self._writer.fire()

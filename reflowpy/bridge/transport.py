@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Protocol
 
@@ -61,6 +62,11 @@ class Connection(Protocol):
         session's writer sends each round's frames this way)."""
         ...
 
+    # Optional: ``send_frames_nowait(frames) -> bool`` sends without waiting (from a
+    # task that must not block: the one that produced the message) and returns True
+    # when bytes are left for ``send_frames([])``. Transports over a plain socket
+    # (Unix, TCP, ws://) have it; the session writes from its writer task otherwise.
+
     async def receive(self) -> bytes:
         """The next frame; raises :class:`LinkClosed` when the connection ends."""
         ...
@@ -93,17 +99,45 @@ class MemoryConnection:
         self.description = description
         self.other: MemoryConnection | None = None
         self.sent_frames = 0
+        self._pending: deque[bytes] = deque()  # in order, ahead of anything sent later
+        self._busy = False
 
     async def send(self, frame: bytes) -> None:
-        try:
-            await self._send.send(frame)
-        except (trio.ClosedResourceError, trio.BrokenResourceError):
-            raise LinkClosed(f"{self.description}: closed") from None
-        self.sent_frames += 1
+        await self.send_frames((frame,))
 
     async def send_frames(self, frames: Sequence[bytes]) -> None:
-        for frame in frames:
-            await self.send(frame)
+        self._pending.extend(frames)
+        if self._busy:  # a send under way sends them
+            return
+        self._busy = True
+        try:
+            while self._pending:
+                try:
+                    await self._send.send(self._pending[0])
+                except (trio.ClosedResourceError, trio.BrokenResourceError):
+                    raise LinkClosed(f"{self.description}: closed") from None
+                self._pending.popleft()
+                self.sent_frames += 1
+        finally:
+            self._busy = False
+
+    def send_frames_nowait(self, frames: Sequence[bytes]) -> bool:
+        """As a socket's: what the channel takes now; True when some are left for
+        ``send_frames([])``."""
+        if self._busy:
+            self._pending.extend(frames)
+            return False
+        for i, frame in enumerate(frames):
+            if self._pending:
+                self._pending.extend(frames[i:])
+                return True
+            try:
+                self._send.send_nowait(frame)
+            except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+                self._pending.extend(frames[i:])
+                return True
+            self.sent_frames += 1
+        return False
 
     async def receive(self) -> bytes:
         try:
@@ -237,13 +271,43 @@ class _Pipe:
                 await trio.lowlevel.wait_writable(sock)
         await self._ready()
 
+    def write_nowait(self, data: bytes) -> bool:
+        """Send what the socket takes of ``data`` now, without waiting; returns True
+        when bytes are left over (queued here, in order): then someone must call
+        :meth:`write` (``b""`` will do) soon, which sends them first. A broken stream
+        also returns True: that :meth:`write` raises :class:`LinkClosed`. Behind a
+        write under way, ``data`` is queued for it (False: it sends them)."""
+        if self._writing:
+            self._out += data
+            return False
+        sock = self._socket
+        if self._out or self.broken or sock is None:
+            self._out += data
+            return True
+        try:
+            sent = os.write(sock.fileno(), data)
+        except BlockingIOError:
+            sent = 0
+        except OSError:
+            self.broken = True
+            return True
+        if sent < len(data):
+            self._out += memoryview(data)[sent:]
+            return True
+        return False
+
     async def write(self, data: bytes, description: str) -> None:
-        """Send ``data`` (or queue it behind a write under way)."""
+        """Send ``data`` (or queue it behind a write under way); bytes left by
+        :meth:`write_nowait` go first."""
         if self.broken:
             raise LinkClosed(f"{description}: closed")
         if self._writing:
             self._out += data
             return
+        if self._out:
+            self._out += data
+            data = bytes(self._out)
+            self._out.clear()
         self._writing = True
         try:
             await self._send_all(data)
@@ -276,9 +340,17 @@ class StreamConnection:
         await self._pipe.write(_LENGTH.pack(len(frame)) + frame, self.description)
 
     async def send_frames(self, frames: Sequence[bytes]) -> None:
+        await self._pipe.write(self._join(frames), self.description)
+
+    def send_frames_nowait(self, frames: Sequence[bytes]) -> bool:
+        """Send ``frames`` without waiting, as far as the socket takes them; True when
+        some are left for :meth:`send_frames` (``[]`` will do) to finish."""
+        return self._pipe.write_nowait(self._join(frames))
+
+    @staticmethod
+    def _join(frames: Sequence[bytes]) -> bytes:
         pack = _LENGTH.pack
-        await self._pipe.write(b"".join([b for f in frames for b in (pack(len(f)), f)]),
-                               self.description)
+        return b"".join([b for f in frames for b in (pack(len(f)), f)])
 
     async def receive(self) -> bytes:
         buf = self._buf

@@ -236,10 +236,21 @@ class WebSocketConnection:
         """Send ``frames`` in order, one binary message each, in one write."""
         if self._closed:
             raise LinkClosed(f"{self.description}: closed")
+        await self._pipe.write(self._join(frames), self.description)
+
+    def send_frames_nowait(self, frames: Sequence[bytes]) -> bool:
+        """Send ``frames`` without waiting, as far as the socket takes them; True when
+        some are left for :meth:`send_frames` (``[]`` will do) to finish (or the
+        connection is closed: that call raises)."""
+        if self._closed:
+            return True
+        return self._pipe.write_nowait(self._join(frames))
+
+    def _join(self, frames: Sequence[bytes]) -> bytes:
         parts: list[bytes | bytearray] = []
         for frame in frames:
             _encode(parts, 0x2, frame, self._client)
-        await self._pipe.write(b"".join(parts), self.description)
+        return b"".join(parts)
 
     async def receive(self) -> bytes:
         """The next frame; raises :class:`LinkClosed` when the connection ends, and

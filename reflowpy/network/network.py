@@ -66,6 +66,7 @@ import trio
 from reflowpy.errors import (
     ActorError,
     ComponentError,
+    MessageError,
     NetworkError,
     NetworkStalled,
     NetworkStopped,
@@ -79,7 +80,7 @@ from reflowpy.network import porttypes
 from reflowpy.network.actor import Actor, Port, port_specs
 from reflowpy.network.graph import IIP, Edge, ExportedPort, Graph, GraphEvent, Node
 from reflowpy.network.message import freeze
-from reflowpy.network.ports import InPort, OutPort, OutputSink, PortStatistics
+from reflowpy.network.ports import InPort, OutPort, OutputSink, PortStatistics, Receiver
 from reflowpy.network.registry import Registry
 from reflowpy.network.runner import NodeRunner, NodeStatistics, resolve_config
 from reflowpy.network.scheduler import Scheduler, Stall
@@ -810,6 +811,44 @@ class Network:
         port = self._resolve_input(target)
         value = freeze(value, where=f"{self.where()}: input {target!r}")
         await port.put(value, abandon=False)
+
+    def send_nowait(self, target: str | tuple[str, str], value: Any) -> bool:
+        """The non-waiting half of :meth:`send`: ``value`` is queued if the port has
+        room right now (True), else nothing happens and the value stays the caller's
+        (False). Never yields; a parked plain-``def`` receiver may run its activation
+        inline before this returns. Raises :class:`~reflowpy.NetworkStopped` as
+        :meth:`send` does. (A bridge's receiver proxy delivers this way from its
+        socket reader, and waits with :meth:`send` only for what found the port full.)
+        """
+        if not self._accepting:
+            raise NetworkStopped(f"{self.where()}: the network is {self._state}; it takes no"
+                                 " input (the value was not accepted)")
+        port = self._resolve_input(target)
+        try:
+            value = freeze(value)
+        except MessageError:  # again, for the error that names the input
+            freeze(value, where=f"{self.where()}: input {target!r}")
+            raise
+        return port.put_nowait(value)
+
+    def attach_receiver(self, name: str, receiver: Receiver) -> OutputSink:
+        """Hand the values reaching the exported out-port ``name`` to ``receiver`` as
+        they arrive, instead of waiting for a reader of :meth:`outputs`.
+
+        ``receiver.wake(sink)`` is called (while ``receiver.parked``) from the sending
+        task, right after a value was queued in the returned sink; the receiver takes
+        what it can with ``sink.take()`` and leaves the rest queued. The sink stays
+        bounded, so a receiver that takes nothing holds the sender (backpressure), and
+        a sender cancelled while blocked on it dead-letters its value, as for any
+        exported out-port. (A bridge's sender proxy is such a receiver: it pushes
+        values into its channels from the producing task, without a task of its own.)
+        """
+        sink = self._sinks.get(self.graph.port_name(name))
+        if sink is None:
+            raise PortNotFound(f"{self.where()}: no exported out-port {name!r}; exported"
+                               f" out-ports: {sorted(self._sinks) or 'none'}")
+        sink.receiver = receiver
+        return sink
 
     def outputs(self, name: str) -> OutputStream:
         """The values leaving through the exported out-port ``name``."""

@@ -341,7 +341,7 @@ class OutputSink(InPort):
     dead-letters its value through ``on_abandon`` (set by the network).
     """
 
-    __slots__ = ("closed", "on_abandon", "readers")
+    __slots__ = ("closed", "on_abandon", "readers", "receiver")
 
     def __init__(self, node: str, name: str, capacity: int) -> None:
         super().__init__(None, node, name, capacity)
@@ -349,6 +349,8 @@ class OutputSink(InPort):
         self.readers: deque[trio.lowlevel.Task] = deque()
         self.closed = False
         self.on_abandon: Callable[[OutputSink, Any, str | None], None] | None = None
+        #: A :class:`Receiver` told of every value (``Network.attach_receiver``).
+        self.receiver: Receiver | None = None
 
     def put_nowait(self, value: Any) -> bool:
         queue = self.queue
@@ -361,6 +363,8 @@ class OutputSink(InPort):
             self.high_water = depth + 1
         if self.readers:
             _reschedule(self.readers.popleft())
+        elif self.receiver is not None and self.receiver.parked:
+            self.receiver.wake(self)
         return True
 
     def put_batch(self, values: list[Any]) -> None:
@@ -368,6 +372,8 @@ class OutputSink(InPort):
         self.total += len(values)
         self.high_water = max(self.high_water, len(self.queue))
         self.wake_readers()
+        if self.receiver is not None and self.receiver.parked:
+            self.receiver.wake(self)
 
     def abandon(self, value: Any, reason: str | None) -> None:
         self.abandoned += 1

@@ -147,6 +147,10 @@ def test_completion_mode_keeps_unconfirmed_messages_for_resend() -> None:
     assert out.acked == 3 and list(out.buffer) == [3, 4]
 
 
+class _Refused(Exception):
+    pass
+
+
 def _state(out: OutChannel, inc: InChannel) -> tuple[Any, ...]:
     return (out.next_seq, out.acked, list(out.buffer), out.messages, out.skipped,
             out.room(), inc.delivered, list(inc.buffer), inc.credit_due, inc.credit_idle,
@@ -155,12 +159,14 @@ def _state(out: OutChannel, inc: InChannel) -> tuple[Any, ...]:
 
 @settings(max_examples=long_scale(150))
 @given(st.integers(1, 40), st.integers(1, 40), st.integers(0, 30),
-       st.lists(st.tuples(st.sampled_from(["push", "deliver", "credit", "all"]),
+       st.lists(st.tuples(st.sampled_from(["push", "deliver", "fail", "credit", "all"]),
                           st.integers(0, 50)), max_size=40))
 def test_batch_operations_equal_one_at_a_time(capacity: int, buffer_limit: int,
                                               replayed: int, ops: list[Any]) -> None:
-    """push_many / skip / pop_all (the session's batch paths) leave both halves exactly
-    as the same number of push / pop calls would, in every state: no credit, a full
+    """push_many / deliver / pop_all (the session's batch paths) leave both halves
+    exactly as the same number of push / pop calls would, in every state (``deliver``
+    with a ``put`` that refuses, or raises, after k values: what it refused stays
+    first, uncounted): no credit, a full
     resend buffer, a replay (a restarted deterministic peer whose receiver already
     holds ``replayed`` seqs), an empty or partly taken receive buffer."""
     spec = ChannelSpec(6, "a", "s.out", "t.in", capacity)
@@ -185,15 +191,27 @@ def test_batch_operations_equal_one_at_a_time(capacity: int, buffer_limit: int,
                 single += 1
             assert taken == single
             pushed += k
-        elif op == "deliver":
+        elif op in ("deliver", "fail"):
             for o, i in pairs:
                 frame = o.take_data()
                 if frame is not None:
                     i.on_data(frame)
             n = min(k, len(binc.buffer))
-            binc.skip(n)
-            for _ in range(n):
-                sinc.pop()
+            handed: list[Any] = []
+
+            def put(value: Any, handed: list[Any] = handed, k: int = k, op: str = op) -> bool:
+                if len(handed) == k:
+                    if op == "fail":
+                        raise _Refused
+                    return False
+                handed.append(value)
+                return True
+
+            try:
+                assert binc.deliver(put) == n
+            except _Refused:
+                assert op == "fail" and len(handed) == n < len(handed) + len(binc.buffer)
+            assert handed == [sinc.pop() for _ in range(n)]
         elif op == "all":
             assert binc.pop_all() == [sinc.pop() for _ in range(len(sinc.buffer))]
         else:
