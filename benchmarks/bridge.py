@@ -19,7 +19,14 @@ Prints JSON lines (workload, n, seconds, msgs_per_s, peak_rss_mb, ...):
 * ``chain4_cpu_one_process`` vs ``chain4_cpu_2_partitions`` vs
   ``chain4_cpu_local_plus_partition``: four stages of ~50 us CPU each, in one process,
   over two partition workers (edge between them relayed here), or two stages here and
-  two in one worker (goal >= 1.6x on 2 cores).
+  two in one worker (goal >= 1.6x on 2 cores);
+* ``--only inproc`` (a measuring tool, not in the default run): both ends in this
+  process over a Unix socket, ``bridge_rtt_inproc`` and ``chain4_inproc_{one,split}``
+  (CPU and task steps per message; under callgrind, instructions).
+
+The oneway lines also give each process' CPU per message and ``cpu_bound_msgs_per_s``
+(what two free cores would sustain: the busier process sets the pace), as the wall
+clock of a loaded machine cannot.
 """
 
 from __future__ import annotations
@@ -81,11 +88,16 @@ async def _peer() -> AsyncIterator[str]:
             if not chunk:
                 raise RuntimeError("bridge peer exited")
             line += chunk
+        global _PEER_PID
+        _PEER_PID = proc.pid
         try:
             yield line.split()[1].decode()
         finally:
             proc.kill()
             nursery.cancel_scope.cancel()
+
+
+_PEER_PID = 0  # the live bench peer's process id (for its CPU time)
 
 
 def _oneway_graph() -> rf.Graph:
@@ -102,15 +114,22 @@ async def oneway(url: str, n: int, value: Any, workload: str, *, ack_on: str = "
     bn = BridgedNetwork(_oneway_graph(), _registry(), peers=Peers({"peer": Peer(url, TOKEN)}),
                         ack_on={"remote:peer": ack_on}, compress_threshold=compress_threshold)
     async with bn:
+        peer0, cpu0 = _cpu_of(_PEER_PID), time.process_time()
         start = time.perf_counter()
         for _ in range(n):
             await bn.network.send("in", value)
         await bn.drain()
         seconds = time.perf_counter() - start
+        local, peer = time.process_time() - cpu0, _cpu_of(_PEER_PID) - peer0
         s = bn.session("remote:peer").statistics()
+    # The two processes run in parallel: on two free cores the busier one sets the pace
+    # (what a loaded machine's wall clock cannot show).
     _emit(workload, n, seconds, ack_on=ack_on, bytes_out=s.bytes_out, frames_out=s.frames_out,
           msgs_per_frame=round(n / max(1, s.frames_out), 1),
-          mb_per_s=round(s.bytes_out / seconds / 2**20, 1))
+          mb_per_s=round(s.bytes_out / seconds / 2**20, 1),
+          local_cpu_us_per_msg=round(local / n * 1e6, 2),
+          peer_cpu_us_per_msg=round(peer / n * 1e6, 2),
+          cpu_bound_msgs_per_s=round(n / max(local, peer, 1e-9), 1))
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -360,6 +379,93 @@ async def transport_rtt(kind: str, n: int) -> None:
           p99_us=round(samples[int(len(samples) * 0.99)] * 1e6, 1))
 
 
+@contextlib.asynccontextmanager
+async def _inproc_host() -> AsyncIterator[Any]:
+    """A bridge Host in this process behind a real Unix socket; yields its transport."""
+    import tempfile
+
+    from reflowpy.bridge.host import Host
+    from reflowpy.bridge.transport import StreamTransport, serve_stream
+
+    with tempfile.TemporaryDirectory(prefix="reflowpy-bench-") as tmp:
+        path = os.path.join(tmp, "s")
+        async with trio.open_nursery() as nursery:
+            host = Host(_registry(), nursery, local_id="peer", token=TOKEN)
+            sock = trio.socket.socket(trio.socket.AF_UNIX)
+            await sock.bind(path)
+            sock.listen(16)
+            nursery.start_soon(serve_stream, [trio.SocketListener(sock)], host.handle)
+            yield StreamTransport(f"unix:{path}")
+            nursery.cancel_scope.cancel()
+
+
+class _Steps(trio.abc.Instrument):
+    def __init__(self) -> None:
+        self.steps = 0
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.steps += 1
+
+
+async def inproc(n: int) -> None:
+    """Both ends of a bridge in this process, over a real Unix socket: what a message
+    costs in CPU, all of it counted here (``cpu_us``, and task steps), independent of
+    how busy the machine is in instructions (run under ``valgrind --tool=callgrind``
+    with two ``--n`` and subtract). ``bridge_rtt_inproc``: one message at a time
+    through a ``core/Repeat`` on the peer and back; ``chain4_inproc_*``: the 4-stage
+    chain with no work per stage, in one network vs stages 3-4 on the peer (completion
+    acks): the difference is what the split costs per message."""
+    peers = Peers({"peer": Peer("unix:", TOKEN)})
+    rtts = max(500, n // 100)
+    async with _inproc_host() as transport:
+        g = rf.Graph("rtt")
+        g.add_node("a", "core/Repeat")
+        g.add_node("echo", "core/Repeat", {"remote": "peer"})
+        g.add_node("z", "core/Repeat")
+        g.add_edge("a", "out", "echo", "in")
+        g.add_edge("echo", "out", "z", "in")
+        g.add_inport("in", "a", "in")
+        g.add_outport("out", "z", "out")
+        bn = BridgedNetwork(g, _registry(), transports={"remote:peer": transport},
+                            peers=peers, ack_on={"remote:peer": "receipt"})
+        async with bn:
+            out = bn.network.outputs("out")
+            for i in range(100):
+                await bn.network.send("in", i)
+                await out.receive()
+            steps = _Steps()
+            trio.lowlevel.add_instrument(steps)
+            cpu0, start = time.process_time(), time.perf_counter()
+            for i in range(rtts):
+                await bn.network.send("in", i)
+                await out.receive()
+            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
+            trio.lowlevel.remove_instrument(steps)
+        _emit("bridge_rtt_inproc", rtts, seconds, cpu_us_per_rt=round(cpu / rtts * 1e6, 1),
+              task_steps_per_rt=round(steps.steps / rtts, 2))
+        msgs = max(2000, n // 10)
+        async with rf.Network(_chain({}, 0.0), _registry()) as net:
+            await _drive(net, 1000)
+            cpu0 = time.process_time()
+            seconds = await _drive(net, msgs)
+            one = time.process_time() - cpu0
+        _emit("chain4_inproc_one", msgs, seconds, cpu_us_per_msg=round(one / msgs * 1e6, 1))
+        g = _chain({}, 0.0)
+        for node in ("s3", "s4"):
+            g.nodes[node].metadata["remote"] = "peer"
+        bn = BridgedNetwork(g, _registry(), transports={"remote:peer": transport},
+                            peers=peers)
+        async with bn:
+            await _drive(bn.network, 1000)
+            cpu0 = time.process_time()
+            seconds = await _drive(bn.network, msgs)
+            split = time.process_time() - cpu0
+            st = bn.session("remote:peer").statistics()
+        _emit("chain4_inproc_split", msgs, seconds, cpu_us_per_msg=round(split / msgs * 1e6, 1),
+              split_cost_us_per_msg=round((split - one) / msgs * 1e6, 1),
+              frames_out=st.frames_out, frames_in=st.frames_in)
+
+
 async def _main(n: int, only: set[str], rounds: int) -> None:
     def want(name: str) -> bool:
         return not only or name in only
@@ -386,13 +492,15 @@ async def _main(n: int, only: set[str], rounds: int) -> None:
             await rtt(port_url, max(1000, n // 100), "bridge_rtt_serve_port")
     if want("chain"):
         await chain(max(2000, n // 20), 50.0, rounds=rounds)
+    if "inproc" in only:  # not part of the default run: a measuring tool
+        await inproc(n)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks bridge")
     parser.add_argument("--n", type=int, default=200_000, help="small messages one way")
     parser.add_argument("--only", default="",
-                        help="transport,oneway,rtt,chain (default: all)")
+                        help="transport,oneway,rtt,chain (default: all); inproc")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of the chain workloads (median reported)")
     args = parser.parse_args(argv)
