@@ -287,12 +287,15 @@ async def chain(n: int, work_us: float, rounds: int = 1) -> None:
                 own = time.process_time() - cpu0
                 worker_cpu = [_cpu_of(p.pid) - b for p, b in zip(workers, before,
                                                                  strict=True)]
+                frames = {loc: [st.frames_out, st.frames_in]
+                          for loc, st in bn.statistics()["bridges"].items()}
             ratio = one / seconds
             ratios[workload].append(ratio)
             _emit(workload, n, seconds, work_us=work_us, round=r, speedup=round(ratio, 2),
                   cpu_us_per_msg=round((own + sum(worker_cpu)) / n * 1e6, 1),
                   local_cpu_us_per_msg=round(own / n * 1e6, 1),
                   worker_cpu_us_per_msg=[round(c / n * 1e6, 1) for c in worker_cpu],
+                  frames_out_in=frames,
                   **({"median_speedup": round(statistics.median(ratios[workload]), 2)}
                      if r == rounds - 1 else {}))
 

@@ -54,7 +54,7 @@ __all__ = ["INLINE_BUDGET", "Binding"]
 #: How long the reader task may deliver (and run plain-``def`` nodes inline) in a row
 #: before it leaves the rest of the buffer to the receiver proxy's own task, so a
 #: slow node does not hold the socket (credits, pings, other channels) for long.
-INLINE_BUDGET = 0.002
+INLINE_BUDGET = 0.02
 
 _log = logging.getLogger("reflowpy.bridge")
 

@@ -285,7 +285,8 @@ class InChannel:
         while buffer:
             value = buffer.popleft()
             self.delivered += 1
-            self._note()
+            if not buffer:  # the last: its credit (idle now) may ride on the answer
+                self._note()
             try:
                 accepted = put(value)
             except BaseException:
@@ -297,6 +298,8 @@ class InChannel:
                 self.delivered -= 1
                 break
             taken += 1
+        if taken:
+            self._note()
         return taken
 
     def pop_all(self) -> list[Any]:

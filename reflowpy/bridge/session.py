@@ -191,7 +191,7 @@ class Session:
         #: The live connection's ``send_frames_nowait``, if its transport has one.
         self._send_nowait: Callable[[list[bytes]], bool] | None = None
         self._flush_due = False  # bytes a non-waiting write left for the writer
-        #: Written since the last frame arrived (a stream: batch; see :meth:`_kick`).
+        #: Written since the last frame arrived (see :meth:`_in_flight`).
         self._wrote = False
         #: Per out-channel: called when it may have room again (a CREDIT, a state change).
         self._room_hooks: dict[int, Callable[[], None]] = {}
@@ -272,10 +272,11 @@ class Session:
 
     def quiet(self) -> bool:
         """Whether a push now would be written at once from the pushing task: the link
-        is up, its transport writes without waiting, the writer sleeps and a frame
-        arrived since the last write. Otherwise a producer had better :meth:`defer`."""
+        is up, its transport writes without waiting, the writer sleeps and the peer
+        said something since our last write. Otherwise a producer had better
+        :meth:`defer`."""
         return (self._send_nowait is not None and self._sleep is not None
-                and not self._inline and not self._wrote)
+                and not self._inline and not self._in_flight())
 
     def defer(self, hook: Callable[[], None]) -> None:
         """Have the writer call ``hook`` (which pushes) before it collects its next
@@ -651,18 +652,25 @@ class Session:
         self.frames_out += len(frames)
         self._progress.fire()
 
+    def _in_flight(self) -> bool:
+        """Whether we wrote since the peer last said anything: a stream (batch it), not
+        an exchange (where each answer follows a question)."""
+        return self._wrote
+
     def _kick(self) -> None:
         """After a push from a task that must not wait: if the writer sleeps, the
         transport can write without waiting and the peer said something since our
-        last write (an exchange, not a stream: as Nagle's rule, with "heard from"
-        for "acked", so completion acks that come late do not count), write this
-        round's frames from here (the message leaves from the task that produced it:
-        no task switch, no wait); otherwise wake the writer, which runs once the
-        producer yields and sends all it produced meanwhile in one write (batching
-        under load). What the socket did not take is left for the writer."""
+        last write (an exchange, not a stream: Nagle's rule with "heard from" for
+        "acked", as completion acks come late; in an exchange the answer carries the
+        question's credit, see :meth:`InChannel.deliver`), write this round's frames
+        from here (the message
+        leaves from the task that produced it: no task switch, no wait); otherwise
+        wake the writer, which runs once the producer yields and sends all it
+        produced meanwhile in one write (batching a stream: one frame per burst, not
+        one per message). What the socket did not take is left for the writer."""
         send = self._send_nowait
         sleep = self._sleep
-        if send is None or sleep is None or self._inline or self._wrote:
+        if send is None or sleep is None or self._inline or self._in_flight():
             self._writer.fire()
             return
         self._inline = True

@@ -234,6 +234,8 @@ class Network:
         self._system_host = False
         self._runners: dict[str, NodeRunner] = {}
         self._sinks: dict[str, OutputSink] = {}
+        #: ``send_nowait``'s resolved targets (emptied by every graph change).
+        self._nowait_ports: dict[str | tuple[str, str], InPort] = {}
         #: The largest capacity a connection declared for an in-port (ports without one
         #: keep their declared or default capacity).
         self._explicit_capacity: dict[InPort, int] = {}
@@ -823,7 +825,9 @@ class Network:
         if not self._accepting:
             raise NetworkStopped(f"{self.where()}: the network is {self._state}; it takes no"
                                  " input (the value was not accepted)")
-        port = self._resolve_input(target)
+        port = self._nowait_ports.get(target)
+        if port is None:
+            port = self._nowait_ports[target] = self._resolve_input(target)
         try:
             value = freeze(value)
         except MessageError:  # again, for the error that names the input
@@ -1018,6 +1022,7 @@ class Network:
         return runner
 
     def _on_graph_event(self, event: GraphEvent) -> None:
+        self._nowait_ports.clear()
         handler = _GRAPH_HANDLERS.get(event.type)
         if handler is not None and self._state == "running":
             handler(self, event)
