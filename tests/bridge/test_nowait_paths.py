@@ -193,3 +193,74 @@ def test_zz_counts_are_reported(capsys: pytest.CaptureFixture[str]) -> None:
         assert STATS["partial_writes"] > 0, STATS  # the leftover path really ran
     with capsys.disabled():
         print(f"\nnowait paths: {STATS}")
+
+
+class _StepCounter(trio.abc.Instrument):
+    """How many activations of the slow node ran inside each task step (by task)."""
+
+    def __init__(self) -> None:
+        self.current: dict[int, int] = {}
+        self.most: dict[str, int] = {}
+
+    def before_task_step(self, task: trio.lowlevel.Task) -> None:
+        self.current[id(task)] = 0
+
+    def ran(self) -> None:
+        task = trio.lowlevel.current_task()
+        n = self.current[id(task)] = self.current.get(id(task), 0) + 1
+        self.most[task.name] = max(self.most.get(task.name, 0), n)
+
+
+async def test_a_slow_plain_def_node_holds_the_reader_for_one_budget_at_most() -> None:
+    """A plain-``def`` node that burns 5 ms of CPU per message, fed through a bridge in
+    bursts: the reader task delivers (and runs it inline) for one INLINE_BUDGET at
+    most, then the receiver proxy's task takes the rest, so one reader step runs at
+    most budget / 5 ms + 1 activations (5 ms of CPU each, so at least 5 ms of wall
+    time: a loaded machine only lowers the count). Every message arrives, in order."""
+    import time
+
+    from reflowpy.bridge import binding
+    from reflowpy.bridge.transport import MemoryTransport
+
+    counter = _StepCounter()
+    per_message = 0.005
+
+    @rf.actor(inports=["in"], outports=["out"])
+    def spin(ctx: Any) -> dict[str, Any]:
+        counter.ran()
+        end = time.thread_time() + per_message
+        while time.thread_time() < end:
+            pass
+        return {"out": ctx.inputs["in"]}
+
+    reg = registry()
+    reg.register("test/Spin", spin, replace=True)
+    n = 60
+    async with trio.open_nursery() as nursery:
+        host = Host(reg, nursery, local_id="peer", token="t0k")
+        transport = MemoryTransport(host.handle, nursery)
+        g = pipeline({"b": "remote:peer"})
+        g.nodes["b"].component = "test/Spin"
+        bn = BridgedNetwork(g, reg, transports={"remote:peer": transport},
+                            peers=Peers({"peer": Peer("memory:", "t0k")}))
+        got: list[Any] = []
+        async with bn:
+            trio.lowlevel.add_instrument(counter)
+            try:
+                with trio.fail_after(120):
+                    for i in range(n):  # a burst: the peer's reader gets many at once
+                        await bn.network.send("in", [0, i])
+                    async for v in bn.network.outputs("out"):
+                        got.append(v)
+                        if len(got) == n:
+                            break
+            finally:
+                trio.lowlevel.remove_instrument(counter)
+            frames = bn.session("remote:peer").frames_out
+        nursery.cancel_scope.cancel()
+    assert [v[:2] for v in got] == [[0, i] for i in range(n)]
+    assert frames < n // 2, frames  # the burst crossed in batches (credits included)
+    bound = int(binding.INLINE_BUDGET / per_message) + 1
+    # the reader: one budget; the receiver proxy's task: the value it waited with, then
+    # one budget (whichever ran them: the peer's network may still be starting)
+    assert max(counter.most.values()) <= bound + 1, (counter.most, bound)
