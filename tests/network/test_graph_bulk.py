@@ -44,6 +44,7 @@ def _same(a: Any, b: Any) -> None:
     assert a.edges == b.edges and a.iips == b.iips
     assert a.inports == b.inports and a.outports == b.outports
     assert set(a._edge_index) == {(e.src, e.tgt) for e in a.edges}
+    assert len(a._edge_index) == len(a.edges)
     assert a.to_dict("reflow") == b.to_dict("reflow")
 
 
