@@ -839,8 +839,10 @@ class Graph:
             if node_id in table:
                 self.add_node(node_id, node.component)  # raises DuplicateNode
             table[node_id] = node
-        index = self._edge_index
+        index = None  # not built for no edges
         for edge in edges:
+            if index is None:
+                index = self._edge_index
             src, tgt = edge.src, edge.tgt
             if src.node not in table or tgt.node not in table:
                 self.node(src.node)
