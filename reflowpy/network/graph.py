@@ -77,20 +77,28 @@ class Endpoint(msgspec.Struct, frozen=True, gc=False):
         return f"{self.node}.{self.port}{idx}"
 
 
-class Node(msgspec.Struct):
-    """A process in the graph: an instance of ``component`` with its own ``metadata``."""
+class Node(msgspec.Struct, gc=False):
+    """A process in the graph: an instance of ``component`` with its own ``metadata``.
+
+    Not tracked by the garbage collector, like :class:`Edge` (see there)."""
 
     id: str
     component: str
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Edge(msgspec.Struct):
+class Edge(msgspec.Struct, gc=False):
     """A connection from an out-port to an in-port.
 
     ``capacity`` bounds the queue of the target in-port (see the kernel's ports);
     ``None`` means the port's or the network's default. In files it is stored as
     ``metadata.capacity`` (neither Reflow nor NoFlo has a field for it).
+
+    Not tracked by the garbage collector (``gc=False``): a loaded graph's millions of
+    edges and nodes are never walked by a collection, and each is 16 bytes smaller.
+    Metadata is file data (JSON values), so it cannot lead back to its edge; a
+    metadata value that did (an object holding the edge) would make a cycle the
+    collector cannot free, a leak, not an error.
     """
 
     src: Endpoint
