@@ -25,6 +25,7 @@ from reflowpy.errors import (
     GroupNotFound,
     IIPNotFound,
     MessageError,
+    MissingEnvironment,
     NetworkError,
     NetworkStalled,
     NetworkStopped,
@@ -42,6 +43,7 @@ from reflowpy.errors import (
     ScriptProtocolError,
     ScriptRaised,
     ScriptTimeout,
+    ServerConfigError,
     WasmTrap,
 )
 from reflowpy.network import codec
@@ -93,6 +95,7 @@ __all__ = [
     "IIPNotFound",
     "Ledger",
     "MessageError",
+    "MissingEnvironment",
     "Network",
     "NetworkError",
     "NetworkEvent",
@@ -121,6 +124,7 @@ __all__ = [
     "ScriptProtocolError",
     "ScriptRaised",
     "ScriptTimeout",
+    "ServerConfigError",
     "ValidationReport",
     "WasmTrap",
     "actor",

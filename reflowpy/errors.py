@@ -24,6 +24,7 @@ what was wrong and where (graph, node, port, field) and, when it helps, what to 
      |    +-- ComponentNotFound
      |    +-- ConfigError            bad node config (metadata / env_vars)
      |         +-- SandboxUnavailable  a script sandbox cannot run here (no Docker, no image)
+     |         +-- MissingEnvironment  a variable env_vars requires is not set here
      +-- MessageError                a value cannot be a message (not freezable/serializable)
      +-- ExpressionError             a safe expression failed to parse or evaluate
      +-- NetworkError                lifecycle misuse of a Network
@@ -42,6 +43,9 @@ what was wrong and where (graph, node, port, field) and, when it helps, what to 
      |         |    +-- ScriptCPUExceeded    CPU seconds or WASM fuel
      |         +-- WasmTrap          the WASM module trapped; its instance was reset
      +-- CodecError                  a frame could not be encoded or decoded
+ +-- ServerConfigError           a server option cannot be used (an address that cannot
+                                 be bound, a data dir or workspace that cannot be made,
+                                 a webhook network that is not a CIDR); also a ValueError
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ __all__ = [
     "GroupNotFound",
     "IIPNotFound",
     "MessageError",
+    "MissingEnvironment",
     "NetworkError",
     "NetworkStalled",
     "NetworkStopped",
@@ -82,6 +87,7 @@ __all__ = [
     "ScriptProtocolError",
     "ScriptRaised",
     "ScriptTimeout",
+    "ServerConfigError",
     "WasmTrap",
 ]
 
@@ -260,6 +266,11 @@ class CodecError(ReflowError, ValueError):
     """A frame could not be encoded or decoded (malformed, too large, wrong version)."""
 
 
+class MissingEnvironment(ConfigError):
+    """A node's ``env_vars`` requires a variable this environment does not set (a
+    property of where the graph runs, not of the graph: ``validate`` warns)."""
+
+
 class SandboxUnavailable(ConfigError):
     """A script node's sandbox cannot run on this machine (no Docker engine, missing
     image, no network namespace for the process sandbox); the message says what to do."""
@@ -361,3 +372,10 @@ class PeerLost(BridgeError):
     with the reason ``peer lost``."""
 
 __all__ += ["BridgeAuthError", "BridgeError", "BridgeProtocolError", "PeerLost"]
+
+
+class ServerConfigError(ReflowError, ValueError):
+    """A server option cannot be used: an address that cannot be bound, a data
+    directory or workspace that cannot be created, a webhook network that is not a
+    CIDR. Raised before the server accepts anything; the message names the option's
+    value and why."""
