@@ -466,7 +466,11 @@ class OutPort:
         if not chosen:
             self.unconnected += 1
         for target in chosen:
-            target.put_nowait(value)  # room was checked and nothing yielded since
+            # Room was checked and nothing yielded since, but a put may activate its
+            # receiver inline, and that receiver may fill a later target of this
+            # broadcast: the room promised to this value is then taken past capacity.
+            if not target.put_nowait(value):
+                target.put_batch([value])
         return True
 
     async def send(self, value: Any, index: int | None = None,

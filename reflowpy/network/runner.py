@@ -598,7 +598,7 @@ class NodeRunner:
     def _activate_inline(self, port: InPort) -> None:
         # See update_dispatch(). Every target has room for the one value per out-port
         # a returned mapping can hold, so nothing here can block.
-        value = port.queue.popleft()
+        value = port.take()  # a sender may wait for this room (capacity 1)
         if self.order is not None:
             self.order.popleft()
         sched = self.sched
