@@ -256,7 +256,7 @@ class Collector:
             lineage = Lineage(rules, queued, first_id)
             rec.bursts += 1
             # about two message calls (a send and its receive) per hop
-            tap = _TraceTap(sink, lineage, bus=net.bus, limit=2 * self.burst)
+            tap = _BurstTap(sink, lineage, bus=net.bus, limit=2 * self.burst)
             net.bus.tap(tap)
             try:
                 while not tap.done.is_set():
@@ -320,6 +320,7 @@ class _RowSink:
     def flush(self) -> None:
         if self.rows:
             rows, self.rows = self.rows, []
+            self.rec.events += len(rows)
             if not self.writer.submit_rows(rows):
                 self.rec.store_dropped += len(rows)
                 self.rec.inexact = True
@@ -331,7 +332,6 @@ class _RowSink:
 
     def _add(self, row: tuple[Any, ...]) -> None:
         self.rows.append(row)
-        self.rec.events += 1
         if len(self.rows) >= self.batch:
             self.flush()
 
@@ -368,41 +368,64 @@ _time = time.time
 class _TraceTap:
     """The rows of one lineage model: the bus's :class:`~reflowpy.network.events.MessageTap`
     (raw calls from the kernel, on ``bus``), and :meth:`any_event` for event structs.
-    With ``limit``, it detaches itself from ``bus`` after that many message calls (one
-    burst) and sets ``done``; without, it records the network's shutdown as the end of
-    the recording. Kept flat: it runs once per traced message."""
+    It records until the network's shutdown (see :class:`_BurstTap` for one burst).
+    Kept flat: it runs once per traced message. Each port the kernel names is resolved
+    once (``_ports``: the port object -> its model queue and names)."""
 
-    __slots__ = ("_bus", "_left", "done", "lin", "sink")
+    __slots__ = ("_bus", "_ports", "done", "lin", "sink")
 
-    def __init__(self, sink: _RowSink, lin: Lineage, *, bus: ev.EventBus | None = None,
-                 limit: int = 0) -> None:
+    def __init__(self, sink: _RowSink, lin: Lineage, *, bus: ev.EventBus | None = None
+                 ) -> None:
         sink.attach(lin)
         self.sink = sink
         self.lin = lin
-        self._left = limit
         self._bus = bus
+        self._ports: dict[Any, tuple[Any, str, str]] = {}
         self.done = trio.Event()
 
-    def _count(self) -> None:
-        self._left -= 1
-        if self._left == 0:
-            self.done.set()
-            if self._bus is not None:
-                self._bus.untap(self)
-            self._left = -1  # (a burst tap, finished: never the whole recording's)
+    def _port(self, port: Any) -> tuple[Any, str, str]:
+        # (model queue or None for an exported out-port's sink, node, port name)
+        node = port.node if port.runner is not None else ""
+        entry = (self.lin.queue(node, port.name) if node else None, node, port.name)
+        self._ports[port] = entry
+        return entry
 
     # MessageTap: the kernel's calls
 
     def sent(self, out: Any, target: Any, value: Any, depth: int) -> None:
-        self.sent_row(out.node, out.name, target.node if target.runner is not None else "",
-                      target.name, value, depth, _time() * 1000.0)
-        if self._left:
-            self._count()
+        entry = self._ports.get(target)
+        if entry is None:
+            entry = self._port(target)
+        q, to_node, to_port = entry
+        node = out.node
+        sink = self.sink
+        seq = sink.seq = sink.seq + 1
+        try:
+            msg, causes = self.lin.sent_to(node, q, depth)
+        except Exception as exc:
+            sink.model_failed("MessageSent", exc)
+            msg, causes = None, None
+        rows = sink.rows
+        rows.append((sink.ex, seq, _time() * 1000.0, "sent" if to_node else "output", node,
+                     out.name, to_node, to_port, msg, causes, value, None, None))
+        if len(rows) >= sink.batch:
+            sink.flush()
 
     def received(self, port: Any, value: Any, depth: int) -> None:
-        self.received_row(port.node, port.name, value, depth, _time() * 1000.0)
-        if self._left:
-            self._count()
+        entry = self._ports.get(port)
+        if entry is None:
+            entry = self._port(port)
+        q, node, name = entry
+        sink = self.sink
+        seq = sink.seq = sink.seq + 1
+        try:
+            msg, kind = self.lin.received_from(node, name, q, depth)
+        except Exception as exc:
+            sink.model_failed("MessageReceived", exc)
+            msg, kind = None, "unknown"
+        if kind != "recv":  # see received_row
+            sink._add((sink.ex, seq, _time() * 1000.0, kind, node, name, "", "", msg, None,
+                       value, None, None))
 
     # the rows
 
@@ -476,11 +499,38 @@ class _TraceTap:
             add((ex, seq, e.timestamp, _LIFECYCLE.get(t, "event"),
                  getattr(e, "actor_id", ""), "", "", "", None, None, _NOVALUE, error,
                  extra))
-            if t is ev.NetworkShutdown and self._bus is not None and not self.done.is_set() \
-                    and self._left == 0:  # the whole recording's tap: it ends here
+            if t is ev.NetworkShutdown and type(self) is _TraceTap and self._bus is not None:
+                # the whole recording's tap: the recording ends here
                 sink.note_lineage()
                 sink.flush()
                 sink.rec.finished.set()
+
+
+class _BurstTap(_TraceTap):
+    """A :class:`_TraceTap` for one burst: after ``limit`` message calls it detaches
+    itself from the bus, in the kernel's call, and sets ``done``."""
+
+    __slots__ = ("_left",)
+
+    def __init__(self, sink: _RowSink, lin: Lineage, *, bus: ev.EventBus, limit: int
+                 ) -> None:
+        super().__init__(sink, lin, bus=bus)
+        self._left = limit
+
+    def _count(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self.done.set()
+            assert self._bus is not None
+            self._bus.untap(self)
+
+    def sent(self, out: Any, target: Any, value: Any, depth: int) -> None:
+        super().sent(out, target, value, depth)
+        self._count()
+
+    def received(self, port: Any, value: Any, depth: int) -> None:
+        super().received(port, value, depth)
+        self._count()
 
 
 _LIFECYCLE: dict[type, str] = {
