@@ -372,7 +372,7 @@ class _TraceTap:
     Kept flat: it runs once per traced message. Each port the kernel names is resolved
     once (``_ports``: the port object -> its model queue and names)."""
 
-    __slots__ = ("_bus", "_ports", "done", "lin", "sink")
+    __slots__ = ("_bus", "_last", "_pending", "_ports", "done", "lin", "sink")
 
     def __init__(self, sink: _RowSink, lin: Lineage, *, bus: ev.EventBus | None = None
                  ) -> None:
@@ -380,28 +380,49 @@ class _TraceTap:
         self.sink = sink
         self.lin = lin
         self._bus = bus
-        self._ports: dict[Any, tuple[Any, str, str]] = {}
+        self._ports: dict[Any, tuple[Any, str, str, bool]] = {}
+        # the model's own tables (never replaced): the fast path below reads them
+        self._pending = lin._pending
+        self._last = lin._last
         self.done = trio.Event()
 
-    def _port(self, port: Any) -> tuple[Any, str, str]:
-        # (model queue or None for an exported out-port's sink, node, port name)
+    def _port(self, port: Any) -> tuple[Any, str, str, bool]:
+        # (model queue or None for an exported out-port's sink, node, port name, whether
+        # the node fires per message)
         node = port.node if port.runner is not None else ""
-        entry = (self.lin.queue(node, port.name) if node else None, node, port.name)
+        entry = (self.lin.queue(node, port.name) if node else None, node, port.name,
+                 self.lin.rule(node) == "message")
         self._ports[port] = entry
         return entry
 
-    # MessageTap: the kernel's calls
+    # MessageTap: the kernel's calls. The common case (the model agrees with the
+    # reported depth; a node that fires per message) is Lineage.sent_to/received_from
+    # inlined; everything else is left to them.
 
     def sent(self, out: Any, target: Any, value: Any, depth: int) -> None:
         entry = self._ports.get(target)
         if entry is None:
             entry = self._port(target)
-        q, to_node, to_port = entry
+        q, to_node, to_port, _ = entry
         node = out.node
         sink = self.sink
         seq = sink.seq = sink.seq + 1
         try:
-            msg, causes = self.lin.sent_to(node, q, depth)
+            pending = self._pending.get(node)
+            if (q is None or len(q) == depth - 1) and (
+                    type(pending) is list or (pending is None and node in self._last)):
+                lin = self.lin
+                if pending is None:
+                    causes = self._last[node]
+                else:
+                    del self._pending[node]
+                    causes = self._last[node] = pending
+                msg: int | None = lin._next
+                lin._next = msg + 1  # type: ignore[operator]
+                if q is not None:
+                    q.append(msg)
+            else:
+                msg, causes = self.lin.sent_to(node, q, depth)
         except Exception as exc:
             sink.model_failed("MessageSent", exc)
             msg, causes = None, None
@@ -415,10 +436,14 @@ class _TraceTap:
         entry = self._ports.get(port)
         if entry is None:
             entry = self._port(port)
-        q, node, name = entry
+        q, node, name, per_message = entry
         sink = self.sink
         seq = sink.seq = sink.seq + 1
         try:
+            if per_message and q and q[0] >= 0 and len(q) <= depth + 1 \
+                    and not self.lin._failing:
+                self._pending[node] = [q.popleft()]
+                return  # a sent message arrived: the send's row holds it
             msg, kind = self.lin.received_from(node, name, q, depth)
         except Exception as exc:
             sink.model_failed("MessageReceived", exc)

@@ -70,6 +70,8 @@ class Lineage:
         self._complete = queued is None
         self._rules = dict(rules or {})
         self._next = first_id
+        # _queues, _pending and _last are never replaced (the trace collector's tap
+        # reads them: its fast path is sent_to/received_from inlined)
         self._queues: dict[tuple[str, str], deque[int]] = {}
         self._pending: dict[str, dict[str, int] | list[int]] = {}
         self._last: dict[str, list[int] | None] = {}
@@ -81,6 +83,10 @@ class Lineage:
         for key, n in (queued or {}).items():
             if n > 0:
                 self._queues[key] = deque([UNKNOWN] * n)
+
+    def rule(self, node: str) -> str:
+        """The firing rule the model assumes for ``node``."""
+        return self._rules.get(node, "message")
 
     @property
     def next_id(self) -> int:
