@@ -602,7 +602,9 @@ class NodeRunner:
     def _activate_inline(self, port: InPort) -> None:
         # See update_dispatch(). Every target has room for the one value per out-port
         # a returned mapping can hold, so nothing here can block.
-        value = port.take()  # a sender may wait for this room (capacity 1)
+        value = port.queue.popleft()
+        if port.putters:  # a sender waits for this room (InPort.take, inlined)
+            _reschedule(port.putters.popleft())
         if self.order is not None:
             self.order.popleft()
         sched = self.sched
