@@ -1,6 +1,7 @@
 """Cost of observing W1 (issue 14). Prints one JSON line per variant, all in one run.
 
     python -m benchmarks observe [--n 200000] [--runs 3] [--only unobserved,live,trace,sampled]
+        [--base DIR]
 
 W1 is the kernel benchmark's pipeline: source -> 10 plain-``def`` pass-through actors ->
 sink, ``n`` messages. Variants:
@@ -20,6 +21,13 @@ whose load drifts treats all variants alike; each figure is the median over roun
 Each line has ``ratio``: msgs/s of the variant over msgs/s of ``unobserved`` in the
 same run (the goals: live >= 0.95, trace >= 0.40, sampled >= 0.90), and ``cpu_ratio``,
 the same from the process's CPU time (all threads), steadier on a shared machine.
+
+``--base DIR`` (a directory holding another ``reflowpy`` package, e.g. ``git archive
+main reflowpy | tar -x -C DIR``) measures that version too: every run of every variant
+of both versions is a fresh child process, interleaved round by round, and each line
+says its ``version`` (``base`` or ``head``); ``ratio``/``cpu_ratio`` are against the
+same version's ``unobserved``, and a head line adds ``cpu_vs_base`` (head CPU seconds
+over base CPU seconds for that variant: above 1 is slower).
 """
 
 from __future__ import annotations
@@ -27,8 +35,11 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import resource
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -153,13 +164,65 @@ def _once_wall(variant: str, n: int, tmp: Path, i: int) -> tuple[float, dict[str
     return seconds, extra
 
 
+def _child(variant: str, n: int, root: str | None, tmp: Path, i: int
+           ) -> tuple[float, dict[str, Any]]:
+    """One run in a fresh process, with ``reflowpy`` from ``root`` (None: this tree)."""
+    here = str(Path(__file__).resolve().parent.parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [os.path.abspath(root), here] if root else [here])}
+    out = subprocess.run(
+        [sys.executable, "-c", "import sys, json; from benchmarks.observe import _once;"
+         " from pathlib import Path; from benchmarks.observe import _peak_rss_mb;"
+         " s, e = _once(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]),"
+         " int(sys.argv[4])); e['peak_rss_mb'] = _peak_rss_mb(); print(json.dumps([s, e]))",
+         variant, str(n), str(tmp), str(i)],
+        env=env, cwd=str(tmp), capture_output=True, text=True, timeout=3600, check=True)
+    seconds, extra = json.loads(out.stdout.strip().splitlines()[-1])
+    return float(seconds), extra
+
+
+def _ab(args: argparse.Namespace, variants: list[str]) -> int:
+    versions = [("base", args.base), ("head", None)]
+    results: dict[tuple[str, str], list[tuple[float, dict[str, Any]]]] = {
+        (ver, v): [] for ver, _ in versions for v in variants}
+    with tempfile.TemporaryDirectory() as d:
+        for i in range(args.runs):
+            for variant in variants:
+                for ver, root in versions:
+                    results[(ver, variant)].append(
+                        _child(variant, args.n, root, Path(d), i))
+    for ver, _ in versions:
+        base = args.n / statistics.median(r[0] for r in results[(ver, "unobserved")])
+        base_cpu = statistics.median(
+            r[1]["cpu_seconds"] for r in results[(ver, "unobserved")])
+        for variant in variants:
+            rs = results[(ver, variant)]
+            seconds = statistics.median(r[0] for r in rs)
+            cpu = statistics.median(r[1]["cpu_seconds"] for r in rs)
+            line = {"workload": f"W1 observe {variant}", "version": ver, "n": args.n,
+                    "seconds": round(seconds, 4), "msgs_per_s": round(args.n / seconds),
+                    "peak_rss_mb": round(max(r[1]["peak_rss_mb"] for r in rs), 1),
+                    "ratio": round(args.n / seconds / base, 3),
+                    "cpu_ratio": round(base_cpu / cpu, 3), "cpu_seconds": round(cpu, 4)}
+            if ver == "head":
+                base_cpu_v = statistics.median(
+                    r[1]["cpu_seconds"] for r in results[("base", variant)])
+                line["cpu_vs_base"] = round(cpu / base_cpu_v, 3)
+            print(json.dumps(line), flush=True)
+    return 0
+
+
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks observe")
     p.add_argument("--n", type=int, default=200_000)
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--only", default="unobserved,live,trace,sampled,subscriber")
+    p.add_argument("--base", default=None,
+                   help="a directory holding another reflowpy package to compare with")
     args = p.parse_args(argv)
     variants = ["unobserved", *[v for v in args.only.split(",") if v and v != "unobserved"]]
+    if args.base:
+        return _ab(args, variants)
     results: dict[str, list[tuple[float, dict[str, Any]]]] = {v: [] for v in variants}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)

@@ -12,6 +12,15 @@ is full the event is dropped *for that subscriber* and its ``dropped`` counter g
 and the next event it receives carries that count (``EventSubscription.dropped``).
 With no subscriber, the kernel does not even build per-message events: it checks
 :attr:`EventBus.active` (a plain attribute) before constructing one.
+
+**Message taps.** The kernel reports a message entering or leaving a queue through
+two bus attributes, ``sent(out, target, value, depth)`` and ``received(port, value,
+depth)``, never by building the event itself. For subscribers the bus builds the
+``MessageSent``/``MessageReceived`` struct from those arguments (once, however many
+subscribers). A :class:`MessageTap` (the trace collector) gets the arguments as they
+are, in the kernel's own call, and no struct is built for it; it receives every other
+event through ``event(e)``. The bus rewires these attributes when subscribers or taps
+come and go, so a traced message pays exactly one call into the one tap.
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 import trio
@@ -35,6 +44,7 @@ __all__ = [
     "EventSubscription",
     "MessageReceived",
     "MessageSent",
+    "MessageTap",
     "NetworkEvent",
     "NetworkIdle",
     "NetworkShutdown",
@@ -42,6 +52,9 @@ __all__ = [
     "NetworkStarted",
     "now_ms",
 ]
+
+
+_time = time.time
 
 
 def now_ms() -> float:
@@ -289,20 +302,54 @@ class EventSubscription:
         self.close()
 
 
-class EventBus:
-    """Fan-out of network events to bounded subscriptions; never blocks the publisher.
+class MessageTap(Protocol):
+    """A synchronous observer of every event, called in the kernel's own call.
 
-    ``publish(event)`` delivers ``event`` to every subscription (dropping it where a
-    buffer is full). It is an attribute, rewired whenever the subscriptions change: with
-    exactly one subscriber (a trace collector, the usual case) it *is* that
-    subscription's push, so a traced message pays no fan-out loop.
+    ``sent(out, target, value, depth)``: ``value`` entered ``target``'s queue (an
+    :class:`~reflowpy.network.ports.InPort`, or an exported out-port's sink, whose
+    ``runner`` is ``None``) from the out-port ``out``; ``depth`` is the queue's length
+    right after it. ``received(port, value, depth)``: a node took ``value`` from its
+    in-port ``port`` for an activation; ``depth`` is the length right after the take.
+    ``event(e)``: every other event (lifecycle, failures, dead letters), as
+    subscribers see it. A tap must never raise and never block: it runs inside the
+    dataflow, so it only appends to buffers of its own.
     """
 
-    def __init__(self) -> None:
+    def sent(self, out: Any, target: Any, value: Any, depth: int) -> None: ...
+
+    def received(self, port: Any, value: Any, depth: int) -> None: ...
+
+    def event(self, event: Any) -> None: ...
+
+
+def _ignore(*_: Any) -> None:
+    # sent/received while nobody listens (a burst tap detached mid-batch)
+    return None
+
+
+class EventBus:
+    """Fan-out of network events to bounded subscriptions and taps; never blocks the
+    publisher.
+
+    ``publish(event)`` delivers ``event`` to every subscription (dropping it where a
+    buffer is full) and every tap. ``sent``/``received`` report one message (see the
+    module docstring). All three are attributes, rewired whenever subscriptions or taps
+    change: with exactly one subscriber, ``publish`` *is* that subscription's push; with
+    exactly one tap and no subscriber, ``sent`` *is* the tap's ``sent``.
+    """
+
+    def __init__(self, network: str = "") -> None:
+        #: The network name the built events carry.
+        self.network = network
         self._subscriptions: list[EventSubscription] = []
-        #: True when at least one subscriber listens; the hot path reads only this.
+        self._taps: list[MessageTap] = []
+        #: True when at least one subscriber or tap listens; the hot path reads only this.
         self.active = False
         self.publish: Callable[[Any], None] = self._publish_all
+        #: ``sent(out, target, value, depth)``: a value entered a queue (see MessageTap).
+        self.sent: Callable[[Any, Any, Any, int], None] = _ignore
+        #: ``received(port, value, depth)``: a node took a value (see MessageTap).
+        self.received: Callable[[Any, Any, int], None] = _ignore
 
     def subscribe(self, buffer: int = 1000) -> EventSubscription:
         """A new subscription holding at most ``buffer`` undelivered events."""
@@ -319,18 +366,68 @@ class EventBus:
             self._subscriptions = [s for s in self._subscriptions if s is not sub]
         self._rewire()
 
+    def tap(self, tap: MessageTap) -> None:
+        """Call ``tap`` for every event from now on (until :meth:`untap`)."""
+        self._taps = [*self._taps, tap]
+        self._rewire()
+
+    def untap(self, tap: MessageTap) -> None:
+        """Stop calling ``tap`` (safe inside one of its own calls, and twice)."""
+        self._taps = [t for t in self._taps if t is not tap]
+        self._rewire()
+
     def _rewire(self) -> None:
-        subs = self._subscriptions
-        self.active = bool(subs)
-        self.publish = subs[0]._push if len(subs) == 1 else self._publish_all
+        subs, taps = self._subscriptions, self._taps
+        self.active = bool(subs or taps)
+        if not taps:
+            self.publish = subs[0]._push if len(subs) == 1 else self._publish_all
+            self.sent = self._sent_event if subs else _ignore
+            self.received = self._received_event if subs else _ignore
+        elif not subs and len(taps) == 1:
+            self.publish = taps[0].event
+            self.sent = taps[0].sent
+            self.received = taps[0].received
+        else:
+            self.publish = self._publish_all
+            self.sent = self._sent_all
+            self.received = self._received_all
 
     def _publish_all(self, event: Any) -> None:
         for sub in self._subscriptions:
             sub._push(event)
+        for tap in self._taps:
+            tap.event(event)
+
+    def _sent_event(self, out: Any, target: Any, value: Any, depth: int) -> None:
+        event = MessageSent(
+            network=self.network, timestamp=_time() * 1000.0, from_actor=out.node,
+            from_port=out.name, to_actor=target.node if target.runner is not None else "",
+            to_port=target.name, message=value, queue_depth=depth)
+        for sub in self._subscriptions:
+            sub._push(event)
+
+    def _received_event(self, port: Any, value: Any, depth: int) -> None:
+        event = MessageReceived(
+            network=self.network, timestamp=_time() * 1000.0, actor_id=port.node,
+            port=port.name, message=value, queue_depth=depth)
+        for sub in self._subscriptions:
+            sub._push(event)
+
+    def _sent_all(self, out: Any, target: Any, value: Any, depth: int) -> None:
+        if self._subscriptions:
+            self._sent_event(out, target, value, depth)
+        for tap in self._taps:
+            tap.sent(out, target, value, depth)
+
+    def _received_all(self, port: Any, value: Any, depth: int) -> None:
+        if self._subscriptions:
+            self._received_event(port, value, depth)
+        for tap in self._taps:
+            tap.received(port, value, depth)
 
     def statistics(self) -> dict[str, int]:
         """Subscribers and the events they lost to full buffers."""
         return {
-            "subscribers": len(self._subscriptions),
+            "subscribers": len(self._subscriptions) + len(self._taps),
             "dropped": sum(s.dropped for s in self._subscriptions),
         }

@@ -219,7 +219,7 @@ class Network:
         if on_stall not in ("fail", "wait"):
             raise ValueError("on_stall must be 'fail' or 'wait'")
         self.on_stall = on_stall
-        self.bus = ev.EventBus()
+        self.bus = ev.EventBus(self.name)
         #: Activity, idle and stall accounting (see scheduler.py).
         self.scheduler = Scheduler(self.became_idle, self._stalled)
         #: Why in-flight work is being cancelled (``stopped``, ``timeout``, ...), set by

@@ -408,6 +408,13 @@ class _Owner(Protocol):
     def waiting_for(self, target: InPort | None) -> None: ...
 
 
+class _Announcer(Protocol):
+    """Told of each value an observed send puts into a queue (the event bus's ``sent``,
+    read at each call: the bus rewires it when observers come and go)."""
+
+    sent: Callable[[OutPort, InPort, Any, int], None]
+
+
 _NO_TARGETS: list[InPort] = []  # shared, never mutated
 _NO_INDEX: dict[int | None, list[InPort]] = {}  # shared, never mutated
 
@@ -472,25 +479,30 @@ class OutPort:
         if not chosen:
             self.unconnected += 1
         for target in chosen:
-            target.put_nowait(value)  # room was checked and nothing yielded since
+            # Room was checked and nothing yielded since, but a put may activate its
+            # receiver inline, and that receiver may fill a later target of this
+            # broadcast: the room promised to this value is then taken past capacity.
+            if not target.put_nowait(value):
+                target.put_batch([value])
         return True
 
     async def send(self, value: Any, index: int | None = None,
-                   announce: Callable[[InPort], None] | None = None) -> None:
+                   announce: _Announcer | None = None) -> None:
         """Deliver ``value``, waiting for room target by target (backpressure).
 
         Cancelled while waiting, the value is dead-lettered at every target that has
         not received it yet (with the reason), so the ledger still balances.
 
-        ``announce(target)`` (an observed send: the runner's ``MessageSent``) is called
-        as the value enters each target's queue, before anything can yield: while a
-        broadcast waits for room at a later target, an earlier target may already take
-        the value, and an observer must see the send before that receive.
+        ``announce`` (an observed send: the network's event bus) has its
+        ``sent(self, target, value, depth)`` called as the value enters each target's
+        queue, before anything can yield: while a broadcast waits for room at a later
+        target, an earlier target may already take the value, and an observer must see
+        the send before that receive. ``depth`` is the queue's length right after it.
         """
         if self.send_nowait(value, index):
             if announce is not None:
                 for target in self._chosen(index):
-                    announce(target)
+                    announce.sent(self, target, value, len(target.queue))
             return
         self.sent += 1
         owner = self.owner
@@ -512,7 +524,7 @@ class OutPort:
                     if owner is not None:
                         owner.waiting_for(None)
             if announce is not None:
-                announce(target)
+                announce.sent(self, target, value, len(target.queue))
 
     def _chosen(self, index: int | None) -> list[InPort]:
         if index is None:

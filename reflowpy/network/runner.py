@@ -77,7 +77,6 @@ _current_task = trio.lowlevel.current_task
 _wait_task_rescheduled = trio.lowlevel.wait_task_rescheduled
 _Abort = trio.lowlevel.Abort
 _perf = time.perf_counter
-_time = time.time  # event timestamps (ms since the epoch, as events.now_ms)
 
 #: Activations a runner performs before it yields to the scheduler even with work left.
 _BUDGET = 512
@@ -604,6 +603,8 @@ class NodeRunner:
         # See update_dispatch(). Every target has room for the one value per out-port
         # a returned mapping can hold, so nothing here can block.
         value = port.queue.popleft()
+        if port.putters:  # a sender waits for this room (InPort.take, inlined)
+            _reschedule(port.putters.popleft())
         if self.order is not None:
             self.order.popleft()
         sched = self.sched
@@ -683,9 +684,7 @@ class NodeRunner:
         self.taken += 1
         bus = self.net.bus
         if bus.active:
-            bus.publish(ev.MessageReceived(
-                network=self.net.name, timestamp=_time() * 1000.0, actor_id=self.node_id,
-                port=port.name, message=value, queue_depth=len(port.queue)))
+            bus.received(port, value, len(port.queue))
         return value
 
     def take_received(self, port: InPort) -> Any:
@@ -699,9 +698,7 @@ class NodeRunner:
         self.delivered += 1
         bus = self.net.bus
         if bus.active:
-            bus.publish(ev.MessageReceived(
-                network=self.net.name, timestamp=_time() * 1000.0, actor_id=self.node_id,
-                port=port.name, message=value, queue_depth=len(port.queue)))
+            bus.received(port, value, len(port.queue))
         return value
 
     async def main(self) -> None:
@@ -733,8 +730,8 @@ class NodeRunner:
     # -- the firing loops ----------------------------------------------------------------
 
     async def _fire_loop(self) -> None:
-        # The hot path: take the whole batch already queued, then park.
-        bus = self.net.bus
+        # The hot path: take the whole batch already queued, then park. Observed or
+        # not: the batch loops announce each message to the event bus while it listens.
         latency = self.latency
         while True:
             if self.removed:
@@ -748,8 +745,8 @@ class NodeRunner:
             if n == 0:
                 await self.park()
                 continue
-            if bus.active or not self.simple:
-                await self._fire_observed(n)
+            if not self.simple:
+                await self._fire_guarded(n)
                 continue
             started = _perf()
             taken0 = self.fired
@@ -840,6 +837,10 @@ class NodeRunner:
                     batch = []
                     primary = only
         dict_ = dict
+        # Observed: each message is announced as the general path would (see deliver);
+        # re-read after anything that can yield, since observers come and go then.
+        bus = self.net.bus
+        observed = bus.active
         self.batch_n = n
         self.batch_it = it = iter(range(n))
         try:
@@ -853,6 +854,8 @@ class NodeRunner:
                     break
                 if port.putters:  # type: ignore[union-attr]
                     _reschedule(port.putters.popleft())  # type: ignore[union-attr]
+                if observed:
+                    bus.received(port, value, len(port.queue))  # type: ignore[union-attr]
                 ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
                 try:
                     result = fn(ctx)
@@ -884,6 +887,7 @@ class NodeRunner:
                     await self._recover_and_deliver(inputs, exc)
                     fn = self.fn  # a restart rebinds the behaviour
                     assert fn is not None
+                    observed = bus.active
                     continue
                 except BaseException:
                     self._batch_fold(1)
@@ -891,6 +895,9 @@ class NodeRunner:
                     raise
                 if out is primary:
                     batch.append(out_value)  # type: ignore[union-attr]
+                    if observed:  # in the queue as far as anyone can tell (no yield)
+                        bus.sent(out, target_q, out_value,
+                                 len(target_q.queue) + len(batch))  # type: ignore[union-attr, arg-type]
                     if len(batch) >= room:  # type: ignore[arg-type]
                         self._flush(target_q, primary, batch)  # type: ignore[arg-type]
                         batch = None
@@ -899,11 +906,23 @@ class NodeRunner:
                     targets = out.targets
                     if len(targets) != 1 or out.checked \
                             or not targets[0].put_nowait(out_value):
+                        if batch:  # what the batch holds goes first, before any wait
+                            self._flush(target_q, primary, batch)
+                            batch = None
+                            primary = _UNUSED
                         await self.deliver(out, out_value, None)
+                        observed = bus.active
                     else:
                         out.sent += 1  # OutPort.send_nowait, inlined
+                        if observed:
+                            bus.sent(out, targets[0], out_value, len(targets[0].queue))
                 elif outputs:
+                    if batch:
+                        self._flush(target_q, primary, batch)
+                        batch = None
+                        primary = _UNUSED
                     await self._deliver_all(outputs)
+                    observed = bus.active
         finally:
             self._batch_end()
             if batch:
@@ -922,6 +941,7 @@ class NodeRunner:
         only_name: Any = next(iter(outports)) if len(outports) == 1 else _UNUSED
         only: Any = outports[only_name] if only_name is not _UNUSED else None
         dict_ = dict
+        bus = self.net.bus  # observed: see _batch_def (a behaviour may yield: read per message)
         self.batch_n = n
         self.batch_it = it = iter(range(n))
         self.holding = True
@@ -936,6 +956,8 @@ class NodeRunner:
                     break
                 if port.putters:  # type: ignore[union-attr]
                     _reschedule(port.putters.popleft())  # type: ignore[union-attr]
+                if bus.active:
+                    bus.received(port, value, len(port.queue))  # type: ignore[union-attr]
                 ctx.inputs = inputs = {port.name: value}  # type: ignore[union-attr]
                 try:
                     result = await proc(ctx)
@@ -978,6 +1000,8 @@ class NodeRunner:
                         await self.deliver(out, out_value, None)
                     else:
                         out.sent += 1  # OutPort.send_nowait, inlined
+                        if bus.active:
+                            bus.sent(out, targets[0], out_value, len(targets[0].queue))
                 elif outputs:
                     await self._deliver_all(outputs)
         finally:
@@ -989,8 +1013,8 @@ class NodeRunner:
         out.sent += len(values)
         target.put_batch(values)
 
-    async def _fire_observed(self, n: int) -> None:
-        # The general path: events for every message, timeouts, offload, retries.
+    async def _fire_guarded(self, n: int) -> None:
+        # The general path: timeouts, offload, retries (a state snapshot per message).
         for _ in range(n):
             if self.removed:
                 return
@@ -1099,23 +1123,11 @@ class NodeRunner:
         return held
 
     async def deliver(self, out: OutPort, value: Any, index: int | None) -> None:
-        """Deliver a checked, frozen value: ``OutPort.send``, announcing ``MessageSent``
-        as the value enters each target's queue (so the depth is the one right after
-        it, and the send comes before any receive of it)."""
+        """Deliver a checked, frozen value: ``OutPort.send``, announcing it to the event
+        bus (``bus.sent``) as the value enters each target's queue (so the depth is the
+        one right after it, and the send comes before any receive of it)."""
         bus = self.net.bus
-        if not bus.active:
-            await out.send(value, index)
-            return
-        network, node = self.net.name, self.node_id
-
-        def announce(target: InPort) -> None:
-            bus.publish(ev.MessageSent(
-                network=network, timestamp=_time() * 1000.0, from_actor=node,
-                from_port=out.name,
-                to_actor=target.node if target.runner is not None else "",
-                to_port=target.name, message=value, queue_depth=len(target.queue)))
-
-        await out.send(value, index, announce)
+        await out.send(value, index, bus if bus.active else None)
 
     async def _deliver_all(self, outputs: list[_Output]) -> None:
         # Phase 3. Cancelled part-way, the outputs not yet delivered are dead-lettered

@@ -1,29 +1,27 @@
 """The trace collector: a network's events -> causality ids -> batches in a trace store.
 
-:meth:`Collector.record` subscribes to a network (before it starts, so it sees
-``NetworkStarted``), turns each event into a row with the message's causality id
+:meth:`Collector.record` taps a network's event bus (before it starts, so it sees
+``NetworkStarted``): a :class:`~reflowpy.network.events.MessageTap`, called by the
+kernel as each message enters or leaves a queue with the raw values (no event struct
+is built for it). It turns each call into a row with the message's causality id
 (:mod:`reflowpy.observe.lineage`) and hands rows in batches to one writer thread, which
 encodes each batch as one chunk (:mod:`reflowpy.observe.store`) and writes it in one
-transaction. Nothing here can
-make the dataflow wait:
-
-* the subscription is bounded (``buffer`` events); when the collector lags, the bus
-  drops events for it and counts them;
-* the writer's backlog is bounded (``backlog`` batches); a batch that does not fit is
-  dropped and counted.
-
-Both counts end up in the execution's ``dropped``, and a drop marks its lineage
-``inexact``. Nothing is silently lost from the trace.
+transaction. Nothing here can make the dataflow wait: a row is a tuple appended to a
+list of at most ``batch`` rows, and the writer's backlog is bounded (``backlog``
+batches); a batch that does not fit is dropped and counted in the execution's
+``dropped``, and a drop marks its lineage ``inexact``. Nothing is silently lost from
+the trace. (Events posted by other processes, :mod:`reflowpy.observe.ingest`, take the
+same row code through :meth:`_RowSink.handler`.)
 
 **Sampling** (``sample=N``) is decided before the kernel builds any event object: the
-collector is subscribed only for bursts of ``burst`` message events, one burst per
+collector taps the bus only for bursts of ``burst`` hops, one burst per
 ``burst * N`` messages the network moves (read from the counters through
 :mod:`reflowpy.observe.stats`); between bursts the network runs unobserved, on its fast
 paths. Failures between bursts are still recorded, from the dead-letter store. Values
-queued when a burst starts are recorded as ``unknown``. Inside a burst the lineage model
-can still disagree with the queue depths the kernel reports (seen in W1 bursts, a few
-times per run; likely a node part-way through a batch on the unobserved path when the
-burst opened): each disagreement is counted and marks the execution ``inexact``.
+queued when a burst starts are recorded as ``unknown``. A node part-way through a batch
+when a burst opens announces its messages from the next one on (a plain-``def`` node
+after its next wait); should the lineage model still disagree with the queue depths the
+kernel reports, each disagreement is counted and marks the execution ``inexact``.
 """
 
 from __future__ import annotations
@@ -149,7 +147,9 @@ class Collector:
 
     ``sample``: trace 1 in ``sample`` messages (1: every message, from the start), in
     bursts of ``burst`` hops (a value taken into an in-port);
-    ``buffer``: events the subscription holds; ``batch``: rows per write;
+    ``buffer``: unused (the collector used to be a subscription of that size; it now
+    taps the bus and cannot lag behind it), kept so existing callers work;
+    ``batch``: rows per write;
     ``flush_interval``: seconds a partial batch waits; ``backlog``: batches the writer
     may have queued; ``max_value_bytes``: longest stored message value (JSON).
     """
@@ -193,18 +193,19 @@ class Collector:
             await writer.sync()
 
         rec._sync = sync
-        sub = net.events(self.buffer) if self.sample == 1 else None
+        tap: _TraceTap | None = None
         error: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
-                if sub is not None:
+                if self.sample == 1:
                     # entered while the network already runs (FBP trace:start): what is
                     # queued now has no known origin
                     queued = None if net.state == "new" else {
                         (s.node, p.port): p.queued for s in stats.snapshot(net).values()
                         for p in s.inports}
-                    sink.handle = sink.handler(Lineage(stats.firing_rules(net), queued))
-                    nursery.start_soon(self._follow, sub, rec, sink)
+                    tap = _TraceTap(sink, Lineage(stats.firing_rules(net), queued),
+                                    bus=net.bus)
+                    net.bus.tap(tap)
                 else:
                     nursery.start_soon(self._sample, net, rec, sink)
                 nursery.start_soon(sink.ticker, self.flush_interval)
@@ -214,18 +215,15 @@ class Collector:
                     error = exc
                     raise
                 finally:
-                    # Events are published synchronously, so whatever the network said
-                    # up to now is buffered: take it here instead of waiting for the
-                    # follower task (the network may never stop if the body did not).
-                    if sub is not None:
-                        self._take_buffered(sub, rec, sink)
-                    else:
+                    # The tap is called synchronously: whatever the network did up to
+                    # now is recorded (the network may never stop if the body did not).
+                    if tap is None:
                         sink.dead_letters(net)
                         sink.synthetic("shutdown")
                     nursery.cancel_scope.cancel()
         finally:
-            if sub is not None:
-                sub.close()
+            if tap is not None:
+                net.bus.untap(tap)
             with trio.CancelScope(shield=True):
                 sink.note_lineage()
                 if rec.lineage_mismatches:
@@ -245,46 +243,6 @@ class Collector:
                     "error": None if err is None else f"{type(err).__name__}: {err}"})
                 await writer.close()
 
-    @staticmethod
-    def _drain(sub: ev.EventSubscription, sink: _RowSink) -> bool:
-        """Handle what is buffered; True once the network's shutdown was handled."""
-        handle = sink.handle
-        shutdown = ev.NetworkShutdown
-        while True:
-            events = sub.take_all()
-            if not events:
-                return False
-            try:
-                while events:
-                    event = events.popleft()
-                    handle(event)
-                    if type(event) is shutdown:
-                        return True
-            finally:
-                sub.put_back(events)  # what was not handled stays for the next drain
-
-    @classmethod
-    def _take_buffered(cls, sub: ev.EventSubscription, rec: Recording, sink: _RowSink
-                       ) -> bool:
-        ended = cls._drain(sub, sink)
-        rec.bus_dropped = sub.dropped
-        if sub.dropped:
-            rec.inexact = True
-        sink.note_lineage()
-        if ended:
-            sink.flush()
-            rec.finished.set()
-        return ended
-
-    async def _follow(self, sub: ev.EventSubscription, rec: Recording, sink: _RowSink
-                      ) -> None:
-        """Every event, in order, as it comes."""
-        while not sub.closed:
-            await sub.wait()
-            ended = self._take_buffered(sub, rec, sink)
-            if ended:
-                return
-
     async def _sample(self, net: Network, rec: Recording, sink: _RowSink) -> None:
         """Burst sampling (see the module docstring) and dead letters between bursts."""
         while net.state in ("new", "starting"):
@@ -296,23 +254,18 @@ class Collector:
             queued = {(s.node, p.port): p.queued for s in stats.snapshot(net).values()
                       for p in s.inports}
             lineage = Lineage(rules, queued, first_id)
-            sink.handle = sink.handler(lineage)
             rec.bursts += 1
-            # about two message events (a send and its receive) per hop
-            sub = stats.burst_subscription(net, 2 * self.burst)
+            # about two message calls (a send and its receive) per hop
+            tap = _BurstTap(sink, lineage, bus=net.bus, limit=2 * self.burst)
+            net.bus.tap(tap)
             try:
-                while True:
+                while not tap.done.is_set():
                     with trio.move_on_after(0.05):
-                        await sub.wait()
-                    self._drain(sub, sink)
-                    if sub.closed or net.state != "running" or net.is_idle():
+                        await tap.done.wait()
+                    if net.state != "running" or net.is_idle():
                         break
             finally:
-                sub.close()
-            self._drain(sub, sink)
-            rec.bus_dropped += sub.dropped
-            if sub.dropped:
-                rec.inexact = True
+                net.bus.untap(tap)
             sink.note_lineage()
             first_id = lineage.next_id
             sink.dead_letters(net)
@@ -335,6 +288,7 @@ class _RowSink:
 
     def __init__(self, rec: Recording, writer: _Writer, batch: int) -> None:
         self.rec = rec
+        self.ex = rec.execution_id
         self.writer = writer
         self.batch = batch
         self.rows: list[tuple[Any, ...]] = []
@@ -354,19 +308,19 @@ class _RowSink:
         if lin is not None and lin.inexact:
             self.rec.inexact = True
 
-    def model_failed(self, event: Any, exc: Exception) -> None:
-        """The lineage model raised on ``event`` (a bug, not a lost event): the event is
-        still recorded, without lineage, and the trace is marked inexact."""
+    def model_failed(self, what: str, exc: Exception) -> None:
+        """The lineage model raised on a ``what`` event (a bug, not a lost event): the
+        event is still recorded, without lineage, and the trace is marked inexact."""
         if self.rec.lineage_mismatches == 0:
             _log.warning("trace %s: the lineage model failed on %s: %s: %s",
-                         self.rec.execution_id, type(event).__name__, type(exc).__name__,
-                         exc)
+                         self.rec.execution_id, what, type(exc).__name__, exc)
         self.rec.lineage_mismatches += 1
         self.rec.inexact = True
 
     def flush(self) -> None:
         if self.rows:
             rows, self.rows = self.rows, []
+            self.rec.events += len(rows)
             if not self.writer.submit_rows(rows):
                 self.rec.store_dropped += len(rows)
                 self.rec.inexact = True
@@ -378,7 +332,6 @@ class _RowSink:
 
     def _add(self, row: tuple[Any, ...]) -> None:
         self.rows.append(row)
-        self.rec.events += 1
         if len(self.rows) >= self.batch:
             self.flush()
 
@@ -398,67 +351,211 @@ class _RowSink:
                            {"letterId": letter.id, "attempts": letter.attempts}))
                 self.dead_seen = letter.id
 
-    def handler(self, lin: Lineage) -> Callable[[Any], None]:
-        """The per-event function (kept flat: it runs once per traced event)."""
+    def attach(self, lin: Lineage) -> None:
+        """Record with the lineage model ``lin`` from now on."""
         self.note_lineage()
         self.lineage = lin
         self._counted = lin.mismatches
-        ex = self.rec.execution_id
-        add = self._add
-        sent, received = lin.sent, lin.received
-        failed = self.model_failed
 
-        def handle(e: Any) -> None:
-            t = type(e)
-            self.seq += 1
-            seq = self.seq
-            if t is ev.MessageSent:
-                try:
-                    msg, causes = sent(e.from_actor, e.to_actor, e.to_port, e.queue_depth)
-                except Exception as exc:
-                    failed(e, exc)
-                    msg, causes = None, None
-                add((ex, seq, e.timestamp, "sent" if e.to_actor else "output", e.from_actor,
-                     e.from_port, e.to_actor, e.to_port, msg, causes, e.message, None, None))
-            elif t is ev.MessageReceived:
-                # A receive of a sent message only moves the lineage model (the send's
-                # row already holds the message); values that came from outside are
-                # the roots of lineage and get a row.
-                try:
-                    msg, kind = received(e.actor_id, e.port, e.queue_depth)
-                except Exception as exc:
-                    failed(e, exc)
-                    msg, kind = None, "unknown"
-                if kind != "recv":
-                    add((ex, seq, e.timestamp, kind, e.actor_id, e.port, "", "", msg, None,
-                         e.message, None, None))
-            elif t is ev.ActorFailed:
-                msgs = lin.failed(e.actor_id)
-                add((ex, seq, e.timestamp, "failed", e.actor_id, e.port or "", "", "",
-                     msgs[-1] if msgs else None, msgs, _NOVALUE, f"{e.error_type}: {e.error}",
-                     {"attempt": e.attempt, "willRetry": e.will_retry,
-                      "durationMs": e.duration_ms, "component": e.component}))
-            elif t is ev.DeadLettered:
-                msgs, why = lin.dead_lettered(e.actor_id, e.port)
-                self.dead_seen = max(self.dead_seen, e.letter_id)
-                add((ex, seq, e.timestamp, "dead", e.actor_id, e.port, "", "",
-                     msgs[-1] if msgs else None, msgs, _NOVALUE, e.error,
-                     {"letterId": e.letter_id, "reason": why}))
+    def handler(self, lin: Lineage) -> Callable[[Any], None]:
+        """A function taking events (structs, as posted to ``/events``) into rows."""
+        return _TraceTap(self, lin).any_event
+
+
+_time = time.time
+
+
+class _TraceTap:
+    """The rows of one lineage model: the bus's :class:`~reflowpy.network.events.MessageTap`
+    (raw calls from the kernel, on ``bus``), and :meth:`any_event` for event structs.
+    It records until the network's shutdown (see :class:`_BurstTap` for one burst).
+    Kept flat: it runs once per traced message. Each port the kernel names is resolved
+    once (``_ports``: the port object -> its model queue and names)."""
+
+    __slots__ = ("_bus", "_last", "_pending", "_ports", "done", "lin", "sink")
+
+    def __init__(self, sink: _RowSink, lin: Lineage, *, bus: ev.EventBus | None = None
+                 ) -> None:
+        sink.attach(lin)
+        self.sink = sink
+        self.lin = lin
+        self._bus = bus
+        self._ports: dict[Any, tuple[Any, str, str, bool]] = {}
+        # the model's own tables (never replaced): the fast path below reads them
+        self._pending = lin._pending
+        self._last = lin._last
+        self.done = trio.Event()
+
+    def _port(self, port: Any) -> tuple[Any, str, str, bool]:
+        # (model queue or None for an exported out-port's sink, node, port name, whether
+        # the node fires per message)
+        node = port.node if port.runner is not None else ""
+        entry = (self.lin.queue(node, port.name) if node else None, node, port.name,
+                 self.lin.rule(node) == "message")
+        self._ports[port] = entry
+        return entry
+
+    # MessageTap: the kernel's calls. The common case (the model agrees with the
+    # reported depth; a node that fires per message) is Lineage.sent_to/received_from
+    # inlined; everything else is left to them.
+
+    def sent(self, out: Any, target: Any, value: Any, depth: int) -> None:
+        entry = self._ports.get(target)
+        if entry is None:
+            entry = self._port(target)
+        q, to_node, to_port, _ = entry
+        node = out.node
+        sink = self.sink
+        seq = sink.seq = sink.seq + 1
+        try:
+            pending = self._pending.get(node)
+            if (q is None or len(q) == depth - 1) and (
+                    type(pending) is list or (pending is None and node in self._last)):
+                lin = self.lin
+                if pending is None:
+                    causes = self._last[node]
+                else:
+                    del self._pending[node]
+                    causes = self._last[node] = pending
+                msg: int | None = lin._next
+                lin._next = msg + 1  # type: ignore[operator]
+                if q is not None:
+                    q.append(msg)
             else:
-                extra: dict[str, Any] | None = None
-                error = None
-                if t is ev.NetworkShutdown:
-                    extra = {"forced": e.forced}
-                    error = e.error
-                elif t is ev.ActorCompleted:
-                    extra = {"activations": e.activations}
-                elif t is ev.ActorStarted:
-                    extra = {"component": e.component}
-                add((ex, seq, e.timestamp, _LIFECYCLE.get(t, "event"),
-                     getattr(e, "actor_id", ""), "", "", "", None, None, _NOVALUE, error,
-                     extra))
+                msg, causes = self.lin.sent_to(node, q, depth)
+        except Exception as exc:
+            sink.model_failed("MessageSent", exc)
+            msg, causes = None, None
+        rows = sink.rows
+        rows.append((sink.ex, seq, _time() * 1000.0, "sent" if to_node else "output", node,
+                     out.name, to_node, to_port, msg, causes, value, None, None))
+        if len(rows) >= sink.batch:
+            sink.flush()
 
-        return handle
+    def received(self, port: Any, value: Any, depth: int) -> None:
+        entry = self._ports.get(port)
+        if entry is None:
+            entry = self._port(port)
+        q, node, name, per_message = entry
+        sink = self.sink
+        seq = sink.seq = sink.seq + 1
+        try:
+            if per_message and q and q[0] >= 0 and len(q) <= depth + 1 \
+                    and not self.lin._failing:
+                self._pending[node] = [q.popleft()]
+                return  # a sent message arrived: the send's row holds it
+            msg, kind = self.lin.received_from(node, name, q, depth)
+        except Exception as exc:
+            sink.model_failed("MessageReceived", exc)
+            msg, kind = None, "unknown"
+        if kind != "recv":  # see received_row
+            sink._add((sink.ex, seq, _time() * 1000.0, kind, node, name, "", "", msg, None,
+                       value, None, None))
+
+    # the rows
+
+    def sent_row(self, node: str, port: str, to_node: str, to_port: str, value: Any,
+                 depth: int, ts: float) -> None:
+        sink = self.sink
+        sink.seq += 1
+        try:
+            msg, causes = self.lin.sent(node, to_node, to_port, depth)
+        except Exception as exc:
+            sink.model_failed("MessageSent", exc)
+            msg, causes = None, None
+        sink._add((sink.ex, sink.seq, ts, "sent" if to_node else "output", node, port,
+                   to_node, to_port, msg, causes, value, None, None))
+
+    def received_row(self, node: str, port: str, value: Any, depth: int, ts: float
+                     ) -> None:
+        # A receive of a sent message only moves the lineage model (the send's row
+        # already holds the message); values that came from outside are the roots of
+        # lineage and get a row.
+        sink = self.sink
+        sink.seq += 1
+        try:
+            msg, kind = self.lin.received(node, port, depth)
+        except Exception as exc:
+            sink.model_failed("MessageReceived", exc)
+            msg, kind = None, "unknown"
+        if kind != "recv":
+            sink._add((sink.ex, sink.seq, ts, kind, node, port, "", "", msg, None, value,
+                       None, None))
+
+    def any_event(self, e: Any) -> None:
+        """One event struct (posted events, or the tap's ``event``)."""
+        t = type(e)
+        if t is ev.MessageSent:
+            self.sent_row(e.from_actor, e.from_port, e.to_actor, e.to_port, e.message,
+                          e.queue_depth, e.timestamp)
+        elif t is ev.MessageReceived:
+            self.received_row(e.actor_id, e.port, e.message, e.queue_depth, e.timestamp)
+        else:
+            self.event(e)
+
+    def event(self, e: Any) -> None:
+        """Every event but the per-message ones (MessageTap.event)."""
+        sink, lin = self.sink, self.lin
+        t = type(e)
+        sink.seq += 1
+        ex, seq, add = sink.ex, sink.seq, sink._add
+        if t is ev.ActorFailed:
+            msgs = lin.failed(e.actor_id)
+            add((ex, seq, e.timestamp, "failed", e.actor_id, e.port or "", "", "",
+                 msgs[-1] if msgs else None, msgs, _NOVALUE, f"{e.error_type}: {e.error}",
+                 {"attempt": e.attempt, "willRetry": e.will_retry,
+                  "durationMs": e.duration_ms, "component": e.component}))
+        elif t is ev.DeadLettered:
+            msgs, why = lin.dead_lettered(e.actor_id, e.port)
+            sink.dead_seen = max(sink.dead_seen, e.letter_id)
+            add((ex, seq, e.timestamp, "dead", e.actor_id, e.port, "", "",
+                 msgs[-1] if msgs else None, msgs, _NOVALUE, e.error,
+                 {"letterId": e.letter_id, "reason": why}))
+        else:
+            extra: dict[str, Any] | None = None
+            error = None
+            if t is ev.NetworkShutdown:
+                extra = {"forced": e.forced}
+                error = e.error
+            elif t is ev.ActorCompleted:
+                extra = {"activations": e.activations}
+            elif t is ev.ActorStarted:
+                extra = {"component": e.component}
+            add((ex, seq, e.timestamp, _LIFECYCLE.get(t, "event"),
+                 getattr(e, "actor_id", ""), "", "", "", None, None, _NOVALUE, error,
+                 extra))
+            if t is ev.NetworkShutdown and type(self) is _TraceTap and self._bus is not None:
+                # the whole recording's tap: the recording ends here
+                sink.note_lineage()
+                sink.flush()
+                sink.rec.finished.set()
+
+
+class _BurstTap(_TraceTap):
+    """A :class:`_TraceTap` for one burst: after ``limit`` message calls it detaches
+    itself from the bus, in the kernel's call, and sets ``done``."""
+
+    __slots__ = ("_left",)
+
+    def __init__(self, sink: _RowSink, lin: Lineage, *, bus: ev.EventBus, limit: int
+                 ) -> None:
+        super().__init__(sink, lin, bus=bus)
+        self._left = limit
+
+    def _count(self) -> None:
+        self._left -= 1
+        if self._left == 0:
+            self.done.set()
+            assert self._bus is not None
+            self._bus.untap(self)
+
+    def sent(self, out: Any, target: Any, value: Any, depth: int) -> None:
+        super().sent(out, target, value, depth)
+        self._count()
+
+    def received(self, port: Any, value: Any, depth: int) -> None:
+        super().received(port, value, depth)
+        self._count()
 
 
 _LIFECYCLE: dict[type, str] = {

@@ -44,6 +44,8 @@ EXTERNAL = -1
 UNKNOWN = -2
 
 
+_NO_LAST: list[int] = []  # "no earlier send" (compared by identity)
+
 #: Most causes kept for a ``run()`` actor between two of its sends.
 _MAX_CAUSES = 1000
 
@@ -68,6 +70,8 @@ class Lineage:
         self._complete = queued is None
         self._rules = dict(rules or {})
         self._next = first_id
+        # _queues, _pending and _last are never replaced (the trace collector's tap
+        # reads them: its fast path is sent_to/received_from inlined)
         self._queues: dict[tuple[str, str], deque[int]] = {}
         self._pending: dict[str, dict[str, int] | list[int]] = {}
         self._last: dict[str, list[int] | None] = {}
@@ -80,38 +84,55 @@ class Lineage:
             if n > 0:
                 self._queues[key] = deque([UNKNOWN] * n)
 
+    def rule(self, node: str) -> str:
+        """The firing rule the model assumes for ``node``."""
+        return self._rules.get(node, "message")
+
     @property
     def next_id(self) -> int:
         """The id the next new message will get."""
         return self._next
 
+    def queue(self, node: str, port: str) -> deque[int]:
+        """The model of in-port ``node.port``'s queue (a caller may keep it: it is never
+        replaced), for :meth:`sent_to` and :meth:`received_from`."""
+        q = self._queues.get((node, port))
+        if q is None:
+            q = self._queues[(node, port)] = deque()
+        return q
+
     def sent(self, from_node: str, to_node: str, to_port: str, queue_depth: int
              ) -> tuple[int, list[int] | None]:
         """A ``MessageSent``: its message id and its causes (``None``: not known)."""
-        pending = self._pending.get(from_node)
+        return self.sent_to(from_node, self.queue(to_node, to_port) if to_node else None,
+                            queue_depth)
+
+    def sent_to(self, from_node: str, q: deque[int] | None, queue_depth: int
+                ) -> tuple[int, list[int] | None]:
+        """:meth:`sent` with the target's model queue resolved (``None``: an exported
+        out-port)."""
+        pending = self._pending.pop(from_node, None)  # never empty when present
         causes: list[int] | None
         if pending:
-            causes = list(pending.values()) if isinstance(pending, dict) else pending
+            causes = list(pending.values()) if type(pending) is dict \
+                else pending  # type: ignore[assignment]
             self._last[from_node] = causes
-            del self._pending[from_node]
-        elif from_node in self._last:
-            causes = self._last[from_node]
         else:
-            causes = self._last[from_node] = [] if self._complete else None
+            causes = self._last.get(from_node, _NO_LAST)
+            if causes is _NO_LAST:
+                causes = self._last[from_node] = [] if self._complete else None
         msg = self._next
-        self._next += 1
-        if to_node:
-            q = self._queues.get((to_node, to_port))
-            if q is None:
-                q = self._queues[(to_node, to_port)] = deque()
+        self._next = msg + 1
+        if q is not None:
             missing = queue_depth - 1 - len(q)
-            if missing > 0:
-                q.extend([EXTERNAL] * missing)
-            elif missing < 0:
-                # the model holds more than the queue can: events were lost
-                self._mismatch()
-                for _ in range(min(-missing, len(q))):
-                    q.popleft()
+            if missing:
+                if missing > 0:
+                    q.extend([EXTERNAL] * missing)
+                else:
+                    # the model holds more than the queue can: events were lost
+                    self._mismatch()
+                    for _ in range(min(-missing, len(q))):
+                        q.popleft()
             q.append(msg)
         return msg, causes
 
@@ -120,13 +141,19 @@ class Lineage:
         self.mismatches += 1
 
     def _take(self, node: str, port: str, queue_depth: int | None) -> tuple[int, str]:
-        q = self._queues.get((node, port))
-        head = q.popleft() if q else EXTERNAL
-        if q is not None and queue_depth is not None and len(q) > max(queue_depth, 0):
-            # the model holds values the queue no longer has: events were lost
-            self._mismatch()
-            while len(q) > max(queue_depth, 0):
-                q.popleft()
+        return self._take_from(self._queues.get((node, port)), queue_depth)
+
+    def _take_from(self, q: deque[int] | None, queue_depth: int | None) -> tuple[int, str]:
+        if q:
+            head = q.popleft()
+            if queue_depth is not None and len(q) > queue_depth \
+                    and len(q) > max(queue_depth, 0):
+                # the model holds values the queue no longer has: events were lost
+                self._mismatch()
+                while len(q) > max(queue_depth, 0):
+                    q.popleft()
+        else:
+            head = EXTERNAL
         if head >= 0:
             return head, "recv"
         msg = self._next
@@ -135,8 +162,14 @@ class Lineage:
 
     def received(self, node: str, port: str, queue_depth: int) -> tuple[int, str]:
         """A ``MessageReceived``: its message id and kind (``recv``, ``input``, ``unknown``)."""
-        msg, kind = self._take(node, port, queue_depth)
-        self._failing.discard(node)
+        return self.received_from(node, port, self._queues.get((node, port)), queue_depth)
+
+    def received_from(self, node: str, port: str, q: deque[int] | None, queue_depth: int
+                      ) -> tuple[int, str]:
+        """:meth:`received` with the port's model queue resolved (see :meth:`queue`)."""
+        msg, kind = self._take_from(q, queue_depth)
+        if self._failing:
+            self._failing.discard(node)
         rule = self._rules.get(node, "message")
         if rule == "message":
             self._pending[node] = [msg]

@@ -8,6 +8,7 @@ depths), so the model's only duty is to stay consistent and say it is unsure.
 
 from __future__ import annotations
 
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -91,16 +92,25 @@ def test_a_failing_model_never_breaks_the_recording(tmp_path: Path,
     """Even a model that raises (a bug) leaves the recording whole: every event still
     gets its row, and the execution says its lineage is inexact."""
     calls = 0
-    real = Lineage.sent
+    real = Lineage.queue
 
-    def flaky(self: Lineage, *args: Any) -> Any:
-        nonlocal calls
-        calls += 1
-        if calls % 3 == 0:
-            raise IndexError("pop from an empty deque")
-        return real(self, *args)
+    class Flaky(deque[int]):
+        """A model queue that fails every third append (the model's bug)."""
 
-    monkeypatch.setattr(Lineage, "sent", flaky)
+        def append(self, x: int) -> None:
+            nonlocal calls
+            calls += 1
+            if calls % 3 == 0:
+                raise IndexError("pop from an empty deque")
+            super().append(x)
+
+    def flaky(self: Lineage, node: str, port: str) -> Any:
+        q = real(self, node, port)
+        if type(q) is not Flaky:
+            q = self._queues[(node, port)] = Flaky(q)
+        return q
+
+    monkeypatch.setattr(Lineage, "queue", flaky)
 
     @rf.actor(inports=["in"], outports=["out"])
     def inc(ctx: rf.ActorContext) -> dict[str, Any]:
