@@ -804,6 +804,32 @@ class NodeRunner:
             self.delivered += taken
             self.batch_it = None
 
+    def _hand_over(self) -> tuple[Any, InPort | None, int]:
+        """The batch hand-over target of a plain-def batch: ``(out-port, queue, room)``.
+
+        A node whose only *connected* out-port feeds one unchecked queue collects the
+        values for it while that queue has room and hands them over in one extend
+        (:meth:`OutPort.send_nowait` specialised: room is reserved up front). Its other
+        out-ports (``error``, ``rejected``, ...) are unconnected: a value for one of them
+        is counted and queued nowhere, so it cannot overtake the pending batch. Computed
+        at the start of a batch and again after anything that may have yielded (a live
+        edit may have connected a port meanwhile); ``(_UNUSED, None, 0)`` when no port
+        qualifies or its queue has no room for more than one value.
+        """
+        primary: OutPort | None = None
+        for out in self.outports.values():
+            if out.targets:
+                if primary is not None:
+                    return _UNUSED, None, 0  # two connected out-ports: no hand-over
+                primary = out
+        if primary is None or primary.checked or len(primary.targets) != 1:
+            return _UNUSED, None, 0
+        target = primary.targets[0]
+        room = target.capacity - len(target.queue)
+        if room <= 1:
+            return _UNUSED, None, 0
+        return primary, target, room
+
     async def _batch_def(self, n: int) -> None:
         # Plain def behaviours: nothing suspends between messages unless an output has
         # to wait, and a def cannot ``await ctx.send``, so nothing is held back.
@@ -813,27 +839,19 @@ class NodeRunner:
         port = self.single
         fn = self.fn
         assert fn is not None
-        # Batch transfer: a node with one out-port feeding one queue collects outputs
-        # while that queue has room and hands them over in one extend (OutPort.send_nowait
-        # specialised: the room is reserved up front, and nothing can yield in between).
-        # Once it is used up, the rest goes through OutPort.send (and may wait).
-        batch: list[Any] | None = None
-        primary: Any = _UNUSED  # the batched out-port, while batching
-        room = 0
-        target_q: InPort | None = None
-        # A node with one out-port: a one-entry result for it needs no lookup (the
-        # out-ports of a node never change).
-        only_name: Any = _UNUSED
-        only: Any = None
-        if len(outports) == 1:
-            only_name = next(iter(outports))
-            only = outports[only_name]
-            if len(only.targets) == 1 and not only.checked:
-                target_q = only.targets[0]
-                room = target_q.capacity - len(target_q.queue)
-                if room > 1:
-                    batch = []
-                    primary = only
+        # Batch transfer (see _hand_over): outputs for ``primary`` are collected in
+        # ``batch`` while its queue has room. Any other delivery, and anything that
+        # may yield, flushes the batch first (FIFO per connection, and no room promised
+        # across a yield); once flushed or used up, the hand-over is armed again.
+        primary, target_q, room = self._hand_over()
+        batch: list[Any] | None = [] if target_q is not None else None
+        # A one-entry result for the node's usual out-port (its connected one, or its
+        # only one) needs no lookup: the out-ports of a node never change.
+        only: Any = primary if target_q is not None else None
+        if only is None:
+            only = next((o for o in outports.values() if o.targets),
+                        next(iter(outports.values()), None))
+        only_name: Any = only.name if only is not None else _UNUSED
         dict_ = dict
         self.batch_n = n
         self.batch_it = it = iter(range(n))
@@ -874,11 +892,12 @@ class NodeRunner:
                     self._batch_fold(1)
                     if batch:
                         self._flush(target_q, primary, batch)
-                    batch = None
-                    primary = _UNUSED
+                    batch = None  # (a cancelled recovery must not flush it again)
                     await self._recover_and_deliver(inputs, exc)
                     fn = self.fn  # a restart rebinds the behaviour
                     assert fn is not None
+                    primary, target_q, room = self._hand_over()
+                    batch = [] if target_q is not None else None
                     continue
                 except BaseException:
                     self._batch_fold(1)
@@ -889,16 +908,32 @@ class NodeRunner:
                     if len(batch) >= room:  # type: ignore[arg-type]
                         self._flush(target_q, primary, batch)  # type: ignore[arg-type]
                         batch = None
-                        primary = _UNUSED
-                elif out is not None:
+                        primary, target_q, room = self._hand_over()
+                        batch = [] if target_q is not None else None
+                    continue
+                if out is not None:
                     targets = out.targets
+                    if not targets:
+                        # unconnected: counted, queued nowhere (the batch keeps going)
+                        out.send_nowait(out_value)
+                        continue
+                    if batch:
+                        self._flush(target_q, primary, batch)
+                    batch = None
                     if len(targets) != 1 or out.checked \
                             or not targets[0].put_nowait(out_value):
                         await self.deliver(out, out_value, None)
                     else:
                         out.sent += 1  # OutPort.send_nowait, inlined
                 elif outputs:
+                    if batch:
+                        self._flush(target_q, primary, batch)
+                    batch = None
                     await self._deliver_all(outputs)
+                else:
+                    continue
+                primary, target_q, room = self._hand_over()
+                batch = [] if target_q is not None else None
         finally:
             self._batch_end()
             if batch:
