@@ -60,7 +60,13 @@ from reflowpy.errors import (
 from reflowpy.network import events as ev
 from reflowpy.network.actor import Actor
 from reflowpy.network.message import _LEAVES, freeze
-from reflowpy.network.ports import InPort, OutPort, OutPortStatistics, PortStatistics
+from reflowpy.network.ports import (
+    _NO_QUEUE,
+    InPort,
+    OutPort,
+    OutPortStatistics,
+    PortStatistics,
+)
 from reflowpy.network.supervision import Policy, format_traceback, recover
 
 if TYPE_CHECKING:
@@ -370,10 +376,12 @@ class NodeRunner:
         "order",
         "outports",
         "owns_loop",
+        "park_epoch",
         "parked",
         "policy",
         "proc",
         "released",
+        "releasing",
         "removed",
         "required",
         "restarts",
@@ -415,6 +423,10 @@ class NodeRunner:
         self.inline = False
         self.fresh = True
         self.waiter: trio.lowlevel.Task | None = None
+        #: The scheduler's sweep count when this runner last parked (idle release).
+        self.park_epoch = 0
+        #: Its parked task was told to end (idle release) and has not ended yet.
+        self.releasing = False
         #: Receiver protocol: True while a value arriving must call ``wake``.
         self.parked = True
         self.running = False
@@ -576,8 +588,25 @@ class NodeRunner:
         """Make the node's task run: reschedule it if parked, start it if there is none."""
         if self.waiter is not None:
             self.wake_parked()
+        elif self.releasing:
+            # Told to end (idle release) but not ended yet: it carries on instead.
+            self.releasing = False
+            self.parked = False
+            self.sched.enter()
         elif not self.running:
             self.spawn()
+
+    def release(self) -> bool:
+        """End the parked task of an idle node (the scheduler's idle release); the next
+        arrival starts a new one. Not work: ``active`` is untouched. False (nothing
+        done) for a ``run()`` actor, whose task holds its state, or a busy node."""
+        waiter = self.waiter
+        if waiter is None or self.owns_loop or self.removed or self.stop_requested:
+            return False
+        self.waiter = None
+        self.releasing = True
+        _reschedule(waiter)
+        return True
 
     def wake_parked(self) -> None:
         """Resume the parked task so it re-checks its state (used when draining)."""
@@ -649,10 +678,14 @@ class NodeRunner:
 
     def spawn(self) -> None:
         """Start the runner's task (lazily, on first work)."""
-        if self.net.spawn_system(self.main, self.node_id):
+        net = self.net
+        if net.spawn_system(self.main, self.node_id):
             self.running = True
             self.parked = False
-            self.sched.enter()
+            sched = self.sched
+            sched.enter()
+            if sched.tasked_runner(self):
+                net.spawn_system(sched.release_idle, "idle release")
 
     async def park(self) -> None:
         """Wait for the next arrival, counting this runner inactive meanwhile."""
@@ -661,7 +694,9 @@ class NodeRunner:
         self.fresh = True
         self.waiter = _current_task()
         self.parked = True
-        self.sched.leave()
+        sched = self.sched
+        self.park_epoch = sched.epoch
+        sched.leave()
         await _wait_task_rescheduled(self._abort_park)
         self.woke_at = _perf()
 
@@ -721,9 +756,22 @@ class NodeRunner:
             self.parked = True
             self.scope = None
             self.sched.forget(self)
-            self.sched.leave()
+            if self.releasing:  # idle release: it was not counted active
+                self.releasing = False
+                self._shed()
+            else:
+                self.sched.leave()
             if self.removed:
                 self.net.retire_runner(self)
+
+    def _shed(self) -> None:
+        # A released node keeps its counters, state and actor, and none of what its
+        # last work allocated: its empty queues and its last inputs go (a queue is
+        # allocated again with its next value, see InPort.put_nowait).
+        for port in self.inports.values():
+            if not port.queue and not port.putters:
+                port.queue = _NO_QUEUE
+        self.ctx.inputs = _EMPTY_CONFIG
 
     # -- the firing loops ----------------------------------------------------------------
 
@@ -742,6 +790,8 @@ class NodeRunner:
             n = len(order) if order is not None else len(self.single.queue)  # type: ignore[union-attr]
             if n == 0:
                 await self.park()
+                if self.releasing:
+                    return
                 continue
             if bus.active or not self.simple:
                 await self._fire_observed(n)
@@ -1042,6 +1092,8 @@ class NodeRunner:
                     pass
                 else:
                     await self.park()
+                    if self.releasing:
+                        return
                     continue
             inputs = {p.name: self.take(p) for p in required}
             for p in self.optional:
