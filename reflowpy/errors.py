@@ -24,6 +24,7 @@ what was wrong and where (graph, node, port, field) and, when it helps, what to 
      |    +-- ComponentNotFound
      |    +-- ConfigError            bad node config (metadata / env_vars)
      |         +-- SandboxUnavailable  a script sandbox cannot run here (no Docker, no image)
+     |         +-- MissingEnvironment  a variable env_vars requires is not set here
      +-- MessageError                a value cannot be a message (not freezable/serializable)
      +-- ExpressionError             a safe expression failed to parse or evaluate
      +-- NetworkError                lifecycle misuse of a Network
@@ -65,6 +66,7 @@ __all__ = [
     "GroupNotFound",
     "IIPNotFound",
     "MessageError",
+    "MissingEnvironment",
     "NetworkError",
     "NetworkStalled",
     "NetworkStopped",
@@ -258,6 +260,11 @@ class ActivationTimeout(ActorError):
 
 class CodecError(ReflowError, ValueError):
     """A frame could not be encoded or decoded (malformed, too large, wrong version)."""
+
+
+class MissingEnvironment(ConfigError):
+    """A node's ``env_vars`` requires a variable this environment does not set (a
+    property of where the graph runs, not of the graph: ``validate`` warns)."""
 
 
 class SandboxUnavailable(ConfigError):

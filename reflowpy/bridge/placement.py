@@ -18,18 +18,15 @@ local nodes.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import msgspec
 
 from reflowpy.bridge.frames import ChannelSpec
 from reflowpy.errors import GraphError
+from reflowpy.network.analysis import LOCAL, exported_elsewhere, location_of
 from reflowpy.network.graph import Graph
 
 __all__ = ["LOCAL", "Part", "Placement", "export_name", "location_of", "place", "split_endpoint"]
-
-LOCAL = "local"
-
 
 class Part(msgspec.Struct):
     """What one location runs: its sub-graph and the channels it sends or receives on."""
@@ -68,26 +65,6 @@ def split_endpoint(endpoint: str) -> tuple[str, str]:
     return node, port
 
 
-def location_of(metadata: Mapping[str, Any], *, node: str = "", graph: str = "") -> str:
-    """The location a node's metadata asks for (``local``, ``partition:N``, ``remote:X``)."""
-    partition = metadata.get("partition")
-    remote = metadata.get("remote")
-    where = f"graph {graph!r} node {node!r}" if graph else f"node {node!r}"
-    if partition is not None and remote is not None:
-        raise GraphError(f"{where}: metadata has both 'partition' and 'remote'; pick one")
-    if partition is not None:
-        if not isinstance(partition, str) or not partition or partition == LOCAL:
-            raise GraphError(f"{where}: metadata 'partition' must be a non-empty name other"
-                             f" than {LOCAL!r}, got {partition!r}")
-        return f"partition:{partition}"
-    if remote is not None:
-        if not isinstance(remote, str) or not remote:
-            raise GraphError(f"{where}: metadata 'remote' must be a ws:// URL or a peer"
-                             f" name, got {remote!r}")
-        return f"remote:{remote}"
-    return LOCAL
-
-
 def place(graph: Graph, overrides: Mapping[str, str] | None = None, *,
           capacity: int = 64, ack_on: Mapping[str, str] | None = None) -> Placement:
     """Cut ``graph`` by location. ``overrides`` maps node id -> location (the Python
@@ -108,10 +85,7 @@ def place(graph: Graph, overrides: Mapping[str, str] | None = None, *,
         loc[node.id] = where
     for public, port in (*graph.inports.items(), *graph.outports.items()):
         if loc.get(port.node, LOCAL) != LOCAL:
-            raise GraphError(
-                f"graph {graph.name!r}: exported port {public!r} is on node"
-                f" {port.node!r}, placed on {loc[port.node]!r}; export ports from"
-                " nodes of this process (connect the remote node to a local one)")
+            raise GraphError(exported_elsewhere(graph, public, port.node, loc[port.node]))
     locations = [LOCAL, *sorted({v for v in loc.values() if v != LOCAL})]
     parts = {w: Part(w, Graph(f"{graph.name}@{w}" if graph.name else w,
                               case_sensitive=graph.case_sensitive,

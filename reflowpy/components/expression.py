@@ -35,6 +35,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import reflowpy as rf
+from reflowpy.components.paths import get_path, parse_pointer
 
 __all__ = ["FUNCTIONS", "Expression", "compile_expression", "evaluate", "render_template"]
 
@@ -245,8 +246,6 @@ def _round(value: Any, ndigits: Any = None) -> Any:
 
 
 def _get(obj: Any, path: Any, default: Any = None) -> Any:
-    from reflowpy.components._common import get_path, parse_pointer
-
     return get_path(obj, parse_pointer(str(path)), default)
 
 

@@ -15,15 +15,24 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import msgspec
 import networkx as nx
 
-from reflowpy.errors import ComponentNotFound, GraphCycleError, PortTypeError
+from reflowpy.errors import (
+    ComponentNotFound,
+    ConfigError,
+    GraphCycleError,
+    GraphError,
+    MissingEnvironment,
+    PortTypeError,
+)
 from reflowpy.network import porttypes
 from reflowpy.network.graph import Graph
+from reflowpy.network.runner import resolve_config
+from reflowpy.network.supervision import Policy
 
 if TYPE_CHECKING:
     from reflowpy.network.actor import Port
@@ -51,7 +60,8 @@ class Problem(msgspec.Struct, frozen=True):
 
     ``kind`` is one of ``dangling_edge``, ``dangling_iip``, ``dangling_export``,
     ``dangling_group_member``, ``unknown_component``, ``unknown_port``,
-    ``unconnected_port``, ``type_mismatch``, ``bad_port_type``, ``orphan``.
+    ``unconnected_port``, ``type_mismatch``, ``bad_port_type``, ``orphan``,
+    ``bad_policy``, ``bad_config``, ``missing_env`` (a warning), ``bad_placement``.
     ``severity`` is ``"error"`` (the graph cannot run as written) or ``"warning"``.
     """
 
@@ -187,9 +197,74 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationReport
             add(Problem("orphan", f"node {node_id!r} has no connection and no exported port",
                         node_id, severity="warning"))
 
+    _validate_metadata(graph, add)
     if registry is not None:
         _validate_components(graph, registry, add)
     return ValidationReport(graph.name, problems)
+
+
+#: The location of a node with neither ``partition`` nor ``remote`` in its metadata.
+LOCAL = "local"
+
+
+def location_of(metadata: Mapping[str, Any], *, node: str = "", graph: str = "") -> str:
+    """The location a node's metadata asks for (``local``, ``partition:N``, ``remote:X``);
+    a :class:`~reflowpy.GraphError` naming the node if the keys are malformed. The
+    bridge layer places nodes by it; :func:`validate` reports what it refuses."""
+    partition = metadata.get("partition")
+    remote = metadata.get("remote")
+    where = f"graph {graph!r} node {node!r}" if graph else f"node {node!r}"
+    if partition is not None and remote is not None:
+        raise GraphError(f"{where}: metadata has both 'partition' and 'remote'; pick one")
+    if partition is not None:
+        if not isinstance(partition, str) or not partition or partition == LOCAL:
+            raise GraphError(f"{where}: metadata 'partition' must be a non-empty name other"
+                             f" than {LOCAL!r}, got {partition!r}")
+        return f"partition:{partition}"
+    if remote is not None:
+        if not isinstance(remote, str) or not remote:
+            raise GraphError(f"{where}: metadata 'remote' must be a ws:// URL or a peer"
+                             f" name, got {remote!r}")
+        return f"remote:{remote}"
+    return LOCAL
+
+
+def _validate_metadata(graph: Graph, add: Any) -> None:
+    """What the network and the placement refuse in node metadata, found before a run:
+    a malformed ``policy``, ``env_vars``, ``partition`` or ``remote``, and exported
+    ports on nodes placed elsewhere. A variable ``env_vars`` requires but this
+    environment lacks is a warning: the graph may run where it is set."""
+    located: dict[str, str] = {}
+    for node in graph.nodes.values():
+        meta = node.metadata
+        try:
+            resolve_config(node.id, meta)
+        except MissingEnvironment as exc:
+            add(Problem("missing_env", str(exc), node.id, severity="warning"))
+        except ConfigError as exc:
+            add(Problem("bad_config", str(exc), node.id))
+        if "policy" in meta:
+            try:
+                Policy.from_config(meta["policy"], node=node.id)
+            except ConfigError as exc:
+                add(Problem("bad_policy", str(exc), node.id))
+        try:
+            located[node.id] = location_of(meta, node=node.id, graph=graph.name)
+        except GraphError as exc:
+            add(Problem("bad_placement", str(exc), node.id))
+    for table in (graph.inports, graph.outports):
+        for public, exp in table.items():
+            where = located.get(exp.node, LOCAL)
+            if where != LOCAL:
+                add(Problem("bad_placement", exported_elsewhere(graph, public, exp.node, where),
+                            exp.node, exp.port))
+
+
+def exported_elsewhere(graph: Graph, public: str, node: str, where: str) -> str:
+    """Why the graph's exported port ``public`` cannot be on ``node``, placed ``where``."""
+    return (f"graph {graph.name!r}: exported port {public!r} is on node {node!r}, placed"
+            f" on {where!r}; export ports from nodes of this process (connect the remote"
+            " node to a local one)")
 
 
 def _validate_components(graph: Graph, registry: Registry, add: Any) -> None:

@@ -54,6 +54,7 @@ from reflowpy.errors import (
     ActorError,
     ConfigError,
     MessageError,
+    MissingEnvironment,
     NetworkStopped,
     PortNotFound,
 )
@@ -176,15 +177,13 @@ def resolve_config(node_id: str, metadata: Mapping[str, Any]) -> Mapping[str, An
         if not isinstance(rules, Mapping):
             raise ConfigError(f"node {node_id!r}: metadata key 'env_vars' must be an object")
         env: dict[str, str | None] = {}
+        missing: list[str] = []
         for name, rule in rules.items():
             rule = str(rule)
             value = os.environ.get(name)
             if rule == "required":
                 if value is None:
-                    raise ConfigError(
-                        f"node {node_id!r}: environment variable {name!r} is required"
-                        " (env_vars) but not set"
-                    )
+                    missing.append(name)
             elif rule == "optional":
                 pass
             elif rule.startswith("optional:"):
@@ -196,6 +195,12 @@ def resolve_config(node_id: str, metadata: Mapping[str, Any]) -> Mapping[str, An
                     f" 'optional' or 'optional:default', got {rule!r}"
                 )
             env[name] = value
+        if missing:  # after every rule is checked: a bad rule is the graph's fault
+            names = ", ".join(map(repr, missing))
+            raise MissingEnvironment(
+                f"node {node_id!r}: environment variable{'s' if len(missing) > 1 else ''}"
+                f" {names} {'are' if len(missing) > 1 else 'is'} required (env_vars) but"
+                " not set")
         config["env"] = env
     return types.MappingProxyType(config)
 

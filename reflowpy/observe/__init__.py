@@ -10,6 +10,7 @@
   and the live page read only it.
 """
 
+from reflowpy.observe.backends import open_store
 from reflowpy.observe.collector import Collector, Recording
 from reflowpy.observe.store import (
     EventRow,
@@ -17,7 +18,6 @@ from reflowpy.observe.store import (
     SqliteStore,
     TraceStore,
     TraceStoreError,
-    open_store,
 )
 
 __all__ = [

@@ -31,12 +31,13 @@ from starlette.routing import BaseRoute, Route
 
 from reflowpy.errors import ReflowError
 from reflowpy.observe import query
+from reflowpy.observe.backends import open_store
 from reflowpy.observe.collector import Collector
 from reflowpy.observe.flowtrace import FbpTraces
 from reflowpy.observe.ingest import IngestError, Ingestor
 from reflowpy.observe.live import Monitor, PacketTap, peer_rows
 from reflowpy.observe.metrics import CONTENT_TYPE, render
-from reflowpy.observe.store import TraceStore, TraceStoreError, open_store
+from reflowpy.observe.store import TraceStore, TraceStoreError
 
 if TYPE_CHECKING:
     from reflowpy.network.network import Network

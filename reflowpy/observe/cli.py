@@ -36,8 +36,8 @@ async def traced(net: Any, path: str | None, sample: int = 1) -> AsyncIterator[N
     if path is None:
         yield
         return
+    from reflowpy.observe.backends import open_store
     from reflowpy.observe.collector import Collector
-    from reflowpy.observe.store import open_store
 
     store = open_store(path)
     try:
@@ -244,7 +244,7 @@ def _cmd_replay(store: Any, args: argparse.Namespace) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     from reflowpy.errors import ReflowError
-    from reflowpy.observe.store import open_store
+    from reflowpy.observe.backends import open_store
 
     path = args.store or default_store()
     if not path.startswith(("postgresql:", "postgres:")) and not os.path.exists(path):

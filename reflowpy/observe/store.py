@@ -52,7 +52,7 @@ import msgspec
 from reflowpy.errors import ReflowError
 
 __all__ = ["LAYOUT", "EventRow", "ExecutionRecord", "SqliteStore", "TraceStore",
-           "TraceStoreError", "encode_value", "new_execution_id", "open_store"]
+           "TraceStoreError", "encode_value", "new_execution_id"]
 
 #: The store layout this code writes and reads (see the module docstring).
 LAYOUT = 2
@@ -672,13 +672,3 @@ class SqliteStore(_SqlStore):
 
 
 TraceStore = _SqlStore
-
-
-def open_store(spec: str | Path, **retention: Any) -> _SqlStore:
-    """A store from a file path or a ``postgresql://`` URL."""
-    text = str(spec)
-    if text.startswith(("postgresql://", "postgres://")):
-        from reflowpy.observe.postgres import PostgresStore
-
-        return PostgresStore(text, **retention)
-    return SqliteStore(text, **retention)

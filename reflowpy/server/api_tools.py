@@ -43,7 +43,7 @@ from reflowpy.network.actor import Actor, ActorContext
 from reflowpy.server.policy import CapabilityRefused
 
 if TYPE_CHECKING:
-    from reflowpy.server.app import ServerState
+    from reflowpy.server.state import ServerState
 
 __all__ = ["ApiService", "ApiTool", "load_registry", "register_api_tools"]
 

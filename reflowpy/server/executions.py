@@ -206,6 +206,8 @@ class Execution:
         self.done = trio.Event()
         self.network_changed = trio.Event()
         self._stop_mode: str | None = None
+        #: Whether how it ended is stored (a finished batch: before 'finished' shows).
+        self._end_stored = False
         #: Set when a client (not the server shutting down) stopped it.
         self.user_stopped = False
         self._stop_requested = trio.Event()
@@ -525,6 +527,13 @@ class ExecutionManager:
         self.evict()
 
     def _record_end(self, ex: Execution) -> None:
+        if not ex._end_stored:
+            self._store_end(ex)
+        for buf in ex.outputs.values():
+            buf.release()
+
+    def _store_end(self, ex: Execution) -> None:
+        """Store how ``ex`` ended (status, outputs, journal position), once."""
         status = ex.status
         if status != "finished" and self.draining and not ex.user_stopped:
             # The server stops, not the user: keep the execution resumable (or, for a
@@ -534,8 +543,7 @@ class ExecutionManager:
             # a finished batch's inputs are all processed; nothing is replayed
             ex.sent = ex.seq
         self._checkpoint(ex, None, status=status)
-        for buf in ex.outputs.values():
-            buf.release()
+        ex._end_stored = True
 
     def _store_reader(self, execution_id: str) -> Callable[[str], StoreReader]:
         def for_port(port: str) -> StoreReader:
@@ -581,7 +589,7 @@ class ExecutionManager:
             ex.status = "stopped"
         for buf in ex.outputs.values():
             buf.close()
-        ex.ended = time.time()
+        ex.ended = ex.ended or time.time()
         ex.done.set()
         for callback in ex.on_done:
             try:
@@ -661,6 +669,12 @@ class ExecutionManager:
                     # flushes its buffer there), never at the idle point before the stop.
                     if went_idle:
                         ex.status = "finished"
+                        if ex.persist:
+                            # Stored before any client can see it: a server killed
+                            # right after answering 'finished' must not run the batch
+                            # (and its writes) again when it restarts.
+                            ex.ended = time.time()
+                            self._store_end(ex)
             finally:
                 unsubscribe()
                 pumps.cancel_scope.cancel()

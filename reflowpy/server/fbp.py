@@ -59,6 +59,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import msgspec
 import trio
+from starlette.routing import BaseRoute, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from reflowpy.errors import ReflowError
@@ -75,9 +76,9 @@ from reflowpy.server.outbox import Outbox
 from reflowpy.server.schemas import ExecutionPolicy
 
 if TYPE_CHECKING:
-    from reflowpy.server.app import ServerState
+    from reflowpy.server.state import ServerState
 
-__all__ = ["PROTOCOL_VERSION", "FbpRuntime", "edge_id"]
+__all__ = ["PROTOCOL_VERSION", "FbpRuntime", "edge_id", "routes"]
 
 PROTOCOL_VERSION = "0.7"
 _log = logging.getLogger("reflowpy.server.fbp")
@@ -173,11 +174,20 @@ class _GraphState:
         return (src[0], src[1], tgt[0], tgt[1]) in self.edges
 
 
+def routes(state: ServerState) -> list[BaseRoute]:
+    """The FBP WebSocket routes, ``/`` and ``/fbp``, served by one new
+    :class:`FbpRuntime` for ``state``."""
+    runtime = FbpRuntime(state)
+    return [WebSocketRoute("/", runtime.serve), WebSocketRoute("/fbp", runtime.serve)]
+
+
 class FbpRuntime:
-    """The runtime behind every FBP connection of one server."""
+    """The runtime behind every FBP connection of one server. It drops its editing
+    copy of a graph that REST replaced or deleted (``state.on_graph_replaced``)."""
 
     def __init__(self, state: ServerState) -> None:
         self.state = state
+        state.on_graph_replaced.append(self.forget)
         self.id = str(uuid.uuid4())
         self.graphs: dict[str, _GraphState] = {}
         self.clients: set[_Client] = set()

@@ -64,7 +64,6 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from reflowpy.errors import GraphError, ReflowError
 from reflowpy.network.network import Network
-from reflowpy.server.app import ServerState
 from reflowpy.server.executions import Execution
 from reflowpy.server.graphs import graph_text, load_graph
 from reflowpy.server.jsonio import decode_json
@@ -72,6 +71,7 @@ from reflowpy.server.outbox import Outbox
 from reflowpy.server.policy import CapabilityRefused
 from reflowpy.server.rest import HttpError, parse_json, read_body, validate_graph
 from reflowpy.server.schemas import ExecutionPolicy
+from reflowpy.server.state import ServerState
 from reflowpy.server.webhooks import check_headers, deliver
 from reflowpy.server.zeal import ZealError, ZealWorkflow, convert, inject_request, required_actors
 

@@ -27,7 +27,6 @@ from reflowpy.errors import GraphError, GraphValidationError, NetworkError, Refl
 from reflowpy.network import analysis
 from reflowpy.network.graph import Graph
 from reflowpy.network.network import Network
-from reflowpy.server.app import ServerState
 from reflowpy.server.executions import Execution
 from reflowpy.server.graphs import graph_text, load_graph, media_format
 from reflowpy.server.jsonio import (
@@ -55,6 +54,7 @@ from reflowpy.server.schemas import (
     openapi,
 )
 from reflowpy.server.sse import event_stream, output_stream, sse_response
+from reflowpy.server.state import ServerState
 
 __all__ = ["HttpError", "json_response", "parse_json", "read_body", "routes",
            "validate_graph"]
@@ -277,14 +277,14 @@ def routes(state: ServerState) -> list[BaseRoute]:
         graph_id = request.path_params["id"]
         graph, _ = await parse_graph_upload(request, graph_id)
         record = state.storage.put_graph(graph_id, graph.name or graph_id, graph_text(graph))
-        state.fbp.forget(graph_id)
+        state.graph_replaced(graph_id)
         return json_response(graph_out(record))
 
     @endpoint
     async def delete_graph(request: Request) -> Response:
         if not state.storage.delete_graph(request.path_params["id"]):
             raise HttpError(404, "not_found", f"no graph {request.path_params['id']!r}")
-        state.fbp.forget(request.path_params["id"])
+        state.graph_replaced(request.path_params["id"])
         return Response(status_code=204)
 
     @endpoint

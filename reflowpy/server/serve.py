@@ -38,8 +38,9 @@ from hypercorn.trio import serve as hypercorn_serve
 
 from reflowpy.errors import ReflowError
 from reflowpy.network.registry import Registry, default_registry
-from reflowpy.server.app import ServerState, create_app
+from reflowpy.server.app import create_app
 from reflowpy.server.hypercorn_fix import apply_hypercorn_fix
+from reflowpy.server.state import ServerState
 
 __all__ = ["InsecureBind", "serve", "server_registry"]
 

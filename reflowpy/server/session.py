@@ -43,7 +43,7 @@ from starlette.routing import BaseRoute, Route
 from reflowpy.server.auth import SESSION_COOKIE, cookie_value, token_matches
 
 if TYPE_CHECKING:
-    from reflowpy.server.app import ServerState
+    from reflowpy.server.state import ServerState
 
 __all__ = ["routes"]
 

@@ -124,6 +124,37 @@ async def test_a_finished_batch_is_not_run_again_after_a_drain(tmp_path: Path) -
         assert (workspace / f"b{i}.txt").read_text() == f"v{i}\n"
 
 
+async def test_a_batch_is_stored_finished_before_anyone_sees_it_finished(
+        tmp_path: Path) -> None:
+    """A watcher woken at every scheduling point never sees a batch 'finished' while the
+    store still says otherwise: a kill -9 right after the answer 'finished' would run the
+    batch (and its appends) again on restart. The kill test below caught this once in a
+    full run under load (a finished batch's file held its line twice); this one fails on
+    every run of the old order."""
+    from reflowpy.server.executions import ExecutionManager
+    from reflowpy.server.graphs import graph_text, load_graph
+    from reflowpy.server.schemas import ExecutionPolicy
+    from tests.server.testkit import test_registry
+
+    storage = Storage(tmp_path / "data")
+    seen: list[tuple[str, str | None]] = []
+    async with trio.open_nursery() as nursery:
+        manager = ExecutionManager(test_registry(), storage, nursery)
+        for n in range(5):
+            graph = load_graph(GRAPH)
+            ex = await manager.start(graph, graph_text=graph_text(graph),
+                                     inputs={"x": [n, n + 1]},
+                                     policy=ExecutionPolicy(until="idle"))
+            with trio.fail_after(30):
+                while ex.live_status() != "finished":
+                    await trio.lowlevel.checkpoint()
+            record = storage.get_execution(ex.id)
+            seen.append((ex.live_status(), record.status if record else None))
+            await ex.done.wait()
+        nursery.cancel_scope.cancel()
+    assert seen == [("finished", "finished")] * 5
+
+
 async def test_kill_9_under_load_loses_no_acknowledged_input(tmp_path: Path) -> None:
     """Ten kill -9 / restart cycles while a client posts inputs into a service and
     starts batches: every acknowledged input is processed (counted by its output),

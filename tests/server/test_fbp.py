@@ -405,6 +405,31 @@ async def test_rest_graphs_are_editable_over_fbp_and_edits_persist(
     assert "n" in (await client.get("/graphs/fresh")).json()["graph"]["processes"]
 
 
+async def test_a_graph_rest_replaces_is_edited_afresh_over_fbp(fbp: Fbp, client: Any) -> None:
+    """FBP edits a copy of a stored graph; REST replacing (or deleting) that graph
+    drops the copy, so the next FBP edit applies to what REST stored, not to the
+    stale copy (which would write the old graph back)."""
+    from tests.server.test_rest import GRAPH
+
+    assert (await client.post("/graphs", json={"graph": GRAPH, "id": "swap"})
+            ).status_code == 201
+    await fbp.send("graph", "addnode", {"id": "old", "component": "core/Drop", "graph": "swap"})
+    await fbp.expect("graph", "addnode")
+    replacement = {"processes": {"solo": {"component": "core/Drop"}}, "connections": []}
+    assert (await client.put("/graphs/swap", json={"graph": replacement})).status_code == 200
+    await fbp.send("graph", "addnode", {"id": "new", "component": "core/Drop", "graph": "swap"})
+    await fbp.expect("graph", "addnode")
+    stored = (await client.get("/graphs/swap")).json()["graph"]["processes"]
+    assert sorted(stored) == ["new", "solo"]
+    assert (await client.delete("/graphs/swap")).status_code == 204
+    again = {"processes": {"fresh": {"component": "core/Drop"}}, "connections": []}
+    assert (await client.post("/graphs", json={"graph": again, "id": "swap"})).status_code == 201
+    await fbp.send("graph", "addnode", {"id": "later", "component": "core/Drop", "graph": "swap"})
+    await fbp.expect("graph", "addnode")
+    stored = (await client.get("/graphs/swap")).json()["graph"]["processes"]
+    assert sorted(stored) == ["fresh", "later"]
+
+
 async def test_structural_edits_follow_the_graph_layer_and_persist(
         fbp: Fbp, client: Any) -> None:
     await _graph(fbp, "e")

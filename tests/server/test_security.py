@@ -29,6 +29,7 @@ from starlette.websockets import WebSocket
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 
 from reflowpy.server.auth import load_token
+from reflowpy.server.fbp import FbpRuntime
 from reflowpy.server.serve import InsecureBind, serve
 from tests.server.conftest import Served, start_server
 from tests.server.test_fbp import Fbp
@@ -347,7 +348,7 @@ async def test_slow_readers_are_dropped_with_the_reason_and_memory_stays_bounded
         nursery: trio.Nursery, tmp_path: Path) -> None:
     limit = 1024 * 1024
     served = await start_server(nursery, tmp_path / "d", client_queue_bytes=limit)
-    state = _state(served)
+    runtime = _fbp_runtime(served)
     peak = 0
     async with trio.open_nursery() as inner:
         lazies = []
@@ -362,7 +363,7 @@ async def test_slow_readers_are_dropped_with_the_reason_and_memory_stays_bounded
                 await editor.send("graph", "changenode", {"id": "a", "graph": "big",
                                                           "metadata": {"blob": blob, "i": i}})
                 await editor.expect("graph", "changenode")
-                peak = max(peak, state.fbp.statistics()["queued_bytes"])
+                peak = max(peak, runtime.statistics()["queued_bytes"])
         # 9 clients (8 lazy + the editor) never hold more than their limit each
         assert peak <= 9 * limit
         for lazy in lazies:
@@ -396,11 +397,19 @@ def _state(served: Served) -> Any:
     return served.state
 
 
+def _fbp_runtime(served: Served) -> FbpRuntime:
+    """The server's FBP runtime: it listens for REST's graph replacements."""
+    runtimes = [listener.__self__ for listener in _state(served).on_graph_replaced
+                if isinstance(getattr(listener, "__self__", None), FbpRuntime)]
+    assert len(runtimes) == 1
+    return runtimes[0]
+
+
 async def test_every_packet_a_non_reading_client_sent_reaches_the_graph(
         nursery: trio.Nursery, tmp_path: Path) -> None:
     served = await start_server(nursery, tmp_path / "d", client_queue=256,
                                 client_queue_bytes=64 * 1024)
-    state = _state(served)
+    runtime = _fbp_runtime(served)
     total = 5000
     async with open_websocket_url(f"{served.ws_url}/", subprotocols=["noflo"],
                                   message_queue_size=0) as ws:
@@ -421,7 +430,7 @@ async def test_every_packet_a_non_reading_client_sent_reaches_the_graph(
         async with trio.open_nursery() as inner:
             inner.start_soon(flood)
             # the server stops reading this client instead of dropping its packets
-            await _wait_for(lambda: state.fbp.statistics()["paused"] == 1, "paused")
+            await _wait_for(lambda: runtime.statistics()["paused"] == 1, "paused")
             assert sent < total
             acks = 0
             while acks < total:
@@ -429,7 +438,7 @@ async def test_every_packet_a_non_reading_client_sent_reaches_the_graph(
                 assert msg["command"] == "packetsent", msg
                 assert msg["payload"]["payload"] == [acks, pad]
                 acks += 1
-        net = state.fbp.graphs["ledger"].execution.net
+        net = runtime.graphs["ledger"].execution.net
         received = net.statistics()["nodes"]["a"]["inports"]["in"].total
         assert received == total == acks
     served.shutdown.set()
