@@ -43,7 +43,7 @@ import os
 import time
 import types
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -66,6 +66,7 @@ from reflowpy.network.ports import (
     InPort,
     OutPort,
     OutPortStatistics,
+    OutputSink,
     PortStatistics,
 )
 from reflowpy.network.supervision import Policy, format_traceback, recover
@@ -100,6 +101,11 @@ _EMPTY_CONFIG: Mapping[str, Any] = types.MappingProxyType({})
 _NO_HELD: list[Any] = []
 _UNUSED: Any = object()  # no batched out-port (compares equal to no port name)
 _MANY: Any = object()  # no value for the node's only out-port in a one-entry result
+
+#: Queues ``send_all`` may hand a chunk to (a removed or closed port refuses value by
+#: value, through ``send``).
+_BATCH_TARGETS = (InPort, OutputSink)
+
 
 def _put_promised(out: OutPort, value: Any) -> None:
     # An inline activation's output: every target has room promised (see _room), past
@@ -284,6 +290,50 @@ class _Context:
         if runner.budget <= 0:
             runner.budget = _BUDGET
             await trio.lowlevel.checkpoint()
+
+    async def send_all(self, port: str, values: Sequence[Any]) -> None:
+        """Send each of ``values`` out of ``port`` in order, as ``send`` for each.
+
+        When nothing is held back, the port feeds one unchecked local queue and nobody
+        observes, what that queue has room for moves in one :meth:`InPort.put_batch`
+        (room reserved first, as the batch hand-over of a plain-def node); the rest,
+        and every other case, goes through :meth:`send` value by value. A value that
+        cannot be frozen raises after the values before it were sent, as with ``send``.
+        """
+        runner = self._runner
+        out = runner.outports.get(port)
+        if out is None:
+            out = runner.outport(port)
+        where = f"node {runner.node_id!r} port {port!r}"
+        i, n = 0, len(values)
+        while i < n:
+            targets = out.targets
+            if runner.holding or out.checked or len(targets) != 1 \
+                    or type(targets[0]) not in _BATCH_TARGETS or runner.net.bus.active:
+                break
+            target = targets[0]
+            room = min(target.capacity - len(target.queue), n - i)
+            if room <= 1:
+                await self.send(port, values[i])  # waits for room, then try again
+                i += 1
+                continue
+            chunk: list[Any] = []
+            try:
+                for value in values[i:i + room]:
+                    chunk.append(value if type(value) in _LEAVES
+                                 else freeze(value, where=where))
+            finally:  # (a value that cannot be frozen: the ones before it are sent)
+                if chunk:
+                    out.sent += len(chunk)
+                    runner.fresh = False
+                    target.put_batch(chunk)
+            i += room
+            runner.budget -= room
+            if runner.budget <= 0:
+                runner.budget = _BUDGET
+                await trio.lowlevel.checkpoint()
+        for value in values[i:]:
+            await self.send(port, value)
 
     async def receive(self, port: str | None = None) -> tuple[str, Any]:
         """The next ``(port, value)`` for a ``run()`` actor; parks until one arrives."""
