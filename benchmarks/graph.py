@@ -7,13 +7,20 @@ one JSON line; ``msgs_per_s`` is nodes per second for graph work.
 
     python -m benchmarks graph [--nodes 10000] [--repeat 3]
     python -m benchmarks graph --file-mb 50 [--formats reflow,noflo,fbp,yaml]
-        [--base DIR] [--rounds 1]
+        [--base DIR] [--rounds 1] [--files DIR]
 
 ``--file-mb`` instead writes, for each format, a file of about that size (the same
-layered graph, scaled), and loads each in a fresh child process (``loads.file.FMT``):
-``seconds`` is the load (format detected, as ``reflowpy run`` does; ``cpu_seconds`` its
-CPU time), ``peak_rss_mb`` the child's own peak (``VmHWM``), text included, ``n`` the
-node count and ``msgs_per_s`` nodes/s.
+layered graph, scaled), and reads each in fresh child processes, two ways:
+
+* ``graph.loads.file.FMT``: ``reflowpy.load(path)`` (format detected, as ``reflowpy
+  run`` does); ``seconds`` and ``cpu_seconds`` are the load's wall and CPU time;
+* ``graph.validate.file.FMT``: what a user feels, ``reflowpy validate FILE`` from the
+  interpreter's start to its exit (imports, load, the analysis, the report);
+  ``seconds``/``cpu_seconds`` are the whole process's.
+
+``peak_rss_mb`` is the child's own peak (``VmHWM``), text included, ``n`` the node
+count and ``msgs_per_s`` nodes/s. ``--files DIR`` keeps the files there and reuses
+them on the next run (writing 50 MB of each format takes minutes).
 
 ``--base DIR`` (a directory holding another ``reflowpy`` package, e.g. ``git archive
 REV reflowpy | tar -x -C DIR``) loads the same file with that version too, interleaved
@@ -77,9 +84,9 @@ def _measure(workload: str, n: int, repeat: int, fn: Callable[[], Any]) -> dict[
 
 _CHILD = """
 import json, resource, sys, time
-from reflowpy.network import formats
+import reflowpy
 t0, c0 = time.perf_counter(), time.process_time()
-g = formats.load(sys.argv[1])
+g = reflowpy.load(sys.argv[1])
 dt, cpu = time.perf_counter() - t0, time.process_time() - c0
 # VmHWM: this process's own peak. ru_maxrss would not do: Linux carries the parent's
 # peak across fork and exec, and the parent held the big graph it wrote.
@@ -88,6 +95,22 @@ with open("/proc/self/status") as f:
 rss = (int(hwm[0].split()[1]) if hwm
        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) / 1024.0
 print(json.dumps({"nodes": len(g.nodes), "seconds": dt, "cpu": cpu, "rss": rss,
+                  "package": __import__("reflowpy").__file__}))
+"""
+
+# ``reflowpy validate FILE`` as the console script runs it, timed from the process's
+# start (the CPU clock counts from there; the wall clock is taken by the parent).
+_VALIDATE = """
+import contextlib, io, json, sys, time
+from reflowpy import cli
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    code = cli.main(["validate", sys.argv[1]])
+cpu = time.process_time()
+with open("/proc/self/status") as f:
+    hwm = [line for line in f if line.startswith("VmHWM:")]
+print(json.dumps({"code": code, "cpu": cpu, "rss": int(hwm[0].split()[1]) / 1024.0,
+                  "report": out.getvalue()[:200],
                   "package": __import__("reflowpy").__file__}))
 """
 
@@ -101,23 +124,34 @@ def _variants(base: str | None) -> list[tuple[str, dict[str, str]]]:
     return out
 
 
+def _graph_file(directory: str, fmt: str, mb: float) -> tuple[str, int]:
+    """(path, node count) of a file of about ``mb`` MB in ``fmt`` under ``directory``,
+    written unless a file for that size is there already."""
+    path = os.path.join(directory, f"graph-{mb:g}mb.{fmt}")
+    meta = path + ".nodes"
+    if os.path.exists(path) and os.path.exists(meta):
+        with open(meta) as f:
+            return path, int(f.read())
+    probe = 2000
+    size = len(build(probe).dumps(fmt))
+    n = max(100, int(probe * mb * 1e6 / size))
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(build(n).dumps(fmt))
+    with open(meta, "w") as f:
+        f.write(str(n))
+    return path, n
+
+
 def file_loads(mb: float, fmts: Sequence[str], base: str | None = None,
-               rounds: int = 1) -> Iterator[dict[str, Any]]:
-    """Load a ``mb``-megabyte file of each format in a child process; one line each,
-    as each load ends. ``cpu_seconds`` is the child's CPU time for the load: on a
-    shared machine it says what the wall-clock ``seconds`` cannot. With ``base``, each
-    round loads the file with both versions, one after the other."""
+               rounds: int = 1, files: str | None = None) -> Iterator[dict[str, Any]]:
+    """Load a ``mb``-megabyte file of each format in a child process, and validate it
+    with the CLI in another; one line each, as each ends. ``cpu_seconds`` is the
+    child's CPU time: on a shared machine it says what the wall-clock ``seconds``
+    cannot. With ``base``, each round runs both versions, one after the other."""
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in fmts:
-            probe = 2000
-            size = len(build(probe).dumps(fmt))
-            n = max(100, int(probe * mb * 1e6 / size))
-            text = build(n).dumps(fmt)
-            path = os.path.join(tmp, f"graph.{fmt}")
-            with open(path, "w", encoding="utf-8") as f:
-                f.write(text)
-            file_mb = len(text.encode("utf-8")) / 1e6
-            del text
+            path, n = _graph_file(files or tmp, fmt, mb)
+            file_mb = os.path.getsize(path) / 1e6
             for _ in range(rounds):
                 for variant, env in _variants(base):
                     # cwd=tmp: ``-c`` puts the working directory first on sys.path, where
@@ -125,12 +159,23 @@ def file_loads(mb: float, fmts: Sequence[str], base: str | None = None,
                     proc = subprocess.run([sys.executable, "-c", _CHILD, path], cwd=tmp,
                                           capture_output=True, text=True, check=True, env=env)
                     r = json.loads(proc.stdout)
+                    tag = {"variant": variant, "package": r["package"]} if base else {}
                     yield {"workload": f"graph.loads.file.{fmt}", "n": r["nodes"],
                            "seconds": round(r["seconds"], 3), "cpu_seconds": round(r["cpu"], 3),
                            "msgs_per_s": round(r["nodes"] / r["seconds"]),
                            "peak_rss_mb": round(r["rss"], 1),
-                           "file_mb": round(file_mb, 1),
-                           **({"variant": variant, "package": r["package"]} if base else {})}
+                           "file_mb": round(file_mb, 1), **tag}
+                    t0 = time.perf_counter()
+                    proc = subprocess.run([sys.executable, "-c", _VALIDATE, path], cwd=tmp,
+                                          capture_output=True, text=True, check=True, env=env)
+                    dt = time.perf_counter() - t0
+                    r = json.loads(proc.stdout)
+                    if r["code"] != 0:
+                        raise RuntimeError(f"reflowpy validate {path} failed: {r['report']}")
+                    yield {"workload": f"graph.validate.file.{fmt}", "n": n,
+                           "seconds": round(dt, 3), "cpu_seconds": round(r["cpu"], 3),
+                           "msgs_per_s": round(n / dt), "peak_rss_mb": round(r["rss"], 1),
+                           "file_mb": round(file_mb, 1), **tag}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -143,10 +188,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--base", default=None,
                         help="also load each file with the reflowpy package under DIR")
     parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--files", default=None,
+                        help="keep the generated files in DIR and reuse them")
     args = parser.parse_args(argv)
     if args.file_mb:
+        if args.files:
+            os.makedirs(args.files, exist_ok=True)
         for line in file_loads(args.file_mb, args.formats.split(","), args.base,
-                               args.rounds):
+                               args.rounds, args.files):
             print(json.dumps(line), flush=True)
         return 0
     n, r = args.nodes, args.repeat

@@ -43,6 +43,7 @@ from reflowpy.errors import (
     ScriptProtocolError,
     ScriptRaised,
     ScriptTimeout,
+    ServerConfigError,
     WasmTrap,
 )
 from reflowpy.network import codec
@@ -123,6 +124,7 @@ __all__ = [
     "ScriptProtocolError",
     "ScriptRaised",
     "ScriptTimeout",
+    "ServerConfigError",
     "ValidationReport",
     "WasmTrap",
     "actor",

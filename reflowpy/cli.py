@@ -40,6 +40,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from reflowpy import options
 from reflowpy.errors import ComponentError, GraphError, GraphFormatError, ReflowError
 
 __all__ = ["EXIT_BAD_GRAPH", "EXIT_FAILED", "EXIT_USAGE", "cmd_serve", "main", "subcommand"]
@@ -418,11 +419,11 @@ def _run(sub: SubParsers) -> None:
     p.add_argument("--cwd", metavar="DIR", default=None,
                    help="directory relative paths in node config resolve against"
                    " (default: the graph file's folder)")
-    p.add_argument("--timeout", type=float, default=None,
+    p.add_argument("--timeout", type=options.seconds(), default=None,
                    help="stop with exit 1 if not idle after this many seconds")
     p.add_argument("--trace", default=None, metavar="FILE|postgresql://...",
                    help="record every event into this trace store (see `reflowpy trace`)")
-    p.add_argument("--trace-sample", type=int, default=1, metavar="N",
+    p.add_argument("--trace-sample", type=options.count(1), default=1, metavar="N",
                    help="with --trace: record 1 in N messages (default 1: all)")
     p.set_defaults(func=_run_main)
 
@@ -708,7 +709,7 @@ def _serve(sub: SubParsers) -> None:
         " running networks and exit 0.")
     p.add_argument("--host", default="127.0.0.1",
                    help="address to bind (default 127.0.0.1: loopback only)")
-    p.add_argument("--port", type=int, default=3569, help="port (0: any free port)")
+    p.add_argument("--port", type=options.port, default=3569, help="port (0: any free port)")
     p.add_argument("--data-dir", default=None,
                    help="directory of the SQLite store (default: $REFLOWPY_DATA_DIR or"
                    " ./.reflowpy)")
@@ -727,17 +728,17 @@ def _serve(sub: SubParsers) -> None:
                    " state-changing requests and WebSocket connections")
     p.add_argument("--cors", action="store_true",
                    help="send CORS headers to the --allow-origin origins (default off)")
-    p.add_argument("--max-connections", type=int, default=1000,
+    p.add_argument("--max-connections", type=options.count(1), default=1000,
                    help="most requests and WebSockets in flight")
-    p.add_argument("--max-unauthenticated", type=int, default=64,
+    p.add_argument("--max-unauthenticated", type=options.count(1), default=64,
                    help="most FBP connections that have not yet sent the secret")
-    p.add_argument("--max-per-peer", type=int, default=32,
+    p.add_argument("--max-per-peer", type=options.count(1), default=32,
                    help="most unauthenticated connections from one address")
-    p.add_argument("--client-queue-bytes", type=int, default=8 * 1024 * 1024,
+    p.add_argument("--client-queue-bytes", type=options.count(1), default=8 * 1024 * 1024,
                    help="most bytes queued for one WebSocket client before it is dropped")
-    p.add_argument("--max-frame", type=int, default=16 * 1024 * 1024,
+    p.add_argument("--max-frame", type=options.count(1), default=16 * 1024 * 1024,
                    help="largest WebSocket frame accepted, in bytes")
-    p.add_argument("--max-body", type=int, default=16 * 1024 * 1024,
+    p.add_argument("--max-body", type=options.count(1), default=16 * 1024 * 1024,
                    help="largest HTTP request body accepted, in bytes")
     p.add_argument("--no-setsource", action="store_true",
                    help="refuse FBP component:source (Python components sent by clients)")
@@ -762,9 +763,9 @@ def _serve(sub: SubParsers) -> None:
     p.add_argument("--no-workspace", action="store_true",
                    help="do not confine file paths (posted graphs can reach every file the"
                    " server can)")
-    p.add_argument("--retention-count", type=int, default=1000,
+    p.add_argument("--retention-count", type=options.count(0), default=1000,
                    help="ended executions kept (newest first; older ones are deleted)")
-    p.add_argument("--retention-days", type=float, default=7.0,
+    p.add_argument("--retention-days", type=options.seconds(unit="days"), default=7.0,
                    help="ended executions older than this are deleted")
     p.add_argument("--allow-sandbox-option", action="append", default=[], metavar="KEY",
                    help="a sandbox-weakening script option posted graphs may set (allow_weaker,"
@@ -855,16 +856,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(main)
-    except OSError as exc:
-        print(f"reflowpy serve: {exc}", file=sys.stderr)
-        return 1
-    except (ReflowError, ExceptionGroup) as exc:  # refused: insecure bind, damaged store
+    except (ReflowError, OSError, ExceptionGroup) as exc:
+        # refused before serving: an insecure bind, a damaged store, an option that
+        # cannot be used (exit 2); the system failing us later (exit 1)
         while isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1:
             exc = exc.exceptions[0]
-        if not isinstance(exc, ReflowError):
-            raise
-        print(f"reflowpy serve: {exc}", file=sys.stderr)
-        return 2
+        if isinstance(exc, ReflowError):
+            print(f"reflowpy serve: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, OSError):
+            print(f"reflowpy serve: {exc}", file=sys.stderr)
+            return 1
+        raise
     return 0
 
 
@@ -914,7 +917,8 @@ def _peers(sub: SubParsers) -> None:
                        " with every peer (nothing is placed). Exit 1 if one is not ok.")
     p.add_argument("--peers", default=None, metavar="FILE",
                    help="peers file (YAML/JSON; default: $REFLOWPY_PEERS)")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds per peer")
+    p.add_argument("--timeout", type=options.seconds(positive=True), default=5.0,
+                   help="seconds per peer")
     p.add_argument("--no-probe", action="store_true", help="only list, do not connect")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_peers_main)

@@ -43,6 +43,9 @@ what was wrong and where (graph, node, port, field) and, when it helps, what to 
      |         |    +-- ScriptCPUExceeded    CPU seconds or WASM fuel
      |         +-- WasmTrap          the WASM module trapped; its instance was reset
      +-- CodecError                  a frame could not be encoded or decoded
+ +-- ServerConfigError           a server option cannot be used (an address that cannot
+                                 be bound, a data dir or workspace that cannot be made,
+                                 a webhook network that is not a CIDR); also a ValueError
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ __all__ = [
     "ScriptProtocolError",
     "ScriptRaised",
     "ScriptTimeout",
+    "ServerConfigError",
     "WasmTrap",
 ]
 
@@ -368,3 +372,10 @@ class PeerLost(BridgeError):
     with the reason ``peer lost``."""
 
 __all__ += ["BridgeAuthError", "BridgeError", "BridgeProtocolError", "PeerLost"]
+
+
+class ServerConfigError(ReflowError, ValueError):
+    """A server option cannot be used: an address that cannot be bound, a data
+    directory or workspace that cannot be created, a webhook network that is not a
+    CIDR. Raised before the server accepts anything; the message names the option's
+    value and why."""

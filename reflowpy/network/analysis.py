@@ -14,6 +14,7 @@ except :func:`cycles`, which enumerates simple cycles (bounded by ``limit``).
 from __future__ import annotations
 
 import itertools
+import operator
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -152,6 +153,10 @@ def _ports(registry: Registry | None, component: str) -> _PortTables | None:
     return ({p.name.lower(): p for p in info.inports}, {p.name.lower(): p for p in info.outports})
 
 
+_SRC_NODE = operator.attrgetter("src.node")
+_TGT_NODE = operator.attrgetter("tgt.node")
+
+
 def validate(graph: Graph, registry: Registry | None = None) -> ValidationReport:
     """Check a graph and report every problem found (never raises for graph content).
 
@@ -166,11 +171,17 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationReport
     problems: list[Problem] = []
     add = problems.append
     nodes = graph.nodes
-    for edge in graph.edges:
-        for end, side in ((edge.src, "source"), (edge.tgt, "target")):
-            if end.node not in nodes:
-                add(Problem("dangling_edge", f"connection {edge.src} -> {edge.tgt}: {side}"
-                            f" node {end.node!r} does not exist", end.node, end.port))
+    # The node names the connections use, gathered by C-level passes (a loaded graph
+    # may have millions of edges); each edge is looked at only if one is missing.
+    src_nodes = set(map(_SRC_NODE, graph.edges))
+    tgt_nodes = set(map(_TGT_NODE, graph.edges))
+    if not (src_nodes <= nodes.keys() and tgt_nodes <= nodes.keys()):
+        for edge in graph.edges:
+            for end, side in ((edge.src, "source"), (edge.tgt, "target")):
+                if end.node not in nodes:
+                    add(Problem("dangling_edge", f"connection {edge.src} -> {edge.tgt}:"
+                                f" {side} node {end.node!r} does not exist", end.node,
+                                end.port))
     for iip in graph.iips:
         if iip.tgt.node not in nodes:
             add(Problem("dangling_iip", f"initial packet for {iip.tgt}: node"
@@ -186,10 +197,8 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationReport
                 add(Problem("dangling_group_member", f"group {group.name!r}: node {member!r}"
                             " does not exist", member, severity="warning"))
 
-    connected: set[str] = set()
-    for edge in graph.edges:
-        connected.add(edge.src.node)
-        connected.add(edge.tgt.node)
+    connected = src_nodes | tgt_nodes
+    del src_nodes, tgt_nodes
     exported_nodes = {p.node for p in graph.inports.values()} | {
         p.node for p in graph.outports.values()}
     for node_id in nodes:

@@ -32,7 +32,7 @@ import sys
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -77,20 +77,28 @@ class Endpoint(msgspec.Struct, frozen=True, gc=False):
         return f"{self.node}.{self.port}{idx}"
 
 
-class Node(msgspec.Struct):
-    """A process in the graph: an instance of ``component`` with its own ``metadata``."""
+class Node(msgspec.Struct, gc=False):
+    """A process in the graph: an instance of ``component`` with its own ``metadata``.
+
+    Not tracked by the garbage collector, like :class:`Edge` (see there)."""
 
     id: str
     component: str
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class Edge(msgspec.Struct):
+class Edge(msgspec.Struct, gc=False):
     """A connection from an out-port to an in-port.
 
     ``capacity`` bounds the queue of the target in-port (see the kernel's ports);
     ``None`` means the port's or the network's default. In files it is stored as
     ``metadata.capacity`` (neither Reflow nor NoFlo has a field for it).
+
+    Not tracked by the garbage collector (``gc=False``): a loaded graph's millions of
+    edges and nodes are never walked by a collection, and each is 16 bytes smaller.
+    Metadata is file data (JSON values), so it cannot lead back to its edge; a
+    metadata value that did (an object holding the edge) would make a cycle the
+    collector cannot free, a leak, not an error.
     """
 
     src: Endpoint
@@ -210,6 +218,96 @@ _SRC = operator.attrgetter("src")
 _TGT = operator.attrgetter("tgt")
 
 
+class _EdgeIndex:
+    """The connections by their two ends, for :meth:`Graph.add_edge`'s "already there?"
+    and :meth:`Graph.find_edge`: ``src -> Edge`` while one connection leaves that port
+    (most do), ``src -> {tgt: Edge}`` from the second one on. No ``(src, tgt)`` tuple
+    per edge: a third less memory per connection than a dict keyed by pairs, and a
+    fresh index is built in one C-level pass when no port fans out."""
+
+    __slots__ = ("_by_src", "_len")
+
+    def __init__(self, edges: Iterable[Edge] = ()) -> None:
+        self._by_src: dict[Endpoint, Edge | dict[Endpoint, Edge]] = {}
+        self._len = 0
+        edges = edges if isinstance(edges, list) else list(edges)
+        by_src = dict(zip(map(_SRC, edges), edges, strict=True))
+        if len(by_src) == len(edges):  # no port fans out: that is the index
+            self._by_src, self._len = cast("dict[Endpoint, Edge | dict[Endpoint, Edge]]",
+                                           by_src), len(edges)
+            return
+        del by_src
+        for edge in edges:
+            self.setdefault(edge)
+
+    def get(self, src: Endpoint, tgt: Endpoint) -> Edge | None:
+        """The stored connection ``src -> tgt``, or ``None``."""
+        hit = self._by_src.get(src)
+        if hit is None:
+            return None
+        if type(hit) is dict:
+            return hit.get(tgt)
+        return hit if hit.tgt == tgt else None  # type: ignore[union-attr,return-value]
+
+    def setdefault(self, edge: Edge) -> Edge:
+        """Store ``edge`` unless a connection between its ends is stored; the stored one."""
+        by_src, src = self._by_src, edge.src
+        hit = by_src.get(src)
+        if hit is None:
+            by_src[src] = edge
+        elif type(hit) is dict:
+            stored = hit.setdefault(edge.tgt, edge)
+            if stored is not edge:
+                return stored
+        elif hit.tgt == edge.tgt:  # type: ignore[union-attr]
+            return hit  # type: ignore[return-value]
+        else:
+            by_src[src] = {hit.tgt: hit, edge.tgt: edge}  # type: ignore[union-attr,dict-item]
+        self._len += 1
+        return edge
+
+    def replace(self, edge: Edge) -> Edge:
+        """Store ``edge`` in place of the stored connection between its ends; the old one
+        (KeyError if there is none)."""
+        by_src, src = self._by_src, edge.src
+        hit = by_src[src]
+        if type(hit) is dict:
+            old = hit[edge.tgt]
+            hit[edge.tgt] = edge
+            return old
+        if hit.tgt != edge.tgt:  # type: ignore[union-attr]
+            raise KeyError((src, edge.tgt))
+        by_src[src] = edge
+        return hit  # type: ignore[return-value]
+
+    def pop(self, src: Endpoint, tgt: Endpoint) -> Edge:
+        """Remove and return the connection ``src -> tgt`` (KeyError if there is none)."""
+        by_src = self._by_src
+        hit = by_src[src]
+        if type(hit) is dict:
+            edge = hit.pop(tgt)
+            if len(hit) == 1:
+                (by_src[src],) = hit.values()
+        elif hit.tgt == tgt:  # type: ignore[union-attr]
+            edge = by_src.pop(src)  # type: ignore[assignment]
+        else:
+            raise KeyError((src, tgt))
+        self._len -= 1
+        return edge
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __iter__(self) -> Iterator[EdgeKey]:
+        """The ``(src, tgt)`` pairs stored (for checks and tests)."""
+        for src, hit in self._by_src.items():
+            if type(hit) is dict:
+                for tgt in hit:
+                    yield src, tgt
+            else:
+                yield src, hit.tgt  # type: ignore[union-attr]
+
+
 def _merge(current: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """``current`` updated with ``update``; a ``None`` value deletes that key."""
     merged = dict(current)
@@ -259,7 +357,10 @@ class Graph:
         #: (``"output"`` -> ``"Output"``), so writers give the names back as read. Only
         #: presentation: lookups always use the folded name; not part of equality.
         self.port_case: dict[str, str] = {}
-        self._edge_index: dict[EdgeKey, Edge] = {}
+        # The connections by their ends; ``None`` until first needed after a reader
+        # stored edges it vouched are distinct (see :meth:`_extend`): loading a graph
+        # to validate or run it never builds it.
+        self._index: _EdgeIndex | None = _EdgeIndex()
         self._listeners: list[GraphListener] = []
         self._validators: list[Callable[[str, Any, Any], None]] = []
         self._undo: deque[_Step] = deque(maxlen=max(0, max_history))
@@ -311,6 +412,13 @@ class Graph:
 
     # -- helpers --------------------------------------------------------------------
 
+    @property
+    def _edge_index(self) -> _EdgeIndex:
+        index = self._index
+        if index is None:
+            index = self._index = _EdgeIndex(self.edges)
+        return index
+
     def _where(self) -> str:
         return f"graph {self.name!r}" if self.name else "graph"
 
@@ -360,21 +468,19 @@ class Graph:
         elif kind == "RenameNode":
             self._rename_node_refs(before, after)
         elif kind == "AddConnection":
-            key = (after.src, after.tgt)
+            if self._edge_index.setdefault(after) is not after:  # pragma: no cover
+                raise GraphError(f"{self._where()}: connection {after.src} -> {after.tgt}"
+                                 " is stored already")  # the callers checked it
             pos = len(self.edges) if pos is None else min(pos, len(self.edges))
             self.edges.insert(pos, after)
-            self._edge_index[key] = after
         elif kind == "RemoveConnection":
-            key = (before.src, before.tgt)
-            stored = self._edge_index.pop(key)
+            stored = self._edge_index.pop(before.src, before.tgt)
             pos = next(i for i, e in enumerate(self.edges) if e is stored)
             del self.edges[pos]
         elif kind == "ChangeConnection":
-            key = (after.src, after.tgt)
-            stored = self._edge_index[key]
+            stored = self._edge_index.replace(after)
             pos = next(i for i, e in enumerate(self.edges) if e is stored)
             self.edges[pos] = after
-            self._edge_index[key] = after
         elif kind == "AddInitial":
             pos = len(self.iips) if pos is None else min(pos, len(self.iips))
             self.iips.insert(pos, after)
@@ -429,11 +535,13 @@ class Graph:
         def ep(e: Endpoint) -> Endpoint:
             return Endpoint(new, e.port, e.index) if e.node == old else e
 
+        index = self._index
         for i, edge in enumerate(self.edges):
             if edge.src.node == old or edge.tgt.node == old:
                 renamed = Edge(ep(edge.src), ep(edge.tgt), edge.metadata, edge.capacity)
-                del self._edge_index[(edge.src, edge.tgt)]
-                self._edge_index[(renamed.src, renamed.tgt)] = renamed
+                if index is not None:  # (no other key names ``new``: no clash)
+                    index.pop(edge.src, edge.tgt)
+                    index.setdefault(renamed)
                 self.edges[i] = renamed
         for i, iip in enumerate(self.iips):
             if iip.tgt.node == old:
@@ -685,20 +793,20 @@ class Graph:
         if capacity is None and "capacity" in meta:  # files keep capacity in metadata
             capacity = meta.pop("capacity")
         self._check_capacity(capacity, src, tgt)
-        existing = self._edge_index.get((src, tgt))
+        existing = self._edge_index.get(src, tgt)
         if existing is not None:
             return existing
         edge = Edge(src, tgt, meta, capacity)
         if self._building():
+            self._edge_index.setdefault(edge)
             self.edges.append(edge)
-            self._edge_index[(src, tgt)] = edge
             return edge
         with self._operation("add_edge"):
             self._apply(_Change("AddConnection", None, edge))
         return edge
 
     def _extend(self, nodes: Iterable[Node] = (), edges: Iterable[Edge] = (), *,
-                checked: bool = False) -> None:
+                checked: bool = False, distinct: bool = False) -> None:
         """The readers' bulk path: store nodes, then edges, built by the reader, with
         :meth:`add_node`'s and :meth:`add_edge`'s checks (non-empty unique ids, both
         ends existing, non-empty ports; a repeated edge is kept once) but none of their
@@ -709,10 +817,29 @@ class Graph:
         ``checked``: the caller vouches that the nodes' ids are non-empty strings, new
         and distinct, and that every edge's ends name stored nodes and non-empty ports;
         only repeated edges are dropped then, and a fresh graph is filled by C-level
-        passes (no Python per item)."""
+        passes (no Python per item). ``distinct`` (with ``checked``, into a graph with no
+        edges yet): the caller vouches that no two of the edges have the same ends, so
+        none is looked at; the edge index is then built only when first needed."""
         if not self._building():
             raise GraphError(f"{self._where()}: _extend is only for readers building a graph")
-        table = self.nodes
+        table, out = self.nodes, self.edges
+        if checked:
+            nodes = nodes if isinstance(nodes, list) else list(nodes)
+            table.update(zip(map(_ID, nodes), nodes, strict=True))
+            edges = edges if isinstance(edges, list) else list(edges)
+            if not out:
+                if not distinct:  # one C-level pass finds out (the usual answer: none)
+                    distinct = len(set(zip(map(_SRC, edges), map(_TGT, edges),
+                                           strict=True))) == len(edges)
+                if distinct:
+                    out.extend(edges)
+                    self._index = None  # built from ``edges`` when first needed
+                    return
+            keep, add = self._edge_index.setdefault, out.append
+            for edge in edges:
+                if keep(edge) is edge:
+                    add(edge)
+            return
         for node in nodes:
             node_id = node.id
             if not node_id or type(node_id) is not str:
@@ -720,25 +847,10 @@ class Graph:
             if node_id in table:
                 self.add_node(node_id, node.component)  # raises DuplicateNode
             table[node_id] = node
-        index, out = self._edge_index, self.edges
-        if checked:
-            nodes = nodes if isinstance(nodes, list) else list(nodes)
-            table.update(zip(map(_ID, nodes), nodes, strict=True))
-            edges = edges if isinstance(edges, list) else list(edges)
-            if not index:
-                fresh = dict(zip(zip(map(_SRC, edges), map(_TGT, edges), strict=True),
-                                 edges, strict=True))
-                if len(fresh) == len(edges):  # no repeats: taken as they are
-                    self._edge_index = fresh  # (not copied: a second big dict at the peak)
-                    out.extend(edges)
-                    return
-                del fresh
-            keep, add = index.setdefault, out.append
-            for edge in edges:
-                if keep((edge.src, edge.tgt), edge) is edge:
-                    add(edge)
-            return
+        index = None  # not built for no edges
         for edge in edges:
+            if index is None:
+                index = self._edge_index
             src, tgt = edge.src, edge.tgt
             if src.node not in table or tgt.node not in table:
                 self.node(src.node)
@@ -746,9 +858,7 @@ class Graph:
             if not src.port or not tgt.port:
                 raise PortNotFound(f"{self._where()}: connection {src} -> {tgt}: port names"
                                    " must be non-empty")
-            key = (src, tgt)
-            if key not in index:
-                index[key] = edge
+            if index.setdefault(edge) is edge:
                 out.append(edge)
 
     def find_edge(
@@ -764,7 +874,7 @@ class Graph:
         """The connection between two endpoints; raises :class:`EdgeNotFound`."""
         src = Endpoint(src_node, self.port_name(src_port), src_index)
         tgt = Endpoint(tgt_node, self.port_name(tgt_port), tgt_index)
-        edge = self._edge_index.get((src, tgt))
+        edge = self._edge_index.get(src, tgt)
         if edge is None:
             missing = [n for n in (src_node, tgt_node) if n not in self.nodes]
             hint = f" (no node {missing[0]!r})" if missing else ""
@@ -1066,7 +1176,7 @@ class Graph:
         )
         other.nodes = copy.deepcopy(self.nodes)
         other.edges = copy.deepcopy(self.edges)
-        other._edge_index = {(e.src, e.tgt): e for e in other.edges}
+        other._index = None  # built when first needed
         other.iips = copy.deepcopy(self.iips)
         other.inports = copy.deepcopy(self.inports)
         other.outports = copy.deepcopy(self.outports)

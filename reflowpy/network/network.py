@@ -231,6 +231,7 @@ class Network:
         self.stop_reason: str | None = None
         #: Nodes whose first dead letter was logged (the rest are logged at DEBUG).
         self.dead_warned: set[str] = set()
+        self._unplaced_warned = False
         self._dead_counts: dict[str, int] = {}
         self._dead_total = 0
         #: Ledger counters of removed nodes (so the network's ledger still balances).
@@ -291,6 +292,17 @@ class Network:
             return subgraph_actor(component, self.registry, name=node.component)
         return component
 
+    def _warn_unplaced(self, node: Node) -> None:
+        """Say (once per network) that placement metadata is not honoured here: this
+        Network runs every node in this process."""
+        if self._unplaced_warned:
+            return
+        self._unplaced_warned = True
+        where = node.metadata.get("partition") or node.metadata.get("remote")
+        _log.warning("%s: node %r asks to run in %r, but a Network runs every node in this"
+                     " process; use reflowpy.bridge.network_for (or `reflowpy run`) to place"
+                     " it", self.where(), node.id, where)
+
     def port_specs(self, runner: NodeRunner) -> tuple[tuple[Port, ...], tuple[Port, ...]]:
         """Declared in- and out-ports of a node (dynamic via ``ports_for(config)``)."""
         cls = runner.cls
@@ -310,6 +322,8 @@ class Network:
             policy = Policy.from_config(node.metadata["policy"], node=node.id)
         else:
             policy = cls.policy or self.default_policy
+        if "partition" in node.metadata or "remote" in node.metadata:
+            self._warn_unplaced(node)
         runner = NodeRunner(self, node.id, node.component, cls, config, policy)
         inspecs, outspecs = self.port_specs(runner)
         fold = self.graph.port_name

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+from reflowpy import options
+
 __all__ = ["add_trace_parser", "default_store", "traced"]
 
 
@@ -291,28 +293,28 @@ def add_trace_parser(sub: Any, load_registry: Any) -> None:
 
     q = tsub.add_parser("list", help="recorded executions, newest first")
     common(q, execution=False)
-    q.add_argument("--limit", type=int, default=50)
+    q.add_argument("--limit", type=options.count(0), default=50)
     q = tsub.add_parser("show", help="the events of an execution")
     common(q)
     q.add_argument("--kind", action="append", help="only these kinds (repeatable)")
     q.add_argument("--node", help="only events of this node")
-    q.add_argument("--limit", type=int, default=10_000)
+    q.add_argument("--limit", type=options.count(0), default=10_000)
     q = tsub.add_parser("failures", help="each failure with its message and root input")
     common(q)
-    q.add_argument("--limit", type=int, default=100)
+    q.add_argument("--limit", type=options.count(0), default=100)
     for name, text in (("lineage", "which inputs produced message MSG"),
                        ("message", "what happened to message MSG")):
         q = tsub.add_parser(name, help=text)
         q.add_argument("--store", default=None, metavar="FILE|postgresql://...")
         q.add_argument("--json", action="store_true", help="print JSON")
         q.add_argument("execution", help="execution id, prefix or 'last'")
-        q.add_argument("msg", type=int, help="message id (the #N in `trace show`)")
+        q.add_argument("msg", type=options.count(0), help="message id (the #N in `trace show`)")
         q.set_defaults(func=_main)
     q = tsub.add_parser("tail", help="the newest events; --follow for live ones")
     common(q)
-    q.add_argument("--limit", type=int, default=20)
+    q.add_argument("--limit", type=options.count(0), default=20)
     q.add_argument("-f", "--follow", action="store_true", help="keep printing new events")
     q = tsub.add_parser("replay", help="re-run on the recorded inputs and diff the outputs")
     common(q)
     q.add_argument("--registry", default=None, metavar="default|MODULE:ATTR")
-    q.add_argument("--timeout", type=float, default=60.0)
+    q.add_argument("--timeout", type=options.seconds(positive=True), default=60.0)

@@ -42,7 +42,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from reflowpy.errors import ReflowError
+from reflowpy.errors import ReflowError, ServerConfigError
 from reflowpy.network.actor import Actor, ActorContext
 from reflowpy.network.graph import Graph
 from reflowpy.network.registry import Registry
@@ -110,7 +110,11 @@ class GraphPolicy:
         self.workspace: Path | None = None
         if workspace is not None:
             root = Path(workspace)
-            root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                root.mkdir(mode=0o700, parents=True, exist_ok=True)
+            except OSError as exc:
+                raise ServerConfigError(f"workspace {str(root)!r}: cannot create it:"
+                                        f" {exc.strerror or exc}") from None
             self.workspace = root.resolve()
 
     def describe(self) -> dict[str, Any]:

@@ -36,7 +36,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
-from reflowpy.errors import ReflowError
+from reflowpy.errors import ReflowError, ServerConfigError
 from reflowpy.network.registry import Registry, default_registry
 from reflowpy.server.app import create_app
 from reflowpy.server.hypercorn_fix import apply_hypercorn_fix
@@ -138,19 +138,25 @@ async def serve(
             on_state(state)
         http_done = trio.Event()
 
+        listening = False
+
         async def run_http(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
                 await hypercorn_serve(app, config, shutdown_trigger=shutdown.wait,  # type: ignore[arg-type]
                                       task_status=task_status)
+            except* OSError as group:  # a name that does not resolve, a port in use
+                if listening:
+                    raise
+                exc = _first_leaf(group)
+                raise ServerConfigError(f"cannot listen on {config.bind[0]}:"
+                                        f" {getattr(exc, 'strerror', None) or exc}") from None
             finally:
                 http_done.set()
 
         binds: list[str] = await nursery.start(run_http)
+        listening = True
         bound = binds[0]
         bound_host, _, bound_port = bound.rpartition("://")[2].rpartition(":")
-        if announce:
-            print(f"listening on {bound}", flush=True)
-            sys.stdout.flush()
         bridge_scope = trio.CancelScope()
         if bridge_at is not None:
             from reflowpy.bridge.endpoint import serve_port
@@ -160,12 +166,21 @@ async def serve(
                     await serve_port(state, *bridge_at, ssl_context=bridge_ssl,
                                      max_frame=max_frame, task_status=task_status)
 
-            server = await nursery.start(run_bridge)
+            try:
+                server = await nursery.start(run_bridge)
+            except* OSError as group:  # refused before it listened
+                exc = _first_leaf(group)
+                raise ServerConfigError(
+                    f"--bridge-listen {bridge_listen!r}: cannot listen:"
+                    f" {getattr(exc, 'strerror', None) or exc}") from None
             scheme = "wss" if bridge_ssl is not None else "ws"
             name = f"[{bridge_at[0]}]" if ":" in bridge_at[0] else bridge_at[0]
-            if announce:
-                print(f"bridge listening on {scheme}://{name}:{server.port}/bridge",
-                      flush=True)
+            bridge_line = f"bridge listening on {scheme}://{name}:{server.port}/bridge"
+        if announce:  # once everything listens: a refused bridge port prints no 'listening'
+            print(f"listening on {bound}", flush=True)
+            if bridge_at is not None:
+                print(bridge_line, flush=True)
+            sys.stdout.flush()
         task_status.started((bound_host.strip("[]"), int(bound_port)))
         await shutdown.wait()
         bridge_scope.cancel()  # stop accepting bridge links, as HTTP does
@@ -174,3 +189,10 @@ async def serve(
         await state.executions.drain(drain_timeout)
         state.storage.close()
         nursery.cancel_scope.cancel()
+
+
+def _first_leaf(group: BaseException) -> BaseException:
+    """The first exception inside (possibly nested) exception groups."""
+    while isinstance(group, BaseExceptionGroup) and group.exceptions:
+        group = group.exceptions[0]
+    return group

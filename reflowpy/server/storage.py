@@ -34,7 +34,7 @@ from typing import Any
 
 import msgspec
 
-from reflowpy.errors import ReflowError
+from reflowpy.errors import ReflowError, ServerConfigError
 
 __all__ = ["ExecutionRecord", "GraphRecord", "Storage", "StoreDamaged"]
 
@@ -157,13 +157,17 @@ class Storage:
             target = ":memory:"
         else:
             directory = Path(data_dir)
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-            _private(directory, 0o700)
             self.path = directory / "reflowpy.db"
             target = str(self.path)
-            # Create the file 0600 before SQLite does: its -wal and -shm files take the
-            # database file's permissions.
-            os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
+            try:
+                directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+                _private(directory, 0o700)
+                # Create the file 0600 before SQLite does: its -wal and -shm files take
+                # the database file's permissions.
+                os.close(os.open(target, os.O_RDWR | os.O_CREAT, 0o600))
+            except OSError as exc:
+                raise ServerConfigError(f"data dir {str(directory)!r}: cannot keep the store"
+                                        f" there: {exc.strerror or exc}") from None
             for suffix in ("", "-wal", "-shm"):
                 _private(Path(target + suffix), 0o600)
         try:

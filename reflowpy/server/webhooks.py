@@ -39,6 +39,7 @@ from typing import Any
 import httpx
 import trio
 
+from reflowpy.errors import ServerConfigError
 from reflowpy.server.policy import CapabilityRefused
 
 __all__ = ["MAX_CONCURRENT", "WebhookPolicy", "check_headers", "deliver"]
@@ -72,8 +73,8 @@ class WebhookPolicy:
             try:
                 self.networks.append(ipaddress.ip_network(item, strict=False))
             except ValueError:
-                raise ValueError(f"webhook_allow: {item!r} is not a CIDR network (e.g."
-                                 " 127.0.0.1/32, 10.0.0.0/8) or '*'") from None
+                raise ServerConfigError(f"webhook_allow: {item!r} is not a CIDR network (e.g."
+                                        " 127.0.0.1/32, 10.0.0.0/8) or '*'") from None
 
     def address_allowed(self, address: Address) -> bool:
         """Whether a webhook may connect to ``address``."""

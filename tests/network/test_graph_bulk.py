@@ -44,6 +44,7 @@ def _same(a: Any, b: Any) -> None:
     assert a.edges == b.edges and a.iips == b.iips
     assert a.inports == b.inports and a.outports == b.outports
     assert set(a._edge_index) == {(e.src, e.tgt) for e in a.edges}
+    assert len(a._edge_index) == len(a.edges)
     assert a.to_dict("reflow") == b.to_dict("reflow")
 
 
@@ -136,6 +137,29 @@ def test_fbp_written_graphs_read_back_in_bulk_as_by_the_grammar(n: int, seed: in
     bulk = fbp_graph(text, cs, fast=True)
     _same(bulk, fbp_graph(text, cs, fast=False))
     assert not isinstance(bulk, str) and bulk.edges == fbp.loads(text, case_sensitive=cs).edges
+
+
+@settings(max_examples=long_scale(300), deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["a", "b"]), st.sampled_from(["out", "OUT", "err"]),
+                          st.sampled_from(["in", "In"]), st.sampled_from(["a", "b"]),
+                          st.sampled_from([" ", " ", " ", "  "]), st.integers(0, 5)),
+                min_size=1, max_size=40),
+       st.booleans(), st.booleans())
+def test_fbp_repeated_rows_are_kept_once_as_by_the_grammar(
+        rows: list[tuple[str, str, str, str, str, int]], cs: bool, iip: bool) -> None:
+    """Rows that repeat (as written, in another case, with other spacing, in another
+    run) are one connection: what the bulk path vouches distinct must be."""
+    lines = ["a(c)", "b(c)"]
+    for s, sp, tp, t, gap, cut in rows:
+        lines.append(f"{s}{gap}{sp} -> {tp} {t}")
+        if cut == 0:  # ends the run: the next rows are another run
+            lines.append("# x")
+    if iip:
+        lines.append("'v' -> in a")
+    text = "\n".join(lines) + "\n"
+    bulk = fbp_graph(text, cs, fast=True)
+    _same(bulk, fbp_graph(text, cs, fast=False))
+    _same(bulk, _fbp_via_document(text, cs))
 
 
 def test_fbp_bulk_errors_name_the_first_bad_row() -> None:

@@ -157,3 +157,22 @@ def test_every_bad_rule_is_found_before_a_missing_variable() -> None:
     assert not isinstance(info.value, rf.MissingEnvironment)
     with pytest.raises(rf.MissingEnvironment, match=f"'{UNSET}', 'C' are required"):
         resolve_config("n", {"env_vars": {UNSET: "required", "C": "required"}})
+
+
+async def test_a_plain_network_says_once_that_it_does_not_place_nodes(
+        caplog: pytest.LogCaptureFixture) -> None:
+    g = _graph([{"partition": "p1"}, {"remote": "ws://127.0.0.1:9/bridge"}, {}], export=True)
+    with caplog.at_level("WARNING", logger="reflowpy.network"):
+        async with rf.Network(g, _registry()) as net:
+            await net.send("feed", 1)
+            await net.idle()
+    warnings = [r.getMessage() for r in caplog.records if "asks to run in" in r.getMessage()]
+    assert warnings == ["graph 'meta': node 'n0' asks to run in 'p1', but a Network runs every"
+                        " node in this process; use reflowpy.bridge.network_for (or `reflowpy"
+                        " run`) to place it"]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="reflowpy.network"):
+        async with rf.Network(place(_graph([{"partition": "p1"}], export=False)).parts[
+                "partition:p1"].graph, _registry()):
+            pass  # a part of a placed graph has no placement keys left: no warning
+    assert not [r for r in caplog.records if "asks to run in" in r.getMessage()]

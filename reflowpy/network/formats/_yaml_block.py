@@ -154,14 +154,28 @@ def _read(text: str, scalars: _Scalars) -> Any:
     # The innermost open container, as stack[-1] holds it once a line has set it.
     top: Any = None
     top_ind, top_map = -1, False
-    findall, pos, end = _ROWS.findall, 0, len(text)
+    # The lines in slices of about _SLICE characters (ending at a line end), split at
+    # their ends in C. Each distinct line of a slice is matched once: a graph file
+    # repeats most of its lines ("    portName: out", "  metadata: null", "- from:"),
+    # so the regex sees a fraction of them. A line holds no "\n" (and no "\r", see
+    # _ODD), so ``_ROWS`` matches it alone as it matches it in the whole text.
+    fullmatch, groups = _ROWS.fullmatch, re.Match.groups
+    pos, end = 0, len(text)
     while pos < end:
-        # The lines in slices of about _SLICE characters (ending at a line end), each
-        # read by one findall: no Python per line but the structure below.
         stop = text.find("\n", pos + _SLICE)
         stop = end if stop < 0 else stop + 1
-        rows = findall(text, pos, stop)
+        lines = text[pos:stop].split("\n")
+        if text.endswith("\n", 0, stop):
+            lines.pop()  # the "" after the slice's last line end
         pos = stop
+        distinct = list(set(lines))
+        matches = list(map(fullmatch, distinct))
+        if None in matches:  # pragma: no cover - _ROWS matches every line
+            raise _NotSubset
+        rows_of = dict(zip(distinct, map(groups, matches), strict=True))  # type: ignore[arg-type]
+        del distinct, matches
+        rows = list(map(rows_of.__getitem__, lines))
+        del lines, rows_of
         for spaces, dash, key, value, item, bad in rows:
             if value and pending is None and not dash and top_map and len(spaces) == top_ind:
                 # The common line: "key: value" in the mapping open at this indent.

@@ -133,6 +133,15 @@ class _Parser:
         self._halves = "EXPORT=" in text  # keep every half: export resolution reads them
         self._node_runs: list[tuple[int, int]] = []
         self._tgt_ends: dict[str, Endpoint] = {}
+        #: Where in ``edges`` the items other than fast-path Edges are (in order), so
+        #: the passes after the scan never walk the millions of edges between them.
+        self.others: list[int] = []
+        # The rows of the plain edge runs, by hash: their number against ``_rows`` says
+        # whether all the edges are distinct (see :meth:`distinct`); ``_unsure`` once an
+        # edge came another way.
+        self._row_hashes: set[int] = set()
+        self._rows = 0
+        self._unsure = False
 
     # -- terminals ------------------------------------------------------------------
 
@@ -261,11 +270,15 @@ class _Parser:
                 sport = " ".join(sport).lower().split(" ")
                 tport = " ".join(tport).lower().split(" ")
             intern, shared = self._names.setdefault, self._ports.setdefault
+            # (node, port, port, node) is the edge: two rows with one hash may be equal.
+            self._row_hashes.update(map(hash, zip(src, sport, tport, tgt, strict=True)))
+            self._rows += len(src)
             self.edges.extend(map(Edge,
                                   map(Endpoint, map(intern, src, src), map(shared, sport, sport)),
                                   map(Endpoint, map(intern, tgt, tgt), map(shared, tport, tport))))
             return
         del chunk
+        self._unsure = True  # (spellings differ: the rows do not say which are equal)
         srcs, tgts = zip(*_EDGE_ROW.findall(self.text, start, end), strict=True)
         src_ends, tgt_ends = self._src_ends, self._tgt_ends
         try:
@@ -316,6 +329,7 @@ class _Parser:
                 self._fast_node(m.group(1), m.group(2), None, m.start(1))
             return
         if flats and type(flats[-1]) is dict and ("src" in flats[-1] or "data" in flats[-1]):
+            self.others.append(len(flats))
             flats.append((ids[0], self._fold(self.default_in)))  # pairs with that half
             self.mixed = True
         intern, shared = self._names.setdefault, self._comps.setdefault
@@ -333,6 +347,7 @@ class _Parser:
         flats = self.edges
         if self._halves or (flats and type(flats[-1]) is dict
                                       and ("src" in flats[-1] or "data" in flats[-1])):
+            self.others.append(len(flats))
             flats.append((name, self._fold(self.default_in)))  # export resolution reads it
             self.mixed = True
 
@@ -529,6 +544,7 @@ class _Parser:
         items = self.connection()
         self._()
         self.opt(self.line_terminator)
+        self.others.extend(range(len(self.edges), len(self.edges) + len(items)))
         self.edges.extend(items)
         self.mixed = True
 
@@ -878,13 +894,15 @@ class _Parser:
         the npm grammar does; edges the fast path stored pass through, its target halves
         (2-tuples) pair like the grammar's."""
         if not self.mixed:
+            self.others = []
             return self.edges  # only ready-made edges: nothing to pair
         flats, n = self.edges, len(self.edges)
         grouped: list[Any] = []
+        others: list[int] = []  # where the items other than Edges are in ``grouped``
         done = 0  # flats[:done] are handled
-        # Only the grammar's items and the target halves need looking at: the edges
-        # between them pass through in slices.
-        for i in [i for i, item in enumerate(flats) if type(item) is not Edge]:
+        # Only the grammar's items and the target halves need looking at (``others``
+        # says where they are): the edges between them pass through in slices.
+        for i in self.others:
             if i < done:
                 continue  # the target half of the pair before
             grouped += flats[done:i]
@@ -893,20 +911,30 @@ class _Parser:
             if type(item) is tuple:  # a lone target half: pairs only with what is before
                 continue
             if "src" in item and "tgt" in item:
+                others.append(len(grouped))
                 grouped.append(item)
             elif i + 1 < n and ("src" in item or "data" in item):
                 nxt = flats[i + 1]
                 if type(nxt) is tuple:
                     if len(nxt) == 2:
                         item["tgt"] = _as_dict(nxt)["tgt"]
+                        others.append(len(grouped))
                         grouped.append(item)
                         done = i + 2
                 elif type(nxt) is dict and "tgt" in nxt and "src" not in nxt:
                     item["tgt"] = nxt["tgt"]
+                    others.append(len(grouped))
                     grouped.append(item)
                     done = i + 2
         grouped += flats[done:]
+        self.others = others
         return grouped
+
+    def distinct(self) -> bool:
+        """Whether no two of the fast path's Edges have the same ends (then none of
+        them need be compared when the graph stores them): every Edge came from a plain
+        run, and no two of those rows hash alike."""
+        return not self._unsure and len(self._row_hashes) == self._rows
 
     def _finish(self) -> list[Any]:
         """The paired connections, with exports resolved and every reference checked."""
@@ -917,7 +945,7 @@ class _Parser:
         # Every node name a fast-path edge names went through ``_names``: when each of
         # them is declared, none of those edges can fail the per-connection check.
         if self._names.keys() <= nodes.keys():
-            check = [c for c in grouped if type(c) is not Edge] if self.mixed else []
+            check = [grouped[i] for i in self.others]
         self._src_ends, self._tgt_ends = {}, {}  # the edges hold the endpoints now
         self._names.clear()
         _validate_contents(nodes, self.inports or {}, self.outports or {}, check)
@@ -1043,8 +1071,7 @@ def _graph(parser: _Parser, connections: list[Any]) -> Graph:
         # Every connection's ends were checked in _finish. Without edges from the
         # grammar (the usual big file: only IIPs besides the fast path's edges), the
         # edges are kept in bulk and only the IIPs are looked at one by one.
-        others = ([i for i, c in enumerate(connections) if type(c) is not Edge]
-                  if parser.mixed else [])
+        others = parser.others  # where the items other than Edges are
         if not any("src" in connections[i] for i in others):
             for i in others:
                 where = f"connections[{i}]"
@@ -1053,10 +1080,17 @@ def _graph(parser: _Parser, connections: list[Any]) -> Graph:
                     check_value(data, fmt, f"{where}.data")
                 graph.add_iip(data, t["process"], t["port"], index=t.get("index"))
             where = "connections"
-            graph._extend(edges=[c for c in connections if type(c) is Edge] if others
-                          else connections, checked=True)
+            edges = connections
+            if others:  # the Edges between the IIPs, in slices
+                edges = []
+                for start, stop in zip([-1, *others], [*others, len(connections)],
+                                       strict=True):
+                    edges += connections[start + 1:stop]
+                connections.clear()  # (its Edges live on in ``edges``)
+            graph._extend(edges=edges, checked=True, distinct=parser.distinct())
+            del edges
             connections = []
-        edges: list[Edge] = []
+        edges = []
         add_edge = edges.append
         for i, conn in enumerate(connections):
             if type(conn) is Edge:

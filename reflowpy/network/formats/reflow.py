@@ -234,12 +234,28 @@ def _end(node: str, port_id: str, port_name: str, index: int | None,
     return end
 
 
-def _pop_extras(meta: dict[str, Any]) -> dict[str, Any]:
+_END_EXTRAS = frozenset({"expose", "data", "metadata", "portId"})  # see _end_extras
+
+
+def _is_end_extras(value: Any) -> bool:
+    return isinstance(value, dict) and bool(value) and value.keys() <= _END_EXTRAS
+
+
+def _pop_extras(meta: dict[str, Any], sides: bool = False) -> dict[str, Any]:
+    """The Reflow fields the reader kept in ``metadata["reflow"]`` (taken out of
+    ``meta``). Only what :func:`_end_extras` makes counts (for a connection, ``sides``:
+    those of its ``from``/``to`` ends); anything else there is the user's own metadata
+    and is written as it is (``{"reflow": {}}`` was lost on a round trip)."""
     value = meta.get("reflow")
-    if isinstance(value, dict):
-        del meta["reflow"]
-        return dict(value)
-    return {}
+    if sides:
+        ok = (isinstance(value, dict) and bool(value)
+              and all(k in ("from", "to") and _is_end_extras(v) for k, v in value.items()))
+    else:
+        ok = _is_end_extras(value)
+    if not ok:
+        return {}
+    del meta["reflow"]
+    return dict(value)  # type: ignore[arg-type]
 
 
 def to_dict(graph: Graph) -> dict[str, Any]:
@@ -251,7 +267,7 @@ def to_dict(graph: Graph) -> dict[str, Any]:
         meta = join_capacity(edge.metadata, edge.capacity)
         from_type = _pop_type(meta, "fromType")
         to_type = _pop_type(meta, "toType")
-        extras = _pop_extras(meta)
+        extras = _pop_extras(meta, sides=True)
         sport, tport = spell(edge.src.port), spell(edge.tgt.port)
         connections.append({
             "from": _end(edge.src.node, sport, sport, edge.src.index, from_type,
