@@ -1,12 +1,14 @@
 """Where an idle actor's bytes go (W4): tracemalloc over building the graph and
 starting the network, grouped by the line that allocated them.
 
-    python -m benchmarks w4mem [--n 10000] [--top 15] [--touched]
+    python -m benchmarks w4mem [--n 10000] [--top 15] [--touched] [--release S]
 
 One JSON line per phase (``graph``, ``network``) with the traced bytes per node, then
 one line per allocation site (bytes per node, share of the phase) for the top sites.
 ``--touched`` sends one message through the chain of ``async def`` nodes first, so
-every node holds a parked task (the after-work figure of W4).
+every node holds a parked task (the after-work figure of W4); ``--release S`` then
+runs the network with ``idle_release=S`` and waits for the idle release to end those
+tasks (the figure after work *and* the release period).
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=10_000)
     parser.add_argument("--top", type=int, default=15)
     parser.add_argument("--touched", action="store_true")
+    parser.add_argument("--release", type=float, default=None,
+                        help="idle_release seconds; wait for the release after --touched")
     args = parser.parse_args(argv)
     n = args.n
     reg = rf.Registry()
@@ -73,13 +77,19 @@ def main(argv: list[str] | None = None) -> None:
     _sites(s0, s1, n, args.top, "graph")
 
     async def run() -> None:
-        async with rf.Network(g, reg) as net:
+        release = args.release if args.release is not None else 10.0
+        async with rf.Network(g, reg, idle_release=release) as net:
+            phase = "network"
             if args.touched:
                 await net.send("in", 1)
                 await net.idle()
+                phase = "network (touched)"
+                if args.release is not None:
+                    await trio.sleep(2.5 * release)  # parked a whole period, then swept
+                    phase = f"network (touched, released after {release:g} s)"
             gc.collect()
             s2 = tracemalloc.take_snapshot()
-            _sites(s1, s2, n, args.top, "network (touched)" if args.touched else "network")
+            _sites(s1, s2, n, args.top, phase)
             await net.stop(drain=False)
 
     trio.run(run)

@@ -583,6 +583,10 @@ class _InnerContext:
     async def send(self, port: str, value: Any) -> None:
         self.sent.append((port, value))
 
+    async def send_all(self, port: str, values: Sequence[Any]) -> None:
+        for value in values:
+            await self.send(port, value)
+
     async def receive(self, port: str | None = None) -> tuple[str, Any]:
         raise rf.ComponentError("a wrapped component cannot receive; it must use process()")
 

@@ -90,9 +90,7 @@ class _Reader(rf.Actor):
 
     async def emit(self, ctx: rf.ActorContext, chunk: list[Any], first: int) -> None:
         """Send one chunk of records (``first`` is the index of its first record)."""
-        send = ctx.send
-        for record in chunk:
-            await send("out", record)
+        await ctx.send_all("out", chunk)
 
     async def _prefetch(self, pull: Callable[[], list[Any]],
                         chunks: trio.MemorySendChannel[Any]) -> None:

@@ -11,7 +11,7 @@ component, so a Reflow graph runs unchanged. :data:`TEMPLATE_ALIASES` maps each
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import trio
@@ -235,6 +235,9 @@ class _PortView:
 
     async def send(self, port: str, value: Any) -> None:
         await self._ctx.send(self._ports.get(port, port), value)
+
+    async def send_all(self, port: str, values: Sequence[Any]) -> None:
+        await self._ctx.send_all(self._ports.get(port, port), values)
 
     def connected(self, port: str) -> bool:
         return self._ctx.connected(self._ports.get(port, port))

@@ -86,6 +86,12 @@ class ActorContext(Protocol):
         """Send ``value`` out of ``port``; suspends while a receiver's queue is full."""
         ...
 
+    async def send_all(self, port: str, values: Sequence[Any]) -> None:
+        """Send each of ``values`` out of ``port``, in order: exactly ``send`` for each,
+        but what the receiving queue has room for is handed over at once (a reader's
+        chunk of records)."""
+        ...
+
     async def receive(self, port: str | None = None) -> tuple[str, Any]:
         """For ``run()`` actors: the next ``(port, value)``, from ``port`` or from any in-port.
 

@@ -189,7 +189,9 @@ class Network:
     queue behind each exported out-port; ``policy`` is the default failure policy of
     nodes that declare none; ``on_stall`` says what ``idle()`` does when the network
     stalls (``"fail"``: raise :class:`~reflowpy.NetworkStalled`; ``"wait"``: keep
-    waiting -- the ``NetworkStalled`` event is emitted either way).
+    waiting -- the ``NetworkStalled`` event is emitted either way). A node parked for
+    ``idle_release`` seconds gives its task back (a new one starts with its next
+    message; ``math.inf`` keeps every task), so idle nodes cost little after work too.
     """
 
     def __init__(
@@ -203,6 +205,7 @@ class Network:
         policy: Policy | None = None,
         dead_letter_limit: int = 10_000,
         on_stall: Literal["fail", "wait"] = "fail",
+        idle_release: float = 10.0,
     ) -> None:
         if capacity < 1 or output_capacity < 1:
             raise ValueError("queue capacities must be >= 1")
@@ -216,12 +219,14 @@ class Network:
         self.capacity = capacity
         self.output_capacity = output_capacity
         self.default_policy = policy or Policy()
+        if not idle_release > 0:
+            raise ValueError("idle_release must be > 0 seconds (math.inf: never)")
         if on_stall not in ("fail", "wait"):
             raise ValueError("on_stall must be 'fail' or 'wait'")
         self.on_stall = on_stall
         self.bus = ev.EventBus(self.name)
         #: Activity, idle and stall accounting (see scheduler.py).
-        self.scheduler = Scheduler(self.became_idle, self._stalled)
+        self.scheduler = Scheduler(self.became_idle, self._stalled, idle_release)
         #: Why in-flight work is being cancelled (``stopped``, ``timeout``, ...), set by
         #: the stop that cancels it; a runner cancelled with none set says ``cancelled``.
         self.stop_reason: str | None = None

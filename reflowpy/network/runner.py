@@ -43,7 +43,7 @@ import os
 import time
 import types
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
@@ -61,7 +61,14 @@ from reflowpy.errors import (
 from reflowpy.network import events as ev
 from reflowpy.network.actor import Actor
 from reflowpy.network.message import _LEAVES, freeze
-from reflowpy.network.ports import InPort, OutPort, OutPortStatistics, PortStatistics
+from reflowpy.network.ports import (
+    _NO_QUEUE,
+    InPort,
+    OutPort,
+    OutPortStatistics,
+    OutputSink,
+    PortStatistics,
+)
 from reflowpy.network.supervision import Policy, format_traceback, recover
 
 if TYPE_CHECKING:
@@ -93,6 +100,11 @@ _EMPTY_CONFIG: Mapping[str, Any] = types.MappingProxyType({})
 _NO_HELD: list[Any] = []
 _UNUSED: Any = object()  # no batched out-port (compares equal to no port name)
 _MANY: Any = object()  # no value for the node's only out-port in a one-entry result
+
+#: Queues ``send_all`` may hand a chunk to (a removed or closed port refuses value by
+#: value, through ``send``).
+_BATCH_TARGETS = (InPort, OutputSink)
+
 
 def _put_promised(out: OutPort, value: Any) -> None:
     # An inline activation's output: every target has room promised (see _room), past
@@ -278,6 +290,50 @@ class _Context:
             runner.budget = _BUDGET
             await trio.lowlevel.checkpoint()
 
+    async def send_all(self, port: str, values: Sequence[Any]) -> None:
+        """Send each of ``values`` out of ``port`` in order, as ``send`` for each.
+
+        When nothing is held back, the port feeds one unchecked local queue and nobody
+        observes, what that queue has room for moves in one :meth:`InPort.put_batch`
+        (room reserved first, as the batch hand-over of a plain-def node); the rest,
+        and every other case, goes through :meth:`send` value by value. A value that
+        cannot be frozen raises after the values before it were sent, as with ``send``.
+        """
+        runner = self._runner
+        out = runner.outports.get(port)
+        if out is None:
+            out = runner.outport(port)
+        where = f"node {runner.node_id!r} port {port!r}"
+        i, n = 0, len(values)
+        while i < n:
+            targets = out.targets
+            if runner.holding or out.checked or len(targets) != 1 \
+                    or type(targets[0]) not in _BATCH_TARGETS or runner.net.bus.active:
+                break
+            target = targets[0]
+            room = min(target.capacity - len(target.queue), n - i)
+            if room <= 1:
+                await self.send(port, values[i])  # waits for room, then try again
+                i += 1
+                continue
+            chunk: list[Any] = []
+            try:
+                for value in values[i:i + room]:
+                    chunk.append(value if type(value) in _LEAVES
+                                 else freeze(value, where=where))
+            finally:  # (a value that cannot be frozen: the ones before it are sent)
+                if chunk:
+                    out.sent += len(chunk)
+                    runner.fresh = False
+                    target.put_batch(chunk)
+            i += room
+            runner.budget -= room
+            if runner.budget <= 0:
+                runner.budget = _BUDGET
+                await trio.lowlevel.checkpoint()
+        for value in values[i:]:
+            await self.send(port, value)
+
     async def receive(self, port: str | None = None) -> tuple[str, Any]:
         """The next ``(port, value)`` for a ``run()`` actor; parks until one arrives."""
         runner = self._runner
@@ -374,10 +430,12 @@ class NodeRunner:
         "order",
         "outports",
         "owns_loop",
+        "park_epoch",
         "parked",
         "policy",
         "proc",
         "released",
+        "releasing",
         "removed",
         "required",
         "restarts",
@@ -419,6 +477,10 @@ class NodeRunner:
         self.inline = False
         self.fresh = True
         self.waiter: trio.lowlevel.Task | None = None
+        #: The scheduler's sweep count when this runner last parked (idle release).
+        self.park_epoch = 0
+        #: Its parked task was told to end (idle release) and has not ended yet.
+        self.releasing = False
         #: Receiver protocol: True while a value arriving must call ``wake``.
         self.parked = True
         self.running = False
@@ -580,8 +642,25 @@ class NodeRunner:
         """Make the node's task run: reschedule it if parked, start it if there is none."""
         if self.waiter is not None:
             self.wake_parked()
+        elif self.releasing:
+            # Told to end (idle release) but not ended yet: it carries on instead.
+            self.releasing = False
+            self.parked = False
+            self.sched.enter()
         elif not self.running:
             self.spawn()
+
+    def release(self) -> bool:
+        """End the parked task of an idle node (the scheduler's idle release); the next
+        arrival starts a new one. Not work: ``active`` is untouched. False (nothing
+        done) for a ``run()`` actor, whose task holds its state, or a busy node."""
+        waiter = self.waiter
+        if waiter is None or self.owns_loop or self.removed or self.stop_requested:
+            return False
+        self.waiter = None
+        self.releasing = True
+        _reschedule(waiter)
+        return True
 
     def wake_parked(self) -> None:
         """Resume the parked task so it re-checks its state (used when draining)."""
@@ -655,10 +734,14 @@ class NodeRunner:
 
     def spawn(self) -> None:
         """Start the runner's task (lazily, on first work)."""
-        if self.net.spawn_system(self.main, self.node_id):
+        net = self.net
+        if net.spawn_system(self.main, self.node_id):
             self.running = True
             self.parked = False
-            self.sched.enter()
+            sched = self.sched
+            sched.enter()
+            if sched.tasked_runner(self):
+                net.spawn_system(sched.release_idle, "idle release")
 
     async def park(self) -> None:
         """Wait for the next arrival, counting this runner inactive meanwhile."""
@@ -667,7 +750,9 @@ class NodeRunner:
         self.fresh = True
         self.waiter = _current_task()
         self.parked = True
-        self.sched.leave()
+        sched = self.sched
+        self.park_epoch = sched.epoch
+        sched.leave()
         await _wait_task_rescheduled(self._abort_park)
         self.woke_at = _perf()
 
@@ -723,9 +808,22 @@ class NodeRunner:
             self.parked = True
             self.scope = None
             self.sched.forget(self)
-            self.sched.leave()
+            if self.releasing:  # idle release: it was not counted active
+                self.releasing = False
+                self._shed()
+            else:
+                self.sched.leave()
             if self.removed:
                 self.net.retire_runner(self)
+
+    def _shed(self) -> None:
+        # A released node keeps its counters, state and actor, and none of what its
+        # last work allocated: its empty queues and its last inputs go (a queue is
+        # allocated again with its next value, see InPort.put_nowait).
+        for port in self.inports.values():
+            if not port.queue and not port.putters:
+                port.queue = _NO_QUEUE
+        self.ctx.inputs = _EMPTY_CONFIG
 
     # -- the firing loops ----------------------------------------------------------------
 
@@ -744,6 +842,8 @@ class NodeRunner:
             n = len(order) if order is not None else len(self.single.queue)  # type: ignore[union-attr]
             if n == 0:
                 await self.park()
+                if self.releasing:
+                    return
                 continue
             if not self.simple:
                 await self._fire_guarded(n)
@@ -806,6 +906,32 @@ class NodeRunner:
             self.delivered += taken
             self.batch_it = None
 
+    def _hand_over(self) -> tuple[Any, InPort | None, int]:
+        """The batch hand-over target of a plain-def batch: ``(out-port, queue, room)``.
+
+        A node whose only *connected* out-port feeds one unchecked queue collects the
+        values for it while that queue has room and hands them over in one extend
+        (:meth:`OutPort.send_nowait` specialised: room is reserved up front). Its other
+        out-ports (``error``, ``rejected``, ...) are unconnected: a value for one of them
+        is counted and queued nowhere, so it cannot overtake the pending batch. Computed
+        at the start of a batch and again after anything that may have yielded (a live
+        edit may have connected a port meanwhile); ``(_UNUSED, None, 0)`` when no port
+        qualifies or its queue has no room for more than one value.
+        """
+        primary: OutPort | None = None
+        for out in self.outports.values():
+            if out.targets:
+                if primary is not None:
+                    return _UNUSED, None, 0  # two connected out-ports: no hand-over
+                primary = out
+        if primary is None or primary.checked or len(primary.targets) != 1:
+            return _UNUSED, None, 0
+        target = primary.targets[0]
+        room = target.capacity - len(target.queue)
+        if room <= 1:
+            return _UNUSED, None, 0
+        return primary, target, room
+
     async def _batch_def(self, n: int) -> None:
         # Plain def behaviours: nothing suspends between messages unless an output has
         # to wait, and a def cannot ``await ctx.send``, so nothing is held back.
@@ -815,27 +941,19 @@ class NodeRunner:
         port = self.single
         fn = self.fn
         assert fn is not None
-        # Batch transfer: a node with one out-port feeding one queue collects outputs
-        # while that queue has room and hands them over in one extend (OutPort.send_nowait
-        # specialised: the room is reserved up front, and nothing can yield in between).
-        # Once it is used up, the rest goes through OutPort.send (and may wait).
-        batch: list[Any] | None = None
-        primary: Any = _UNUSED  # the batched out-port, while batching
-        room = 0
-        target_q: InPort | None = None
-        # A node with one out-port: a one-entry result for it needs no lookup (the
-        # out-ports of a node never change).
-        only_name: Any = _UNUSED
-        only: Any = None
-        if len(outports) == 1:
-            only_name = next(iter(outports))
-            only = outports[only_name]
-            if len(only.targets) == 1 and not only.checked:
-                target_q = only.targets[0]
-                room = target_q.capacity - len(target_q.queue)
-                if room > 1:
-                    batch = []
-                    primary = only
+        # Batch transfer (see _hand_over): outputs for ``primary`` are collected in
+        # ``batch`` while its queue has room. Any other delivery, and anything that
+        # may yield, flushes the batch first (FIFO per connection, and no room promised
+        # across a yield); once flushed or used up, the hand-over is armed again.
+        primary, target_q, room = self._hand_over()
+        batch: list[Any] | None = [] if target_q is not None else None
+        # A one-entry result for the node's usual out-port (its connected one, or its
+        # only one) needs no lookup: the out-ports of a node never change.
+        only: Any = primary if target_q is not None else None
+        if only is None:
+            only = next((o for o in outports.values() if o.targets),
+                        next(iter(outports.values()), None))
+        only_name: Any = only.name if only is not None else _UNUSED
         dict_ = dict
         # Observed: each message is announced as the general path would (see deliver);
         # re-read after anything that can yield, since observers come and go then.
@@ -882,12 +1000,13 @@ class NodeRunner:
                     self._batch_fold(1)
                     if batch:
                         self._flush(target_q, primary, batch)
-                    batch = None
-                    primary = _UNUSED
+                    batch = None  # (a cancelled recovery must not flush it again)
                     await self._recover_and_deliver(inputs, exc)
                     fn = self.fn  # a restart rebinds the behaviour
                     assert fn is not None
                     observed = bus.active
+                    primary, target_q, room = self._hand_over()
+                    batch = [] if target_q is not None else None
                     continue
                 except BaseException:
                     self._batch_fold(1)
@@ -901,15 +1020,20 @@ class NodeRunner:
                     if len(batch) >= room:  # type: ignore[arg-type]
                         self._flush(target_q, primary, batch)  # type: ignore[arg-type]
                         batch = None
-                        primary = _UNUSED
-                elif out is not None:
+                        primary, target_q, room = self._hand_over()
+                        batch = [] if target_q is not None else None
+                    continue
+                if out is not None:
                     targets = out.targets
+                    if not targets:
+                        # unconnected: counted, queued nowhere (the batch keeps going)
+                        out.send_nowait(out_value)
+                        continue
+                    if batch:
+                        self._flush(target_q, primary, batch)
+                    batch = None
                     if len(targets) != 1 or out.checked \
                             or not targets[0].put_nowait(out_value):
-                        if batch:  # what the batch holds goes first, before any wait
-                            self._flush(target_q, primary, batch)
-                            batch = None
-                            primary = _UNUSED
                         await self.deliver(out, out_value, None)
                         observed = bus.active
                     else:
@@ -919,10 +1043,13 @@ class NodeRunner:
                 elif outputs:
                     if batch:
                         self._flush(target_q, primary, batch)
-                        batch = None
-                        primary = _UNUSED
+                    batch = None
                     await self._deliver_all(outputs)
                     observed = bus.active
+                else:
+                    continue
+                primary, target_q, room = self._hand_over()
+                batch = [] if target_q is not None else None
         finally:
             self._batch_end()
             if batch:
@@ -1036,6 +1163,8 @@ class NodeRunner:
                     pass
                 else:
                     await self.park()
+                    if self.releasing:
+                        return
                     continue
             inputs = {p.name: self.take(p) for p in required}
             for p in self.optional:

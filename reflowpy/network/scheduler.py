@@ -12,6 +12,15 @@ their invariants live in one place:
 * ``inline_depth`` / ``inline_ok`` bound inline activations (a parked plain-``def``
   receiver run in its sender's task, see :mod:`reflowpy.network.runner`).
 
+**Idle release.** A runner gets its task lazily, on its first work; once it has been
+parked for a whole ``release_after`` period (seconds) the scheduler ends that task
+(:meth:`Scheduler.release_idle`, one task that runs only while some runner holds a
+task), and the next arrival starts a new one. A parked task costs a few KiB (its
+coroutine frames, cancel scope and status); a released node costs only its runner.
+Releasing is not work: it changes neither ``active`` nor idleness, so no
+``NetworkIdle`` is announced for it. Only runners that fire per message or join hold a
+task they can give back; a ``run()`` actor's task *is* its state and is kept.
+
 **Stalls.** A runner blocked in a send on a full queue tells the scheduler
 (:meth:`block` / :meth:`unblock`). When every active runner is blocked and every queue
 they wait on is still full -- no task can make progress, which in a graph is a cycle
@@ -27,6 +36,7 @@ out-port (the consumer outside the network reads slowly) is not a stall.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -66,11 +76,12 @@ class Scheduler:
     when it stalls. Both are callbacks of the owning network.
     """
 
-    __slots__ = ("_blocked", "_idle_event", "_on_idle", "_on_stall", "active",
-                 "inline_depth", "inline_ok", "stall", "stopping", "timers")
+    __slots__ = ("_blocked", "_idle_event", "_on_idle", "_on_stall", "active", "epoch",
+                 "inline_depth", "inline_ok", "reaping", "release_after", "stall",
+                 "stopping", "tasked", "timers")
 
     def __init__(self, on_idle: Callable[[], None],
-                 on_stall: Callable[[Stall], None]) -> None:
+                 on_stall: Callable[[Stall], None], release_after: float = 10.0) -> None:
         self.active = 0
         self.timers = 0
         #: Nesting of inline activations in the current call stack.
@@ -82,6 +93,13 @@ class Scheduler:
         #: Set by a forced stop: tasks being cancelled are not a stall.
         self.stopping = False
         self._blocked: dict[Any, InPort] = {}
+        #: Idle release (see the module docstring): seconds a runner stays parked
+        #: before its task ends (``math.inf``: never), the sweep counter runners note
+        #: when they park, the runners that hold a task, and whether the sweep runs.
+        self.release_after = release_after
+        self.epoch = 0
+        self.tasked: list[Any] = []
+        self.reaping = False
         self._idle_event = trio.Event()
         self._on_idle = on_idle
         self._on_stall = on_stall
@@ -133,6 +151,37 @@ class Scheduler:
     def poke(self) -> None:
         """Wake every :meth:`wait` so it re-checks (after a stall or a failure)."""
         self._idle_event.set()
+
+    # -- idle release ----------------------------------------------------------------
+
+    def tasked_runner(self, runner: Any) -> bool:
+        """``runner`` got a task; returns True when the release sweep must be started."""
+        self.tasked.append(runner)
+        if self.reaping or self.release_after == math.inf:
+            return False
+        self.reaping = True
+        return True
+
+    async def release_idle(self) -> None:
+        """The release sweep: every ``release_after`` seconds, end the tasks of runners
+        parked since before the previous sweep. Ends when no runner holds a task (the
+        next task started starts it again)."""
+        try:
+            while self.tasked:
+                await trio.sleep(self.release_after)
+                epoch = self.epoch
+                self.epoch = epoch + 1
+                keep = []
+                for runner in self.tasked:
+                    if not runner.running:
+                        continue  # its task ended (released, removed, or finished)
+                    if runner.waiter is not None and runner.park_epoch < epoch \
+                            and runner.release():
+                        continue
+                    keep.append(runner)
+                self.tasked = keep
+        finally:
+            self.reaping = False
 
     # -- stalls ------------------------------------------------------------------------
 
