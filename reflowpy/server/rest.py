@@ -37,6 +37,7 @@ from reflowpy.server.jsonio import (
 )
 from reflowpy.server.policy import CapabilityRefused
 from reflowpy.server.schemas import (
+    STATUSES,
     ComponentOut,
     ErrorOut,
     ExecutionCreate,
@@ -292,6 +293,9 @@ def routes(state: ServerState) -> list[BaseRoute]:
         limit = int(query_number(request, "limit", 100, 1, 1000))
         after = request.query_params.get("after") or None
         status = request.query_params.get("status") or None
+        if status is not None and status not in STATUSES:
+            raise HttpError(422, "invalid_request", f"query 'status' must be one of "
+                            f"{', '.join(sorted(STATUSES))}, not {status!r}")
         page, cursor = state.executions.page(after=after, limit=limit, status=status)
         response = json_response([_execution_out(ex) for ex in page])
         if cursor is not None:

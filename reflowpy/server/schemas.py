@@ -15,6 +15,10 @@ import msgspec
 
 from reflowpy.network.supervision import DeadLetter
 
+#: Every status an execution can show (``Execution.live_status``), for filters naming one.
+STATUSES = frozenset({"starting", "running", "idle", "stopping", "interrupted", "finished",
+                      "stopped", "failed"})
+
 __all__ = [
     "ComponentOut",
     "DeadLetterOut",
@@ -310,7 +314,7 @@ def openapi(version: str) -> dict[str, Any]:
                 _param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000},
                        False),
                 _param("after", "query", {"type": "string"}, False),
-                _param("status", "query", {"type": "string"}, False),
+                _param("status", "query", {"type": "string", "enum": sorted(STATUSES)}, False),
             ],
             "get": _op("Executions, oldest first, a page at a time (a Link header with"
                        " rel=next names the next page)",

@@ -320,6 +320,9 @@ async def test_delete_pagination_and_retention(nursery: trio.Nursery, tmp_path: 
         finished = (await c.get("/executions", params={"status": "finished",
                                                        "limit": 1000})).json()
         assert len(finished) == 40
+        for bad in ("nope", "FINISHED", "finished "):
+            r = await c.get("/executions", params={"status": bad})
+            assert r.status_code == 422 and "status" in r.json()["detail"], r.text
         # delete: a finished one and a running one (stopped first)
         assert (await c.delete(f"/executions/{ids[-1]}")).status_code == 204
         assert (await c.get(f"/executions/{ids[-1]}")).status_code == 404
