@@ -110,11 +110,11 @@ def _load_registry(spec: str | None) -> Any:
 def _read_graph(file: str, format: str | None = None) -> Any:
     """The graph in ``file`` (``-`` reads stdin); GraphFormatError names the file."""
     from reflowpy.network import formats
+    from reflowpy.network.formats._limits import read_limited
 
     if file == "-":
-        data = sys.stdin.buffer.read()
         try:
-            return formats.loads(data, format)
+            return formats.loads(read_limited(sys.stdin.buffer, format or ""), format)
         except GraphFormatError as exc:
             where = f"<stdin>, {exc.where}" if exc.where else "<stdin>"
             raise GraphFormatError(exc.detail, format=exc.format, where=where) from None

@@ -267,3 +267,45 @@ def test_the_api_under_asyncio_says_how_instead_of_crashing() -> None:
         return await asyncio.to_thread(rf.run, g, {"i": [1, 2]}, registry)  # the way
 
     assert asyncio.run(main()) == {"o": [1, 2]}
+
+
+def test_endless_and_oversized_files_are_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                                 ) -> None:
+    # /dev/zero never ends: reading stops one byte past the limit (it read until memory ran
+    # out); a regular file, stdin and a map file over the limit are refused the same way
+    proc = _cli("validate", "/dev/zero")
+    assert proc.returncode == 3, proc.stderr
+    assert "/dev/zero" in proc.stderr and "MiB" in proc.stderr and "Traceback" not in proc.stderr
+    from reflowpy.network.formats import _limits
+
+    monkeypatch.setattr(_limits, "MAX_TEXT_BYTES", 100)
+    big = tmp_path / "big.fbp"
+    big.write_text("a(core/Repeat) OUT -> IN b(core/Repeat)\n" * 3)
+    with pytest.raises(rf.GraphFormatError, match="big.fbp.*longer than"):
+        rf.load(big)
+    with pytest.raises(rf.GraphFormatError, match="map.*longer than"):
+        from reflowpy.network.formats import mapping
+        mapping.load(big)
+    small = tmp_path / "small.fbp"
+    small.write_text("a(core/Repeat) OUT -> IN b(core/Repeat)\n")
+    assert set(rf.load(small).nodes) == {"a", "b"}
+
+
+@pytest.mark.parametrize("fmt", ["reflow", "noflo", "yaml", "fbp"])
+def test_a_byte_order_mark_is_not_part_of_the_graph(tmp_path: Path, fmt: str) -> None:
+    g = rf.Graph("bom")
+    g.add_node("r", "core/Repeat")
+    g.add_inport("numbers", "r", "in")
+    text = rf.network.formats.dumps(g, fmt)
+    path = tmp_path / f"g.{'fbp' if fmt == 'fbp' else 'yaml' if fmt == 'yaml' else 'json'}"
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    assert rf.load(path).nodes.keys() == g.nodes.keys()
+    proc = _cli("validate", str(path))
+    assert proc.returncode == 0, proc.stderr
+    for encoding in ("utf-16", "utf-16-le", "utf-16-be"):
+        bom = "\ufeff" if encoding != "utf-16" else ""
+        path.write_bytes((bom + text).encode(encoding))
+        assert rf.load(path).nodes.keys() == g.nodes.keys()
+    path.write_bytes(b"\xff\xfe" + b"\x00\xd8")  # a lone surrogate in UTF-16
+    with pytest.raises(rf.GraphFormatError, match="not UTF-16 text"):
+        rf.load(path)

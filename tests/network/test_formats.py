@@ -277,8 +277,10 @@ def test_detection_and_not_a_graph() -> None:
     assert "empty" in str(e)
     e = _err("this is not a graph at all")
     assert e.format == "fbp" and e.where.startswith("line 1")
-    e = _err(b"\xff\xfe{")
+    e = _err(b"\xff{")
     assert "UTF-8" in str(e)
+    e = _err(b"\xff\xfe{")  # a UTF-16 byte-order mark, then half a character
+    assert "UTF-16" in str(e)
     with pytest.raises(rf.GraphFormatError, match="unknown format 'xml'"):
         rf.Graph.loads("{}", "xml")
     with pytest.raises(rf.GraphFormatError, match="cannot read"):

@@ -24,7 +24,7 @@ from typing import Any
 from reflowpy.errors import GraphFormatError
 from reflowpy.network.formats import fbp, noflo, reflow
 from reflowpy.network.formats import yaml as yamlfmt
-from reflowpy.network.formats._limits import check_text
+from reflowpy.network.formats._limits import check_text, read_limited
 from reflowpy.network.formats._util import bulk, check_duplicate_keys, json_dumps, json_loads
 from reflowpy.network.graph import Graph
 
@@ -161,16 +161,20 @@ def to_dict(graph: Graph, format: str = "reflow") -> dict[str, Any]:
 
 def _text(text: str | bytes, format: str | None) -> str:
     if isinstance(text, bytes | bytearray | memoryview):
+        data = bytes(text)
+        # A byte-order mark is no part of the graph (editors on Windows write one, and
+        # PowerShell's redirection writes UTF-16 with one)
+        encoding = "utf-16" if data.startswith((b"\xff\xfe", b"\xfe\xff")) else "utf-8"
         try:
-            return bytes(text).decode("utf-8")
+            return data.decode(encoding).removeprefix("\ufeff")
         except UnicodeDecodeError as exc:
-            raise GraphFormatError(f"not UTF-8 text: {exc.reason}", format=format or "",
-                                   where=f"byte {exc.start}") from None
+            raise GraphFormatError(f"not {encoding.upper()} text: {exc.reason}",
+                                   format=format or "", where=f"byte {exc.start}") from None
     if not isinstance(text, str):
         raise GraphFormatError(f"expected graph text (str or bytes), got"
                                f" {type(text).__name__}", format=format or "")
     check_text(text, format or "")
-    return text
+    return text.removeprefix("\ufeff")
 
 
 def loads(text: str | bytes, format: str | None = None) -> Graph:
@@ -251,10 +255,13 @@ def format_for_path(path: str | Path) -> str:
 def load(path: str | Path, format: str | None = None) -> Graph:
     """Read a graph file; the format is detected from the content unless given."""
     try:
-        text = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            text = read_limited(file, format or "")
     except OSError as exc:
         raise GraphFormatError(f"cannot read {str(path)!r}: {exc.strerror}",
                                format=format or "") from None
+    except GraphFormatError as exc:
+        raise GraphFormatError(exc.detail, format=exc.format, where=str(path)) from None
     try:
         return loads(text, format)
     except GraphFormatError as exc:

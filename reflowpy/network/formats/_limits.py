@@ -11,6 +11,8 @@ writers), printed, and encoded as UTF-8, so the readers refuse, with a
 * strings that are not valid Unicode text (a lone UTF-16 surrogate such as ``\\ud800``);
 * mapping keys that are not strings (YAML ``1: x``), and values that are no JSON value
   (YAML ``!!binary``, ``!!set``);
+* files and streams longer than :data:`MAX_TEXT_BYTES` (``/dev/zero``, a runaway pipe),
+  read no further than one byte past the limit (:func:`read_limited`);
 * documents whose YAML aliases expand to more than :data:`EXPANSION_FACTOR` times the
   size of the text (the "billion laughs" file), counted while walking, never built.
 
@@ -20,13 +22,13 @@ and is cheap on the common case: one type test per scalar, ASCII strings in O(1)
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, BinaryIO
 
 from reflowpy.errors import GraphFormatError
 from reflowpy.network.message import FrozenDict, FrozenList
 
-__all__ = ["EXPANSION_FACTOR", "MAX_DEPTH", "MAX_INDEX", "MAX_INT", "MIN_INT", "Budget",
-           "check_int", "check_text", "check_value", "line_col"]
+__all__ = ["EXPANSION_FACTOR", "MAX_DEPTH", "MAX_INDEX", "MAX_INT", "MAX_TEXT_BYTES", "MIN_INT",
+           "Budget", "check_int", "check_text", "check_value", "line_col", "read_limited"]
 
 #: Deepest nesting of lists/objects inside one value (IIP data, metadata).
 MAX_DEPTH = 64
@@ -35,6 +37,9 @@ MAX_INT = 2**64 - 1
 MIN_INT = -(2**63)
 #: Largest port index (addressable ports are arrays; JavaScript's int32 range).
 MAX_INDEX = 2**31 - 1
+#: Longest graph (or map) file or stream read, in bytes: five times the 50 MB graphs the
+#: loaders are measured on, far below what loading it would take in memory.
+MAX_TEXT_BYTES = 256 * 2**20
 #: Values visited (aliases expanded) may exceed the text's length by this factor.
 EXPANSION_FACTOR = 10
 
@@ -161,6 +166,16 @@ def check_text(text: str, fmt: str) -> None:
         raise GraphFormatError(
             f"the text holds a lone surrogate {text[exc.start]!a}, which is not"
             " Unicode text", format=fmt, where=line_col(text, exc.start)) from None
+
+
+def read_limited(stream: BinaryIO, fmt: str = "") -> bytes:
+    """All of ``stream``'s bytes, refused with a GraphFormatError once it holds more than
+    :data:`MAX_TEXT_BYTES` (reading stops one byte past the limit)."""
+    data = stream.read(MAX_TEXT_BYTES + 1)
+    if len(data) > MAX_TEXT_BYTES:
+        raise GraphFormatError(f"longer than {MAX_TEXT_BYTES // 2**20} MiB, the most a graph"
+                               " file may hold; split it into subgraphs", format=fmt)
+    return data
 
 
 def line_col(text: str | bytes, pos: int) -> str:

@@ -67,13 +67,17 @@ class Map(msgspec.Struct, forbid_unknown_fields=True):
 def load(path: str | Path) -> Map:
     """Read a map file (YAML or JSON); a bad one raises GraphFormatError naming the field."""
     from reflowpy.network.formats import yaml as yamlfmt
+    from reflowpy.network.formats._limits import read_limited
     from reflowpy.network.formats._util import convert
 
     try:
-        text = Path(path).read_bytes()
+        with open(path, "rb") as file:
+            text = read_limited(file, "map")
     except OSError as exc:
         raise GraphFormatError(f"cannot read map {str(path)!r}: {exc.strerror}",
                                format="map") from None
+    except GraphFormatError as exc:
+        raise GraphFormatError(exc.detail, format="map", where=str(path)) from None
     try:
         data = yamlfmt.load_data(text)
     except GraphFormatError as exc:
