@@ -339,6 +339,17 @@ class InChannel:
         self.resume_due = False
         return Resume(self.id, self.received)
 
+    def reset(self, start: int) -> None:
+        """A new sender process (direct channels): forget the old one's numbering and
+        what it left buffered (its upstream replays it: completion acks), and expect
+        ``start`` next."""
+        self.buffer.clear()
+        self.received = self.delivered = self.completed = start - 1
+        self._sent_acked = self._sent_grant = start - 1
+        self._resume_asked = -1
+        self.credit_due = self.resume_due = True
+        self.credit_idle = False
+
     def link_down(self) -> None:
         """The connection dropped: on the next one, say where to resume and re-grant."""
         self.resume_due = True

@@ -33,11 +33,12 @@ import secrets
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import msgspec
 import trio
 
 from reflowpy.bridge.binding import Binding
@@ -73,6 +74,9 @@ class _Peer:
         self.specs: list[ChannelSpec] = []
         self.deterministic = False
         self.nodes: list[str] = []
+        #: Direct channels (partition to partition) by the other end's location.
+        self.direct_out: dict[str, list[ChannelSpec]] = {}
+        self.direct_in: dict[str, list[ChannelSpec]] = {}
 
 
 class BridgedNetwork:
@@ -92,6 +96,9 @@ class BridgedNetwork:
     completion: a restarted worker loses nothing; receipt is faster, at-most-once on
     process loss). ``max_frame`` is the largest decoded frame peers may send us (each
     side tells the other its limit in HELLO; senders split batches to fit).
+    ``direct`` connects two partitions by a link of their own for the edges between
+    them (else this process relays them); ``direct_route(sender, receiver, address)``
+    gives the address the sending partition dials (tests: through a cutting proxy).
     """
 
     def __init__(self, graph: Graph, registry: Registry | None = None, *,
@@ -104,10 +111,13 @@ class BridgedNetwork:
                  python: str = sys.executable, name: str | None = None,
                  transports: Mapping[str, Transport] | None = None,
                  ack_on: Mapping[str, str] | None = None,
-                 max_frame: int = MAX_FRAME) -> None:
+                 max_frame: int = MAX_FRAME, direct: bool = True,
+                 direct_route: Callable[[str, str, str], str] | None = None) -> None:
         self.graph = graph
         self.placement: Placement = place(graph, placement, capacity=channel_capacity,
-                                          ack_on=ack_on)
+                                          ack_on=ack_on, direct=direct and not any(
+                                              loc.startswith("partition:")
+                                              for loc in transports or {}))
         self.network = Network(self.placement.local.graph, registry, name=name or graph.name,
                                capacity=capacity, output_capacity=output_capacity,
                                policy=policy)
@@ -118,6 +128,7 @@ class BridgedNetwork:
         self.worker_plugins = list(worker_plugins)
         self.python = python
         self._transports = dict(transports or {})
+        self._route = direct_route or (lambda _a, _b, address: address)
         self._token = secrets.token_hex(16)
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._stopping = False
@@ -145,6 +156,8 @@ class BridgedNetwork:
             peer.specs = list(part.channels)
             peer.deterministic = part.deterministic
             peer.nodes = list(part.graph.nodes)
+            peer.direct_out = dict(part.direct_out)
+            peer.direct_in = dict(part.direct_in)
             self._peers[loc] = peer
         local = self.placement.local
         for spec in local.channels:
@@ -162,6 +175,9 @@ class BridgedNetwork:
             src = next(p for p in self._peers.values() if first in p.session.inc)
             dst = next(p for p in self._peers.values() if second in p.session.out)
             self.binding.relay(src.session, first, dst.session, second)
+        #: One session id per direct link (sender, receiver), minted here.
+        self._direct_sessions = {(a, b): secrets.token_hex(8)
+                                 for a, p in self._peers.items() for b in p.direct_out}
         for peer in self._peers.values():
             nodes = peer.nodes
             self.binding.remote_nodes[id(peer.session)] = (nodes, self._policy_of)
@@ -192,8 +208,21 @@ class BridgedNetwork:
                              else inc.received + 1)
                 specs.append(ChannelSpec(spec.id, spec.sender, spec.src, spec.tgt,
                                          spec.capacity, start, spec.ack_on))
-            return specs, {"graph": peer.part_graph, "location": peer.location,
-                           "deterministic": peer.deterministic}
+            part: dict[str, Any] = {"graph": peer.part_graph, "location": peer.location,
+                                    "deterministic": peer.deterministic}
+            if peer.direct_out:
+                part["direct_out"] = [
+                    {"session": self._direct_sessions[peer.location, b], "location": b,
+                     "channels": msgspec.to_builtins(chans),
+                     "address": self._route(peer.location, b, self._peers[b].address),
+                     "token": self._peers[b].token}
+                    for b, chans in peer.direct_out.items()]
+            if peer.direct_in:
+                part["direct_in"] = [
+                    {"session": self._direct_sessions[a, peer.location], "location": a,
+                     "channels": msgspec.to_builtins(chans)}
+                    for a, chans in peer.direct_in.items()]
+            return specs, part
         return hello
 
     def _on_incarnation(self, peer: _Peer) -> Any:
@@ -216,13 +245,18 @@ class BridgedNetwork:
             await self.network.start()
             if any(loc.startswith("partition:") for loc in self._peers):
                 self._dir = tempfile.TemporaryDirectory(prefix="reflowpy-bridge-")
+            socks: dict[str, str] = {}
+            for peer in self._peers.values():  # every address first: HELLOs name them
+                if (peer.location not in self._transports
+                        and peer.location.startswith("partition:")):
+                    assert self._dir is not None
+                    socks[peer.location] = str(
+                        Path(self._dir.name) / f"{secrets.token_hex(4)}.sock")
+                    peer.address = f"unix:{socks[peer.location]}"
             for peer in self._peers.values():
                 transport = self._transports.get(peer.location)
-                if transport is None and peer.location.startswith("partition:"):
-                    assert self._dir is not None
-                    sock = Path(self._dir.name) / f"{secrets.token_hex(4)}.sock"
-                    peer.address = f"unix:{sock}"
-                    await self._nursery.start(self._supervise, peer, str(sock))
+                if peer.location in socks:
+                    await self._nursery.start(self._supervise, peer, socks[peer.location])
                 if transport is None:
                     context = (ssl_context_for(self.peers, peer.location[len("remote:"):])
                                if peer.location.startswith("remote:") else None)

@@ -10,6 +10,15 @@ partition worker process. For each connection it runs the HELLO challenge, then:
 * anything else (wrong token, replayed handshake, garbage, unknown session, component
   not allowed) is answered with REJECT and closes that connection only.
 
+**Direct channels** (an edge between two partitions): the part's HELLO names them.
+For ``direct_out`` the deployment keeps a session of its own to the receiving
+partition (a :class:`~reflowpy.bridge.session.Dialer` with the token the placing
+process gave, the session id it minted); for ``direct_in`` it waits for that dialer:
+a HELLO naming such a session *attaches* to this deployment (:class:`_Attached`) if it
+declares exactly the channels the placing process announced. A dialer with a new
+incarnation (the sending partition restarted) restarts the channels' numbering where
+it says; a receiving partition that restarted is told, by the HELLO, where to start.
+
 A deployment whose peer stays away past ``deadline`` is stopped (its undelivered
 messages become dead letters with the reason ``peer lost``); one whose peer says bye
 stops at once.
@@ -19,14 +28,16 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+import msgspec
 import trio
 
 from reflowpy.bridge.binding import Binding
-from reflowpy.bridge.frames import MAX_FRAME, Hello
-from reflowpy.bridge.session import Session, accept
+from reflowpy.bridge.frames import MAX_FRAME, ChannelSpec, Hello
+from reflowpy.bridge.peers import transport_for
+from reflowpy.bridge.session import Dialer, Session, accept
 from reflowpy.bridge.transport import Connection, LinkClosed
 from reflowpy.errors import BridgeAuthError, BridgeError, GraphError, PeerLost, ReflowError
 from reflowpy.network.graph import Graph
@@ -38,9 +49,51 @@ __all__ = ["Host"]
 _log = logging.getLogger("reflowpy.bridge")
 
 
+class _Direct(msgspec.Struct, forbid_unknown_fields=True):
+    """One direct link in a part's HELLO: to (``direct_out``) or from (``direct_in``)
+    another partition; ``address``/``token`` only for the dialing side."""
+
+    session: str
+    location: str
+    channels: list[ChannelSpec]
+    address: str = ""
+    token: str = ""
+
+
+class _Attached:
+    """The receiving end of a direct link: a session of a deployment, dialed by the
+    sending partition."""
+
+    def __init__(self, dep: _Deployment, session: Session, sender: str) -> None:
+        self.dep = dep
+        self.session = session
+        self.sender = sender
+        self.incarnation = ""
+        self.link: trio.CancelScope | None = None
+
+    def adopt(self, hello: Hello) -> Session:
+        s = self.session
+        if s.state in ("lost", "closed"):
+            raise BridgeAuthError(f"session {hello.session} has ended")
+        declared = {c.id: c for c in hello.channels}
+        if (set(declared) != set(s.inc) or any(
+                c.tgt != s.inc[c.id].spec.tgt or c.sender != self.sender
+                or c.start < 1 for c in declared.values())):
+            raise BridgeAuthError(f"direct link {hello.session}: channels {sorted(declared)}"
+                                  " are not the ones announced for it")
+        if hello.incarnation != self.incarnation:  # a new sending process
+            for c in declared.values():
+                s.inc[c.id].reset(c.start)
+            self.incarnation = hello.incarnation
+        s.remote_id = hello.peer
+        return s
+
+
 class _Deployment:
     def __init__(self, host: Host, session: Session, graph: Graph, location: str,
-                 specs: list[Any], deterministic: bool) -> None:
+                 specs: list[Any], deterministic: bool,
+                 direct_out: Sequence[_Direct] = (), direct_in: Sequence[_Direct] = ()
+                 ) -> None:
         self.host = host
         self.session = session
         self.graph = graph
@@ -56,11 +109,49 @@ class _Deployment:
             else:
                 session.add_in(spec, start=spec.start)
                 self.binding.receive_channel(session, spec.id, spec.tgt)
+        self.dialers: list[Dialer] = []
+        #: Messages resent into a restarted receiving partition (direct channels).
+        self.replayed = 0
+        for d in direct_out:
+            out = Session(host.local_id, session_id=d.session, max_frame=host.max_frame)
+            for spec in d.channels:
+                out.add_out(spec, buffer_limit=host.buffer_limit)
+                self.binding.send_channel(out, spec.id, spec.src)
+            self.dialers.append(Dialer(
+                out, transport_for(d.address), token=d.token, hello=self._hello(out),
+                on_incarnation=self._rewind(out), deadline=host.deadline,
+                incarnation=host.incarnation, retry_refused=True))
+        self.attached: dict[str, _Attached] = {}
+        for d in direct_in:
+            inc = Session(host.local_id, remote_id=d.location, session_id=d.session,
+                          max_frame=host.max_frame)
+            for spec in d.channels:
+                inc.add_in(spec)
+                self.binding.receive_channel(inc, spec.id, spec.tgt)
+            self.attached[d.session] = _Attached(self, inc, d.location)
         self.links = 0
         self.link: trio.CancelScope | None = None
         self.down = trio.Event()
         self.done = trio.Event()
         self.scope = trio.CancelScope()
+
+    @staticmethod
+    def _hello(out: Session) -> Callable[[], tuple[list[ChannelSpec], Any]]:
+        def hello() -> tuple[list[ChannelSpec], Any]:
+            # a receiver new to us starts after what it acked (completion: nothing lost)
+            return [msgspec.structs.replace(c.spec, start=c.acked + 1)
+                    for c in out.out.values()], {"attach": True}
+        return hello
+
+    def _rewind(self, out: Session) -> Callable[[str, str], None]:
+        def changed(previous: str, new: str) -> None:
+            if previous:  # the receiving partition restarted: resend all unacked
+                self.replayed += sum(o.next_seq - 1 - o.acked for o in out.out.values())
+                for o in out.out.values():
+                    o.grant_upto = o.sent_upto = o.acked
+                _log.warning("bridge: direct link %s: receiver restarted; resending from"
+                             " the last completed messages", out.session_id)
+        return changed
 
     async def run(self) -> None:
         try:
@@ -68,11 +159,19 @@ class _Deployment:
                 async with self.net, trio.open_nursery() as nursery:
                     nursery.start_soon(self.binding.run)
                     nursery.start_soon(self._watch)
+                    for dialer in self.dialers:
+                        nursery.start_soon(dialer.run, name=f"bridge direct {self.location}")
         except ReflowError as exc:
             _log.error("bridge deployment %s of peer %r failed: %s", self.location,
                        self.session.remote_id, exc)
         finally:
             self.session.close()
+            for dialer in self.dialers:
+                dialer.session.close()
+            for sid, att in self.attached.items():
+                att.session.close()
+                if self.host.attached.get(sid) is att:
+                    del self.host.attached[sid]
             self.done.set()
             self.host.deployments.pop(self.session.session_id, None)
 
@@ -120,6 +219,8 @@ class Host:
         #: Changes with every process start: a dialer seeing a new one knows we restarted.
         self.incarnation = secrets.token_hex(6)
         self.deployments: dict[str, _Deployment] = {}
+        #: Direct links into deployments here, by session id.
+        self.attached: dict[str, _Attached] = {}
         self.refused = 0
         self.accepted = 0
 
@@ -134,7 +235,8 @@ class Host:
             _log.warning("bridge: refused %s: %s", conn.description, exc)
             return
         self.accepted += 1
-        dep = self.deployments.get(hello.session)
+        dep: _Deployment | _Attached | None = (self.deployments.get(hello.session)
+                                               or self.attached.get(hello.session))
         if dep is None:
             return
         if dep.link is not None:
@@ -155,6 +257,9 @@ class Host:
             if dep.session.state in ("lost", "closed"):
                 raise BridgeAuthError(f"session {hello.session} has ended")
             return dep.session, self.incarnation
+        att = self.attached.get(hello.session)
+        if att is not None:
+            return att.adopt(hello), self.incarnation
         if not isinstance(hello.graph, dict) or "graph" not in hello.graph:
             raise BridgeAuthError(f"unknown session {hello.session!r} and no graph to host")
         try:
@@ -170,16 +275,24 @@ class Host:
             if node.component not in self.registry:
                 raise BridgeError(f"node {node.id!r}: component {node.component!r} is not"
                                   " registered on this peer")
+        try:
+            direct_out = msgspec.convert(hello.graph.get("direct_out", []), list[_Direct])
+            direct_in = msgspec.convert(hello.graph.get("direct_in", []), list[_Direct])
+        except msgspec.ValidationError as exc:
+            raise BridgeError(f"the direct links from peer {hello.peer!r} are invalid: {exc}"
+                              ) from None
         location = str(hello.graph.get("location", ""))
         session = Session(self.local_id, remote_id=hello.peer, session_id=hello.session,
                           max_frame=self.max_frame)
         try:
             dep = _Deployment(self, session, graph, location, list(hello.channels),
-                              bool(hello.graph.get("deterministic", False)))
+                              bool(hello.graph.get("deterministic", False)),
+                              direct_out, direct_in)
         except ReflowError as exc:
             raise BridgeError(f"cannot host the part from peer {hello.peer!r}: {exc}"
                               ) from None
         self.deployments[hello.session] = dep
+        self.attached.update(dep.attached)
         self.nursery.start_soon(dep.run, name=f"bridge deployment {location}")
         return session, self.incarnation
 

@@ -9,10 +9,12 @@ into one sub-graph per location. Every edge whose ends are in two locations beco
 puts into the target in-port with ``Network.send`` -- so the kernel sees an ordinary
 exported port and an ordinary sender, and **broadcast** (one out-port feeding local
 and remote in-ports) and **merge** (several connections, local or remote, into one
-in-port) keep their meaning. Edges between two non-local locations are relayed by
-this process (two channels), so every connection is between this process and one
-peer. IIPs travel with their target node; the graph's own exported ports must be on
-local nodes.
+in-port) keep their meaning. An edge between two partitions is **direct** (by
+default): one channel on a link of their own, the sending partition dials the
+receiving one (:attr:`Part.direct_out` / :attr:`Part.direct_in`); other edges between
+two non-local locations (a remote peer at either end, or ``direct=False``) are relayed
+by this process (two channels). IIPs travel with their target node; the graph's own
+exported ports must be on local nodes.
 """
 
 from __future__ import annotations
@@ -35,8 +37,13 @@ class Part(msgspec.Struct):
     graph: Graph
     channels: list[ChannelSpec] = msgspec.field(default_factory=list)
     #: Whether every node here is deterministic (outputs a function of each input alone),
-    #: so a restart may drop replayed outputs by position (exactly-once).
+    #: so a restart may drop replayed outputs by position (exactly-once). Never for a
+    #: part with direct inputs (its checkpoint would not cover them).
     deterministic: bool = False
+    #: Direct channels this part sends on, by receiving location (it dials that one).
+    direct_out: dict[str, list[ChannelSpec]] = msgspec.field(default_factory=dict)
+    #: Direct channels this part receives on, by sending location (it is dialed).
+    direct_in: dict[str, list[ChannelSpec]] = msgspec.field(default_factory=dict)
 
 
 class Placement(msgspec.Struct):
@@ -45,6 +52,8 @@ class Placement(msgspec.Struct):
 
     parts: dict[str, Part]
     relays: dict[int, int] = msgspec.field(default_factory=dict)
+    #: Direct channels (partition to partition): id -> (sender, receiver).
+    direct: dict[int, tuple[str, str]] = msgspec.field(default_factory=dict)
 
     @property
     def local(self) -> Part:
@@ -66,14 +75,16 @@ def split_endpoint(endpoint: str) -> tuple[str, str]:
 
 
 def place(graph: Graph, overrides: Mapping[str, str] | None = None, *,
-          capacity: int = 64, ack_on: Mapping[str, str] | None = None) -> Placement:
+          capacity: int = 64, ack_on: Mapping[str, str] | None = None,
+          direct: bool = True) -> Placement:
     """Cut ``graph`` by location. ``overrides`` maps node id -> location (the Python
     API's way to place code-built graphs: ``"partition:p1"``, ``"remote:ws://..."``,
     ``"local"``). ``capacity`` is the default receive buffer (credit) of a channel; an
     edge's own capacity wins. ``ack_on`` maps a location to ``"receipt"`` or
     ``"completion"`` for the channels into it (default: completion, so a restarted peer
     loses nothing and a drain means the whole graph is quiet; channels into this
-    process always ack on receipt)."""
+    process always ack on receipt). ``direct`` connects partitions to each other (else
+    this process relays their edges)."""
     overrides = dict(overrides or {})
     loc: dict[str, str] = {}
     for node in graph.nodes.values():
@@ -103,13 +114,20 @@ def place(graph: Graph, overrides: Mapping[str, str] | None = None, *,
     exported_src: set[tuple[str, str]] = set()
     acks = dict(ack_on or {})
 
-    def channel(sender: str, receiver: str, src: str, tgt: str, cap: int) -> ChannelSpec:
+    def channel(sender: str, receiver: str, src: str, tgt: str, cap: int,
+                p2p: bool = False) -> ChannelSpec:
         nonlocal next_id
         # This process is the root: it acks on receipt (its own loss is not recoverable,
         # and completion acks here would wait on the peers' acks, which wait on ours).
         mode = "receipt" if receiver == LOCAL else acks.get(receiver, "completion")
         spec = ChannelSpec(next_id, sender, src, tgt, cap, 1, mode)
         next_id += 1
+        if p2p:
+            parts[sender].direct_out.setdefault(receiver, []).append(spec)
+            parts[receiver].direct_in.setdefault(sender, []).append(spec)
+            parts[receiver].deterministic = False
+            placement.direct[spec.id] = (sender, receiver)
+            return spec
         for w in {sender, receiver}:
             parts[w].channels.append(spec)
         return spec
@@ -139,6 +157,8 @@ def place(graph: Graph, overrides: Mapping[str, str] | None = None, *,
         export(a, src)
         if a == LOCAL or b == LOCAL:
             channel(a, b, src, tgt, cap)
+        elif direct and a.startswith("partition:") and b.startswith("partition:"):
+            channel(a, b, src, tgt, cap, p2p=True)
         else:  # peer to peer: relayed by this process
             first = channel(a, LOCAL, src, f"relay:{tgt}", cap)
             second = channel(LOCAL, b, f"relay:{src}", tgt, cap)

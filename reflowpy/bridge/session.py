@@ -867,8 +867,15 @@ class Dialer:
                  hello: Callable[[], tuple[list[ChannelSpec], Any]],
                  on_incarnation: Callable[[str, str], None] | None = None,
                  deadline: float = 30.0, backoff: tuple[float, float] = (0.02, 1.0),
-                 handshake_timeout: float = 10.0) -> None:
+                 handshake_timeout: float = 10.0, incarnation: str = "",
+                 retry_refused: bool = False) -> None:
         self.session = session
+        #: This process' incarnation, told in HELLO (a direct channel's receiver
+        #: restarts its numbering when the sending process is a new one).
+        self.incarnation = incarnation
+        #: Keep dialing while the peer refuses the session (a direct link to a
+        #: partition that has not yet been given its part by the placing process).
+        self.retry_refused = retry_refused
         self.transport = transport
         self.token = token
         self.hello = hello
@@ -895,6 +902,7 @@ class Dialer:
                     channels, graph = self.hello()
                     reply = await dial(conn, local_id=s.local_id, token=self.token,
                                        session=s.session_id, channels=channels,
+                                       incarnation=self.incarnation,
                                        graph=graph, timeout=self.handshake_timeout,
                                        max_frame=s.max_frame)
                     s.remote_id = reply.peer
@@ -911,8 +919,9 @@ class Dialer:
                     await s.run_link(conn)
             except BridgeAuthError as exc:
                 self.last_error = exc
-                s.lose(exc)
-                return
+                if not (self.retry_refused and getattr(exc, "code", "") == "refused"):
+                    s.lose(exc)
+                    return
             except (LinkClosed, OSError, BridgeError) as exc:
                 self.last_error = exc
                 _log.info("bridge to %s: link down: %s", self.transport.address, exc)

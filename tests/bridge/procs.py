@@ -62,6 +62,8 @@ class CuttingProxy:
         self._budget = self.rng.randint(min_bytes, max_bytes)
         self._live: list[trio.CancelScope] = []
         self.connections = 0
+        #: Forward to this Unix socket instead of ``target_port`` (set before dialing).
+        self.target_unix: str | None = None
 
     async def serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                     ) -> None:
@@ -83,7 +85,8 @@ class CuttingProxy:
     async def _handle(self, client: trio.SocketStream) -> None:
         self.connections += 1
         try:
-            upstream = await trio.open_tcp_stream("127.0.0.1", self.target_port)
+            upstream = (await trio.open_unix_socket(self.target_unix) if self.target_unix
+                        else await trio.open_tcp_stream("127.0.0.1", self.target_port))
         except OSError:
             await client.aclose()
             return

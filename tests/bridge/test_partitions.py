@@ -1,7 +1,8 @@
 """Pipelines split over real worker processes (partitions, Unix sockets).
 
 Two processes (this one and one worker) and three (two workers, the edge between them
-relayed here): the same outputs as in one process, counted and ordered per source.
+relayed here; tests/bridge/test_direct.py connects them directly): the same outputs as
+in one process, counted and ordered per source.
 """
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ async def test_two_processes_same_outputs_as_one() -> None:
 async def test_three_processes_with_a_relayed_edge() -> None:
     n = long_scale(15_000)
     bn = BridgedNetwork(pipeline({"b": "partition:p1", "c": "partition:p2"}), registry(),
-                        worker_plugins=PLUGIN)
+                        worker_plugins=PLUGIN, direct=False)
     async with bn:
         got = await feed_and_collect(bn.network, n, sources=2)
     check_exact(got, n, sources=2)
