@@ -243,3 +243,41 @@ def test_zz_fuzz_counts(capsys: pytest.CaptureFixture[str]) -> None:
         print(f"\nhostile inputs: {FUZZ}")
     if FUZZ["inputs"]:
         assert FUZZ["refused"] > 0
+
+
+async def test_a_direct_link_attaches_only_with_the_announced_channels() -> None:
+    """A HELLO naming a direct link's session attaches to the deployment that announced
+    it only with exactly the channels announced (same ids, target and sender); a part
+    whose direct links are malformed is refused. Either refusal closes that link only."""
+    from reflowpy.bridge.frames import ChannelSpec
+    from reflowpy.errors import BridgeAuthError
+
+    part = rf.Graph("part")
+    part.add_node("c", "core/Repeat")
+    spec = ChannelSpec(7, "partition:p1", "b.out", "c.in", 16, 1, "completion")
+    announced = {"graph": part.to_dict("reflow"), "location": "partition:p2",
+                 "direct_in": [{"session": "d1", "location": "partition:p1",
+                                "channels": [[7, "partition:p1", "b.out", "c.in", 16, 1,
+                                              "completion"]]}]}
+    async with _host() as (host, transport):
+        async def hello(session: str, channels: list[ChannelSpec], graph: Any) -> None:
+            async with transport.connect() as conn:
+                await dial(conn, local_id="x", token="tok", session=session,
+                           channels=channels, graph=graph, incarnation="i1")
+
+        for bad in ("nope", [{"session": 1}], [{"session": "d", "location": "p",
+                                               "channels": [["x"]]}]):
+            with pytest.raises(BridgeAuthError, match="refused"):
+                await hello("s-bad", [], {**announced, "direct_in": bad})
+        with trio.fail_after(5):
+            await hello("s1", [], announced)
+        assert "d1" in host.attached
+        wrong = [ChannelSpec(8, "partition:p1", "b.out", "c.in", 16),  # another id
+                 ChannelSpec(7, "partition:p1", "b.out", "c.other", 16),  # another port
+                 ChannelSpec(7, "partition:p3", "b.out", "c.in", 16)]  # another sender
+        for channels in ([], [wrong[0]], [wrong[1]], [wrong[2]], [spec, wrong[0]]):
+            with pytest.raises(BridgeAuthError, match="not the ones announced"):
+                await hello("d1", channels, {"attach": True})
+        with trio.fail_after(5):
+            await hello("d1", [spec], {"attach": True})  # the right ones: attached
+        assert host.attached["d1"].incarnation == "i1"
