@@ -18,8 +18,9 @@ Prints JSON lines (workload, n, seconds, msgs_per_s, peak_rss_mb, ...):
   to the same server's ``--bridge-listen`` port (the bridge's own listener);
 * ``chain4_cpu_one_process`` vs ``chain4_cpu_2_partitions`` vs
   ``chain4_cpu_local_plus_partition``: four stages of ~50 us CPU each, in one process,
-  over two partition workers (edge between them relayed here), or two stages here and
-  two in one worker (goal >= 1.6x on 2 cores);
+  over two partition workers (the edge between them direct, partition to partition;
+  ``_relayed``: through this process), or two stages here and two in one worker (goal
+  >= 1.6x on 2 cores);
 * ``--only inproc`` (a measuring tool, not in the default run): both ends in this
   process over a Unix socket, ``bridge_rtt_inproc`` and ``chain4_inproc_{one,split}``
   (CPU and task steps per message; under callgrind, instructions).
@@ -266,9 +267,12 @@ async def chain(n: int, work_us: float, rounds: int = 1) -> None:
     round's speedup, the last line of each workload the median. ``cpu_us_per_msg``
     counts every process (this one and the workers): what the split costs in CPU,
     which a loaded machine does not distort as it does wall-clock time."""
-    splits = (("chain4_cpu_2_partitions", {"s1": "p1", "s2": "p1", "s3": "p2", "s4": "p2"}),
-              ("chain4_cpu_local_plus_partition", {"s3": "p1", "s4": "p1"}))
-    ratios: dict[str, list[float]] = {name: [] for name, _ in splits}
+    two = {"s1": "p1", "s2": "p1", "s3": "p2", "s4": "p2"}
+    splits: tuple[tuple[str, dict[str, str], dict[str, Any]], ...] = (
+        ("chain4_cpu_2_partitions", two, {}),  # s2 -> s3 direct, p1 to p2
+        ("chain4_cpu_2_partitions_relayed", two, {"direct": False}),  # through here
+        ("chain4_cpu_local_plus_partition", {"s3": "p1", "s4": "p1"}, {}))
+    ratios: dict[str, list[float]] = {name: [] for name, _, _ in splits}
     for r in range(rounds):
         async with rf.Network(_chain({}, work_us), _registry()) as net:
             cpu0 = time.process_time()
@@ -276,8 +280,9 @@ async def chain(n: int, work_us: float, rounds: int = 1) -> None:
             one_cpu = time.process_time() - cpu0
         _emit("chain4_cpu_one_process", n, one, work_us=work_us, round=r,
               cpu_us_per_msg=round(one_cpu / n * 1e6, 1))
-        for workload, where in splits:
-            bn = BridgedNetwork(_chain(where, work_us), _registry(), worker_plugins=[PLUGIN])
+        for workload, where, options in splits:
+            bn = BridgedNetwork(_chain(where, work_us), _registry(), worker_plugins=[PLUGIN],
+                                **options)
             async with bn:
                 workers = [p for p in (bn.process(f"partition:{x}") for x in ("p1", "p2"))
                            if p is not None]
