@@ -198,6 +198,9 @@ class Session:
         #: Called by the writer before it collects its next round (see :meth:`defer`).
         self._deferred: list[Callable[[], None]] = []
         self._inline = False
+        #: The reader is dispatching a frame (see :meth:`_credit_moved`).
+        self._dispatching = False
+        self._timer_due = False
         self._inline_error: BridgeError | None = None
         #: Per in-channel: called by the reader right after new messages arrived, to
         #: deliver what it can without waiting (see :meth:`on_arrival`).
@@ -365,9 +368,21 @@ class Session:
         if inc.credit_due:
             self._writer.fire()
         elif inc.credit_idle:
+            if self._dispatching:  # the reader's frame: its answer usually carries it
+                self._timer_due = True
+                return
             sleep = self._sleep
             if sleep is not None and sleep.deadline == math.inf:
                 sleep.deadline = trio.current_time() + self.ack_delay
+
+    def _arm_timer(self) -> None:
+        """After the reader's dispatch: an idle credit that no answer carried gets the
+        writer's ack-delay deadline (one CancelScope deadline change, not two per
+        frame: set on delivery, cleared when the answer carried the credit)."""
+        self._timer_due = False
+        sleep = self._sleep
+        if sleep is not None and sleep.deadline == math.inf and self._idle_credit():
+            sleep.deadline = trio.current_time() + self.ack_delay
 
     async def wait_acked(self) -> None:
         """Wait until every out-channel's messages are all acked (or the session ends)."""
@@ -474,12 +489,18 @@ class Session:
             self._last_heard = trio.current_time()
             self.bytes_in += len(raw)
             self.frames_in += 1
+            self._dispatching = True
             try:
                 self._dispatch(decode_frame(raw, max_size=self.max_frame))
             except BridgeProtocolError as exc:
+                self._dispatching = False
                 with trio.move_on_after(1):
                     await conn.send(encode_frame(Reject("protocol", str(exc))))
                 raise
+            finally:
+                self._dispatching = False
+            if self._timer_due:
+                self._arm_timer()
 
     def _dispatch(self, frame: Frame) -> None:
         if isinstance(frame, Data):
@@ -677,7 +698,7 @@ class Session:
         try:
             frames = self._collect()
             if frames:
-                if not self._idle_credit():
+                if sleep.deadline != math.inf and not self._idle_credit():
                     sleep.deadline = math.inf  # the idle credits rode along: no timer
                 self._wrote = True
                 if send(frames):
@@ -710,7 +731,8 @@ class Session:
             frames = self._collect()
             if frames:
                 sleep = self._sleep
-                if sleep is not None and not self._idle_credit():
+                if (sleep is not None and sleep.deadline != math.inf
+                        and not self._idle_credit()):
                     sleep.deadline = math.inf  # the idle credits rode along: no timer
                 await self._flush(conn, frames)
         except LinkClosed:
