@@ -10,6 +10,7 @@ import msgspec
 import pytest
 import trio
 
+import reflowpy as rf
 from reflowpy.bridge import Peer, Peers
 from reflowpy.bridge.cluster import BridgedNetwork
 from reflowpy.bridge.events import BridgeStatus
@@ -210,3 +211,32 @@ async def test_big_compressible_batches_respect_the_decompressed_frame_limit() -
         s = bn.statistics()["bridges"]["remote:peer"]
         assert s.reconnects == 0 and s.frames_out >= 300 // 32
         nursery.cancel_scope.cancel()
+
+
+async def test_a_lone_idle_credit_leaves_after_the_ack_delay() -> None:
+    """A few messages one way, nothing coming back: the receiver's credit moved by less
+    than a quarter of the window (idle), and no answer carries it; it must leave alone
+    once the ack delay (2 ms) runs out, not with the next PING a second later (the
+    drain waits for that ack)."""
+    reg = registry()
+    g = rf.Graph("oneway")
+    g.add_node("a", "core/Repeat")
+    g.add_node("sink", "core/Drop", {"remote": "peer"})
+    g.add_edge("a", "out", "sink", "in")
+    g.add_inport("in", "a", "in")
+    async with trio.open_nursery() as nursery:
+        host = Host(reg, nursery, local_id="peer", token="t0k")
+        bn = BridgedNetwork(g, reg, transports={"remote:peer": MemoryTransport(host.handle,
+                                                                               nursery)},
+                            peers=Peers({"peer": Peer("memory:", "t0k")}),
+                            ack_on={"remote:peer": "receipt"}, ping_interval=30)
+        async with bn:
+            start = trio.current_time()
+            for i in range(5):
+                for j in range(3):
+                    await bn.send("in", [i, j])
+                await bn.drain()
+            took = trio.current_time() - start
+        nursery.cancel_scope.cancel()
+    assert took < 1.0, took  # the host pings once a second: 5 rounds of waiting for it
+    assert bn.session("remote:peer").statistics().msgs_out == 15
