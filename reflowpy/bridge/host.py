@@ -232,7 +232,8 @@ class Host:
                                           timeout=self.handshake_timeout)
         except (BridgeError, LinkClosed, trio.TooSlowError) as exc:
             self.refused += 1
-            _log.warning("bridge: refused %s: %s", conn.description, exc)
+            level = logging.INFO if getattr(exc, "expected", False) else logging.WARNING
+            _log.log(level, "bridge: refused %s: %s", conn.description, exc)
             return
         self.accepted += 1
         dep: _Deployment | _Attached | None = (self.deployments.get(hello.session)
@@ -260,6 +261,12 @@ class Host:
         att = self.attached.get(hello.session)
         if att is not None:
             return att.adopt(hello), self.incarnation
+        if isinstance(hello.graph, dict) and hello.graph.get("attach") is True:
+            # a direct link before (or again, after a restart, before) the placing
+            # process gave us the part it belongs to: the dialer retries
+            error = BridgeAuthError(f"direct link {hello.session!r}: no such link (yet)")
+            error.expected = True  # type: ignore[attr-defined]
+            raise error
         if not isinstance(hello.graph, dict) or "graph" not in hello.graph:
             raise BridgeAuthError(f"unknown session {hello.session!r} and no graph to host")
         try:
