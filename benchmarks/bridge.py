@@ -23,7 +23,9 @@ Prints JSON lines (workload, n, seconds, msgs_per_s, peak_rss_mb, ...):
   >= 1.6x on 2 cores);
 * ``--only inproc`` (a measuring tool, not in the default run): both ends in this
   process over a Unix socket, ``bridge_rtt_inproc`` and ``chain4_inproc_{one,split}``
-  (CPU and task steps per message; under callgrind, instructions).
+  (CPU and task steps per message; under callgrind, instructions); ``--only
+  inproc_rtt --n N``: only the round trips, timers out of the measured path (callgrind
+  at two N, subtract).
 
 The oneway lines also give each process' CPU per message and ``cpu_bound_msgs_per_s``
 (what two free cores would sustain: the busier process sets the pace), as the wall
@@ -474,6 +476,51 @@ async def inproc(n: int) -> None:
               frames_out=st.frames_out, frames_in=st.frames_in)
 
 
+async def inproc_rtt(n: int) -> None:
+    """Only ``bridge_rtt_inproc`` (``n`` round trips), with the ack-delay and ping
+    timers out of the measured path: under valgrind a round trip outlasts the 2 ms ack
+    delay, so idle credits would leave in frames of their own, which they do not at
+    native speed. For callgrind at two ``--n`` (subtract)."""
+    from reflowpy.bridge.session import Session
+
+    defaults = Session.__init__.__kwdefaults__
+    saved = dict(defaults)
+    defaults.update(ack_delay=10.0, ping_interval=100.0)
+    try:
+        async with _inproc_host() as transport:
+            g = rf.Graph("rtt")
+            g.add_node("a", "core/Repeat")
+            g.add_node("echo", "core/Repeat", {"remote": "peer"})
+            g.add_node("z", "core/Repeat")
+            g.add_edge("a", "out", "echo", "in")
+            g.add_edge("echo", "out", "z", "in")
+            g.add_inport("in", "a", "in")
+            g.add_outport("out", "z", "out")
+            bn = BridgedNetwork(g, _registry(), transports={"remote:peer": transport},
+                                peers=Peers({"peer": Peer("unix:", TOKEN)}),
+                                ack_on={"remote:peer": "receipt"}, ping_interval=100.0)
+            async with bn:
+                out = bn.network.outputs("out")
+                for i in range(100):
+                    await bn.network.send("in", i)
+                    await out.receive()
+                steps = _Steps()
+                trio.lowlevel.add_instrument(steps)
+                start = time.perf_counter()
+                for i in range(n):
+                    await bn.network.send("in", i)
+                    await out.receive()
+                seconds = time.perf_counter() - start
+                trio.lowlevel.remove_instrument(steps)
+                st = bn.session("remote:peer").statistics()
+    finally:
+        defaults.clear()
+        defaults.update(saved)
+    _emit("bridge_rtt_inproc_timers_off", n, seconds,
+          task_steps_per_rt=round(steps.steps / n, 2),
+          frames_out_in=[st.frames_out, st.frames_in])
+
+
 async def _main(n: int, only: set[str], rounds: int) -> None:
     def want(name: str) -> bool:
         return not only or name in only
@@ -502,13 +549,15 @@ async def _main(n: int, only: set[str], rounds: int) -> None:
         await chain(max(2000, n // 20), 50.0, rounds=rounds)
     if "inproc" in only:  # not part of the default run: a measuring tool
         await inproc(n)
+    if "inproc_rtt" in only:  # likewise: for callgrind
+        await inproc_rtt(n)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks bridge")
     parser.add_argument("--n", type=int, default=200_000, help="small messages one way")
     parser.add_argument("--only", default="",
-                        help="transport,oneway,rtt,chain (default: all); inproc")
+                        help="transport,oneway,rtt,chain (default: all); inproc, inproc_rtt")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of the chain workloads (median reported)")
     args = parser.parse_args(argv)
