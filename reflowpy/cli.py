@@ -145,15 +145,34 @@ def _parse_inputs(pairs: Sequence[str]) -> list[tuple[str, Any]]:
         port, sep, text = pair.partition("=")
         if not sep or not port:
             raise _Usage(f"--input {pair!r}: expected PORT=JSON (e.g. numbers=[1,2])")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text  # a bare word is a string, as on a shell it is meant to be
-        except (ValueError, RecursionError):
-            raise _Usage(f"--input {port}=...: the JSON value is too large or too deep"
-                         ) from None
-        inputs.append((port, value))
+        inputs.append((port, _input_value(port, text)))
     return inputs
+
+
+def _input_value(port: str, text: str) -> Any:
+    """An ``--input`` value: JSON, or a bare word as a string (as a shell user means it).
+
+    Text that starts as JSON does (``[``, ``{``, ``"``) must be JSON; what no message can
+    hold (lone surrogates, bytes that are not UTF-8, integers beyond 64 bits, nesting
+    deeper than the interpreter's stack) is a usage error naming the port."""
+    import msgspec
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Usage(f"--input {port}=...: not UTF-8 text") from None
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.ValidationError as exc:  # out-of-range numbers
+        raise _Usage(f"--input {port}=...: {exc} (messages hold 64-bit integers and finite"
+                     " floats; quote it to send text)") from None
+    except RecursionError:
+        raise _Usage(f"--input {port}=...: the JSON value is nested too deeply") from None
+    except msgspec.DecodeError as exc:
+        if text.lstrip()[:1] in ("[", "{", '"'):
+            raise _Usage(f"--input {port}=...: not valid JSON: {exc}; to send it as text,"
+                         f" quote it as a JSON string") from None
+        return text
 
 
 def _error_ports(graph: Any, registry: Any) -> dict[str, tuple[str, str]]:

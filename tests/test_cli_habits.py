@@ -309,3 +309,26 @@ def test_a_byte_order_mark_is_not_part_of_the_graph(tmp_path: Path, fmt: str) ->
     path.write_bytes(b"\xff\xfe" + b"\x00\xd8")  # a lone surrogate in UTF-16
     with pytest.raises(rf.GraphFormatError, match="not UTF-16 text"):
         rf.load(path)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("9" * 5000, "out of range"), ("1e999", "out of range"),
+    ('"\\ud800"', "not valid JSON"), ("{bad", "not valid JSON"), ("[1,", "not valid JSON"),
+    ("[" * 900 + "]" * 900, "nested more deeply"), ("[" * 60000 + "]" * 60000, "nested"),
+])
+def test_input_values_no_message_can_hold_are_refused(tmp_path: Path, value: str,
+                                                      expected: str) -> None:
+    # each of these printed a traceback (UnicodeEncodeError, RecursionError in freeze)
+    # or sent something else than was written (1e999 as inf)
+    proc = _cli("run", str(_repeat_graph(tmp_path)), "--input", f"numbers={value}")
+    assert proc.returncode in (1, 2) and expected in proc.stderr, proc.stderr[-500:]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_input_bare_words_and_json_values(tmp_path: Path) -> None:
+    proc = _cli("run", str(_repeat_graph(tmp_path)), "-i", "numbers=plain", "-i",
+                "numbers=", "-i", 'numbers="x"', "-i", "numbers=[1, {\"a\": null}]",
+                "-i", "numbers=18446744073709551615", "-i", "numbers=NaN")
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(x)["value"] for x in proc.stdout.splitlines()] == [
+        "plain", "", "x", [1, {"a": None}], 18446744073709551615, "NaN"]
