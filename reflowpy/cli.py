@@ -97,11 +97,21 @@ def _load_registry(spec: str | None) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise _Usage(f"--registry {spec!r}: cannot import {module_name!r}: {exc}") from None
+    except (TypeError, ValueError):  # '../x', '.x', '': not an importable name
+        raise _Usage(f"--registry {spec!r}: {module_name!r} is not a module name (dotted"
+                     " names, importable from the current directory)") from None
+    except Exception as exc:  # the module's own code failed
+        raise _Usage(_failed_in_user_code(f"--registry {spec!r}: importing {module_name!r}",
+                                          exc)) from None
     try:
         obj = getattr(module, attr)
     except AttributeError:
         raise _Usage(f"--registry {spec!r}: module {module_name!r} has no {attr!r}") from None
-    registry = obj() if callable(obj) and not isinstance(obj, reflowpy.Registry) else obj
+    try:
+        registry = obj() if callable(obj) and not isinstance(obj, reflowpy.Registry) else obj
+    except Exception as exc:
+        raise _Usage(_failed_in_user_code(f"--registry {spec!r}: calling {attr!r}", exc)
+                     ) from None
     if not isinstance(registry, reflowpy.Registry):
         raise _Usage(f"--registry {spec!r} is a {type(registry).__name__}, not a Registry")
     return registry
@@ -208,13 +218,23 @@ def _print_letter(letter: Any) -> None:
         print(f"    {line}", file=sys.stderr)
 
 
+def _failed_in_user_code(what: str, exc: BaseException) -> str:
+    """``WHAT failed: TYPE: MESSAGE`` and the user's frames, one per line."""
+    import traceback
+
+    frames = _user_frames("".join(traceback.format_exception(exc)))
+    return "\n    ".join([f"{what} failed: {type(exc).__name__}: {exc}", *frames])
+
+
 def _user_frames(trace: str) -> list[str]:
     """The frames of a formatted traceback that are the user's code: ``at FILE:LINE in
     FUNC: SOURCE`` lines, leaving out reflowpy's own and its libraries' frames (the
     exception type and message are already on the line above)."""
     import re
+    import sysconfig
 
     here = str(Path(__file__).resolve().parent)
+    stdlib = sysconfig.get_paths()["stdlib"]
     frame = re.compile(r'\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)')
     out: list[str] = []
     lines = trace.splitlines()
@@ -223,7 +243,7 @@ def _user_frames(trace: str) -> list[str]:
         if m is None:
             continue
         file = m["file"]
-        if file.startswith(here) or "site-packages" in file or file.startswith("<frozen"):
+        if (file.startswith((here, stdlib, "<frozen")) or "site-packages" in file):
             continue
         source = lines[i + 1].strip() if i + 1 < len(lines) else ""
         source = "" if frame.match(source) or set(source) <= set("^~ ") else source

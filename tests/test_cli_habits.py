@@ -332,3 +332,21 @@ def test_input_bare_words_and_json_values(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     assert [json.loads(x)["value"] for x in proc.stdout.splitlines()] == [
         "plain", "", "x", [1, {"a": None}], 18446744073709551615, "NaN"]
+
+
+def test_registry_modules_that_are_no_names_or_fail_are_usage_errors(tmp_path: Path) -> None:
+    # '../x' raised TypeError from importlib; a module or factory that fails showed a
+    # traceback instead of its own line
+    (tmp_path / "badmod.py").write_text("x = 1 / 0\n")
+    (tmp_path / "badcall.py").write_text("def make():\n    return {}['k']\n")
+    graph = str(_repeat_graph(tmp_path))
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(ROOT)
+    for spec, expected in (("../x:y", "is not a module name"), (".x:y", "is not a module name"),
+                           ("badmod:x", "ZeroDivisionError"), ("badcall:make", "KeyError")):
+        proc = _cli("validate", graph, "--registry", spec, cwd=tmp_path, env=env)
+        assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    proc = _cli("validate", graph, "--registry", "badmod:x", cwd=tmp_path, env=env)
+    assert f"at {tmp_path / 'badmod.py'}:1 in <module>: x = 1 / 0" in proc.stderr
+    assert "importlib" not in proc.stderr
