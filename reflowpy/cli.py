@@ -474,7 +474,11 @@ def _validate_main(args: argparse.Namespace) -> int:
     from reflowpy.network import analysis
 
     try:
-        registry = _load_registry(args.registry)
+        registry = _load_registry(args.registry or ("default" if args.graphs else None))
+        if args.graphs:
+            from reflowpy.network.formats import workspace
+
+            workspace.register_graphs(registry, args.graphs)
         graph = _read_graph(args.file, args.format)
         graph = _apply_map(graph, args.map, registry)
     except ReflowError as exc:
@@ -511,6 +515,9 @@ def _validate(sub: SubParsers) -> None:
                    help="read as this format instead of detecting it")
     p.add_argument("--registry", metavar="default|MODULE:ATTR",
                    help="also check components, ports and port types against a registry")
+    p.add_argument("--graphs", metavar="DIR", default=None,
+                   help="make every graph file in DIR a component named after the file, as"
+                   " run does (implies --registry default unless one is given)")
     _add_map_option(p)
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
     p.add_argument("--json", action="store_true",

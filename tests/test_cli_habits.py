@@ -350,3 +350,17 @@ def test_registry_modules_that_are_no_names_or_fail_are_usage_errors(tmp_path: P
     proc = _cli("validate", graph, "--registry", "badmod:x", cwd=tmp_path, env=env)
     assert f"at {tmp_path / 'badmod.py'}:1 in <module>: x = 1 / 0" in proc.stderr
     assert "importlib" not in proc.stderr
+
+
+def test_a_recursive_subgraph_is_refused_by_run_and_validate(tmp_path: Path) -> None:
+    # 'reflowpy run' of a graph whose subgraph used itself hung, nesting networks
+    graphs = tmp_path / "graphs"
+    graphs.mkdir()
+    (graphs / "A.fbp").write_text("INPORT=x.IN:IN\nOUTPORT=x.OUT:OUT\nx(B)\n")
+    (graphs / "B.fbp").write_text("INPORT=x.IN:IN\nOUTPORT=x.OUT:OUT\nx(A)\n")
+    proc = _cli("run", str(graphs / "A.fbp"), "--graphs", str(graphs), "-i", "in=1")
+    assert proc.returncode == 3 and "contains itself (B -> A -> B)" in proc.stderr
+    proc = _cli("validate", str(graphs / "A.fbp"), "--graphs", str(graphs), "--json")
+    assert proc.returncode == 1
+    [problem] = json.loads(proc.stdout)["problems"]
+    assert problem["kind"] == "recursive_subgraph" and problem["node"] == "x"

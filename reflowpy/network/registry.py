@@ -107,6 +107,33 @@ class Registry:
                     else f" ({len(self._components)} known; `reflowpy components` lists them)")
             raise ComponentNotFound(f"no component {name!r} in the registry{hint}") from None
 
+    def subgraph_cycle(self, name: str) -> list[str] | None:
+        """The chain of subgraph components through which ``name`` uses itself (``['A',
+        'B', 'A']``: A has a node of component B, which has one of A), or ``None``.
+
+        Such a graph would nest networks without end as it starts; names the registry
+        does not know are left to the component checks."""
+        path: list[str] = []
+        done: set[str] = set()
+
+        def visit(component: str) -> list[str] | None:
+            key = self.resolve(component)
+            if key in path:
+                return [*path[path.index(key):], key]
+            found = self._components.get(key)
+            if key in done or not isinstance(found, Graph):
+                return None
+            path.append(key)
+            for node in found.nodes.values():
+                cycle = visit(node.component)
+                if cycle is not None:
+                    return cycle
+            path.pop()
+            done.add(key)
+            return None
+
+        return visit(name)
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.resolve(name) in self._components
 
