@@ -113,26 +113,30 @@ class Registry:
 
         Such a graph would nest networks without end as it starts; names the registry
         does not know are left to the component checks."""
-        path: list[str] = []
-        done: set[str] = set()
 
-        def visit(component: str) -> list[str] | None:
-            key = self.resolve(component)
-            if key in path:
-                return [*path[path.index(key):], key]
+        def uses(key: str) -> Iterator[str] | None:
             found = self._components.get(key)
-            if key in done or not isinstance(found, Graph):
+            if not isinstance(found, Graph):
                 return None
-            path.append(key)
-            for node in found.nodes.values():
-                cycle = visit(node.component)
-                if cycle is not None:
-                    return cycle
-            path.pop()
-            done.add(key)
-            return None
+            return (self.resolve(node.component) for node in found.nodes.values())
 
-        return visit(name)
+        # depth-first, with an explicit stack: a legitimate nesting may be deep
+        root = self.resolve(name)
+        first = uses(root)
+        if first is None:
+            return None
+        path, stack, done = [root], [first], set()
+        while stack:
+            key = next(stack[-1], None)
+            if key is None:
+                done.add(path.pop())
+                stack.pop()
+            elif key in path:
+                return [*path[path.index(key):], key]
+            elif key not in done and (inner := uses(key)) is not None:
+                path.append(key)
+                stack.append(inner)
+        return None
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.resolve(name) in self._components

@@ -69,3 +69,16 @@ def test_cycles_are_found_exactly_when_the_uses_graph_has_one(case: Any) -> None
         assert info.value.cycle == cycle
     else:
         assert trio.run(main) == [7]
+
+
+def test_a_deep_chain_of_subgraphs_is_checked_without_recursion() -> None:
+    registry = rf.Registry()
+    registry.register("core/Repeat", rf.default_registry().get("core/Repeat"))
+    depth = 5000  # past the interpreter's recursion limit
+    registry.register("s/G0", _sub("G0", []))
+    for i in range(1, depth):
+        registry.register(f"s/G{i}", _sub(f"G{i}", [f"s/G{i - 1}"]))
+    assert registry.subgraph_cycle(f"s/G{depth - 1}") is None
+    registry.register("s/G0", _sub("G0", [f"s/G{depth - 1}"]), replace=True)
+    cycle = registry.subgraph_cycle(f"s/G{depth - 1}")
+    assert cycle is not None and len(cycle) == depth + 1
