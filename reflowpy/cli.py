@@ -117,9 +117,15 @@ def _load_registry(spec: str | None) -> Any:
     return registry
 
 
-def _read_graph(file: str, format: str | None = None) -> Any:
-    """The graph in ``file`` (``-`` reads stdin); GraphFormatError names the file."""
+def _read_graph(file: str, format: str | None = None, registry: Any = None) -> Any:
+    """The graph in ``file`` (``-`` reads stdin; a folder is a workspace, composed, its
+    NoFlo-style graphs registered in ``registry``); GraphFormatError names the file."""
     from reflowpy.network import formats
+
+    if file != "-" and Path(file).is_dir():
+        from reflowpy.network.formats import workspace
+
+        return workspace.compose(file, registry)
     from reflowpy.network.formats._limits import read_limited
 
     if file == "-":
@@ -386,12 +392,7 @@ def _run_main(args: argparse.Namespace) -> int:
             from reflowpy.network.formats import workspace
 
             workspace.register_graphs(registry, args.graphs)
-        if args.file != "-" and Path(args.file).is_dir():
-            from reflowpy.network.formats import workspace
-
-            graph = workspace.compose(args.file, registry)
-        else:
-            graph = _read_graph(args.file)
+        graph = _read_graph(args.file, registry=registry)
         graph = _apply_map(graph, args.map, registry)
         inputs = _parse_inputs(args.input)
         for port, _ in inputs:
@@ -479,7 +480,7 @@ def _validate_main(args: argparse.Namespace) -> int:
             from reflowpy.network.formats import workspace
 
             workspace.register_graphs(registry, args.graphs)
-        graph = _read_graph(args.file, args.format)
+        graph = _read_graph(args.file, args.format, registry)
         graph = _apply_map(graph, args.map, registry)
     except ReflowError as exc:
         if args.json:
@@ -510,7 +511,8 @@ def _validate(sub: SubParsers) -> None:
                        description="Check a graph file (any format; '-' reads stdin). Exit"
                        " status 1 when the report has errors (or, with --strict, warnings),"
                        " 3 when the file is not a graph.")
-    p.add_argument("file", help="graph file: Reflow/NoFlo JSON, .fbp or YAML; '-' for stdin")
+    p.add_argument("file", help="graph file: Reflow/NoFlo JSON, .fbp or YAML; '-' for stdin;"
+                   " a workspace folder as run takes")
     p.add_argument("--format", choices=["reflow", "noflo", "fbp", "yaml"],
                    help="read as this format instead of detecting it")
     p.add_argument("--registry", metavar="default|MODULE:ATTR",
@@ -554,7 +556,8 @@ def _convert(sub: SubParsers) -> None:
     p = sub.add_parser("convert", help="convert a graph file to another format",
                        description="Read a graph (format detected; '-' reads stdin) and"
                        " write it in another format to stdout or -o OUT.")
-    p.add_argument("file", help="graph file: Reflow/NoFlo JSON, .fbp or YAML; '-' for stdin")
+    p.add_argument("file", help="graph file: Reflow/NoFlo JSON, .fbp or YAML; '-' for stdin;"
+                   " a workspace folder as run takes")
     p.add_argument("--to", required=True, choices=["reflow", "noflo", "fbp", "yaml"],
                    help="output format")
     p.add_argument("--from", dest="source_format",

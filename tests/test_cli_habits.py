@@ -364,3 +364,15 @@ def test_a_recursive_subgraph_is_refused_by_run_and_validate(tmp_path: Path) -> 
     assert proc.returncode == 1
     [problem] = json.loads(proc.stdout)["problems"]
     assert problem["kind"] == "recursive_subgraph" and problem["node"] == "x"
+
+
+def test_validate_and_convert_take_a_workspace_folder_as_run_does() -> None:
+    # both said "cannot read ...: Is a directory" for the folder run composes
+    folder = ROOT / "tests" / "fixtures" / "foreign" / "reflow-workspace"
+    proc = _cli("validate", str(folder), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["graph"] == "reflow-workspace"
+    proc = _cli("convert", str(folder), "--to", "reflow")
+    assert proc.returncode == 0, proc.stderr
+    composed = rf.network.formats.loads(proc.stdout)
+    assert any(node.startswith("collector/") for node in composed.nodes)
