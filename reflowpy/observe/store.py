@@ -52,7 +52,7 @@ import msgspec
 from reflowpy.errors import ReflowError
 
 __all__ = ["LAYOUT", "EventRow", "ExecutionRecord", "SqliteStore", "TraceStore",
-           "TraceStoreError", "encode_value", "new_execution_id"]
+           "TraceStoreError", "encode_chunks", "encode_value", "new_execution_id"]
 
 #: The store layout this code writes and reads (see the module docstring).
 LAYOUT = 2
@@ -382,31 +382,51 @@ class _SqlStore:
 
         Raises :class:`TraceStoreError` if a batch's seqs overlap what an execution
         already holds (events are appended in order)."""
-        if not rows:
+        self.append_batches([rows], max_value_bytes)
+
+    def append_batches(self, batches: Sequence[Sequence[Sequence[Any]]],
+                       max_value_bytes: int = 4096) -> None:
+        """:meth:`append` of several batches, in order: a chunk per batch and execution,
+        all in one transaction. (The collector's writer takes every batch queued when it
+        wakes: each SQL call lets go of the interpreter lock, and getting it back from a
+        busy trio thread takes a switch interval, so the calls per wake are what bound
+        its pace, not the rows.)"""
+        self.write_chunks([c for rows in batches if rows
+                           for c in encode_chunks(rows, max_value_bytes)])
+
+    def write_chunks(self, chunks: Sequence[_ChunkRow]) -> None:
+        """Store chunks made by :func:`encode_chunks` (in seq order), one transaction."""
+        if not chunks:
             return
-        chunks = encode_chunks(rows, max_value_bytes)  # outside the lock: CPU only
         with self._lock:
             self._insert_chunks(chunks)
             self._commit()
-            self._notify([c.execution for c in chunks])
+            self._notify(list(dict.fromkeys(c.execution for c in chunks)))
 
     def _insert_chunks(self, chunks: Sequence[_ChunkRow], count: bool = True) -> None:
+        last: dict[str, int] = {}
         for c in chunks:
-            last = self._execute(self._q(
-                "SELECT last_seq FROM chunks WHERE execution = ? ORDER BY first_seq DESC"
-                " LIMIT 1"), (c.execution,))
-            if last and int(last[0][0]) >= c.first_seq:
+            if c.execution not in last:
+                got = self._execute(self._q(
+                    "SELECT last_seq FROM chunks WHERE execution = ? ORDER BY first_seq DESC"
+                    " LIMIT 1"), (c.execution,))
+                last[c.execution] = int(got[0][0]) if got else -1 << 62
+            if last[c.execution] >= c.first_seq:
                 self._rollback()
                 raise TraceStoreError(
                     f"execution {c.execution!r}: events from seq {c.first_seq} arrived after"
-                    f" seq {int(last[0][0])} was stored (events are appended in order)")
+                    f" seq {last[c.execution]} was stored (events are appended in order)")
+            last[c.execution] = c.last_seq
         self._executemany(self._q(
             f"INSERT INTO chunks ({_CHUNK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
             [(c.execution, c.first_seq, c.last_seq, c.n, c.msg_lo, c.msg_hi, c.kinds,
               c.data) for c in chunks])
+        events: dict[str, int] = {}
         for c in chunks if count else ():
+            events[c.execution] = events.get(c.execution, 0) + c.n
+        for ex, n in events.items():
             self._execute(self._q("UPDATE executions SET events = events + ? WHERE id = ?"),
-                          (c.n, c.execution))
+                          (n, ex))
 
     def _rollback(self) -> None:
         """Abandon the open transaction (driver hook)."""

@@ -63,6 +63,10 @@ class _FailingStore(SqliteStore):
     def append(self, rows: Any, max_value_bytes: int = 4096) -> None:
         raise TraceStoreError(f"trace store {str(self.path)!r}: disk I/O error (injected)")
 
+    # the collector's writer stores chunks encoded on the trio thread
+    def write_chunks(self, chunks: Any) -> None:
+        raise TraceStoreError(f"trace store {str(self.path)!r}: disk I/O error (injected)")
+
 
 async def test_a_failing_store_is_reported_and_the_dataflow_finishes(tmp_path: Path) -> None:
     store = _FailingStore(tmp_path / "t.sqlite")
