@@ -39,6 +39,7 @@ implements the same queries on PostgreSQL.
 from __future__ import annotations
 
 import contextlib
+import operator
 import sqlite3
 import threading
 import time
@@ -177,11 +178,13 @@ def _seal(ex: str, cols: list[tuple[Any, ...]], vref: list[int], values: list[st
           ) -> _ChunkRow:
     """Columns of one execution's rows (seq ascending) -> one chunk row."""
     _, seq, ts, kind, node, port, pnode, pport, msg, causes, _, error, extra = cols
-    msgs = [m for m in msg if m is not None]
-    chunk = _Chunk(seq=list(seq), ts=list(ts), kind=list(kind), node=list(node),
-                   port=list(port), peer_node=list(pnode), peer_port=list(pport),
-                   msg=list(msg), causes=list(causes), vref=vref, values=values,
-                   error=list(error), extra=list(extra))
+    msgs = set(msg)
+    msgs.discard(None)
+    # (tuples encode as the lists they decode to: no copies)
+    chunk = _Chunk(seq=seq, ts=ts, kind=kind, node=node, port=port,  # type: ignore[arg-type]
+                   peer_node=pnode, peer_port=pport, msg=msg,  # type: ignore[arg-type]
+                   causes=causes, vref=vref, values=values,  # type: ignore[arg-type]
+                   error=error, extra=extra)  # type: ignore[arg-type]
     return _ChunkRow(ex, seq[0], seq[-1], len(seq), min(msgs) if msgs else None,
                      max(msgs) if msgs else None, _kind_mask(set(kind)),
                      _ENC_CHUNK.encode(chunk))
@@ -190,12 +193,21 @@ def _seal(ex: str, cols: list[tuple[Any, ...]], vref: list[int], values: list[st
 def _columns(rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     """Rows -> (execution, its columns in seq order), one per execution. Everything per
     row runs in C (zip, set, sorted); the rows of one batch rarely need sorting."""
-    cols = list(zip(*rows, strict=True))
+    try:
+        cols = list(zip(*rows, strict=True))
+    except ValueError:
+        cols = []
+    if len(cols) != len(EventRow.__struct_fields__):
+        raise TraceStoreError(f"event rows must have {len(EventRow.__struct_fields__)}"
+                              " columns")
     exs = set(cols[0])
     parts = [(next(iter(exs)), cols)] if len(exs) == 1 else [
         (ex, list(zip(*[r for r in rows if r[0] == ex], strict=True))) for ex in exs]
     for ex, part in parts:
         seq = part[1]
+        if all(map(operator.lt, seq, seq[1:])):  # strictly ascending, as a sink writes
+            yield ex, part
+            continue
         if len(set(seq)) != len(seq):
             raise TraceStoreError(f"execution {ex!r}: two events with the same seq in one"
                                   " batch")
