@@ -8,9 +8,9 @@ is built for it). It turns each call into a row with the message's causality id
 (:mod:`reflowpy.observe.store`) at once and handed to one writer thread, which writes
 every chunk queued when it wakes in one transaction. Nothing here can make the
 dataflow wait: a row is a tuple appended to a list of at most ``batch`` rows, and the
-writer's backlog is bounded (``backlog`` batches); a batch that does not fit is dropped and counted in the execution's
-``dropped``, and a drop marks its lineage ``inexact``. Nothing is silently lost from
-the trace. (Events posted by other processes, :mod:`reflowpy.observe.ingest`, take the
+writer's backlog is bounded (``backlog`` batches); a batch that does not fit is
+dropped and counted in the execution's ``dropped``, and a drop marks its lineage
+``inexact``. Nothing is silently lost from the trace. (Events posted by other processes, :mod:`reflowpy.observe.ingest`, take the
 same row code through :meth:`_RowSink.handler`.)
 
 **Sampling** (``sample=N``) is decided before the kernel builds any event object: the
