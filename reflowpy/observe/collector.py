@@ -10,8 +10,9 @@ every chunk queued when it wakes in one transaction. Nothing here can make the
 dataflow wait: a row is a tuple appended to a list of at most ``batch`` rows, and the
 writer's backlog is bounded (``backlog`` batches); a batch that does not fit is
 dropped and counted in the execution's ``dropped``, and a drop marks its lineage
-``inexact``. Nothing is silently lost from the trace. (Events posted by other processes, :mod:`reflowpy.observe.ingest`, take the
-same row code through :meth:`_RowSink.handler`.)
+``inexact``. Nothing is silently lost from the trace. (Events posted by other
+processes, :mod:`reflowpy.observe.ingest`, take the same row code through
+:meth:`_RowSink.handler`.)
 
 **Sampling** (``sample=N``) is decided before the kernel builds any event object: the
 collector taps the bus only for bursts of ``burst`` hops, one burst per
