@@ -10,11 +10,19 @@ sink, ``n`` messages. Variants:
 * ``live``: metrics + a live-page client: the server's observability routes on a real
   loopback HTTP server (Hypercorn, same trio run, as in ``reflowpy serve``), the monitor
   ticking at 4 Hz, one client following ``/ui/events`` (SSE) and a Prometheus-style
-  scrape of ``/metrics`` every second;
+  scrape of ``/metrics`` every second, both in a child process (a browser and a scraper
+  are other processes): the CPU figures are the network's process only;
 * ``trace``: the trace store (SQLite file, WAL, writer thread) records every message;
 * ``sampled``: the trace store records 1 % of the messages (``sample=100``);
 * ``subscriber``: one subscriber that drains ``net.events()`` and does nothing else: the
   kernel's own cost of per-message events, the ceiling for any full trace.
+
+``run_cpu_ratio`` is the same from the CPU of the run alone: from entering the
+network (the recording, for ``trace``/``sampled``: its writer thread's start and its
+last write are in) to its stop. It leaves out what a process pays once, not per run:
+importing and starting the HTTP server for ``live`` (``reflowpy serve`` starts it once
+for all its networks), the graph's loading, the interpreter's start. Both figures are
+printed; with ``--n`` small the fixed part weighs on ``cpu_ratio``.
 
 Rounds are interleaved (every variant once per round, ``--runs`` rounds) so a machine
 whose load drifts treats all variants alike; each figure is the median over rounds.
@@ -45,7 +53,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import trio
 
 import reflowpy as rf
@@ -58,18 +65,49 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-async def _run_plain(net: rf.Network) -> None:
+async def _run_plain(net: rf.Network) -> dict[str, Any]:
+    c0 = time.process_time()
     async with net:
         await net.idle()
+    return {"run_cpu_seconds": time.process_time() - c0}
 
 
 async def _run_traced(net: rf.Network, store: SqliteStore, sample: int) -> dict[str, Any]:
+    c0 = time.process_time()
     async with Collector(store, sample=sample).record(net) as rec, net:
         await net.idle()
-    return {"events": rec.events, "dropped": rec.dropped, "bursts": rec.bursts}
+    # the recording's end (last batch written, writer thread joined) included
+    return {"events": rec.events, "dropped": rec.dropped, "bursts": rec.bursts,
+            "run_cpu_seconds": time.process_time() - c0}
+
+
+_CLIENT = """
+import sys, threading, time, httpx
+url = sys.argv[1]
+got = {"views": 0, "scrapes": 0}
+def scrape():
+    with httpx.Client(base_url=url, timeout=30) as c:
+        while True:
+            r = c.get("/metrics")
+            assert "reflowpy_node_activations_total" in r.text
+            got["scrapes"] += 1
+            time.sleep(1.0)
+with httpx.Client(base_url=url, timeout=30) as c, \\
+        c.stream("GET", "/ui/events", params={"network": "w1"}) as r:
+    print("connected", flush=True)
+    threading.Thread(target=scrape, daemon=True).start()
+    for line in r.iter_lines():
+        if line.startswith("event: view"):
+            got["views"] += 1
+            print("views", got["views"], "scrapes", got["scrapes"], flush=True)
+"""
 
 
 async def _run_live(net: rf.Network) -> dict[str, Any]:
+    """The server side in this process (as ``reflowpy serve`` runs it: Hypercorn, the
+    monitor at 4 Hz); the live-page client (SSE) and the scraper in another process, as
+    a browser and Prometheus are: this process's CPU is what observing costs the
+    network's process."""
     from hypercorn.config import Config
     from hypercorn.trio import serve
     from starlette.applications import Starlette
@@ -80,40 +118,50 @@ async def _run_live(net: rf.Network) -> dict[str, Any]:
     config.bind = ["127.0.0.1:0"]
     config.accesslog = None
     shutdown = trio.Event()
-    got = {"views": 0, "scrapes": 0}
+    got: dict[str, Any] = {"views": 0, "scrapes": 0}
     async with trio.open_nursery() as nursery:
         binds = await nursery.start(lambda task_status: serve(
             app, config, shutdown_trigger=shutdown.wait, task_status=task_status))  # type: ignore[arg-type]
         url = binds[0]
         nursery.start_soon(obs.monitor.run)
-        connected = trio.Event()
+        client = await trio.lowlevel.open_process(
+            [sys.executable, "-c", _CLIENT, url], stdout=subprocess.PIPE)
+        assert client.stdout is not None
+        lines = _lines(client.stdout)
+        line = await lines.__anext__()
+        if line != "connected":
+            raise AssertionError(f"live client: {line!r}")
+        last = ""
 
-        async def live_client() -> None:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as c, \
-                    c.stream("GET", "/ui/events", params={"network": "w1"}) as r:
-                connected.set()
-                async for line in r.aiter_lines():
-                    if line.startswith("event: view"):
-                        got["views"] += 1
+        async def follow() -> None:
+            nonlocal last
+            async for text in lines:
+                last = text
 
-        async def scraper() -> None:
-            async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-                while True:
-                    r = await c.get("/metrics")
-                    assert "reflowpy_node_activations_total" in r.text
-                    got["scrapes"] += 1
-                    await trio.sleep(1.0)
-
-        nursery.start_soon(live_client)
-        await connected.wait()
-        nursery.start_soon(scraper)
-        t0 = time.perf_counter()
+        nursery.start_soon(follow)
+        t0, c0 = time.perf_counter(), time.process_time()
         async with net:
             await net.idle()
-        got["seconds"] = time.perf_counter() - t0  # type: ignore[assignment]
+        got["seconds"] = time.perf_counter() - t0
+        got["run_cpu_seconds"] = time.process_time() - c0
+        # the client's last report (views of the live page, scrapes of /metrics)
+        parts = last.split()
+        if len(parts) == 4:
+            got["views"], got["scrapes"] = int(parts[1]), int(parts[3])
+        client.kill()
+        await client.wait()
         shutdown.set()
         nursery.cancel_scope.cancel()
     return got
+
+
+async def _lines(stream: trio.abc.ReceiveStream) -> Any:
+    buf = b""
+    async for data in stream:
+        buf += data
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            yield line.decode().strip()
 
 
 def _once(variant: str, n: int, tmp: Path, i: int) -> tuple[float, dict[str, Any]]:
@@ -133,7 +181,7 @@ def _once_wall(variant: str, n: int, tmp: Path, i: int) -> tuple[float, dict[str
         nonlocal extra
         t0 = time.perf_counter()
         if variant == "unobserved":
-            await _run_plain(net)
+            extra = await _run_plain(net)
         elif variant == "subscriber":
             async with trio.open_nursery() as nursery:
                 sub = net.events(10_000)
@@ -166,18 +214,23 @@ def _once_wall(variant: str, n: int, tmp: Path, i: int) -> tuple[float, dict[str
 
 def _child(variant: str, n: int, root: str | None, tmp: Path, i: int
            ) -> tuple[float, dict[str, Any]]:
-    """One run in a fresh process, with ``reflowpy`` from ``root`` (None: this tree)."""
+    """One run in a fresh process, with ``reflowpy`` from ``root`` (None: this tree) and
+    this tree's ``benchmarks`` (the same harness measures both versions, even when
+    ``root`` holds a ``benchmarks`` package of its own)."""
     here = str(Path(__file__).resolve().parent.parent)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [os.path.abspath(root), here] if root else [here])}
+    pkg = os.path.abspath(root) if root else here
     out = subprocess.run(
-        [sys.executable, "-c", "import sys, json; from benchmarks.observe import _once;"
-         " from pathlib import Path; from benchmarks.observe import _peak_rss_mb;"
+        [sys.executable, "-c", "import sys, json; sys.path.insert(0, sys.argv[5]);"
+         " import reflowpy; sys.path[0] = sys.argv[6];"
+         " from benchmarks.observe import _once, _peak_rss_mb; from pathlib import Path;"
          " s, e = _once(sys.argv[1], int(sys.argv[2]), Path(sys.argv[3]),"
-         " int(sys.argv[4])); e['peak_rss_mb'] = _peak_rss_mb(); print(json.dumps([s, e]))",
-         variant, str(n), str(tmp), str(i)],
-        env=env, cwd=str(tmp), capture_output=True, text=True, timeout=3600, check=True)
+         " int(sys.argv[4])); e['peak_rss_mb'] = _peak_rss_mb();"
+         " e['reflowpy'] = reflowpy.__file__; print(json.dumps([s, e]))",
+         variant, str(n), str(tmp), str(i), pkg, here],
+        cwd=str(tmp), capture_output=True, text=True, timeout=3600, check=True)
     seconds, extra = json.loads(out.stdout.strip().splitlines()[-1])
+    if not extra.pop("reflowpy").startswith(pkg):
+        raise AssertionError(f"the {variant} run did not import reflowpy from {pkg}")
     return float(seconds), extra
 
 
@@ -204,12 +257,22 @@ def _ab(args: argparse.Namespace, variants: list[str]) -> int:
                     "peak_rss_mb": round(max(r[1]["peak_rss_mb"] for r in rs), 1),
                     "ratio": round(args.n / seconds / base, 3),
                     "cpu_ratio": round(base_cpu / cpu, 3), "cpu_seconds": round(cpu, 4)}
+            run_cpu = _median_of(rs, "run_cpu_seconds")
+            base_run = _median_of(results[(ver, "unobserved")], "run_cpu_seconds")
+            if run_cpu and base_run:
+                line["run_cpu_ratio"] = round(base_run / run_cpu, 3)
+                line["run_cpu_seconds"] = round(run_cpu, 4)
             if ver == "head":
                 base_cpu_v = statistics.median(
                     r[1]["cpu_seconds"] for r in results[("base", variant)])
                 line["cpu_vs_base"] = round(cpu / base_cpu_v, 3)
             print(json.dumps(line), flush=True)
     return 0
+
+
+def _median_of(rs: list[tuple[float, dict[str, Any]]], key: str) -> float | None:
+    got = [r[1][key] for r in rs if key in r[1]]
+    return statistics.median(got) if got else None
 
 
 def main(argv: list[str]) -> int:
@@ -240,6 +303,11 @@ def main(argv: list[str]) -> int:
                 "peak_rss_mb": round(_peak_rss_mb(), 1), "ratio": round(rate / base, 3),
                 "cpu_ratio": round(base_cpu / cpu, 3), **results[variant][-1][1],
                 "cpu_seconds": round(cpu, 4)}
+        run_cpu = _median_of(results[variant], "run_cpu_seconds")
+        base_run = _median_of(results["unobserved"], "run_cpu_seconds")
+        if run_cpu and base_run:
+            line["run_cpu_ratio"] = round(base_run / run_cpu, 3)
+            line["run_cpu_seconds"] = round(run_cpu, 4)
         print(json.dumps(line), flush=True)
     return 0
 

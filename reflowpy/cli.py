@@ -97,19 +97,35 @@ def _load_registry(spec: str | None) -> Any:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise _Usage(f"--registry {spec!r}: cannot import {module_name!r}: {exc}") from None
+    except (TypeError, ValueError):  # '../x', '.x', '': not an importable name
+        raise _Usage(f"--registry {spec!r}: {module_name!r} is not a module name (dotted"
+                     " names, importable from the current directory)") from None
+    except Exception as exc:  # the module's own code failed
+        raise _Usage(_failed_in_user_code(f"--registry {spec!r}: importing {module_name!r}",
+                                          exc)) from None
     try:
         obj = getattr(module, attr)
     except AttributeError:
         raise _Usage(f"--registry {spec!r}: module {module_name!r} has no {attr!r}") from None
-    registry = obj() if callable(obj) and not isinstance(obj, reflowpy.Registry) else obj
+    try:
+        registry = obj() if callable(obj) and not isinstance(obj, reflowpy.Registry) else obj
+    except Exception as exc:
+        raise _Usage(_failed_in_user_code(f"--registry {spec!r}: calling {attr!r}", exc)
+                     ) from None
     if not isinstance(registry, reflowpy.Registry):
         raise _Usage(f"--registry {spec!r} is a {type(registry).__name__}, not a Registry")
     return registry
 
 
-def _read_graph(file: str, format: str | None = None) -> Any:
-    """The graph in ``file`` (``-`` reads stdin); GraphFormatError names the file."""
+def _read_graph(file: str, format: str | None = None, registry: Any = None) -> Any:
+    """The graph in ``file`` (``-`` reads stdin; a folder is a workspace, composed, its
+    NoFlo-style graphs registered in ``registry``); GraphFormatError names the file."""
     from reflowpy.network import formats
+
+    if file != "-" and Path(file).is_dir():
+        from reflowpy.network.formats import workspace
+
+        return workspace.compose(file, registry)
     from reflowpy.network.formats._limits import read_limited
 
     if file == "-":
@@ -145,15 +161,34 @@ def _parse_inputs(pairs: Sequence[str]) -> list[tuple[str, Any]]:
         port, sep, text = pair.partition("=")
         if not sep or not port:
             raise _Usage(f"--input {pair!r}: expected PORT=JSON (e.g. numbers=[1,2])")
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError:
-            value = text  # a bare word is a string, as on a shell it is meant to be
-        except (ValueError, RecursionError):
-            raise _Usage(f"--input {port}=...: the JSON value is too large or too deep"
-                         ) from None
-        inputs.append((port, value))
+        inputs.append((port, _input_value(port, text)))
     return inputs
+
+
+def _input_value(port: str, text: str) -> Any:
+    """An ``--input`` value: JSON, or a bare word as a string (as a shell user means it).
+
+    Text that starts as JSON does (``[``, ``{``, ``"``) must be JSON; what no message can
+    hold (lone surrogates, bytes that are not UTF-8, integers beyond 64 bits, nesting
+    deeper than the interpreter's stack) is a usage error naming the port."""
+    import msgspec
+
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise _Usage(f"--input {port}=...: not UTF-8 text") from None
+    try:
+        return msgspec.json.decode(text)
+    except msgspec.ValidationError as exc:  # out-of-range numbers
+        raise _Usage(f"--input {port}=...: {exc} (messages hold 64-bit integers and finite"
+                     " floats; quote it to send text)") from None
+    except RecursionError:
+        raise _Usage(f"--input {port}=...: the JSON value is nested too deeply") from None
+    except msgspec.DecodeError as exc:
+        if text.lstrip()[:1] in ("[", "{", '"'):
+            raise _Usage(f"--input {port}=...: not valid JSON: {exc}; to send it as text,"
+                         f" quote it as a JSON string") from None
+        return text
 
 
 def _error_ports(graph: Any, registry: Any) -> dict[str, tuple[str, str]]:
@@ -189,13 +224,23 @@ def _print_letter(letter: Any) -> None:
         print(f"    {line}", file=sys.stderr)
 
 
+def _failed_in_user_code(what: str, exc: BaseException) -> str:
+    """``WHAT failed: TYPE: MESSAGE`` and the user's frames, one per line."""
+    import traceback
+
+    frames = _user_frames("".join(traceback.format_exception(exc)))
+    return "\n    ".join([f"{what} failed: {type(exc).__name__}: {exc}", *frames])
+
+
 def _user_frames(trace: str) -> list[str]:
     """The frames of a formatted traceback that are the user's code: ``at FILE:LINE in
     FUNC: SOURCE`` lines, leaving out reflowpy's own and its libraries' frames (the
     exception type and message are already on the line above)."""
     import re
+    import sysconfig
 
     here = str(Path(__file__).resolve().parent)
+    stdlib = sysconfig.get_paths()["stdlib"]
     frame = re.compile(r'\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<func>.+)')
     out: list[str] = []
     lines = trace.splitlines()
@@ -204,7 +249,7 @@ def _user_frames(trace: str) -> list[str]:
         if m is None:
             continue
         file = m["file"]
-        if file.startswith(here) or "site-packages" in file or file.startswith("<frozen"):
+        if (file.startswith((here, stdlib, "<frozen")) or "site-packages" in file):
             continue
         source = lines[i + 1].strip() if i + 1 < len(lines) else ""
         source = "" if frame.match(source) or set(source) <= set("^~ ") else source
@@ -347,12 +392,7 @@ def _run_main(args: argparse.Namespace) -> int:
             from reflowpy.network.formats import workspace
 
             workspace.register_graphs(registry, args.graphs)
-        if args.file != "-" and Path(args.file).is_dir():
-            from reflowpy.network.formats import workspace
-
-            graph = workspace.compose(args.file, registry)
-        else:
-            graph = _read_graph(args.file)
+        graph = _read_graph(args.file, registry=registry)
         graph = _apply_map(graph, args.map, registry)
         inputs = _parse_inputs(args.input)
         for port, _ in inputs:
@@ -435,8 +475,12 @@ def _validate_main(args: argparse.Namespace) -> int:
     from reflowpy.network import analysis
 
     try:
-        registry = _load_registry(args.registry)
-        graph = _read_graph(args.file, args.format)
+        registry = _load_registry(args.registry or ("default" if args.graphs else None))
+        if args.graphs:
+            from reflowpy.network.formats import workspace
+
+            workspace.register_graphs(registry, args.graphs)
+        graph = _read_graph(args.file, args.format, registry)
         graph = _apply_map(graph, args.map, registry)
     except ReflowError as exc:
         if args.json:
@@ -467,11 +511,15 @@ def _validate(sub: SubParsers) -> None:
                        description="Check a graph file (any format; '-' reads stdin). Exit"
                        " status 1 when the report has errors (or, with --strict, warnings),"
                        " 3 when the file is not a graph.")
-    p.add_argument("file", help="graph file: Reflow/NoFlo JSON, .fbp or YAML; '-' for stdin")
+    p.add_argument("file", help="graph file: Reflow/NoFlo JSON, .fbp or YAML; '-' for stdin;"
+                   " a workspace folder as run takes")
     p.add_argument("--format", choices=["reflow", "noflo", "fbp", "yaml"],
                    help="read as this format instead of detecting it")
     p.add_argument("--registry", metavar="default|MODULE:ATTR",
                    help="also check components, ports and port types against a registry")
+    p.add_argument("--graphs", metavar="DIR", default=None,
+                   help="make every graph file in DIR a component named after the file, as"
+                   " run does (implies --registry default unless one is given)")
     _add_map_option(p)
     p.add_argument("--strict", action="store_true", help="fail on warnings too")
     p.add_argument("--json", action="store_true",
@@ -508,7 +556,8 @@ def _convert(sub: SubParsers) -> None:
     p = sub.add_parser("convert", help="convert a graph file to another format",
                        description="Read a graph (format detected; '-' reads stdin) and"
                        " write it in another format to stdout or -o OUT.")
-    p.add_argument("file", help="graph file: Reflow/NoFlo JSON, .fbp or YAML; '-' for stdin")
+    p.add_argument("file", help="graph file: Reflow/NoFlo JSON, .fbp or YAML; '-' for stdin;"
+                   " a workspace folder as run takes")
     p.add_argument("--to", required=True, choices=["reflow", "noflo", "fbp", "yaml"],
                    help="output format")
     p.add_argument("--from", dest="source_format",

@@ -309,3 +309,70 @@ def test_a_byte_order_mark_is_not_part_of_the_graph(tmp_path: Path, fmt: str) ->
     path.write_bytes(b"\xff\xfe" + b"\x00\xd8")  # a lone surrogate in UTF-16
     with pytest.raises(rf.GraphFormatError, match="not UTF-16 text"):
         rf.load(path)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("9" * 5000, "out of range"), ("1e999", "out of range"),
+    ('"\\ud800"', "not valid JSON"), ("{bad", "not valid JSON"), ("[1,", "not valid JSON"),
+    ("[" * 900 + "]" * 900, "nested more deeply"), ("[" * 60000 + "]" * 60000, "nested"),
+])
+def test_input_values_no_message_can_hold_are_refused(tmp_path: Path, value: str,
+                                                      expected: str) -> None:
+    # each of these printed a traceback (UnicodeEncodeError, RecursionError in freeze)
+    # or sent something else than was written (1e999 as inf)
+    proc = _cli("run", str(_repeat_graph(tmp_path)), "--input", f"numbers={value}")
+    assert proc.returncode in (1, 2) and expected in proc.stderr, proc.stderr[-500:]
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+
+
+def test_input_bare_words_and_json_values(tmp_path: Path) -> None:
+    proc = _cli("run", str(_repeat_graph(tmp_path)), "-i", "numbers=plain", "-i",
+                "numbers=", "-i", 'numbers="x"', "-i", "numbers=[1, {\"a\": null}]",
+                "-i", "numbers=18446744073709551615", "-i", "numbers=NaN")
+    assert proc.returncode == 0, proc.stderr
+    assert [json.loads(x)["value"] for x in proc.stdout.splitlines()] == [
+        "plain", "", "x", [1, {"a": None}], 18446744073709551615, "NaN"]
+
+
+def test_registry_modules_that_are_no_names_or_fail_are_usage_errors(tmp_path: Path) -> None:
+    # '../x' raised TypeError from importlib; a module or factory that fails showed a
+    # traceback instead of its own line
+    (tmp_path / "badmod.py").write_text("x = 1 / 0\n")
+    (tmp_path / "badcall.py").write_text("def make():\n    return {}['k']\n")
+    graph = str(_repeat_graph(tmp_path))
+    env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
+    env["PYTHONPATH"] = str(ROOT)
+    for spec, expected in (("../x:y", "is not a module name"), (".x:y", "is not a module name"),
+                           ("badmod:x", "ZeroDivisionError"), ("badcall:make", "KeyError")):
+        proc = _cli("validate", graph, "--registry", spec, cwd=tmp_path, env=env)
+        assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
+        assert "Traceback" not in proc.stderr
+    proc = _cli("validate", graph, "--registry", "badmod:x", cwd=tmp_path, env=env)
+    assert f"at {tmp_path / 'badmod.py'}:1 in <module>: x = 1 / 0" in proc.stderr
+    assert "importlib" not in proc.stderr
+
+
+def test_a_recursive_subgraph_is_refused_by_run_and_validate(tmp_path: Path) -> None:
+    # 'reflowpy run' of a graph whose subgraph used itself hung, nesting networks
+    graphs = tmp_path / "graphs"
+    graphs.mkdir()
+    (graphs / "A.fbp").write_text("INPORT=x.IN:IN\nOUTPORT=x.OUT:OUT\nx(B)\n")
+    (graphs / "B.fbp").write_text("INPORT=x.IN:IN\nOUTPORT=x.OUT:OUT\nx(A)\n")
+    proc = _cli("run", str(graphs / "A.fbp"), "--graphs", str(graphs), "-i", "in=1")
+    assert proc.returncode == 3 and "contains itself (B -> A -> B)" in proc.stderr
+    proc = _cli("validate", str(graphs / "A.fbp"), "--graphs", str(graphs), "--json")
+    assert proc.returncode == 1
+    [problem] = json.loads(proc.stdout)["problems"]
+    assert problem["kind"] == "recursive_subgraph" and problem["node"] == "x"
+
+
+def test_validate_and_convert_take_a_workspace_folder_as_run_does() -> None:
+    # both said "cannot read ...: Is a directory" for the folder run composes
+    folder = ROOT / "tests" / "fixtures" / "foreign" / "reflow-workspace"
+    proc = _cli("validate", str(folder), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["graph"] == "reflow-workspace"
+    proc = _cli("convert", str(folder), "--to", "reflow")
+    assert proc.returncode == 0, proc.stderr
+    composed = rf.network.formats.loads(proc.stdout)
+    assert any(node.startswith("collector/") for node in composed.nodes)

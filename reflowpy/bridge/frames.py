@@ -38,7 +38,7 @@ from typing import Any, Union
 
 import msgspec
 
-from reflowpy.errors import BridgeProtocolError, CodecError
+from reflowpy.errors import BridgeProtocolError, CodecError, MessageError
 from reflowpy.network import codec
 from reflowpy.network.message import freeze_decoded
 
@@ -165,6 +165,9 @@ def decode_frame(data: bytes | memoryview, *, max_size: int = MAX_FRAME,
         raise BridgeProtocolError(f"not a valid bridge frame: {exc}") from None
     except msgspec.DecodeError as exc:
         raise BridgeProtocolError(f"undecodable frame: bad msgpack payload: {exc}") from None
+    except RecursionError:
+        raise BridgeProtocolError("undecodable frame: nested past the recursion limit"
+                                  ) from None
     if type(frame) is Data:
         batch = frame.batch
         if not batch or len(batch) > max_batch:
@@ -177,9 +180,12 @@ def decode_frame(data: bytes | memoryview, *, max_size: int = MAX_FRAME,
             raise BridgeProtocolError(
                 f"DATA on channel {frame.channel} carries {len(frame.credits)} credits;"
                 f" at most {MAX_CHANNELS}")
-        for i, value in enumerate(batch):
-            if type(value) in _CONTAINERS:
-                batch[i] = freeze_decoded(value)
+        try:
+            for i, value in enumerate(batch):
+                if type(value) in _CONTAINERS:
+                    batch[i] = freeze_decoded(value)
+        except MessageError as exc:  # nested too deeply to be a message
+            raise BridgeProtocolError(f"DATA on channel {frame.channel}: {exc}") from None
     elif type(frame) is Hello and len(frame.channels) > MAX_CHANNELS:
         raise BridgeProtocolError(
             f"HELLO declares {len(frame.channels)} channels; at most {MAX_CHANNELS}")

@@ -26,12 +26,13 @@ from typing import Any
 
 import msgspec
 import trio
-import yaml
 
 from reflowpy.bridge.session import dial
 from reflowpy.bridge.transport import LinkClosed, StreamTransport, Transport
 from reflowpy.bridge.websocket import WebSocketTransport
-from reflowpy.errors import BridgeAuthError, BridgeError, ConfigError
+from reflowpy.errors import BridgeAuthError, BridgeError, ConfigError, GraphFormatError
+from reflowpy.network.formats._limits import read_limited
+from reflowpy.network.formats.yaml import load_data
 
 __all__ = ["Peer", "PeerState", "Peers", "load_peers", "probe", "probe_all",
            "ssl_context_for", "transport_for"]
@@ -92,9 +93,14 @@ def load_peers(source: str | Path | Mapping[str, Any] | None) -> Peers:
     if not isinstance(source, Mapping):
         where = f"peers file {str(source)!r}"
         try:
-            data = yaml.safe_load(Path(source).read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise ConfigError(f"{where}: {exc}") from None
+            with open(source, "rb") as file:
+                # the graph readers' YAML: bounded size, depth and alias expansion
+                data = load_data(read_limited(file, "peers"))
+        except OSError as exc:
+            raise ConfigError(f"{where}: {exc.strerror}") from None
+        except GraphFormatError as exc:
+            at = f" at {exc.where}" if exc.where else ""
+            raise ConfigError(f"{where}{at}: {exc.detail}") from None
     try:
         return msgspec.convert(data or {}, Peers)
     except msgspec.ValidationError as exc:

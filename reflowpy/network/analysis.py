@@ -285,6 +285,10 @@ def _validate_components(graph: Graph, registry: Registry, add: Any) -> None:
                         f" {node.component!r} in the registry", node.id))
         else:
             specs[node.id] = ports
+            cycle = registry.subgraph_cycle(node.component)
+            if cycle is not None:
+                add(Problem("recursive_subgraph", f"node {node.id!r}: subgraph {cycle[0]!r}"
+                            f" contains itself ({' -> '.join(cycle)})", node.id))
 
     def port_of(node_id: str, port: str, out: bool, what: str) -> Port | None:
         if node_id not in specs:

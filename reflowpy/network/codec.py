@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 import zstandard
 
-from reflowpy.errors import CodecError
+from reflowpy.errors import CodecError, MessageError
 from reflowpy.network.events import NetworkEvent
 from reflowpy.network.message import _LEAVES, FrozenDict, FrozenList, freeze
 
@@ -71,6 +71,9 @@ def encode(value: Any, *, compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD) 
         payload = _encoder.encode(value)
     except (TypeError, msgspec.EncodeError) as exc:
         raise CodecError(f"cannot encode a {type(value).__name__}: {exc}") from None
+    except RecursionError:
+        raise CodecError(f"cannot encode a {type(value).__name__}: nested past the"
+                         " recursion limit") from None
     if len(payload) >= compress_threshold:
         return bytes((_ZSTD,)) + _compressor.compress(payload)
     return bytes((_PLAIN,)) + payload
@@ -113,6 +116,10 @@ def decode(frame: bytes | memoryview, *, max_size: int = DEFAULT_MAX_FRAME) -> A
         return freeze(_decoder.decode(_payload(frame, max_size)))
     except msgspec.DecodeError as exc:
         raise CodecError(f"bad msgpack payload: {exc}") from None
+    except MessageError as exc:  # not a message value (too deep, an ext type)
+        raise CodecError(f"bad msgpack payload: {exc}") from None
+    except RecursionError:
+        raise CodecError("bad msgpack payload: nested past the recursion limit") from None
 
 
 def decode_event(frame: bytes | memoryview, *, max_size: int = DEFAULT_MAX_FRAME) -> Any:
@@ -121,6 +128,8 @@ def decode_event(frame: bytes | memoryview, *, max_size: int = DEFAULT_MAX_FRAME
         return _event_decoder.decode(_payload(frame, max_size))
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CodecError(f"not a network event: {exc}") from None
+    except RecursionError:
+        raise CodecError("not a network event: nested past the recursion limit") from None
 
 
 def decode_json(text: str | bytes) -> Any:

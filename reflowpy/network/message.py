@@ -138,7 +138,12 @@ def freeze(value: Any, *, where: str = "") -> Any:
             return FrozenDict(value)
     elif t is list and _LEAVES.issuperset(map(type, value)):
         return FrozenList(value)
-    return _freeze(value, where, "")
+    try:
+        return _freeze(value, where, "")
+    except RecursionError:
+        prefix = f"{where}: " if where else ""
+        raise MessageError(f"{prefix}cannot send a value nested more deeply than the"
+                           " interpreter's recursion limit allows") from None
 
 
 def freeze_decoded(value: Any) -> Any:

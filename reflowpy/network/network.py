@@ -66,6 +66,7 @@ import trio
 from reflowpy.errors import (
     ActorError,
     ComponentError,
+    GraphCycleError,
     MessageError,
     NetworkError,
     NetworkStalled,
@@ -292,6 +293,12 @@ class Network:
         except ComponentError as exc:
             raise type(exc)(f"{self.where()}: node {node.id!r}: {exc}") from None
         if isinstance(component, Graph):
+            cycle = self.registry.subgraph_cycle(node.component)
+            if cycle is not None:
+                raise GraphCycleError(
+                    f"{self.where()}: node {node.id!r}: subgraph {cycle[0]!r} contains itself"
+                    f" ({' -> '.join(cycle)}), so its networks would nest without end",
+                    cycle)
             return subgraph_actor(component, self.registry, name=node.component)
         return component
 

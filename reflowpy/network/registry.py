@@ -107,6 +107,37 @@ class Registry:
                     else f" ({len(self._components)} known; `reflowpy components` lists them)")
             raise ComponentNotFound(f"no component {name!r} in the registry{hint}") from None
 
+    def subgraph_cycle(self, name: str) -> list[str] | None:
+        """The chain of subgraph components through which ``name`` uses itself (``['A',
+        'B', 'A']``: A has a node of component B, which has one of A), or ``None``.
+
+        Such a graph would nest networks without end as it starts; names the registry
+        does not know are left to the component checks."""
+
+        def uses(key: str) -> Iterator[str] | None:
+            found = self._components.get(key)
+            if not isinstance(found, Graph):
+                return None
+            return (self.resolve(node.component) for node in found.nodes.values())
+
+        # depth-first, with an explicit stack: a legitimate nesting may be deep
+        root = self.resolve(name)
+        first = uses(root)
+        if first is None:
+            return None
+        path, stack, done = [root], [first], set()
+        while stack:
+            key = next(stack[-1], None)
+            if key is None:
+                done.add(path.pop())
+                stack.pop()
+            elif key in path:
+                return [*path[path.index(key):], key]
+            elif key not in done and (inner := uses(key)) is not None:
+                path.append(key)
+                stack.append(inner)
+        return None
+
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and self.resolve(name) in self._components
 

@@ -4,14 +4,15 @@
 ``NetworkStarted``): a :class:`~reflowpy.network.events.MessageTap`, called by the
 kernel as each message enters or leaves a queue with the raw values (no event struct
 is built for it). It turns each call into a row with the message's causality id
-(:mod:`reflowpy.observe.lineage`) and hands rows in batches to one writer thread, which
-encodes each batch as one chunk (:mod:`reflowpy.observe.store`) and writes it in one
-transaction. Nothing here can make the dataflow wait: a row is a tuple appended to a
-list of at most ``batch`` rows, and the writer's backlog is bounded (``backlog``
-batches); a batch that does not fit is dropped and counted in the execution's
-``dropped``, and a drop marks its lineage ``inexact``. Nothing is silently lost from
-the trace. (Events posted by other processes, :mod:`reflowpy.observe.ingest`, take the
-same row code through :meth:`_RowSink.handler`.)
+(:mod:`reflowpy.observe.lineage`); each full batch of rows is encoded as one chunk
+(:mod:`reflowpy.observe.store`) at once and handed to one writer thread, which writes
+every chunk queued when it wakes in one transaction. Nothing here can make the
+dataflow wait: a row is a tuple appended to a list of at most ``batch`` rows, and the
+writer's backlog is bounded (``backlog`` batches); a batch that does not fit is
+dropped and counted in the execution's ``dropped``, and a drop marks its lineage
+``inexact``. Nothing is silently lost from the trace. (Events posted by other
+processes, :mod:`reflowpy.observe.ingest`, take the same row code through
+:meth:`_RowSink.handler`.)
 
 **Sampling** (``sample=N``) is decided before the kernel builds any event object: the
 collector taps the bus only for bursts of ``burst`` hops, one burst per
@@ -39,7 +40,13 @@ import trio
 from reflowpy.network import events as ev
 from reflowpy.observe import stats
 from reflowpy.observe.lineage import Lineage
-from reflowpy.observe.store import NOVALUE, ExecutionRecord, TraceStore, new_execution_id
+from reflowpy.observe.store import (
+    NOVALUE,
+    ExecutionRecord,
+    TraceStore,
+    encode_chunks,
+    new_execution_id,
+)
 
 if TYPE_CHECKING:
     from reflowpy.network.network import Network
@@ -61,17 +68,37 @@ class _Writer:
         self.queue: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=backlog)
         self.dropped_rows = 0
         self.error: BaseException | None = None
+        self.pending: tuple[str, Any] | None = None
         self.thread = threading.Thread(target=self._loop, name="reflowpy-trace-writer",
                                        daemon=True)
         self.thread.start()
 
     def submit_rows(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Encode ``rows`` (here, on the caller's thread) and queue the chunks; False if
+        the backlog is full (the rows are dropped and counted).
+
+        Encoding here rather than in the writer costs the same CPU, but the rows (many
+        small objects the garbage collector would scan while they wait) die at once and
+        the backlog holds bytes; a writer thread that must win the interpreter lock from
+        the busy trio thread for every step would otherwise fall behind."""
+        if self.queue.full():
+            self.dropped_rows += len(rows)
+            return False
+        chunks = self._encode(rows)
         try:
-            self.queue.put_nowait(("rows", rows))
+            self.queue.put_nowait(("chunks", chunks))
             return True
         except queue.Full:
             self.dropped_rows += len(rows)
             return False
+
+    def _encode(self, rows: list[tuple[Any, ...]]) -> list[Any]:
+        try:
+            return encode_chunks(rows, self.limit)
+        except Exception as exc:  # kept and raised by close(), as a failed write is
+            if self.error is None:
+                self.error = exc
+            return []
 
     def submit(self, op: str, arg: Any) -> None:
         """Control operations (begin, finish, sync) wait for room: they are rare."""
@@ -88,12 +115,36 @@ class _Writer:
         if self.error is not None:
             raise self.error
 
+    def _next(self) -> tuple[str, Any]:
+        """The next operation; every batch already queued joins one ``chunks``
+        operation, written in one transaction. Each SQL call lets go of the interpreter
+        lock, and the writer gets it back from a busy trio thread only at a switch
+        interval (a few ms): one batch per wake would fall behind."""
+        op, arg = self.pending if self.pending is not None else self.queue.get()
+        self.pending = None
+        if op not in ("rows", "chunks"):
+            return op, arg
+        chunks = list(arg) if op == "chunks" else self._encode(arg)
+        while True:
+            try:
+                nop, narg = self.queue.get_nowait()
+            except queue.Empty:
+                break
+            if nop == "chunks":
+                chunks.extend(narg)
+            elif nop == "rows":
+                chunks.extend(self._encode(narg))
+            else:
+                self.pending = (nop, narg)
+                break
+        return "chunks", chunks
+
     def _loop(self) -> None:
         while True:
-            op, arg = self.queue.get()
+            op, arg = self._next()
             try:
-                if op == "rows":
-                    self.store.append(arg, self.limit)
+                if op == "chunks":
+                    self.store.write_chunks(arg)
                 elif op == "begin":
                     self.store.begin(arg)
                 elif op == "finish":

@@ -77,6 +77,9 @@ class Ingestor:
             raise IngestError(f"POST /events: {exc}") from None
         except msgspec.DecodeError as exc:
             raise IngestError(f"POST /events: the body is not JSON: {exc}") from None
+        except RecursionError:
+            raise IngestError("POST /events: the body nests past the recursion limit"
+                              ) from None
         if not batch.execution or len(batch.execution) > 128 or not set(
                 batch.execution) <= _ID_CHARS:
             raise IngestError("POST /events: `execution` must be 1-128 characters of"

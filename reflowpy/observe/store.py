@@ -39,6 +39,7 @@ implements the same queries on PostgreSQL.
 from __future__ import annotations
 
 import contextlib
+import operator
 import sqlite3
 import threading
 import time
@@ -52,7 +53,7 @@ import msgspec
 from reflowpy.errors import ReflowError
 
 __all__ = ["LAYOUT", "EventRow", "ExecutionRecord", "SqliteStore", "TraceStore",
-           "TraceStoreError", "encode_value", "new_execution_id"]
+           "TraceStoreError", "encode_chunks", "encode_value", "new_execution_id"]
 
 #: The store layout this code writes and reads (see the module docstring).
 LAYOUT = 2
@@ -177,11 +178,13 @@ def _seal(ex: str, cols: list[tuple[Any, ...]], vref: list[int], values: list[st
           ) -> _ChunkRow:
     """Columns of one execution's rows (seq ascending) -> one chunk row."""
     _, seq, ts, kind, node, port, pnode, pport, msg, causes, _, error, extra = cols
-    msgs = [m for m in msg if m is not None]
-    chunk = _Chunk(seq=list(seq), ts=list(ts), kind=list(kind), node=list(node),
-                   port=list(port), peer_node=list(pnode), peer_port=list(pport),
-                   msg=list(msg), causes=list(causes), vref=vref, values=values,
-                   error=list(error), extra=list(extra))
+    msgs = set(msg)
+    msgs.discard(None)
+    # (tuples encode as the lists they decode to: no copies)
+    chunk = _Chunk(seq=seq, ts=ts, kind=kind, node=node, port=port,  # type: ignore[arg-type]
+                   peer_node=pnode, peer_port=pport, msg=msg,  # type: ignore[arg-type]
+                   causes=causes, vref=vref, values=values,  # type: ignore[arg-type]
+                   error=error, extra=extra)  # type: ignore[arg-type]
     return _ChunkRow(ex, seq[0], seq[-1], len(seq), min(msgs) if msgs else None,
                      max(msgs) if msgs else None, _kind_mask(set(kind)),
                      _ENC_CHUNK.encode(chunk))
@@ -190,12 +193,21 @@ def _seal(ex: str, cols: list[tuple[Any, ...]], vref: list[int], values: list[st
 def _columns(rows: Sequence[Sequence[Any]]) -> Iterator[tuple[str, list[tuple[Any, ...]]]]:
     """Rows -> (execution, its columns in seq order), one per execution. Everything per
     row runs in C (zip, set, sorted); the rows of one batch rarely need sorting."""
-    cols = list(zip(*rows, strict=True))
+    try:
+        cols = list(zip(*rows, strict=True))
+    except ValueError:
+        cols = []
+    if len(cols) != len(EventRow.__struct_fields__):
+        raise TraceStoreError(f"event rows must have {len(EventRow.__struct_fields__)}"
+                              " columns")
     exs = set(cols[0])
     parts = [(next(iter(exs)), cols)] if len(exs) == 1 else [
         (ex, list(zip(*[r for r in rows if r[0] == ex], strict=True))) for ex in exs]
     for ex, part in parts:
         seq = part[1]
+        if all(map(operator.lt, seq, seq[1:])):  # strictly ascending, as a sink writes
+            yield ex, part
+            continue
         if len(set(seq)) != len(seq):
             raise TraceStoreError(f"execution {ex!r}: two events with the same seq in one"
                                   " batch")
@@ -382,31 +394,51 @@ class _SqlStore:
 
         Raises :class:`TraceStoreError` if a batch's seqs overlap what an execution
         already holds (events are appended in order)."""
-        if not rows:
+        self.append_batches([rows], max_value_bytes)
+
+    def append_batches(self, batches: Sequence[Sequence[Sequence[Any]]],
+                       max_value_bytes: int = 4096) -> None:
+        """:meth:`append` of several batches, in order: a chunk per batch and execution,
+        all in one transaction. (The collector's writer takes every batch queued when it
+        wakes: each SQL call lets go of the interpreter lock, and getting it back from a
+        busy trio thread takes a switch interval, so the calls per wake are what bound
+        its pace, not the rows.)"""
+        self.write_chunks([c for rows in batches if rows
+                           for c in encode_chunks(rows, max_value_bytes)])
+
+    def write_chunks(self, chunks: Sequence[_ChunkRow]) -> None:
+        """Store chunks made by :func:`encode_chunks` (in seq order), one transaction."""
+        if not chunks:
             return
-        chunks = encode_chunks(rows, max_value_bytes)  # outside the lock: CPU only
         with self._lock:
             self._insert_chunks(chunks)
             self._commit()
-            self._notify([c.execution for c in chunks])
+            self._notify(list(dict.fromkeys(c.execution for c in chunks)))
 
     def _insert_chunks(self, chunks: Sequence[_ChunkRow], count: bool = True) -> None:
+        last: dict[str, int] = {}
         for c in chunks:
-            last = self._execute(self._q(
-                "SELECT last_seq FROM chunks WHERE execution = ? ORDER BY first_seq DESC"
-                " LIMIT 1"), (c.execution,))
-            if last and int(last[0][0]) >= c.first_seq:
+            if c.execution not in last:
+                got = self._execute(self._q(
+                    "SELECT last_seq FROM chunks WHERE execution = ? ORDER BY first_seq DESC"
+                    " LIMIT 1"), (c.execution,))
+                last[c.execution] = int(got[0][0]) if got else -1 << 62
+            if last[c.execution] >= c.first_seq:
                 self._rollback()
                 raise TraceStoreError(
                     f"execution {c.execution!r}: events from seq {c.first_seq} arrived after"
-                    f" seq {int(last[0][0])} was stored (events are appended in order)")
+                    f" seq {last[c.execution]} was stored (events are appended in order)")
+            last[c.execution] = c.last_seq
         self._executemany(self._q(
             f"INSERT INTO chunks ({_CHUNK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
             [(c.execution, c.first_seq, c.last_seq, c.n, c.msg_lo, c.msg_hi, c.kinds,
               c.data) for c in chunks])
+        events: dict[str, int] = {}
         for c in chunks if count else ():
+            events[c.execution] = events.get(c.execution, 0) + c.n
+        for ex, n in events.items():
             self._execute(self._q("UPDATE executions SET events = events + ? WHERE id = ?"),
-                          (c.n, c.execution))
+                          (n, ex))
 
     def _rollback(self) -> None:
         """Abandon the open transaction (driver hook)."""

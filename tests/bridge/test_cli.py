@@ -55,3 +55,26 @@ async def test_run_places_a_partition(tmp_path: Path) -> None:
     lines = [json.loads(x) for x in res.stdout.decode().splitlines()]
     assert res.returncode == 0, res.stderr.decode()
     assert [x["value"] for x in lines] == [10, 20, 30]
+
+
+def test_a_hostile_peers_file_is_refused_naming_the_file(tmp_path: Path) -> None:
+    # the peers file is read like a graph file: bounded size (it read /dev/zero until
+    # memory ran out) and YAML without alias bombs (it expanded them with yaml.safe_load)
+    import pytest
+
+    from reflowpy.bridge.peers import load_peers
+    from reflowpy.errors import ConfigError
+
+    bomb = tmp_path / "bomb.yaml"
+    rows = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    rows += [f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 9)}]"
+             for i in range(8)]
+    bomb.write_text("\n".join(rows) + "\n")
+    for source, expected in ((bomb, "expands to more than"), ("/dev/zero", "MiB"),
+                             (tmp_path / "none.yaml", "No such file")):
+        with pytest.raises(ConfigError, match=expected) as info:
+            load_peers(source)
+        assert str(source) in str(info.value)
+    good = tmp_path / "good.yaml"
+    good.write_text("peers:\n  a: {url: 'ws://127.0.0.1:1/bridge', token: t}\n")
+    assert load_peers(good).peers["a"].url == "ws://127.0.0.1:1/bridge"

@@ -90,6 +90,37 @@ def test_credits_riding_in_data_are_checked() -> None:
     assert not session.inc[1].buffer  # refused before the batch was taken
 
 
+@pytest.mark.parametrize("depth", [400, 600, 2000, 200_000])
+def test_frames_nested_past_the_recursion_limit_are_protocol_errors(depth: int) -> None:
+    """A forged DATA frame whose message nests deeply raised RecursionError out of
+    decode_frame (msgspec past ~1000 levels, freeze past ~500), which no reader catches;
+    the plain codec (journals, worker frames) the same as CodecError."""
+    from reflowpy.bridge.frames import Data, encode_frame
+    from reflowpy.errors import CodecError
+    from reflowpy.network import codec
+
+    marker = "\x00deep\x00"
+    frame = encode_frame(Data(1, 1, [marker]))
+    packed = b"\xa6" + marker.encode()
+    assert frame.count(packed) == 1 and frame[0] == 0  # plain, so the bytes can be spliced
+    deep = b"\x91" * depth + b"\x90"
+    forged = frame.replace(packed, deep)
+    if depth < 450:
+        [value] = decode_frame(forged).batch  # shallow enough to be a message
+        assert rf.freeze(value) == value
+        return
+    with pytest.raises(BridgeProtocolError, match="nested"):
+        decode_frame(forged)
+    with pytest.raises(CodecError, match="nested"):
+        codec.decode(b"\x00" + deep)
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    if depth > 1000:  # msgspec encodes what freeze refuses, up to its own limit
+        with pytest.raises(CodecError, match="nested"):
+            codec.encode(value)
+
+
 def test_zstd_bomb_is_refused_before_allocation() -> None:
     import zstandard
 

@@ -62,6 +62,51 @@ async def test_non_mapping_result_is_an_actor_error_naming_node_and_type(
         assert "Traceback" in failed[0].traceback
 
 
+def _nested(depth: int) -> Any:
+    value: Any = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("kind", ["def", "async"])
+@pytest.mark.parametrize("observed", [False, True])
+async def test_a_value_nested_past_the_recursion_limit_is_a_message_error(
+    kind: str, observed: bool,
+) -> None:
+    """Freezing a value nested ~500 deep raised RecursionError out of the kernel: from
+    `net.send` it crashed `reflowpy run --input`, from a node it was no MessageError."""
+    deep = _nested(5000)
+    with pytest.raises(rf.MessageError, match="nested more deeply"):
+        rf.freeze(deep, where="node 'n' port 'out'")
+    if kind == "def":
+        @rf.actor(inports=["in"], outports=["out"])
+        def nests(ctx: Any) -> Any:
+            return {"out": _nested(ctx.inputs["in"])}
+    else:
+        @rf.actor(inports=["in"], outports=["out"])
+        async def nests(ctx: Any) -> Any:
+            await ctx.send("out", _nested(ctx.inputs["in"]))
+            return None
+
+    reg = rf.Registry()
+    reg.register("t/Nests", nests)
+    net = rf.Network(one("t/Nests", reg), reg)
+    sub = net.events(10_000) if observed else None
+    async with net:
+        with pytest.raises(rf.MessageError, match="input 'input'.*nested more deeply"):
+            await net.send("input", deep)
+        await net.send("input", 5000)
+        await net.send("input", 3)
+        await net.idle()
+        assert net.outputs("result").drain() == [[[[[]]]]]
+        assert net.statistics().ledger.balanced
+    [letter] = net.dead_letters()
+    assert letter.error_type == "MessageError" and "nested more deeply" in letter.error
+    if sub is not None:
+        assert any(isinstance(e, ev.ActorFailed) for e in drain_events(sub))
+
+
 # -- held-back outputs and state rollback --------------------------------------------------
 
 

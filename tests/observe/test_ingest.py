@@ -69,6 +69,10 @@ BAD_BODIES = [
      "$.events[0].fromActor"),
     (b'{"execution": "../../etc", "events": []}', "`execution` must be"),
     (b'{"execution": "x", "events": [], "extra": 1}', "extra"),
+    # msgspec raised RecursionError (a 500) past ~1000 levels
+    (b'{"execution": "x", "events": [{"_type": "MessageSent", "fromActor": "a", "fromPort":'
+     b' "o", "toActor": "b", "toPort": "i", "message": ' + b"[" * 5000 + b"]" * 5000 + b"}]}",
+     "nest"),
 ]
 
 
@@ -121,3 +125,15 @@ async def test_oversized_and_unauthenticated(nursery: trio.Nursery, tmp_path: Pa
         r = await c.post("/events", json={"execution": "a", "events": []})
         assert r.status_code == 202
     s.shutdown.set()
+
+
+def test_the_ingest_itself_refuses_bodies_nested_past_the_recursion_limit(
+        tmp_path: Path) -> None:
+    # the server's request guard refuses them first; an Ingestor mounted without it
+    # raised RecursionError from msgspec
+    from reflowpy.observe.ingest import IngestError, Ingestor
+    from reflowpy.observe.store import SqliteStore
+
+    ingestor = Ingestor(SqliteStore(tmp_path / "t.sqlite"))
+    with pytest.raises(IngestError, match="recursion limit"):
+        ingestor.decode(BAD_BODIES[-1][0])

@@ -107,11 +107,15 @@ _queries = st.lists(st.tuples(
 
 def check_store_against_model(store: _SqlStore, rows: list[tuple[Any, ...]],
                               batches: list[list[tuple[Any, ...]]],
-                              queries: list[tuple[Any, ...]]) -> None:
+                              queries: list[tuple[Any, ...]], together: bool = False
+                              ) -> None:
     for ex in ("e1", "e2"):
         store.begin(ExecutionRecord(id=ex, started=1.0))
-    for b in batches:
-        store.append(b, LIMIT)
+    if together:  # the collector's writer: every queued batch in one transaction
+        store.append_batches(batches, LIMIT)
+    else:
+        for b in batches:
+            store.append(b, LIMIT)
     model = [_model_row(r) for r in rows]
     for ex in ("e1", "e2"):
         assert store.execution(ex).events == sum(r.execution == ex for r in model)
@@ -133,13 +137,13 @@ def check_store_against_model(store: _SqlStore, rows: list[tuple[Any, ...]],
 @settings(max_examples=long_scale(40), deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
-@given(stream=streams(), queries=_queries)
+@given(stream=streams(), queries=_queries, together=st.booleans())
 def test_chunked_store_answers_like_the_event_list(tmp_path: Path, stream: Any,
-                                                   queries: Any) -> None:
+                                                   queries: Any, together: bool) -> None:
     rows, batches = stream
     store = SqliteStore(":memory:")
     try:
-        check_store_against_model(store, rows, batches, queries)
+        check_store_against_model(store, rows, batches, queries, together)
     finally:
         store.close()
 
@@ -173,6 +177,22 @@ def test_out_of_order_and_duplicate_seqs_are_refused(tmp_path: Path) -> None:
     assert store.execution("e").events == 2
     store.append([row(7)])  # the store still works after a refused batch
     assert [r.seq for r in store.events("e")] == [5, 6, 7]
+    # several batches in one transaction: an overlap between two of them (or with what
+    # is stored) refuses them all; each batch is its own chunk
+    with pytest.raises(TraceStoreError, match=r"events from seq 9 arrived after seq 9"):
+        store.append_batches([[row(8), row(9)], [row(9), row(11)]])
+    with pytest.raises(TraceStoreError, match=r"events from seq 7 arrived after seq 7"):
+        store.append_batches([[row(7)]])
+    assert [r.seq for r in store.events("e")] == [5, 6, 7]
+    store.append_batches([[row(8), row(9)], [], [row(10), row(12)]])
+    assert [r.seq for r in store.events("e")] == [5, 6, 7, 8, 9, 10, 12]
+    assert store.execution("e").events == 7
+    assert store._execute("SELECT COUNT(*) FROM chunks")[0][0] == 4
+    with pytest.raises(TraceStoreError, match="two events with the same seq"):
+        store.append([row(20), row(21), row(20)])  # not adjacent
+    with pytest.raises(TraceStoreError, match="columns"):
+        store.append([row(30)[:-1]])
+    assert [r.seq for r in store.events("e")] == [5, 6, 7, 8, 9, 10, 12]
     store.close()
 
 

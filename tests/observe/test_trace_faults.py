@@ -63,6 +63,10 @@ class _FailingStore(SqliteStore):
     def append(self, rows: Any, max_value_bytes: int = 4096) -> None:
         raise TraceStoreError(f"trace store {str(self.path)!r}: disk I/O error (injected)")
 
+    # the collector's writer stores chunks encoded on the trio thread
+    def write_chunks(self, chunks: Any) -> None:
+        raise TraceStoreError(f"trace store {str(self.path)!r}: disk I/O error (injected)")
+
 
 async def test_a_failing_store_is_reported_and_the_dataflow_finishes(tmp_path: Path) -> None:
     store = _FailingStore(tmp_path / "t.sqlite")
@@ -73,3 +77,25 @@ async def test_a_failing_store_is_reported_and_the_dataflow_finishes(tmp_path: P
                 await net.send("in", str(k))
             await net.idle()
     assert sorted(net.outputs("out").drain()) == sorted(2 * k for k in range(20))
+
+
+async def test_a_batch_that_cannot_be_encoded_is_reported_at_close(tmp_path: Path) -> None:
+    # the writer's rows are encoded on the trio thread: an error there is kept and
+    # raised by close(), as a failed write is, and never reaches the kernel's call
+    from reflowpy.observe.collector import _Writer
+    from reflowpy.observe.store import NOVALUE, ExecutionRecord
+
+    store = SqliteStore(tmp_path / "t.sqlite")
+    writer = _Writer(store, 4, 4096)
+    writer.submit("begin", ExecutionRecord(id="e", started=1.0))
+
+    def row(seq: int) -> tuple[Any, ...]:
+        return ("e", seq, 0.0, "idle", "", "", "", "", None, None, NOVALUE, None, None)
+
+    assert writer.submit_rows([row(1), row(2)])
+    assert writer.submit_rows([row(3), row(3)])  # taken, fails to encode
+    assert writer.submit_rows([row(4)])
+    with pytest.raises(TraceStoreError, match="two events with the same seq"):
+        await writer.close()
+    assert [r.seq for r in store.events("e")] == [1, 2, 4]
+    store.close()

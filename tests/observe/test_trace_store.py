@@ -203,6 +203,10 @@ class _BlockedStore(SqliteStore):
         self.release.wait(30)
         super().append(rows, max_value_bytes)
 
+    def write_chunks(self, chunks: Any) -> None:  # the collector's writer's call
+        self.release.wait(30)
+        super().write_chunks(chunks)
+
 
 async def test_stalled_store_drops_batches_not_the_dataflow(tmp_path: Path) -> None:
     store = _BlockedStore(tmp_path / "t.sqlite")

@@ -173,8 +173,9 @@ def read_limited(stream: BinaryIO, fmt: str = "") -> bytes:
     :data:`MAX_TEXT_BYTES` (reading stops one byte past the limit)."""
     data = stream.read(MAX_TEXT_BYTES + 1)
     if len(data) > MAX_TEXT_BYTES:
-        raise GraphFormatError(f"longer than {MAX_TEXT_BYTES // 2**20} MiB, the most a graph"
-                               " file may hold; split it into subgraphs", format=fmt)
+        raise GraphFormatError(f"longer than {MAX_TEXT_BYTES // 2**20} MiB, the most reflowpy"
+                               " reads from one file (split a graph into subgraphs)",
+                               format=fmt)
     return data
 
 
