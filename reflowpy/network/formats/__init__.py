@@ -102,6 +102,10 @@ _YAML_WORDS = ("---", "%YAML", "processes", "connections", "inports", "outports"
                "properties", "caseSensitive", "graph_dependencies", "external_connections")
 
 
+# What ``str.strip`` removes (both use the Unicode whitespace test).
+_LEADING_SPACE = re.compile(r"\s*")
+
+
 def _looks_yaml(text: str) -> bool:
     """Whether a line of ``text`` starts as a YAML graph does (:data:`_YAML_HINT`).
     The regex tries every line; the words it needs are looked for first, each by one
@@ -192,13 +196,13 @@ def _loads(text: str | bytes, format: str | None) -> Graph:
     text = _text(text, format)
     detected = format is None
     if format is None:
-        if not text.strip():
+        # (No stripped copy of a 50 MB text: the first other character is looked up.)
+        if not text or text.isspace():
             raise GraphFormatError("the text is empty; expected a graph in reflow/noflo JSON,"
                                    " YAML or .fbp")
-        stripped = text.lstrip()
-        if stripped.startswith("{"):
+        if text.startswith("{", _LEADING_SPACE.match(text).end()):  # type: ignore[union-attr]
             try:
-                data = json_loads(stripped, "json")
+                data = json_loads(text.lstrip(), "json")
             except GraphFormatError:
                 if detect(text) != "fbp":
                     raise
