@@ -173,9 +173,9 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationReport
     nodes = graph.nodes
     # The node names the connections use, gathered by C-level passes (a loaded graph
     # may have millions of edges); each edge is looked at only if one is missing.
-    src_nodes = set(map(_SRC_NODE, graph.edges))
-    tgt_nodes = set(map(_TGT_NODE, graph.edges))
-    if not (src_nodes <= nodes.keys() and tgt_nodes <= nodes.keys()):
+    connected = set(map(_SRC_NODE, graph.edges))
+    connected.update(map(_TGT_NODE, graph.edges))
+    if connected.difference(nodes):  # (set - dict: C lookups with the cached hashes)
         for edge in graph.edges:
             for end, side in ((edge.src, "source"), (edge.tgt, "target")):
                 if end.node not in nodes:
@@ -197,8 +197,6 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationReport
                 add(Problem("dangling_group_member", f"group {group.name!r}: node {member!r}"
                             " does not exist", member, severity="warning"))
 
-    connected = src_nodes | tgt_nodes
-    del src_nodes, tgt_nodes
     exported_nodes = {p.node for p in graph.inports.values()} | {
         p.node for p in graph.outports.values()}
     lonely = nodes.keys() - connected - exported_nodes  # a C-level pass; reported in

@@ -81,7 +81,10 @@ def _graphs(draw: st.DrawFn) -> rf.Graph:
             g.add_inport(f"i{i}", draw(st.sampled_from(ids)), "in")
             g.add_outport(f"o{i}", draw(st.sampled_from(ids)), "out")
     if draw(st.integers(0, 4)) == 0:  # a dangling edge, as a bad file can leave
-        g.edges.append(Edge(Endpoint("ghost", "out"), Endpoint(ids[0] if ids else "x", "in")))
+        ghost = draw(st.sampled_from([(0, 1), (1, 0), (0, 0)]))
+        ends = [Endpoint("ghost" if ghost[0] or not ids else ids[0], "out"),
+                Endpoint("ghost2" if ghost[1] or not ids else ids[-1], "in")]
+        g.edges.insert(draw(st.integers(0, len(g.edges))), Edge(*ends))
         g._index = None
     return g
 
@@ -96,3 +99,7 @@ def test_validate_reports_what_the_node_by_node_checks_report(graph: rf.Graph) -
                 if p.kind in ("missing_env", "bad_config", "bad_policy", "bad_placement")]
     assert new_meta == old_meta
     assert [p for p in report.problems if p.kind == "orphan"] == _old_orphans(graph)
+    dangling = [p for p in report.problems if p.kind == "dangling_edge"]
+    assert [(p.node, p.port) for p in dangling] == [
+        (end.node, end.port) for e in graph.edges for end in (e.src, e.tgt)
+        if end.node not in graph.nodes]
