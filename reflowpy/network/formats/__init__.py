@@ -192,8 +192,10 @@ def loads(text: str | bytes, format: str | None = None) -> Graph:
         return _loads(text, format)
 
 
-def _loads(text: str | bytes, format: str | None) -> Graph:
-    text = _text(text, format)
+def _loads(text: str | bytes, format: str | None, *, decoded: bool = False) -> Graph:
+    """:func:`loads`; ``decoded``: ``text`` came from :func:`_text` already."""
+    if not decoded or not isinstance(text, str):
+        text = _text(text, format)
     detected = format is None
     if format is None:
         # (No stripped copy of a 50 MB text: the first other character is looked up.)
@@ -267,7 +269,12 @@ def load(path: str | Path, format: str | None = None) -> Graph:
     except GraphFormatError as exc:
         raise GraphFormatError(exc.detail, format=exc.format, where=str(path)) from None
     try:
-        return loads(text, format)
+        # Decoded here so the file's bytes are gone before the text is parsed (50 MB
+        # of them would stay beside the text and the graph to the end).
+        decoded = _text(text, format)
+        del text
+        with bulk():
+            return _loads(decoded, format, decoded=True)
     except GraphFormatError as exc:
         where = f"{path}, {exc.where}" if exc.where else str(path)
         raise GraphFormatError(exc.detail, format=exc.format, where=where) from None
