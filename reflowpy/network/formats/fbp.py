@@ -311,7 +311,7 @@ class _Parser:
         """``side -> Endpoint`` for the distinct sides of a plain run (``node port`` for
         a source, ``port node`` for a target; ports folded already), node names through
         ``_names``, port names through ``_ports``: C-level passes over the distinct."""
-        distinct = list(dict.fromkeys(sides))
+        distinct = list(set(sides))
         words = " ".join(distinct).split(" ")
         nodes, ports = (words[0::2], words[1::2]) if source else (words[1::2], words[0::2])
         del words
