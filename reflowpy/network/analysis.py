@@ -173,9 +173,9 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationReport
     nodes = graph.nodes
     # The node names the connections use, gathered by C-level passes (a loaded graph
     # may have millions of edges); each edge is looked at only if one is missing.
-    src_nodes = set(map(_SRC_NODE, graph.edges))
-    tgt_nodes = set(map(_TGT_NODE, graph.edges))
-    if not (src_nodes <= nodes.keys() and tgt_nodes <= nodes.keys()):
+    connected = set(map(_SRC_NODE, graph.edges))
+    connected.update(map(_TGT_NODE, graph.edges))
+    if connected.difference(nodes):  # (set - dict: C lookups with the cached hashes)
         for edge in graph.edges:
             for end, side in ((edge.src, "source"), (edge.tgt, "target")):
                 if end.node not in nodes:
@@ -197,12 +197,11 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationReport
                 add(Problem("dangling_group_member", f"group {group.name!r}: node {member!r}"
                             " does not exist", member, severity="warning"))
 
-    connected = src_nodes | tgt_nodes
-    del src_nodes, tgt_nodes
     exported_nodes = {p.node for p in graph.inports.values()} | {
         p.node for p in graph.outports.values()}
-    for node_id in nodes:
-        if node_id not in connected and node_id not in exported_nodes:
+    lonely = nodes.keys() - connected - exported_nodes  # a C-level pass; reported in
+    if lonely:  # node order
+        for node_id in [n for n in nodes if n in lonely]:
             add(Problem("orphan", f"node {node_id!r} has no connection and no exported port",
                         node_id, severity="warning"))
 
@@ -238,13 +237,23 @@ def location_of(metadata: Mapping[str, Any], *, node: str = "", graph: str = "")
     return LOCAL
 
 
+#: The node metadata keys :func:`_validate_metadata` checks (what ``resolve_config``,
+#: ``Policy.from_config`` and :func:`location_of` read).
+_CHECKED_KEYS = frozenset({"env_vars", "policy", "partition", "remote"})
+
+
 def _validate_metadata(graph: Graph, add: Any) -> None:
     """What the network and the placement refuse in node metadata, found before a run:
     a malformed ``policy``, ``env_vars``, ``partition`` or ``remote``, and exported
     ports on nodes placed elsewhere. A variable ``env_vars`` requires but this
     environment lacks is a warning: the graph may run where it is set."""
     located: dict[str, str] = {}
-    for node in graph.nodes.values():
+    # Only these keys can make a problem or a place other than LOCAL; a loaded graph's
+    # nodes mostly have none of them (often no metadata at all), so only the nodes
+    # with one are looked at.
+    keys = _CHECKED_KEYS
+    for node in [n for n in graph.nodes.values()
+                 if n.metadata and not keys.isdisjoint(n.metadata)]:
         meta = node.metadata
         try:
             resolve_config(node.id, meta)

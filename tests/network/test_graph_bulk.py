@@ -117,6 +117,46 @@ def test_fbp_bulk_runs_give_the_grammar_graph(text: str, cs: bool) -> None:
     _same(bulk, _fbp_via_document(text, cs))
 
 
+@st.composite
+def _plain_runs(draw: st.DrawFn) -> str:
+    """Only rows the plain fast path takes (one space apart, no index), from few names
+    and ports in several spellings, in runs split by other statements: the same edge
+    often comes again, in another run, spelled in another case (lower-case runs and
+    mixed-case runs take different splits; their rows must still compare as edges)."""
+    names = ["a", "b", "B", "n1"]
+    lines = [f"{n}(c)" for n in names]
+    for _ in range(draw(st.integers(1, 8))):
+        for _ in range(draw(st.integers(1, 8))):
+            lines.append(f"{draw(st.sampled_from(names))} "
+                         f"{draw(st.sampled_from(['out', 'OUT', 'Out', 'err']))} -> "
+                         f"{draw(st.sampled_from(['in', 'IN', 'x.y']))} "
+                         f"{draw(st.sampled_from(names))}")
+        lines.append(draw(st.sampled_from(["# cut", "q(c)", "", "'v' -> in a"])))
+    return "\n".join(lines) + draw(st.sampled_from(["\n", ""]))
+
+
+@settings(max_examples=long_scale(400), deadline=None)
+@given(_plain_runs(), st.booleans())
+def test_fbp_plain_runs_share_endpoints_and_keep_each_edge_once(text: str, cs: bool) -> None:
+    """The plain path reads each distinct side of a run once and shares its Endpoint;
+    whether all rows are distinct edges is told by their sides. Against the grammar,
+    and against the rows themselves (each distinct edge once, in first-seen order)."""
+    bulk = fbp_graph(text, cs, fast=True)
+    _same(bulk, fbp_graph(text, cs, fast=False))
+    assert not isinstance(bulk, str)
+    keys = [(e.src, e.tgt) for e in bulk.edges]
+    assert len(set(keys)) == len(keys)
+    fold = (lambda p: p) if cs else str.lower
+    rows = [line.split(" ") for line in text.split("\n") if " -> " in line
+            and not line.startswith("'")]
+    want = list(dict.fromkeys((Endpoint(r[0], fold(r[1])), Endpoint(r[4], fold(r[3])))
+                              for r in rows))
+    assert keys == want
+    parser = fbp._Parser(text, cs, strict=True)
+    parser._scan()
+    assert parser.distinct() == (len(want) == len(rows))  # (no two rows hash alike here)
+
+
 @settings(max_examples=long_scale(60), deadline=None)
 @given(st.integers(1, 300), st.integers(0, 2**32), st.booleans())
 def test_fbp_written_graphs_read_back_in_bulk_as_by_the_grammar(n: int, seed: int,

@@ -102,6 +102,10 @@ _YAML_WORDS = ("---", "%YAML", "processes", "connections", "inports", "outports"
                "properties", "caseSensitive", "graph_dependencies", "external_connections")
 
 
+# What ``str.strip`` removes (both use the Unicode whitespace test).
+_LEADING_SPACE = re.compile(r"\s*")
+
+
 def _looks_yaml(text: str) -> bool:
     """Whether a line of ``text`` starts as a YAML graph does (:data:`_YAML_HINT`).
     The regex tries every line; the words it needs are looked for first, each by one
@@ -188,17 +192,19 @@ def loads(text: str | bytes, format: str | None = None) -> Graph:
         return _loads(text, format)
 
 
-def _loads(text: str | bytes, format: str | None) -> Graph:
-    text = _text(text, format)
+def _loads(text: str | bytes, format: str | None, *, decoded: bool = False) -> Graph:
+    """:func:`loads`; ``decoded``: ``text`` came from :func:`_text` already."""
+    if not decoded or not isinstance(text, str):
+        text = _text(text, format)
     detected = format is None
     if format is None:
-        if not text.strip():
+        # (No stripped copy of a 50 MB text: the first other character is looked up.)
+        if not text or text.isspace():
             raise GraphFormatError("the text is empty; expected a graph in reflow/noflo JSON,"
                                    " YAML or .fbp")
-        stripped = text.lstrip()
-        if stripped.startswith("{"):
+        if text.startswith("{", _LEADING_SPACE.match(text).end()):  # type: ignore[union-attr]
             try:
-                data = json_loads(stripped, "json")
+                data = json_loads(text.lstrip(), "json")
             except GraphFormatError:
                 if detect(text) != "fbp":
                     raise
@@ -263,7 +269,12 @@ def load(path: str | Path, format: str | None = None) -> Graph:
     except GraphFormatError as exc:
         raise GraphFormatError(exc.detail, format=exc.format, where=str(path)) from None
     try:
-        return loads(text, format)
+        # Decoded here so the file's bytes are gone before the text is parsed (50 MB
+        # of them would stay beside the text and the graph to the end).
+        decoded = _text(text, format)
+        del text
+        with bulk():
+            return _loads(decoded, format, decoded=True)
     except GraphFormatError as exc:
         where = f"{path}, {exc.where}" if exc.where else str(path)
         raise GraphFormatError(exc.detail, format=exc.format, where=where) from None

@@ -260,26 +260,38 @@ class _Parser:
         if (chunk.count(" -> ") == rows and "  " not in chunk and "[" not in chunk
                 and "\n " not in chunk and " \n" not in chunk
                 and chunk[0] != " " and chunk[-1] != " "):
-            # Written as the writer writes (one space apart, no index): the words are
-            # node, port, port, node per row, split apart by C-level string methods.
-            words = chunk.rstrip("\n").replace(" -> ", " ").replace("\n", " ").split(" ")
+            # Written as the writer writes (one space apart, no index): each row is a
+            # source side ``node port`` and a target side ``port node``, split apart by
+            # C-level string methods. A side stands for one Endpoint: each distinct side
+            # of the run is read once and its Endpoint shared by the rows naming it.
+            body = chunk.rstrip("\n")
             del chunk
-            src, sport, tport, tgt = words[0::4], words[1::4], words[2::4], words[3::4]
-            del words
-            if not self.cs and not lowered:
-                sport = " ".join(sport).lower().split(" ")
-                tport = " ".join(tport).lower().split(" ")
-            intern, shared = self._names.setdefault, self._ports.setdefault
-            # (node, port, port, node) is the edge: two rows with one hash may be equal.
-            self._row_hashes.update(map(hash, zip(src, sport, tport, tgt, strict=True)))
-            self._rows += len(src)
-            self.edges.extend(map(Edge,
-                                  map(Endpoint, map(intern, src, src), map(shared, sport, sport)),
-                                  map(Endpoint, map(intern, tgt, tgt), map(shared, tport, tport))))
+            if self.cs or lowered:
+                sides = body.replace(" -> ", "\n").split("\n")
+                del body
+                srcs, tgts = sides[0::2], sides[1::2]
+                del sides
+            else:  # the port names folded, the sides spelled again from the words
+                words = body.replace(" -> ", " ").replace("\n", " ").split(" ")
+                del body
+                sport = " ".join(words[1::4]).lower().split(" ")
+                tport = " ".join(words[2::4]).lower().split(" ")
+                srcs = list(map(" ".join, zip(words[0::4], sport, strict=True)))
+                tgts = list(map(" ".join, zip(tport, words[3::4], strict=True)))
+                del words, sport, tport
+            # (source side, target side) is the edge: two rows with one hash may be equal.
+            self._row_hashes.update(map(hash, zip(srcs, tgts, strict=True)))
+            self._rows += len(srcs)
+            src_ends = self._run_ends(srcs, True)
+            tgt_ends = self._run_ends(tgts, False)
+            self.edges.extend(map(Edge, map(src_ends.__getitem__, srcs),
+                                  map(tgt_ends.__getitem__, tgts)))
             return
         del chunk
         self._unsure = True  # (spellings differ: the rows do not say which are equal)
-        srcs, tgts = zip(*_EDGE_ROW.findall(self.text, start, end), strict=True)
+        rows_found = _EDGE_ROW.findall(self.text, start, end)
+        srcs, tgts = zip(*rows_found, strict=True)  # type: ignore[assignment]
+        del rows_found
         src_ends, tgt_ends = self._src_ends, self._tgt_ends
         try:
             for side in set(srcs).difference(src_ends):
@@ -294,6 +306,18 @@ class _Parser:
             raise
         self.edges.extend(map(Edge, map(src_ends.__getitem__, srcs),
                               map(tgt_ends.__getitem__, tgts)))
+
+    def _run_ends(self, sides: list[str], source: bool) -> dict[str, Endpoint]:
+        """``side -> Endpoint`` for the distinct sides of a plain run (``node port`` for
+        a source, ``port node`` for a target; ports folded already), node names through
+        ``_names``, port names through ``_ports``: C-level passes over the distinct."""
+        distinct = list(set(sides))
+        words = " ".join(distinct).split(" ")
+        nodes, ports = (words[0::2], words[1::2]) if source else (words[1::2], words[0::2])
+        del words
+        intern, shared = self._names.setdefault, self._ports.setdefault
+        return dict(zip(distinct, map(Endpoint, map(intern, nodes, nodes),
+                                      map(shared, ports, ports)), strict=True))
 
     def _side(self, side: str, source: bool, at: int = 0) -> Endpoint:
         """The endpoint one side of an edge row spells (``a out[1]`` / ``in[2] b``);
