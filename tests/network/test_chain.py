@@ -99,7 +99,8 @@ def _graph(specs: list[dict[str, Any]], run: str) -> rf.Graph:
     for i, s in enumerate(specs):
         g.add_node(f"s{i}", "c/A" if s["async"] else "c/D", metadata={
             "fail": s["fail"], "run": run, "drop": s["drop"], "sleep": s["sleep"],
-            "send": s["send"], "two": s["two"], "policy": {"retries": s["retries"], "backoff": 0.0}})
+            "send": s["send"], "two": s["two"],
+            "policy": {"retries": s["retries"], "backoff": 0.0}})
         g.add_edge(prev, "out", f"s{i}", "in", capacity=s["capacity"])
         prev = f"s{i}"
     g.add_outport("result", prev, "out")
