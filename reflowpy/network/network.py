@@ -54,6 +54,7 @@ from __future__ import annotations
 import contextvars
 import logging
 import math
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -207,6 +208,7 @@ class Network:
         dead_letter_limit: int = 10_000,
         on_stall: Literal["fail", "wait"] = "fail",
         idle_release: float = 10.0,
+        chain: bool = True,
     ) -> None:
         if capacity < 1 or output_capacity < 1:
             raise ValueError("queue capacities must be >= 1")
@@ -225,6 +227,9 @@ class Network:
         if on_stall not in ("fail", "wait"):
             raise ValueError("on_stall must be 'fail' or 'wait'")
         self.on_stall = on_stall
+        #: Operator chaining (see runner.NodeRunner._claim_next); False: every node in
+        #: its own task, as a reference for tests and measurements.
+        self.chain = chain and os.environ.get("REFLOWPY_CHAIN", "1") != "0"
         self.bus = ev.EventBus(self.name)
         #: Activity, idle and stall accounting (see scheduler.py).
         self.scheduler = Scheduler(self.became_idle, self._stalled, idle_release)
@@ -620,6 +625,9 @@ class Network:
             self.scheduler.stopping = True
             if self._runner_nursery is not None:
                 self._runner_nursery.cancel_scope.cancel()
+                for runner in self._runners.values():  # (a chained stage's own scope)
+                    if runner.scope is not None:
+                        runner.scope.cancel()
                 assert self._host_done is not None
                 await self._host_done.wait()
             # No actor task is left: close every in-port first (a sender still blocked
@@ -1049,6 +1057,7 @@ class Network:
 
     def _on_graph_event(self, event: GraphEvent) -> None:
         self._nowait_ports.clear()
+        self.scheduler.chain_epoch += 1  # a running chain splits at its next message
         handler = _GRAPH_HANDLERS.get(event.type)
         if handler is not None and self._state == "running":
             handler(self, event)

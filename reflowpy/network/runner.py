@@ -58,6 +58,7 @@ from reflowpy.errors import (
     NetworkStopped,
     PortNotFound,
 )
+from reflowpy.network import chain
 from reflowpy.network import events as ev
 from reflowpy.network.actor import Actor
 from reflowpy.network.message import _LEAVES, freeze
@@ -407,6 +408,7 @@ class NodeRunner:
         "budget",
         "busy",
         "cancel_reason",
+        "chained",
         "cls",
         "component",
         "ctx",
@@ -488,6 +490,8 @@ class NodeRunner:
         self.stop_requested = False
         self.removed = False
         self.folded = False
+        #: Run by another node's task now (operator chaining, see chain.py).
+        self.chained = False
         self.cancel_reason: str | None = None
         self.torn_down = False
         self.scope: trio.CancelScope | None = None
@@ -640,6 +644,8 @@ class NodeRunner:
 
     def resume(self) -> None:
         """Make the node's task run: reschedule it if parked, start it if there is none."""
+        if self.chained:  # the chain's task runs it; it looks again when it lets go
+            return
         if self.waiter is not None:
             self.wake_parked()
         elif self.releasing:
@@ -830,7 +836,6 @@ class NodeRunner:
     async def _fire_loop(self) -> None:
         # The hot path: take the whole batch already queued, then park. Observed or
         # not: the batch loops announce each message to the event bus while it listens.
-        latency = self.latency
         while True:
             if self.removed:
                 return
@@ -848,27 +853,38 @@ class NodeRunner:
             if not self.simple:
                 await self._fire_guarded(n)
                 continue
-            started = _perf()
-            taken0 = self.fired
-            if self.fn is not None:
-                await self._batch_def(n)
-            else:
-                await self._batch_async(n)
-            took = self.fired - taken0
-            if took:
-                if latency is None:
-                    latency = self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
-                mean = (_perf() - started) / took
-                i = 0
-                for bound in LATENCY_BUCKETS:
-                    if mean <= bound:
-                        break
-                    i += 1
-                latency[i] += took
+            await self._batch(n)
             self.budget -= n
             if self.budget <= 0:
                 self.budget = _BUDGET
                 await trio.lowlevel.checkpoint()
+
+    async def _batch(self, n: int) -> None:
+        # One fast-path batch of n messages: chained with the nodes downstream while
+        # they qualify (see chain.py), the rest (or all) by this node alone.
+        started = _perf()
+        taken0 = self.fired
+        if self.net.chain:
+            stages = chain.claim(self)
+            if stages is not None:
+                n -= await chain.run(stages, n)
+        if n > 0 and not self.removed:
+            if self.fn is not None:
+                await self._batch_def(n)
+            else:
+                await self._batch_async(n)
+        took = self.fired - taken0
+        if took:
+            latency = self.latency
+            if latency is None:
+                latency = self.latency = [0] * (len(LATENCY_BUCKETS) + 1)
+            mean = (_perf() - started) / took
+            i = 0
+            for bound in LATENCY_BUCKETS:
+                if mean <= bound:
+                    break
+                i += 1
+            latency[i] += took
 
     # The batch ledger. A batch of n messages counts nothing per message: the loop runs
     # over ``batch_it`` (an iterator of range(n)), so the messages taken since the batch

@@ -76,9 +76,23 @@ class Scheduler:
     when it stalls. Both are callbacks of the owning network.
     """
 
-    __slots__ = ("_blocked", "_idle_event", "_on_idle", "_on_stall", "active", "epoch",
-                 "inline_depth", "inline_ok", "reaping", "release_after", "stall",
-                 "stopping", "tasked", "timers")
+    __slots__ = (
+        "_blocked",
+        "_idle_event",
+        "_on_idle",
+        "_on_stall",
+        "active",
+        "chain_epoch",
+        "epoch",
+        "inline_depth",
+        "inline_ok",
+        "reaping",
+        "release_after",
+        "stall",
+        "stopping",
+        "tasked",
+        "timers",
+    )
 
     def __init__(self, on_idle: Callable[[], None],
                  on_stall: Callable[[Stall], None], release_after: float = 10.0) -> None:
@@ -86,6 +100,8 @@ class Scheduler:
         self.timers = 0
         #: Nesting of inline activations in the current call stack.
         self.inline_depth = 0
+        #: Bumped when a running chain must look again (a live edit, a split; see chain.py).
+        self.chain_epoch = 0
         #: Whether the current send may activate a parked plain-``def`` node inline.
         self.inline_ok = True
         #: The current stall, or None while the network can make progress.
