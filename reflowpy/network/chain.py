@@ -8,11 +8,12 @@ node is ``chained``: it has no task of its own, arrivals queue without waking it
 between the nodes stay (empty): the chain is a specialisation of the one delivery
 path, and anything it does not handle on its fast path goes back to that path.
 
-**What may chain.** A node ``b`` downstream of ``a`` when ``a``'s only connected
-out-port feeds exactly one in-port, ``b``'s single in-port (it fires per message),
-unchecked; ``b`` has no task and is parked (a live-added node is not parked until
-its ``setup`` ran), nothing queued or blocked, no timeout and no offload
-(retries are fine), and nobody observes the network (``bus.active``).
+**What may chain.** A plain ``def`` node ``b`` (the head may also be ``async def``)
+downstream of ``a`` when ``a``'s only connected out-port feeds exactly one in-port,
+``b``'s single in-port (it fires per message), unchecked; ``b`` has no task and is
+parked (a live-added node is not parked until its ``setup`` ran), nothing queued or
+blocked, no timeout and no offload (retries are fine), and nobody observes the network
+(``bus.active``).
 
 **The fast path** per message and stage: ``ctx.inputs = {port: value}``, the behaviour
 call, and a result that is a one-entry dict for the connected out-port with an
@@ -74,8 +75,13 @@ def _connected(runner: NodeRunner) -> Any:
 
 
 def _chainable(runner: NodeRunner) -> bool:
+    # Only plain ``def`` behaviours are claimed: an ``async def`` stage stepped in the
+    # head's task that suspends inside a cancel scope of its own (``trio.sleep``) could
+    # not be resumed under a scope of its own without corrupting trio's scope stack, and
+    # under the head's scope removing the head would cancel it. An async head is fine.
     policy = runner.policy
-    return (policy.timeout is None and not policy.offload and runner.single is not None
+    return (runner.fn is not None and policy.timeout is None and not policy.offload
+            and runner.single is not None
             and not runner.chained and not runner.removed and not runner.stop_requested
             and not runner.failed and not runner.finished)
 

@@ -9,6 +9,7 @@ and queueing delay from a ``tbf`` rate limit.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -72,8 +73,34 @@ def _impair() -> str:
     return "iptables statistic loss 2% each way + tbf 40mbit (netem unavailable)"
 
 
+def _remove_stale() -> None:
+    """Namespaces and host veths an interrupted earlier run left (same subnet: a stale
+    10.231.7.1 route makes this run's peer unreachable)."""
+    try:
+        names = sh("ip", "netns", "list", check=False).stdout.split()
+        links = sh("ip", "-o", "link", "show", check=False).stdout
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("rfb") and name[3:].isdigit():
+            sh("ip", "netns", "del", name, check=False)
+    for line in links.splitlines():
+        dev = line.split(":")[1].strip().split("@")[0] if ":" in line else ""
+        if dev.startswith("rfb") and dev.endswith("a") and dev[3:-1].isdigit():
+            sh("ip", "link", "del", dev, check=False)
+
+
+def _cleanup(*steps: tuple[str, ...]) -> None:
+    # every step, even when an earlier one fails or its tool is missing (iptables)
+    for step in steps:
+        with contextlib.suppress(OSError):
+            sh(*step, check=False)
+
+
 @pytest.fixture
 def namespace() -> Iterator[str]:
+    if os.geteuid() == 0:
+        _remove_stale()
     if os.geteuid() != 0 or sh("ip", "netns", "add", NS, check=False).returncode != 0:
         if os.environ.get("REFLOWPY_REQUIRE_NETNS") == "1":
             pytest.fail("cannot create a network namespace (needs root and iproute2)")
@@ -89,10 +116,9 @@ def namespace() -> Iterator[str]:
         sh("ip", "netns", "exec", NS, "ip", "link", "set", "lo", "up")
         yield _impair()
     finally:
-        sh("iptables", "-D", "INPUT", "-i", VETH, "-m", "statistic", "--mode", "random",
-           "--probability", "0.02", "-j", "DROP", check=False)
-        sh("ip", "link", "del", VETH, check=False)
-        sh("ip", "netns", "del", NS, check=False)
+        _cleanup(("ip", "link", "del", VETH), ("ip", "netns", "del", NS),
+                 ("iptables", "-D", "INPUT", "-i", VETH, "-m", "statistic", "--mode",
+                  "random", "--probability", "0.02", "-j", "DROP"))
 
 
 async def test_exact_delivery_across_namespaces_with_loss_delay_and_flaps(

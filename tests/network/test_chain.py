@@ -161,7 +161,8 @@ def test_chained_run_chains_and_keeps_counts(is_async: bool) -> None:
 
     chain_mod.run = counting  # type: ignore[assignment]
     try:
-        specs = [{"async": is_async, "fail": "", "retries": 0, "capacity": None,
+        # an async head, plain def stages after it (async stages are not claimed)
+        specs = [{"async": is_async and i == 0, "fail": "", "retries": 0, "capacity": None,
                   "drop": False, "sleep": False, "send": False, "two": False} for i in range(5)]
         got = trio.run(_run, specs, list(range(2000)), True, "pin", False)
     finally:
@@ -179,3 +180,49 @@ def test_subscribed_runs_report_the_same_events() -> None:
     a = trio.run(_run, specs, values, True, "ev-c", True)
     b = trio.run(_run, specs, values, False, "ev-p", True)
     assert a["events"] == b["events"] and a["out"] == b["out"]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_an_async_stage_that_sleeps_after_a_chain_head_under_a_host(seed: int) -> None:
+    """A ``def`` head chained to ``time/Delay`` (an async stage that sleeps in a cancel
+    scope of its own): stepping the stage in the head's task and resuming it under a
+    new shielded scope corrupted trio's cancel-scope stack (the server's kill -9 test
+    hung). Async stages are no longer claimed; the host here is the server's
+    ExecutionManager, as in that test."""
+    import random
+    import tempfile
+    from pathlib import Path
+
+    from reflowpy.server.executions import ExecutionManager
+    from reflowpy.server.graphs import graph_text, load_graph
+    from reflowpy.server.schemas import ExecutionPolicy
+    from reflowpy.server.storage import Storage
+    from tests.server.test_durability import SLOW
+    from tests.server.testkit import test_registry
+
+    async def main() -> None:
+        rng = random.Random(seed)
+        storage = Storage(Path(tempfile.mkdtemp()) / "data")
+        async with trio.open_nursery() as nursery:
+            manager = ExecutionManager(test_registry(), storage, nursery)
+            graph = load_graph(SLOW)
+            ex = await manager.start(graph, graph_text=graph_text(graph),
+                                     policy=ExecutionPolicy(restart="always"))
+            sent = 0
+            for _ in range(150):
+                batch = [sent + k for k in range(rng.randint(1, 5))]
+                with trio.fail_after(10):
+                    await manager.accept(ex, "x", batch)
+                sent += len(batch)
+                if rng.random() < 0.2:
+                    await trio.sleep(rng.random() * 0.005)
+            assert ex.net is not None
+            with trio.fail_after(20):
+                while not ex.net.is_idle():
+                    await trio.sleep(0.005)
+            ledger = ex.net.statistics().ledger
+            assert ledger.balanced and ledger.in_flight == 0, ledger
+            assert ex.net.statistics().nodes["z"].delivered == sent
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
