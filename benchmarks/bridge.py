@@ -271,8 +271,8 @@ async def chain(n: int, work_us: float, rounds: int = 1) -> None:
     which a loaded machine does not distort as it does wall-clock time."""
     two = {"s1": "p1", "s2": "p1", "s3": "p2", "s4": "p2"}
     splits: tuple[tuple[str, dict[str, str], dict[str, Any]], ...] = (
-        ("chain4_cpu_2_partitions", two, {}),  # s2 -> s3 direct, p1 to p2
-        ("chain4_cpu_2_partitions_relayed", two, {"direct": False}),  # through here
+        ("chain4_cpu_2_partitions", two, {"direct": True}),  # s2 -> s3 direct, p1 to p2
+        ("chain4_cpu_2_partitions_relayed", two, {}),  # through here (the default)
         ("chain4_cpu_local_plus_partition", {"s3": "p1", "s4": "p1"}, {}))
     ratios: dict[str, list[float]] = {name: [] for name, _, _ in splits}
     for r in range(rounds):

@@ -111,7 +111,7 @@ class BridgedNetwork:
                  python: str = sys.executable, name: str | None = None,
                  transports: Mapping[str, Transport] | None = None,
                  ack_on: Mapping[str, str] | None = None,
-                 max_frame: int = MAX_FRAME, direct: bool = True,
+                 max_frame: int = MAX_FRAME, direct: bool = False,
                  direct_route: Callable[[str, str, str], str] | None = None) -> None:
         self.graph = graph
         self.placement: Placement = place(graph, placement, capacity=channel_capacity,

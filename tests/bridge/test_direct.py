@@ -43,7 +43,7 @@ def assert_not_seen_here(bn: BridgedNetwork, n: int) -> None:
 
 
 def test_placement_of_a_direct_edge() -> None:
-    placement = place(pipeline(SPLIT))
+    placement = place(pipeline(SPLIT), direct=True)
     (cid,) = placement.direct
     p1, p2 = placement.parts["partition:p1"], placement.parts["partition:p2"]
     assert [c.id for c in p1.direct_out["partition:p2"]] == [cid]
@@ -57,7 +57,7 @@ def test_placement_of_a_direct_edge() -> None:
 
 async def test_direct_edge_same_outputs_as_one_process() -> None:
     n = long_scale(50_000)
-    bn = BridgedNetwork(pipeline(SPLIT), registry(), worker_plugins=PLUGIN)
+    bn = BridgedNetwork(pipeline(SPLIT), registry(), worker_plugins=PLUGIN, direct=True)
     async with bn:
         got = await feed_and_collect(bn.network, n, sources=2)
     check_exact(got, n, sources=2)  # 100k messages, each once, in order per source
@@ -79,7 +79,7 @@ async def test_direct_link_cut_at_random_moments() -> None:
 
     async with trio.open_nursery() as nursery:
         await nursery.start(proxy.serve)
-        bn = BridgedNetwork(pipeline(SPLIT), registry(), worker_plugins=PLUGIN,
+        bn = BridgedNetwork(pipeline(SPLIT), registry(), worker_plugins=PLUGIN, direct=True,
                             direct_route=route, liveness=2.0, ping_interval=0.2)
         async with bn:
             got = await feed_and_collect(bn.network, n, sources=2)
@@ -102,6 +102,7 @@ async def test_kill_a_partition_of_a_direct_edge(victim: str) -> None:
     # a window (32) below the resend buffer (1024): a restarted receiver grants less
     # than the dead one did, and the sender must not send past the new grant
     bn = BridgedNetwork(pipeline(SPLIT, capacity=32), registry(), worker_plugins=PLUGIN,
+                        direct=True,
                         deadline=30)
     killed_at: list[int] = []
     got: list[Any] = []
