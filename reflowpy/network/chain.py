@@ -299,22 +299,10 @@ async def run(stages: list[NodeRunner], n: int) -> int:
                     _fold(stages, f, j, outs, ins)
                     await _split(stages, j, tbatch, tout, ttarget, asyncs)
                     if isinstance(slow, _Suspended):
+                        # only the head can be async (see _chainable): the rest of its
+                        # activation runs in the same task and scope as its first step
                         try:
-                            if r is head:
-                                result = await _resume(slow.coro, slow.yielded)
-                            else:
-                                # the rest of its activation is its own, not the head's:
-                                # removing the head must not cancel it (removing it, or
-                                # a forced stop, cancels r.scope)
-                                with trio.CancelScope(shield=True) as scope:
-                                    r.scope = scope
-                                    try:
-                                        result = await _resume(slow.coro, slow.yielded)
-                                    finally:
-                                        r.scope = None
-                                if scope.cancelled_caught:
-                                    r._lost(inputs)
-                                    return taken
+                            result = await _resume(slow.coro, slow.yielded)
                         except Exception as exc:
                             await _own(r, head, _finish, r, inputs, None, exc, state)
                             return taken
