@@ -38,10 +38,13 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reflowpy import options
 from reflowpy.errors import ComponentError, GraphError, GraphFormatError, ReflowError
+
+if TYPE_CHECKING:
+    from reflowpy.network.graph import Graph
 
 __all__ = ["EXIT_BAD_GRAPH", "EXIT_FAILED", "EXIT_USAGE", "cmd_serve", "main", "subcommand"]
 
@@ -394,6 +397,7 @@ def _run_main(args: argparse.Namespace) -> int:
             workspace.register_graphs(registry, args.graphs)
         graph = _read_graph(args.file, registry=registry)
         graph = _apply_map(graph, args.map, registry)
+        _warn_unknown_fields(graph)
         inputs = _parse_inputs(args.input)
         for port, _ in inputs:
             if graph.port_name(port) not in graph.inports:
@@ -423,6 +427,18 @@ def _run_main(args: argparse.Namespace) -> int:
         if isinstance(leaf, OSError):
             return _error(f"{args.file}: {leaf.strerror or leaf}", EXIT_FAILED)
         raise
+
+
+def _warn_unknown_fields(graph: Graph) -> None:
+    """Say on stderr which top-level fields of the file a run ignores (a typo such as
+    ``proceses:`` would otherwise run an empty graph and exit 0 without a word)."""
+    from reflowpy.network import analysis
+
+    for problem in analysis.unknown_fields(graph):
+        print(f"reflowpy: warning: {problem.message}", file=sys.stderr)
+    if not graph.nodes:
+        print("reflowpy: warning: the graph declares no node; nothing will run",
+              file=sys.stderr)
 
 
 def _single(exc: BaseException) -> BaseException:

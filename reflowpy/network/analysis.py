@@ -13,6 +13,7 @@ except :func:`cycles`, which enumerates simple cycles (bounded by ``limit``).
 
 from __future__ import annotations
 
+import difflib
 import itertools
 import operator
 from collections import defaultdict
@@ -51,6 +52,7 @@ __all__ = [
     "stages",
     "to_networkx",
     "topological_order",
+    "unknown_fields",
     "unreachable",
     "validate",
 ]
@@ -62,7 +64,8 @@ class Problem(msgspec.Struct, frozen=True):
     ``kind`` is one of ``dangling_edge``, ``dangling_iip``, ``dangling_export``,
     ``dangling_group_member``, ``unknown_component``, ``unknown_port``,
     ``unconnected_port``, ``type_mismatch``, ``bad_port_type``, ``orphan``,
-    ``bad_policy``, ``bad_config``, ``missing_env`` (a warning), ``bad_placement``.
+    ``bad_policy``, ``bad_config``, ``missing_env`` (a warning), ``bad_placement``,
+    ``unknown_field`` (a warning: a top-level field no graph format defines).
     ``severity`` is ``"error"`` (the graph cannot run as written) or ``"warning"``.
     """
 
@@ -170,6 +173,7 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationReport
     """
     problems: list[Problem] = []
     add = problems.append
+    add_all = problems.extend
     nodes = graph.nodes
     # The node names the connections use, gathered by C-level passes (a loaded graph
     # may have millions of edges); each edge is looked at only if one is missing.
@@ -205,10 +209,33 @@ def validate(graph: Graph, registry: Registry | None = None) -> ValidationReport
             add(Problem("orphan", f"node {node_id!r} has no connection and no exported port",
                         node_id, severity="warning"))
 
+    add_all(unknown_fields(graph))
     _validate_metadata(graph, add)
     if registry is not None:
         _validate_components(graph, registry, add)
     return ValidationReport(graph.name, problems)
+
+
+#: Top-level fields a graph document may have: NoFlo's and Reflow's (workspace included).
+GRAPH_FIELDS = ("processes", "connections", "inports", "outports", "groups", "properties",
+                "caseSensitive", "graph_dependencies", "external_connections",
+                "provided_interfaces", "required_interfaces")
+
+
+def unknown_fields(graph: Graph) -> list[Problem]:
+    """An ``unknown_field`` warning for each top-level field of the graph's file that is
+    no graph field (kept in :attr:`~reflowpy.Graph.extra` for a round trip, ignored by
+    a run), with the field it was probably meant to be: ``proceses:`` in a YAML file
+    would otherwise run as an empty graph without a word."""
+    found = []
+    for key in graph.extra:
+        if key in GRAPH_FIELDS:
+            continue
+        close = difflib.get_close_matches(key, GRAPH_FIELDS, n=1, cutoff=0.7)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        found.append(Problem("unknown_field", f"top-level field {key!r} is not a graph field"
+                             f" (kept, but a run ignores it){hint}", severity="warning"))
+    return found
 
 
 #: The location of a node with neither ``partition`` nor ``remote`` in its metadata.

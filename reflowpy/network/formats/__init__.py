@@ -202,7 +202,7 @@ def _loads(text: str | bytes, format: str | None, *, decoded: bool = False) -> G
         if not text or text.isspace():
             raise GraphFormatError("the text is empty; expected a graph in reflow/noflo JSON,"
                                    " YAML or .fbp")
-        if text.startswith("{", _LEADING_SPACE.match(text).end()):  # type: ignore[union-attr]
+        if _starts_json(text):
             try:
                 data = json_loads(text.lstrip(), "json")
             except GraphFormatError:
@@ -227,6 +227,10 @@ def _loads(text: str | bytes, format: str | None, *, decoded: bool = False) -> G
             format="fbp", where="line 1, column 1",
         )
     return graph
+
+
+def _starts_json(text: str) -> bool:
+    return text.startswith("{", _LEADING_SPACE.match(text).end())  # type: ignore[union-attr]
 
 
 def _from_json(text: str, data: Any, fmt: str) -> Graph:
@@ -258,8 +262,20 @@ def format_for_path(path: str | Path) -> str:
     return "reflow"
 
 
+def implied_format(path: str | Path) -> str | None:
+    """The family a file name promises, for reading: ``"fbp"`` (.fbp), ``"yaml"``
+    (.yaml/.yml), ``"json"`` (.json: Reflow or NoFlo, told by the fields), else None."""
+    return _IMPLIED.get(Path(path).suffix.lower())
+
+
+_IMPLIED = {".fbp": "fbp", ".yaml": "yaml", ".yml": "yaml", ".json": "json"}
+
+
 def load(path: str | Path, format: str | None = None) -> Graph:
-    """Read a graph file; the format is detected from the content unless given."""
+    """Read a graph file, in ``format`` or else the one its extension names (.json is
+    Reflow or NoFlo JSON as its fields tell, .fbp, .yaml/.yml), detected from the
+    content for any other name. So a mistyped YAML file is reported as YAML, not as
+    a ``.fbp`` text that happens to contain a colon."""
     try:
         with open(path, "rb") as file:
             text = read_limited(file, format or "")
@@ -273,6 +289,15 @@ def load(path: str | Path, format: str | None = None) -> Graph:
         # of them would stay beside the text and the graph to the end).
         decoded = _text(text, format)
         del text
+        implied = None if format else implied_format(path)
+        if implied == "json" or (implied == "yaml" and _starts_json(decoded)):
+            # JSON (YAML's JSON subset reads the same): parsed as JSON, dialect by fields.
+            with bulk():
+                data = json_loads(decoded, "json")
+                fmt = detect_dialect(data) if isinstance(data, dict) else "noflo"
+                return _from_json(decoded, data, fmt)
+        if implied is not None and not decoded.isspace() and decoded:
+            format = implied
         with bulk():
             return _loads(decoded, format, decoded=True)
     except GraphFormatError as exc:
