@@ -8,11 +8,13 @@ that names the format, the place (``line 3, column 7`` or a field path such as
 from __future__ import annotations
 
 import contextlib
+import difflib
 import gc
+import itertools
 import json
 import re
 import typing
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, Protocol, TypeVar
 
 import msgspec
@@ -309,8 +311,10 @@ def read_document(data: Any, doc_type: type[D], fmt: str) -> tuple[D, Graph]:
     try:
         doc = msgspec.convert(data, doc_type)
     except msgspec.ValidationError:
+        check_misspelt_fields(data, doc_type, fmt)  # ("missing `component`" has a cause)
         _locate(data, doc_type, fmt)
         doc = convert(data, doc_type, fmt)  # raises with msgspec's own path
+    check_misspelt_fields(data, doc_type, fmt)
     props = dict(check_value(doc.properties, fmt, "properties"))
     name = props.pop("name", "") if isinstance(props.get("name"), str) else ""
     graph = Graph(name, case_sensitive=doc.case_sensitive, properties=props)
@@ -337,6 +341,76 @@ def build_graph(data: Any, doc_type: type[D], fmt: str, consume: bool,
         raise building_error(exc, fmt, at[0]) from None
     graph._recording = True
     return graph
+
+
+def check_misspelt_fields(data: dict[str, Any], doc_type: type[Any], fmt: str) -> None:
+    """Refuse a field of a table entry (a process, a connection, a connection's end, an
+    exported port, a group) that is not one of the entry's fields but close to one
+    (``compnent``, ``metdata``, ``prot``, ``Component``): it would be ignored and the
+    graph would run without it. Other unknown fields are foreign additions, ignored.
+
+    The fields in use are gathered by C-level set unions over whole tables (a document
+    with a million entries costs a few passes, no per-entry Python); entries are looked
+    at one by one only to name the first that has a misspelt field."""
+    for field in msgspec.structs.fields(doc_type):
+        entry_type = _entry_struct(field.type)
+        table = data.get(field.encode_name)
+        if entry_type is None or not isinstance(table, (dict, list)):
+            continue
+        entries = _dicts(table.values() if isinstance(table, dict) else table)
+        place = field.encode_name + (".{}" if isinstance(table, dict) else "[{}]")
+        _check_entries(table, entries, (), entry_type, place, fmt)
+        for sub in msgspec.structs.fields(entry_type):
+            end_type = _entry_struct(sub.type, nested=True)
+            if end_type is not None:
+                ends = _dicts(map(dict.get, entries, itertools.repeat(sub.encode_name)))
+                _check_entries(table, ends, (sub.encode_name,), end_type,
+                               f"{place}.{sub.encode_name}", fmt)
+
+
+def _dicts(values: Iterable[Any]) -> list[dict[str, Any]]:
+    """The dicts among ``values`` (a C-level pass when they are all dicts or None)."""
+    found = list(filter(None, values))
+    if set(map(type, found)) <= {dict}:
+        return found
+    return [value for value in found if type(value) is dict]
+
+
+def _check_entries(table: dict[Any, Any] | list[Any], entries: list[dict[str, Any]],
+                   path: tuple[str, ...], entry_type: type[Any], place: str, fmt: str) -> None:
+    """:func:`check_misspelt_fields` for one kind of entry (``path`` leads from a table
+    entry to it)."""
+    known = {f.encode_name for f in msgspec.structs.fields(entry_type)}
+    unknown = set().union(*entries).difference(known)
+    folded = {name.lower(): name for name in known}
+    misspelt = {key: close[0] for key in unknown if isinstance(key, str)
+                for close in [[folded[key.lower()]] if key.lower() in folded
+                              else difflib.get_close_matches(key, known, n=1, cutoff=0.75)]
+                if close}
+    if not misspelt:
+        return
+    for label, entry in table.items() if isinstance(table, dict) else enumerate(table):
+        for step in path:
+            entry = entry.get(step) if isinstance(entry, dict) else None
+        for key in entry if isinstance(entry, dict) else ():
+            if key in misspelt:
+                raise GraphFormatError(
+                    f"unknown field {key!r}: did you mean {misspelt[key]!r}? (as written it"
+                    " would be ignored)", format=fmt, where=place.format(label))
+
+
+def _entry_struct(hint: Any, nested: bool = False) -> type[Any] | None:
+    """The Struct type of a table's entries (``dict[str, S]``, ``list[S]``), or with
+    ``nested`` of one field (``S``, ``S | None``)."""
+    args = typing.get_args(hint)
+    if nested:
+        candidates = [hint, *args]
+    else:
+        candidates = [args[-1]] if args and typing.get_origin(hint) in (dict, list) else []
+    for c in candidates:
+        if isinstance(c, type) and issubclass(c, msgspec.Struct):
+            return c
+    return None
 
 
 def _locate(data: dict[str, Any], doc_type: type[Any], fmt: str) -> None:
