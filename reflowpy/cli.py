@@ -93,16 +93,19 @@ def _load_registry(spec: str | None) -> Any:
     module_name, _, attr = spec.partition(":")
     if not attr or not module_name:
         raise _Usage(f"--registry {spec!r}: expected 'default' or MODULE:ATTR")
+    if not all(part.isidentifier() for part in module_name.split(".")):  # '../x', '.x'
+        raise _Usage(f"--registry {spec!r}: {module_name!r} is not a module name (dotted"
+                     " names, importable from the current directory)")
     cwd = os.getcwd()
     if cwd not in sys.path:
         sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
+        if exc.name is None or not (module_name + ".").startswith(exc.name + "."):  # inside it
+            raise _Usage(_failed_in_user_code(
+                f"--registry {spec!r}: importing {module_name!r}", exc)) from None
         raise _Usage(f"--registry {spec!r}: cannot import {module_name!r}: {exc}") from None
-    except (TypeError, ValueError):  # '../x', '.x', '': not an importable name
-        raise _Usage(f"--registry {spec!r}: {module_name!r} is not a module name (dotted"
-                     " names, importable from the current directory)") from None
     except Exception as exc:  # the module's own code failed
         raise _Usage(_failed_in_user_code(f"--registry {spec!r}: importing {module_name!r}",
                                           exc)) from None

@@ -339,11 +339,21 @@ def test_registry_modules_that_are_no_names_or_fail_are_usage_errors(tmp_path: P
     # traceback instead of its own line
     (tmp_path / "badmod.py").write_text("x = 1 / 0\n")
     (tmp_path / "badcall.py").write_text("def make():\n    return {}['k']\n")
+    # TypeError/ValueError/ImportError raised inside a module were "not a module name"
+    # or "cannot import" the module itself
+    (tmp_path / "badtype.py").write_text("x = len(5)\n")
+    (tmp_path / "badvalue.py").write_text("x = int('five')\n")
+    (tmp_path / "baddep.py").write_text("import no_such_dependency_here\n")
     graph = str(_repeat_graph(tmp_path))
     env = {k: v for k, v in ENV.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(ROOT)
     for spec, expected in (("../x:y", "is not a module name"), (".x:y", "is not a module name"),
-                           ("badmod:x", "ZeroDivisionError"), ("badcall:make", "KeyError")):
+                           ("badmod:x", "ZeroDivisionError"), ("badcall:make", "KeyError"),
+                           ("badtype:x", "badtype.py:1 in <module>: x = len(5)"),
+                           ("badvalue:x", "ValueError: invalid literal"),
+                           ("baddep:x", "ModuleNotFoundError: No module named"
+                                        " 'no_such_dependency_here'\n    at "),
+                           ("nosuchmodule:x", "cannot import 'nosuchmodule'")):
         proc = _cli("validate", graph, "--registry", spec, cwd=tmp_path, env=env)
         assert proc.returncode == 2 and expected in proc.stderr, proc.stderr
         assert "Traceback" not in proc.stderr

@@ -103,8 +103,15 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
 
 def format_traceback(exc: BaseException) -> str:
-    """The formatted traceback of ``exc`` (with its cause chain), for reports."""
-    return "".join(traceback.format_exception(exc)).rstrip()
+    """The formatted traceback of ``exc`` (with its cause chain), for reports; for an
+    error raised in another process (a sandboxed script's ``ScriptRaised``, which
+    carries ``remote_traceback``) that process's traceback follows, since the user's
+    own frames are there."""
+    text = "".join(traceback.format_exception(exc)).rstrip()
+    remote = getattr(exc, "remote_traceback", "")
+    if isinstance(remote, str) and remote.strip():
+        text += "\n\nRaised in the sandbox:\n" + remote.rstrip()
+    return text
 
 
 class DeadLetter(msgspec.Struct, frozen=True):
@@ -239,10 +246,10 @@ async def recover(
         runner.net.fail(runner.wrap(exc, port))
     elif runner.node_id not in runner.net.dead_warned:  # say so once per node
         runner.net.dead_warned.add(runner.node_id)
-        _log.warning("node %r: message dead-lettered (id %d) after %d attempt(s): %s;"
+        _log.warning("node %r: message dead-lettered (id %d) after %d attempt(s): %s: %s;"
                      " further dead letters of this node are logged at DEBUG level",
-                     runner.node_id, letter.id, attempt, exc)
+                     runner.node_id, letter.id, attempt, letter.error_type, exc)
     else:
-        _log.debug("node %r: message dead-lettered (id %d) after %d attempt(s): %s",
-                   runner.node_id, letter.id, attempt, exc)
+        _log.debug("node %r: message dead-lettered (id %d) after %d attempt(s): %s: %s",
+                   runner.node_id, letter.id, attempt, letter.error_type, exc)
     return None

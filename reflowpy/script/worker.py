@@ -29,6 +29,7 @@ ends the worker with exit code 3 and a message on stderr. End of input ends it w
 """
 
 import inspect
+import linecache
 import logging
 import os
 import struct
@@ -427,6 +428,8 @@ class Worker:
         _install_logging(self)
         namespace = {"__name__": "__reflowpy_script__", "send_output": self.send_output, "log": self.log}
         code = compile(source, filename, "exec")
+        # Tracebacks show the script's lines (a compiled string has no file to read).
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         exec(code, namespace)
         fn = namespace.get(entry)
         if not callable(fn):

@@ -138,6 +138,11 @@ async def test_script_exception_is_dead_lettered_with_traceback(sandbox: dict[st
     assert letter.error_type == "ScriptRaised"
     assert "ZeroDivisionError: division by zero" in letter.error
     assert letter.value == 0
+    # The user's frames come from the sandbox, with their lines (the host's own frames
+    # alone said nothing about where the script failed).
+    sandboxed = letter.traceback.split("Raised in the sandbox:", 1)[1]
+    assert "line 3, in helper" in sandboxed and "return 1 / x" in sandboxed
+    assert 'return {"out": helper(inputs["in"])}' in sandboxed
 
 
 def _leaf(exc: BaseException) -> BaseException:
