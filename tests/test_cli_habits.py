@@ -264,6 +264,13 @@ def test_the_api_under_asyncio_says_how_instead_of_crashing() -> None:
         with pytest.raises(rf.NetworkError, match="asyncio.to_thread"):
             async with rf.Network(g, registry):
                 pass  # pragma: no cover - refused on entry
+        net = rf.Network(g, registry)
+        with pytest.raises(rf.NetworkError, match="asyncio.to_thread"):
+            await net.start()  # (trio's "must be called from async context")
+        for call in (lambda: net.send("i", 1), net.idle):
+            with pytest.raises(rf.NetworkError):
+                await call()
+        await net.stop()  # (a network never started stops at once, under any loop)
         return await asyncio.to_thread(rf.run, g, {"i": [1, 2]}, registry)  # the way
 
     assert asyncio.run(main()) == {"o": [1, 2]}

@@ -123,6 +123,18 @@ class Ledger(msgspec.Struct, frozen=True):
         return self.accepted == self.delivered + self.dead_lettered + self.in_flight
 
 
+
+def _require_trio() -> None:
+    """Refuse, saying why, to start under another event loop (under asyncio trio fails
+    deep inside with an AttributeError or "must be called from async context")."""
+    try:
+        trio.lowlevel.current_task()
+    except RuntimeError:
+        raise NetworkError(
+            "reflowpy runs on trio, not on this event loop: use trio.run(main), or"
+            " from asyncio run the blocking API in a thread:"
+            " await asyncio.to_thread(rf.run, graph, inputs, registry)") from None
+
 class NetworkStatistics(msgspec.Struct, frozen=True):
     """A snapshot of a network (cheap to take: counters the kernel keeps anyway).
 
@@ -400,13 +412,7 @@ class Network:
     # -- lifecycle ----------------------------------------------------------------------
 
     async def __aenter__(self) -> Network:
-        try:  # under asyncio trio fails deep inside with an AttributeError: say why
-            trio.lowlevel.current_task()
-        except RuntimeError:
-            raise NetworkError(
-                "reflowpy runs on trio, not on this event loop: use trio.run(main), or"
-                " from asyncio run the blocking API in a thread:"
-                " await asyncio.to_thread(rf.run, graph, inputs, registry)") from None
+        _require_trio()
         if self._state != "new":
             raise NetworkError(f"{self.where()}: a network can be started once (it is"
                                f" {self._state})")
@@ -453,6 +459,7 @@ class Network:
         ``stop`` may be called from any task and inside any cancel scope; a failure
         whose policy is ``stop`` is then raised by :meth:`idle` and :meth:`stop`.
         """
+        _require_trio()
         if self._state != "new":
             raise NetworkError(f"{self.where()}: a network can be started once (it is"
                                f" {self._state})")
@@ -903,6 +910,7 @@ class Network:
         ``on_stall="wait"``), and, after a bare :meth:`start`, the error of a failure
         whose policy stopped the network.
         """
+        _require_trio()
         await trio.lowlevel.checkpoint()
         fail = self.on_stall == "fail"
         await self.scheduler.wait(stalled=fail)
