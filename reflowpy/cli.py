@@ -41,7 +41,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from reflowpy import options
-from reflowpy.errors import ComponentError, GraphError, GraphFormatError, ReflowError
+from reflowpy.errors import (
+    ComponentError,
+    GraphError,
+    GraphFormatError,
+    ReflowError,
+    leaf_exception,
+)
 
 if TYPE_CHECKING:
     from reflowpy.network.graph import Graph
@@ -419,7 +425,7 @@ def _run_main(args: argparse.Namespace) -> int:
         finally:
             os.chdir(back)
     except BaseException as exc:
-        leaf = _single(exc)
+        leaf = leaf_exception(exc)
         if isinstance(leaf, KeyboardInterrupt):
             print("reflowpy run: interrupted; network stopped", file=sys.stderr)
             return 130
@@ -442,13 +448,6 @@ def _warn_unknown_fields(graph: Graph) -> None:
     if not graph.nodes:
         print("reflowpy: warning: the graph declares no node; nothing will run",
               file=sys.stderr)
-
-
-def _single(exc: BaseException) -> BaseException:
-    """The one exception inside nested single-member exception groups (else ``exc``)."""
-    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
-        exc = exc.exceptions[0]
-    return exc
 
 
 @subcommand

@@ -379,3 +379,14 @@ class ServerConfigError(ReflowError, ValueError):
     directory or workspace that cannot be created, a webhook network that is not a
     CIDR. Raised before the server accepts anything; the message names the option's
     value and why."""
+
+
+def leaf_exception(exc: BaseException) -> BaseException:
+    """The one exception inside nested single-member exception groups (else ``exc``):
+    a trio nursery wraps what one task raised, and a report should name that."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc
+
+
+__all__ += ["leaf_exception"]

@@ -117,15 +117,15 @@ class Config:
         value = self._convert(key, kind, value)
         if choices is not None and value not in choices:
             options = ", ".join(repr(c) for c in choices)
-            raise self.error(key, f"must be one of {options}, got {value!r}")
+            raise self.error(key, f"must be one of {options}, got {describe_value(value)}")
         if minimum is not None and value < minimum:
-            raise self.error(key, f"must be >= {minimum}, got {value!r}")
+            raise self.error(key, f"must be >= {minimum}, got {describe_value(value)}")
         if maximum is not None and value > maximum:
-            raise self.error(key, f"must be <= {maximum}, got {value!r}")
+            raise self.error(key, f"must be <= {maximum}, got {describe_value(value)}")
         return value
 
     def _convert(self, key: str, kind: str, value: Any) -> Any:
-        bad = self.error(key, f"must be {_KIND_NAMES[kind]}, got {value!r:.60}")
+        bad = self.error(key, f"must be {_KIND_NAMES[kind]}, got {describe_value(value)}")
         if kind == "int":
             if isinstance(value, bool):
                 raise bad
@@ -352,8 +352,8 @@ async def report_in_loop(
     if ctx.connected(port):
         await ctx.send(port, error_value(ctx, exc, value, **extra))
     else:
-        ctx.log.error("node %r: %s: %s (value: %s)", ctx.node_id, type(exc).__name__, exc,
-                      describe_value(value))
+        ctx.log.error("node %r: %s: %.300s (value: %s)", ctx.node_id, type(exc).__name__,
+                      exc, describe_value(value))
 
 
 async def send_at_stop(ctx: rf.ActorContext, port: str, value: Any) -> None:

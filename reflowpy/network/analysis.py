@@ -314,11 +314,18 @@ def exported_elsewhere(graph: Graph, public: str, node: str, where: str) -> str:
 
 def _validate_components(graph: Graph, registry: Registry, add: Any) -> None:
     specs: dict[str, tuple[dict[str, Port], dict[str, Port]]] = {}
+    unknown: dict[str, str] = {}  # component -> why (with the names it is close to)
     for node in graph.nodes.values():
         ports = _ports(registry, node.component)
         if ports is None:
-            add(Problem("unknown_component", f"node {node.id!r}: no component"
-                        f" {node.component!r} in the registry", node.id))
+            if node.component not in unknown:
+                try:
+                    registry.get(node.component)
+                    unknown[node.component] = f"no component {node.component!r}"
+                except ComponentNotFound as exc:
+                    unknown[node.component] = str(exc)
+            add(Problem("unknown_component", f"node {node.id!r}: {unknown[node.component]}",
+                        node.id))
         else:
             specs[node.id] = ports
             cycle = registry.subgraph_cycle(node.component)

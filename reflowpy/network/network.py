@@ -76,6 +76,7 @@ from reflowpy.errors import (
     NodeNotFound,
     PortNotFound,
     ReflowError,
+    leaf_exception,
 )
 from reflowpy.network import events as ev
 from reflowpy.network import porttypes
@@ -536,11 +537,14 @@ class Network:
             try:
                 await runner.actor.setup(runner.ctx)
             except ReflowError as exc:
+                runner.torn_down = True  # (a node whose setup failed has no teardown)
                 errors.append(exc)
             except Exception as exc:
+                runner.torn_down = True
+                leaf = leaf_exception(exc)
                 err = ComponentError(
                     f"{self.where()}: node {runner.node_id!r} ({runner.component}) failed"
-                    f" to set up: {type(exc).__name__}: {exc}")
+                    f" to set up: {type(leaf).__name__}: {leaf}")
                 err.__cause__ = exc
                 errors.append(err)
 
@@ -1086,6 +1090,7 @@ class Network:
                     await runner.actor.setup(runner.ctx)
                 except Exception as exc:
                     runner.finished = True
+                    runner.torn_down = True  # (nothing was set up to tear down)
                     self.report_error(runner.wrap(exc, None))
                 else:
                     if self.bus.active:

@@ -57,6 +57,7 @@ from reflowpy.errors import (
     MissingEnvironment,
     NetworkStopped,
     PortNotFound,
+    leaf_exception,
 )
 from reflowpy.network import chain
 from reflowpy.network import events as ev
@@ -1202,6 +1203,8 @@ class NodeRunner:
             except NetworkStopped:
                 pass
             except Exception as exc:
+                if isinstance(exc, ExceptionGroup) and exc.split(NetworkStopped)[1] is None:
+                    break  # the stop, seen by the tasks of the actor's own nursery
                 self.failures += 1
                 self.publish_failure(exc, None, 1, False, started)
                 if self.policy.restart and self.restart_allowed():
@@ -1378,10 +1381,11 @@ class NodeRunner:
         """``exc`` as an :class:`~reflowpy.ActorError` naming graph, node and port."""
         if isinstance(exc, ActorError):
             return exc
-        kind = "bad message" if isinstance(exc, MessageError) else type(exc).__name__
+        leaf = leaf_exception(exc)  # (what a task of the actor's own nursery raised)
+        kind = "bad message" if isinstance(leaf, MessageError) else type(leaf).__name__
         err = ActorError(
             f"{self.net.where()}: node {self.node_id!r} ({self.component})"
-            f"{f' on port {port!r}' if port else ''} failed: {kind}: {exc}",
+            f"{f' on port {port!r}' if port else ''} failed: {kind}: {leaf}",
             node=self.node_id, port=port,
         )
         err.__cause__ = exc

@@ -317,3 +317,19 @@ def test_analyses_on_a_10k_node_graph() -> None:
     cyclic = analysis.stages(g)
     assert sum(map(len, cyclic)) == 10_000
     assert any("n0" in stage and "n9999" in stage for stage in cyclic)
+
+
+def test_unknown_components_name_the_close_ones_once_per_component() -> None:
+    # validate said only "no component 'core/Repaet' in the registry" where run said
+    # which names were meant
+    g = rf.Graph("typos")
+    for i in range(3):
+        g.add_node(f"r{i}", "core/Repaet")
+    g.add_node("o", "Output")
+    g.add_node("z", "zzzz/Qqqq")
+    report = analysis.validate(g, rf.default_registry())
+    unknown = {p.node: p.message for p in report.problems if p.kind == "unknown_component"}
+    assert set(unknown) == {"r0", "r1", "r2", "o", "z"}
+    assert all("did you mean 'core/Repeat'" in unknown[f"r{i}"] for i in range(3))
+    assert "did you mean 'core/Output'" in unknown["o"]
+    assert "did you mean" not in unknown["z"] and "reflowpy components" in unknown["z"]

@@ -381,3 +381,90 @@ def _Double(ctx: Any) -> dict[str, Any]:
 async def _Delay(ctx: Any) -> dict[str, Any]:
     await trio.sleep(1.0)
     return {"out": ctx.inputs["in"]}
+
+
+class _HalfSetUp(rf.Actor):
+    """Sets ``self.open`` only when its setup succeeds; teardown needs it."""
+
+    inports = ["in"]
+    outports = ["out"]
+    torn: list[str] = []
+
+    async def setup(self, ctx: rf.ActorContext) -> None:
+        if ctx.config.get("fail"):
+            raise rf.ConfigError(f"node {ctx.node_id!r}: refused")
+        self.open = True
+
+    async def process(self, ctx: rf.ActorContext) -> None:
+        await ctx.send("out", ctx.inputs["in"])
+
+    async def teardown(self, ctx: rf.ActorContext) -> None:
+        assert self.open
+        _HalfSetUp.torn.append(ctx.node_id)
+
+
+async def test_a_node_whose_setup_failed_is_not_torn_down() -> None:
+    # time/Window's teardown reported "'Window' object has no attribute 'open'" after
+    # its setup had refused a bad config: teardown ran on what was never set up.
+    reg = rf.default_registry()
+    reg.register("t/Half", _HalfSetUp)
+    _HalfSetUp.torn.clear()
+    g = rf.Graph("half")
+    g.add_node("good", "t/Half")
+    g.add_node("bad", "t/Half", {"fail": True})
+    g.add_edge("good", "out", "bad", "in")
+    net = rf.Network(g, reg)
+    with pytest.raises(rf.ConfigError, match="refused"):
+        async with net:
+            pass  # pragma: no cover - refused on entry
+    assert _HalfSetUp.torn == ["good"]
+    assert not [e for e in net.errors if "teardown" in str(e)], net.errors
+    # A node added live whose setup fails is not torn down at the stop either.
+    _HalfSetUp.torn.clear()
+    g2 = rf.Graph("live")
+    g2.add_node("good", "t/Half")
+    async with rf.Network(g2, reg) as live:
+        g2.add_node("late", "t/Half", {"fail": True})
+        await live.idle()
+    assert _HalfSetUp.torn == ["good"]
+    assert [e for e in live.errors if "refused" in str(e)]
+    assert not [e for e in live.errors if "teardown" in str(e)], live.errors
+
+
+class _NurseryLoop(rf.Actor):
+    """Owns its loop and receives in a task of its own nursery (as net/HttpServer and
+    any server-like component do), so the stop reaches it inside an ExceptionGroup."""
+
+    inports = ["in"]
+    outports = ["out"]
+
+    async def run(self, ctx: rf.ActorContext) -> None:
+        async def pump() -> None:
+            while True:
+                _, value = await ctx.receive("in")
+                if value == "boom":
+                    raise KeyError("boom")
+                await ctx.send("out", value)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(pump)
+
+
+@pytest.mark.parametrize("fail", [False, True])
+async def test_a_stop_seen_inside_the_actors_own_nursery_is_no_failure(fail: bool) -> None:
+    # net/HttpServer reported "failed: ExceptionGroup: Exceptions from Trio nursery
+    # (1 sub-exception)" at every clean stop: NetworkStopped arrived wrapped.
+    reg = rf.default_registry()
+    reg.register("t/NurseryLoop", _NurseryLoop)
+    g = one("t/NurseryLoop", reg)
+    async with rf.Network(g, reg) as net:
+        await net.send("input", 1)
+        assert await net.outputs("result").receive() == 1
+        if fail:
+            await net.send("input", "boom")
+            await net.idle()
+    errors = [str(e) for e in net.errors]
+    if fail:  # a real failure names what the task raised, not the group
+        assert len(errors) == 1 and "failed: KeyError: 'boom'" in errors[0], errors
+    else:
+        assert errors == []
