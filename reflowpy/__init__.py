@@ -45,6 +45,7 @@ from reflowpy.errors import (
     ScriptTimeout,
     ServerConfigError,
     WasmTrap,
+    leaf_exception,
 )
 from reflowpy.network import codec
 from reflowpy.network.actor import Actor, ActorContext, Port, actor
@@ -132,6 +133,7 @@ __all__ = [
     "default_registry",
     "freeze",
     "from_reflow",
+    "leaf_exception",
     "load",
     "run",
     "thaw",
