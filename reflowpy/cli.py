@@ -413,6 +413,9 @@ def _run_main(args: argparse.Namespace) -> int:
                 raise _Usage(f"--input {port}=...: the graph has no exported in-port"
                              f" {port!r}; it has {sorted(graph.inports) or 'none'}")
         workdir = _workdir(args)
+        if args.trace and not args.trace.startswith(("postgresql:", "postgres:")):
+            # a path on the command line is the caller's, not the graph folder's
+            args.trace = os.path.abspath(args.trace)
         back = os.getcwd()
         if workdir is not None:
             try:

@@ -652,6 +652,7 @@ class SqliteStore(_SqlStore):
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(str(self.path), check_same_thread=False,
                                        isolation_level=None, timeout=30.0)
+            self._refuse_foreign()
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
             self._in_tx = False
@@ -663,6 +664,17 @@ class SqliteStore(_SqlStore):
     def _tables(self) -> set[str]:
         rows = self._db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
         return {str(r[0]) for r in rows.fetchall()}
+
+    def _refuse_foreign(self) -> None:
+        """Refuse a SQLite database that is no trace store (it has tables, none of them
+        a store's): creating the store's tables there would change someone's data,
+        even for a command that only reads."""
+        tables = self._tables()
+        if tables and not tables & {"trace_meta", "executions"}:
+            self._db.close()
+            shown = ", ".join(sorted(tables)[:5]) + (", ..." if len(tables) > 5 else "")
+            raise TraceStoreError(f"{self.where}: not a reflowpy trace store (it holds the"
+                                  f" tables {shown}); record into a new file")
 
     def _begin(self) -> None:
         if not self._in_tx:
