@@ -86,6 +86,21 @@ _BULK = re.compile(
     f"|((?:{_NODE_T.format(o='(?:', n=_N, p=_P)}){{1,{_RUN}}})"
     f"|{_FAST_NODE.pattern}|")
 
+# The fastest path, for the blocks the writer emits: up to _RUN whole lines checked by
+# C-level string passes instead of a regex. Deleting the word characters leaves a
+# block's skeleton: ``a out -> in b`` rows leave "  ->  " (their port names in lower
+# case, so no folding), ``a(comp)`` rows leave "(", the component's slashes and ")".
+_BLOCK = re.compile(f"(?:[^\n]*\n){{1,{_RUN}}}")
+_LOWER_WORD = "abcdefghijklmnopqrstuvwxyz0123456789_"
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_EDGE_SKELETON = str.maketrans("", "", _LOWER_WORD)
+_EDGE_SKELETON_CASED = str.maketrans("", "", _LOWER_WORD + _UPPER)
+_EDGE_ROW_SKELETON = "  ->  \n"
+_NODE_SKELETON = str.maketrans("", "", _LOWER_WORD + _UPPER + "-")
+_NODE_ROWS_SKELETON = re.compile(r"(?:\(/*\)\n)+")
+# A word of a checked block starts with a digit where "\n0" or " 0" is in this copy.
+_DIGITS_AS_0 = str.maketrans("0123456789", "0" * 10)
+
 _ANON = re.compile(r"[^a-zA-Z0-9]+")
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
             "t": "\t"}
@@ -97,6 +112,9 @@ class _Fail(Exception):
 
 
 class _Parser:
+    #: The blocks :meth:`_plain_block` checks (tests make them a few rows long).
+    block: re.Pattern[str] = _BLOCK
+
     def __init__(self, text: str, case_sensitive: bool, strict: bool = False) -> None:
         self.text = text
         self.strict = strict
@@ -224,7 +242,13 @@ class _Parser:
         while self.pos < end:
             if fast:
                 pos = self.pos
-                for m in _BULK.finditer(text, pos):
+                while pos < end:
+                    block = self.block.match(text, pos)
+                    if block is not None and self._plain_block(pos, block.end()):
+                        pos = block.end()
+                        continue
+                    m = _BULK.match(text, pos)
+                    assert m is not None  # (its last alternative is empty)
                     last = m.lastindex
                     if last is None:
                         break
@@ -249,14 +273,56 @@ class _Parser:
         if self.pos < len(self.text):
             self._syntax_error()
 
-    def _edge_run(self, start: int, end: int) -> None:
+    def _plain_block(self, start: int, end: int) -> bool:
+        """Store the whole lines ``text[start:end]`` if each is a plain edge row ``a out
+        -> in b`` (one space apart, no index) or each a plain node row ``a(comp)``, and
+        say whether it did; else :data:`_BULK` and the grammar read them. The checks,
+        C-level passes over the block, prove what :data:`_BULK`'s rows would: the
+        skeleton (see :data:`_EDGE_SKELETON`) and one `` -> `` or one ``)`` ending each
+        row fix each row's shape; no two spaces, no space at a row's start or end and no
+        ``()`` mean no word is empty; and no word starts with a digit (nor a node name
+        with ``-``), as the names' rules want."""
+        chunk = self.text[start:end]
+        rows = chunk.count("\n")
+        size = rows * len(_EDGE_ROW_SKELETON)
+        if "->" in chunk:
+            if (chunk.count(" -> ") != rows or "  " in chunk or "\n " in chunk
+                    or " \n" in chunk or chunk[0] in " 0123456789"):
+                return False
+            lowered = True  # then the port names need no folding
+            skeleton = chunk.translate(_EDGE_SKELETON)
+            if len(skeleton) != size:
+                lowered = False
+                skeleton = chunk.translate(_EDGE_SKELETON_CASED)
+            if len(skeleton) != size or skeleton.count(_EDGE_ROW_SKELETON) != rows:
+                return False
+            digits = chunk.translate(_DIGITS_AS_0)
+            if " 0" in digits or "\n0" in digits:
+                return False
+            del chunk, skeleton
+            self._edge_run(start, end, lowered)
+            return True
+        if (chunk.count(")\n") != rows or "()" in chunk or chunk[0] in "0123456789-("
+                or " " in chunk
+                or _NODE_ROWS_SKELETON.fullmatch(chunk.translate(_NODE_SKELETON)) is None):
+            return False
+        digits = chunk.translate(_DIGITS_AS_0)
+        if "\n0" in digits or "\n-" in digits or "\n(" in digits:
+            return False
+        del chunk
+        self._node_run(start, end)
+        return True
+
+    def _edge_run(self, start: int, end: int, lowered: bool | None = None) -> None:
         """Store a run of ``a out -> in b`` rows as :class:`Edge` objects. Both halves
         at once: the grammar pairs them with each other whatever came before (see
         :meth:`_flat_edges`). Endpoints are shared, one per spelling of a side, so the
-        rows become edges through C-level maps; a new spelling is read once."""
+        rows become edges through C-level maps; a new spelling is read once.
+        ``lowered``: whether the rows hold no capital (looked up if not given)."""
         chunk = self.text[start:end]
         rows = chunk.count("->")
-        lowered = chunk.islower()  # then the port names need no folding
+        if lowered is None:
+            lowered = chunk.islower()  # then the port names need no folding
         if (chunk.count(" -> ") == rows and "  " not in chunk and "[" not in chunk
                 and "\n " not in chunk and " \n" not in chunk
                 and chunk[0] != " " and chunk[-1] != " "):
