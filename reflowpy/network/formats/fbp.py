@@ -91,15 +91,13 @@ _BULK = re.compile(
 # block's skeleton: ``a out -> in b`` rows leave "  ->  " (their port names in lower
 # case, so no folding), ``a(comp)`` rows leave "(", the component's slashes and ")".
 _BLOCK = re.compile(f"(?:[^\n]*\n){{1,{_RUN}}}")
-_LOWER_WORD = "abcdefghijklmnopqrstuvwxyz0123456789_"
-_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
-_EDGE_SKELETON = str.maketrans("", "", _LOWER_WORD)
-_EDGE_SKELETON_CASED = str.maketrans("", "", _LOWER_WORD + _UPPER)
-_EDGE_ROW_SKELETON = "  ->  \n"
-_NODE_SKELETON = str.maketrans("", "", _LOWER_WORD + _UPPER + "-")
-_NODE_ROWS_SKELETON = re.compile(r"(?:\(/*\)\n)+")
+_LOWER_WORD = b"abcdefghijklmnopqrstuvwxyz0123456789_"
+_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NODE_WORD = _LOWER_WORD + _UPPER + b"-"
+_EDGE_ROW_SKELETON = b"  ->  \n"
+_NODE_ROWS_SKELETON = re.compile(rb"(?:\(/*\)\n)+")
 # A word of a checked block starts with a digit where "\n0" or " 0" is in this copy.
-_DIGITS_AS_0 = str.maketrans("0123456789", "0" * 10)
+_DIGITS_AS_0 = bytes.maketrans(b"0123456789", b"0" * 10)
 
 _ANON = re.compile(r"[^a-zA-Z0-9]+")
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
@@ -278,11 +276,13 @@ class _Parser:
         -> in b`` (one space apart, no index) or each a plain node row ``a(comp)``, and
         say whether it did; else :data:`_BULK` and the grammar read them. The checks,
         C-level passes over the block, prove what :data:`_BULK`'s rows would: the
-        skeleton (see :data:`_EDGE_SKELETON`) and one `` -> `` or one ``)`` ending each
+        skeleton (see :data:`_BLOCK`) and one `` -> `` or one ``)`` ending each
         row fix each row's shape; no two spaces, no space at a row's start or end and no
         ``()`` mean no word is empty; and no word starts with a digit (nor a node name
         with ``-``), as the names' rules want."""
         chunk = self.text[start:end]
+        if not chunk.isascii():
+            return False
         rows = chunk.count("\n")
         size = rows * len(_EDGE_ROW_SKELETON)
         if "->" in chunk:
@@ -290,26 +290,27 @@ class _Parser:
                     or " \n" in chunk or chunk[0] in " 0123456789"):
                 return False
             lowered = True  # then the port names need no folding
-            skeleton = chunk.translate(_EDGE_SKELETON)
+            data = chunk.encode("ascii")  # (checks of bytes are the tightest C loops)
+            skeleton = data.translate(None, _LOWER_WORD)
             if len(skeleton) != size:
                 lowered = False
-                skeleton = chunk.translate(_EDGE_SKELETON_CASED)
+                skeleton = skeleton.translate(None, _UPPER)
             if len(skeleton) != size or skeleton.count(_EDGE_ROW_SKELETON) != rows:
                 return False
-            digits = chunk.translate(_DIGITS_AS_0)
-            if " 0" in digits or "\n0" in digits:
+            digits = data.translate(_DIGITS_AS_0)
+            if b" 0" in digits or b"\n0" in digits:
                 return False
-            del chunk, skeleton
+            del chunk, data, skeleton, digits
             self._edge_run(start, end, lowered)
             return True
         if (chunk.count(")\n") != rows or "()" in chunk or chunk[0] in "0123456789-("
-                or " " in chunk
-                or _NODE_ROWS_SKELETON.fullmatch(chunk.translate(_NODE_SKELETON)) is None):
+                or " " in chunk or "\n-" in chunk or "\n(" in chunk):
             return False
-        digits = chunk.translate(_DIGITS_AS_0)
-        if "\n0" in digits or "\n-" in digits or "\n(" in digits:
+        data = chunk.encode("ascii")
+        if (_NODE_ROWS_SKELETON.fullmatch(data.translate(None, _NODE_WORD)) is None
+                or b"\n0" in data.translate(_DIGITS_AS_0)):
             return False
-        del chunk
+        del chunk, data
         self._node_run(start, end)
         return True
 
@@ -318,14 +319,15 @@ class _Parser:
         at once: the grammar pairs them with each other whatever came before (see
         :meth:`_flat_edges`). Endpoints are shared, one per spelling of a side, so the
         rows become edges through C-level maps; a new spelling is read once.
-        ``lowered``: whether the rows hold no capital (looked up if not given)."""
+        ``lowered`` (from :meth:`_plain_block`, which checked the rows are plain):
+        whether they hold no capital."""
         chunk = self.text[start:end]
-        rows = chunk.count("->")
+        plain = lowered is not None  # (from _plain_block: the shape is checked)
         if lowered is None:
             lowered = chunk.islower()  # then the port names need no folding
-        if (chunk.count(" -> ") == rows and "  " not in chunk and "[" not in chunk
-                and "\n " not in chunk and " \n" not in chunk
-                and chunk[0] != " " and chunk[-1] != " "):
+        if plain or (chunk.count(" -> ") == chunk.count("->") and "  " not in chunk
+                     and "[" not in chunk and "\n " not in chunk and " \n" not in chunk
+                     and chunk[0] != " " and chunk[-1] != " "):
             # Written as the writer writes (one space apart, no index): each row is a
             # source side ``node port`` and a target side ``port node``, split apart by
             # C-level string methods. A side stands for one Endpoint: each distinct side
