@@ -406,7 +406,15 @@ class _Parser:
         chunk = text[start:end]
         ids: Sequence[str]
         comps: Sequence[str]
-        if " " not in chunk:  # ``name(comp)`` lines: split at the parentheses
+        # The first row's ``(comp)\n``: when every row ends so (one component for the
+        # run, as often), only the names are split out.
+        tail = chunk[chunk.find("("):chunk.find("\n") + 1]
+        if (" " not in chunk and tail.endswith(")\n") and chunk.endswith("\n")
+                and chunk.count(tail) == chunk.count("\n")):
+            ids = chunk.split(tail)
+            ids.pop()  # (the empty rest after the last row)
+            comps = [tail[1:-2]] * len(ids)
+        elif " " not in chunk:  # ``name(comp)`` lines: split at the parentheses
             parts = chunk.rstrip("\n")[:-1].replace(")\n", "(").split("(")
             ids, comps = parts[0::2], parts[1::2]
             del parts
