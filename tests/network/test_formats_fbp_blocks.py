@@ -85,13 +85,13 @@ def _hostile_fbp(draw: st.DrawFn) -> str:
     return newline.join(rows) + end
 
 
-def _read(text: str, cs: bool, how: str) -> Any:
+def _read(text: str, cs: bool, how: str, block: int = 0) -> Any:
     """The graph (or the error text) of ``text``, read ``how``: "grammar" alone, "small"
-    blocks of up to three rows, or "real" blocks."""
+    blocks of up to ``block`` characters (a few rows), or "real" blocks."""
     parser = fbp._Parser(text, cs, strict=True)
     parser.fast = how != "grammar"
     if how == "small":
-        parser.block = re.compile(r"(?:[^\n]*\n){1,3}")
+        parser.block = block
     try:
         parser._scan()
         return fbp._graph(parser, parser._finish())
@@ -100,10 +100,10 @@ def _read(text: str, cs: bool, how: str) -> Any:
 
 
 @settings(max_examples=long_scale(400))
-@given(_hostile_fbp(), st.booleans())
-def test_block_path_gives_what_the_full_grammar_gives(text: str, cs: bool) -> None:
+@given(_hostile_fbp(), st.booleans(), st.integers(8, 200))
+def test_block_path_gives_what_the_full_grammar_gives(text: str, cs: bool, block: int) -> None:
     oracle = _read(text, cs, "grammar")
-    _same(_read(text, cs, "small"), oracle)
+    _same(_read(text, cs, "small", block), oracle)
     _same(_read(text, cs, "real"), oracle)
 
 
@@ -117,7 +117,7 @@ def test_block_path_documents_match_the_grammar(lines: list[str], cs: bool) -> N
     def parse(fast: bool) -> Any:
         parser = fbp._Parser(text, cs)
         parser.fast = fast
-        parser.block = re.compile(r"(?:[^\n]*\n){1,4}")
+        parser.block = 50
         try:
             return parser.parse()
         except rf.GraphFormatError as exc:

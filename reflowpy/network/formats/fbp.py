@@ -86,11 +86,11 @@ _BULK = re.compile(
     f"|((?:{_NODE_T.format(o='(?:', n=_N, p=_P)}){{1,{_RUN}}})"
     f"|{_FAST_NODE.pattern}|")
 
-# The fastest path, for the blocks the writer emits: up to _RUN whole lines checked by
+# The fastest path, for the blocks the writer emits: whole lines checked by
 # C-level string passes instead of a regex. Deleting the word characters leaves a
 # block's skeleton: ``a out -> in b`` rows leave "  ->  " (their port names in lower
 # case, so no folding), ``a(comp)`` rows leave "(", the component's slashes and ")".
-_BLOCK = re.compile(f"(?:[^\n]*\n){{1,{_RUN}}}")
+_BLOCK = 1 << 17  # characters a block holds at most (whole lines: ~4k rows of a graph)
 _LOWER_WORD = b"abcdefghijklmnopqrstuvwxyz0123456789_"
 _UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
 _NODE_WORD = _LOWER_WORD + _UPPER + b"-"
@@ -111,7 +111,7 @@ class _Fail(Exception):
 
 class _Parser:
     #: The blocks :meth:`_plain_block` checks (tests make them a few rows long).
-    block: re.Pattern[str] = _BLOCK
+    block: int = _BLOCK
 
     def __init__(self, text: str, case_sensitive: bool, strict: bool = False) -> None:
         self.text = text
@@ -241,9 +241,9 @@ class _Parser:
             if fast:
                 pos = self.pos
                 while pos < end:
-                    block = self.block.match(text, pos)
-                    if block is not None and self._plain_block(pos, block.end()):
-                        pos = block.end()
+                    stop = text.rfind("\n", pos, pos + self.block) + 1
+                    if stop > pos and self._plain_block(pos, stop):
+                        pos = stop
                         continue
                     m = _BULK.match(text, pos)
                     assert m is not None  # (its last alternative is empty)
@@ -276,7 +276,7 @@ class _Parser:
         -> in b`` (one space apart, no index) or each a plain node row ``a(comp)``, and
         say whether it did; else :data:`_BULK` and the grammar read them. The checks,
         C-level passes over the block, prove what :data:`_BULK`'s rows would: the
-        skeleton (see :data:`_BLOCK`) and one `` -> `` or one ``)`` ending each
+        skeleton (see :data:`_LOWER_WORD`) and one `` -> `` or one ``)`` ending each
         row fix each row's shape; no two spaces, no space at a row's start or end and no
         ``()`` mean no word is empty; and no word starts with a digit (nor a node name
         with ``-``), as the names' rules want."""
@@ -1097,7 +1097,9 @@ def _validate_contents(processes: dict[str, Any], inports: dict[str, Any],
     def fail(message: str) -> GraphFormatError:
         return GraphFormatError(message, format="fbp")
 
-    for name, node in processes.items():
+    # (A fast-path node is no dict: one C-level pass tells whether any entry is one.)
+    grammar_nodes = processes.items() if dict in set(map(type, processes.values())) else ()
+    for name, node in grammar_nodes:
         if type(node) is dict and not node.get("component"):  # else a fast-path node
             raise fail(f'node "{name}" does not have a component defined; write'
                        f" {name}(Component) once")
