@@ -27,8 +27,10 @@ character set; :func:`losses` lists what a graph would lose, and the CLI prints 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import operator
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -99,6 +101,9 @@ _NODE_ROWS_SKELETON = re.compile(rb"(?:\(/*\)\n)+")
 # A word of a checked block starts with a digit where "\n0" or " 0" is in this copy.
 _DIGITS_AS_0 = bytes.maketrans(b"0123456789", b"0" * 10)
 
+_SRC_KEY = operator.attrgetter("src.node", "src.port")
+_TGT_KEY = operator.attrgetter("tgt.node", "tgt.port")
+
 _ANON = re.compile(r"[^a-zA-Z0-9]+")
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
             "t": "\t"}
@@ -148,6 +153,8 @@ class _Parser:
         self._ports: dict[str, str] = {}  # one string per folded port name
         self._halves = "EXPORT=" in text  # keep every half: export resolution reads them
         self._node_runs: list[tuple[int, int]] = []
+        self._run_index: dict[str, int] = {}  # name -> offset, see _run_pos
+        self._runs_indexed = 0
         self._tgt_ends: dict[str, Endpoint] = {}
         #: Where in ``edges`` the items other than fast-path Edges are (in order), so
         #: the passes after the scan never walk the millions of edges between them.
@@ -237,14 +244,18 @@ class _Parser:
         it or an ``EXPORT=`` may look at it."""
         text, end = self.text, len(self.text)
         fast = self.fast
+        refused = 0  # the end of the last block refused: no block is tried before it
         while self.pos < end:
             if fast:
                 pos = self.pos
                 while pos < end:
-                    stop = text.rfind("\n", pos, pos + self.block) + 1
-                    if stop > pos and self._plain_block(pos, stop):
-                        pos = stop
-                        continue
+                    if pos >= refused:  # (so each character is in one block check at most)
+                        stop = text.rfind("\n", pos, pos + self.block) + 1
+                        if stop > pos:
+                            if self._plain_block(pos, stop):
+                                pos = stop
+                                continue
+                            refused = stop
                     m = _BULK.match(text, pos)
                     assert m is not None  # (its last alternative is empty)
                     last = m.lastindex
@@ -452,14 +463,15 @@ class _Parser:
             self.mixed = True
 
     def _run_pos(self, name: str) -> int:
-        """Where a node stored by :meth:`_node_run` is declared (for error messages)."""
-        first = re.compile(rf" *({re.escape(name)})\(")
-        later = re.compile(rf"\n *({re.escape(name)})\(")
-        for start, end in self._node_runs:
-            m = first.match(self.text, start, end) or later.search(self.text, start, end)
-            if m is not None:
-                return m.start(1)
-        return 0  # pragma: no cover - every such node comes from a run
+        """Where a node stored by :meth:`_node_run` is declared (for error messages).
+        The runs are indexed at the first question and as more come, so a file that
+        declares its nodes again costs one pass over the runs, not one per node."""
+        index, runs = self._run_index, self._node_runs
+        for start, end in runs[self._runs_indexed:]:
+            for m in _NODE_ROW.finditer(self.text, start, end):
+                index.setdefault(m.group(1), m.start(1))
+        self._runs_indexed = len(runs)
+        return index.get(name, 0)
 
     def _end(self, m: re.Match[str], group: int, intern: Callable[[str, str], str]
              ) -> Endpoint:
@@ -572,12 +584,28 @@ class _Parser:
         self.exports.append((node, port, pub, start))
 
     def _resolve_exports(self) -> None:
-        items = [_as_dict(e) for e in self.edges]
-        srcs = {(e["src"]["process"], e["src"]["port"]) for e in items if "src" in e}
-        tgts = {(e["tgt"]["process"], e["tgt"]["port"]) for e in items if "tgt" in e}
+        # Which of the exported (node, port) pairs are a source / a target somewhere:
+        # the fast path's Edges through C-level maps (no dict per edge), the rest read.
+        edges, nodes = self.edges, self.nodes
+        folded: dict[str, str] = {}  # lower-case name -> the first node so spelled
+        for n in nodes:
+            folded.setdefault(n.lower(), n)
+        wanted = {(node if node in nodes else folded.get(node.lower(), node), port)
+                  for node, port, _, _ in self.exports}
+        others = set(self.others)
+        runs = [edges[a + 1:b] for a, b in zip([-1, *sorted(others)],
+                                                [*sorted(others), len(edges)], strict=True)]
+        srcs = wanted.intersection(map(_SRC_KEY, itertools.chain.from_iterable(runs)))
+        tgts = wanted.intersection(map(_TGT_KEY, itertools.chain.from_iterable(runs)))
+        del runs
+        for i in others:
+            e = _as_dict(edges[i])
+            if "src" in e:
+                srcs.add((e["src"]["process"], e["src"]["port"]))
+            if "tgt" in e:
+                tgts.add((e["tgt"]["process"], e["tgt"]["port"]))
         for node, port, pub, pos in self.exports:
-            name = node if node in self.nodes else next(
-                (n for n in self.nodes if n.lower() == node.lower()), node)
+            name = node if node in nodes else folded.get(node.lower(), node)
             key = (name, port)
             if key in srcs and key not in tgts:
                 kind = "out"
@@ -1038,9 +1066,9 @@ class _Parser:
 
     def _finish(self) -> list[Any]:
         """The paired connections, with exports resolved and every reference checked."""
-        grouped = self._flat_edges()
-        if self.exports:
+        if self.exports:  # (before the pairing: it reads the halves, ``others`` says where)
             self._resolve_exports()
+        grouped = self._flat_edges()
         nodes, check = self.nodes, grouped
         # Every node name a fast-path edge names went through ``_names``: when each of
         # them is declared, none of those edges can fail the per-connection check.
