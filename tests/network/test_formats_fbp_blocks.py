@@ -136,6 +136,7 @@ def test_writer_output_goes_through_blocks() -> None:
         g.add_edge(f"n{i}", "OUT", f"n{(i * 7) % 50}", "data")
     text = fbp.dumps(g)
     parser = fbp._Parser(text, False, strict=True)
+    parser.block = 200  # (the first block, holding the header, is refused)
     taken: list[int] = []
     plain_block = parser._plain_block
 
@@ -171,3 +172,78 @@ def test_block_checks_refuse_each_lookalike() -> None:
     ]
     for text in lookalikes:
         assert not fbp._Parser(text, False)._plain_block(0, len(text)), text
+
+
+# -- bounded work on hostile text ----------------------------------------------------------
+
+
+def _alternating(n: int) -> str:
+    """Plain node rows, each followed by one the block checks refuse (metadata)."""
+    return "".join(f"n{i}(x)\nm{i}(x:k=v)\n" for i in range(n))
+
+
+def test_each_character_is_in_two_block_checks_at_most() -> None:
+    """A refused block is not checked again from each of its rows (that was quadratic)."""
+    for text in (_alternating(3000), "a out -> in b\n" * 50 + "'x' -> in a\n" * 3000,
+                 "a(x)\n" * 3 + "# c\n" * 5000):
+        parser = fbp._Parser(text, False, strict=True)
+        checked: list[int] = []
+        plain_block = parser._plain_block
+
+        def spy(start: int, end: int, plain_block: Any = plain_block) -> bool:
+            checked.append(end - start)
+            return bool(plain_block(start, end))
+
+        parser._plain_block = spy  # type: ignore[method-assign]
+        try:
+            parser._scan()
+        except rf.GraphFormatError:
+            pass
+        assert sum(checked) <= 2 * len(text)
+
+
+class _CountingPattern:
+    """A compiled pattern that counts its ``finditer`` calls."""
+
+    def __init__(self, pattern: re.Pattern[str]) -> None:
+        self.pattern, self.calls = pattern, 0
+
+    def finditer(self, *args: Any) -> Any:
+        self.calls += 1
+        return self.pattern.finditer(*args)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.pattern, name)
+
+
+def test_nodes_declared_again_read_the_runs_once(monkeypatch: Any) -> None:
+    """Each node of a run declared again (with metadata, or in a second run) asks where
+    it was first declared: one pass over the runs answers all (was one regex scan of
+    every run per node: 40k lines took a minute)."""
+    n = 4000
+    run = "".join(f"n{i}(bench/Step)\n" for i in range(n))
+    again = "".join(f"n{i}(bench/Step:k=v)\n" for i in range(n))
+    for text in (run + again, run + run):
+        counting = _CountingPattern(fbp._NODE_ROW)
+        monkeypatch.setattr(fbp, "_NODE_ROW", counting)
+        graph = fbp.loads(text)
+        monkeypatch.undo()
+        assert len(graph.nodes) == n
+        assert counting.calls <= 2 + text.count("\n") // 1000  # per run, not per node
+        assert _read(text, False, "grammar") == graph
+
+
+def test_a_colon_ending_a_key_is_looked_for_first() -> None:
+    """``_looks_yaml`` says what its regex says, whatever the text."""
+    from reflowpy.network import formats
+
+    pieces = ["processes", "connections", ":", " ", "\t", "\n", "'", '"', "---", "%YAML",
+              "a", "inports:", "x: y", ":\n", "groups :"]
+
+    @settings(max_examples=long_scale(300))
+    @given(st.lists(st.sampled_from(pieces), max_size=12))
+    def check(parts: list[str]) -> None:
+        text = "".join(parts)
+        assert formats._looks_yaml(text) == (formats._YAML_HINT.search(text) is not None)
+
+    check()

@@ -244,18 +244,20 @@ class _Parser:
         it or an ``EXPORT=`` may look at it."""
         text, end = self.text, len(self.text)
         fast = self.fast
-        refused = 0  # the end of the last block refused: no block is tried before it
+        # No block is tried before ``refused``, the middle of the last block refused: so
+        # each character is in two block checks at most, not in one per row of a block.
+        refused = 0
         while self.pos < end:
             if fast:
                 pos = self.pos
                 while pos < end:
-                    if pos >= refused:  # (so each character is in one block check at most)
+                    if pos >= refused:
                         stop = text.rfind("\n", pos, pos + self.block) + 1
                         if stop > pos:
                             if self._plain_block(pos, stop):
                                 pos = stop
                                 continue
-                            refused = stop
+                            refused = pos + (stop - pos) // 2 + 1
                     m = _BULK.match(text, pos)
                     assert m is not None  # (its last alternative is empty)
                     last = m.lastindex
