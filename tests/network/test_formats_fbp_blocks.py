@@ -50,6 +50,7 @@ _ODD = [
     "a OUT -> IN b(core/Repeat) OUT -> IN q", "a out ->", "-> in b", "a out -> in b,",
     "a  out -> in b", "a out  -> in b", " a out -> in b", "a out -> in b ", "a\tout -> in b",
     "a out->in b", "a out -> in b\r", "a(x) ", " a(x)", "a(x)b", "a((x))", "a(x:)",
+    "a  -> in b", "a out ->  b", "1b(x)", "-b(x)",
 ]
 
 
@@ -170,6 +171,9 @@ def test_block_checks_refuse_each_lookalike() -> None:
         "a out -> in b\tc\n", "a out -> in é\n", "a out -> in b -> in c\nd e\n",
         "a(x)b\n", "a(x)\nb()\n", "(x)\n", "-a(x)\n", "1a(x)\n", "a(x:k)\n", "a/b(x)\n",
         "a(x) \n", "a (x)\n", "a(x)\r\n", "a((x))\n", "a(x))\n", "ä(x)\n", "a(x)\n\n",
+        # the skeleton alone passes these: an empty word, or a bad first character
+        "a  -> in b\n", "a out ->  b\n", "a(x)\n1b(x)\n", "a(x)\n-b(x)\n",
+        "a out -> in b\nc d -> e 5f\n",
     ]
     for text in lookalikes:
         assert not fbp._Parser(text, False)._plain_block(0, len(text)), text
