@@ -27,8 +27,10 @@ character set; :func:`losses` lists what a graph would lose, and the CLI prints 
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
+import operator
 import re
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -86,6 +88,22 @@ _BULK = re.compile(
     f"|((?:{_NODE_T.format(o='(?:', n=_N, p=_P)}){{1,{_RUN}}})"
     f"|{_FAST_NODE.pattern}|")
 
+# The fastest path, for the blocks the writer emits: whole lines checked by
+# C-level string passes instead of a regex. Deleting the word characters leaves a
+# block's skeleton: ``a out -> in b`` rows leave "  ->  " (their port names in lower
+# case, so no folding), ``a(comp)`` rows leave "(", the component's slashes and ")".
+_BLOCK = 1 << 17  # characters a block holds at most (whole lines: ~4k rows of a graph)
+_LOWER_WORD = b"abcdefghijklmnopqrstuvwxyz0123456789_"
+_UPPER = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_NODE_WORD = _LOWER_WORD + _UPPER + b"-"
+_EDGE_ROW_SKELETON = b"  ->  \n"
+_NODE_ROWS_SKELETON = re.compile(rb"(?:\(/*\)\n)+")
+# A word of a checked block starts with a digit where "\n0" or " 0" is in this copy.
+_DIGITS_AS_0 = bytes.maketrans(b"0123456789", b"0" * 10)
+
+_SRC_KEY = operator.attrgetter("src.node", "src.port")
+_TGT_KEY = operator.attrgetter("tgt.node", "tgt.port")
+
 _ANON = re.compile(r"[^a-zA-Z0-9]+")
 _ESCAPES = {'"': '"', "\\": "\\", "/": "/", "b": "\b", "f": "\f", "n": "\n", "r": "\r",
             "t": "\t"}
@@ -97,6 +115,9 @@ class _Fail(Exception):
 
 
 class _Parser:
+    #: The blocks :meth:`_plain_block` checks (tests make them a few rows long).
+    block: int = _BLOCK
+
     def __init__(self, text: str, case_sensitive: bool, strict: bool = False) -> None:
         self.text = text
         self.strict = strict
@@ -132,6 +153,8 @@ class _Parser:
         self._ports: dict[str, str] = {}  # one string per folded port name
         self._halves = "EXPORT=" in text  # keep every half: export resolution reads them
         self._node_runs: list[tuple[int, int]] = []
+        self._run_index: dict[str, int] = {}  # name -> offset, see _run_pos
+        self._runs_indexed = 0
         self._tgt_ends: dict[str, Endpoint] = {}
         #: Where in ``edges`` the items other than fast-path Edges are (in order), so
         #: the passes after the scan never walk the millions of edges between them.
@@ -221,10 +244,22 @@ class _Parser:
         it or an ``EXPORT=`` may look at it."""
         text, end = self.text, len(self.text)
         fast = self.fast
+        # No block is tried before ``refused``, the middle of the last block refused: so
+        # each character is in two block checks at most, not in one per row of a block.
+        refused = 0
         while self.pos < end:
             if fast:
                 pos = self.pos
-                for m in _BULK.finditer(text, pos):
+                while pos < end:
+                    if pos >= refused:
+                        stop = text.rfind("\n", pos, pos + self.block) + 1
+                        if stop > pos:
+                            if self._plain_block(pos, stop):
+                                pos = stop
+                                continue
+                            refused = pos + (stop - pos) // 2 + 1
+                    m = _BULK.match(text, pos)
+                    assert m is not None  # (its last alternative is empty)
                     last = m.lastindex
                     if last is None:
                         break
@@ -249,17 +284,63 @@ class _Parser:
         if self.pos < len(self.text):
             self._syntax_error()
 
-    def _edge_run(self, start: int, end: int) -> None:
+    def _plain_block(self, start: int, end: int) -> bool:
+        """Store the whole lines ``text[start:end]`` if each is a plain edge row ``a out
+        -> in b`` (one space apart, no index) or each a plain node row ``a(comp)``, and
+        say whether it did; else :data:`_BULK` and the grammar read them. The checks,
+        C-level passes over the block, prove what :data:`_BULK`'s rows would: the
+        skeleton (see :data:`_LOWER_WORD`) and one `` -> `` or one ``)`` ending each
+        row fix each row's shape; no two spaces, no space at a row's start or end and no
+        ``()`` mean no word is empty; and no word starts with a digit (nor a node name
+        with ``-``), as the names' rules want."""
+        chunk = self.text[start:end]
+        if not chunk.isascii():
+            return False
+        rows = chunk.count("\n")
+        size = rows * len(_EDGE_ROW_SKELETON)
+        if "->" in chunk:
+            if (chunk.count(" -> ") != rows or "  " in chunk or "\n " in chunk
+                    or " \n" in chunk or chunk[0] in " 0123456789"):
+                return False
+            lowered = True  # then the port names need no folding
+            data = chunk.encode("ascii")  # (checks of bytes are the tightest C loops)
+            skeleton = data.translate(None, _LOWER_WORD)
+            if len(skeleton) != size:
+                lowered = False
+                skeleton = skeleton.translate(None, _UPPER)
+            if len(skeleton) != size or skeleton.count(_EDGE_ROW_SKELETON) != rows:
+                return False
+            digits = data.translate(_DIGITS_AS_0)
+            if b" 0" in digits or b"\n0" in digits:
+                return False
+            del chunk, data, skeleton, digits
+            self._edge_run(start, end, lowered)
+            return True
+        if (chunk.count(")\n") != rows or "()" in chunk or chunk[0] in "0123456789-("
+                or " " in chunk or "\n-" in chunk or "\n(" in chunk):
+            return False
+        data = chunk.encode("ascii")
+        if (_NODE_ROWS_SKELETON.fullmatch(data.translate(None, _NODE_WORD)) is None
+                or b"\n0" in data.translate(_DIGITS_AS_0)):
+            return False
+        del chunk, data
+        self._node_run(start, end)
+        return True
+
+    def _edge_run(self, start: int, end: int, lowered: bool | None = None) -> None:
         """Store a run of ``a out -> in b`` rows as :class:`Edge` objects. Both halves
         at once: the grammar pairs them with each other whatever came before (see
         :meth:`_flat_edges`). Endpoints are shared, one per spelling of a side, so the
-        rows become edges through C-level maps; a new spelling is read once."""
+        rows become edges through C-level maps; a new spelling is read once.
+        ``lowered`` (from :meth:`_plain_block`, which checked the rows are plain):
+        whether they hold no capital."""
         chunk = self.text[start:end]
-        rows = chunk.count("->")
-        lowered = chunk.islower()  # then the port names need no folding
-        if (chunk.count(" -> ") == rows and "  " not in chunk and "[" not in chunk
-                and "\n " not in chunk and " \n" not in chunk
-                and chunk[0] != " " and chunk[-1] != " "):
+        plain = lowered is not None  # (from _plain_block: the shape is checked)
+        if lowered is None:
+            lowered = chunk.islower()  # then the port names need no folding
+        if plain or (chunk.count(" -> ") == chunk.count("->") and "  " not in chunk
+                     and "[" not in chunk and "\n " not in chunk and " \n" not in chunk
+                     and chunk[0] != " " and chunk[-1] != " "):
             # Written as the writer writes (one space apart, no index): each row is a
             # source side ``node port`` and a target side ``port node``, split apart by
             # C-level string methods. A side stands for one Endpoint: each distinct side
@@ -338,7 +419,15 @@ class _Parser:
         chunk = text[start:end]
         ids: Sequence[str]
         comps: Sequence[str]
-        if " " not in chunk:  # ``name(comp)`` lines: split at the parentheses
+        # The first row's ``(comp)\n``: when every row ends so (one component for the
+        # run, as often), only the names are split out.
+        tail = chunk[chunk.find("("):chunk.find("\n") + 1]
+        if (" " not in chunk and tail.endswith(")\n") and chunk.endswith("\n")
+                and chunk.count(tail) == chunk.count("\n")):
+            ids = chunk.split(tail)
+            ids.pop()  # (the empty rest after the last row)
+            comps = [tail[1:-2]] * len(ids)
+        elif " " not in chunk:  # ``name(comp)`` lines: split at the parentheses
             parts = chunk.rstrip("\n")[:-1].replace(")\n", "(").split("(")
             ids, comps = parts[0::2], parts[1::2]
             del parts
@@ -376,14 +465,15 @@ class _Parser:
             self.mixed = True
 
     def _run_pos(self, name: str) -> int:
-        """Where a node stored by :meth:`_node_run` is declared (for error messages)."""
-        first = re.compile(rf" *({re.escape(name)})\(")
-        later = re.compile(rf"\n *({re.escape(name)})\(")
-        for start, end in self._node_runs:
-            m = first.match(self.text, start, end) or later.search(self.text, start, end)
-            if m is not None:
-                return m.start(1)
-        return 0  # pragma: no cover - every such node comes from a run
+        """Where a node stored by :meth:`_node_run` is declared (for error messages).
+        The runs are indexed at the first question and as more come, so a file that
+        declares its nodes again costs one pass over the runs, not one per node."""
+        index, runs = self._run_index, self._node_runs
+        for start, end in runs[self._runs_indexed:]:
+            for m in _NODE_ROW.finditer(self.text, start, end):
+                index.setdefault(m.group(1), m.start(1))
+        self._runs_indexed = len(runs)
+        return index.get(name, 0)
 
     def _end(self, m: re.Match[str], group: int, intern: Callable[[str, str], str]
              ) -> Endpoint:
@@ -496,12 +586,28 @@ class _Parser:
         self.exports.append((node, port, pub, start))
 
     def _resolve_exports(self) -> None:
-        items = [_as_dict(e) for e in self.edges]
-        srcs = {(e["src"]["process"], e["src"]["port"]) for e in items if "src" in e}
-        tgts = {(e["tgt"]["process"], e["tgt"]["port"]) for e in items if "tgt" in e}
+        # Which of the exported (node, port) pairs are a source / a target somewhere:
+        # the fast path's Edges through C-level maps (no dict per edge), the rest read.
+        edges, nodes = self.edges, self.nodes
+        folded: dict[str, str] = {}  # lower-case name -> the first node so spelled
+        for n in nodes:
+            folded.setdefault(n.lower(), n)
+        wanted = {(node if node in nodes else folded.get(node.lower(), node), port)
+                  for node, port, _, _ in self.exports}
+        others = set(self.others)
+        runs = [edges[a + 1:b] for a, b in zip([-1, *sorted(others)],
+                                                [*sorted(others), len(edges)], strict=True)]
+        srcs = wanted.intersection(map(_SRC_KEY, itertools.chain.from_iterable(runs)))
+        tgts = wanted.intersection(map(_TGT_KEY, itertools.chain.from_iterable(runs)))
+        del runs
+        for i in others:
+            e = _as_dict(edges[i])
+            if "src" in e:
+                srcs.add((e["src"]["process"], e["src"]["port"]))
+            if "tgt" in e:
+                tgts.add((e["tgt"]["process"], e["tgt"]["port"]))
         for node, port, pub, pos in self.exports:
-            name = node if node in self.nodes else next(
-                (n for n in self.nodes if n.lower() == node.lower()), node)
+            name = node if node in nodes else folded.get(node.lower(), node)
             key = (name, port)
             if key in srcs and key not in tgts:
                 kind = "out"
@@ -962,9 +1068,9 @@ class _Parser:
 
     def _finish(self) -> list[Any]:
         """The paired connections, with exports resolved and every reference checked."""
-        grouped = self._flat_edges()
-        if self.exports:
+        if self.exports:  # (before the pairing: it reads the halves, ``others`` says where)
             self._resolve_exports()
+        grouped = self._flat_edges()
         nodes, check = self.nodes, grouped
         # Every node name a fast-path edge names went through ``_names``: when each of
         # them is declared, none of those edges can fail the per-connection check.
@@ -1021,7 +1127,9 @@ def _validate_contents(processes: dict[str, Any], inports: dict[str, Any],
     def fail(message: str) -> GraphFormatError:
         return GraphFormatError(message, format="fbp")
 
-    for name, node in processes.items():
+    # (A fast-path node is no dict: one C-level pass tells whether any entry is one.)
+    grammar_nodes = processes.items() if dict in set(map(type, processes.values())) else ()
+    for name, node in grammar_nodes:
         if type(node) is dict and not node.get("component"):  # else a fast-path node
             raise fail(f'node "{name}" does not have a component defined; write'
                        f" {name}(Component) once")
