@@ -1,28 +1,30 @@
-"""The trace collector: a network's events -> causality ids -> batches in a trace store.
+"""The trace collector: a network's events -> the raw hop stream -> a trace store.
 
 :meth:`Collector.record` taps a network's event bus (before it starts, so it sees
-``NetworkStarted``): a :class:`~reflowpy.network.events.MessageTap`, called by the
-kernel as each message enters or leaves a queue with the raw values (no event struct
-is built for it). It turns each call into a row with the message's causality id
-(:mod:`reflowpy.observe.lineage`); each full batch of rows is encoded as one chunk
-(:mod:`reflowpy.observe.store`) at once and handed to one writer thread, which writes
-every chunk queued when it wakes in one transaction. Nothing here can make the
-dataflow wait: a row is a tuple appended to a list of at most ``batch`` rows, and the
-writer's backlog is bounded (``backlog`` batches); a batch that does not fit is
-dropped and counted in the execution's ``dropped``, and a drop marks its lineage
-``inexact``. Nothing is silently lost from the trace. (Events posted by other
-processes, :mod:`reflowpy.observe.ingest`, take the same row code through
-:meth:`_RowSink.handler`.)
+``NetworkStarted``) with a :class:`~reflowpy.observe.hops.HopTap`, called by the kernel
+as each message enters or leaves a queue with the raw values (no event struct is built
+for it). The tap appends four slots per hop to a list and nothing else; message ids
+and causes are derived when the trace is read (:mod:`reflowpy.observe.hops`, layout 3
+of :mod:`reflowpy.observe.store`). Each full batch of records is encoded as one chunk
+at once and handed to one writer thread, which writes every chunk queued when it wakes
+in one transaction. Nothing here can make the dataflow wait: the writer's backlog is
+bounded (``backlog`` batches); a batch that does not fit is dropped and counted in the
+execution's ``dropped``, and a drop marks its lineage ``inexact``. Nothing is silently
+lost from the trace. Events posted by other processes (:mod:`reflowpy.observe.ingest`)
+are turned into rows with their lineage at once (:class:`_RowSink`, :class:`_TraceTap`,
+the same row code a replay runs).
 
 **Sampling** (``sample=N``) is decided before the kernel builds any event object: the
 collector taps the bus only for bursts of ``burst`` hops, one burst per
 ``burst * N`` messages the network moves (read from the counters through
 :mod:`reflowpy.observe.stats`); between bursts the network runs unobserved, on its fast
 paths. Failures between bursts are still recorded, from the dead-letter store. Values
-queued when a burst starts are recorded as ``unknown``. A node part-way through a batch
-when a burst opens announces its messages from the next one on (a plain-``def`` node
-after its next wait); should the lineage model still disagree with the queue depths the
-kernel reports, each disagreement is counted and marks the execution ``inexact``.
+queued when a burst starts are recorded as ``unknown``: each burst starts with a model
+record (the queue depths then, and a first message id past any the bursts before could
+have given). A node part-way through a batch when a burst opens announces its messages
+from the next one on (a plain-``def`` node after its next wait); should the replayed
+model still disagree with the queue depths the kernel reported, the execution reads as
+``inexact``.
 """
 
 from __future__ import annotations
@@ -193,11 +195,13 @@ class Recording:
         self.bus_dropped = 0
         #: Rows the writer could not take (its backlog was full).
         self.store_dropped = 0
-        #: Events turned into rows.
+        #: Events recorded (hop records for a recording: a send and a receive are two;
+        #: rows for posted events).
         self.events = 0
         self.inexact = False
-        #: Times the event stream disagreed with the lineage model (or the model failed
-        #: on an event): each marks the lineage inexact.
+        #: Times posted events disagreed with the lineage model (or the model failed on
+        #: one): each marks the lineage inexact. A recording's lineage is derived when
+        #: it is read (the store's execution record says whether it was exact).
         self.lineage_mismatches = 0
         self.bursts = 0
         #: Set when the network's shutdown has been recorded.
@@ -515,31 +519,10 @@ class _RowSink:
                 self.rec.store_dropped += len(rows)
                 self.rec.inexact = True
 
-    async def ticker(self, interval: float) -> None:
-        while True:
-            await trio.sleep(interval)
-            self.flush()
-
     def _add(self, row: tuple[Any, ...]) -> None:
         self.rows.append(row)
         if len(self.rows) >= self.batch:
             self.flush()
-
-    def synthetic(self, kind: str) -> None:
-        self.seq += 1
-        self._add((self.rec.execution_id, self.seq, ev.now_ms(), kind, "", "", "", "",
-                   None, None, _NOVALUE, None, None))
-
-    def dead_letters(self, net: Network) -> None:
-        """Record the dead letters not recorded yet (burst mode: failures between bursts)."""
-        for letter in net.dead_letters():
-            if letter.id > self.dead_seen:
-                self.seq += 1
-                self._add((self.rec.execution_id, self.seq, letter.timestamp * 1000.0, "dead",
-                           letter.node, letter.port, "", "", None, None, letter.value,
-                           f"{letter.error_type}: {letter.error}",
-                           {"letterId": letter.id, "attempts": letter.attempts}))
-                self.dead_seen = letter.id
 
     def attach(self, lin: Lineage) -> None:
         """Record with the lineage model ``lin`` from now on."""
@@ -556,11 +539,13 @@ _time = time.time
 
 
 class _TraceTap:
-    """The rows of one lineage model: the bus's :class:`~reflowpy.network.events.MessageTap`
-    (raw calls from the kernel, on ``bus``), and :meth:`any_event` for event structs.
-    It records until the network's shutdown (see :class:`_BurstTap` for one burst).
-    Kept flat: it runs once per traced message. Each port the kernel names is resolved
-    once (``_ports``: the port object -> its model queue and names)."""
+    """The rows of one lineage model: :meth:`any_event` for event structs (posted
+    events), ``sent_row``/``received_row``/``event`` for a replay of hop records
+    (:mod:`reflowpy.observe.hops`), and the bus's
+    :class:`~reflowpy.network.events.MessageTap` (raw calls from the kernel, on ``bus``:
+    lineage assigned as each hop happens, the per-hop path the hop stream replaced, kept
+    as its reference in the tests). Each port the kernel names is resolved once
+    (``_ports``: the port object -> its model queue and names)."""
 
     __slots__ = ("_bus", "_last", "_pending", "_ports", "done", "lin", "sink")
 

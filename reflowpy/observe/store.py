@@ -13,7 +13,18 @@ event posted by another process that has no message). ``msg`` is the causality i
 assigned by :mod:`reflowpy.observe.lineage`, ``causes`` the ids that produced it.
 ``value`` is the message as JSON, cut at ``max_value_bytes``.
 
-**Layout (version 2).** Events are not stored one row each: a traced message makes a
+**Layout (version 3).** A chunk has a ``form``: ``rows`` (below: events as columns,
+what :meth:`_SqlStore.append` and posted events write) or ``hops``: the raw hop stream
+of a recording (:mod:`reflowpy.observe.hops`; the collector writes these), whose
+message ids and causes are derived when it is read, by replaying the lineage model from
+the execution's first chunk: an execution with hop chunks is read whole, in seq order,
+whatever the query (the store keeps the last replay, so asking again costs only what is
+new). Its ``events`` count is the records it holds (a receive is one, and makes no row),
+and ``lineage`` (NULL until a replay of the ended execution) says whether the replay
+disagreed with the recorded queue depths; :meth:`_SqlStore.execution` replays an ended
+execution to learn it and reports it in ``inexact``.
+
+Rows: events are not stored one row each: a traced message makes a
 row per hop, and a SQL insert per hop costs several times the hop itself. Each batch
 the collector writes becomes one row of the ``chunks`` table: its events as columns
 (one list per field) in one msgpack blob encoded in a single call, each distinct
@@ -26,8 +37,9 @@ only the chunks that can match. Chunks of one execution never overlap in seq
 (:meth:`_SqlStore.append` refuses a batch that would), so reading them in ``first_seq``
 order gives the events in order.
 
-A file of the first layout (one ``events`` row per event) is migrated in place when
-opened; a store written by a newer layout is refused with an error that says so.
+A file of the first layout (one ``events`` row per event) or of the second (row chunks,
+no ``form``/``lineage`` columns) is migrated in place when opened; a store written by a
+newer layout is refused with an error that says so.
 
 :class:`SqliteStore` opens the file in WAL mode, so the collector's writer thread and
 any number of readers (CLI, server) work at once. Writes come in batches, one
