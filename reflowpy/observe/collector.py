@@ -226,13 +226,16 @@ class Collector:
     bursts of ``burst`` hops (a value taken into an in-port);
     ``buffer``: unused (the collector used to be a subscription of that size; it now
     taps the bus and cannot lag behind it), kept so existing callers work;
-    ``batch``: rows per write;
+    ``batch``: records per write (large: the writer thread wins the interpreter lock
+    from a busy network only now and then, and each chunk it writes costs it several
+    such waits; the buffer holds each value it records until the next write, at most
+    ``flush_interval`` seconds);
     ``flush_interval``: seconds a partial batch waits; ``backlog``: batches the writer
     may have queued; ``max_value_bytes``: longest stored message value (JSON).
     """
 
     def __init__(self, store: TraceStore, *, sample: int = 1, burst: int = 1000,
-                 buffer: int = 200_000, batch: int = 8000, flush_interval: float = 0.25,
+                 buffer: int = 200_000, batch: int = 32_000, flush_interval: float = 0.25,
                  backlog: int = 256, max_value_bytes: int = 4096) -> None:
         if sample < 1:
             raise ValueError(f"sample must be >= 1 (trace 1 in N messages), got {sample}")
