@@ -12,7 +12,9 @@ sink, ``n`` messages. Variants:
   ticking at 4 Hz, one client following ``/ui/events`` (SSE) and a Prometheus-style
   scrape of ``/metrics`` every second, both in a child process (a browser and a scraper
   are other processes): the CPU figures are the network's process only;
-* ``trace``: the trace store (SQLite file, WAL, writer thread) records every message;
+* ``trace``: the trace store (SQLite file, WAL, writer thread) records every message
+  (its ``events`` are hop records: a send and a receive per hop; lineage is derived
+  when the trace is read, not here);
 * ``sampled``: the trace store records 1 % of the messages (``sample=100``);
 * ``subscriber``: one subscriber that drains ``net.events()`` and does nothing else: the
   kernel's own cost of per-message events, the ceiling for any full trace.

@@ -1,28 +1,30 @@
-"""The trace collector: a network's events -> causality ids -> batches in a trace store.
+"""The trace collector: a network's events -> the raw hop stream -> a trace store.
 
 :meth:`Collector.record` taps a network's event bus (before it starts, so it sees
-``NetworkStarted``): a :class:`~reflowpy.network.events.MessageTap`, called by the
-kernel as each message enters or leaves a queue with the raw values (no event struct
-is built for it). It turns each call into a row with the message's causality id
-(:mod:`reflowpy.observe.lineage`); each full batch of rows is encoded as one chunk
-(:mod:`reflowpy.observe.store`) at once and handed to one writer thread, which writes
-every chunk queued when it wakes in one transaction. Nothing here can make the
-dataflow wait: a row is a tuple appended to a list of at most ``batch`` rows, and the
-writer's backlog is bounded (``backlog`` batches); a batch that does not fit is
-dropped and counted in the execution's ``dropped``, and a drop marks its lineage
-``inexact``. Nothing is silently lost from the trace. (Events posted by other
-processes, :mod:`reflowpy.observe.ingest`, take the same row code through
-:meth:`_RowSink.handler`.)
+``NetworkStarted``) with a :class:`~reflowpy.observe.hops.HopTap`, called by the kernel
+as each message enters or leaves a queue with the raw values (no event struct is built
+for it). The tap appends four slots per hop to a list and nothing else; message ids
+and causes are derived when the trace is read (:mod:`reflowpy.observe.hops`, layout 3
+of :mod:`reflowpy.observe.store`). Each full batch of records is encoded as one chunk
+at once and handed to one writer thread, which writes every chunk queued when it wakes
+in one transaction. Nothing here can make the dataflow wait: the writer's backlog is
+bounded (``backlog`` batches); a batch that does not fit is dropped and counted in the
+execution's ``dropped``, and a drop marks its lineage ``inexact``. Nothing is silently
+lost from the trace. Events posted by other processes (:mod:`reflowpy.observe.ingest`)
+are turned into rows with their lineage at once (:class:`_RowSink`, :class:`_TraceTap`,
+the same row code a replay runs).
 
 **Sampling** (``sample=N``) is decided before the kernel builds any event object: the
 collector taps the bus only for bursts of ``burst`` hops, one burst per
 ``burst * N`` messages the network moves (read from the counters through
 :mod:`reflowpy.observe.stats`); between bursts the network runs unobserved, on its fast
 paths. Failures between bursts are still recorded, from the dead-letter store. Values
-queued when a burst starts are recorded as ``unknown``. A node part-way through a batch
-when a burst opens announces its messages from the next one on (a plain-``def`` node
-after its next wait); should the lineage model still disagree with the queue depths the
-kernel reports, each disagreement is counted and marks the execution ``inexact``.
+queued when a burst starts are recorded as ``unknown``: each burst starts with a model
+record (the queue depths then, and a first message id past any the bursts before could
+have given). A node part-way through a batch when a burst opens announces its messages
+from the next one on (a plain-``def`` node after its next wait); should the replayed
+model still disagree with the queue depths the kernel reported, the execution reads as
+``inexact``.
 """
 
 from __future__ import annotations
@@ -39,12 +41,14 @@ import trio
 
 from reflowpy.network import events as ev
 from reflowpy.observe import stats
+from reflowpy.observe.hops import MODEL, ROW, HopTap
 from reflowpy.observe.lineage import Lineage
 from reflowpy.observe.store import (
     NOVALUE,
     ExecutionRecord,
     TraceStore,
     encode_chunks,
+    encode_hops,
     new_execution_id,
 )
 
@@ -90,6 +94,26 @@ class _Writer:
             return True
         except queue.Full:
             self.dropped_rows += len(rows)
+            return False
+
+    def submit_hops(self, execution: str, first_seq: int, ports: list[Any],
+                    buf: list[Any], specials: list[int], n: int) -> bool:
+        """:meth:`submit_rows` for raw hop records (:mod:`reflowpy.observe.hops`) that
+        take ``n`` seqs."""
+        if self.queue.full():
+            self.dropped_rows += n
+            return False
+        try:
+            chunk = encode_hops(execution, first_seq, ports, buf, specials, self.limit)
+        except Exception as exc:  # kept and raised by close(), as a failed write is
+            if self.error is None:
+                self.error = exc
+            return True
+        try:
+            self.queue.put_nowait(("chunks", [chunk]))
+            return True
+        except queue.Full:
+            self.dropped_rows += n
             return False
 
     def _encode(self, rows: list[tuple[Any, ...]]) -> list[Any]:
@@ -171,11 +195,13 @@ class Recording:
         self.bus_dropped = 0
         #: Rows the writer could not take (its backlog was full).
         self.store_dropped = 0
-        #: Events turned into rows.
+        #: Events recorded (hop records for a recording: a send and a receive are two;
+        #: rows for posted events).
         self.events = 0
         self.inexact = False
-        #: Times the event stream disagreed with the lineage model (or the model failed
-        #: on an event): each marks the lineage inexact.
+        #: Times posted events disagreed with the lineage model (or the model failed on
+        #: one): each marks the lineage inexact. A recording's lineage is derived when
+        #: it is read (the store's execution record says whether it was exact).
         self.lineage_mismatches = 0
         self.bursts = 0
         #: Set when the network's shutdown has been recorded.
@@ -200,13 +226,16 @@ class Collector:
     bursts of ``burst`` hops (a value taken into an in-port);
     ``buffer``: unused (the collector used to be a subscription of that size; it now
     taps the bus and cannot lag behind it), kept so existing callers work;
-    ``batch``: rows per write;
+    ``batch``: records per write (large: the writer thread wins the interpreter lock
+    from a busy network only now and then, and each chunk it writes costs it several
+    such waits; the buffer holds each value it records until the next write, at most
+    ``flush_interval`` seconds);
     ``flush_interval``: seconds a partial batch waits; ``backlog``: batches the writer
     may have queued; ``max_value_bytes``: longest stored message value (JSON).
     """
 
     def __init__(self, store: TraceStore, *, sample: int = 1, burst: int = 1000,
-                 buffer: int = 200_000, batch: int = 2000, flush_interval: float = 0.25,
+                 buffer: int = 200_000, batch: int = 32_000, flush_interval: float = 0.25,
                  backlog: int = 256, max_value_bytes: int = 4096) -> None:
         if sample < 1:
             raise ValueError(f"sample must be >= 1 (trace 1 in N messages), got {sample}")
@@ -237,26 +266,24 @@ class Collector:
         writer.submit("begin", ExecutionRecord(
             id=rec.execution_id, graph=net.graph.name or net.name, started=time.time() * 1000,
             source=source, sample=self.sample, graph_json=graph_json))
-        sink = _RowSink(rec, writer, self.batch)
+        sink = _HopSink(rec, writer, self.batch, net.bus)
 
         async def sync() -> None:
             sink.flush()
             await writer.sync()
 
         rec._sync = sync
-        tap: _TraceTap | None = None
+        whole = self.sample == 1
         error: BaseException | None = None
         try:
             async with trio.open_nursery() as nursery:
-                if self.sample == 1:
+                if whole:
                     # entered while the network already runs (FBP trace:start): what is
                     # queued now has no known origin
-                    queued = None if net.state == "new" else {
-                        (s.node, p.port): p.queued for s in stats.snapshot(net).values()
-                        for p in s.inports}
-                    tap = _TraceTap(sink, Lineage(stats.firing_rules(net), queued),
-                                    bus=net.bus)
-                    net.bus.tap(tap)
+                    queued = None if net.state == "new" else stats.snapshot(net)
+                    sink.model(stats.firing_rules(net), queued, 1)
+                    sink.whole = True
+                    net.bus.tap(sink.tap)
                 else:
                     nursery.start_soon(self._sample, net, rec, sink)
                 nursery.start_soon(sink.ticker, self.flush_interval)
@@ -268,19 +295,14 @@ class Collector:
                 finally:
                     # The tap is called synchronously: whatever the network did up to
                     # now is recorded (the network may never stop if the body did not).
-                    if tap is None:
+                    if not whole:
+                        sink.end_burst()
                         sink.dead_letters(net)
                         sink.synthetic("shutdown")
                     nursery.cancel_scope.cancel()
         finally:
-            if tap is not None:
-                net.bus.untap(tap)
+            net.bus.untap(sink.tap)
             with trio.CancelScope(shield=True):
-                sink.note_lineage()
-                if rec.lineage_mismatches:
-                    _log.warning("trace %s: the event stream disagreed with the lineage"
-                                 " model %d time(s); its lineage is marked inexact",
-                                 rec.execution_id, rec.lineage_mismatches)
                 sink.flush()
                 err = net.error if net.error is not None else error
                 status = ("failed" if err is not None
@@ -294,7 +316,7 @@ class Collector:
                     "error": None if err is None else f"{type(err).__name__}: {err}"})
                 await writer.close()
 
-    async def _sample(self, net: Network, rec: Recording, sink: _RowSink) -> None:
+    async def _sample(self, net: Network, rec: Recording, sink: _HopSink) -> None:
         """Burst sampling (see the module docstring) and dead letters between bursts."""
         while net.state in ("new", "starting"):
             await trio.sleep(0.005)
@@ -302,23 +324,21 @@ class Collector:
         rules = stats.firing_rules(net)
         sink.synthetic("started")
         while net.state == "running":
-            queued = {(s.node, p.port): p.queued for s in stats.snapshot(net).values()
-                      for p in s.inports}
-            lineage = Lineage(rules, queued, first_id)
+            # the model of this burst starts after the ids the last one could have
+            # given: one per record (a replay gives at most one id per record)
+            first_id += sink.burst_records
+            sink.model(rules, stats.snapshot(net), first_id)
             rec.bursts += 1
             # about two message calls (a send and its receive) per hop
-            tap = _BurstTap(sink, lineage, bus=net.bus, limit=2 * self.burst)
-            net.bus.tap(tap)
+            done = sink.start_burst(2 * self.burst)
             try:
-                while not tap.done.is_set():
+                while not done.is_set():
                     with trio.move_on_after(0.05):
-                        await tap.done.wait()
+                        await done.wait()
                     if net.state != "running" or net.is_idle():
                         break
             finally:
-                net.bus.untap(tap)
-            sink.note_lineage()
-            first_id = lineage.next_id
+                sink.end_burst()
             sink.dead_letters(net)
             moved = stats.messages_moved(net)
             target = moved + self.burst * (self.sample - 1)
@@ -332,6 +352,132 @@ class Collector:
                 delay = _POLL[0] if now != moved else min(delay * 2, _POLL[1])
                 moved = now
         rec.finished.set()
+
+
+class _HopSink:
+    """Owns a recording's :class:`~reflowpy.observe.hops.HopTap` (tapped on ``bus`` for
+    the whole recording, or for each sampling burst) and hands its records to the
+    writer: when ``batch`` records are buffered (in the kernel's call), on each tick
+    and at the end. Each record takes a seq, as each row did (model records none)."""
+
+    def __init__(self, rec: Recording, writer: _Writer, batch: int, bus: ev.EventBus
+                 ) -> None:
+        self.rec = rec
+        self.writer = writer
+        self.bus = bus
+        self.slots = 4 * batch
+        self.ports: list[Any] = []
+        self.tap = HopTap(self.ports, self._full, self.slots)
+        self.tap.watch = self._watch
+        #: Whether the tap records the whole network's life (not sampling bursts).
+        self.whole = False
+        self.seq = 1  # of the first buffered record
+        self.models = 0  # model records buffered
+        self.dead_seen = 0
+        #: Records of the current burst so far (of the last one, after it).
+        self.burst_records = 0
+        self._burst: trio.Event | None = None
+        self._burst_left = 0
+        self._mark = 0  # slots of the buffer already counted for the burst
+
+    def _account(self) -> None:
+        # count the burst's records buffered since the last look
+        n = (len(self.tap.buf) - self._mark) // 4
+        self._mark = len(self.tap.buf)
+        self.burst_records += n
+        self._burst_left -= n
+
+    def _full(self) -> None:
+        # the tap's buffer reached its limit: the batch is full, or the burst is over
+        if self._burst is not None:
+            self._account()
+            if self._burst_left <= 0:
+                self.end_burst()
+        if len(self.tap.buf) >= self.slots:
+            self.flush()
+        self._limit()
+
+    def _limit(self) -> None:
+        tap = self.tap
+        tap.limit = self.slots if self._burst is None else min(
+            self.slots, len(tap.buf) + 4 * max(self._burst_left, 1))
+
+    def start_burst(self, records: int) -> trio.Event:
+        """Tap the bus for ``records`` records; the event is set when they are in."""
+        self._burst = done = trio.Event()
+        self._burst_left = records
+        self.burst_records = 0
+        self._mark = len(self.tap.buf)
+        self._limit()
+        self.bus.tap(self.tap)
+        return done
+
+    def end_burst(self) -> None:
+        """Untap (safe inside the tap's own call, and twice)."""
+        if self._burst is not None:
+            self._account()
+            self.bus.untap(self.tap)
+            self._burst.set()
+            self._burst = None
+            self._limit()
+
+    def flush(self) -> None:
+        tap = self.tap
+        buf = tap.buf
+        if len(buf) <= 4 * self.models:  # nothing that takes a seq: it joins the next
+            return
+        if self._burst is not None:
+            self._account()
+        specials = tap.specials
+        tap.buf = []
+        tap.specials = []
+        self._mark = 0
+        n = len(buf) // 4 - self.models
+        self.models = 0
+        rec = self.rec
+        rec.events += n
+        if not self.writer.submit_hops(rec.execution_id, self.seq, self.ports, buf,
+                                       specials, n):
+            rec.store_dropped += n
+            rec.inexact = True
+        self.seq += n
+
+    async def ticker(self, interval: float) -> None:
+        while True:
+            await trio.sleep(interval)
+            self.flush()
+
+    def model(self, rules: dict[str, str], snapshot: dict[str, Any] | None,
+              first_id: int) -> None:
+        """A lineage model starts here (``snapshot``: the network's statistics when it
+        starts mid-stream, None when it sees the network from its start)."""
+        queued = None if snapshot is None else [
+            (s.node, p.port, p.queued) for s in snapshot.values() for p in s.inports
+            if p.queued]
+        self.models += 1
+        self.tap.special(MODEL, (rules, queued, first_id), None)
+
+    def _watch(self, e: Any) -> None:
+        t = type(e)
+        if t is ev.DeadLettered:
+            self.dead_seen = max(self.dead_seen, e.letter_id)
+        elif t is ev.NetworkShutdown and self.whole:  # the recording ends here
+            self.flush()
+            self.rec.finished.set()
+
+    def synthetic(self, kind: str) -> None:
+        self.tap.special(ROW, (ev.now_ms(), kind, "", "", "", "", None, None, _NOVALUE,
+                               None, None), None)
+
+    def dead_letters(self, net: Network) -> None:
+        """Record the dead letters not recorded yet (burst mode: failures between bursts)."""
+        for letter in net.dead_letters():
+            if letter.id > self.dead_seen:
+                self.tap.special(ROW, (
+                    letter.timestamp * 1000.0, "dead", letter.node, letter.port, "", "",
+                    None, None, letter.value, f"{letter.error_type}: {letter.error}",
+                    {"letterId": letter.id, "attempts": letter.attempts}), None)
+                self.dead_seen = letter.id
 
 
 class _RowSink:
@@ -376,31 +522,10 @@ class _RowSink:
                 self.rec.store_dropped += len(rows)
                 self.rec.inexact = True
 
-    async def ticker(self, interval: float) -> None:
-        while True:
-            await trio.sleep(interval)
-            self.flush()
-
     def _add(self, row: tuple[Any, ...]) -> None:
         self.rows.append(row)
         if len(self.rows) >= self.batch:
             self.flush()
-
-    def synthetic(self, kind: str) -> None:
-        self.seq += 1
-        self._add((self.rec.execution_id, self.seq, ev.now_ms(), kind, "", "", "", "",
-                   None, None, _NOVALUE, None, None))
-
-    def dead_letters(self, net: Network) -> None:
-        """Record the dead letters not recorded yet (burst mode: failures between bursts)."""
-        for letter in net.dead_letters():
-            if letter.id > self.dead_seen:
-                self.seq += 1
-                self._add((self.rec.execution_id, self.seq, letter.timestamp * 1000.0, "dead",
-                           letter.node, letter.port, "", "", None, None, letter.value,
-                           f"{letter.error_type}: {letter.error}",
-                           {"letterId": letter.id, "attempts": letter.attempts}))
-                self.dead_seen = letter.id
 
     def attach(self, lin: Lineage) -> None:
         """Record with the lineage model ``lin`` from now on."""
@@ -417,11 +542,13 @@ _time = time.time
 
 
 class _TraceTap:
-    """The rows of one lineage model: the bus's :class:`~reflowpy.network.events.MessageTap`
-    (raw calls from the kernel, on ``bus``), and :meth:`any_event` for event structs.
-    It records until the network's shutdown (see :class:`_BurstTap` for one burst).
-    Kept flat: it runs once per traced message. Each port the kernel names is resolved
-    once (``_ports``: the port object -> its model queue and names)."""
+    """The rows of one lineage model: :meth:`any_event` for event structs (posted
+    events), ``sent_row``/``received_row``/``event`` for a replay of hop records
+    (:mod:`reflowpy.observe.hops`), and the bus's
+    :class:`~reflowpy.network.events.MessageTap` (raw calls from the kernel, on ``bus``:
+    lineage assigned as each hop happens, the per-hop path the hop stream replaced, kept
+    as its reference in the tests). Each port the kernel names is resolved once
+    (``_ports``: the port object -> its model queue and names)."""
 
     __slots__ = ("_bus", "_last", "_pending", "_ports", "done", "lin", "sink")
 
@@ -580,33 +707,6 @@ class _TraceTap:
                 sink.note_lineage()
                 sink.flush()
                 sink.rec.finished.set()
-
-
-class _BurstTap(_TraceTap):
-    """A :class:`_TraceTap` for one burst: after ``limit`` message calls it detaches
-    itself from the bus, in the kernel's call, and sets ``done``."""
-
-    __slots__ = ("_left",)
-
-    def __init__(self, sink: _RowSink, lin: Lineage, *, bus: ev.EventBus, limit: int
-                 ) -> None:
-        super().__init__(sink, lin, bus=bus)
-        self._left = limit
-
-    def _count(self) -> None:
-        self._left -= 1
-        if self._left == 0:
-            self.done.set()
-            assert self._bus is not None
-            self._bus.untap(self)
-
-    def sent(self, out: Any, target: Any, value: Any, depth: int) -> None:
-        super().sent(out, target, value, depth)
-        self._count()
-
-    def received(self, port: Any, value: Any, depth: int) -> None:
-        super().received(port, value, depth)
-        self._count()
 
 
 _LIFECYCLE: dict[type, str] = {

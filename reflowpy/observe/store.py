@@ -13,7 +13,18 @@ event posted by another process that has no message). ``msg`` is the causality i
 assigned by :mod:`reflowpy.observe.lineage`, ``causes`` the ids that produced it.
 ``value`` is the message as JSON, cut at ``max_value_bytes``.
 
-**Layout (version 2).** Events are not stored one row each: a traced message makes a
+**Layout (version 3).** A chunk has a ``form``: ``rows`` (below: events as columns,
+what :meth:`_SqlStore.append` and posted events write) or ``hops``: the raw hop stream
+of a recording (:mod:`reflowpy.observe.hops`; the collector writes these), whose
+message ids and causes are derived when it is read, by replaying the lineage model from
+the execution's first chunk: an execution with hop chunks is read whole, in seq order,
+whatever the query (the store keeps the last replay, so asking again costs only what is
+new). Its ``events`` count is the records it holds (a receive is one, and makes no row),
+and ``lineage`` (NULL until a replay of the ended execution) says whether the replay
+disagreed with the recorded queue depths; :meth:`_SqlStore.execution` replays an ended
+execution to learn it and reports it in ``inexact``.
+
+Rows: events are not stored one row each: a traced message makes a
 row per hop, and a SQL insert per hop costs several times the hop itself. Each batch
 the collector writes becomes one row of the ``chunks`` table: its events as columns
 (one list per field) in one msgpack blob encoded in a single call, each distinct
@@ -26,8 +37,9 @@ only the chunks that can match. Chunks of one execution never overlap in seq
 (:meth:`_SqlStore.append` refuses a batch that would), so reading them in ``first_seq``
 order gives the events in order.
 
-A file of the first layout (one ``events`` row per event) is migrated in place when
-opened; a store written by a newer layout is refused with an error that says so.
+A file of the first layout (one ``events`` row per event) or of the second (row chunks,
+no ``form``/``lineage`` columns) is migrated in place when opened; a store written by a
+newer layout is refused with an error that says so.
 
 :class:`SqliteStore` opens the file in WAL mode, so the collector's writer thread and
 any number of readers (CLI, server) work at once. Writes come in batches, one
@@ -51,12 +63,13 @@ from typing import Any
 import msgspec
 
 from reflowpy.errors import ReflowError
+from reflowpy.observe import hops
 
 __all__ = ["LAYOUT", "EventRow", "ExecutionRecord", "SqliteStore", "TraceStore",
            "TraceStoreError", "encode_chunks", "encode_value", "new_execution_id"]
 
 #: The store layout this code writes and reads (see the module docstring).
-LAYOUT = 2
+LAYOUT = 3
 
 
 class TraceStoreError(ReflowError):
@@ -146,6 +159,8 @@ class _Chunk(msgspec.Struct, array_like=True):
 
 _ENC_CHUNK = msgspec.msgpack.Encoder(enc_hook=repr)
 _DEC_CHUNK = msgspec.msgpack.Decoder(_Chunk)
+_ENC_HOPS = msgspec.msgpack.Encoder()
+_DEC_HOPS = msgspec.msgpack.Decoder(hops.Hops)
 
 #: One bit per known kind in a chunk's ``kinds`` column; anything else sets _OTHER.
 _KIND_BITS = {k: 1 << i for i, k in enumerate((
@@ -172,6 +187,8 @@ class _ChunkRow(msgspec.Struct, frozen=True):
     msg_hi: int | None
     kinds: int
     data: bytes
+    #: :data:`ROWS` (a :class:`_Chunk`) or :data:`HOPS` (a :class:`~reflowpy.observe.hops.Hops`).
+    form: int = 0
 
 
 def _seal(ex: str, cols: list[tuple[Any, ...]], vref: list[int], values: list[str]
@@ -285,7 +302,41 @@ def _chunk_rows(chunk: _Chunk, execution: str, keep: Iterable[int]) -> list[Even
     return out
 
 
-_CHUNK_COLS = "execution, first_seq, last_seq, n, msg_lo, msg_hi, kinds, data"
+#: Chunk forms (the ``form`` column).
+ROWS = 0
+HOPS = 1
+#: A hop chunk's ``kinds``: every bit (what it holds is known once it is replayed).
+_ALL_KINDS = (1 << 31) - 1
+
+
+def encode_hops(execution: str, first_seq: int, ports: list[tuple[str, str, str, str, str]],
+                buf: list[Any], specials: list[int], limit: int) -> _ChunkRow:
+    """Raw hop records (:mod:`reflowpy.observe.hops`, 4 slots each, from seq
+    ``first_seq``; at least one that takes a seq) -> one chunk row of form :data:`HOPS`."""
+    chunk, n = hops.encode(first_seq, ports, buf, specials, limit, encode_value, NOVALUE)
+    if n == 0:
+        raise TraceStoreError(f"execution {execution!r}: a chunk of hops from seq"
+                              f" {first_seq} holds no event")
+    return _ChunkRow(execution, first_seq, first_seq + n - 1, n, None, None,
+                     _ALL_KINDS, _ENC_HOPS.encode(chunk), HOPS)
+
+
+def _replayed_chunk(rows: list[tuple[Any, ...]], values: list[str]) -> _Chunk:
+    """A replay's rows (``value`` a ``vref`` or NOVALUE) as a chunk of rows."""
+    if not rows:
+        return _Chunk([], [], [], [], [], [], [], [], [], [], [], [], [])
+    _, seq, ts, kind, node, port, pnode, pport, msg, causes, value, error, extra = zip(
+        *rows, strict=True)
+    return _Chunk(seq=seq, ts=ts, kind=kind, node=node, port=port,  # type: ignore[arg-type]
+                  peer_node=pnode, peer_port=pport, msg=msg,  # type: ignore[arg-type]
+                  causes=causes,  # type: ignore[arg-type]
+                  vref=[-1 if v is NOVALUE else v for v in value],
+                  values=values, error=error, extra=extra)  # type: ignore[arg-type]
+
+
+#: Most replayed rows a store keeps (see ``_SqlStore._replayed``).
+_REPLAY_CACHE = 2_000_000
+_CHUNK_COLS = "execution, first_seq, last_seq, n, msg_lo, msg_hi, kinds, data, form"
 #: Chunks read per query round trip (a query stops reading once it has its limit).
 _PAGE = 16
 
@@ -305,6 +356,10 @@ class _SqlStore:
         self.max_age = max_age
         self.max_events = max_events
         self._lock = threading.Lock()
+        #: Executions replayed to their end by this store: whether their lineage was
+        #: inexact (also written to the store when it can be).
+        self._lineage_inexact: dict[str, bool] = {}
+        self._replay_cache: tuple[str, hops.Replay, list[_Chunk], int | None] | None = None
 
     # -- driver hooks ----------------------------------------------------------------
 
@@ -342,16 +397,22 @@ class _SqlStore:
         if layout > LAYOUT:
             raise TraceStoreError(
                 f"{self.where}: written in layout {layout} by a newer reflowpy; this one"
-                f" reads layouts 1 and {LAYOUT} (upgrade reflowpy, or use another store)")
+                f" reads layouts 1 to {LAYOUT} (upgrade reflowpy, or use another store)")
+        # layout 3 adds the chunk's form (every chunk of layout 2 holds rows) and the
+        # lineage a replay of an execution found (none replayed yet)
+        if layout < 3 and "chunks" in tables:
+            self._execute(f"ALTER TABLE chunks ADD COLUMN form {i} NOT NULL DEFAULT 0")
+        if layout < 3 and "executions" in tables:
+            self._execute(f"ALTER TABLE executions ADD COLUMN lineage {i}")
         self._execute(f"""CREATE TABLE IF NOT EXISTS executions (
             id TEXT PRIMARY KEY, graph TEXT NOT NULL, started {r} NOT NULL, ended {r},
             status TEXT NOT NULL, source TEXT NOT NULL, sample {i} NOT NULL,
             dropped {i} NOT NULL, inexact {i} NOT NULL, error TEXT, graph_json TEXT,
-            events {i} NOT NULL)""")
+            events {i} NOT NULL, lineage {i})""")
         self._execute(f"""CREATE TABLE IF NOT EXISTS chunks (
             execution TEXT NOT NULL, first_seq {i} NOT NULL, last_seq {i} NOT NULL,
             n {i} NOT NULL, msg_lo {i}, msg_hi {i}, kinds {i} NOT NULL, data {b} NOT NULL,
-            PRIMARY KEY (execution, first_seq))""")
+            form {i} NOT NULL DEFAULT 0, PRIMARY KEY (execution, first_seq))""")
         self._execute("CREATE INDEX IF NOT EXISTS executions_started ON executions (started)")
         self._execute("CREATE TABLE IF NOT EXISTS trace_meta (key TEXT PRIMARY KEY,"
                       " value TEXT NOT NULL)")
@@ -378,6 +439,7 @@ class _SqlStore:
     def begin(self, rec: ExecutionRecord) -> None:
         """Record a new execution (or replace a record with the same id)."""
         with self._lock:
+            self._forget(rec.id)
             self._execute(self._q("DELETE FROM chunks WHERE execution = ?"), (rec.id,))
             self._execute(self._q("DELETE FROM executions WHERE id = ?"), (rec.id,))
             self._execute(self._q(
@@ -430,9 +492,9 @@ class _SqlStore:
                     f" seq {last[c.execution]} was stored (events are appended in order)")
             last[c.execution] = c.last_seq
         self._executemany(self._q(
-            f"INSERT INTO chunks ({_CHUNK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"),
+            f"INSERT INTO chunks ({_CHUNK_COLS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
             [(c.execution, c.first_seq, c.last_seq, c.n, c.msg_lo, c.msg_hi, c.kinds,
-              c.data) for c in chunks])
+              c.data, c.form) for c in chunks])
         events: dict[str, int] = {}
         for c in chunks if count else ():
             events[c.execution] = events.get(c.execution, 0) + c.n
@@ -483,13 +545,21 @@ class _SqlStore:
             self._commit()
         return removed
 
+    def _forget(self, execution: str) -> None:
+        # its chunks change: what a replay of them found no longer holds
+        self._lineage_inexact.pop(execution, None)
+        if self._replay_cache is not None and self._replay_cache[0] == execution:
+            self._replay_cache = None
+
     def _delete(self, execution: str) -> None:
+        self._forget(execution)
         self._execute(self._q("DELETE FROM chunks WHERE execution = ?"), (execution,))
         self._execute(self._q("DELETE FROM executions WHERE id = ?"), (execution,))
 
     def clear_events(self, execution: str) -> None:
         """Delete an execution's events, keeping its record."""
         with self._lock:
+            self._forget(execution)
             self._execute(self._q("DELETE FROM chunks WHERE execution = ?"), (execution,))
             self._execute(self._q("UPDATE executions SET events = 0 WHERE id = ?"),
                           (execution,))
@@ -504,14 +574,14 @@ class _SqlStore:
     # -- queries ------------------------------------------------------------------------
 
     _EXEC_COLS = ("id, graph, started, ended, status, source, sample, dropped, inexact, error,"
-                  " graph_json, events")
+                  " graph_json, events, lineage")
 
     def _record(self, row: Sequence[Any]) -> ExecutionRecord:
         return ExecutionRecord(
             id=row[0], graph=row[1], started=float(row[2]),
             ended=None if row[3] is None else float(row[3]), status=row[4], source=row[5],
-            sample=int(row[6]), dropped=int(row[7]), inexact=bool(row[8]), error=row[9],
-            graph_json=row[10], events=int(row[11]))
+            sample=int(row[6]), dropped=int(row[7]), inexact=bool(row[8]) or bool(row[12]),
+            error=row[9], graph_json=row[10], events=int(row[11]))
 
     def executions(self, limit: int = 50) -> list[ExecutionRecord]:
         """The most recent executions, newest first."""
@@ -546,12 +616,93 @@ class _SqlStore:
                 "the trace store holds no executions" if execution in (None, "", "last",
                                                                        "latest")
                 else f"no execution {execution!r} in the trace store")
-        return self._record(rows[0])
+        row = rows[0]
+        if row[3] is not None and row[12] is None and self._has_hops(row[0]):
+            # its lineage is known once replayed (see _replayed): replay it now
+            for _ in self._replayed(row[0]):
+                pass
+            row = (*row[:12], int(self._lineage_inexact.get(row[0], False)))
+        return self._record(row)
+
+    def _has_hops(self, execution: str) -> bool:
+        with self._lock:
+            return bool(self._execute(self._q(
+                "SELECT 1 FROM chunks WHERE execution = ? AND form = ? LIMIT 1"),
+                (execution, HOPS)))
+
+    def _replayed(self, execution: str) -> Iterator[_Chunk]:
+        """Every chunk of an execution that holds hop chunks, in seq order, hop chunks
+        replayed into rows (:mod:`reflowpy.observe.hops`). A replay that reaches the end
+        of an ended execution records whether its lineage was exact.
+
+        The store keeps the replayed chunks of the last execution it replayed (up to
+        :data:`_REPLAY_CACHE` rows) and the replay's state after them: asking again
+        (each step of a lineage walk, a tail that follows) replays only what is new."""
+        cached, self._replay_cache = self._replay_cache, None  # (one user at a time)
+        if cached is not None and cached[0] == execution:
+            _, replay, done, after = cached
+        else:
+            replay, done, after = hops.Replay(execution), [], None
+        kept = sum(len(c.seq) for c in done)
+        whole = True  # the replay's state matches ``done`` and ``after``
+        try:
+            yield from done
+            while True:
+                w = "execution = ?"
+                p: list[Any] = [execution]
+                if after is not None:
+                    w += " AND first_seq > ?"
+                    p.append(after)
+                with self._lock:
+                    rows = self._execute(self._q(
+                        f"SELECT first_seq, data, form FROM chunks WHERE {w}"
+                        " ORDER BY first_seq ASC LIMIT ?"), [*p, _PAGE])
+                for first, data, form in rows:
+                    whole = False
+                    try:
+                        if int(form) == ROWS:
+                            chunk = _DEC_CHUNK.decode(bytes(data))
+                        else:
+                            chunk = _replayed_chunk(*replay.chunk(
+                                _DEC_HOPS.decode(bytes(data)), NOVALUE))
+                    except msgspec.DecodeError as exc:
+                        raise TraceStoreError(
+                            f"{self.where}: execution {execution!r}: the chunk from seq"
+                            f" {first} is damaged: {exc}") from None
+                    after = int(first)
+                    done.append(chunk)
+                    kept += len(chunk.seq)
+                    whole = kept < _REPLAY_CACHE
+                    yield chunk
+                if len(rows) < _PAGE:
+                    break
+        finally:
+            if whole:
+                self._replay_cache = (execution, replay, done, after)
+        if self._lineage_inexact.get(execution) is replay.inexact:
+            return
+        self._lineage_inexact[execution] = replay.inexact
+        with self._lock:
+            try:
+                self._execute(self._q(
+                    "UPDATE executions SET lineage = ? WHERE id = ? AND ended IS NOT NULL"),
+                    (int(replay.inexact), execution))
+                self._commit()
+            except TraceStoreError:  # a read-only store: known to this reader only
+                pass
 
     def _chunks(self, execution: str, where: list[str], params: list[Any], newest: bool
                 ) -> Iterator[_Chunk]:
         """The execution's chunks that pass ``where``, in seq order (newest first if
         ``newest``), read a page at a time."""
+        if self._has_hops(execution):
+            # every chunk is read: a replay carries the lineage model from the first
+            chunks: Iterable[_Chunk] = self._replayed(execution)
+            if newest:
+                chunks = list(chunks)
+                chunks.reverse()
+            yield from chunks
+            return
         order = "DESC" if newest else "ASC"
         cmp = "<" if newest else ">"
         after: int | None = None
