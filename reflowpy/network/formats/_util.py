@@ -376,6 +376,13 @@ def _dicts(values: Iterable[Any]) -> list[dict[str, Any]]:
     return [value for value in found if type(value) is dict]
 
 
+#: Field names of either JSON dialect: one of them in the other dialect's document is
+#: that dialect's to report (a NoFlo ``port`` read as Reflow is no misspelt ``portId``).
+_DIALECT_FIELDS = frozenset({"process", "port", "index", "src", "tgt", "from", "to", "data",
+                             "metadata", "component", "id", "name", "nodes", "nodeId",
+                             "portId", "portName", "expose", "portType"})
+
+
 def _check_entries(table: dict[Any, Any] | list[Any], entries: list[dict[str, Any]],
                    path: tuple[str, ...], entry_type: type[Any], place: str, fmt: str) -> None:
     """:func:`check_misspelt_fields` for one kind of entry (``path`` leads from a table
@@ -384,6 +391,7 @@ def _check_entries(table: dict[Any, Any] | list[Any], entries: list[dict[str, An
     unknown = set().union(*entries).difference(known)
     folded = {name.lower(): name for name in known}
     misspelt = {key: close[0] for key in unknown if isinstance(key, str)
+                and key not in _DIALECT_FIELDS
                 for close in [[folded[key.lower()]] if key.lower() in folded
                               else difflib.get_close_matches(key, known, n=1, cutoff=0.75)]
                 if close}
