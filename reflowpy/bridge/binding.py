@@ -58,6 +58,8 @@ INLINE_BUDGET = 0.02
 
 _log = logging.getLogger("reflowpy.bridge")
 
+_ENDED = ("lost", "closed")  # the session states after which nothing is sent
+
 
 class _Frozen:
     """A checkpoint captured at a completion point (what later CREDIT frames carry)."""
@@ -194,14 +196,16 @@ class Binding:
             return
         k = len(queue)
         for session, channel in export.targets:
-            if session.state not in ("lost", "closed"):
-                k = min(k, session.out[channel].room())
+            if session.state not in _ENDED:
+                room = session.out[channel].room()
+                if room < k:
+                    k = room
         if k <= 0:
             return
         take = sink.take
-        values = [take() for _ in range(k)]
+        values = [take()] if k == 1 else [take() for _ in range(k)]
         for session, channel in export.targets:
-            if session.state in ("lost", "closed"):
+            if session.state in _ENDED:
                 self._lost(session, export.node, export.port, values)
                 continue
             pushed = session.push_nowait(channel, values)

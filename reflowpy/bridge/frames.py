@@ -40,7 +40,7 @@ import msgspec
 
 from reflowpy.errors import BridgeProtocolError, CodecError, MessageError
 from reflowpy.network import codec
-from reflowpy.network.message import freeze_decoded
+from reflowpy.network.message import _LEAVES, freeze_decoded
 
 #: What msgpack decodes into that is mutable (everything else is a leaf or bytes).
 _CONTAINERS = (dict, list)
@@ -180,12 +180,14 @@ def decode_frame(data: bytes | memoryview, *, max_size: int = MAX_FRAME,
             raise BridgeProtocolError(
                 f"DATA on channel {frame.channel} carries {len(frame.credits)} credits;"
                 f" at most {MAX_CHANNELS}")
-        try:
-            for i, value in enumerate(batch):
-                if type(value) in _CONTAINERS:
-                    batch[i] = freeze_decoded(value)
-        except MessageError as exc:  # nested too deeply to be a message
-            raise BridgeProtocolError(f"DATA on channel {frame.channel}: {exc}") from None
+        if not _LEAVES.issuperset(map(type, batch)):  # (one C-level pass when flat)
+            try:
+                for i, value in enumerate(batch):
+                    if type(value) in _CONTAINERS:
+                        batch[i] = freeze_decoded(value)
+            except MessageError as exc:  # nested too deeply to be a message
+                raise BridgeProtocolError(f"DATA on channel {frame.channel}: {exc}"
+                                          ) from None
     elif type(frame) is Hello and len(frame.channels) > MAX_CHANNELS:
         raise BridgeProtocolError(
             f"HELLO declares {len(frame.channels)} channels; at most {MAX_CHANNELS}")
