@@ -106,6 +106,11 @@ class _Export:
         self.deferred = False
         self.binding._push(self)
 
+    def room(self) -> None:
+        """A target channel may have room again (the session's room hook)."""
+        if self.sink.queue:
+            self.push()
+
     def reject(self, port: InPort, value: Any, reason: str | None) -> None:
         raise AssertionError("an exported out-port's sink dead-letters by itself")
 
@@ -143,7 +148,7 @@ class Binding:
             export = self._exports[src] = _Export(self, src)
             export.sink = self.net.attach_receiver(export_name(src), export)
         export.targets.append((session, channel))
-        session.on_room(channel, export.push)
+        session.on_room(channel, export.room)
 
     def receive_channel(self, session: Session, channel: int, tgt: str) -> None:
         """Deliver in-channel ``channel`` into the in-port ``tgt`` ("node.port")."""

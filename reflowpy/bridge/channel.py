@@ -167,19 +167,27 @@ class OutChannel:
 
     def on_credit(self, frame: Credit) -> None:
         """Drop what ``frame`` acks from the resend buffer; widen the window."""
-        if frame.acked > self.next_seq - 1 and self.replay:
+        acked = frame.acked
+        if acked >= self.next_seq:
+            if not self.replay:
+                raise BridgeProtocolError(
+                    f"channel {self.id}: CREDIT acks seq {acked}, but only"
+                    f" {self.next_seq - 1} were sent")
             self.buffer.clear()
-            self.acked = self.sent_upto = self.high_sent = frame.acked
-        elif frame.acked > self.next_seq - 1:
-            raise BridgeProtocolError(
-                f"channel {self.id}: CREDIT acks seq {frame.acked}, but only"
-                f" {self.next_seq - 1} were sent")
-        if frame.acked > self.acked:
-            for _ in range(frame.acked - self.acked):
-                self.buffer.popleft()
-            self.acked = frame.acked
-            self.sent_upto = max(self.sent_upto, self.acked)
-        self.grant_upto = max(self.grant_upto, frame.grant_upto)
+            self.acked = self.sent_upto = self.high_sent = acked
+        n = acked - self.acked
+        if n > 0:  # the buffer holds acked+1 .. next_seq-1: n of them go
+            buffer = self.buffer
+            if n == len(buffer):
+                buffer.clear()
+            else:
+                for _ in range(n):
+                    buffer.popleft()
+            self.acked = acked
+            if self.sent_upto < acked:
+                self.sent_upto = acked
+        if frame.grant_upto > self.grant_upto:
+            self.grant_upto = frame.grant_upto
 
     def on_resume(self, frame: Resume) -> None:
         """Retransmit from ``frame.last_received + 1`` (never below what was acked)."""
