@@ -99,10 +99,12 @@ class OutChannel:
 
     def room(self) -> int:
         """How many new messages may be pushed now (credit and resend-buffer bound)."""
-        if self.next_seq <= self.acked:  # replayed seqs the receiver holds need no credit
-            return self.acked - self.next_seq + 1
-        return min(self.grant_upto - (self.next_seq - 1),
-                   self.buffer_limit - len(self.buffer))
+        sent = self.next_seq - 1
+        if sent < self.acked:  # replayed seqs the receiver holds need no credit
+            return self.acked - sent
+        credit = self.grant_upto - sent
+        free = self.buffer_limit - len(self.buffer)
+        return credit if credit < free else free
 
     def push(self, value: Any) -> int:
         """Queue ``value`` for sending and return its seq (the caller checked ``room``)."""
@@ -127,11 +129,16 @@ class OutChannel:
                 self.push(values[done])
                 done += 1
             return done - start
-        k = min(len(values) - start, self.grant_upto - (self.next_seq - 1),
-                self.buffer_limit - len(self.buffer))
+        k = self.grant_upto - (self.next_seq - 1)  # (room(), inlined)
+        free = self.buffer_limit - len(self.buffer)
+        if free < k:
+            k = free
+        left = len(values) - start
+        if left < k:
+            k = left
         if k <= 0:
             return 0
-        self.buffer.extend(values[start:start + k] if start or k < len(values) else values)
+        self.buffer.extend(values if k == left and not start else values[start:start + k])
         self.next_seq += k
         self.messages += k
         return k
@@ -139,7 +146,8 @@ class OutChannel:
     def pending(self) -> bool:
         """Whether a buffered message may be sent now (unsent on this connection, within
         the credit)."""
-        return self.sent_upto < min(self.next_seq - 1, self.grant_upto)
+        sent = self.sent_upto
+        return sent < self.next_seq - 1 and sent < self.grant_upto
 
     def take_data(self, max_batch: int = MAX_BATCH, credits: list[Credit] | None = None
                   ) -> Data | None:
@@ -148,7 +156,11 @@ class OutChannel:
         sent = self.sent_upto
         first = sent + 1
         # never past the credit (after a receiver restart it grants afresh)
-        last = min(self.next_seq - 1, sent + max_batch, self.grant_upto)
+        last = self.next_seq - 1
+        if last > self.grant_upto:
+            last = self.grant_upto
+        if last > sent + max_batch:
+            last = sent + max_batch
         if last < first:
             return None
         offset = first - self.acked - 1
