@@ -204,6 +204,9 @@ class Session:
         #: The reader is dispatching a frame (see :meth:`_credit_moved`).
         self._dispatching = False
         self._timer_due = False
+        #: The reader's dispatch produced frames for a transport that must wait to
+        #: write: the reader writes them next (see :meth:`_reply`).
+        self._reply_due = False
         self._inline_error: BridgeError | None = None
         #: Per in-channel: called by the reader right after new messages arrived, to
         #: deliver what it can without waiting (see :meth:`on_arrival`).
@@ -277,12 +280,13 @@ class Session:
         return n
 
     def quiet(self) -> bool:
-        """Whether a push now would be written at once from the pushing task: the link
-        is up, its transport writes without waiting, the writer sleeps and the peer
-        said something since our last write. Otherwise a producer had better
-        :meth:`defer`."""
-        return (self._send_nowait is not None and self._sleep is not None
-                and not self._inline and not self._wrote)
+        """Whether a push now would be written at once, not by the writer task: the
+        link is up, the writer sleeps, the peer said something since our last write,
+        and either the transport writes without waiting (from the pushing task) or
+        the reader is dispatching (it writes the answer next, see :meth:`_reply`).
+        Otherwise a producer had better :meth:`defer`."""
+        return (self._sleep is not None and not self._inline and not self._wrote
+                and (self._send_nowait is not None or self._dispatching))
 
     def defer(self, hook: Callable[[], None]) -> None:
         """Have the writer call ``hook`` (which pushes) before it collects its next
@@ -507,6 +511,9 @@ class Session:
                 self._timer_due = False
                 if not self._timer_armed:
                     self._arm_timer()
+            if self._reply_due:
+                self._reply_due = False
+                await self._reply(conn)
 
     def _dispatch(self, frame: Frame) -> None:
         if isinstance(frame, Data):
@@ -641,6 +648,9 @@ class Session:
             wake = self._writer.current()
             if self._inline_error is not None:
                 raise self._inline_error
+            if self._inline:  # the reader writes its answer (_reply): after it, not amid
+                await wake.wait()
+                continue
             if self._flush_due:  # what a non-waiting write could not send
                 self._flush_due = False
                 await conn.send_frames([])
@@ -699,7 +709,10 @@ class Session:
         the link from the writer."""
         send = self._send_nowait
         if send is None or self._sleep is None or self._inline or self._wrote:
-            self._writer.fire()
+            if send is None and self._dispatching and self._sleep is not None:
+                self._reply_due = True  # the reader writes it (no writer round trip)
+            else:
+                self._writer.fire()
             return
         self._inline = True
         try:
@@ -718,6 +731,25 @@ class Session:
             self._writer.fire()
         finally:
             self._inline = False
+
+    async def _reply(self, conn: Connection) -> None:
+        """After the reader's dispatch, on a transport that cannot write without
+        waiting (``reflowpy serve``'s ``/bridge`` through ASGI): the reader writes what
+        the dispatch produced (the answer of a node that ran inline), one task switch
+        less per answer than waking the writer. The writer, if woken meanwhile, waits
+        for this write to finish, so frames never interleave."""
+        if self._sleep is None or self._inline:  # the writer is awake: its round takes them
+            self._writer.fire()
+            return
+        self._inline = True
+        try:
+            frames = self._collect()
+            if frames:
+                await self._flush(conn, frames)
+        finally:
+            self._inline = False
+            if self._sleep is None:  # the writer woke meanwhile and waits for us
+                self._writer.fire()
 
     async def _write_now(self) -> None:
         """After a push from a task that may wait: :meth:`_kick`, and a checkpoint. (A
