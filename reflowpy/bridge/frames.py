@@ -142,23 +142,22 @@ class Reject(msgspec.Struct, array_like=True, frozen=True, tag="REJECT"):
 Frame = Union[Hello, Data, Credit, Resume, Ping, Pong, Reject]  # noqa: UP007
 
 
-def encode_frame(frame: Frame, *, compress_threshold: int = codec.DEFAULT_COMPRESS_THRESHOLD
-                 ) -> bytes:
-    """The bytes of one frame (codec flag byte + msgpack, zstd above the threshold)."""
-    return codec.encode(frame, compress_threshold=compress_threshold)
+#: ``encode_frame(frame, *, compress_threshold=1024) -> bytes``: the bytes of one frame,
+#: the project's codec frame itself (flag byte + msgpack, zstd above the threshold).
+encode_frame = codec.encode
 
 
 _frame_decoder = msgspec.msgpack.Decoder(Frame)
 
 
-def decode_frame(data: bytes | memoryview, *, max_size: int = MAX_FRAME,
+def decode_frame(data: bytes | memoryview, max_size: int = MAX_FRAME,
                  max_batch: int = MAX_BATCH) -> Frame:
     """The frame ``data`` holds; :class:`~reflowpy.BridgeProtocolError` if it is none.
 
     One typed msgpack pass checks the tag and every field's type; only the messages of a
     DATA batch are frozen afterwards (they become message values)."""
     try:
-        frame: Frame = _frame_decoder.decode(codec.payload(data, max_size=max_size))
+        frame: Frame = _frame_decoder.decode(codec.payload(data, max_size))
     except CodecError as exc:
         raise BridgeProtocolError(f"undecodable frame: {exc}") from None
     except msgspec.ValidationError as exc:

@@ -499,7 +499,7 @@ class Session:
             self.frames_in += 1  # (the pinger's sign of life)
             self._dispatching = True
             try:
-                self._dispatch(decode_frame(raw, max_size=self.max_frame))
+                self._dispatch(decode_frame(raw, self.max_frame))
             except BridgeProtocolError as exc:
                 self._dispatching = False
                 with trio.move_on_after(1):
