@@ -141,6 +141,20 @@ class Session:
     :class:`~reflowpy.PeerLost` once the session is lost or closed.
     """
 
+    # (more attributes than a shared-key instance dict holds: slots keep every access
+    # on the per-frame path a direct load)
+    __slots__ = ("_arrival", "_arrived", "_batch_hint", "_control", "_deferred",
+                 "_dispatching", "_flush_due", "_inline", "_inline_error",
+                 "_ping_nonce", "_pings", "_progress", "_reply_due", "_room",
+                 "_room_hooks", "_send_nowait", "_sleep", "_state_changed",
+                 "_timer_armed", "_timer_due", "_timer_mark", "_writer", "_wrote",
+                 "ack_delay", "bytes_in", "bytes_out", "checkpoint",
+                 "compress_threshold", "error", "frames_in", "frames_out", "inc",
+                 "links", "liveness", "local_id", "max_batch", "max_frame",
+                 "on_checkpoint", "out", "peer_max_frame", "ping_interval",
+                 "reconnects", "remote_id", "remote_incarnation", "rtt", "rtt_samples",
+                 "session_id", "state")
+
     def __init__(self, local_id: str, *, remote_id: str = "", session_id: str = "",
                  ping_interval: float = 1.0, liveness: float = 5.0,
                  max_batch: int = MAX_BATCH, max_frame: int = MAX_FRAME,
