@@ -154,28 +154,28 @@ class OutChannel:
         """The next DATA frame to transmit (from the first unsent seq), or None;
         ``credits`` ride along in it."""
         sent = self.sent_upto
-        first = sent + 1
         # never past the credit (after a receiver restart it grants afresh)
         last = self.next_seq - 1
         if last > self.grant_upto:
             last = self.grant_upto
         if last > sent + max_batch:
             last = sent + max_batch
-        if last < first:
+        count = last - sent
+        if count <= 0:
             return None
-        offset = first - self.acked - 1
+        offset = sent - self.acked  # of the first unsent one in the resend buffer
         buf = self.buffer
-        if offset == 0 and last - sent == len(buf):
+        if offset == 0 and count == len(buf):
             batch = list(buf)
         else:
-            batch = [buf[i] for i in range(offset, offset + last - sent)]
+            batch = [buf[i] for i in range(offset, offset + count)]
         high = self.high_sent
-        if first <= high:
+        if sent < high:
             self.resent += min(last, high) - sent
         if last > high:
             self.high_sent = last
         self.sent_upto = last
-        return Data(self.id, first, batch, credits or _NO_CREDITS)
+        return Data(self.id, sent + 1, batch, credits or _NO_CREDITS)
 
     def on_credit(self, frame: Credit) -> None:
         """Drop what ``frame`` acks from the resend buffer; widen the window."""
