@@ -521,13 +521,13 @@ class Session:
                 raise
             finally:
                 self._dispatching = False
+            if self._reply_due:  # (first: the answer usually carries the idle credit)
+                self._reply_due = False
+                await self._reply(conn)
             if self._timer_due:
                 self._timer_due = False
                 if not self._timer_armed:
                     self._arm_timer()
-            if self._reply_due:
-                self._reply_due = False
-                await self._reply(conn)
 
     def _dispatch(self, frame: Frame) -> None:
         if isinstance(frame, Data):
