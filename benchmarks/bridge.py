@@ -22,10 +22,10 @@ Prints JSON lines (workload, n, seconds, msgs_per_s, peak_rss_mb, ...):
   ``_relayed``: through this process), or two stages here and two in one worker (goal
   >= 1.6x on 2 cores);
 * ``--only inproc`` (a measuring tool, not in the default run): both ends in this
-  process over a Unix socket, ``bridge_rtt_inproc`` and ``chain4_inproc_{one,split}``
-  (CPU and task steps per message; under callgrind, instructions); ``--only
-  inproc_rtt --n N``: only the round trips, timers out of the measured path (callgrind
-  at two N, subtract).
+  process over a Unix socket (``--transport ws``: the bridge's WebSocket on loopback),
+  ``bridge_rtt_inproc`` and ``chain4_inproc_{one,split}`` (CPU and task steps per
+  message; under callgrind, instructions); ``--only inproc_rtt --n N``: only the
+  round trips, timers out of the measured path (callgrind at two N, subtract).
 
 The oneway lines also give each process' CPU per message and ``cpu_bound_msgs_per_s``
 (what two free cores would sustain: the busier process sets the pace), as the wall
@@ -142,6 +142,19 @@ def _percentiles(samples: list[float]) -> dict[str, float]:
             "mean_us": round(statistics.fmean(samples) * 1e6, 1)}
 
 
+def _rtt_graph(where: dict[str, Any]) -> rf.Graph:
+    """``in`` -> a -> echo (placed by ``where``) -> z -> ``out``, all ``core/Repeat``."""
+    g = rf.Graph("rtt")
+    g.add_node("a", "core/Repeat")
+    g.add_node("echo", "core/Repeat", where)
+    g.add_node("z", "core/Repeat")
+    g.add_edge("a", "out", "echo", "in")
+    g.add_edge("echo", "out", "z", "in")
+    g.add_inport("in", "a", "in")
+    g.add_outport("out", "z", "out")
+    return g
+
+
 async def rtt(url: str | None, n: int, workload: str) -> None:
     """Two round trips on one live session (``url=None``: to a partition worker over a
     Unix socket). The *message* round trip: one value into this network, through
@@ -150,15 +163,7 @@ async def rtt(url: str | None, n: int, workload: str) -> None:
     own PING/PONG frames on the same idle link (transport + one session hop each
     side), 200 samples 2 ms apart. Also the CPU this process spent per
     message round trip."""
-    g = rf.Graph("rtt")
-    g.add_node("a", "core/Repeat")
-    g.add_node("echo", "core/Repeat",
-               {"remote": "peer"} if url is not None else {"partition": "p1"})
-    g.add_node("z", "core/Repeat")
-    g.add_edge("a", "out", "echo", "in")
-    g.add_edge("echo", "out", "z", "in")
-    g.add_inport("in", "a", "in")
-    g.add_outport("out", "z", "out")
+    g = _rtt_graph({"remote": "peer"} if url is not None else {"partition": "p1"})
     where = "remote:peer" if url is not None else "partition:p1"
     bn = BridgedNetwork(g, _registry(), peers=Peers({"peer": Peer(url or "", TOKEN)}),
                         ack_on={where: "receipt"}, ping_interval=1.0)
@@ -390,22 +395,31 @@ async def transport_rtt(kind: str, n: int) -> None:
 
 
 @contextlib.asynccontextmanager
-async def _inproc_host() -> AsyncIterator[Any]:
-    """A bridge Host in this process behind a real Unix socket; yields its transport."""
+async def _inproc_host(kind: str) -> AsyncIterator[Any]:
+    """A bridge Host in this process behind a real socket; yields a transport to it:
+    ``unix`` (length-prefixed frames over a Unix socket, as partitions use) or ``ws``
+    (the bridge's own WebSocket listener on loopback TCP, as remote peers use)."""
     import tempfile
 
     from reflowpy.bridge.host import Host
     from reflowpy.bridge.transport import StreamTransport, serve_stream
+    from reflowpy.bridge.websocket import WebSocketTransport, serve_websocket
 
     with tempfile.TemporaryDirectory(prefix="reflowpy-bench-") as tmp:
-        path = os.path.join(tmp, "s")
         async with trio.open_nursery() as nursery:
             host = Host(_registry(), nursery, local_id="peer", token=TOKEN)
-            sock = trio.socket.socket(trio.socket.AF_UNIX)
-            await sock.bind(path)
-            sock.listen(16)
-            nursery.start_soon(serve_stream, [trio.SocketListener(sock)], host.handle)
-            yield StreamTransport(f"unix:{path}")
+            transport: Any
+            if kind == "ws":
+                server = await nursery.start(serve_websocket, host.handle, "127.0.0.1", 0)
+                transport = WebSocketTransport(f"ws://127.0.0.1:{server.port}/bridge")
+            else:
+                path = os.path.join(tmp, "s")
+                sock = trio.socket.socket(trio.socket.AF_UNIX)
+                await sock.bind(path)
+                sock.listen(16)
+                nursery.start_soon(serve_stream, [trio.SocketListener(sock)], host.handle)
+                transport = StreamTransport(f"unix:{path}")
+            yield transport
             nursery.cancel_scope.cancel()
 
 
@@ -417,88 +431,29 @@ class _Steps(trio.abc.Instrument):
         self.steps += 1
 
 
-async def inproc(n: int) -> None:
-    """Both ends of a bridge in this process, over a real Unix socket: what a message
-    costs in CPU, all of it counted here (``cpu_us``, and task steps), independent of
-    how busy the machine is in instructions (run under ``valgrind --tool=callgrind``
-    with two ``--n`` and subtract). ``bridge_rtt_inproc``: one message at a time
-    through a ``core/Repeat`` on the peer and back; ``chain4_inproc_*``: the 4-stage
-    chain with no work per stage, in one network vs stages 3-4 on the peer (completion
-    acks): the difference is what the split costs per message."""
-    peers = Peers({"peer": Peer("unix:", TOKEN)})
-    rtts = max(500, n // 100)
-    async with _inproc_host() as transport:
-        g = rf.Graph("rtt")
-        g.add_node("a", "core/Repeat")
-        g.add_node("echo", "core/Repeat", {"remote": "peer"})
-        g.add_node("z", "core/Repeat")
-        g.add_edge("a", "out", "echo", "in")
-        g.add_edge("echo", "out", "z", "in")
-        g.add_inport("in", "a", "in")
-        g.add_outport("out", "z", "out")
-        bn = BridgedNetwork(g, _registry(), transports={"remote:peer": transport},
-                            peers=peers, ack_on={"remote:peer": "receipt"})
-        async with bn:
-            out = bn.network.outputs("out")
-            for i in range(100):
-                await bn.network.send("in", i)
-                await out.receive()
-            steps = _Steps()
-            trio.lowlevel.add_instrument(steps)
-            cpu0, start = time.process_time(), time.perf_counter()
-            for i in range(rtts):
-                await bn.network.send("in", i)
-                await out.receive()
-            seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
-            trio.lowlevel.remove_instrument(steps)
-        _emit("bridge_rtt_inproc", rtts, seconds, cpu_us_per_rt=round(cpu / rtts * 1e6, 1),
-              task_steps_per_rt=round(steps.steps / rtts, 2))
-        msgs = max(2000, n // 10)
-        async with rf.Network(_chain({}, 0.0), _registry()) as net:
-            await _drive(net, 1000)
-            cpu0 = time.process_time()
-            seconds = await _drive(net, msgs)
-            one = time.process_time() - cpu0
-        _emit("chain4_inproc_one", msgs, seconds, cpu_us_per_msg=round(one / msgs * 1e6, 1))
-        g = _chain({}, 0.0)
-        for node in ("s3", "s4"):
-            g.nodes[node].metadata["remote"] = "peer"
-        bn = BridgedNetwork(g, _registry(), transports={"remote:peer": transport},
-                            peers=peers)
-        async with bn:
-            await _drive(bn.network, 1000)
-            cpu0 = time.process_time()
-            seconds = await _drive(bn.network, msgs)
-            split = time.process_time() - cpu0
-            st = bn.session("remote:peer").statistics()
-        _emit("chain4_inproc_split", msgs, seconds, cpu_us_per_msg=round(split / msgs * 1e6, 1),
-              split_cost_us_per_msg=round((split - one) / msgs * 1e6, 1),
-              frames_out=st.frames_out, frames_in=st.frames_in)
-
-
-async def inproc_rtt(n: int) -> None:
-    """Only ``bridge_rtt_inproc`` (``n`` round trips), with the ack-delay and ping
-    timers out of the measured path: under valgrind a round trip outlasts the 2 ms ack
-    delay, so idle credits would leave in frames of their own, which they do not at
-    native speed. For callgrind at two ``--n`` (subtract)."""
+async def inproc_rtt(n: int, *, kind: str = "unix", timers: bool = True) -> None:
+    """``n`` round trips with both ends of the bridge in this process, over a real
+    socket (``kind``: ``unix`` or ``ws``, see :func:`_inproc_host`): one message at a
+    time through a ``core/Repeat`` on the peer and back. What a round trip costs in
+    CPU, all of it counted here (``cpu_us_per_rt``, task steps, frames each way),
+    independent of how busy the machine is in instructions (run under ``valgrind
+    --tool=callgrind`` at two ``--n`` and subtract). ``timers=False`` takes the
+    ack-delay and ping timers out of the measured path (for callgrind: under valgrind
+    a round trip outlasts the 2 ms ack delay, so idle credits would leave in frames of
+    their own, which they do not at native speed)."""
     from reflowpy.bridge.session import Session
 
     defaults = Session.__init__.__kwdefaults__
     saved = dict(defaults)
-    defaults.update(ack_delay=10.0, ping_interval=100.0)
+    if not timers:
+        defaults.update(ack_delay=10.0, ping_interval=100.0)
     try:
-        async with _inproc_host() as transport:
-            g = rf.Graph("rtt")
-            g.add_node("a", "core/Repeat")
-            g.add_node("echo", "core/Repeat", {"remote": "peer"})
-            g.add_node("z", "core/Repeat")
-            g.add_edge("a", "out", "echo", "in")
-            g.add_edge("echo", "out", "z", "in")
-            g.add_inport("in", "a", "in")
-            g.add_outport("out", "z", "out")
-            bn = BridgedNetwork(g, _registry(), transports={"remote:peer": transport},
+        async with _inproc_host(kind) as transport:
+            bn = BridgedNetwork(_rtt_graph({"remote": "peer"}), _registry(),
+                                transports={"remote:peer": transport},
                                 peers=Peers({"peer": Peer("unix:", TOKEN)}),
-                                ack_on={"remote:peer": "receipt"}, ping_interval=100.0)
+                                ack_on={"remote:peer": "receipt"},
+                                ping_interval=1.0 if timers else 100.0)
             async with bn:
                 out = bn.network.outputs("out")
                 for i in range(100):
@@ -506,22 +461,53 @@ async def inproc_rtt(n: int) -> None:
                     await out.receive()
                 steps = _Steps()
                 trio.lowlevel.add_instrument(steps)
-                start = time.perf_counter()
+                cpu0, start = time.process_time(), time.perf_counter()
                 for i in range(n):
                     await bn.network.send("in", i)
                     await out.receive()
-                seconds = time.perf_counter() - start
+                seconds, cpu = time.perf_counter() - start, time.process_time() - cpu0
                 trio.lowlevel.remove_instrument(steps)
                 st = bn.session("remote:peer").statistics()
     finally:
         defaults.clear()
         defaults.update(saved)
-    _emit("bridge_rtt_inproc_timers_off", n, seconds,
-          task_steps_per_rt=round(steps.steps / n, 2),
+    _emit(f"bridge_rtt_inproc{'' if kind == 'unix' else '_' + kind}"
+          f"{'' if timers else '_timers_off'}", n, seconds,
+          cpu_us_per_rt=round(cpu / n * 1e6, 1), task_steps_per_rt=round(steps.steps / n, 2),
           frames_out_in=[st.frames_out, st.frames_in])
 
 
-async def _main(n: int, only: set[str], rounds: int) -> None:
+async def inproc(n: int, kind: str = "unix") -> None:
+    """The in-process measuring tool (see :func:`inproc_rtt`): ``bridge_rtt_inproc``
+    (``max(500, n // 100)`` round trips), then ``chain4_inproc_*``: the 4-stage chain
+    with no work per stage, in one network vs stages 3-4 on the peer (completion acks):
+    the difference is what the split costs per message."""
+    await inproc_rtt(max(500, n // 100), kind=kind)
+    msgs = max(2000, n // 10)
+    async with rf.Network(_chain({}, 0.0), _registry()) as net:
+        await _drive(net, 1000)
+        cpu0 = time.process_time()
+        seconds = await _drive(net, msgs)
+        one = time.process_time() - cpu0
+    _emit("chain4_inproc_one", msgs, seconds, cpu_us_per_msg=round(one / msgs * 1e6, 1))
+    g = _chain({}, 0.0)
+    for node in ("s3", "s4"):
+        g.nodes[node].metadata["remote"] = "peer"
+    async with _inproc_host(kind) as transport:
+        bn = BridgedNetwork(g, _registry(), transports={"remote:peer": transport},
+                            peers=Peers({"peer": Peer("unix:", TOKEN)}))
+        async with bn:
+            await _drive(bn.network, 1000)
+            cpu0 = time.process_time()
+            seconds = await _drive(bn.network, msgs)
+            split = time.process_time() - cpu0
+            st = bn.session("remote:peer").statistics()
+    _emit("chain4_inproc_split", msgs, seconds, cpu_us_per_msg=round(split / msgs * 1e6, 1),
+          split_cost_us_per_msg=round((split - one) / msgs * 1e6, 1),
+          frames_out=st.frames_out, frames_in=st.frames_in)
+
+
+async def _main(n: int, only: set[str], rounds: int, transport: str = "unix") -> None:
     def want(name: str) -> bool:
         return not only or name in only
 
@@ -548,9 +534,9 @@ async def _main(n: int, only: set[str], rounds: int) -> None:
     if want("chain"):
         await chain(max(2000, n // 20), 50.0, rounds=rounds)
     if "inproc" in only:  # not part of the default run: a measuring tool
-        await inproc(n)
+        await inproc(n, transport)
     if "inproc_rtt" in only:  # likewise: for callgrind
-        await inproc_rtt(n)
+        await inproc_rtt(n, kind=transport, timers=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -560,6 +546,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="transport,oneway,rtt,chain (default: all); inproc, inproc_rtt")
     parser.add_argument("--rounds", type=int, default=3,
                         help="interleaved rounds of the chain workloads (median reported)")
+    parser.add_argument("--transport", choices=("unix", "ws"), default="unix",
+                        help="inproc, inproc_rtt: the socket between the two ends")
     args = parser.parse_args(argv)
-    trio.run(_main, args.n, {x for x in args.only.split(",") if x}, args.rounds)
+    trio.run(_main, args.n, {x for x in args.only.split(",") if x}, args.rounds,
+             args.transport)
     return 0

@@ -58,6 +58,8 @@ INLINE_BUDGET = 0.02
 
 _log = logging.getLogger("reflowpy.bridge")
 
+_ENDED = ("lost", "closed")  # the session states after which nothing is sent
+
 
 class _Frozen:
     """A checkpoint captured at a completion point (what later CREDIT frames carry)."""
@@ -104,6 +106,11 @@ class _Export:
         self.deferred = False
         self.binding._push(self)
 
+    def room(self) -> None:
+        """A target channel may have room again (the session's room hook)."""
+        if self.sink.queue:
+            self.push()
+
     def reject(self, port: InPort, value: Any, reason: str | None) -> None:
         raise AssertionError("an exported out-port's sink dead-letters by itself")
 
@@ -141,7 +148,7 @@ class Binding:
             export = self._exports[src] = _Export(self, src)
             export.sink = self.net.attach_receiver(export_name(src), export)
         export.targets.append((session, channel))
-        session.on_room(channel, export.push)
+        session.on_room(channel, export.room)
 
     def receive_channel(self, session: Session, channel: int, tgt: str) -> None:
         """Deliver in-channel ``channel`` into the in-port ``tgt`` ("node.port")."""
@@ -194,14 +201,16 @@ class Binding:
             return
         k = len(queue)
         for session, channel in export.targets:
-            if session.state not in ("lost", "closed"):
-                k = min(k, session.out[channel].room())
+            if session.state not in _ENDED:
+                room = session.out[channel].room()
+                if room < k:
+                    k = room
         if k <= 0:
             return
         take = sink.take
-        values = [take() for _ in range(k)]
+        values = [take()] if k == 1 else [take() for _ in range(k)]
         for session, channel in export.targets:
-            if session.state in ("lost", "closed"):
+            if session.state in _ENDED:
                 self._lost(session, export.node, export.port, values)
                 continue
             pushed = session.push_nowait(channel, values)

@@ -46,6 +46,11 @@ from reflowpy.errors import BridgeProtocolError
 
 __all__ = ["ChannelStatistics", "InChannel", "OutChannel"]
 
+#: The checkpoint of a CREDIT that carries none (shared: frames are never mutated).
+_NO_CHECKPOINT: dict[int, int] = {}
+#: The credits of a DATA frame that carries none (shared likewise).
+_NO_CREDITS: list[Credit] = []
+
 
 class ChannelStatistics(msgspec.Struct, frozen=True):
     """A snapshot of one channel half (see the module docstring for the terms)."""
@@ -94,10 +99,12 @@ class OutChannel:
 
     def room(self) -> int:
         """How many new messages may be pushed now (credit and resend-buffer bound)."""
-        if self.next_seq <= self.acked:  # replayed seqs the receiver holds need no credit
-            return self.acked - self.next_seq + 1
-        return min(self.grant_upto - (self.next_seq - 1),
-                   self.buffer_limit - len(self.buffer))
+        sent = self.next_seq - 1
+        if sent < self.acked:  # replayed seqs the receiver holds need no credit
+            return self.acked - sent
+        credit = self.grant_upto - sent
+        free = self.buffer_limit - len(self.buffer)
+        return credit if credit < free else free
 
     def push(self, value: Any) -> int:
         """Queue ``value`` for sending and return its seq (the caller checked ``room``)."""
@@ -122,11 +129,16 @@ class OutChannel:
                 self.push(values[done])
                 done += 1
             return done - start
-        k = min(len(values) - start, self.grant_upto - (self.next_seq - 1),
-                self.buffer_limit - len(self.buffer))
+        k = self.grant_upto - (self.next_seq - 1)  # (room(), inlined)
+        free = self.buffer_limit - len(self.buffer)
+        if free < k:
+            k = free
+        left = len(values) - start
+        if left < k:
+            k = left
         if k <= 0:
             return 0
-        self.buffer.extend(values[start:start + k] if start or k < len(values) else values)
+        self.buffer.extend(values if k == left and not start else values[start:start + k])
         self.next_seq += k
         self.messages += k
         return k
@@ -134,42 +146,60 @@ class OutChannel:
     def pending(self) -> bool:
         """Whether a buffered message may be sent now (unsent on this connection, within
         the credit)."""
-        return self.sent_upto < min(self.next_seq - 1, self.grant_upto)
+        sent = self.sent_upto
+        return sent < self.next_seq - 1 and sent < self.grant_upto
 
-    def take_data(self, max_batch: int = MAX_BATCH) -> Data | None:
-        """The next DATA frame to transmit (from the first unsent seq), or None."""
-        first = self.sent_upto + 1
+    def take_data(self, max_batch: int = MAX_BATCH, credits: list[Credit] | None = None
+                  ) -> Data | None:
+        """The next DATA frame to transmit (from the first unsent seq), or None;
+        ``credits`` ride along in it."""
+        sent = self.sent_upto
         # never past the credit (after a receiver restart it grants afresh)
-        last = min(self.next_seq - 1, self.sent_upto + max_batch, self.grant_upto)
-        if last < first:
+        last = self.next_seq - 1
+        if last > self.grant_upto:
+            last = self.grant_upto
+        if last > sent + max_batch:
+            last = sent + max_batch
+        count = last - sent
+        if count <= 0:
             return None
-        offset = first - self.acked - 1
+        offset = sent - self.acked  # of the first unsent one in the resend buffer
         buf = self.buffer
-        if offset == 0 and last - first + 1 == len(buf):
+        if offset == 0 and count == len(buf):
             batch = list(buf)
         else:
-            batch = [buf[i] for i in range(offset, offset + last - first + 1)]
-        if first <= self.high_sent:
-            self.resent += min(last, self.high_sent) - first + 1
+            batch = [buf[i] for i in range(offset, offset + count)]
+        high = self.high_sent
+        if sent < high:
+            self.resent += min(last, high) - sent
+        if last > high:
+            self.high_sent = last
         self.sent_upto = last
-        self.high_sent = max(self.high_sent, last)
-        return Data(self.id, first, batch)
+        return Data(self.id, sent + 1, batch, credits or _NO_CREDITS)
 
     def on_credit(self, frame: Credit) -> None:
         """Drop what ``frame`` acks from the resend buffer; widen the window."""
-        if frame.acked > self.next_seq - 1 and self.replay:
+        acked = frame.acked
+        if acked >= self.next_seq:
+            if not self.replay:
+                raise BridgeProtocolError(
+                    f"channel {self.id}: CREDIT acks seq {acked}, but only"
+                    f" {self.next_seq - 1} were sent")
             self.buffer.clear()
-            self.acked = self.sent_upto = self.high_sent = frame.acked
-        elif frame.acked > self.next_seq - 1:
-            raise BridgeProtocolError(
-                f"channel {self.id}: CREDIT acks seq {frame.acked}, but only"
-                f" {self.next_seq - 1} were sent")
-        if frame.acked > self.acked:
-            for _ in range(frame.acked - self.acked):
-                self.buffer.popleft()
-            self.acked = frame.acked
-            self.sent_upto = max(self.sent_upto, self.acked)
-        self.grant_upto = max(self.grant_upto, frame.grant_upto)
+            self.acked = self.sent_upto = self.high_sent = acked
+        n = acked - self.acked
+        if n > 0:  # the buffer holds acked+1 .. next_seq-1: n of them go
+            buffer = self.buffer
+            if n == len(buffer):
+                buffer.clear()
+            else:
+                for _ in range(n):
+                    buffer.popleft()
+            self.acked = acked
+            if self.sent_upto < acked:
+                self.sent_upto = acked
+        if frame.grant_upto > self.grant_upto:
+            self.grant_upto = frame.grant_upto
 
     def on_resume(self, frame: Resume) -> None:
         """Retransmit from ``frame.last_received + 1`` (never below what was acked)."""
@@ -215,9 +245,16 @@ class InChannel:
         self.capacity = spec.capacity
         self.state = "open"
         self.ack_on = ack_on
+        self._receipt = ack_on == "receipt"
         self.received = start - 1
         self.delivered = start - 1
         self.completed = start - 1
+        #: The highest seq that is safe here (``received`` with receipt acks,
+        #: ``completed`` with completion acks): what the next CREDIT acks.
+        self.acked = start - 1
+        #: A quarter of the capacity: a CREDIT is due once the window or the acks moved
+        #: this far.
+        self._threshold = max(1, self.capacity // 4)
         self.buffer: deque[Any] = deque()
         self.messages = 0
         self.duplicates = 0
@@ -234,37 +271,44 @@ class InChannel:
         self.credit_idle = False
         self.resume_due = False
 
-    @property
-    def acked(self) -> int:
-        return self.received if self.ack_on == "receipt" else self.completed
-
     def grant_upto(self) -> int:
+        """The highest seq the sender may send now (``delivered + capacity``)."""
         return self.delivered + self.capacity
 
     def on_data(self, frame: Data) -> int:
         """Take the new messages of ``frame``; return how many were new."""
-        n = len(frame.batch)
-        end = frame.seq + n - 1
-        if end <= self.received:
+        batch = frame.batch
+        n = len(batch)
+        seq = frame.seq
+        received = self.received
+        end = seq + n - 1
+        if end <= received:
             self.duplicates += n
             self.credit_due = True  # the sender may have missed our ack
             return 0
-        if frame.seq > self.received + 1:
+        if seq > received + 1:
             self.gaps += 1
-            if self._resume_asked != self.received:
-                self._resume_asked = self.received
+            if self._resume_asked != received:
+                self._resume_asked = received
                 self.resume_due = True
             return 0
-        skip = self.received + 1 - frame.seq
-        if end > self.grant_upto():
+        if end > self.delivered + self.capacity:
             raise BridgeProtocolError(
                 f"channel {self.id}: DATA up to seq {end} exceeds the credit granted"
                 f" (up to {self.grant_upto()})")
-        self.duplicates += skip
-        self.buffer.extend(frame.batch[skip:] if skip else frame.batch)
+        skip = received + 1 - seq
+        if skip:
+            self.duplicates += skip
+            batch = batch[skip:]
+        self.buffer.extend(batch)
         self.received = end
         self.messages += n - skip
-        self._note()
+        # (what _note would say: the window did not move and the buffer is not empty,
+        # so only the acks can make a CREDIT due)
+        if self._receipt:
+            self.acked = end
+            if end - self._sent_acked >= self._threshold:
+                self.credit_due = True
         return n - skip
 
     def pop(self) -> Any:
@@ -298,7 +342,7 @@ class InChannel:
                 self.delivered -= 1
                 break
             taken += 1
-        if taken:
+        if taken and buffer:  # (all taken: the last one's note said it all)
             self._note()
         return taken
 
@@ -316,23 +360,25 @@ class InChannel:
         upto = min(upto, self.delivered)
         if upto > self.completed:
             self.completed = upto
+            if not self._receipt:
+                self.acked = upto
             self._note()
 
     def _note(self) -> None:
-        threshold = max(1, self.capacity // 4)
-        if (self.grant_upto() - self._sent_grant >= threshold
-                or self.acked - self._sent_acked >= threshold):
+        grant = self.delivered + self.capacity
+        acked = self.acked
+        threshold = self._threshold
+        if grant - self._sent_grant >= threshold or acked - self._sent_acked >= threshold:
             self.credit_due = True
-        elif not self.buffer and (self.acked != self._sent_acked
-                                  or self.grant_upto() != self._sent_grant):
+        elif not self.buffer and (acked != self._sent_acked or grant != self._sent_grant):
             self.credit_idle = True
 
     def take_credit(self, checkpoint: dict[int, int] | None = None) -> Credit:
         """The CREDIT frame to send now (ack and window in one)."""
         self.credit_due = self.credit_idle = False
-        self._sent_acked = self.acked
-        self._sent_grant = self.grant_upto()
-        return Credit(self.id, self.acked, self._sent_grant, checkpoint or {})
+        acked = self._sent_acked = self.acked
+        grant = self._sent_grant = self.delivered + self.capacity
+        return Credit(self.id, acked, grant, checkpoint or _NO_CHECKPOINT)
 
     def take_resume(self) -> Resume:
         """The RESUME frame: resend from ``received + 1``."""
@@ -344,7 +390,7 @@ class InChannel:
         what it left buffered (its upstream replays it: completion acks), and expect
         ``start`` next."""
         self.buffer.clear()
-        self.received = self.delivered = self.completed = start - 1
+        self.received = self.delivered = self.completed = self.acked = start - 1
         self._sent_acked = self._sent_grant = start - 1
         self._resume_asked = -1
         self.credit_due = self.resume_due = True

@@ -40,7 +40,7 @@ import msgspec
 
 from reflowpy.errors import BridgeProtocolError, CodecError, MessageError
 from reflowpy.network import codec
-from reflowpy.network.message import freeze_decoded
+from reflowpy.network.message import _LEAVES, freeze_decoded
 
 #: What msgpack decodes into that is mutable (everything else is a leaf or bytes).
 _CONTAINERS = (dict, list)
@@ -142,23 +142,22 @@ class Reject(msgspec.Struct, array_like=True, frozen=True, tag="REJECT"):
 Frame = Union[Hello, Data, Credit, Resume, Ping, Pong, Reject]  # noqa: UP007
 
 
-def encode_frame(frame: Frame, *, compress_threshold: int = codec.DEFAULT_COMPRESS_THRESHOLD
-                 ) -> bytes:
-    """The bytes of one frame (codec flag byte + msgpack, zstd above the threshold)."""
-    return codec.encode(frame, compress_threshold=compress_threshold)
+#: ``encode_frame(frame, *, compress_threshold=1024) -> bytes``: the bytes of one frame,
+#: the project's codec frame itself (flag byte + msgpack, zstd above the threshold).
+encode_frame = codec.encode
 
 
 _frame_decoder = msgspec.msgpack.Decoder(Frame)
 
 
-def decode_frame(data: bytes | memoryview, *, max_size: int = MAX_FRAME,
+def decode_frame(data: bytes | memoryview, max_size: int = MAX_FRAME,
                  max_batch: int = MAX_BATCH) -> Frame:
     """The frame ``data`` holds; :class:`~reflowpy.BridgeProtocolError` if it is none.
 
     One typed msgpack pass checks the tag and every field's type; only the messages of a
     DATA batch are frozen afterwards (they become message values)."""
     try:
-        frame: Frame = _frame_decoder.decode(codec.payload(data, max_size=max_size))
+        frame: Frame = _frame_decoder.decode(codec.payload(data, max_size))
     except CodecError as exc:
         raise BridgeProtocolError(f"undecodable frame: {exc}") from None
     except msgspec.ValidationError as exc:
@@ -180,12 +179,14 @@ def decode_frame(data: bytes | memoryview, *, max_size: int = MAX_FRAME,
             raise BridgeProtocolError(
                 f"DATA on channel {frame.channel} carries {len(frame.credits)} credits;"
                 f" at most {MAX_CHANNELS}")
-        try:
-            for i, value in enumerate(batch):
-                if type(value) in _CONTAINERS:
-                    batch[i] = freeze_decoded(value)
-        except MessageError as exc:  # nested too deeply to be a message
-            raise BridgeProtocolError(f"DATA on channel {frame.channel}: {exc}") from None
+        if not _LEAVES.issuperset(map(type, batch)):  # (one C-level pass when flat)
+            try:
+                for i, value in enumerate(batch):
+                    if type(value) in _CONTAINERS:
+                        batch[i] = freeze_decoded(value)
+            except MessageError as exc:  # nested too deeply to be a message
+                raise BridgeProtocolError(f"DATA on channel {frame.channel}: {exc}"
+                                          ) from None
     elif type(frame) is Hello and len(frame.channels) > MAX_CHANNELS:
         raise BridgeProtocolError(
             f"HELLO declares {len(frame.channels)} channels; at most {MAX_CHANNELS}")

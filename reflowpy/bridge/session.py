@@ -141,6 +141,20 @@ class Session:
     :class:`~reflowpy.PeerLost` once the session is lost or closed.
     """
 
+    # (more attributes than a shared-key instance dict holds: slots keep every access
+    # on the per-frame path a direct load)
+    __slots__ = ("_arrival", "_arrived", "_batch_hint", "_control", "_deferred",
+                 "_dispatching", "_flush_due", "_inline", "_inline_error",
+                 "_ping_nonce", "_pings", "_progress", "_reply_due", "_room",
+                 "_room_hooks", "_send_nowait", "_sleep", "_state_changed",
+                 "_timer_armed", "_timer_due", "_timer_mark", "_writer", "_wrote",
+                 "ack_delay", "bytes_in", "bytes_out", "checkpoint",
+                 "compress_threshold", "error", "frames_in", "frames_out", "inc",
+                 "links", "liveness", "local_id", "max_batch", "max_frame",
+                 "on_checkpoint", "out", "peer_max_frame", "ping_interval",
+                 "reconnects", "remote_id", "remote_incarnation", "rtt", "rtt_samples",
+                 "session_id", "state")
+
     def __init__(self, local_id: str, *, remote_id: str = "", session_id: str = "",
                  ping_interval: float = 1.0, liveness: float = 5.0,
                  max_batch: int = MAX_BATCH, max_frame: int = MAX_FRAME,
@@ -184,14 +198,17 @@ class Session:
         self._control: deque[Frame] = deque()
         self._pings: dict[int, float] = {}
         self._ping_nonce = 0
-        self._last_heard = 0.0
         self._batch_hint: dict[int, int] = {}
         self._sleep: trio.CancelScope | None = None  # the writer's, while it sleeps
-        self._conn: Connection | None = None  # the live link's connection
+        #: The writer's sleep has the ack-delay deadline (see :meth:`_arm_timer`), set
+        #: when ``frames_out`` was ``_timer_mark``.
+        self._timer_armed = False
+        self._timer_mark = 0
         #: The live connection's ``send_frames_nowait``, if its transport has one.
         self._send_nowait: Callable[[list[bytes]], bool] | None = None
         self._flush_due = False  # bytes a non-waiting write left for the writer
-        #: Written since the last frame arrived (see :meth:`_in_flight`).
+        #: Written since the last frame arrived (a stream, not an exchange: see
+        #: :meth:`_kick`).
         self._wrote = False
         #: Per out-channel: called when it may have room again (a CREDIT, a state change).
         self._room_hooks: dict[int, Callable[[], None]] = {}
@@ -201,6 +218,9 @@ class Session:
         #: The reader is dispatching a frame (see :meth:`_credit_moved`).
         self._dispatching = False
         self._timer_due = False
+        #: The reader's dispatch produced frames for a transport that must wait to
+        #: write: the reader writes them next (see :meth:`_reply`).
+        self._reply_due = False
         self._inline_error: BridgeError | None = None
         #: Per in-channel: called by the reader right after new messages arrived, to
         #: deliver what it can without waiting (see :meth:`on_arrival`).
@@ -274,12 +294,13 @@ class Session:
         return n
 
     def quiet(self) -> bool:
-        """Whether a push now would be written at once from the pushing task: the link
-        is up, its transport writes without waiting, the writer sleeps and the peer
-        said something since our last write. Otherwise a producer had better
-        :meth:`defer`."""
-        return (self._send_nowait is not None and self._sleep is not None
-                and not self._inline and not self._in_flight())
+        """Whether a push now would be written at once, not by the writer task: the
+        link is up, the writer sleeps, the peer said something since our last write,
+        and either the transport writes without waiting (from the pushing task) or
+        the reader is dispatching (it writes the answer next, see :meth:`_reply`).
+        Otherwise a producer had better :meth:`defer`."""
+        return (self._sleep is not None and not self._inline and not self._wrote
+                and (self._send_nowait is not None or self._dispatching))
 
     def defer(self, hook: Callable[[], None]) -> None:
         """Have the writer call ``hook`` (which pushes) before it collects its next
@@ -370,18 +391,22 @@ class Session:
         elif inc.credit_idle:
             if self._dispatching:  # the reader's frame: its answer usually carries it
                 self._timer_due = True
-                return
-            sleep = self._sleep
-            if sleep is not None and sleep.deadline == math.inf:
-                sleep.deadline = trio.current_time() + self.ack_delay
+            elif not self._timer_armed:
+                self._arm_timer()
 
     def _arm_timer(self) -> None:
-        """After the reader's dispatch: an idle credit that no answer carried gets the
-        writer's ack-delay deadline (one CancelScope deadline change, not two per
-        frame: set on delivery, cleared when the answer carried the credit)."""
-        self._timer_due = False
+        """An idle credit waits (and, after the reader's dispatch, no answer carried
+        it): give the writer's sleep the ack-delay deadline, unless it has one. The
+        deadline is set once per ack delay, not per frame, and never cleared when a
+        later frame carries the credit: when it runs out, the writer sends the idle
+        credits alone only if nothing was written since it was set (else they are
+        younger than the delay, and the writer's next sleep gives them a new one). So
+        an idle credit waits at most twice the ack delay, and an exchange pays for no
+        timer per message."""
         sleep = self._sleep
-        if sleep is not None and sleep.deadline == math.inf and self._idle_credit():
+        if sleep is not None and not self._timer_armed and self._idle_credit():
+            self._timer_armed = True
+            self._timer_mark = self.frames_out
             sleep.deadline = trio.current_time() + self.ack_delay
 
     async def wait_acked(self) -> None:
@@ -455,11 +480,9 @@ class Session:
         for ch in self._halves():
             ch.state = "open"
         self.links += 1
-        self._conn = conn
         self._send_nowait = getattr(conn, "send_frames_nowait", None)
         self._flush_due = self._wrote = False
         self._inline_error = None
-        self._last_heard = trio.current_time()
         self._control.clear()
         self._pings.clear()
         self._set_state("up")
@@ -474,7 +497,6 @@ class Session:
                 raise
             raise reason from None
         finally:
-            self._conn = None
             self._send_nowait = None
             for ch in self.out.values():
                 ch.link_down()
@@ -483,15 +505,15 @@ class Session:
             self._set_state("down")
 
     async def _reader(self, conn: Connection) -> None:
+        receive = conn.receive
         while True:
-            raw = await conn.receive()
+            raw = await receive()
             self._wrote = False
-            self._last_heard = trio.current_time()
             self.bytes_in += len(raw)
-            self.frames_in += 1
+            self.frames_in += 1  # (the pinger's sign of life)
             self._dispatching = True
             try:
-                self._dispatch(decode_frame(raw, max_size=self.max_frame))
+                self._dispatch(decode_frame(raw, self.max_frame))
             except BridgeProtocolError as exc:
                 self._dispatching = False
                 with trio.move_on_after(1):
@@ -499,8 +521,13 @@ class Session:
                 raise
             finally:
                 self._dispatching = False
+            if self._reply_due:  # (first: the answer usually carries the idle credit)
+                self._reply_due = False
+                await self._reply(conn)
             if self._timer_due:
-                self._arm_timer()
+                self._timer_due = False
+                if not self._timer_armed:
+                    self._arm_timer()
 
     def _dispatch(self, frame: Frame) -> None:
         if isinstance(frame, Data):
@@ -547,11 +574,14 @@ class Session:
         out.on_credit(frame)
         if frame.checkpoint and self.on_checkpoint is not None:
             self.on_checkpoint(frame.channel, frame.acked, dict(frame.checkpoint))
-        self._room[frame.channel].fire()
+        room = self._room[frame.channel]
+        if room._armed:  # (fire() inlined: nobody waits, most of the time)
+            room.fire()
         hook = self._room_hooks.get(frame.channel)
         if hook is not None:
             hook()
-        self._progress.fire()
+        if self._progress._armed:
+            self._progress.fire()
         if out.pending():  # data held back for want of credit may go now
             self._writer.fire()
 
@@ -578,14 +608,14 @@ class Session:
             for out in self.out.values():
                 if not out.pending():
                     continue
-                riders = [self._credit(inc) for inc in idle] if idle else []
+                riders = list(map(self._credit, idle)) if idle else None
                 idle = []
                 frame = self._data_frame(out, riders)
                 if frame is not None:
                     frames.append(frame)
                     progressed = True
-                else:  # no DATA after all: the credits go alone
-                    frames.extend(encode_frame(c) for c in riders)
+                elif riders:  # no DATA after all: the credits go alone
+                    frames.extend(map(encode_frame, riders))
             if not progressed:
                 break
         if idle and (frames or flush):
@@ -603,17 +633,16 @@ class Session:
     def _idle_credit(self) -> bool:
         return any(inc.credit_idle for inc in self.inc.values())
 
-    def _data_frame(self, out: OutChannel, credits: list[Credit]) -> bytes | None:
+    def _data_frame(self, out: OutChannel, credits: list[Credit] | None) -> bytes | None:
         hint = self._batch_hint.get(out.id, self.max_batch)
         while True:
             resent, high = out.resent, out.high_sent
-            data = out.take_data(hint)
+            data = out.take_data(hint, credits)
             if data is None:
                 return None
-            if credits:
-                data = Data(data.channel, data.seq, data.batch, credits)
             encoded = encode_frame(data, compress_threshold=self.compress_threshold)
-            size = _decoded_size(encoded)  # the receiver limits the decompressed size
+            # the receiver limits the decompressed size
+            size = len(encoded) if encoded[0] == 0 else _decoded_size(encoded)
             limit = self.peer_max_frame
             if size <= limit // 2 or len(data.batch) == 1:
                 if size > limit:
@@ -633,6 +662,9 @@ class Session:
             wake = self._writer.current()
             if self._inline_error is not None:
                 raise self._inline_error
+            if self._inline:  # the reader writes its answer (_reply): after it, not amid
+                await wake.wait()
+                continue
             if self._flush_due:  # what a non-waiting write could not send
                 self._flush_due = False
                 await conn.send_frames([])
@@ -647,14 +679,18 @@ class Session:
             frames = self._collect()
             if not frames:
                 # Sleep until woken; an idle credit (now, or set while we sleep: see
-                # _credit_moved) puts a deadline on the sleep instead of waking us.
-                deadline = (trio.current_time() + self.ack_delay if self._idle_credit()
-                            else math.inf)
-                with trio.CancelScope(deadline=deadline) as sleep:
+                # _arm_timer) puts a deadline on the sleep instead of waking us.
+                idle = self._idle_credit()
+                with trio.CancelScope(deadline=trio.current_time() + self.ack_delay
+                                      if idle else math.inf) as sleep:
                     self._sleep = sleep
+                    self._timer_armed, self._timer_mark = idle, self.frames_out
                     await wake.wait()
                 self._sleep = None
-                if sleep.cancelled_caught:  # the ack delay ran out
+                self._timer_armed = False
+                # the ack delay ran out, and nothing left since it was set (else the
+                # credits idle now are younger: the next sleep's deadline is theirs)
+                if sleep.cancelled_caught and self.frames_out == self._timer_mark:
                     frames = self._collect(flush=True)
             if not frames:
                 if not any(out.pending() for out in self.out.values()):
@@ -673,83 +709,83 @@ class Session:
         self.frames_out += len(frames)
         self._progress.fire()
 
-    def _in_flight(self) -> bool:
-        """Whether we wrote since the peer last said anything: a stream (batch it), not
-        an exchange (where each answer follows a question)."""
-        return self._wrote
-
     def _kick(self) -> None:
-        """After a push from a task that must not wait: if the writer sleeps, the
-        transport can write without waiting and the peer said something since our
-        last write (an exchange, not a stream: Nagle's rule with "heard from" for
-        "acked", as completion acks come late; in an exchange the answer carries the
-        question's credit, see :meth:`InChannel.deliver`), write this round's frames
-        from here (the message
+        """After a push: if the writer sleeps, the transport can write without waiting
+        and the peer said something since our last write (an exchange, not a stream:
+        Nagle's rule with "heard from" for "acked", as completion acks come late; in
+        an exchange the answer carries the question's credit, see
+        :meth:`InChannel.deliver`), write this round's frames from here (the message
         leaves from the task that produced it: no task switch, no wait); otherwise
         wake the writer, which runs once the producer yields and sends all it
         produced meanwhile in one write (batching a stream: one frame per burst, not
-        one per message). What the socket did not take is left for the writer."""
+        one per message). What the socket did not take is left for the writer; a
+        round that cannot be written (a message above the peer's frame limit) ends
+        the link from the writer."""
         send = self._send_nowait
-        sleep = self._sleep
-        if send is None or sleep is None or self._inline or self._in_flight():
-            self._writer.fire()
+        if send is None or self._sleep is None or self._inline or self._wrote:
+            if send is None and self._dispatching and self._sleep is not None:
+                self._reply_due = True  # the reader writes it (no writer round trip)
+            else:
+                self._writer.fire()
             return
         self._inline = True
         try:
             frames = self._collect()
             if frames:
-                if sleep.deadline != math.inf and not self._idle_credit():
-                    sleep.deadline = math.inf  # the idle credits rode along: no timer
                 self._wrote = True
                 if send(frames):
                     self._flush_due = True
                     self._writer.fire()
                 self.bytes_out += sum(map(len, frames))
                 self.frames_out += len(frames)
-                self._progress.fire()
+                if self._progress._armed:
+                    self._progress.fire()
         except BridgeError as exc:  # e.g. a message above the peer's frame limit
             self._inline_error = exc
             self._writer.fire()
         finally:
             self._inline = False
 
-    async def _write_now(self) -> None:
-        """After a push: if the writer sleeps, write from the calling task (a sender's
-        output leaves without waiting for the writer task's turn: one task switch less
-        per message on a quiet link); otherwise wake the writer. A failed write is left
-        to the link's own tasks: they see the connection gone and end the link."""
-        if self._send_nowait is not None:
-            self._kick()
-            await trio.lowlevel.checkpoint_if_cancelled()
-            return
-        conn = self._conn
-        if conn is None or self._sleep is None or self._inline:
+    async def _reply(self, conn: Connection) -> None:
+        """After the reader's dispatch, on a transport that cannot write without
+        waiting (``reflowpy serve``'s ``/bridge`` through ASGI): the reader writes what
+        the dispatch produced (the answer of a node that ran inline), one task switch
+        less per answer than waking the writer. The writer, if woken meanwhile, waits
+        for this write to finish, so frames never interleave."""
+        if self._sleep is None or self._inline:  # the writer is awake: its round takes them
             self._writer.fire()
             return
         self._inline = True
         try:
             frames = self._collect()
             if frames:
-                sleep = self._sleep
-                if (sleep is not None and sleep.deadline != math.inf
-                        and not self._idle_credit()):
-                    sleep.deadline = math.inf  # the idle credits rode along: no timer
                 await self._flush(conn, frames)
-        except LinkClosed:
-            self._writer.fire()
-        except BridgeError as exc:  # e.g. a message above the peer's frame limit
-            self._inline_error = exc
-            self._writer.fire()
         finally:
             self._inline = False
+            if self._sleep is None:  # the writer woke meanwhile and waits for us
+                self._writer.fire()
+
+    async def _write_now(self) -> None:
+        """After a push from a task that may wait: :meth:`_kick`, and a checkpoint. (A
+        transport that cannot write without waiting is written by the writer task.)"""
+        self._kick()
+        await trio.lowlevel.checkpoint_if_cancelled()
 
     async def _pinger(self) -> None:
+        """Ping every ``ping_interval``; end the link after ``liveness`` seconds without
+        a frame from the peer. A frame is noticed at the next tick (the reader only
+        counts it: no clock read per frame), so a dead link is declared between
+        ``liveness`` and ``liveness + ping_interval`` after the last frame."""
+        heard = self.frames_in
+        last_heard = trio.current_time()
         while True:
             await trio.sleep(self.ping_interval)
             now = trio.current_time()
-            if now - self._last_heard > self.liveness:
+            if self.frames_in != heard:
+                heard, last_heard = self.frames_in, now
+            elif now - last_heard > self.liveness:
                 raise LinkClosed(f"peer {self.remote_id!r}: nothing heard for"
-                                 f" {now - self._last_heard:.1f} s")
+                                 f" {now - last_heard:.1f} s")
             self._ping_nonce += 1
             self._pings[self._ping_nonce] = now
             if len(self._pings) > 16:

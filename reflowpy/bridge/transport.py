@@ -208,25 +208,38 @@ class _Pipe:
     On a plain socket (a ``trio.SocketStream``) it calls ``os.read``/``os.write`` on
     the descriptor and waits with ``wait_readable``/``wait_writable`` only when the
     socket is not ready: trio's stream methods add a scheduling round trip after every
-    successful call, and a bridge round trip makes four of them. A pipe still yields
-    after 16 calls in a row that did not have to wait, and checks for cancellation on
-    every call, so a peer that floods cannot starve the other tasks. Other streams
-    (TLS) go through their own ``receive_some``/``send_all``.
+    successful call, and a bridge round trip makes four of them. A read that got less
+    than it asked for drained the socket, so the next read waits first instead of
+    failing with ``EAGAIN`` (a system call and an exception per frame on a quiet
+    link). A pipe still yields after 16 calls in a row that did not have to wait, and
+    checks for cancellation on every call, so a peer that floods cannot starve the
+    other tasks. Other streams (TLS) go through their own ``receive_some``/``send_all``.
+
+    The descriptor is looked up once; :meth:`close` forgets it before the stream is
+    closed (so a later call fails with ``EBADF`` instead of reaching a descriptor the
+    process reused).
 
     Writes come from the session's writer and, rarely, from its reader (answers to a
     ping or a close); a write while another is under way is queued and sent by that
     one, so no lock (and no lock's checkpoint) is needed.
     """
 
-    __slots__ = ("_out", "_socket", "_streak", "_stream", "_writing", "broken")
+    __slots__ = ("_drained", "_fd", "_out", "_socket", "_streak", "_stream", "_writing",
+                 "broken")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         self._stream = stream
         self._socket = stream.socket if isinstance(stream, trio.SocketStream) else None
+        self._fd = -1 if self._socket is None else self._socket.fileno()
+        self._drained = False
         self._out = bytearray()
         self._writing = False
         self._streak = 0
         self.broken = False
+
+    def close(self) -> None:
+        """Forget the descriptor (call before closing the stream)."""
+        self._fd = -1
 
     async def _ready(self) -> None:
         self._streak += 1
@@ -243,14 +256,21 @@ class _Pipe:
             if sock is None:
                 chunk = await self._stream.receive_some(_CHUNK)
             else:
+                waited = self._drained
+                if waited:  # the last read emptied the socket: wait for more
+                    self._streak = 0
+                    await trio.lowlevel.wait_readable(sock)
                 while True:
                     try:
-                        chunk = os.read(sock.fileno(), _CHUNK)
+                        chunk = os.read(self._fd, _CHUNK)
                         break
                     except BlockingIOError:
                         self._streak = 0
+                        waited = True
                         await trio.lowlevel.wait_readable(sock)
-                await self._ready()
+                self._drained = len(chunk) < _CHUNK
+                if not waited:  # (a wait was the checkpoint)
+                    await self._ready()
         except _STREAM_ERRORS as exc:
             raise LinkClosed(f"{description}: {exc or type(exc).__name__}") from None
         if not chunk:
@@ -265,7 +285,7 @@ class _Pipe:
         view = memoryview(data)
         while view:
             try:
-                view = view[os.write(sock.fileno(), view):]
+                view = view[os.write(self._fd, view):]
             except BlockingIOError:
                 self._streak = 0
                 await trio.lowlevel.wait_writable(sock)
@@ -285,7 +305,7 @@ class _Pipe:
             self._out += data
             return True
         try:
-            sent = os.write(sock.fileno(), data)
+            sent = os.write(self._fd, data)
         except BlockingIOError:
             sent = 0
         except OSError:
@@ -350,24 +370,35 @@ class StreamConnection:
     @staticmethod
     def _join(frames: Sequence[bytes]) -> bytes:
         pack = _LENGTH.pack
+        if len(frames) == 1:
+            return pack(len(frames[0])) + frames[0]
         return b"".join([b for f in frames for b in (pack(len(f)), f)])
+
+    def _size(self, buf: bytes | bytearray) -> int:
+        """The length of the frame whose prefix starts ``buf`` (checked)."""
+        size: int = _LENGTH.unpack_from(buf)[0]
+        if size > self._max + 1:
+            raise BridgeProtocolError(f"{self.description}: frame length {size} exceeds"
+                                      f" the limit of {self._max}")
+        return size
 
     async def receive(self) -> bytes:
         buf = self._buf
         while True:
             if len(buf) >= 4:
-                (size,) = _LENGTH.unpack_from(buf)
-                if size > self._max + 1:
-                    raise BridgeProtocolError(
-                        f"{self.description}: frame length {size} exceeds the limit of"
-                        f" {self._max}")
+                size = self._size(buf)
                 if len(buf) >= 4 + size:
                     frame = bytes(buf[4:4 + size])
                     del buf[:4 + size]
                     return frame
-            buf += await self._pipe.read(self.description)
+            chunk = await self._pipe.read(self.description)
+            # one whole frame in one read (an exchange): no copy into the buffer
+            if not buf and len(chunk) >= 4 and len(chunk) == 4 + self._size(chunk):
+                return bytes(chunk[4:])
+            buf += chunk
 
     async def aclose(self) -> None:
+        self._pipe.close()
         with contextlib.suppress(*_STREAM_ERRORS):
             await self._stream.aclose()
 

@@ -61,23 +61,39 @@ class _Refused(Exception):
 
 
 _XOR = [bytes(b ^ k for b in range(256)) for k in range(256)]
+#: Below this many bytes, masking XORs two integers (a few operations in all); above
+#: it, four byte-translations are faster (the integers' cost grows faster).
+_SMALL_MASK = 512
 
 
-def _mask(key: bytes, data: bytes | bytearray) -> bytearray:
-    """``data`` XOR the 4-byte ``key`` repeated (RFC 6455 5.3), four C-level passes."""
+def _mask(key: bytes | bytearray, data: bytes | bytearray) -> bytes | bytearray:
+    """``data`` XOR the 4-byte ``key`` repeated (RFC 6455 5.3), at C level."""
+    n = len(data)
+    if n < _SMALL_MASK:
+        pad = (key * ((n >> 2) + 1))[:n]
+        return (int.from_bytes(data, "little") ^ int.from_bytes(pad, "little")
+                ).to_bytes(n, "little")
     out = bytearray(data)
     for i in range(4):
         out[i::4] = out[i::4].translate(_XOR[key[i]])
     return out
 
 
-def _header(opcode: int, size: int, masked: bool) -> bytes:
+def _frame(opcode: int, payload: bytes, masked: bool) -> bytes:
+    """One whole (unfragmented) frame: header, then the payload (masked by a client,
+    with a fresh unpredictable key: RFC 6455 5.3)."""
+    size = len(payload)
     bit = 0x80 if masked else 0
     if size < 126:
-        return bytes((0x80 | opcode, bit | size))
-    if size < 65536:
-        return _HEAD16.pack(0x80 | opcode, bit | 126, size)
-    return _HEAD64.pack(0x80 | opcode, bit | 127, size)
+        head = bytes((0x80 | opcode, bit | size))
+    elif size < 65536:
+        head = _HEAD16.pack(0x80 | opcode, bit | 126, size)
+    else:
+        head = _HEAD64.pack(0x80 | opcode, bit | 127, size)
+    if not masked:
+        return head + payload
+    key = _keys.next()
+    return b"".join((head, key, _mask(key, payload)))
 
 
 _HEAD16 = struct.Struct(">BBH")
@@ -108,18 +124,6 @@ _keys = _Keys()
 os.register_at_fork(after_in_child=lambda: setattr(_keys, "_pool", b""))
 
 
-def _encode(parts: list[bytes | bytearray], opcode: int, payload: bytes, masked: bool
-            ) -> None:
-    """Append the pieces of one unfragmented frame to ``parts``."""
-    parts.append(_header(opcode, len(payload), masked))
-    if masked:  # clients mask every frame (RFC 6455 5.3), with a fresh unpredictable key
-        key = _keys.next()
-        parts.append(key)
-        parts.append(_mask(key, payload))
-    else:
-        parts.append(payload)
-
-
 class _FrameReader:
     """Parses WebSocket frames from a byte stream into whole messages.
 
@@ -133,18 +137,30 @@ class _FrameReader:
 
     def __init__(self, *, masked: bool, limit: int) -> None:
         self._masked = masked
+        self._bit = 0x80 if masked else 0
         self._limit = limit
-        self._buf = bytearray()
+        #: What arrived and was not parsed yet, from ``_pos`` on: the bytes of the
+        #: last read themselves while they hold whole frames, a bytearray once a frame
+        #: spans reads.
+        self._buf: bytes | bytearray = b""
         self._pos = 0
         self._opcode = 0  # of the fragmented message under way
         self._parts: list[bytes] = []
         self._size = 0
 
     def feed(self, data: bytes | bytearray) -> None:
-        if self._pos:
-            del self._buf[:self._pos]
-            self._pos = 0
-        self._buf += data
+        buf, pos = self._buf, self._pos
+        if pos >= len(buf):  # all parsed: parse the new bytes where they are
+            self._buf, self._pos = data, 0
+        elif type(buf) is bytearray:
+            if pos:
+                del buf[:pos]
+                self._pos = 0
+            buf += data
+        else:
+            rest = bytearray(memoryview(buf)[pos:])
+            rest += data
+            self._buf, self._pos = rest, 0
 
     def next(self) -> tuple[int, bytes] | None:
         while True:
@@ -153,7 +169,7 @@ class _FrameReader:
             if avail < 2:
                 return None
             b0, b1 = buf[pos], buf[pos + 1]
-            opcode, size, head = b0 & 0x0F, b1 & 0x7F, 2
+            size, head = b1 & 0x7F, 2
             if size == 126:
                 if avail < 4:
                     return None
@@ -164,17 +180,22 @@ class _FrameReader:
                     return None
                 (size,) = _U64.unpack_from(buf, pos + 2)
                 head = 10
-            self._check(b0, b1, opcode, size)
-            masked = b1 & 0x80
-            end = pos + head + (4 if masked else 0) + size
+            # a whole binary message, masked as it should be, within the limit: nothing
+            # else to check
+            if b0 != 0x82 or b1 & 0x80 != self._bit or self._opcode or size > self._limit:
+                self._check(b0, b1, b0 & 0x0F, size)
+            start = pos + head + (4 if self._masked else 0)
+            end = start + size
             if len(buf) < end:
                 return None
-            if masked:
-                key = bytes(buf[pos + head:pos + head + 4])
-                payload = bytes(_mask(key, buf[end - size:end]))
-            else:
-                payload = bytes(buf[end - size:end])
+            payload = (_mask(buf[start - 4:start], buf[start:end]) if self._masked
+                       else buf[start:end])
+            if type(payload) is not bytes:
+                payload = bytes(payload)
             self._pos = end
+            if b0 == 0x82:
+                return 2, payload
+            opcode = b0 & 0x0F
             if opcode >= 8:
                 return opcode, payload
             if opcode:
@@ -247,10 +268,10 @@ class WebSocketConnection:
         return self._pipe.write_nowait(self._join(frames))
 
     def _join(self, frames: Sequence[bytes]) -> bytes:
-        parts: list[bytes | bytearray] = []
-        for frame in frames:
-            _encode(parts, 0x2, frame, self._client)
-        return b"".join(parts)
+        if len(frames) == 1:
+            return _frame(0x2, frames[0], self._client)
+        client = self._client
+        return b"".join([_frame(0x2, frame, client) for frame in frames])
 
     async def receive(self) -> bytes:
         """The next frame; raises :class:`LinkClosed` when the connection ends, and
@@ -287,10 +308,8 @@ class WebSocketConnection:
                 raise
 
     async def _control(self, opcode: int, payload: bytes) -> None:
-        parts: list[bytes | bytearray] = []
-        _encode(parts, opcode, payload, self._client)
         with contextlib.suppress(LinkClosed):
-            await self._pipe.write(b"".join(parts), self.description)
+            await self._pipe.write(_frame(opcode, payload, self._client), self.description)
 
     async def _close(self, code: int, reason: str) -> None:
         """Send a close frame (once) and stop sending."""
@@ -304,6 +323,7 @@ class WebSocketConnection:
         """Close (idempotent): a close frame if the link still works, then the socket."""
         with trio.move_on_after(0.5):
             await self._close(1000, "")
+        self._pipe.close()
         with contextlib.suppress(*_STREAM_ERRORS):
             await self._stream.aclose()
 

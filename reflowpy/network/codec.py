@@ -55,6 +55,7 @@ DEFAULT_MAX_FRAME = 64 * 1024 * 1024
 
 _PLAIN = 0x00
 _ZSTD = 0x01
+_PLAIN_FLAG = bytes((_PLAIN,))
 _LENGTH = struct.Struct(">I")
 
 _encoder = msgspec.msgpack.Encoder()
@@ -76,10 +77,13 @@ def encode(value: Any, *, compress_threshold: int = DEFAULT_COMPRESS_THRESHOLD) 
                          " recursion limit") from None
     if len(payload) >= compress_threshold:
         return bytes((_ZSTD,)) + _compressor.compress(payload)
-    return bytes((_PLAIN,)) + payload
+    return _PLAIN_FLAG + payload
 
 
-def _payload(frame: bytes | memoryview, max_size: int) -> bytes | memoryview:
+def payload(frame: bytes | memoryview, max_size: int = DEFAULT_MAX_FRAME
+            ) -> bytes | memoryview:
+    """The checked, decompressed msgpack payload of a frame, for a caller that decodes
+    it with its own typed ``msgspec`` decoder (the bridge's frames)."""
     if len(frame) < 1:
         raise CodecError("empty frame: expected a flag byte and a payload")
     if len(frame) > max_size + 1:
@@ -103,17 +107,10 @@ def _payload(frame: bytes | memoryview, max_size: int) -> bytes | memoryview:
     raise CodecError(f"unknown frame flag 0x{flag:02x}; expected 0x00 (plain) or 0x01 (zstd)")
 
 
-def payload(frame: bytes | memoryview, *, max_size: int = DEFAULT_MAX_FRAME
-            ) -> bytes | memoryview:
-    """The checked, decompressed msgpack payload of a frame, for a caller that decodes
-    it with its own typed ``msgspec`` decoder (the bridge's frames)."""
-    return _payload(frame, max_size)
-
-
 def decode(frame: bytes | memoryview, *, max_size: int = DEFAULT_MAX_FRAME) -> Any:
     """The frozen message value a frame holds."""
     try:
-        return freeze(_decoder.decode(_payload(frame, max_size)))
+        return freeze(_decoder.decode(payload(frame, max_size)))
     except msgspec.DecodeError as exc:
         raise CodecError(f"bad msgpack payload: {exc}") from None
     except MessageError as exc:  # not a message value (too deep, an ext type)
@@ -125,7 +122,7 @@ def decode(frame: bytes | memoryview, *, max_size: int = DEFAULT_MAX_FRAME) -> A
 def decode_event(frame: bytes | memoryview, *, max_size: int = DEFAULT_MAX_FRAME) -> Any:
     """The network event (``NetworkStarted``, ``MessageSent``, ...) a frame holds."""
     try:
-        return _event_decoder.decode(_payload(frame, max_size))
+        return _event_decoder.decode(payload(frame, max_size))
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise CodecError(f"not a network event: {exc}") from None
     except RecursionError:

@@ -8,10 +8,43 @@ import random
 import subprocess
 import sys
 from collections.abc import AsyncIterator
+from typing import Any
 
 import trio
 
 PLUGIN = "tests.bridge.components:register"
+
+
+async def stream_with_kills(bn: Any, victim: str, n: int, kills: int
+                            ) -> tuple[list[Any], list[int]]:
+    """Feed ``[0, i]`` for ``i < n`` into ``bn``'s ``in`` and read ``out`` until every
+    ``i`` was seen (duplicates may come on top), killing the worker process of
+    ``victim`` (``kill -9``; the network restarts it) ``kills`` times, evenly spaced in
+    outputs received; then drain. Returns everything received, in order, and the
+    output counts at which the kills happened."""
+    killed_at: list[int] = []
+    got: list[Any] = []
+    seen: set[int] = set()
+    async with trio.open_nursery() as nursery:
+        async def feed() -> None:
+            for i in range(n):
+                await bn.network.send("in", [0, i])
+
+        nursery.start_soon(feed)
+        async for v in bn.network.outputs("out"):
+            got.append(v)
+            seen.add(v[1])
+            if len(killed_at) < kills and len(got) >= (len(killed_at) + 1) * n // (kills + 1):
+                proc = bn.process(victim)
+                assert proc is not None, victim
+                proc.kill()
+                await proc.wait()
+                killed_at.append(len(got))
+            if len(seen) == n:
+                break
+    await bn.drain()
+    got.extend(bn.network.outputs("out").drain())
+    return got, killed_at
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,6 @@ delivery; either partition killed mid-stream loses nothing.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import pytest
 import trio
@@ -17,7 +16,7 @@ import trio
 from reflowpy.bridge import BridgedNetwork
 from reflowpy.bridge.placement import place
 from tests.bridge.helpers import check_exact, pipeline, registry
-from tests.bridge.procs import CuttingProxy
+from tests.bridge.procs import CuttingProxy, stream_with_kills
 from tests.bridge.test_partitions import PLUGIN, feed_and_collect, in_one_process
 from tests.scale import long_scale
 
@@ -104,31 +103,11 @@ async def test_kill_a_partition_of_a_direct_edge(victim: str) -> None:
     bn = BridgedNetwork(pipeline(SPLIT, capacity=32), registry(), worker_plugins=PLUGIN,
                         direct=True,
                         deadline=30)
-    killed_at: list[int] = []
-    got: list[Any] = []
-    seen: set[int] = set()
     async with bn:
-        async with trio.open_nursery() as nursery:
-            async def feed() -> None:
-                for i in range(n):
-                    await bn.network.send("in", [0, i])
-
-            nursery.start_soon(feed)
-            async for v in bn.network.outputs("out"):
-                got.append(v)
-                seen.add(v[1])
-                if len(killed_at) < kills and len(got) >= (len(killed_at) + 1) * n // 3:
-                    proc = bn.process(victim)
-                    assert proc is not None
-                    proc.kill()
-                    await proc.wait()
-                    killed_at.append(len(got))
-                if len(seen) == n:
-                    break
-        await bn.drain()
-        got.extend(bn.network.outputs("out").drain())
+        got, killed_at = await stream_with_kills(bn, victim, n, kills)
     stats = bn.statistics()
     assert stats["restarts"][victim] == kills
+    seen = {v[1] for v in got}
     assert seen == set(range(n)), sorted(set(range(n)) - seen)[:10]  # nothing lost
     assert all(v[2:] == ["b", "c"] for v in got)
     duplicates = sum(c - 1 for c in Counter(v[1] for v in got).values())

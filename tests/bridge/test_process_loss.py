@@ -10,13 +10,12 @@ received: at least once, and the duplicates are counted.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any
 
 import pytest
-import trio
 
 from reflowpy.bridge import BridgedNetwork
 from tests.bridge.helpers import pipeline, registry
+from tests.bridge.procs import stream_with_kills
 from tests.bridge.test_partitions import PLUGIN
 from tests.scale import long_scale
 
@@ -29,37 +28,12 @@ async def test_kill_and_restart_the_middle_process(deterministic: bool) -> None:
     kills = 2
     g = pipeline({"b": "partition:mid", "c": "partition:mid"}, deterministic=deterministic)
     bn = BridgedNetwork(g, registry(), worker_plugins=PLUGIN, deadline=30)
-    killed_at: list[int] = []
-    got: list[Any] = []
-    seen: set[int] = set()
     async with bn:
-        async def kill_now(count: int) -> None:
-            if len(killed_at) < kills and count >= (len(killed_at) + 1) * n // (kills + 1):
-                proc = bn.process("partition:mid")
-                assert proc is not None
-                proc.kill()
-                await proc.wait()
-                killed_at.append(count)
-                KILLS["kills"] += 1
-
-        # read until every seq was seen (duplicates may come on top)
-        async with trio.open_nursery() as nursery:
-            async def feed() -> None:
-                for i in range(n):
-                    await bn.network.send("in", [0, i])
-
-            nursery.start_soon(feed)
-            async for v in bn.network.outputs("out"):
-                got.append(v)
-                seen.add(v[1])
-                await kill_now(len(got))
-                if len(seen) == n:
-                    break
-        await bn.drain()
-        got.extend(bn.network.outputs("out").drain())
+        got, killed_at = await stream_with_kills(bn, "partition:mid", n, kills)
+    KILLS["kills"] += len(killed_at)
     stats = bn.statistics()
     assert stats["restarts"]["partition:mid"] == kills
-    assert seen == set(range(n))  # nothing lost
+    assert {v[1] for v in got} == set(range(n))  # nothing lost
     counts = Counter(v[1] for v in got)
     duplicates = sum(c - 1 for c in counts.values())
     KILLS[f"duplicates deterministic={deterministic}"] += duplicates

@@ -24,7 +24,7 @@ from hypothesis import strategies as st
 from reflowpy.bridge.transport import LinkClosed
 from reflowpy.bridge.websocket import (
     WebSocketTransport,
-    _encode,
+    _frame,
     _FrameReader,
     _Refused,
     serve_websocket,
@@ -56,10 +56,7 @@ def test_what_we_send_wsproto_reads(messages: list[bytes], client: bool) -> None
     STATS["ours_to_wsproto"] += 1
     ws_client, ws_server = _pair()
     reader = ws_server if client else ws_client  # the peer of the side we play
-    parts: list[bytes | bytearray] = []
-    for m in messages:
-        _encode(parts, 0x2, m, masked=client)
-    reader.receive_data(b"".join(parts))
+    reader.receive_data(b"".join(_frame(0x2, m, client) for m in messages))
     got, partial = [], b""
     for event in reader.events():
         assert isinstance(event, wse.BytesMessage), event
