@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -144,6 +145,20 @@ _ENC = msgspec.msgpack.Encoder()
 _EVENT_DEC = msgspec.msgpack.Decoder(ev.NetworkEvent)
 
 
+def unique_values(vals: Sequence[Any], novalue: Any, encode_value: Any,
+                  limit: int) -> tuple[list[int], list[Any]]:
+    """Each distinct value of ``vals`` encoded once, and each slot's index into them
+    (-1 for ``novalue``). The caller holds every value while this runs, so no id() is
+    reused: equal ids are one object (a message passed on unchanged)."""
+    ids = list(map(id, vals))
+    objects = dict(zip(ids, vals, strict=True))
+    objects.pop(id(novalue), None)
+    pos = {k: i for i, k in enumerate(objects)}
+    pos[id(novalue)] = -1
+    return (list(map(pos.__getitem__, ids)),
+            [encode_value(v, limit) for v in objects.values()])
+
+
 def encode(first_seq: int, ports: list[tuple[str, str, str, str, str]], buf: list[Any],
            specials: list[int], limit: int, encode_value: Any, novalue: Any
            ) -> tuple[Hops, int]:
@@ -175,16 +190,9 @@ def encode(first_seq: int, ports: list[tuple[str, str, str, str, str]], buf: lis
         else:
             models += 1
             extra.append(payload)
-    # The buffer holds every value while this runs, so no id() is reused: equal ids
-    # are one object (a message passed on unchanged), encoded once.
-    ids = list(map(id, vals))
-    objects = dict(zip(ids, vals, strict=True))
-    objects.pop(id(novalue), None)
-    pos = {k: i for i, k in enumerate(objects)}
-    pos[id(novalue)] = -1
-    values = [encode_value(v, limit) for v in objects.values()]
+    vref, values = unique_values(vals, novalue, encode_value, limit)
     hops = Hops(first_seq=first_seq, ports=list(ports), code=code, depth=depth,
-                vref=list(map(pos.__getitem__, ids)), ts=ts, values=values, extra=extra)
+                vref=vref, ts=ts, values=values, extra=extra)
     return hops, len(code) - models
 
 

@@ -241,16 +241,8 @@ def encode_chunks(rows: Sequence[Sequence[Any]], limit: int) -> list[_ChunkRow]:
     if not rows:
         return out
     for ex, cols in _columns(rows):
-        value = cols[10]
-        # The rows hold every value while this runs, so no id() is reused: equal ids
-        # are one object (a message passed on unchanged), encoded once.
-        ids = list(map(id, value))
-        objects = dict(zip(ids, value, strict=True))
-        objects.pop(id(NOVALUE), None)
-        pos = {k: i for i, k in enumerate(objects)}
-        pos[id(NOVALUE)] = -1
-        values = [encode_value(v, limit) for v in objects.values()]
-        out.append(_seal(ex, cols, list(map(pos.__getitem__, ids)), values))
+        refs, values = hops.unique_values(cols[10], NOVALUE, encode_value, limit)
+        out.append(_seal(ex, cols, refs, values))
     return out
 
 

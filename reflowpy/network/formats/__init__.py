@@ -213,8 +213,7 @@ def _loads(text: str | bytes, format: str | None, *, decoded: bool = False) -> G
                 if detect(text) != "fbp":
                     raise
             else:
-                fmt = detect_dialect(data) if isinstance(data, dict) else "noflo"
-                return _from_json(text, data, fmt)
+                return _from_json(text, data)
         format = "yaml" if _looks_yaml(text) else "fbp"
     fmt = _check_format(format)
     if fmt in ("reflow", "noflo"):
@@ -237,7 +236,10 @@ def _starts_json(text: str) -> bool:
     return text.startswith("{", _LEADING_SPACE.match(text).end())  # type: ignore[union-attr]
 
 
-def _from_json(text: str, data: Any, fmt: str) -> Graph:
+def _from_json(text: str, data: Any, fmt: str | None = None) -> Graph:
+    """The graph of a parsed JSON document in dialect ``fmt`` (told by its fields if None)."""
+    if fmt is None:
+        fmt = detect_dialect(data) if isinstance(data, dict) else "noflo"
     check_duplicate_keys(text, data, fmt)
     if not isinstance(data, dict):
         return noflo.from_dict(data, fmt)  # refused with the right message
@@ -297,9 +299,7 @@ def load(path: str | Path, format: str | None = None) -> Graph:
         if implied == "json" or (implied == "yaml" and _starts_json(decoded)):
             # JSON (YAML's JSON subset reads the same): parsed as JSON, dialect by fields.
             with bulk():
-                data = json_loads(decoded, "json")
-                fmt = detect_dialect(data) if isinstance(data, dict) else "noflo"
-                return _from_json(decoded, data, fmt)
+                return _from_json(decoded, json_loads(decoded, "json"))
         if implied is not None and not decoded.isspace() and decoded:
             format = implied
         with bulk():
